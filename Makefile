@@ -1,0 +1,42 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+CM := ./target/release/cm
+
+.PHONY: build up down lint test bench clean
+
+build:
+	cargo build --release
+
+# cm finds fabfile.toml from the cwd (repo root).
+up:
+	bash scripts/ensure-rabbitmq.sh
+	cargo build --release
+	$(CM) queue start
+	$(CM) queue status
+
+down:
+	if [ -x $(CM) ]; then $(CM) server stop; fi
+
+# Fresh toolchains may lack the components; offline installs must not stop the build here
+# (the next command will fail loudly if they are really missing).
+lint:
+	cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 \
+		|| rustup component add clippy rustfmt || true
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+# Services the integration tests talk to; cargo test builds the cm binary they spawn.
+test: lint
+	bash scripts/ensure-rabbitmq.sh
+	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-celery-venv.sh
+	cargo test --workspace
+
+bench:
+	bash bench/run.sh
+
+clean:
+	cargo clean
+	rm -rf var

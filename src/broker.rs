@@ -1,0 +1,247 @@
+//! RabbitMQ through lapin: connect (with errors an operator can act on), declare, publish confirmed.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind};
+
+use crate::protocol::TaskMessage;
+
+/// A blackholed host must not hang `cm queue start`; a live broker answers well within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("no broker at {url}: {reason} (start RabbitMQ with `make up` or `rabbitmq-server -detached`, or fix [broker] url in fabfile.toml)")]
+    Unreachable { url: String, reason: String },
+    #[error(
+        "broker at {url} refused the login: {reason} (check the user and password in [broker] url)"
+    )]
+    AccessRefused { url: String, reason: String },
+    #[error("broker at {url} refused the virtual host: {reason} (create it with `rabbitmqctl add_vhost` or fix [broker] url)")]
+    VhostRefused { url: String, reason: String },
+    #[error("broker at {url}: {context}: {source}")]
+    Protocol {
+        url: String,
+        context: String,
+        source: lapin::Error,
+    },
+    #[error("broker at {url} did not confirm the publish of {id} to queue {queue}")]
+    Nacked {
+        url: String,
+        queue: String,
+        id: String,
+    },
+}
+
+/// The URL with its password hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((creds, host)) => {
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Connects, naming the connection so `rabbitmqctl list_connections` shows who it is.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let shown = redact(url);
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await;
+    match result {
+        Err(_) => Err(BrokerError::Unreachable {
+            url: shown,
+            reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+        }),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(classify(&shown, e)),
+    }
+}
+
+fn classify(url: &str, e: lapin::Error) -> BrokerError {
+    let url = url.to_string();
+    let text = e.to_string();
+    match e.kind() {
+        ErrorKind::IOError(io) => BrokerError::Unreachable {
+            url,
+            reason: io.to_string(),
+        },
+        ErrorKind::ProtocolError(_) if text.contains("ACCESS_REFUSED") => {
+            BrokerError::AccessRefused { url, reason: text }
+        }
+        ErrorKind::ProtocolError(_) if text.contains("NOT_ALLOWED") => {
+            BrokerError::VhostRefused { url, reason: text }
+        }
+        // RabbitMQ drops the socket on a bad login before AMQP 0-9-1 can say why.
+        ErrorKind::InvalidConnectionState(_) => BrokerError::AccessRefused {
+            url,
+            reason: format!("connection closed during login ({text})"),
+        },
+        _ => BrokerError::Protocol {
+            url,
+            context: "connecting".into(),
+            source: e,
+        },
+    }
+}
+
+/// Declares a work queue durable with no x-arguments, so a Celery client's own declare matches.
+pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<(), BrokerError> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| BrokerError::Protocol {
+            url: redact(url),
+            context: format!("declaring queue {queue}"),
+            source,
+        })
+}
+
+/// A channel in confirm mode for persistent, confirmed publishing.
+pub struct Publisher {
+    channel: Channel,
+    url: String,
+    origin: String,
+}
+
+impl Publisher {
+    pub async fn open(conn: &Connection, url: &str, origin: &str) -> Result<Self, BrokerError> {
+        let err = |context: &str| {
+            let url = redact(url);
+            let context = context.to_string();
+            move |source| BrokerError::Protocol {
+                url,
+                context,
+                source,
+            }
+        };
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(err("opening a channel"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(err("enabling publisher confirms"))?;
+        Ok(Self {
+            channel,
+            url: url.to_string(),
+            origin: origin.to_string(),
+        })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes every message to `queue` and returns once the broker confirmed each one.
+    /// Publishes are pipelined: all frames go out first, then the confirms are awaited.
+    pub async fn publish_all(
+        &self,
+        queue: &str,
+        messages: &[TaskMessage],
+    ) -> Result<(), BrokerError> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for msg in messages {
+            let (body, props) = msg.encode(&self.origin);
+            let confirm = self
+                .publish_raw(queue, &body, props)
+                .await
+                .map_err(|source| self.protocol_error(queue, source))?;
+            pending.push((msg, confirm));
+        }
+        for (msg, confirm) in pending {
+            let outcome = confirm
+                .await
+                .map_err(|source| self.protocol_error(queue, source))?;
+            if !outcome.is_ack() || outcome.take_message().is_some() {
+                return Err(BrokerError::Nacked {
+                    url: redact(&self.url),
+                    queue: queue.to_string(),
+                    id: msg.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes one body (mandatory, so an unroutable message comes back instead of vanishing).
+    pub async fn publish_raw(
+        &self,
+        queue: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<lapin::PublisherConfirm, lapin::Error> {
+        self.channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await
+    }
+
+    /// Publishes one body and waits for its confirm.
+    pub async fn publish_confirmed(
+        &self,
+        queue: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let confirm = self
+            .publish_raw(queue, body, props)
+            .await
+            .map_err(|source| self.protocol_error(queue, source))?;
+        let outcome = confirm
+            .await
+            .map_err(|source| self.protocol_error(queue, source))?;
+        if outcome.is_ack() && outcome.take_message().is_none() {
+            Ok(())
+        } else {
+            Err(BrokerError::Nacked {
+                url: redact(&self.url),
+                queue: queue.to_string(),
+                id: String::new(),
+            })
+        }
+    }
+
+    fn protocol_error(&self, queue: &str, source: lapin::Error) -> BrokerError {
+        BrokerError::Protocol {
+            url: redact(&self.url),
+            context: format!("publishing to queue {queue}"),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            super::redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(super::redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}

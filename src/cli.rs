@@ -1,0 +1,129 @@
+//! The command line: clap derive types only; each command's work lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// cm: start, stop and watch the job-queue workers, and hand them jobs.
+#[derive(Debug, Parser)]
+#[command(name = "cm", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file [default: $CM_CONFIG, then ./fabfile.toml, then /etc/cm/fabfile.toml]
+    #[arg(long, global = true, env = "CM_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The workers: start, stop, restart, status, clean
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// The whole stack at once (what `fab server.*` did)
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Run one worker in the foreground (what `queue start` runs detached; for systemd too)
+    Worker {
+        /// Worker name from fabfile.toml, e.g. p1
+        name: String,
+        /// Started by `cm queue start`: stdout is its readiness pipe, stderr its log
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Publish launch jobs (one per host): a recipe on a server
+    Launch(LaunchArgs),
+    /// Publish provisioning jobs (one per host)
+    Provision(ProvisionArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// Stop the named workers (all if none) if running, start them, wait until each consumes
+    Start { names: Vec<String> },
+    /// SIGTERM, let running jobs finish within the grace period, then SIGKILL
+    Stop { names: Vec<String> },
+    /// Rolling restart: one worker at a time, so a queue never loses all its consumers
+    Restart { names: Vec<String> },
+    /// Name, queue, pid, state, uptime, memory and jobs done of each worker
+    Status {
+        names: Vec<String>,
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill every worker of this config, orphans included, and remove stale pid files
+    Clean {
+        /// Also delete the workers' log files
+        #[arg(long)]
+        logs: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCmd {
+    /// Start every worker (same as `cm queue start`)
+    Start,
+    /// Stop every worker gracefully: running jobs finish, nothing is lost
+    Stop,
+    /// Kill every worker, orphans included, and remove stale pid files
+    Clean {
+        /// Also delete the workers' log files
+        #[arg(long)]
+        logs: bool,
+    },
+    /// Same as `cm queue status`
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MachineKind {
+    Vm,
+    Baremetal,
+}
+
+impl MachineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineKind::Vm => "vm",
+            MachineKind::Baremetal => "baremetal",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// Server from fabfile.toml [servers], e.g. india_openstack_essex
+    #[arg(long)]
+    pub server: String,
+    /// Recipe from fabfile.toml [recipes], e.g. "Slurm Cluster"
+    #[arg(long)]
+    pub recipe: String,
+    #[arg(long, value_enum, default_value = "vm")]
+    pub kind: MachineKind,
+    /// Hostlist: one job per host, e.g. 'i[1-3]'
+    #[arg(long, default_value = "i1")]
+    pub hosts: String,
+    /// Publish the whole set this many times (smoke tests, benchmarks)
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Who the launch is for (recorded with the job)
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Hostlist: one job per host, e.g. 'i[1-3]'
+    #[arg(long)]
+    pub hosts: String,
+    /// Image to provision the hosts with
+    #[arg(long)]
+    pub image: String,
+    /// Publish the whole set this many times
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+}

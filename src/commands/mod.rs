@@ -1,0 +1,41 @@
+//! Dispatch: one module per command family; each prints its own report.
+
+mod publish;
+mod queue;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, QueueCmd, ServerCmd};
+use crate::config::Config;
+use crate::exit::Code;
+
+pub fn run(cli: Cli) -> anyhow::Result<Code> {
+    let cfg = Config::discover(cli.config.as_deref())?;
+    if let Command::Worker { name, detached } = &cli.command {
+        return Ok(crate::worker::run(&cfg, name, *detached));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Queue(cmd) => match cmd {
+                QueueCmd::Start { names } => queue::start(&cfg, &names).await,
+                QueueCmd::Stop { names } => queue::stop(&cfg, &names).await,
+                QueueCmd::Restart { names } => queue::restart(&cfg, &names).await,
+                QueueCmd::Status { names, json } => queue::status(&cfg, &names, json),
+                QueueCmd::Clean { logs } => queue::clean(&cfg, logs).await,
+            },
+            Command::Server(cmd) => match cmd {
+                ServerCmd::Start => queue::start(&cfg, &[]).await,
+                ServerCmd::Stop => queue::stop(&cfg, &[]).await,
+                ServerCmd::Clean { logs } => queue::clean(&cfg, logs).await,
+                ServerCmd::Status { json } => queue::status(&cfg, &[], json),
+            },
+            Command::Launch(args) => publish::launch(&cfg, &args).await,
+            Command::Provision(args) => publish::provision(&cfg, &args).await,
+            Command::Worker { .. } => unreachable!("handled above"),
+        }
+    })
+}

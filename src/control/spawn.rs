@@ -1,0 +1,162 @@
+//! Starting a detached worker: directories, log redirection, the readiness pipe.
+//!
+//! The child is `cm --config PATH worker NAME --detached`; its stdout is a pipe back to us on
+//! which it writes `ready` once its consumer is registered, or `error <code>: <why>`.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use nix::unistd::{AccessFlags, Pid};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::Instant;
+
+use crate::config::{Config, WorkerRef};
+use crate::exit::{CmError, Code};
+
+/// A worker that has been spawned and has not yet said whether it is consuming.
+#[derive(Debug)]
+pub struct Starting {
+    pub name: String,
+    pub queue: String,
+    pub pid: Pid,
+    child: Child,
+    ready: BufReader<ChildStdout>,
+}
+
+/// Why a worker did not become ready, with the exit code it maps to.
+#[derive(Debug, Clone)]
+pub struct NotReady {
+    pub code: Code,
+    pub reason: String,
+}
+
+/// Creates `dir` if needed and checks we can write there; the error says what to do.
+pub fn ensure_writable_dir(dir: &Path, what: &str, key: &str) -> Result<(), CmError> {
+    let fail = |source: std::io::Error| {
+        CmError::Permission {
+        message: format!(
+            "cannot write {what} {}: {source} (run with sudo, or set [paths] {key} to a directory you can write)",
+            dir.display()
+        ),
+    }
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    nix::unistd::access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+        .map_err(|e| fail(std::io::Error::from(e)))
+}
+
+pub fn spawn(cfg: &Config, worker: WorkerRef<'_>) -> Result<Starting, CmError> {
+    let log_path = cfg.log_file(worker.name);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&log_path)
+        .map_err(|e| CmError::Permission {
+            message: format!(
+                "cannot open log file {}: {e} (run with sudo, or set [paths] log_dir)",
+                log_path.display()
+            ),
+        })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CmError::Other(format!("cannot find the cm binary: {e}")))?;
+    let mut child = Command::new(exe)
+        .arg("--config")
+        .arg(&cfg.path)
+        .arg("worker")
+        .arg(worker.name)
+        .arg("--detached")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| CmError::Other(format!("cannot spawn worker {}: {e}", worker.name)))?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw)
+        .ok_or_else(|| CmError::Other(format!("worker {} exited at once", worker.name)))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| CmError::Other("worker stdout was not piped".into()))?;
+    Ok(Starting {
+        name: worker.name.to_string(),
+        queue: worker.queue.name.clone(),
+        pid,
+        child,
+        ready: BufReader::new(stdout),
+    })
+}
+
+impl Starting {
+    /// Waits for the worker's `ready` line; on a deadline miss the caller stops the worker.
+    pub async fn wait_ready(&mut self, deadline: Instant, log: &Path) -> Result<(), NotReady> {
+        let mut line = String::new();
+        let read = tokio::time::timeout_at(deadline, self.ready.read_line(&mut line)).await;
+        let line = line.trim();
+        match read {
+            Err(_) => Err(NotReady {
+                code: Code::TempFail,
+                reason: format!("not consuming by the start deadline; see {}", log.display()),
+            }),
+            Ok(Ok(_)) if line == "ready" => Ok(()),
+            Ok(Ok(_)) if line.starts_with("error") => Err(parse_error_line(line)),
+            Ok(_) => {
+                let status =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait())
+                        .await;
+                let how = match status {
+                    Ok(Ok(s)) => format!("exited ({s})"),
+                    _ => "closed its readiness pipe".to_string(),
+                };
+                Err(NotReady {
+                    code: Code::Failure,
+                    reason: format!(
+                        "{how} before it was consuming; last log line: {}",
+                        last_line(log).unwrap_or_else(|| "(empty)".into())
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// `error 69: no broker at ...` → code 69 and the text.
+fn parse_error_line(line: &str) -> NotReady {
+    let rest = line.trim_start_matches("error").trim_start();
+    let (code, reason) = match rest.split_once(": ") {
+        Some((n, why)) => (n.parse().ok(), why),
+        None => (None, rest),
+    };
+    NotReady {
+        code: code.map_or(Code::Failure, Code::from_raw),
+        reason: reason.to_string(),
+    }
+}
+
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.chars().take(300).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_carry_their_exit_code() {
+        let e = parse_error_line("error 69: no broker at amqp://x");
+        assert_eq!(e.code, Code::Unavailable);
+        assert_eq!(e.reason, "no broker at amqp://x");
+        let e = parse_error_line("error: something");
+        assert_eq!(e.code, Code::Failure);
+    }
+}

@@ -1,0 +1,12 @@
+//! cm: an ops CLI, worker and web launcher for a RabbitMQ job queue (Celery protocol v2).
+
+pub mod broker;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod exit;
+pub mod jobs;
+pub mod privileges;
+pub mod protocol;
+pub mod worker;

@@ -1,0 +1,220 @@
+//! Celery message protocol v2 over AMQP, JSON body: encode for publishers, decode for workers.
+//!
+//! Headers carry the task name and id; the body is `[args, kwargs, embed]`.
+
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+use serde_json::{json, Map, Value};
+
+/// A task message as a worker sees it.
+#[derive(Debug, Clone)]
+pub struct TaskMessage {
+    pub id: String,
+    pub task: String,
+    pub args: Vec<Value>,
+    pub kwargs: Map<String, Value>,
+    pub retries: u32,
+    /// Where a Celery client with the rpc:// backend waits for the result.
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// Why a message cannot be a task; the reason goes with it to the dead-letter queue.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("unsupported content type {0:?}: cm reads JSON (set task_serializer='json' on Celery clients)")]
+    ContentType(String),
+    #[error("missing header {0:?}: not a Celery protocol v2 message")]
+    MissingHeader(&'static str),
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body has the wrong shape: {0}")]
+    WrongShape(&'static str),
+}
+
+impl TaskMessage {
+    /// A new message for `task` with a fresh UUID, as Celery's task ids are.
+    pub fn new(task: &str, args: Vec<Value>, kwargs: Map<String, Value>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            task: task.to_string(),
+            args,
+            kwargs,
+            retries: 0,
+            reply_to: None,
+            correlation_id: None,
+        }
+    }
+
+    /// The body and the AMQP properties, exactly as a Celery 5 client would send them.
+    pub fn encode(&self, origin: &str) -> (Vec<u8>, BasicProperties) {
+        let args = Value::Array(self.args.clone());
+        let kwargs = Value::Object(self.kwargs.clone());
+        let body = json!([
+            args,
+            kwargs,
+            {"callbacks": null, "errbacks": null, "chain": null, "chord": null}
+        ]);
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
+        let mut headers = FieldTable::default();
+        for (key, value) in [
+            ("lang", text("py")),
+            ("task", text(&self.task)),
+            ("id", text(&self.id)),
+            ("root_id", text(&self.id)),
+            ("parent_id", AMQPValue::Void),
+            ("group", AMQPValue::Void),
+            ("shadow", AMQPValue::Void),
+            ("retries", AMQPValue::LongLongInt(i64::from(self.retries))),
+            ("eta", AMQPValue::Void),
+            ("expires", AMQPValue::Void),
+            (
+                "timelimit",
+                AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::Void, AMQPValue::Void])),
+            ),
+            ("argsrepr", text(&args.to_string())),
+            ("kwargsrepr", text(&kwargs.to_string())),
+            ("origin", text(origin)),
+            ("ignore_result", AMQPValue::Boolean(false)),
+        ] {
+            headers.insert(ShortString::from(key), value);
+        }
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("utf-8".into())
+            .with_correlation_id(self.id.as_str().into())
+            .with_delivery_mode(2)
+            .with_priority(0)
+            .with_headers(headers);
+        if let Some(reply_to) = &self.reply_to {
+            props = props.with_reply_to(reply_to.as_str().into());
+        }
+        (body.to_string().into_bytes(), props)
+    }
+
+    /// Reads a delivered message; anything that is not a JSON protocol v2 task is an error.
+    pub fn decode(props: &BasicProperties, body: &[u8]) -> Result<Self, DecodeError> {
+        if let Some(ct) = props.content_type() {
+            if ct.as_str() != "application/json" {
+                return Err(DecodeError::ContentType(ct.as_str().to_string()));
+            }
+        }
+        let headers = props.headers().as_ref();
+        let header = |key: &'static str| {
+            headers
+                .and_then(|h| h.inner().get(key))
+                .and_then(amqp_text)
+                .ok_or(DecodeError::MissingHeader(key))
+        };
+        let task = header("task")?;
+        let id = header("id")?;
+        let retries = headers
+            .and_then(|h| h.inner().get("retries"))
+            .and_then(amqp_int)
+            .unwrap_or(0);
+
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let Value::Array(mut parts) = value else {
+            return Err(DecodeError::WrongShape("expected [args, kwargs, embed]"));
+        };
+        if !(2..=3).contains(&parts.len()) {
+            return Err(DecodeError::WrongShape("expected [args, kwargs, embed]"));
+        }
+        parts.truncate(2);
+        let kwargs = match parts.pop() {
+            Some(Value::Object(map)) => map,
+            Some(Value::Null) => Map::new(),
+            _ => return Err(DecodeError::WrongShape("kwargs is not an object")),
+        };
+        let args = match parts.pop() {
+            Some(Value::Array(list)) => list,
+            Some(Value::Null) => Vec::new(),
+            _ => return Err(DecodeError::WrongShape("args is not a list")),
+        };
+        Ok(Self {
+            id,
+            task,
+            args,
+            kwargs,
+            retries: u32::try_from(retries).unwrap_or(0),
+            reply_to: props.reply_to().as_ref().map(|s| s.as_str().to_string()),
+            correlation_id: props
+                .correlation_id()
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
+        })
+    }
+}
+
+fn amqp_text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+fn amqp_int(v: &AMQPValue) -> Option<i64> {
+    match *v {
+        AMQPValue::ShortShortInt(n) => Some(n.into()),
+        AMQPValue::ShortShortUInt(n) => Some(n.into()),
+        AMQPValue::ShortInt(n) => Some(n.into()),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        AMQPValue::LongInt(n) => Some(n.into()),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::LongLongInt(n) => Some(n),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_then_decode_round_trips() -> Result<(), DecodeError> {
+        let mut kwargs = Map::new();
+        kwargs.insert("server".into(), json!("india_openstack_essex"));
+        let msg = TaskMessage::new("cm.launch", vec![json!("i1")], kwargs);
+        let (body, props) = msg.encode("cm@test");
+        let back = TaskMessage::decode(&props, &body)?;
+        assert_eq!(back.id, msg.id);
+        assert_eq!(back.task, "cm.launch");
+        assert_eq!(back.args, vec![json!("i1")]);
+        assert_eq!(back.kwargs["server"], json!("india_openstack_essex"));
+        assert_eq!(
+            props.correlation_id().as_ref().map(|s| s.as_str()),
+            Some(msg.id.as_str())
+        );
+        assert_eq!(props.delivery_mode(), &Some(2));
+        Ok(())
+    }
+
+    #[test]
+    fn poison_bodies_are_named() {
+        let (_, props) = TaskMessage::new("cm.launch", vec![], Map::new()).encode("t");
+        assert!(matches!(
+            TaskMessage::decode(&props, b"not json"),
+            Err(DecodeError::NotJson(_))
+        ));
+        assert!(matches!(
+            TaskMessage::decode(&props, b"{\"a\":1}"),
+            Err(DecodeError::WrongShape(_))
+        ));
+        assert!(matches!(
+            TaskMessage::decode(&props, b"[1, {}, {}]"),
+            Err(DecodeError::WrongShape(_))
+        ));
+        assert_eq!(
+            TaskMessage::decode(&BasicProperties::default(), b"[[], {}, {}]").map(|m| m.id),
+            Err(DecodeError::MissingHeader("task"))
+        );
+        let pickle = props.with_content_type("application/x-python-serialize".into());
+        assert!(matches!(
+            TaskMessage::decode(&pickle, b"[[], {}, {}]"),
+            Err(DecodeError::ContentType(_))
+        ));
+    }
+}

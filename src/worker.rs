@@ -1,0 +1,424 @@
+//! One worker process: consume, run, ack, and shut down warmly on SIGTERM.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::broker::{self, Publisher};
+use crate::config::{Config, WorkerRef};
+use crate::control::pidfile::{AcquireError, PidLock};
+use crate::control::WorkerStats;
+use crate::exit::{code_for, CmError, Code};
+use crate::jobs::Job;
+use crate::protocol::TaskMessage;
+
+/// Prefetched deliveries are handed back within this on shutdown; the broker returns the rest.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const STATS_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs worker `name` until SIGTERM. `detached`: started by `cm queue start`, whose readiness
+/// pipe is our stdout; the log file is our stderr.
+pub fn run(cfg: &Config, name: &str, detached: bool) -> Code {
+    let mut ready = None;
+    if detached {
+        // Our own session: an operator's Ctrl-C or closed terminal must not reach the workers.
+        let _ = nix::unistd::setsid();
+        match take_ready_pipe() {
+            Ok(pipe) => ready = Some(pipe),
+            Err(e) => {
+                eprintln!("worker {name}: cannot set up its log and readiness pipe: {e}");
+                return Code::Software;
+            }
+        }
+    }
+    match run_locked(cfg, name, &mut ready) {
+        Ok(()) => Code::Success,
+        Err(e) => {
+            let code = code_for(&e);
+            let text = format!("{e:#}");
+            error!("worker {name} stopped: {text}");
+            tell(&mut ready, &format!("error {}: {text}", code as u8));
+            code
+        }
+    }
+}
+
+/// Keeps the pipe to `cm queue start` aside and points stdout at the log, so job output lands there.
+fn take_ready_pipe() -> std::io::Result<File> {
+    let pipe = nix::unistd::dup(std::io::stdout())?;
+    nix::unistd::dup2_stdout(std::io::stderr())?;
+    Ok(File::from(pipe))
+}
+
+/// One line to `cm queue start`, then the pipe is closed: it waits for nothing more.
+fn tell(ready: &mut Option<File>, line: &str) {
+    if let Some(mut pipe) = ready.take() {
+        // The starter may have given up already; that is its business, not an error here.
+        let _ = writeln!(pipe, "{line}");
+    }
+}
+
+fn run_locked(cfg: &Config, name: &str, ready: &mut Option<File>) -> anyhow::Result<()> {
+    let worker = cfg.worker(name).ok_or_else(|| CmError::UnknownWorker {
+        name: name.to_string(),
+        known: cfg.workers().map(|w| w.name).collect::<Vec<_>>().join(", "),
+    })?;
+    let lock = PidLock::acquire(&cfg.pid_file(name)).map_err(|e| match e {
+        AcquireError::Io { ref source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            CmError::Permission {
+                message: format!("{e} (run with sudo, or set [paths] pid_dir)"),
+            }
+        }
+        other => CmError::Other(other.to_string()),
+    })?;
+    let stderr = std::io::stderr();
+    if let Some(user) =
+        crate::privileges::drop_if_root(cfg, &[lock.file(), &stderr], &[&cfg.pid_dir])?
+    {
+        info!("dropped privileges to {user}");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let stats = Arc::new(Counters::default());
+    let result = runtime.block_on(serve(cfg, worker, ready, stats.clone()));
+    if let Err(e) = stats.snapshot().write(&cfg.stats_file(name)) {
+        warn!("writing stats: {e}");
+    }
+    lock.release();
+    result
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerStats {
+        WorkerStats {
+            jobs_done: self.done.load(Ordering::Relaxed),
+            jobs_failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What every job handler of this worker shares.
+struct Ctx {
+    cfg: Config,
+    node: String,
+    queue: String,
+    publisher: Publisher,
+    dead_declared: OnceCell<()>,
+    stats: Arc<Counters>,
+}
+
+async fn serve(
+    cfg: &Config,
+    worker: WorkerRef<'_>,
+    ready: &mut Option<File>,
+    stats: Arc<Counters>,
+) -> anyhow::Result<()> {
+    let node = cfg.node_name(worker.name);
+    let queue = worker.queue;
+    // Installed before `ready`, so a stop right after start is a warm shutdown, not a kill.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
+    let channel = conn.create_channel().await.context("opening a channel")?;
+    broker::declare_queue(&channel, &cfg.broker_url, &queue.name).await?;
+    channel
+        .basic_qos(queue.prefetch, BasicQosOptions::default())
+        .await
+        .context("setting the prefetch (basic.qos)")?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name.as_str().into(),
+            node.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming from queue {}", queue.name))?;
+    let publisher = Publisher::open(&conn, &cfg.broker_url, &node).await?;
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        node: node.clone(),
+        queue: queue.name.clone(),
+        publisher,
+        dead_declared: OnceCell::new(),
+        stats: stats.clone(),
+    });
+
+    tell(ready, "ready");
+    info!(
+        "{node} consuming from queue {} (concurrency {}, prefetch {}), pid {}",
+        queue.name,
+        queue.concurrency,
+        queue.prefetch,
+        std::process::id()
+    );
+    let stats_path = cfg.stats_file(worker.name);
+    let stats_writer = tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let now = stats.snapshot();
+            if last != Some((now.jobs_done, now.jobs_failed)) {
+                if let Err(e) = now.write(&stats_path) {
+                    warn!("writing stats: {e}");
+                }
+                last = Some((now.jobs_done, now.jobs_failed));
+            }
+            tokio::time::sleep(STATS_EVERY).await;
+        }
+    });
+
+    // A delivery is taken from the stream only when a slot is free, so on shutdown everything
+    // still in the stream was never started and can go straight back to the queue.
+    let slots = Arc::new(Semaphore::new(usize::from(queue.concurrency)));
+    let mut running = JoinSet::new();
+    let stopped_by = loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.context("job slots closed")?,
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        };
+        tokio::select! {
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    running.spawn(async move {
+                        handle(&ctx, delivery).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    stats_writer.abort();
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "lost the broker connection; {} unacked job(s) go back to queue {}",
+                        running.len(), queue.name
+                    )));
+                }
+                None => break "the broker cancelled the consumer",
+            },
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+        }
+        while running.try_join_next().is_some() {}
+    };
+
+    info!(
+        "{stopped_by}: warm shutdown, taking no new jobs, finishing {} running",
+        running.len()
+    );
+    if let Err(e) = channel
+        .basic_cancel(node.as_str().into(), BasicCancelOptions::default())
+        .await
+    {
+        warn!("cancelling the consumer: {e}");
+    }
+    let mut requeued = 0;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            };
+            if delivery.nack(requeue).await.is_ok() {
+                requeued += 1;
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!("prefetched jobs not handed back within {DRAIN_TIMEOUT:?}; the broker requeues them on close");
+    }
+    while running.join_next().await.is_some() {}
+    stats_writer.abort();
+    let _ = channel.close(200, "worker stopping".into()).await;
+    let _ = conn.close(200, "worker stopping".into()).await;
+    let s = ctx.stats.snapshot();
+    info!(
+        "{node} stopped: {} job(s) done, {} failed, {requeued} prefetched job(s) handed back",
+        s.jobs_done, s.jobs_failed
+    );
+    Ok(())
+}
+
+/// One line in the worker's log for one job event (what a job prints lands here too).
+fn say(node: &str, id: &str, task: &str, event: &str) {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    println!("[{now}] {node} job {id} {task}: {event}");
+}
+
+async fn handle(ctx: &Ctx, delivery: Delivery) {
+    let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
+        Ok(m) => m,
+        Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
+    };
+    let job = match Job::from_message(&msg) {
+        Ok(j) => j,
+        Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
+    };
+    let (node, id, task) = (ctx.node.as_str(), msg.id.as_str(), msg.task.as_str());
+    let redelivered = if delivery.redelivered {
+        " (redelivered)"
+    } else {
+        ""
+    };
+    say(
+        node,
+        id,
+        task,
+        &format!("RECEIVED {}{redelivered}", job.describe()),
+    );
+    say(node, id, task, "STARTED");
+    let outcome = run_steps(ctx, &job, node, id, task).await;
+    match &outcome {
+        Ok(_) => {
+            ctx.stats.done.fetch_add(1, Ordering::Relaxed);
+            say(node, id, task, "SUCCESS");
+        }
+        Err(why) => {
+            ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+            say(node, id, task, &format!("FAILURE {why}"));
+        }
+    }
+    if let Some(reply_to) = &msg.reply_to {
+        reply(ctx, &msg, reply_to, &outcome).await;
+    }
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        error!("acking job {id}: {e}; the broker will deliver it again");
+    }
+}
+
+async fn run_steps(
+    ctx: &Ctx,
+    job: &Job,
+    node: &str,
+    id: &str,
+    task: &str,
+) -> Result<Value, String> {
+    if let Some(why) = job.refusal(&ctx.cfg) {
+        return Err(why);
+    }
+    let sim = ctx.cfg.simulation;
+    for step in job.steps() {
+        say(node, id, task, step);
+        let seconds = if sim.step_max > sim.step_min {
+            rand::rng().random_range(sim.step_min..=sim.step_max)
+        } else {
+            sim.step_min
+        };
+        if seconds > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        }
+        if let Some(why) = job.fails_at(&ctx.cfg, step) {
+            return Err(why);
+        }
+        if sim.failure_rate > 0.0 && rand::rng().random_bool(sim.failure_rate) {
+            return Err(format!("simulated failure during {step}"));
+        }
+    }
+    Ok(job.result())
+}
+
+/// The rpc:// result backend: a Celery client's `AsyncResult.get()` reads this from `reply_to`.
+async fn reply(ctx: &Ctx, msg: &TaskMessage, reply_to: &str, outcome: &Result<Value, String>) {
+    let (status, result) = match outcome {
+        Ok(v) => ("SUCCESS", v.clone()),
+        Err(why) => (
+            "FAILURE",
+            json!({"exc_type": "JobFailed", "exc_message": [why], "exc_module": "builtins"}),
+        ),
+    };
+    let body = json!({
+        "task_id": msg.id, "status": status, "result": result,
+        "traceback": null, "children": [],
+        "date_done": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    });
+    let correlation = msg.correlation_id.clone().unwrap_or_else(|| msg.id.clone());
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("utf-8".into())
+        .with_correlation_id(correlation.as_str().into());
+    let sent = ctx
+        .publisher
+        .publish_confirmed(reply_to, body.to_string().as_bytes(), props)
+        .await;
+    if let Err(e) = sent {
+        warn!("sending the result of job {} to {reply_to}: {e}", msg.id);
+    }
+}
+
+/// Moves a message that can never run to `<queue>.dead`, with the reason, then acks it.
+async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
+    let dead = format!("{}.dead", ctx.queue);
+    warn!(
+        "poison message on queue {}: {reason}; moved to {dead}",
+        ctx.queue
+    );
+    let declared = ctx
+        .dead_declared
+        .get_or_try_init(|| async {
+            broker::declare_queue(ctx.publisher.channel(), &ctx.cfg.broker_url, &dead).await
+        })
+        .await;
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
+    headers.insert("x-cm-reason".into(), text(reason));
+    headers.insert("x-cm-queue".into(), text(&ctx.queue));
+    headers.insert("x-cm-worker".into(), text(&ctx.node));
+    let props = delivery.properties.clone().with_headers(headers);
+    let moved = match declared {
+        Ok(()) => {
+            ctx.publisher
+                .publish_confirmed(&dead, &delivery.data, props)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match moved {
+        Ok(()) => {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                error!("acking a dead-lettered message: {e}");
+            }
+        }
+        Err(e) => {
+            error!(
+                "could not move a poison message to {dead}: {e}; returning it to {}",
+                ctx.queue
+            );
+            // Not too hot a loop while the broker cannot take it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+        }
+    }
+}
