@@ -1,0 +1,299 @@
+//! A real environment in one line: a temp dir with its own fabfile.toml, queue names no other
+//! test uses, and the real `cm` binary against the real broker.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub fn cm_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cm")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub prov: String,
+    pub launch: String,
+}
+
+pub struct Options {
+    pub broker: String,
+    pub step_seconds: (f64, f64),
+    pub grace_seconds: f64,
+    pub extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            broker: BROKER.into(),
+            step_seconds: (0.0, 0.0),
+            grace_seconds: 30.0,
+            extra: String::new(),
+        }
+    }
+}
+
+impl Stack {
+    pub fn new() -> Self {
+        Self::with(Options::default())
+    }
+
+    pub fn with(opts: Options) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prov = unique("t_prov");
+        let launch = unique("t_launch");
+        let config = dir.path().join("fabfile.toml");
+        let text = format!(
+            r#"[broker]
+url = "{broker}"
+[paths]
+pid_dir = "run"
+log_dir = "log"
+[worker]
+stop_grace_seconds = {grace}
+start_timeout_seconds = 20
+[queues.{prov}]
+workers = "p[1-2]"
+tasks = ["cm.provision"]
+concurrency = 1
+[queues.{launch}]
+workers = "l[1-2]"
+tasks = ["cm.launch"]
+concurrency = 1
+[simulation]
+step_seconds = [{lo}, {hi}]
+{extra}
+"#,
+            broker = opts.broker,
+            grace = opts.grace_seconds,
+            lo = opts.step_seconds.0,
+            hi = opts.step_seconds.1,
+            extra = opts.extra,
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self {
+            dir,
+            config,
+            prov,
+            launch,
+        }
+    }
+
+    /// Runs `cm --config <ours> ARGS` to completion.
+    pub fn cm(&self, args: &[&str]) -> Output {
+        Command::new(cm_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("CM_BROKER_URL")
+            .env_remove("CM_CONFIG")
+            .output()
+            .expect("run cm")
+    }
+
+    /// Runs cm and insists on success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cm(args);
+        assert!(
+            out.status.success(),
+            "cm {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn pid_file(&self, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("run")
+            .join(format!("celery@{name}.pid"))
+    }
+
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("log")
+            .join(format!("celery@{name}.log"))
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_file(name)).unwrap_or_default()
+    }
+
+    pub fn pid_of(&self, name: &str) -> i32 {
+        let text = std::fs::read_to_string(self.pid_file(name)).expect("pid file");
+        text.trim().parse().expect("pid in pid file")
+    }
+
+    /// Pids of every process running `cm ... worker` with our config, from /proc.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let needle = self.config.to_string_lossy().into_owned();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            if argv.iter().any(|a| a == &needle) && argv.iter().any(|a| a == "worker") && alive(pid)
+            {
+                pids.push(pid);
+            }
+        }
+        pids.sort();
+        pids
+    }
+
+    /// Publishes with `cm ARGS` and returns the printed job ids.
+    pub fn publish(&self, args: &[&str]) -> Vec<String> {
+        self.ok(args).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.cm(&["server", "clean"]);
+        delete_queues(&[
+            &self.prov,
+            &self.launch,
+            &format!("{}.dead", self.prov),
+            &format!("{}.dead", self.launch),
+        ]);
+    }
+}
+
+/// Running (not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether someone holds an exclusive flock on `path`.
+pub fn locked(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(_) => false,
+        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// Polls `cond` until true; panics with `what` after `timeout`.
+pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn delete_queues(names: &[&str]) {
+    runtime().block_on(async {
+        let Ok(conn) =
+            lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default()).await
+        else {
+            return;
+        };
+        for name in names {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .queue_delete(
+                        (*name).into(),
+                        lapin::options::QueueDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "test done".into()).await;
+    });
+}
+
+/// How many messages wait in `queue` (declaring it if missing).
+pub fn queue_depth(queue: &str) -> u32 {
+    runtime().block_on(async {
+        let conn = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+        let _ = conn.close(200, "".into()).await;
+        q.message_count()
+    })
+}
+
+/// A port on loopback that nothing listens on.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Lines of all `logs` that say `job <id> ...: SUCCESS`, as (worker, id).
+pub fn successes(stack: &Stack, workers: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for w in workers {
+        for line in stack.log(w).lines() {
+            if line.ends_with(": SUCCESS") {
+                if let Some(id) = line
+                    .split(" job ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                {
+                    out.push((w.to_string(), id.to_string()));
+                }
+            }
+        }
+    }
+    out
+}

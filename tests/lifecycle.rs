@@ -1,0 +1,359 @@
+//! The worker lifecycle over the real broker with the real binary: start, jobs, stop, clean.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+
+const WORKERS: [&str; 4] = ["p1", "p2", "l1", "l2"];
+
+#[test]
+fn start_gives_four_consuming_workers_with_locked_pid_files_and_logs() {
+    let stack = Stack::new();
+    let out = stack.ok(&["queue", "start"]);
+    for name in WORKERS {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{out}"));
+        assert!(line.ends_with("ready"), "{line}");
+        let pid = stack.pid_of(name);
+        assert!(line.contains(&format!("pid {pid}")), "{line}");
+        assert!(alive(pid), "{name} (pid {pid}) is not running");
+        assert!(
+            locked(&stack.pid_file(name)),
+            "{name}'s pid file is not locked"
+        );
+        assert!(
+            stack.log(name).contains("consuming from queue"),
+            "{name} log: {}",
+            stack.log(name)
+        );
+    }
+    assert_eq!(stack.worker_pids().len(), 4);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&stack.ok(&["queue", "status", "--json"])).expect("status json");
+    let rows = status.as_array().expect("array");
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        assert_eq!(row["state"], "running", "{row}");
+        assert!(row["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{row}");
+        assert_eq!(row["jobs_done"], 0);
+    }
+    assert_eq!(rows[0]["queue"], stack.prov.as_str());
+}
+
+#[test]
+fn jobs_run_exactly_once_and_spread_over_the_queue_workers() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start"]);
+    let launched = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "vm[1-20]",
+    ]);
+    let provisioned = stack.publish(&["provision", "--hosts", "h[1-20]", "--image", "ubuntu"]);
+    assert_eq!((launched.len(), provisioned.len()), (20, 20));
+
+    eventually(Duration::from_secs(30), "40 jobs to succeed", || {
+        successes(&stack, &WORKERS).len() >= 40
+    });
+    std::thread::sleep(Duration::from_millis(300)); // a duplicate would show up by now
+    let done = successes(&stack, &WORKERS);
+    let mut seen: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (worker, id) in &done {
+        seen.entry(id.as_str()).or_default().push(worker.as_str());
+    }
+    for (ids, workers) in [(&launched, ["l1", "l2"]), (&provisioned, ["p1", "p2"])] {
+        for id in ids {
+            let ran_on = seen.get(id.as_str()).cloned().unwrap_or_default();
+            assert_eq!(
+                ran_on.len(),
+                1,
+                "job {id} ran {} times: {ran_on:?}",
+                ran_on.len()
+            );
+            assert!(
+                workers.contains(&ran_on[0]),
+                "job {id} ran on {}",
+                ran_on[0]
+            );
+        }
+        for w in workers {
+            assert!(
+                done.iter().any(|(on, _)| on == w),
+                "{w} took no job; jobs were not shared"
+            );
+        }
+    }
+    assert_eq!(done.len(), 40);
+    // Each step and the final state land on a line with the job id.
+    let l1 = stack.log("l1") + &stack.log("l2");
+    for state in [
+        "RECEIVED", "STARTED", "running", "deploy", "active", "SUCCESS",
+    ] {
+        assert!(
+            l1.contains(&format!("{}: {state}", launched[0]))
+                || l1.contains(&format!("{} cm.launch: {state}", launched[0])),
+            "no {state} line for {}",
+            launched[0]
+        );
+    }
+    let p = stack.log("p1") + &stack.log("p2");
+    for state in [
+        "INITIATING",
+        "PREPARING_IMAGE",
+        "BOOTING",
+        "AVAILABLE",
+        "SUCCESS",
+    ] {
+        assert!(
+            p.contains(&format!("{} cm.provision: {state}", provisioned[0])),
+            "no {state} line"
+        );
+    }
+    assert_eq!(queue_depth(&stack.launch), 0);
+}
+
+#[test]
+fn stop_lets_a_running_job_finish_and_leaves_nothing_behind() {
+    let stack = Stack::with(Options {
+        step_seconds: (0.5, 0.5),
+        ..Options::default()
+    });
+    stack.ok(&["queue", "start"]);
+    let pids = stack.worker_pids();
+    assert_eq!(pids.len(), 4);
+    let ids = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Nagios",
+    ]);
+    let id = &ids[0];
+    eventually(Duration::from_secs(10), "the job to start", || {
+        (stack.log("l1") + &stack.log("l2")).contains(&format!("{id} cm.launch: STARTED"))
+    });
+    let out = stack.ok(&["server", "stop"]);
+    for name in WORKERS {
+        assert!(out.contains(&format!("{name:<8} stopped")), "{out}");
+        assert!(
+            !stack.pid_file(name).exists(),
+            "{name}'s pid file is still there"
+        );
+    }
+    assert!(pids.iter().all(|p| !alive(*p)), "a worker survived stop");
+    assert!(stack.worker_pids().is_empty());
+    let logs = stack.log("l1") + &stack.log("l2");
+    assert!(
+        logs.contains(&format!("{id} cm.launch: SUCCESS")),
+        "the running job did not finish:\n{logs}"
+    );
+    assert_eq!(queue_depth(&stack.launch), 0, "the job was not acked");
+
+    // Stopping again: nothing runs, and that is a success.
+    let again = stack.ok(&["server", "stop"]);
+    assert!(again.contains("nothing to stop"), "{again}");
+}
+
+#[test]
+fn stop_returns_unstarted_jobs_to_the_queue() {
+    let stack = Stack::with(Options {
+        step_seconds: (0.3, 0.3),
+        ..Options::default()
+    });
+    stack.ok(&["queue", "start", "l1", "l2"]);
+    let ids = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "vm[1-10]",
+    ]);
+    eventually(Duration::from_secs(10), "a job to start", || {
+        (stack.log("l1") + &stack.log("l2")).contains("STARTED")
+    });
+    stack.ok(&["queue", "stop"]);
+    let finished = successes(&stack, &["l1", "l2"]).len() as u32;
+    assert!(
+        finished < 10,
+        "all jobs finished before the stop; the test proves nothing"
+    );
+    assert_eq!(
+        queue_depth(&stack.launch),
+        10 - finished,
+        "a job was lost or double-acked"
+    );
+    // And they run once the workers are back.
+    stack.ok(&["queue", "start", "l1", "l2"]);
+    eventually(Duration::from_secs(30), "all 10 jobs done", || {
+        successes(&stack, &["l1", "l2"]).len() >= ids.len()
+    });
+}
+
+#[test]
+fn clean_kills_an_orphan_whose_pid_file_was_deleted() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start"]);
+    let orphan = stack.pid_of("p1");
+    std::fs::remove_file(stack.pid_file("p1")).expect("remove pid file");
+    let status = stack.ok(&["queue", "status", "p1", "--json"]);
+    assert!(status.contains("\"orphan\""), "{status}");
+
+    let out = stack.ok(&["server", "clean", "--logs"]);
+    assert!(
+        out.contains(&format!("orphan (no pid file) p1 (pid {orphan})")),
+        "{out}"
+    );
+    eventually(Duration::from_secs(5), "the orphan to die", || {
+        !alive(orphan)
+    });
+    assert!(stack.worker_pids().is_empty());
+    for name in WORKERS {
+        assert!(!stack.pid_file(name).exists());
+        assert!(!stack.log_file(name).exists(), "--logs left {name}'s log");
+    }
+}
+
+#[test]
+fn a_stale_pid_file_naming_a_stranger_is_removed_and_the_stranger_survives() {
+    let stack = Stack::new();
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let pid = stranger.id();
+    std::fs::create_dir_all(stack.pid_file("p1").parent().expect("dir")).expect("mkdir");
+    std::fs::write(stack.pid_file("p1"), format!("{pid}\n")).expect("write");
+    std::fs::write(stack.pid_file("p2"), "garbage\0\n").expect("write");
+
+    let status = stack.ok(&["queue", "status", "--json"]);
+    assert!(status.contains("stale pid"), "{status}");
+    let out = stack.ok(&["server", "stop"]);
+    assert!(out.contains("stale pid file removed"), "{out}");
+    assert!(!stack.pid_file("p1").exists() && !stack.pid_file("p2").exists());
+    std::fs::write(stack.pid_file("p1"), format!("{pid}\n")).expect("write");
+    stack.ok(&["server", "clean"]);
+    assert!(!stack.pid_file("p1").exists());
+    // Start takes over the stale file too.
+    std::fs::write(stack.pid_file("p1"), format!("{pid}\n")).expect("write");
+    stack.ok(&["queue", "start"]);
+    assert_ne!(stack.pid_of("p1"), pid as i32);
+
+    assert!(alive(pid as i32), "cm signalled a process it does not own");
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
+
+#[test]
+fn start_twice_leaves_exactly_four_workers() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start"]);
+    let first = stack.worker_pids();
+    let out = stack.ok(&["queue", "start"]);
+    assert!(
+        out.contains("stopped"),
+        "second start did not stop the first workers:\n{out}"
+    );
+    let second = stack.worker_pids();
+    assert_eq!(second.len(), 4, "{second:?}");
+    assert!(first.iter().all(|p| !second.contains(p)));
+}
+
+#[test]
+fn restart_replaces_each_worker() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start"]);
+    let before: Vec<i32> = WORKERS.iter().map(|w| stack.pid_of(w)).collect();
+    let out = stack.ok(&["queue", "restart"]);
+    assert_eq!(out.matches("ready").count(), 4, "{out}");
+    for (w, old) in WORKERS.iter().zip(before) {
+        let new = stack.pid_of(w);
+        assert_ne!(new, old, "{w} was not restarted");
+        assert!(alive(new) && !alive(old));
+    }
+}
+
+#[test]
+fn start_against_a_closed_port_fails_naming_the_broker() {
+    let port = closed_port();
+    let stack = Stack::with(Options {
+        broker: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        ..Options::default()
+    });
+    let out = stack.cm(&["queue", "start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("no broker at amqp://guest:***@127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("p1, p2, l1, l2 not started"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    assert!(stack.worker_pids().is_empty(), "a failed worker lingers");
+    for name in WORKERS {
+        assert!(!stack.pid_file(name).exists());
+    }
+}
+
+#[test]
+fn a_malformed_config_fails_with_its_line_and_column() {
+    let stack = Stack::new();
+    let text = std::fs::read_to_string(&stack.config).expect("read");
+    std::fs::write(
+        &stack.config,
+        text.replace("concurrency = 1\n[queues", "concurrency = = 1\n[queues"),
+    )
+    .expect("write");
+    let out = stack.cm(&["queue", "start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("fabfile.toml:12:15:"), "{stderr}");
+
+    std::fs::write(
+        &stack.config,
+        text.replace("stop_grace_seconds", "stop_grace_secs"),
+    )
+    .expect("write");
+    let out = stack.cm(&["queue", "status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("fabfile.toml:7:1: unknown field `stop_grace_secs`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_worker_name_is_refused() {
+    let stack = Stack::new();
+    let out = stack.cm(&["queue", "start", "p9"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("unknown worker \"p9\""), "{stderr}");
+    assert!(stack.worker_pids().is_empty());
+}
+
+#[test]
+fn a_pid_dir_that_cannot_be_created_is_named() {
+    let stack = Stack::new();
+    // A file where the pid dir should be: as root no permission bit stops us, this does.
+    std::fs::write(stack.dir.path().join("run"), "not a dir").expect("write");
+    let out = stack.cm(&["queue", "start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(
+        stderr.contains("cannot write pid dir") && stderr.contains("set [paths] pid_dir"),
+        "{stderr}"
+    );
+}
