@@ -21,11 +21,11 @@ pub enum BrokerError {
     AccessRefused { url: String, reason: String },
     #[error("broker at {url} refused the virtual host: {reason} (create it with `rabbitmqctl add_vhost` or fix [broker] url)")]
     VhostRefused { url: String, reason: String },
-    #[error("broker at {url}: {context}: {source}")]
+    #[error("broker at {url}: {context}: {cause}")]
     Protocol {
         url: String,
         context: String,
-        source: lapin::Error,
+        cause: lapin::Error,
     },
     #[error("broker at {url} did not confirm the publish of {id} to queue {queue}")]
     Nacked {
@@ -86,7 +86,7 @@ fn classify(url: &str, e: lapin::Error) -> BrokerError {
         _ => BrokerError::Protocol {
             url,
             context: "connecting".into(),
-            source: e,
+            cause: e,
         },
     }
 }
@@ -104,10 +104,10 @@ pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<
         )
         .await
         .map(|_| ())
-        .map_err(|source| BrokerError::Protocol {
+        .map_err(|cause| BrokerError::Protocol {
             url: redact(url),
             context: format!("declaring queue {queue}"),
-            source,
+            cause,
         })
 }
 
@@ -123,10 +123,10 @@ impl Publisher {
         let err = |context: &str| {
             let url = redact(url);
             let context = context.to_string();
-            move |source| BrokerError::Protocol {
+            move |cause| BrokerError::Protocol {
                 url,
                 context,
-                source,
+                cause,
             }
         };
         let channel = conn
@@ -225,11 +225,11 @@ impl Publisher {
         }
     }
 
-    fn protocol_error(&self, queue: &str, source: lapin::Error) -> BrokerError {
+    fn protocol_error(&self, queue: &str, cause: lapin::Error) -> BrokerError {
         BrokerError::Protocol {
             url: redact(&self.url),
             context: format!("publishing to queue {queue}"),
-            source,
+            cause,
         }
     }
 }

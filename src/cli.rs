@@ -35,6 +35,81 @@ pub enum Command {
     Launch(LaunchArgs),
     /// Publish provisioning jobs (one per host)
     Provision(ProvisionArgs),
+    /// Jobs in the status store (the CLI twin of /cm/launch/db_stats)
+    Jobs(JobsArgs),
+    /// The status store itself
+    #[command(subcommand)]
+    Db(DbCmd),
+    /// Messages no worker could run, in each queue's `<queue>.dead`
+    #[command(subcommand)]
+    Dead(DeadCmd),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    pub show: Option<JobsCmd>,
+    /// Only jobs in this state (PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, ...)
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub server: Option<String>,
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// How many, newest first (0: all)
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Print a JSON array of job objects
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// One job with its whole history of states
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Delete every job record (asks first unless --yes)
+    Reset {
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCmd {
+    /// List dead-lettered messages with the reason (they stay where they are)
+    List {
+        /// Only this work queue's dead letters
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish dead-lettered messages back to their work queue
+    Requeue {
+        #[arg(long)]
+        queue: Option<String>,
+    },
+}
+
+/// What `--wait` adds to a publishing command.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Wait until every published job is final; exit 0 only if all succeeded
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit 75)
+    #[arg(long, default_value_t = 600.0, requires = "wait")]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +188,8 @@ pub struct LaunchArgs {
     /// Who the launch is for (recorded with the job)
     #[arg(long)]
     pub user: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -126,4 +203,6 @@ pub struct ProvisionArgs {
     /// Publish the whole set this many times
     #[arg(long, default_value_t = 1)]
     pub count: u32,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }

@@ -15,10 +15,10 @@ const SYSTEM_CONFIG: &str = "/etc/cm/fabfile.toml";
 pub enum ConfigError {
     #[error("no configuration file: pass --config PATH, set CM_CONFIG, or create ./fabfile.toml (also looked for {SYSTEM_CONFIG})")]
     NotFound,
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
@@ -99,6 +99,8 @@ struct RawQueue {
     tasks: Vec<String>,
     concurrency: Option<u16>,
     prefetch: Option<u16>,
+    retries: Option<u32>,
+    retry_backoff_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +173,10 @@ pub struct QueueConfig {
     pub tasks: Vec<String>,
     pub concurrency: u16,
     pub prefetch: u16,
+    /// A failed job is published again (state RETRY) up to this many times.
+    pub retries: u32,
+    /// Wait before retry n is `retry_backoff * 2^n`.
+    pub retry_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -202,9 +208,9 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read_err = |source| ConfigError::Read {
+        let read_err = |cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let path = std::fs::canonicalize(path).map_err(read_err)?;
         let text = std::fs::read_to_string(&path).map_err(read_err)?;
@@ -298,6 +304,12 @@ impl Config {
                 tasks: q.tasks.clone(),
                 concurrency,
                 prefetch: q.prefetch.unwrap_or(concurrency).max(concurrency),
+                retries: q.retries.unwrap_or(0),
+                retry_backoff: Duration::from_secs_f64(
+                    q.retry_backoff_seconds
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .unwrap_or(1.0),
+                ),
             });
         }
 

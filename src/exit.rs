@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::broker::BrokerError;
 use crate::config::ConfigError;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -86,6 +87,12 @@ pub fn code_for(err: &anyhow::Error) -> Code {
                     Code::NoPerm
                 }
                 _ => Code::Unavailable,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return match e {
+                StoreError::Unreachable { .. } => Code::Unavailable,
+                _ => Code::Failure,
             };
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {

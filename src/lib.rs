@@ -9,4 +9,5 @@ pub mod exit;
 pub mod jobs;
 pub mod privileges;
 pub mod protocol;
+pub mod store;
 pub mod worker;

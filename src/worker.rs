@@ -26,8 +26,9 @@ use crate::config::{Config, WorkerRef};
 use crate::control::pidfile::{AcquireError, PidLock};
 use crate::control::WorkerStats;
 use crate::exit::{code_for, CmError, Code};
-use crate::jobs::Job;
+use crate::jobs::{self, Job};
 use crate::protocol::TaskMessage;
+use crate::store::{self, Event, Store, Writer};
 
 /// Prefetched deliveries are handed back within this on shutdown; the broker returns the rest.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,8 +82,8 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<File>) -> anyhow::Res
         known: cfg.workers().map(|w| w.name).collect::<Vec<_>>().join(", "),
     })?;
     let lock = PidLock::acquire(&cfg.pid_file(name)).map_err(|e| match e {
-        AcquireError::Io { ref source, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        AcquireError::Io { ref cause, .. }
+            if cause.kind() == std::io::ErrorKind::PermissionDenied =>
         {
             CmError::Permission {
                 message: format!("{e} (run with sudo, or set [paths] pid_dir)"),
@@ -129,7 +130,11 @@ struct Ctx {
     cfg: Config,
     node: String,
     queue: String,
+    retries: u32,
+    retry_backoff: Duration,
     publisher: Publisher,
+    store: Store,
+    writer: Writer,
     dead_declared: OnceCell<()>,
     stats: Arc<Counters>,
 }
@@ -146,6 +151,8 @@ async fn serve(
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
+    let store = Store::open(&cfg.store_url).await?;
+    let writer = store.writer();
     let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
     let channel = conn.create_channel().await.context("opening a channel")?;
     broker::declare_queue(&channel, &cfg.broker_url, &queue.name).await?;
@@ -167,7 +174,11 @@ async fn serve(
         cfg: cfg.clone(),
         node: node.clone(),
         queue: queue.name.clone(),
+        retries: queue.retries,
+        retry_backoff: queue.retry_backoff,
         publisher,
+        store,
+        writer,
         dead_declared: OnceCell::new(),
         stats: stats.clone(),
     });
@@ -209,10 +220,7 @@ async fn serve(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let ctx = ctx.clone();
-                    running.spawn(async move {
-                        handle(&ctx, delivery).await;
-                        drop(permit);
-                    });
+                    running.spawn(async move { handle(&ctx, delivery, permit).await });
                 }
                 Some(Err(e)) => {
                     stats_writer.abort();
@@ -273,7 +281,7 @@ fn say(node: &str, id: &str, task: &str, event: &str) {
     println!("[{now}] {node} job {id} {task}: {event}");
 }
 
-async fn handle(ctx: &Ctx, delivery: Delivery) {
+async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphorePermit) {
     let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
         Ok(m) => m,
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
@@ -283,6 +291,22 @@ async fn handle(ctx: &Ctx, delivery: Delivery) {
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
     };
     let (node, id, task) = (ctx.node.as_str(), msg.id.as_str(), msg.task.as_str());
+    // Only a redelivery can be a job that already ran: look it up then, and not on the hot path.
+    if delivery.redelivered {
+        match ctx.store.state_of(id).await {
+            Ok(Some(state)) if store::is_final(&state) => {
+                say(
+                    node,
+                    id,
+                    task,
+                    &format!("already {state}; acked without running again"),
+                );
+                return ack(&delivery, id).await;
+            }
+            Ok(_) => {}
+            Err(e) => return give_back(&delivery, id, &e.to_string()).await,
+        }
+    }
     let redelivered = if delivery.redelivered {
         " (redelivered)"
     } else {
@@ -294,39 +318,128 @@ async fn handle(ctx: &Ctx, delivery: Delivery) {
         task,
         &format!("RECEIVED {}{redelivered}", job.describe()),
     );
-    say(node, id, task, "STARTED");
-    let outcome = run_steps(ctx, &job, node, id, task).await;
+    let now = store::now_ms();
+    ctx.writer.send(Event::Received {
+        job: jobs::new_job(&msg, &ctx.queue, None, now),
+        worker: node.to_string(),
+        at: now,
+    });
+    state(ctx, id, task, store::STARTED);
+    let outcome = run_steps(ctx, &job, id, task).await;
+    // The next job may run while this one's final state is being committed.
+    drop(slot);
+
+    let at = store::now_ms();
+    let retry = outcome.is_err() && msg.retries < ctx.retries;
+    let event = match &outcome {
+        Err(why) if retry => Event::Retry {
+            id: id.to_string(),
+            worker: node.to_string(),
+            at,
+            error: why.clone(),
+            retries: i64::from(msg.retries + 1),
+        },
+        Err(why) => Event::Finished {
+            id: id.to_string(),
+            state: store::FAILURE,
+            worker: node.to_string(),
+            at,
+            result: None,
+            error: Some(why.clone()),
+        },
+        Ok(result) => Event::Finished {
+            id: id.to_string(),
+            state: store::SUCCESS,
+            worker: node.to_string(),
+            at,
+            result: Some(result.to_string()),
+            error: None,
+        },
+    };
+    // At least once: the ack goes out only after the final state is durable.
+    if let Err(e) = ctx.writer.commit(event).await {
+        return give_back(&delivery, id, &e.to_string()).await;
+    }
     match &outcome {
         Ok(_) => {
             ctx.stats.done.fetch_add(1, Ordering::Relaxed);
             say(node, id, task, "SUCCESS");
+        }
+        Err(why) if retry => {
+            let wait = ctx.retry_backoff * 2u32.saturating_pow(msg.retries);
+            say(
+                node,
+                id,
+                task,
+                &format!(
+                    "RETRY {} of {} in {wait:?}: {why}",
+                    msg.retries + 1,
+                    ctx.retries
+                ),
+            );
+            tokio::time::sleep(wait).await;
+            let mut again = msg.clone();
+            again.retries += 1;
+            let (body, props) = again.encode(node);
+            if let Err(e) = ctx
+                .publisher
+                .publish_confirmed(&ctx.queue, &body, props)
+                .await
+            {
+                return give_back(&delivery, id, &format!("re-publishing for retry: {e}")).await;
+            }
         }
         Err(why) => {
             ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
             say(node, id, task, &format!("FAILURE {why}"));
         }
     }
-    if let Some(reply_to) = &msg.reply_to {
-        reply(ctx, &msg, reply_to, &outcome).await;
+    if !retry {
+        if let Some(reply_to) = &msg.reply_to {
+            reply(ctx, &msg, reply_to, &outcome).await;
+        }
     }
+    ack(&delivery, id).await;
+}
+
+async fn ack(delivery: &Delivery, id: &str) {
     if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
         error!("acking job {id}: {e}; the broker will deliver it again");
     }
 }
 
-async fn run_steps(
-    ctx: &Ctx,
-    job: &Job,
-    node: &str,
-    id: &str,
-    task: &str,
-) -> Result<Value, String> {
+/// Returns a job to its queue unacked-for-good: it runs again, here or on another worker.
+async fn give_back(delivery: &Delivery, id: &str, why: &str) {
+    error!("job {id}: {why}; not acked, returning it to the queue");
+    // Not too hot a loop while the store or broker is down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let requeue = BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
+    if let Err(e) = delivery.nack(requeue).await {
+        error!("returning job {id}: {e}; the broker requeues it when the channel closes");
+    }
+}
+
+/// Logs a state and queues it for the store (not awaited: the final state's commit covers it).
+fn state(ctx: &Ctx, id: &str, task: &str, state: &str) {
+    say(&ctx.node, id, task, state);
+    ctx.writer.send(Event::State {
+        id: id.to_string(),
+        state: state.to_string(),
+        worker: ctx.node.clone(),
+        at: store::now_ms(),
+    });
+}
+
+async fn run_steps(ctx: &Ctx, job: &Job, id: &str, task: &str) -> Result<Value, String> {
     if let Some(why) = job.refusal(&ctx.cfg) {
         return Err(why);
     }
     let sim = ctx.cfg.simulation;
     for step in job.steps() {
-        say(node, id, task, step);
+        state(ctx, id, task, step);
         let seconds = if sim.step_max > sim.step_min {
             rand::rng().random_range(sim.step_min..=sim.step_max)
         } else {

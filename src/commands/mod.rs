@@ -1,11 +1,14 @@
 //! Dispatch: one module per command family; each prints its own report.
 
+mod dead;
+mod jobs;
 mod publish;
 mod queue;
+mod wait;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, QueueCmd, ServerCmd};
+use crate::cli::{Cli, Command, DbCmd, DeadCmd, JobsCmd, QueueCmd, ServerCmd};
 use crate::config::Config;
 use crate::exit::Code;
 
@@ -35,6 +38,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
             },
             Command::Launch(args) => publish::launch(&cfg, &args).await,
             Command::Provision(args) => publish::provision(&cfg, &args).await,
+            Command::Jobs(args) => match &args.show {
+                Some(JobsCmd::Show { id, json }) => jobs::show(&cfg, id, *json).await,
+                None => jobs::list(&cfg, &args).await,
+            },
+            Command::Db(DbCmd::Reset { yes }) => jobs::reset(&cfg, yes).await,
+            Command::Dead(DeadCmd::List { queue, json }) => {
+                dead::list(&cfg, queue.as_deref(), json).await
+            }
+            Command::Dead(DeadCmd::Requeue { queue }) => {
+                dead::requeue(&cfg, queue.as_deref()).await
+            }
             Command::Worker { .. } => unreachable!("handled above"),
         }
     })

@@ -1,11 +1,12 @@
 //! `cm launch` and `cm provision`: publish jobs (persistent, confirmed) and print their ids.
 
 use crate::broker::{self, Publisher};
-use crate::cli::{LaunchArgs, ProvisionArgs};
+use crate::cli::{LaunchArgs, ProvisionArgs, WaitArgs};
 use crate::config::Config;
 use crate::exit::{CmError, Code};
 use crate::jobs::{self, launch::Launch, provision::Provision};
 use crate::protocol::TaskMessage;
+use crate::store::{self, Store};
 
 fn expand_hosts(hosts: &str) -> Result<Vec<String>, CmError> {
     let list = hostlist_parser::parse(hosts).map_err(|e| {
@@ -49,7 +50,7 @@ pub async fn launch(cfg: &Config, args: &LaunchArgs) -> anyhow::Result<Code> {
         };
         TaskMessage::new(jobs::LAUNCH, Vec::new(), job.kwargs())
     });
-    publish(cfg, jobs::LAUNCH, &messages).await
+    publish(cfg, jobs::LAUNCH, &messages, &args.wait).await
 }
 
 pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Code> {
@@ -61,7 +62,7 @@ pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Cod
             serde_json::Map::new(),
         )
     });
-    publish(cfg, jobs::PROVISION, &messages).await
+    publish(cfg, jobs::PROVISION, &messages, &args.wait).await
 }
 
 fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> Vec<TaskMessage> {
@@ -70,7 +71,14 @@ fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> V
         .collect()
 }
 
-async fn publish(cfg: &Config, task: &str, messages: &[TaskMessage]) -> anyhow::Result<Code> {
+/// Stores the jobs PENDING, publishes them confirmed, and takes the records back if the broker
+/// would not have them: the store never shows a PENDING job that was not published.
+async fn publish(
+    cfg: &Config,
+    task: &str,
+    messages: &[TaskMessage],
+    wait: &WaitArgs,
+) -> anyhow::Result<Code> {
     let queue = cfg.queue_for_task(task).ok_or_else(|| {
         CmError::BadArgument(format!(
             "no queue takes {task}: add it to the tasks of a [queues.NAME] table in {}",
@@ -78,11 +86,26 @@ async fn publish(cfg: &Config, task: &str, messages: &[TaskMessage]) -> anyhow::
         ))
     })?;
     let origin = format!("cm@{}", cfg.node_host);
+    // Connect first: with no broker there is nothing to record.
     let conn = broker::connect(&cfg.broker_url, &format!("cm publisher {origin}")).await?;
     let publisher = Publisher::open(&conn, &cfg.broker_url, &origin).await?;
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
     broker::declare_queue(publisher.channel(), &cfg.broker_url, &queue.name).await?;
-    publisher.publish_all(&queue.name, messages).await?;
+
+    let store = Store::open(&cfg.store_url).await?;
+    let batch = uuid::Uuid::new_v4().to_string();
+    let now = store::now_ms();
+    let records: Vec<_> = messages
+        .iter()
+        .map(|m| jobs::new_job(m, &queue.name, Some(batch.clone()), now))
+        .collect();
+    store.insert_pending(&records).await?;
+    if let Err(e) = publisher.publish_all(&queue.name, messages).await {
+        if let Err(undo) = store.delete_unpublished(&batch).await {
+            tracing::error!("taking back the PENDING records of batch {batch}: {undo}");
+        }
+        return Err(e.into());
+    }
     let _ = conn.close(200, "published".into()).await;
     let mut out = String::with_capacity(messages.len() * 37);
     for m in messages {
@@ -90,5 +113,8 @@ async fn publish(cfg: &Config, task: &str, messages: &[TaskMessage]) -> anyhow::
         out.push('\n');
     }
     print!("{out}");
-    Ok(Code::Success)
+    if !wait.wait {
+        return Ok(Code::Success);
+    }
+    super::wait::batch(&store, &batch, messages.len(), wait.timeout).await
 }

@@ -132,8 +132,8 @@ fn same_inode(file: &File, path: &Path) -> bool {
 pub enum AcquireError {
     #[error("already running: {path} is locked by pid {pid}")]
     Held { path: PathBuf, pid: String },
-    #[error("cannot write pid file {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("cannot write pid file {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
 }
 
 /// The worker's own pid file, locked until [`PidLock::release`] or process exit.
@@ -146,9 +146,9 @@ pub struct PidLock {
 impl PidLock {
     /// Creates (or takes over a stale) pid file, locks it and writes our pid, fsynced.
     pub fn acquire(path: &Path) -> Result<Self, AcquireError> {
-        let io_err = |source| AcquireError::Io {
+        let io_err = |cause| AcquireError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         // A checker (`cm queue status`) may hold the lock for a moment; wait that out.
         let deadline = Instant::now() + Duration::from_secs(2);

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::protocol::TaskMessage;
+use crate::store::NewJob;
 
 pub const PROVISION: &str = "cm.provision";
 pub const LAUNCH: &str = "cm.launch";
@@ -81,6 +82,34 @@ impl Job {
             }),
         }
     }
+}
+
+/// The store record of a message routed to `queue`; a job's own fields are filled in where the
+/// message is a runnable job.
+pub fn new_job(msg: &TaskMessage, queue: &str, batch: Option<String>, now_ms: i64) -> NewJob {
+    let args = serde_json::json!([msg.args, msg.kwargs]).to_string();
+    let mut record = NewJob {
+        id: msg.id.clone(),
+        task: msg.task.clone(),
+        queue: queue.to_string(),
+        args,
+        batch,
+        submitted_ms: now_ms,
+        ..NewJob::default()
+    };
+    match Job::from_message(msg) {
+        Ok(Job::Launch(l)) => {
+            record.server = Some(l.server);
+            record.recipe = Some(l.recipe);
+            record.kind = Some(l.kind);
+            record.hosts = Some(l.hosts);
+        }
+        Ok(Job::Provision(p)) => {
+            record.hosts = Some(p.host);
+        }
+        Err(_) => {}
+    }
+    record
 }
 
 /// A string argument, positional or by keyword (Celery clients use either).

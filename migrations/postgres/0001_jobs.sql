@@ -1,0 +1,35 @@
+-- Times are milliseconds since the Unix epoch (the same column types on both backends).
+CREATE TABLE jobs (
+    id           TEXT PRIMARY KEY,
+    task         TEXT NOT NULL,
+    queue        TEXT NOT NULL,
+    args         TEXT NOT NULL DEFAULT '[]',
+    server       TEXT,
+    recipe       TEXT,
+    kind         TEXT,
+    hosts        TEXT,
+    batch        TEXT,
+    state        TEXT NOT NULL,
+    worker       TEXT,
+    submitted_ms BIGINT,
+    started_ms   BIGINT,
+    finished_ms  BIGINT,
+    result       TEXT,
+    error        TEXT,
+    deliveries   BIGINT NOT NULL DEFAULT 0,
+    retries      BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_state ON jobs (state);
+CREATE INDEX jobs_batch ON jobs (batch);
+CREATE INDEX jobs_submitted ON jobs (submitted_ms);
+CREATE INDEX jobs_finished ON jobs (finished_ms);
+
+CREATE TABLE job_events (
+    seq    BIGSERIAL PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    state  TEXT NOT NULL,
+    worker TEXT,
+    at_ms  BIGINT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX job_events_job ON job_events (job_id, seq);

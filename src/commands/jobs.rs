@@ -1,0 +1,119 @@
+//! `cm jobs`, `cm jobs show ID`, `cm db reset`: the status store from the command line.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use crate::cli::JobsArgs;
+use crate::config::Config;
+use crate::exit::{CmError, Code};
+use crate::store::{JobFilter, Store};
+
+fn time(ms: Option<i64>) -> String {
+    ms.and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            humantime::format_rfc3339_seconds(t).to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
+    let store = Store::open(&cfg.store_url).await?;
+    let filter = JobFilter {
+        state: args.state.clone(),
+        server: args.server.clone(),
+        recipe: args.recipe.clone(),
+        limit: args.limit,
+        ..JobFilter::default()
+    };
+    let jobs = store.list(&filter).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(Code::Success);
+    }
+    println!(
+        "{:<36} {:<12} {:<9} {:<16} {:<20} {:<20} ERROR",
+        "ID", "TASK", "STATE", "WORKER", "SUBMITTED", "FINISHED"
+    );
+    for j in &jobs {
+        println!(
+            "{:<36} {:<12} {:<9} {:<16} {:<20} {:<20} {}",
+            j.id,
+            j.task,
+            j.state,
+            j.worker.as_deref().unwrap_or("-"),
+            time(j.submitted_ms),
+            time(j.finished_ms),
+            j.error.as_deref().unwrap_or("")
+        );
+    }
+    let total = store.count(&JobFilter { limit: 0, ..filter }).await?;
+    if total > jobs.len() as i64 {
+        println!("({} of {total} shown; --limit 0 for all)", jobs.len());
+    }
+    Ok(Code::Success)
+}
+
+pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
+    let store = Store::open(&cfg.store_url).await?;
+    let job = store
+        .get(id)
+        .await?
+        .ok_or_else(|| CmError::BadArgument(format!("no job {id} in the status store")))?;
+    let history = store.history(id).await?;
+    if json {
+        let mut value = serde_json::to_value(&job)?;
+        value["history"] = serde_json::to_value(&history)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(Code::Success);
+    }
+    println!("job {} ({}) on queue {}", job.id, job.task, job.queue);
+    println!(
+        "state {}  deliveries {}  retries {}",
+        job.state, job.deliveries, job.retries
+    );
+    if let Some(e) = &job.error {
+        println!("error {e}");
+    }
+    if let Some(r) = &job.result {
+        println!("result {r}");
+    }
+    for ev in history {
+        println!(
+            "  {}  {:<16} {:<16} {}",
+            time(Some(ev.at_ms)),
+            ev.state,
+            ev.worker.unwrap_or_default(),
+            ev.detail.unwrap_or_default()
+        );
+    }
+    Ok(Code::Success)
+}
+
+pub async fn reset(cfg: &Config, yes: bool) -> anyhow::Result<Code> {
+    let store = Store::open(&cfg.store_url).await?;
+    if !yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return Err(CmError::BadArgument(
+                "refusing to delete every job record without a terminal to ask on: pass --yes"
+                    .into(),
+            )
+            .into());
+        }
+        let n = store.count(&JobFilter::default()).await?;
+        print!(
+            "Delete all {n} job records from {}? [y/N] ",
+            crate::store::redact(store.url())
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        stdin.lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing deleted");
+            return Ok(Code::Success);
+        }
+    }
+    let removed = store.reset().await?;
+    println!("removed {removed} job records");
+    Ok(Code::Success)
+}

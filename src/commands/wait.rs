@@ -1,0 +1,107 @@
+//! `--wait`: follow a published batch until every job is final; what CI smoke tests call.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::time::Instant;
+
+use crate::exit::{CmError, Code};
+use crate::store::{self, JobFilter, Store};
+
+const POLL: Duration = Duration::from_millis(200);
+/// Without a terminal, a progress line at most this often.
+const LINE_EVERY: Duration = Duration::from_secs(2);
+
+pub async fn batch(
+    store: &Store,
+    batch: &str,
+    total: usize,
+    timeout_s: f64,
+) -> anyhow::Result<Code> {
+    let filter = JobFilter {
+        batch: Some(batch.to_string()),
+        ..JobFilter::default()
+    };
+    let total = total as u64;
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_s.max(0.0));
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total);
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} final, {msg} [{elapsed}]")
+        {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut last_line: Option<(Instant, u64)> = None;
+    loop {
+        let counts = store.counts_by_state(&filter).await?;
+        let count = |pred: fn(&str) -> bool| -> u64 {
+            counts
+                .iter()
+                .filter(|(s, _)| pred(s))
+                .map(|(_, n)| *n as u64)
+                .sum()
+        };
+        let done = count(store::is_final);
+        let failed = count(|s| s == store::FAILURE || s == store::REVOKED);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(done);
+                bar.set_message(format!("{failed} failed"));
+            }
+            None => {
+                let due = last_line.is_none_or(|(at, n)| n != done && at.elapsed() >= LINE_EVERY);
+                if due || done == total {
+                    eprintln!("progress: {done}/{total} final, {failed} failed");
+                    last_line = Some((Instant::now(), done));
+                }
+            }
+        }
+        if done >= total {
+            if let Some(bar) = &bar {
+                bar.finish();
+            }
+            if failed == 0 {
+                eprintln!("all {total} jobs succeeded");
+                return Ok(Code::Success);
+            }
+            let examples = store
+                .list(&JobFilter {
+                    state: Some(store::FAILURE.into()),
+                    limit: 3,
+                    ..filter.clone()
+                })
+                .await?;
+            let shown: Vec<String> = examples
+                .iter()
+                .map(|j| {
+                    format!(
+                        "{} ({})",
+                        j.id,
+                        j.error.as_deref().unwrap_or("no error text")
+                    )
+                })
+                .collect();
+            return Err(CmError::Partial {
+                message: format!("{failed} of {total} jobs failed, e.g. {}", shown.join(", ")),
+                code: Code::Failure,
+            }
+            .into());
+        }
+        if Instant::now() >= deadline {
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
+            return Err(CmError::Partial {
+                message: format!(
+                    "timed out after {timeout_s}s: {done} of {total} jobs final ({failed} failed); `cm jobs` shows the rest (are the workers running? `cm queue status`)"
+                ),
+                code: Code::TempFail,
+            }
+            .into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,540 @@
+//! The status store: every job's state and history, in SQLite (default) or PostgreSQL.
+//!
+//! One API over `sqlx::Any`; the SQL is written once (`$N` placeholders work on both backends),
+//! migrations are embedded per backend. Workers write through [`Writer`], which groups many
+//! events into one transaction (group commit) and tells the caller when its event is durable.
+
+mod writer;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use writer::Writer;
+
+pub const PENDING: &str = "PENDING";
+pub const RECEIVED: &str = "RECEIVED";
+pub const STARTED: &str = "STARTED";
+pub const SUCCESS: &str = "SUCCESS";
+pub const FAILURE: &str = "FAILURE";
+pub const RETRY: &str = "RETRY";
+pub const REVOKED: &str = "REVOKED";
+
+/// A job in one of these states will not change again; a redelivery of it is acked unrun.
+pub fn is_final(state: &str) -> bool {
+    matches!(state, SUCCESS | FAILURE | REVOKED)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("status store {url} is unreachable: {cause} (start the database, or fix [store] url)")]
+    Unreachable { url: String, cause: sqlx::Error },
+    #[error("status store {url}: migrating the schema: {cause}")]
+    Migrate {
+        url: String,
+        cause: sqlx::migrate::MigrateError,
+    },
+    #[error("status store: {0}")]
+    Query(sqlx::Error),
+    #[error("status store: the writer stopped: {0}")]
+    WriterGone(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Query(e)
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What is known of a job when it is published (or first received from a Celery client).
+#[derive(Debug, Clone, Default)]
+pub struct NewJob {
+    pub id: String,
+    pub task: String,
+    pub queue: String,
+    /// `[args, kwargs]` as JSON.
+    pub args: String,
+    pub server: Option<String>,
+    pub recipe: Option<String>,
+    pub kind: Option<String>,
+    pub hosts: Option<String>,
+    /// All jobs published by one command or one form submission share a batch id.
+    pub batch: Option<String>,
+    pub submitted_ms: i64,
+}
+
+/// One state transition, as a worker reports it.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Received {
+        job: NewJob,
+        worker: String,
+        at: i64,
+    },
+    State {
+        id: String,
+        state: String,
+        worker: String,
+        at: i64,
+    },
+    Finished {
+        id: String,
+        state: &'static str,
+        worker: String,
+        at: i64,
+        result: Option<String>,
+        error: Option<String>,
+    },
+    Retry {
+        id: String,
+        worker: String,
+        at: i64,
+        error: String,
+        retries: i64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub task: String,
+    pub queue: String,
+    pub args: String,
+    pub server: Option<String>,
+    pub recipe: Option<String>,
+    pub kind: Option<String>,
+    pub hosts: Option<String>,
+    pub batch: Option<String>,
+    pub state: String,
+    pub worker: Option<String>,
+    pub submitted_ms: Option<i64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub deliveries: i64,
+    pub retries: i64,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub state: String,
+    pub worker: Option<String>,
+    pub at_ms: i64,
+    pub detail: Option<String>,
+}
+
+/// Which jobs to list; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<String>,
+    pub server: Option<String>,
+    pub recipe: Option<String>,
+    pub batch: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+const JOB_COLUMNS: &str =
+    "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
+    submitted_ms, started_ms, finished_ms, result, error, deliveries, retries";
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    url: String,
+}
+
+impl Store {
+    /// Opens (creating an SQLite file and its folder on first use) and migrates the schema.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let unreachable = |cause| StoreError::Unreachable {
+            url: redact(url),
+            cause,
+        };
+        let sqlite = url.starts_with("sqlite:");
+        let mut migrate_lock = None;
+        let connect_url = if sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = Path::new(path).parent() {
+                std::fs::create_dir_all(dir).map_err(|e| unreachable(sqlx::Error::Io(e)))?;
+            }
+            // sqlx takes no lock for SQLite migrations; four workers starting at once would race.
+            migrate_lock = Some(
+                lock_file(&format!("{path}.migrate-lock"))
+                    .map_err(|e| unreachable(sqlx::Error::Io(e)))?,
+            );
+            if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            }
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL: readers never block the writer; NORMAL is durable across process
+                        // crashes, which is what a worker's ack depends on.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
+            .await
+            .map_err(unreachable)?;
+        let migrator = if sqlite {
+            sqlx::migrate!("migrations/sqlite")
+        } else {
+            sqlx::migrate!("migrations/postgres")
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|cause| StoreError::Migrate {
+                url: redact(url),
+                cause,
+            })?;
+        drop(migrate_lock);
+        Ok(Self {
+            pool,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A group-commit writer for this store (one per worker process).
+    pub fn writer(&self) -> Writer {
+        Writer::spawn(self.pool.clone())
+    }
+
+    /// Records published jobs as PENDING, in one transaction, before they are published.
+    pub async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for job in jobs {
+            sqlx::query(
+                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, submitted_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&job.id)
+            .bind(&job.task)
+            .bind(&job.queue)
+            .bind(&job.args)
+            .bind(&job.server)
+            .bind(&job.recipe)
+            .bind(&job.kind)
+            .bind(&job.hosts)
+            .bind(&job.batch)
+            .bind(job.submitted_ms)
+            .execute(&mut *tx)
+            .await?;
+            insert_event(&mut tx, &job.id, PENDING, None, job.submitted_ms, None).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes back the PENDING records of a batch that could not be published.
+    pub async fn delete_unpublished(&self, batch: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE batch = $1 AND state = 'PENDING')",
+        )
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM jobs WHERE batch = $1 AND state = 'PENDING'")
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn state_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r: AnyRow| r.get::<String, _>(0)))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        Ok(sqlx::query_as::<_, JobRow>(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn history(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as::<_, EventRow>(
+            "SELECT state, worker, at_ms, detail FROM job_events WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Newest first; `filter.limit` 0 means no limit.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let limit = if filter.limit > 0 {
+            filter.limit
+        } else {
+            i64::MAX
+        };
+        let n = binds.len();
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs{clause} ORDER BY submitted_ms DESC, id LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query_as::<_, JobRow>(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        Ok(q.bind(limit)
+            .bind(filter.offset)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn count(&self, filter: &JobFilter) -> Result<i64, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let sql = format!("SELECT COUNT(*) FROM jobs{clause}");
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        Ok(q.fetch_one(&self.pool).await?.get::<i64, _>(0))
+    }
+
+    /// (state, count) for the jobs matching `filter`, states with no job left out.
+    pub async fn counts_by_state(
+        &self,
+        filter: &JobFilter,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let sql = format!("SELECT state, COUNT(*) FROM jobs{clause} GROUP BY state ORDER BY state");
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+            .collect())
+    }
+
+    /// (worker node, finished jobs) over every job that has a worker.
+    pub async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT worker, COUNT(*) FROM jobs WHERE worker IS NOT NULL GROUP BY worker ORDER BY worker",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+            .collect())
+    }
+
+    /// Jobs finished in each of the last `minutes` minutes, oldest first.
+    pub async fn finished_per_minute(&self, minutes: i64) -> Result<Vec<i64>, StoreError> {
+        let now = now_ms();
+        let since = now - minutes * 60_000;
+        let rows = sqlx::query(
+            "SELECT (finished_ms - $1) / 60000, COUNT(*) FROM jobs WHERE finished_ms >= $1 GROUP BY 1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut buckets = vec![0; usize::try_from(minutes).unwrap_or(0)];
+        for r in rows {
+            let i = r.get::<i64, _>(0);
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| buckets.get_mut(i)) {
+                *slot += r.get::<i64, _>(1);
+            }
+        }
+        Ok(buckets)
+    }
+
+    /// Deletes every job and its history; returns how many jobs were removed.
+    pub async fn reset(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM job_events")
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM jobs").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn lock_file(path: &str) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+}
+
+fn where_clause(f: &JobFilter) -> (String, Vec<String>) {
+    let mut parts = Vec::new();
+    let mut binds = Vec::new();
+    for (column, value) in [
+        ("state", &f.state),
+        ("server", &f.server),
+        ("recipe", &f.recipe),
+        ("batch", &f.batch),
+    ] {
+        if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
+            binds.push(v.clone());
+            parts.push(format!("{column} = ${}", binds.len()));
+        }
+    }
+    if parts.is_empty() {
+        (String::new(), binds)
+    } else {
+        (format!(" WHERE {}", parts.join(" AND ")), binds)
+    }
+}
+
+async fn insert_event(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    state: &str,
+    worker: Option<&str>,
+    at: i64,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(worker)
+    .bind(at)
+    .bind(detail)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Applies one event inside the caller's transaction.
+async fn apply(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::Error> {
+    match ev {
+        Event::Received { job, worker, at } => {
+            sqlx::query(
+                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, submitted_ms, deliveries) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
+                 ON CONFLICT (id) DO UPDATE SET state = 'RECEIVED', worker = excluded.worker, \
+                 deliveries = jobs.deliveries + 1",
+            )
+            .bind(&job.id)
+            .bind(&job.task)
+            .bind(&job.queue)
+            .bind(&job.args)
+            .bind(&job.server)
+            .bind(&job.recipe)
+            .bind(&job.kind)
+            .bind(&job.hosts)
+            .bind(worker)
+            .bind(*at)
+            .execute(&mut *conn)
+            .await?;
+            insert_event(conn, &job.id, RECEIVED, Some(worker), *at, None).await
+        }
+        Event::State {
+            id,
+            state,
+            worker,
+            at,
+        } => {
+            let q = if state == STARTED {
+                sqlx::query(
+                    "UPDATE jobs SET state = $2, worker = $3, started_ms = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(state)
+                .bind(worker)
+                .bind(*at)
+            } else {
+                sqlx::query("UPDATE jobs SET state = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(state)
+            };
+            q.execute(&mut *conn).await?;
+            insert_event(conn, id, state, Some(worker), *at, None).await
+        }
+        Event::Finished {
+            id,
+            state,
+            worker,
+            at,
+            result,
+            error,
+        } => {
+            sqlx::query(
+                "UPDATE jobs SET state = $2, worker = $3, finished_ms = $4, result = $5, error = $6 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(*state)
+            .bind(worker)
+            .bind(*at)
+            .bind(result)
+            .bind(error)
+            .execute(&mut *conn)
+            .await?;
+            insert_event(conn, id, state, Some(worker), *at, error.as_deref()).await
+        }
+        Event::Retry {
+            id,
+            worker,
+            at,
+            error,
+            retries,
+        } => {
+            sqlx::query("UPDATE jobs SET state = 'RETRY', error = $2, retries = $3 WHERE id = $1")
+                .bind(id)
+                .bind(error)
+                .bind(*retries)
+                .execute(&mut *conn)
+                .await?;
+            insert_event(conn, id, RETRY, Some(worker), *at, Some(error)).await
+        }
+    }
+}
+
+/// The URL with any password hidden.
+pub fn redact(url: &str) -> String {
+    crate::broker::redact(url)
+}
