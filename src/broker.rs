@@ -92,7 +92,8 @@ fn classify(url: &str, e: lapin::Error) -> BrokerError {
 }
 
 /// Declares a work queue durable with no x-arguments, so a Celery client's own declare matches.
-pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<(), BrokerError> {
+/// Returns how many messages are waiting in it.
+pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<u32, BrokerError> {
     channel
         .queue_declare(
             queue.into(),
@@ -103,7 +104,7 @@ pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<
             FieldTable::default(),
         )
         .await
-        .map(|_| ())
+        .map(|q| q.message_count())
         .map_err(|cause| BrokerError::Protocol {
             url: redact(url),
             context: format!("declaring queue {queue}"),

@@ -301,6 +301,15 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
                     task,
                     &format!("already {state}; acked without running again"),
                 );
+                let seen = Event::Redelivered {
+                    id: id.to_string(),
+                    state,
+                    worker: node.to_string(),
+                    at: store::now_ms(),
+                };
+                if let Err(e) = ctx.writer.commit(seen).await {
+                    warn!("recording the redelivery of job {id}: {e}");
+                }
                 return ack(&delivery, id).await;
             }
             Ok(_) => {}
@@ -496,7 +505,9 @@ async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
     let declared = ctx
         .dead_declared
         .get_or_try_init(|| async {
-            broker::declare_queue(ctx.publisher.channel(), &ctx.cfg.broker_url, &dead).await
+            broker::declare_queue(ctx.publisher.channel(), &ctx.cfg.broker_url, &dead)
+                .await
+                .map(|_| ())
         })
         .await;
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();

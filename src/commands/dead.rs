@@ -92,11 +92,16 @@ pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
     let mut moved = 0;
     for q in queues {
         let dead = format!("{q}.dead");
-        broker::declare_queue(&channel, &cfg.broker_url, &dead).await?;
-        while let Some(msg) = channel
-            .basic_get(dead.as_str().into(), BasicGetOptions::default())
-            .await?
-        {
+        // Only what is there now: a message that is still poison comes straight back, and must
+        // not be taken again in this same run.
+        let waiting = broker::declare_queue(&channel, &cfg.broker_url, &dead).await?;
+        for _ in 0..waiting {
+            let Some(msg) = channel
+                .basic_get(dead.as_str().into(), BasicGetOptions::default())
+                .await?
+            else {
+                break;
+            };
             let mut props = msg.delivery.properties.clone();
             if let Some(h) = props.headers().as_ref() {
                 let kept: std::collections::BTreeMap<_, _> = h

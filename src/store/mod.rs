@@ -22,6 +22,8 @@ pub const SUCCESS: &str = "SUCCESS";
 pub const FAILURE: &str = "FAILURE";
 pub const RETRY: &str = "RETRY";
 pub const REVOKED: &str = "REVOKED";
+/// Not a state: a history entry for a redelivery of a job that was already final.
+pub const REDELIVERED: &str = "REDELIVERED";
 
 /// A job in one of these states will not change again; a redelivery of it is acked unrun.
 pub fn is_final(state: &str) -> bool {
@@ -100,6 +102,13 @@ pub enum Event {
         at: i64,
         error: String,
         retries: i64,
+    },
+    /// A redelivery of a job that is already final: counted, recorded, not run again.
+    Redelivered {
+        id: String,
+        state: String,
+        worker: String,
+        at: i64,
     },
 }
 
@@ -530,6 +539,19 @@ async fn apply(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::E
                 .execute(&mut *conn)
                 .await?;
             insert_event(conn, id, RETRY, Some(worker), *at, Some(error)).await
+        }
+        Event::Redelivered {
+            id,
+            state,
+            worker,
+            at,
+        } => {
+            sqlx::query("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            let detail = format!("redelivered; already {state}, acked without running again");
+            insert_event(conn, id, REDELIVERED, Some(worker), *at, Some(&detail)).await
         }
     }
 }

@@ -38,6 +38,10 @@ pub struct Options {
     pub broker: String,
     pub step_seconds: (f64, f64),
     pub grace_seconds: f64,
+    /// `[store] url`; the default is SQLite in the stack's temp dir.
+    pub store_url: Option<String>,
+    /// Extra keys for the `[queues.<launch>]` table, e.g. `retries = 2`.
+    pub launch_queue_extra: String,
     pub extra: String,
 }
 
@@ -47,6 +51,8 @@ impl Default for Options {
             broker: BROKER.into(),
             step_seconds: (0.0, 0.0),
             grace_seconds: 30.0,
+            store_url: None,
+            launch_queue_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -79,8 +85,10 @@ concurrency = 1
 workers = "l[1-2]"
 tasks = ["cm.launch"]
 concurrency = 1
+{launch_extra}
 [simulation]
 step_seconds = [{lo}, {hi}]
+{store}
 {extra}
 "#,
             broker = opts.broker,
@@ -88,6 +96,11 @@ step_seconds = [{lo}, {hi}]
             lo = opts.step_seconds.0,
             hi = opts.step_seconds.1,
             extra = opts.extra,
+            launch_extra = opts.launch_queue_extra,
+            store = opts
+                .store_url
+                .map(|u| format!("[store]\nurl = \"{u}\"\n"))
+                .unwrap_or_default(),
         );
         std::fs::write(&config, text).expect("write config");
         Self {
@@ -296,4 +309,49 @@ pub fn successes(stack: &Stack, workers: &[&str]) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// A PostgreSQL database of its own on the local server, dropped when this goes.
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl PgDatabase {
+    pub fn new() -> Self {
+        let name = unique("cm_test").to_lowercase();
+        runtime().block_on(async {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(PG_ADMIN)
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432 (make test starts it)");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+        });
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        Self { name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        runtime().block_on(async move {
+            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(PG_ADMIN).await
+            {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    }
+}
+
+/// `cm jobs --json --limit 0`, parsed.
+pub fn jobs(stack: &Stack) -> Vec<serde_json::Value> {
+    let out = stack.ok(&["jobs", "--json", "--limit", "0"]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("jobs json")
 }
