@@ -303,7 +303,11 @@ impl Config {
                 workers,
                 tasks: q.tasks.clone(),
                 concurrency,
-                prefetch: q.prefetch.unwrap_or(concurrency).max(concurrency),
+                // Celery's default prefetch multiplier: the next jobs are at hand while one is acked.
+                prefetch: q
+                    .prefetch
+                    .unwrap_or(concurrency.saturating_mul(4))
+                    .max(concurrency),
                 retries: q.retries.unwrap_or(0),
                 retry_backoff: Duration::from_secs_f64(
                     q.retry_backoff_seconds
