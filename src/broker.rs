@@ -49,11 +49,26 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Heartbeats let a worker see a dead broker (or a cut link) within ~2x this, instead of
+/// stalling silently; `?heartbeat=N` in the configured URL overrides it.
+const HEARTBEAT_SECONDS: u16 = 10;
+
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat={HEARTBEAT_SECONDS}")
+    } else {
+        format!("{url}?heartbeat={HEARTBEAT_SECONDS}")
+    }
+}
+
 /// Connects, naming the connection so `rabbitmqctl list_connections` shows who it is.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     let shown = redact(url);
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    let result = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await;
+    let url = with_heartbeat(url);
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props)).await;
     match result {
         Err(_) => Err(BrokerError::Unreachable {
             url: shown,
@@ -244,5 +259,13 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(super::redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        assert_eq!(
+            super::with_heartbeat("amqp://h/%2f"),
+            "amqp://h/%2f?heartbeat=10"
+        );
+        assert_eq!(
+            super::with_heartbeat("amqp://h/?heartbeat=3"),
+            "amqp://h/?heartbeat=3"
+        );
     }
 }

@@ -121,6 +121,7 @@ struct RawSimulation {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<String>,
+    busy_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +161,8 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     pub simulation: Simulation,
     pub store_url: String,
+    /// How long an SQLite write waits for the lock before it fails (and the job is not acked).
+    pub store_busy_timeout: Duration,
     pub web_bind: String,
     pub web_token: Option<String>,
     pub servers: IndexMap<String, Described>,
@@ -386,6 +389,7 @@ impl Config {
                 failure_rate,
             },
             store_url,
+            store_busy_timeout: Duration::from_millis(raw.store.busy_timeout_ms.unwrap_or(10_000)),
             web_bind: raw.web.bind.unwrap_or_else(|| "127.0.0.1:8080".into()),
             web_token: raw.web.token.filter(|t| !t.is_empty()),
             servers: raw.servers.unwrap_or_else(default_servers),

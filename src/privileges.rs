@@ -8,24 +8,32 @@ use nix::unistd::{Gid, Group, Uid, User};
 use crate::config::Config;
 use crate::exit::CmError;
 
-/// When running as root with `[worker] user` set: hand our files and the pid dir to that user,
-/// then switch to it for good. Returns the user we now run as, if we switched.
+/// When running as root with `[worker] user` set: hand our open files and the paths the worker
+/// writes (pid dir, log dir, SQLite store) to that user, then switch to it for good.
+/// Returns the user we now run as, if we switched.
 pub fn drop_if_root(
     cfg: &Config,
     files: &[&dyn AsFd],
-    dirs: &[&Path],
+    paths: &[&Path],
 ) -> Result<Option<String>, CmError> {
     if !Uid::effective().is_root() {
         return Ok(None);
     }
     let Some(user_name) = cfg.user.as_deref() else {
-        if !cfg.allow_root {
+        if cfg.allow_root {
             tracing::warn!(
-                "running as root: set [worker] user in {} so jobs do not run with full privileges",
+                "running as root ([worker] allow_root = true in {})",
                 cfg.path.display()
             );
+            return Ok(None);
         }
-        return Ok(None);
+        // As Celery refuses: a job running as root can do anything to the machine.
+        return Err(CmError::Permission {
+            message: format!(
+                "refusing to run workers as root: set [worker] user = \"NAME\" in {} (workers drop to it), or allow_root = true",
+                cfg.path.display()
+            ),
+        });
     };
     let bad = |what: String| {
         CmError::BadArgument(format!("{what} (fix [worker] in {})", cfg.path.display()))
@@ -48,13 +56,17 @@ pub fn drop_if_root(
     for f in files {
         nix::unistd::fchown(f.as_fd(), Some(user.uid), Some(gid)).map_err(|e| perm("chown", e))?;
     }
-    for d in dirs {
-        nix::unistd::chown(*d, Some(user.uid), Some(gid)).map_err(|e| perm("chown dir", e))?;
+    for p in paths.iter().filter(|p| p.exists()) {
+        nix::unistd::chown(*p, Some(user.uid), Some(gid))
+            .map_err(|e| perm(&format!("chown {}", p.display()), e))?;
     }
     let cname =
         std::ffi::CString::new(user_name).map_err(|_| bad("user name has a NUL byte".into()))?;
     nix::unistd::initgroups(&cname, gid).map_err(|e| perm("initgroups", e))?;
     nix::unistd::setgid(gid).map_err(|e| perm("setgid", e))?;
     nix::unistd::setuid(user.uid).map_err(|e| perm("setuid", e))?;
+    // setuid clears "dumpable", which hides /proc/<pid>/exe even from the worker's own user;
+    // `cm queue status` run as that user needs it to recognise its workers.
+    nix::sys::prctl::set_dumpable(true).map_err(|e| perm("prctl(PR_SET_DUMPABLE)", e))?;
     Ok(Some(user_name.to_string()))
 }

@@ -92,9 +92,14 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<File>) -> anyhow::Res
         other => CmError::Other(other.to_string()),
     })?;
     let stderr = std::io::stderr();
-    if let Some(user) =
-        crate::privileges::drop_if_root(cfg, &[lock.file(), &stderr], &[&cfg.pid_dir])?
-    {
+    if let Some(user) = crate::privileges::drop_if_root(
+        cfg,
+        &[lock.file(), &stderr],
+        &owned_paths(cfg)
+            .iter()
+            .map(|p| p.as_path())
+            .collect::<Vec<_>>(),
+    )? {
         info!("dropped privileges to {user}");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -108,6 +113,28 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<File>) -> anyhow::Res
     }
     lock.release();
     result
+}
+
+/// What a worker writes besides its open files: handed to `[worker] user` when dropping root.
+fn owned_paths(cfg: &Config) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![cfg.pid_dir.clone(), cfg.log_dir.clone()];
+    if let Some(db) = cfg.store_url.strip_prefix("sqlite://") {
+        let db = std::path::PathBuf::from(db.split('?').next().unwrap_or(db));
+        if let Some(dir) = db.parent() {
+            // Created while still root, so the unprivileged worker can create the database in it.
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                warn!("creating the store's folder {}: {e}", dir.display());
+            }
+            paths.push(dir.to_path_buf());
+        }
+        for suffix in ["", "-wal", "-shm", ".migrate-lock"] {
+            paths.push(std::path::PathBuf::from(format!(
+                "{}{suffix}",
+                db.display()
+            )));
+        }
+    }
+    paths
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +166,163 @@ struct Ctx {
     stats: Arc<Counters>,
 }
 
+/// One connection's worth of consuming; replaced whole when the broker connection is lost.
+struct Session {
+    conn: lapin::Connection,
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+    ctx: Arc<Ctx>,
+}
+
+/// Why a session's consume loop ended.
+enum Ended {
+    Signal(&'static str),
+    Lost(String),
+}
+
+/// How long to wait before reconnect attempt `n` (0-based): 0.5 s doubling, at most 30 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(30))
+}
+
+impl Session {
+    async fn open(
+        cfg: &Config,
+        worker: WorkerRef<'_>,
+        store: &Store,
+        writer: &Writer,
+        stats: &Arc<Counters>,
+    ) -> anyhow::Result<Self> {
+        let node = cfg.node_name(worker.name);
+        let queue = worker.queue;
+        let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
+        let channel = conn.create_channel().await.context("opening a channel")?;
+        broker::declare_queue(&channel, &cfg.broker_url, &queue.name).await?;
+        channel
+            .basic_qos(queue.prefetch, BasicQosOptions::default())
+            .await
+            .context("setting the prefetch (basic.qos)")?;
+        let consumer = channel
+            .basic_consume(
+                queue.name.as_str().into(),
+                node.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming from queue {}", queue.name))?;
+        let publisher = Publisher::open(&conn, &cfg.broker_url, &node).await?;
+        let ctx = Arc::new(Ctx {
+            cfg: cfg.clone(),
+            node,
+            queue: queue.name.clone(),
+            retries: queue.retries,
+            retry_backoff: queue.retry_backoff,
+            publisher,
+            store: store.clone(),
+            writer: writer.clone(),
+            dead_declared: OnceCell::new(),
+            stats: stats.clone(),
+        });
+        Ok(Self {
+            conn,
+            channel,
+            consumer,
+            ctx,
+        })
+    }
+
+    /// Takes jobs while slots are free, until a signal or the connection's end.
+    async fn consume(
+        &mut self,
+        slots: &Arc<Semaphore>,
+        running: &mut JoinSet<()>,
+        signals: &mut Signals,
+    ) -> Ended {
+        loop {
+            // A delivery is taken from the stream only when a slot is free, so on shutdown
+            // everything still in the stream was never started and can go straight back.
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return Ended::Signal("job slots closed"),
+                },
+                name = signals.next() => return Ended::Signal(name),
+            };
+            tokio::select! {
+                next = self.consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let ctx = self.ctx.clone();
+                        running.spawn(async move { handle(&ctx, delivery, permit).await });
+                    }
+                    // lapin reports a dead peer (missed heartbeats) or a forced close as an
+                    // error, then ends the stream: both mean reconnect, never a silent stall.
+                    Some(Err(e)) => return Ended::Lost(e.to_string()),
+                    None => return Ended::Lost("the broker cancelled the consumer (queue deleted?)".into()),
+                },
+                name = signals.next() => return Ended::Signal(name),
+            }
+            while running.try_join_next().is_some() {}
+        }
+    }
+
+    /// Warm shutdown: cancel, hand back what was prefetched but not started, close.
+    async fn drain(&mut self) -> usize {
+        let node = self.ctx.node.clone();
+        if let Err(e) = self
+            .channel
+            .basic_cancel(node.as_str().into(), BasicCancelOptions::default())
+            .await
+        {
+            warn!("cancelling the consumer: {e}");
+        }
+        let mut requeued = 0;
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(Ok(delivery)) = self.consumer.next().await {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                if delivery.nack(requeue).await.is_ok() {
+                    requeued += 1;
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("prefetched jobs not handed back within {DRAIN_TIMEOUT:?}; the broker requeues them on close");
+        }
+        requeued
+    }
+
+    async fn disconnect(&self) {
+        let _ = self.channel.close(200, "worker stopping".into()).await;
+        let _ = self.conn.close(200, "worker stopping".into()).await;
+    }
+}
+
+/// SIGTERM and SIGINT, installed before `ready` so a stop right after start is a warm shutdown.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
 async fn serve(
     cfg: &Config,
     worker: WorkerRef<'_>,
@@ -147,41 +331,11 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let node = cfg.node_name(worker.name);
     let queue = worker.queue;
-    // Installed before `ready`, so a stop right after start is a warm shutdown, not a kill.
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-
-    let store = Store::open(&cfg.store_url).await?;
+    let mut signals = Signals::install()?;
+    let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout).await?;
     let writer = store.writer();
-    let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
-    let channel = conn.create_channel().await.context("opening a channel")?;
-    broker::declare_queue(&channel, &cfg.broker_url, &queue.name).await?;
-    channel
-        .basic_qos(queue.prefetch, BasicQosOptions::default())
-        .await
-        .context("setting the prefetch (basic.qos)")?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.name.as_str().into(),
-            node.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("consuming from queue {}", queue.name))?;
-    let publisher = Publisher::open(&conn, &cfg.broker_url, &node).await?;
-    let ctx = Arc::new(Ctx {
-        cfg: cfg.clone(),
-        node: node.clone(),
-        queue: queue.name.clone(),
-        retries: queue.retries,
-        retry_backoff: queue.retry_backoff,
-        publisher,
-        store,
-        writer,
-        dead_declared: OnceCell::new(),
-        stats: stats.clone(),
-    });
+    // The first connection must work: `cm queue start` reports its failure and gives up.
+    let mut session = Session::open(cfg, worker, &store, &writer, &stats).await?;
 
     tell(ready, "ready");
     info!(
@@ -192,10 +346,11 @@ async fn serve(
         std::process::id()
     );
     let stats_path = cfg.stats_file(worker.name);
+    let stats_for_writer = stats.clone();
     let stats_writer = tokio::spawn(async move {
         let mut last = None;
         loop {
-            let now = stats.snapshot();
+            let now = stats_for_writer.snapshot();
             if last != Some((now.jobs_done, now.jobs_failed)) {
                 if let Err(e) = now.write(&stats_path) {
                     warn!("writing stats: {e}");
@@ -206,70 +361,58 @@ async fn serve(
         }
     });
 
-    // A delivery is taken from the stream only when a slot is free, so on shutdown everything
-    // still in the stream was never started and can go straight back to the queue.
     let slots = Arc::new(Semaphore::new(usize::from(queue.concurrency)));
     let mut running = JoinSet::new();
-    let stopped_by = loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.context("job slots closed")?,
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
-        };
-        tokio::select! {
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let ctx = ctx.clone();
-                    running.spawn(async move { handle(&ctx, delivery, permit).await });
-                }
-                Some(Err(e)) => {
-                    stats_writer.abort();
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "lost the broker connection; {} unacked job(s) go back to queue {}",
-                        running.len(), queue.name
-                    )));
-                }
-                None => break "the broker cancelled the consumer",
-            },
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
+    let (stopped_by, session_left) = 'serving: loop {
+        match session.consume(&slots, &mut running, &mut signals).await {
+            Ended::Signal(name) => break (name, Some(session)),
+            Ended::Lost(why) => {
+                warn!(
+                    "lost the broker connection: {why}; unacked jobs go back to queue {} and run again; reconnecting",
+                    queue.name
+                );
+                let mut attempt = 0;
+                session = loop {
+                    let wait = backoff(attempt);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        name = signals.next() => break 'serving (name, None),
+                    }
+                    attempt += 1;
+                    match Session::open(cfg, worker, &store, &writer, &stats).await {
+                        Ok(s) => {
+                            info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
+                            break s;
+                        }
+                        Err(e) => warn!(
+                            "reconnect attempt {attempt} failed: {e:#}; next in {:?}",
+                            backoff(attempt)
+                        ),
+                    }
+                };
+            }
         }
-        while running.try_join_next().is_some() {}
     };
 
     info!(
         "{stopped_by}: warm shutdown, taking no new jobs, finishing {} running",
         running.len()
     );
-    if let Err(e) = channel
-        .basic_cancel(node.as_str().into(), BasicCancelOptions::default())
-        .await
-    {
-        warn!("cancelling the consumer: {e}");
-    }
-    let mut requeued = 0;
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let requeue = BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            };
-            if delivery.nack(requeue).await.is_ok() {
-                requeued += 1;
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        warn!("prefetched jobs not handed back within {DRAIN_TIMEOUT:?}; the broker requeues them on close");
-    }
+    // Cancel and hand back the prefetched first, so nothing new arrives while the running
+    // jobs finish; close only after their acks went out (an ack after close is lost).
+    let mut session = session_left;
+    let handed_back = match session.as_mut() {
+        Some(s) => s.drain().await,
+        None => 0,
+    };
     while running.join_next().await.is_some() {}
     stats_writer.abort();
-    let _ = channel.close(200, "worker stopping".into()).await;
-    let _ = conn.close(200, "worker stopping".into()).await;
-    let s = ctx.stats.snapshot();
+    if let Some(s) = &session {
+        s.disconnect().await;
+    }
+    let s = stats.snapshot();
     info!(
-        "{node} stopped: {} job(s) done, {} failed, {requeued} prefetched job(s) handed back",
+        "{node} stopped: {} job(s) done, {} failed, {handed_back} prefetched job(s) handed back",
         s.jobs_done, s.jobs_failed
     );
     Ok(())

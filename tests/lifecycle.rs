@@ -318,7 +318,7 @@ fn a_malformed_config_fails_with_its_line_and_column() {
     let out = stack.cm(&["queue", "start"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains("fabfile.toml:12:15:"), "{stderr}");
+    assert!(stderr.contains("fabfile.toml:13:15:"), "{stderr}");
 
     std::fs::write(
         &stack.config,

@@ -164,8 +164,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating an SQLite file and its folder on first use) and migrates the schema.
+    /// Opens with the default SQLite busy timeout (10 s).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, std::time::Duration::from_secs(10)).await
+    }
+
+    /// Opens (creating an SQLite file and its folder on first use) and migrates the schema.
+    /// `busy`: how long an SQLite writer waits for a lock before the write fails.
+    pub async fn open_with(url: &str, busy: std::time::Duration) -> Result<Self, StoreError> {
+        let busy_ms = busy.as_millis();
         sqlx::any::install_default_drivers();
         let unreachable = |cause| StoreError::Unreachable {
             url: redact(url),
@@ -201,8 +208,10 @@ impl Store {
                     if sqlite {
                         // WAL: readers never block the writer; NORMAL is durable across process
                         // crashes, which is what a worker's ack depends on.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;")
-                            .await?;
+                        let pragmas = format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {busy_ms};"
+                        );
+                        conn.execute(pragmas.as_str()).await?;
                     }
                     Ok(())
                 })

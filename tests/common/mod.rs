@@ -40,6 +40,8 @@ pub struct Options {
     pub grace_seconds: f64,
     /// `[store] url`; the default is SQLite in the stack's temp dir.
     pub store_url: Option<String>,
+    /// The `[worker]` table's extra keys; tests run as root, so the default allows it.
+    pub worker_extra: String,
     /// Extra keys for the `[queues.<launch>]` table, e.g. `retries = 2`.
     pub launch_queue_extra: String,
     pub extra: String,
@@ -52,6 +54,7 @@ impl Default for Options {
             step_seconds: (0.0, 0.0),
             grace_seconds: 30.0,
             store_url: None,
+            worker_extra: "allow_root = true".into(),
             launch_queue_extra: String::new(),
             extra: String::new(),
         }
@@ -77,6 +80,7 @@ log_dir = "log"
 [worker]
 stop_grace_seconds = {grace}
 start_timeout_seconds = 20
+{worker_extra}
 [queues.{prov}]
 workers = "p[1-2]"
 tasks = ["cm.provision"]
@@ -97,6 +101,7 @@ step_seconds = [{lo}, {hi}]
             hi = opts.step_seconds.1,
             extra = opts.extra,
             launch_extra = opts.launch_queue_extra,
+            worker_extra = opts.worker_extra,
             store = opts
                 .store_url
                 .map(|u| format!("[store]\nurl = \"{u}\"\n"))
@@ -354,4 +359,81 @@ impl Drop for PgDatabase {
 pub fn jobs(stack: &Stack) -> Vec<serde_json::Value> {
     let out = stack.ok(&["jobs", "--json", "--limit", "0"]);
     serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("jobs json")
+}
+
+/// A TCP proxy to the broker that a test can cut: every open connection is shut at once, and new
+/// ones can be refused for a while, without touching the shared RabbitMQ.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    conns: Vec<std::net::TcpStream>,
+    accepting: bool,
+}
+
+impl Proxy {
+    pub fn to_broker() -> Self {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            conns: Vec::new(),
+            accepting: true,
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let accepting = shared.lock().map(|s| s.accepting).unwrap_or(false);
+                if !accepting {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(upstream) = TcpStream::connect("127.0.0.1:5672") else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                };
+                if let (Ok(c2), Ok(u2), Ok(c3), Ok(u3)) = (
+                    client.try_clone(),
+                    upstream.try_clone(),
+                    client.try_clone(),
+                    upstream.try_clone(),
+                ) {
+                    if let Ok(mut s) = shared.lock() {
+                        s.conns.push(c3);
+                        s.conns.push(u3);
+                    }
+                    pipe(client, u2);
+                    pipe(upstream, c2);
+                }
+            }
+        });
+        Self { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Shuts every connection through the proxy, as a network cut or broker crash would.
+    pub fn cut(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            for c in s.conns.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    pub fn set_accepting(&self, accepting: bool) {
+        if let Ok(mut s) = self.state.lock() {
+            s.accepting = accepting;
+        }
+    }
 }

@@ -1,0 +1,347 @@
+//! Faults injected on purpose: the broker link cut, the store locked, commands racing, strangers'
+//! files in the pid dir, root without a user. Each checks no job is lost and nothing foreign harmed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn all_succeeded(stack: &Stack, n: usize) -> bool {
+    let all = jobs(stack);
+    all.len() == n && all.iter().all(|j| j["state"] == "SUCCESS")
+}
+
+#[test]
+fn workers_reconnect_after_the_broker_link_is_cut_and_lose_no_job() {
+    let proxy = Proxy::to_broker();
+    let stack = Stack::with(Options {
+        broker: proxy.url(),
+        step_seconds: (0.005, 0.01),
+        ..Options::default()
+    });
+    stack.ok(&["queue", "start", "l1", "l2"]);
+    let pids = stack.worker_pids();
+    let ids = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "vm[1-200]",
+    ]);
+    eventually(Duration::from_secs(20), "some jobs done", || {
+        successes(&stack, &["l1", "l2"]).len() >= 10
+    });
+
+    // A cut, then the broker unreachable for a while: workers must keep trying, not exit.
+    proxy.set_accepting(false);
+    proxy.cut();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "a worker exited instead of reconnecting"
+    );
+    proxy.set_accepting(true);
+
+    eventually(Duration::from_secs(60), "all 200 jobs to succeed", || {
+        all_succeeded(&stack, ids.len())
+    });
+    let logs = stack.log("l1") + &stack.log("l2");
+    assert!(
+        logs.contains("lost the broker connection"),
+        "the log does not say what happened"
+    );
+    assert!(logs.contains("reconnected to the broker"), "{logs}");
+    assert!(jobs(&stack).iter().all(|j| j["state"] != "STARTED"));
+    assert_eq!(
+        stack.worker_pids(),
+        pids,
+        "workers were replaced, not reconnected"
+    );
+    // Still consuming after the reconnect.
+    stack.ok(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--wait",
+        "--timeout",
+        "20",
+    ]);
+}
+
+#[test]
+fn a_publisher_that_cannot_reach_the_broker_stores_nothing() {
+    let stack = Stack::with(Options {
+        broker: format!("amqp://guest:guest@127.0.0.1:{}/%2f", closed_port()),
+        ..Options::default()
+    });
+    let out = stack.cm(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "vm[1-3]",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("no broker at"), "{stderr}");
+    assert!(
+        jobs(&stack).is_empty(),
+        "PENDING records for jobs never published"
+    );
+}
+
+#[test]
+fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
+    use sqlx::Connection;
+    let stack = Stack::with(Options {
+        extra: "".into(),
+        ..Options::default()
+    });
+    let text = std::fs::read_to_string(&stack.config).expect("config")
+        + "[store]\nbusy_timeout_ms = 100\n";
+    std::fs::write(&stack.config, text).expect("config");
+    stack.ok(&["queue", "start", "l1"]);
+    let db = stack.dir.path().join("var/cm.db");
+    let rt = runtime();
+    let mut locker = rt
+        .block_on(sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            db.display()
+        )))
+        .expect("open the store");
+    rt.block_on(sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker))
+        .expect("lock the store");
+
+    // A Celery-style client's job (no PENDING record) arrives while the store is locked.
+    let msg = cm::protocol::TaskMessage::new(
+        "cm.provision",
+        vec!["h1".into(), "ubuntu".into()],
+        serde_json::Map::new(),
+    );
+    publish_message(&stack.launch, &msg);
+    eventually(
+        Duration::from_secs(10),
+        "the worker to give the job back",
+        || {
+            stack
+                .log("l1")
+                .contains("not acked, returning it to the queue")
+        },
+    );
+    assert!(!stack
+        .log("l1")
+        .contains(&format!("{} cm.provision: SUCCESS", msg.id)));
+    rt.block_on(sqlx::query("ROLLBACK").execute(&mut locker))
+        .expect("unlock");
+    drop(locker);
+
+    eventually(
+        Duration::from_secs(20),
+        "the job to be recorded SUCCESS",
+        || all_succeeded(&stack, 1),
+    );
+    assert_eq!(queue_depth(&stack.launch), 0);
+}
+
+fn publish_message(queue: &str, msg: &cm::protocol::TaskMessage) {
+    runtime().block_on(async {
+        let conn = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let (body, props) = msg.encode("test");
+        ch.basic_publish("".into(), queue.into(), Default::default(), &body, props)
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        let _ = conn.close(200, "".into()).await;
+    });
+}
+
+#[test]
+fn two_starts_at_once_leave_exactly_one_worker_per_name() {
+    let stack = Stack::new();
+    let spawn = || {
+        std::process::Command::new(cm_bin())
+            .arg("--config")
+            .arg(&stack.config)
+            .args(["queue", "start"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    assert!(a.wait().expect("wait").success() && b.wait().expect("wait").success());
+    let pids = stack.worker_pids();
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    for name in ["p1", "p2", "l1", "l2"] {
+        assert!(
+            pids.contains(&stack.pid_of(name)),
+            "{name}'s pid file names a dead process"
+        );
+    }
+}
+
+#[test]
+fn start_racing_stop_leaves_no_orphan() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start"]);
+    let run = |args: &[&str]| {
+        std::process::Command::new(cm_bin())
+            .arg("--config")
+            .arg(&stack.config)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let (mut stop, mut start) = (run(&["server", "stop"]), run(&["queue", "start"]));
+    assert!(stop.wait().expect("wait").success() && start.wait().expect("wait").success());
+    let status: Vec<serde_json::Value> =
+        serde_json::from_str(&stack.ok(&["queue", "status", "--json"])).expect("json");
+    let states: Vec<&str> = status.iter().filter_map(|r| r["state"].as_str()).collect();
+    assert!(!states.contains(&"orphan"), "{states:?}");
+    let running = states.iter().filter(|s| **s == "running").count();
+    assert_eq!(
+        stack.worker_pids().len(),
+        running,
+        "a worker runs without a pid file: {states:?}"
+    );
+}
+
+#[test]
+fn a_pid_file_symlinked_to_a_system_file_is_never_followed() {
+    let stack = Stack::new();
+    let target = stack.dir.path().join("passwd-copy");
+    std::fs::write(&target, "root:x:0:0:root:/root:/bin/bash\n").expect("write");
+    let pid_file = stack.pid_file("p1");
+    std::fs::create_dir_all(pid_file.parent().expect("dir")).expect("mkdir");
+    std::os::unix::fs::symlink(&target, &pid_file).expect("symlink");
+
+    let out = stack.ok(&["queue", "start"]);
+    assert!(out.contains("ready"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("read"),
+        "root:x:0:0:root:/root:/bin/bash\n",
+        "cm wrote through a symlink"
+    );
+    assert!(!std::fs::symlink_metadata(&pid_file)
+        .expect("pid file")
+        .file_type()
+        .is_symlink());
+    stack.ok(&["server", "stop"]);
+    assert!(target.exists());
+}
+
+#[test]
+fn workers_refuse_to_run_as_root_without_a_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return; // Only root can be refused; CI runs as root.
+    }
+    let stack = Stack::with(Options {
+        worker_extra: String::new(),
+        ..Options::default()
+    });
+    let out = stack.cm(&["queue", "start", "p1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(
+        stderr.contains("refusing to run workers as root") && stderr.contains("[worker] user"),
+        "{stderr}"
+    );
+    assert!(stack.worker_pids().is_empty());
+}
+
+fn ensure_user(name: &str) -> Option<(u32, u32)> {
+    if nix::unistd::User::from_name(name).ok().flatten().is_none() {
+        let ok = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+    }
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+}
+
+#[test]
+fn started_as_root_with_a_user_workers_run_as_that_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let (uid, _) = ensure_user("cm-test").expect("useradd cm-test");
+    let stack = Stack::with(Options {
+        worker_extra: "user = \"cm-test\"".into(),
+        ..Options::default()
+    });
+    // The temp dir is root's 0700; the worker user must be able to reach its files.
+    std::fs::set_permissions(stack.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    stack.ok(&["queue", "start"]);
+    for name in ["p1", "p2", "l1", "l2"] {
+        let pid = stack.pid_of(name);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+        assert!(
+            uid_line
+                .split_whitespace()
+                .skip(1)
+                .all(|u| u == uid.to_string()),
+            "{name}: {uid_line}"
+        );
+        assert_eq!(
+            std::fs::metadata(stack.pid_file(name)).expect("pid").uid(),
+            uid
+        );
+        assert_eq!(
+            std::fs::metadata(stack.log_file(name)).expect("log").uid(),
+            uid
+        );
+    }
+    // Jobs run and are recorded by the unprivileged workers.
+    stack.ok(&[
+        "provision",
+        "--hosts",
+        "h[1-2]",
+        "--image",
+        "ubuntu",
+        "--wait",
+        "--timeout",
+        "20",
+    ]);
+    // The user itself can read the status.
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "cm-test", "--"])
+        .arg(cm_bin())
+        .arg("--config")
+        .arg(&stack.config)
+        .args(["queue", "status", "--json"])
+        .output()
+        .expect("runuser");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("\"running\"").count(), 4, "{stdout}");
+}
