@@ -337,7 +337,6 @@ async fn serve(
     // The first connection must work: `cm queue start` reports its failure and gives up.
     let mut session = Session::open(cfg, worker, &store, &writer, &stats).await?;
 
-    tell(ready, "ready");
     info!(
         "{node} consuming from queue {} (concurrency {}, prefetch {}), pid {}",
         queue.name,
@@ -345,6 +344,8 @@ async fn serve(
         queue.prefetch,
         std::process::id()
     );
+    // Logged before `ready`, so the log says so by the time `cm queue start` returns.
+    tell(ready, "ready");
     let stats_path = cfg.stats_file(worker.name);
     let stats_for_writer = stats.clone();
     let stats_writer = tokio::spawn(async move {
