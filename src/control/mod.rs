@@ -101,6 +101,9 @@ pub async fn start(
         let log = cfg.log_file(worker.name);
         waiting.spawn(async move {
             let outcome = starting.wait_ready(deadline, &log).await;
+            if outcome.is_err() {
+                starting.reap().await;
+            }
             (starting.name, starting.queue, starting.pid, outcome)
         });
     }
@@ -110,13 +113,7 @@ pub async fn start(
             joined.map_err(|e| CmError::Other(format!("waiting for a worker: {e}")))?;
         let (ready, error, code) = match outcome {
             Ok(()) => (true, None, Code::Success),
-            Err(not_ready) => {
-                // A worker that missed its deadline must not linger half-started.
-                if procs::is_worker(pid, &name, &cfg.path) {
-                    let _ = signal::send(pid, Signal::SIGKILL);
-                }
-                (false, Some(not_ready.reason), not_ready.code)
-            }
+            Err(not_ready) => (false, Some(not_ready.reason), not_ready.code),
         };
         lines.push(StartLine {
             name,

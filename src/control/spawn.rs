@@ -126,6 +126,19 @@ impl Starting {
     }
 }
 
+impl Starting {
+    /// After a failed start: give the worker a moment to exit by itself, then kill it, and reap
+    /// it, so no half-started worker outlives `cm queue start`.
+    pub async fn reap(&mut self) {
+        let exited =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
+        if exited.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
 /// `error 69: no broker at ...` → code 69 and the text.
 fn parse_error_line(line: &str) -> NotReady {
     let rest = line.trim_start_matches("error").trim_start();
