@@ -43,6 +43,21 @@ pub enum Command {
     /// Messages no worker could run, in each queue's `<queue>.dead`
     #[command(subcommand)]
     Dead(DeadCmd),
+    /// The web launcher: /cm/launch, /cm/launch/db_stats, /cm/db_reset and /api/
+    Web(WebArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Address to listen on [default: [web] bind, else 127.0.0.1:8080]; port 0 picks a free one
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Run in the background (pid file cm-web.pid, log cm-web.log); returns once it listens
+    #[arg(long)]
+    pub detach: bool,
+    /// Started by `cm web --detach`: stdout is its readiness pipe, stderr its log
+    #[arg(long, hide = true)]
+    pub detached: bool,
 }
 
 #[derive(Debug, Args)]

@@ -129,6 +129,7 @@ struct RawStore {
 struct RawWeb {
     bind: Option<String>,
     token: Option<String>,
+    max_hosts: Option<usize>,
 }
 
 /// A server or a recipe: what the launch page offers, with the text shown beside it.
@@ -165,6 +166,8 @@ pub struct Config {
     pub store_busy_timeout: Duration,
     pub web_bind: String,
     pub web_token: Option<String>,
+    /// The most jobs one web form or API launch may publish.
+    pub web_max_hosts: usize,
     pub servers: IndexMap<String, Described>,
     pub recipes: IndexMap<String, Described>,
 }
@@ -392,6 +395,7 @@ impl Config {
             store_busy_timeout: Duration::from_millis(raw.store.busy_timeout_ms.unwrap_or(10_000)),
             web_bind: raw.web.bind.unwrap_or_else(|| "127.0.0.1:8080".into()),
             web_token: raw.web.token.filter(|t| !t.is_empty()),
+            web_max_hosts: raw.web.max_hosts.unwrap_or(1000),
             servers: raw.servers.unwrap_or_else(default_servers),
             recipes: raw.recipes.unwrap_or_else(default_recipes),
         })

@@ -9,5 +9,7 @@ pub mod exit;
 pub mod jobs;
 pub mod privileges;
 pub mod protocol;
+pub mod publishing;
 pub mod store;
+pub mod web;
 pub mod worker;

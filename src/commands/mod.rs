@@ -49,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
             Command::Dead(DeadCmd::Requeue { queue }) => {
                 dead::requeue(&cfg, queue.as_deref()).await
             }
+            Command::Web(args) => crate::web::run(&cfg, &args).await,
             Command::Worker { .. } => unreachable!("handled above"),
         }
     })

@@ -1,12 +1,12 @@
 //! `cm launch` and `cm provision`: publish jobs (persistent, confirmed) and print their ids.
 
-use crate::broker::{self, Publisher};
 use crate::cli::{LaunchArgs, ProvisionArgs, WaitArgs};
 use crate::config::Config;
 use crate::exit::{CmError, Code};
 use crate::jobs::{self, launch::Launch, provision::Provision};
 use crate::protocol::TaskMessage;
-use crate::store::{self, Store};
+use crate::publishing;
+use crate::store::Store;
 
 fn expand_hosts(hosts: &str) -> Result<Vec<String>, CmError> {
     let list = hostlist_parser::parse(hosts).map_err(|e| {
@@ -71,42 +71,15 @@ fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> V
         .collect()
 }
 
-/// Stores the jobs PENDING, publishes them confirmed, and takes the records back if the broker
-/// would not have them: the store never shows a PENDING job that was not published.
+/// Publishes through [`crate::publishing::publish_jobs`], prints the job ids, and waits if asked.
 async fn publish(
     cfg: &Config,
     task: &str,
     messages: &[TaskMessage],
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
-    let queue = cfg.queue_for_task(task).ok_or_else(|| {
-        CmError::BadArgument(format!(
-            "no queue takes {task}: add it to the tasks of a [queues.NAME] table in {}",
-            cfg.path.display()
-        ))
-    })?;
-    let origin = format!("cm@{}", cfg.node_host);
-    // Connect first: with no broker there is nothing to record.
-    let conn = broker::connect(&cfg.broker_url, &format!("cm publisher {origin}")).await?;
-    let publisher = Publisher::open(&conn, &cfg.broker_url, &origin).await?;
-    // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
-    broker::declare_queue(publisher.channel(), &cfg.broker_url, &queue.name).await?;
-
     let store = Store::open(&cfg.store_url).await?;
-    let batch = uuid::Uuid::new_v4().to_string();
-    let now = store::now_ms();
-    let records: Vec<_> = messages
-        .iter()
-        .map(|m| jobs::new_job(m, &queue.name, Some(batch.clone()), now))
-        .collect();
-    store.insert_pending(&records).await?;
-    if let Err(e) = publisher.publish_all(&queue.name, messages).await {
-        if let Err(undo) = store.delete_unpublished(&batch).await {
-            tracing::error!("taking back the PENDING records of batch {batch}: {undo}");
-        }
-        return Err(e.into());
-    }
-    let _ = conn.close(200, "published".into()).await;
+    let batch = publishing::publish_jobs(cfg, &store, task, messages).await?;
     let mut out = String::with_capacity(messages.len() * 37);
     for m in messages {
         out.push_str(&m.id);

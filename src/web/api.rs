@@ -1,0 +1,185 @@
+//! The JSON twins under `/api/`, and `/healthz`.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::input::{self, Invalid, LaunchInput, ProvisionInput};
+use super::pages::{pages_for, publish_error_status, snapshot, worker_statuses};
+use super::view::JobsQuery;
+use super::{AppState, PER_PAGE};
+use crate::jobs;
+use crate::protocol::TaskMessage;
+use crate::publishing::publish_jobs;
+
+/// A health check answers well within a load balancer's patience, broker down or not.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn error(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> Response {
+    (
+        status,
+        Json(json!({ "error": message.into(), "field": field })),
+    )
+        .into_response()
+}
+
+fn counts_object(counts: &[(String, i64)]) -> Value {
+    Value::Object(
+        counts
+            .iter()
+            .map(|(s, n)| (s.clone(), Value::from(*n)))
+            .collect(),
+    )
+}
+
+/// `GET /api/jobs?state=&server=&recipe=&batch=&page=`: one page of jobs, newest first,
+/// with the total, the counts per state and what db_stats draws.
+pub async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Response {
+    let snap = match snapshot(&state, &q).await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    };
+    let batch = q.batch();
+    Json(json!({
+        "jobs": snap.jobs,
+        "total": snap.total,
+        "counts": counts_object(&snap.counts),
+        "page": q.page(),
+        "pages": pages_for(snap.total),
+        "per_page": PER_PAGE,
+        "finished_per_minute": snap.per_minute,
+        "by_worker": counts_object(&snap.by_worker),
+        "batch": (!batch.is_empty()).then(|| json!({
+            "id": batch,
+            "counts": counts_object(&snap.batch_counts),
+            "total": snap.batch_counts.iter().map(|(_, n)| n).sum::<i64>(),
+        })),
+    }))
+    .into_response()
+}
+
+/// `GET /api/jobs/{id}`: the job and its history of states.
+pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let store = state.store();
+    let found = match store.get(&id).await {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    };
+    let Some(job) = found else {
+        return error(StatusCode::NOT_FOUND, format!("no job {id:?}"), None);
+    };
+    match store.history(&id).await {
+        Ok(history) => Json(json!({ "job": job, "history": history })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    }
+}
+
+/// `GET /api/workers`: what `cm queue status --json` says.
+pub async fn workers(State(state): State<AppState>) -> Response {
+    Json(worker_statuses(&state).await).into_response()
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Response> {
+    // The content type is the cross-site protection here: a form cannot send it, and a script
+    // on another site cannot without a CORS preflight, which this server never grants.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim() == "application/json")
+        });
+    if !is_json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type: application/json",
+            None,
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}"), None))
+}
+
+fn invalid(e: Invalid) -> Response {
+    error(StatusCode::BAD_REQUEST, e.message, Some(e.field))
+}
+
+async fn publish(state: &AppState, task: &str, messages: Vec<TaskMessage>) -> Response {
+    match publish_jobs(state.cfg(), state.store(), task, &messages).await {
+        Ok(batch) => {
+            let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+            (
+                StatusCode::CREATED,
+                [(
+                    header::LOCATION,
+                    format!("/cm/launch/db_stats?batch={batch}"),
+                )],
+                Json(json!({ "batch": batch, "ids": ids })),
+            )
+                .into_response()
+        }
+        Err(e) => error(publish_error_status(&e), format!("{e:#}"), None),
+    }
+}
+
+/// `POST /api/launch` with `{server, recipe, kind, hosts}`: `{batch, ids}`.
+pub async fn launch(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: LaunchInput = match json_body(&headers, &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match input::launch_messages(state.cfg(), &req) {
+        Ok(messages) => publish(&state, jobs::LAUNCH, messages).await,
+        Err(e) => invalid(e),
+    }
+}
+
+/// `POST /api/provision` with `{hosts, image}`: `{batch, ids}`.
+pub async fn provision(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: ProvisionInput = match json_body(&headers, &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match input::provision_messages(state.cfg(), &req) {
+        Ok(messages) => publish(&state, jobs::PROVISION, messages).await,
+        Err(e) => invalid(e),
+    }
+}
+
+/// `GET /healthz`: 200 `ok` when the store answers and the broker takes a connection,
+/// else 503 with the reason.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let unhealthy = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    match tokio::time::timeout(HEALTH_TIMEOUT, state.store().state_of("healthz")).await {
+        Err(_) => return unhealthy("status store: no answer within 3s".into()),
+        Ok(Err(e)) => return unhealthy(e.to_string()),
+        Ok(Ok(_)) => {}
+    }
+    let cfg = state.cfg();
+    let name = format!("cm web healthz@{}", cfg.node_host);
+    match tokio::time::timeout(
+        HEALTH_TIMEOUT,
+        crate::broker::connect(&cfg.broker_url, &name),
+    )
+    .await
+    {
+        Err(_) => unhealthy(format!(
+            "broker at {}: no answer within 3s",
+            crate::broker::redact(&cfg.broker_url)
+        )),
+        Ok(Err(e)) => unhealthy(e.to_string()),
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "healthz".into()).await;
+            (StatusCode::OK, "ok").into_response()
+        }
+    }
+}

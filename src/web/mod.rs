@@ -1,0 +1,202 @@
+//! The web launcher: `/cm/launch` publishes jobs, `/cm/launch/db_stats` watches them,
+//! `/cm/db_reset` clears the store, and `/api/` has the JSON twins.
+//!
+//! Everything (templates, CSS, JS) is compiled into the binary. Pages are askama templates, so
+//! every value is HTML-escaped; the page script builds DOM nodes with `textContent` only.
+
+// Helpers return the ready error page as `Err(Response)`; it is built once per refused request.
+#![allow(clippy::result_large_err)]
+
+mod api;
+mod assets;
+mod detach;
+mod guard;
+mod input;
+mod pages;
+mod view;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+
+use crate::cli::WebArgs;
+use crate::config::Config;
+use crate::exit::{CmError, Code};
+use crate::store::Store;
+
+/// A slow client cannot hold a request (or its body) open longer than this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Forms and API bodies are a few hundred bytes; anything near this is not ours.
+const BODY_LIMIT: usize = 64 * 1024;
+/// Rows per page of `/cm/launch/db_stats` and `/api/jobs`.
+pub const PER_PAGE: i64 = 50;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: Config,
+    store: Store,
+    /// Per-process CSRF token, embedded in every form and checked on every form POST.
+    csrf: String,
+}
+
+impl AppState {
+    pub fn new(cfg: Config, store: Store) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                csrf: uuid::Uuid::new_v4().to_string(),
+            }),
+        }
+    }
+
+    fn cfg(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn csrf(&self) -> &str {
+        &self.inner.csrf
+    }
+}
+
+/// Every route, with auth, cross-site checks, the timeout and the body limit.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(pages::root))
+        .route("/login", get(pages::login))
+        .route("/cm/launch", get(pages::launch_form).post(pages::launch))
+        .route("/cm/provision", post(pages::provision))
+        .route("/cm/launch/db_stats", get(pages::db_stats))
+        .route(
+            "/cm/db_reset",
+            get(pages::db_reset_form).post(pages::db_reset),
+        )
+        .route("/api/jobs", get(api::jobs))
+        .route("/api/jobs/{id}", get(api::job))
+        .route("/api/workers", get(api::workers))
+        .route("/api/launch", post(api::launch))
+        .route("/api/provision", post(api::provision))
+        .route("/healthz", get(api::healthz))
+        .route("/static/{file}", get(assets::serve))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(guard::cross_site))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(RequestBodyTimeoutLayer::new(REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+/// `cm web`: serve in the foreground, or `--detach` and return once the child listens.
+pub async fn run(cfg: &Config, args: &WebArgs) -> anyhow::Result<Code> {
+    let bind = args.bind.clone().unwrap_or_else(|| cfg.web_bind.clone());
+    check_exposure(cfg, &bind)?;
+    if args.detach {
+        return detach::start(cfg, args.bind.as_deref()).await;
+    }
+    let mut ready = detach::Ready::none();
+    let mut pid_lock = None;
+    if args.detached {
+        ready = detach::Ready::take()?;
+        match detach::lock_pid_file(cfg) {
+            Ok(lock) => pid_lock = Some(lock),
+            Err(e) => return Err(ready.fail(e)),
+        }
+    }
+    let result = serve(cfg, &bind, &mut ready, pid_lock.as_ref()).await;
+    if let Some(lock) = pid_lock {
+        lock.release();
+    }
+    result.map_err(|e| ready.fail(e))
+}
+
+async fn serve(
+    cfg: &Config,
+    bind: &str,
+    ready: &mut detach::Ready,
+    pid_lock: Option<&crate::control::pidfile::PidLock>,
+) -> anyhow::Result<Code> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| CmError::BadArgument(format!("cannot listen on {bind}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CmError::Other(format!("address of the listener on {bind}: {e}")))?;
+    // Bound first, so a port below 1024 works; the store is opened as the user we run as.
+    let stderr = std::io::stderr();
+    let mut files: Vec<&dyn std::os::fd::AsFd> = vec![&stderr];
+    if let Some(lock) = pid_lock {
+        files.push(lock.file());
+    }
+    if let Some(user) = crate::privileges::drop_if_root(cfg, &files, &[&cfg.pid_dir])? {
+        tracing::info!("dropped privileges to {user}");
+    }
+    let store = Store::open(&cfg.store_url).await?;
+    let app = router(AppState::new(cfg.clone(), store.clone()));
+    ready.say(&format!("listening on http://{addr}"));
+    tracing::info!("cm web listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| CmError::Other(format!("serving http on {addr}: {e}")))?;
+    store.close().await;
+    Ok(Code::Success)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the default action (exit) still stops us.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Refuses to listen beyond loopback without `[web] token`: the launcher publishes jobs.
+fn check_exposure(cfg: &Config, bind: &str) -> Result<(), CmError> {
+    let addrs: Vec<SocketAddr> = bind
+        .to_socket_addrs()
+        .map_err(|e| {
+            CmError::BadArgument(format!(
+                "web bind address {bind:?} is not HOST:PORT ({e}), e.g. 127.0.0.1:8080"
+            ))
+        })?
+        .collect();
+    let loopback_only = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+    if !loopback_only && cfg.web_token.is_none() {
+        return Err(CmError::BadArgument(format!(
+            "refusing to listen on {bind} beyond loopback without a token: set [web] token in {} (or bind 127.0.0.1)",
+            cfg.path.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! What the pages show, computed once in Rust so the templates stay plain: job rows, the state
+//! bars, the per-minute chart. `cm.js` draws the same shapes from `/api/jobs` when it refreshes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{JobFilter, JobRow};
+
+/// The states in the order a job passes through them (the bars and the filter use it).
+pub const STATES: &[&str] = &[
+    "PENDING",
+    "RECEIVED",
+    "STARTED",
+    "running",
+    "deploy",
+    "active",
+    "INITIATING",
+    "PREPARING_IMAGE",
+    "BOOTING",
+    "AVAILABLE",
+    "RETRY",
+    "SUCCESS",
+    "FAILURE",
+    "REVOKED",
+];
+
+/// The query string of db_stats and `/api/jobs`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub struct JobsQuery {
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub recipe: Option<String>,
+    /// Jobs of this batch are highlighted (it does not filter).
+    #[serde(default)]
+    pub batch: Option<String>,
+    #[serde(default)]
+    pub page: Option<String>,
+}
+
+fn nonempty(v: &Option<String>) -> Option<String> {
+    v.as_ref().filter(|s| !s.is_empty()).cloned()
+}
+
+impl JobsQuery {
+    pub fn page(&self) -> i64 {
+        self.page
+            .as_deref()
+            .and_then(|p| p.parse::<i64>().ok())
+            .filter(|p| *p >= 1)
+            .unwrap_or(1)
+    }
+
+    pub fn state(&self) -> String {
+        nonempty(&self.state).unwrap_or_default()
+    }
+
+    pub fn server(&self) -> String {
+        nonempty(&self.server).unwrap_or_default()
+    }
+
+    pub fn recipe(&self) -> String {
+        nonempty(&self.recipe).unwrap_or_default()
+    }
+
+    pub fn batch(&self) -> String {
+        nonempty(&self.batch).unwrap_or_default()
+    }
+
+    /// The rows to list: every filter, one page.
+    pub fn filter(&self, per_page: i64) -> JobFilter {
+        JobFilter {
+            state: nonempty(&self.state),
+            server: nonempty(&self.server),
+            recipe: nonempty(&self.recipe),
+            batch: None,
+            limit: per_page,
+            offset: (self.page().saturating_sub(1)).saturating_mul(per_page),
+        }
+    }
+
+    /// What the state counts cover: the server and recipe filters, every state.
+    pub fn count_filter(&self) -> JobFilter {
+        JobFilter {
+            server: nonempty(&self.server),
+            recipe: nonempty(&self.recipe),
+            ..JobFilter::default()
+        }
+    }
+
+    /// This query as a URL query string with `page` (and optionally `state`) replaced.
+    pub fn link(&self, page: i64, state: Option<&str>) -> String {
+        let mut q = self.clone();
+        q.page = (page > 1).then(|| page.to_string());
+        if let Some(s) = state {
+            q.state = Some(s.to_string()).filter(|s| !s.is_empty());
+        }
+        let pairs: Vec<(&str, String)> = [
+            ("state", nonempty(&q.state)),
+            ("server", nonempty(&q.server)),
+            ("recipe", nonempty(&q.recipe)),
+            ("batch", nonempty(&q.batch)),
+            ("page", q.page),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        if pairs.is_empty() {
+            "?".into()
+        } else {
+            let encoded = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+            format!("?{encoded}")
+        }
+    }
+}
+
+/// `HH:MM:SS` (UTC) and the full RFC 3339 time for the tooltip.
+pub fn clock(ms: Option<i64>) -> (String, String) {
+    match ms.and_then(|ms| u64::try_from(ms).ok()) {
+        Some(ms) => {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            let full = humantime::format_rfc3339_seconds(t).to_string();
+            (full.get(11..19).unwrap_or(&full).to_string(), full)
+        }
+        None => ("-".into(), String::new()),
+    }
+}
+
+/// A CSS class suffix for a state: letters and underscores only.
+pub fn state_class(state: &str) -> String {
+    state
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == '_')
+        .collect()
+}
+
+pub struct JobView {
+    pub id: String,
+    pub short_id: String,
+    pub task: String,
+    pub state: String,
+    pub state_class: String,
+    pub server: String,
+    pub recipe: String,
+    pub hosts: String,
+    pub worker: String,
+    pub submitted: (String, String),
+    pub started: (String, String),
+    pub finished: (String, String),
+    pub error: String,
+    pub highlight: bool,
+}
+
+impl JobView {
+    pub fn new(job: &JobRow, batch: &str) -> Self {
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        Self {
+            id: job.id.clone(),
+            short_id: job.id.chars().take(8).collect(),
+            task: job
+                .task
+                .strip_prefix("cm.")
+                .unwrap_or(&job.task)
+                .to_string(),
+            state: job.state.clone(),
+            state_class: state_class(&job.state),
+            server: dash(&job.server),
+            recipe: dash(&job.recipe),
+            hosts: dash(&job.hosts),
+            worker: dash(&job.worker),
+            submitted: clock(job.submitted_ms),
+            started: clock(job.started_ms),
+            finished: clock(job.finished_ms),
+            error: job.error.clone().unwrap_or_default(),
+            highlight: !batch.is_empty() && job.batch.as_deref() == Some(batch),
+        }
+    }
+}
+
+/// One row of the state bar chart.
+pub struct StateBar {
+    pub state: String,
+    pub state_class: String,
+    pub count: i64,
+    pub width: f64,
+    pub y: i64,
+    pub link: String,
+}
+
+pub const BAR_ROW: i64 = 18;
+pub const BAR_MAX_WIDTH: f64 = 150.0;
+
+/// Bars in lifecycle order for the states that have jobs (unknown states last).
+pub fn state_bars(counts: &[(String, i64)], query: &JobsQuery) -> Vec<StateBar> {
+    let mut ordered: Vec<&(String, i64)> = counts.iter().filter(|(_, n)| *n > 0).collect();
+    ordered.sort_by_key(|(s, _)| STATES.iter().position(|k| k == s).unwrap_or(STATES.len()));
+    let max = ordered.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
+    ordered
+        .iter()
+        .zip(0..)
+        .map(|((state, count), i)| StateBar {
+            state: state.clone(),
+            state_class: state_class(state),
+            count: *count,
+            width: tenths((BAR_MAX_WIDTH * *count as f64 / max as f64).max(1.0)),
+            y: i * BAR_ROW,
+            link: query.link(1, Some(state)),
+        })
+        .collect()
+}
+
+/// One column of the finished-per-minute chart.
+pub struct MinuteBar {
+    pub x: i64,
+    pub y: f64,
+    pub height: f64,
+    pub count: i64,
+    pub minutes_ago: usize,
+}
+
+pub const CHART_HEIGHT: f64 = 48.0;
+pub const CHART_COLUMN: i64 = 8;
+
+pub fn minute_bars(per_minute: &[i64]) -> Vec<MinuteBar> {
+    let max = per_minute.iter().copied().max().unwrap_or(0).max(1);
+    let n = per_minute.len();
+    per_minute
+        .iter()
+        .enumerate()
+        .map(|(i, &count)| {
+            let height = if count > 0 {
+                tenths((CHART_HEIGHT * count as f64 / max as f64).max(1.0))
+            } else {
+                0.0
+            };
+            MinuteBar {
+                x: i as i64 * CHART_COLUMN,
+                y: tenths(CHART_HEIGHT - height),
+                height,
+                count,
+                minutes_ago: n - 1 - i,
+            }
+        })
+        .collect()
+}
+
+fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+pub fn bytes(n: Option<u64>) -> String {
+    match n {
+        None => "-".into(),
+        Some(n) if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
+        Some(n) => format!("{} KiB", n >> 10),
+    }
+}
+
+pub fn duration(secs: Option<u64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s >= 86_400 => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+        Some(s) if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        Some(s) if s >= 60 => format!("{}m{}s", s / 60, s % 60),
+        Some(s) => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_keep_filters_and_encode() {
+        let q = JobsQuery {
+            recipe: Some("Slurm Cluster".into()),
+            page: Some("3".into()),
+            ..JobsQuery::default()
+        };
+        assert_eq!(q.link(4, None), "?recipe=Slurm+Cluster&page=4");
+        assert_eq!(
+            q.link(1, Some("SUCCESS")),
+            "?state=SUCCESS&recipe=Slurm+Cluster"
+        );
+        assert_eq!(q.filter(50).offset, 100);
+        assert_eq!(JobsQuery::default().link(1, None), "?");
+    }
+
+    #[test]
+    fn bars_follow_the_lifecycle() {
+        let counts = vec![("SUCCESS".to_string(), 10), ("PENDING".to_string(), 5)];
+        let bars = state_bars(&counts, &JobsQuery::default());
+        assert_eq!(bars[0].state, "PENDING");
+        assert_eq!(bars[1].width, BAR_MAX_WIDTH);
+        assert_eq!(clock(Some(0)).0, "00:00:00");
+    }
+}
