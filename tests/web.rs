@@ -181,6 +181,11 @@ fn pages_render_and_escape_what_the_config_says() {
     ] {
         assert_eq!(web.get(path).status(), StatusCode::OK, "{path}");
     }
+    let page = web
+        .get("/cm/launch/db_stats?batch=%3Cscript%3Ex%3C%2Fscript%3E&server=%3Cb%3E&page=x")
+        .text()
+        .expect("page");
+    assert!(!page.contains("<script>x") && page.contains("&#60;script&#62;x"));
     let css = web.get("/static/cm.css");
     assert_eq!(css.status(), StatusCode::OK);
     assert_eq!(css.headers()[CONTENT_TYPE], "text/css; charset=utf-8");
@@ -1058,4 +1063,41 @@ fn browser_launches_watches_live_and_resets() {
         c.close().await.expect("close the browser");
     });
     assert!(jobs(&stack).is_empty());
+}
+
+#[test]
+fn slow_or_huge_requests_are_cut_off() {
+    use std::io::{Read, Write};
+    let stack = Stack::new();
+    let web = Web::start(&stack);
+
+    let big = "x".repeat(100 * 1024);
+    let resp = web
+        .http
+        .post(web.url("/api/launch"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(big)
+        .send()
+        .expect("POST");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Promises a body and never sends it: answered 408 after the 10 s request timeout.
+    let addr = web.base.trim_start_matches("http://").to_string();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        conn,
+        "POST /api/launch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .expect("write");
+    let began = Instant::now();
+    // Meanwhile others are served.
+    assert_eq!(web.get("/healthz").status(), StatusCode::OK);
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head)
+        .expect("a response before the read timeout");
+    assert_eq!(&head, b"HTTP/1.1 408");
+    assert!(began.elapsed() < Duration::from_secs(20));
+    assert_nothing_published(&stack);
 }

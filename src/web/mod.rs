@@ -24,14 +24,14 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::cli::WebArgs;
 use crate::config::Config;
 use crate::exit::{CmError, Code};
 use crate::store::Store;
 
-/// A slow client cannot hold a request (or its body) open longer than this.
+/// A slow client cannot hold a request (its body included) longer than this: 408 after.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forms and API bodies are a few hundred bytes; anything near this is not ours.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -102,7 +102,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(RequestBodyTimeoutLayer::new(REQUEST_TIMEOUT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
