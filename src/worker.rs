@@ -301,6 +301,31 @@ impl Session {
     }
 }
 
+/// Points stdout and stderr at a fresh file at `path` (the old one was rotated away).
+fn reopen_log(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path);
+    match opened {
+        Ok(file) => {
+            let moved =
+                nix::unistd::dup2_stdout(&file).and_then(|()| nix::unistd::dup2_stderr(&file));
+            match moved {
+                Ok(()) => info!("SIGHUP: reopened log {}", path.display()),
+                Err(e) => warn!("SIGHUP: cannot switch to {}: {e}", path.display()),
+            }
+        }
+        Err(e) => warn!(
+            "SIGHUP: cannot reopen log {}: {e}; still writing to the old file",
+            path.display()
+        ),
+    }
+}
+
 /// SIGTERM and SIGINT, installed before `ready` so a stop right after start is a warm shutdown.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -332,6 +357,17 @@ async fn serve(
     let node = cfg.node_name(worker.name);
     let queue = worker.queue;
     let mut signals = Signals::install()?;
+    // Detached, our stdout and stderr are the log file: logrotate's postrotate sends SIGHUP.
+    let log = ready.is_some().then(|| cfg.log_file(worker.name));
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match &log {
+                Some(path) => reopen_log(path),
+                None => info!("SIGHUP: logging to the terminal or journal; nothing to reopen"),
+            }
+        }
+    });
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout).await?;
     let writer = store.writer();
     // The first connection must work: `cm queue start` reports its failure and gives up.

@@ -357,3 +357,38 @@ fn a_pid_dir_that_cannot_be_created_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sighup_reopens_the_log_after_rotation() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start", "l1"]);
+    let log = stack.log_file("l1");
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let pid = stack.pid_of("l1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("hup");
+    eventually(Duration::from_secs(5), "a new log file", || log.exists());
+    let ids = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--wait",
+    ]);
+    assert!(
+        stack
+            .log("l1")
+            .contains(&format!("{} cm.launch: SUCCESS", ids[0])),
+        "{}",
+        stack.log("l1")
+    );
+    assert!(alive(pid), "SIGHUP killed the worker");
+    assert!(!std::fs::read_to_string(&rotated)
+        .expect("old log")
+        .contains(&ids[0]));
+}
