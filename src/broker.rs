@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind};
 
+use crate::config::QueueConfig;
 use crate::protocol::TaskMessage;
 
 /// A blackholed host must not hang `cm queue start`; a live broker answers well within this.
@@ -106,9 +107,36 @@ fn classify(url: &str, e: lapin::Error) -> BrokerError {
     }
 }
 
-/// Declares a work queue durable with no x-arguments, so a Celery client's own declare matches.
+/// Declares a queue durable with no x-arguments, so a Celery client's own declare matches.
 /// Returns how many messages are waiting in it.
 pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<u32, BrokerError> {
+    declare(channel, url, queue, FieldTable::default()).await
+}
+
+/// Declares a configured work queue: classic with no arguments, or quorum when configured
+/// (Celery clients then need `queue_arguments={"x-queue-type": "quorum"}`, see the docs).
+pub async fn declare_work_queue(
+    channel: &Channel,
+    url: &str,
+    queue: &QueueConfig,
+) -> Result<u32, BrokerError> {
+    let mut args = FieldTable::default();
+    if queue.quorum {
+        // A short string here makes the broker drop the connection: it must be a long string.
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
+    declare(channel, url, &queue.name, args).await
+}
+
+async fn declare(
+    channel: &Channel,
+    url: &str,
+    queue: &str,
+    args: FieldTable,
+) -> Result<u32, BrokerError> {
     channel
         .queue_declare(
             queue.into(),
@@ -116,7 +144,7 @@ pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<
                 durable: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            args,
         )
         .await
         .map(|q| q.message_count())

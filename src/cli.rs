@@ -141,6 +141,9 @@ pub enum QueueCmd {
         /// Print a JSON array instead of a table
         #[arg(long)]
         json: bool,
+        /// Every worker of these queues on every host, asked through the broker
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
     },
     /// Kill every worker of this config, orphans included, and remove stale pid files
     Clean {
@@ -166,6 +169,9 @@ pub enum ServerCmd {
     Status {
         #[arg(long)]
         json: bool,
+        /// Every worker on every host, asked through the broker
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -101,6 +101,7 @@ struct RawQueue {
     prefetch: Option<u16>,
     retries: Option<u32>,
     retry_backoff_seconds: Option<f64>,
+    queue_type: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +184,8 @@ pub struct QueueConfig {
     pub retries: u32,
     /// Wait before retry n is `retry_backoff * 2^n`.
     pub retry_backoff: Duration,
+    /// `quorum` for a replicated queue on a RabbitMQ cluster; `None` is a classic queue.
+    pub quorum: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -297,6 +300,17 @@ impl Config {
                     format!("queues: {name:?} is not a valid queue name (letters, digits, '-', '_', '.')"),
                 ));
             }
+            let quorum = match &q.queue_type {
+                None => false,
+                Some(t) if t.get_ref() == "classic" => false,
+                Some(t) if t.get_ref() == "quorum" => true,
+                Some(t) => {
+                    return Err(at(
+                        Some(t.span()),
+                        format!("queues.{name}.queue_type must be \"classic\" or \"quorum\""),
+                    ))
+                }
+            };
             let concurrency = q.concurrency.unwrap_or(1);
             if concurrency == 0 {
                 return Err(at(
@@ -314,6 +328,7 @@ impl Config {
                     .prefetch
                     .unwrap_or(concurrency.saturating_mul(4))
                     .max(concurrency),
+                quorum,
                 retries: q.retries.unwrap_or(0),
                 retry_backoff: Duration::from_secs_f64(
                     q.retry_backoff_seconds

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod exit;
+pub mod inspect;
 pub mod jobs;
 pub mod privileges;
 pub mod protocol;

@@ -29,7 +29,7 @@ pub async fn publish_jobs(
     let conn = broker::connect(&cfg.broker_url, &format!("cm publisher {origin}")).await?;
     let publisher = Publisher::open(&conn, &cfg.broker_url, &origin).await?;
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
-    broker::declare_queue(publisher.channel(), &cfg.broker_url, &queue.name).await?;
+    broker::declare_work_queue(publisher.channel(), &cfg.broker_url, queue).await?;
 
     let batch = uuid::Uuid::new_v4().to_string();
     let now = store::now_ms();

@@ -197,7 +197,7 @@ impl Session {
         let queue = worker.queue;
         let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
         let channel = conn.create_channel().await.context("opening a channel")?;
-        broker::declare_queue(&channel, &cfg.broker_url, &queue.name).await?;
+        broker::declare_work_queue(&channel, &cfg.broker_url, queue).await?;
         channel
             .basic_qos(queue.prefetch, BasicQosOptions::default())
             .await
@@ -212,6 +212,32 @@ impl Session {
             .await
             .with_context(|| format!("consuming from queue {}", queue.name))?;
         let publisher = Publisher::open(&conn, &cfg.broker_url, &node).await?;
+        let answer = {
+            let (node, name, host, queue) = (
+                node.clone(),
+                worker.name.to_string(),
+                cfg.node_host.clone(),
+                queue.name.clone(),
+            );
+            let stats = stats.clone();
+            move || {
+                let me = nix::unistd::Pid::this();
+                let s = stats.snapshot();
+                crate::inspect::RemoteWorker {
+                    node: node.clone(),
+                    name: name.clone(),
+                    host: host.clone(),
+                    queue: queue.clone(),
+                    pid: std::process::id(),
+                    state: "running".into(),
+                    uptime_seconds: crate::control::procs::uptime(me).map(|d| d.as_secs()),
+                    memory_bytes: crate::control::procs::rss_bytes(me),
+                    jobs_done: s.jobs_done,
+                    jobs_failed: s.jobs_failed,
+                }
+            }
+        };
+        crate::inspect::answer_pings(&conn, &cfg.broker_url, queue.name.clone(), answer).await?;
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             node,

@@ -27,14 +27,16 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
                 QueueCmd::Start { names } => queue::start(&cfg, &names).await,
                 QueueCmd::Stop { names } => queue::stop(&cfg, &names).await,
                 QueueCmd::Restart { names } => queue::restart(&cfg, &names).await,
-                QueueCmd::Status { names, json } => queue::status(&cfg, &names, json),
+                QueueCmd::Status { names, json, all } => {
+                    queue::status(&cfg, &names, json, all).await
+                }
                 QueueCmd::Clean { logs } => queue::clean(&cfg, logs).await,
             },
             Command::Server(cmd) => match cmd {
                 ServerCmd::Start => queue::start(&cfg, &[]).await,
                 ServerCmd::Stop => queue::stop(&cfg, &[]).await,
                 ServerCmd::Clean { logs } => queue::clean(&cfg, logs).await,
-                ServerCmd::Status { json } => queue::status(&cfg, &[], json),
+                ServerCmd::Status { json, all } => queue::status(&cfg, &[], json, all).await,
             },
             Command::Launch(args) => publish::launch(&cfg, &args).await,
             Command::Provision(args) => publish::provision(&cfg, &args).await,

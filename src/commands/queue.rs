@@ -111,7 +111,10 @@ pub async fn restart(cfg: &Config, names: &[String]) -> anyhow::Result<Code> {
     start_verdict(&all)
 }
 
-pub fn status(cfg: &Config, names: &[String], json: bool) -> anyhow::Result<Code> {
+pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> anyhow::Result<Code> {
+    if all {
+        return status_all(cfg, json).await;
+    }
     let workers = control::select(cfg, names)?;
     let rows = control::status(cfg, &workers);
     if json {
@@ -137,6 +140,37 @@ pub fn status(cfg: &Config, names: &[String], json: bool) -> anyhow::Result<Code
                 Some(f) if f > 0 => format!("{d} ({f} failed)"),
                 _ => d.to_string(),
             }),
+        );
+    }
+    Ok(Code::Success)
+}
+
+async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code> {
+    let workers = crate::inspect::ping_all(cfg).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(Code::Success);
+    }
+    if workers.is_empty() {
+        println!("no worker of this config's queues answered on any host");
+        return Ok(Code::Success);
+    }
+    println!(
+        "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}",
+        "NODE", "QUEUE", "PID", "UPTIME", "MEMORY", "JOBS DONE"
+    );
+    for w in workers {
+        println!(
+            "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}",
+            w.node,
+            w.queue,
+            w.pid,
+            w.uptime_seconds.map_or_else(|| "-".into(), human_duration),
+            w.memory_bytes.map_or_else(
+                || "-".into(),
+                |b| format!("{:.1} MiB", b as f64 / 1048576.0)
+            ),
+            w.jobs_done
         );
     }
     Ok(Code::Success)

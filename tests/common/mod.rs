@@ -437,3 +437,22 @@ impl Proxy {
         }
     }
 }
+
+impl Stack {
+    /// The same queues as another "host" on this machine: its own folder (pid and log dirs),
+    /// the config text with `from` replaced by `to` (e.g. the node_host).
+    pub fn second_host(&self, from: &str, to: &str) -> Stack {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("fabfile.toml");
+        let text = std::fs::read_to_string(&self.config)
+            .expect("config")
+            .replace(from, to);
+        std::fs::write(&config, text).expect("write config");
+        Stack {
+            dir,
+            config,
+            prov: self.prov.clone(),
+            launch: self.launch.clone(),
+        }
+    }
+}
