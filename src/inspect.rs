@@ -129,7 +129,7 @@ pub async fn answer_pings(
             let Some(reply_to) = msg.properties.reply_to().clone() else {
                 continue;
             };
-            if !ping.queues.iter().any(|q| *q == queue) {
+            if !ping.queues.contains(&queue) {
                 continue;
             }
             let Ok(body) = serde_json::to_vec(&status()) else {
