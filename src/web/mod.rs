@@ -170,13 +170,12 @@ async fn serve_connections(
     app: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: browsers use HTTP/2 only over TLS, and TLS is a proxy's job here.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(REQUEST_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -195,10 +194,7 @@ async fn serve_connections(
             () = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("connection: {e}");
