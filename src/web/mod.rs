@@ -157,12 +157,57 @@ async fn serve(
     let app = router(AppState::new(cfg.clone(), store.clone()));
     ready.say(&format!("listening on http://{addr}"));
     tracing::info!("cm web listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| CmError::Other(format!("serving http on {addr}: {e}")))?;
+    serve_connections(listener, app, shutdown_signal()).await;
     store.close().await;
     Ok(Code::Success)
+}
+
+/// Accepts until `shutdown`, then lets requests in flight finish (within the request timeout).
+/// Not `axum::serve`: it sets no timer, so a client that never finishes its request headers
+/// would hold its connection forever; here it is dropped after the request timeout too.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    // HTTP/1.1 only: browsers use HTTP/2 only over TLS, and TLS is a proxy's job here.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(REQUEST_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace; closing them");
+    }
 }
 
 async fn shutdown_signal() {
