@@ -33,6 +33,8 @@ test: lint
 	bash scripts/ensure-chromium.sh
 	bash scripts/ensure-celery-venv.sh
 	cargo test --workspace
+	# Restarts the shared broker: alone, after everything else.
+	cargo test --test broker_restart -- --ignored --test-threads 1
 
 bench:
 	bash bench/run.sh

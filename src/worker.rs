@@ -386,6 +386,10 @@ async fn serve(
     // Detached, our stdout and stderr are the log file: logrotate's postrotate sends SIGHUP.
     let log = ready.is_some().then(|| cfg.log_file(worker.name));
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    // A log at the file size limit must fail the write (and lose the line), not kill the worker:
+    // having a handler replaces SIGXFSZ's default action, which is to terminate.
+    let _file_too_big = signal(SignalKind::from_raw(nix::libc::SIGXFSZ))
+        .context("installing the SIGXFSZ handler")?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             match &log {
@@ -484,7 +488,11 @@ async fn serve(
 /// One line in the worker's log for one job event (what a job prints lands here too).
 fn say(node: &str, id: &str, task: &str, event: &str) {
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-    println!("[{now}] {node} job {id} {task}: {event}");
+    // A full disk loses log lines, never jobs: a failed write is not an error for the job.
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "[{now}] {node} job {id} {task}: {event}"
+    );
 }
 
 async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphorePermit) {

@@ -345,3 +345,56 @@ fn started_as_root_with_a_user_workers_run_as_that_user() {
     );
     assert_eq!(stdout.matches("\"running\"").count(), 4, "{stdout}");
 }
+
+#[test]
+fn a_full_log_loses_log_lines_not_jobs() {
+    // The store is PostgreSQL here: the file size limit below would also stop an SQLite file.
+    let db = PgDatabase::new();
+    let stack = Stack::with(Options {
+        store_url: Some(db.url.clone()),
+        ..Options::default()
+    });
+    // 16 KiB per file for the workers (bash's ulimit -f counts 1 KiB blocks).
+    let start = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 16 && exec {} --config {} queue start l1",
+            cm_bin(),
+            stack.config.display()
+        ))
+        .output()
+        .expect("bash");
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    let pid = stack.pid_of("l1");
+    stack.ok(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "vm[1-150]",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    assert!(alive(pid), "the worker died at the log size limit");
+    let size = std::fs::metadata(stack.log_file("l1")).expect("log").len();
+    assert!(size <= 16 * 1024, "the limit did not apply ({size} bytes)");
+    assert!(
+        successes(&stack, &["l1"]).len() < 150,
+        "the log was never full; the test proves nothing"
+    );
+    assert_eq!(
+        jobs(&stack)
+            .iter()
+            .filter(|j| j["state"] == "SUCCESS")
+            .count(),
+        150
+    );
+    drop(stack);
+}

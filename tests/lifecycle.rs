@@ -392,3 +392,32 @@ fn sighup_reopens_the_log_after_rotation() {
         .expect("old log")
         .contains(&ids[0]));
 }
+
+#[test]
+fn a_log_dir_that_cannot_be_written_is_named() {
+    let stack = Stack::new();
+    std::fs::write(stack.dir.path().join("log"), "not a dir").expect("write");
+    let out = stack.cm(&["queue", "start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(
+        stderr.contains("cannot write log dir") && stderr.contains("set [paths] log_dir"),
+        "{stderr}"
+    );
+    assert!(stack.worker_pids().is_empty());
+}
+
+#[test]
+fn an_invalid_broker_url_is_a_config_error_naming_the_key() {
+    let stack = Stack::with(Options {
+        broker: "http://127.0.0.1:5672".into(),
+        ..Options::default()
+    });
+    let out = stack.cm(&["queue", "start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("fabfile.toml:2:7: broker.url: invalid AMQP URL"),
+        "{stderr}"
+    );
+}
