@@ -51,24 +51,33 @@ pub fn redact(url: &str) -> String {
 }
 
 /// Heartbeats let a worker see a dead broker (or a cut link) within ~2x this, instead of
-/// stalling silently; `?heartbeat=N` in the configured URL overrides it.
+/// stalling silently.
 const HEARTBEAT_SECONDS: u16 = 10;
+/// lapin keeps 32 frames of buffer each way, zero-filled: at RabbitMQ's default 128 KiB frames
+/// that is 8 MiB per process. Job messages are well under 1 KiB; 8 KiB frames keep it at 512 KiB.
+const FRAME_MAX: u32 = 8192;
 
-fn with_heartbeat(url: &str) -> String {
-    if url.contains("heartbeat=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&heartbeat={HEARTBEAT_SECONDS}")
-    } else {
-        format!("{url}?heartbeat={HEARTBEAT_SECONDS}")
+/// The URL with cm's connection tuning added; a `heartbeat=` or `frame_max=` in the configured
+/// URL wins.
+fn tuned(url: &str) -> String {
+    let mut url = url.to_string();
+    for (key, value) in [
+        ("heartbeat", u32::from(HEARTBEAT_SECONDS)),
+        ("frame_max", FRAME_MAX),
+    ] {
+        if !url.contains(&format!("{key}=")) {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{sep}{key}={value}");
+        }
     }
+    url
 }
 
 /// Connects, naming the connection so `rabbitmqctl list_connections` shows who it is.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     let shown = redact(url);
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    let url = with_heartbeat(url);
+    let url = tuned(url);
     let result = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props)).await;
     match result {
         Err(_) => Err(BrokerError::Unreachable {
@@ -288,12 +297,12 @@ mod tests {
         );
         assert_eq!(super::redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
         assert_eq!(
-            super::with_heartbeat("amqp://h/%2f"),
-            "amqp://h/%2f?heartbeat=10"
+            super::tuned("amqp://h/%2f"),
+            "amqp://h/%2f?heartbeat=10&frame_max=8192"
         );
         assert_eq!(
-            super::with_heartbeat("amqp://h/?heartbeat=3"),
-            "amqp://h/?heartbeat=3"
+            super::tuned("amqp://h/?heartbeat=3"),
+            "amqp://h/?heartbeat=3&frame_max=8192"
         );
     }
 }

@@ -398,7 +398,7 @@ async fn serve(
             }
         }
     });
-    let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout).await?;
+    let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
     let writer = store.writer();
     // The first connection must work: `cm queue start` reports its failure and gives up.
     let mut session = Session::open(cfg, worker, &store, &writer, &stats).await?;

@@ -166,12 +166,17 @@ pub struct Store {
 impl Store {
     /// Opens with the default SQLite busy timeout (10 s).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(url, std::time::Duration::from_secs(10)).await
+        Self::open_with(url, std::time::Duration::from_secs(10), false).await
     }
 
     /// Opens (creating an SQLite file and its folder on first use) and migrates the schema.
     /// `busy`: how long an SQLite writer waits for a lock before the write fails.
-    pub async fn open_with(url: &str, busy: std::time::Duration) -> Result<Self, StoreError> {
+    /// `for_worker`: a small pool, as a worker process needs (memory counts there).
+    pub async fn open_with(
+        url: &str,
+        busy: std::time::Duration,
+        for_worker: bool,
+    ) -> Result<Self, StoreError> {
         let busy_ms = busy.as_millis();
         sqlx::any::install_default_drivers();
         let unreachable = |cause| StoreError::Unreachable {
@@ -202,7 +207,12 @@ impl Store {
             url.to_string()
         };
         let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 4 } else { 8 })
+            .max_connections(match (for_worker, sqlite) {
+                // A worker writes through one group-commit writer and reads on redeliveries.
+                (true, _) => 2,
+                (false, true) => 4,
+                (false, false) => 8,
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -249,26 +259,59 @@ impl Store {
 
     /// Records published jobs as PENDING, in one transaction, before they are published.
     pub async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
+        /// Jobs per INSERT: 10 parameters each, well under the backends' limits.
+        const ROWS: usize = 100;
         let mut tx = self.pool.begin().await?;
-        for job in jobs {
-            sqlx::query(
-                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, submitted_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&job.id)
-            .bind(&job.task)
-            .bind(&job.queue)
-            .bind(&job.args)
-            .bind(&job.server)
-            .bind(&job.recipe)
-            .bind(&job.kind)
-            .bind(&job.hosts)
-            .bind(&job.batch)
-            .bind(job.submitted_ms)
-            .execute(&mut *tx)
-            .await?;
-            insert_event(&mut tx, &job.id, PENDING, None, job.submitted_ms, None).await?;
+        for chunk in jobs.chunks(ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, submitted_ms) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let n = i * 10;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'PENDING', ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7,
+                    n + 8,
+                    n + 9,
+                    n + 10
+                ));
+            }
+            sql.push_str(" ON CONFLICT (id) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for job in chunk {
+                q = q
+                    .bind(&job.id)
+                    .bind(&job.task)
+                    .bind(&job.queue)
+                    .bind(&job.args)
+                    .bind(&job.server)
+                    .bind(&job.recipe)
+                    .bind(&job.kind)
+                    .bind(&job.hosts)
+                    .bind(&job.batch)
+                    .bind(job.submitted_ms);
+            }
+            q.execute(&mut *tx).await?;
         }
+        let pending: Vec<Event> = jobs
+            .iter()
+            .map(|job| Event::State {
+                id: job.id.clone(),
+                state: PENDING.to_string(),
+                worker: String::new(),
+                at: job.submitted_ms,
+            })
+            .collect();
+        insert_history(&mut tx, &pending.iter().collect::<Vec<_>>()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -446,29 +489,8 @@ fn where_clause(f: &JobFilter) -> (String, Vec<String>) {
     }
 }
 
-async fn insert_event(
-    conn: &mut sqlx::AnyConnection,
-    id: &str,
-    state: &str,
-    worker: Option<&str>,
-    at: i64,
-    detail: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(worker)
-    .bind(at)
-    .bind(detail)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
-/// Applies one event inside the caller's transaction.
-async fn apply(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::Error> {
+/// Applies one event to its `jobs` row inside the caller's transaction (history is separate).
+async fn apply_row(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::Error> {
     match ev {
         Event::Received { job, worker, at } => {
             sqlx::query(
@@ -489,7 +511,7 @@ async fn apply(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::E
             .bind(*at)
             .execute(&mut *conn)
             .await?;
-            insert_event(conn, &job.id, RECEIVED, Some(worker), *at, None).await
+            Ok(())
         }
         Event::State {
             id,
@@ -511,7 +533,7 @@ async fn apply(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::E
                     .bind(state)
             };
             q.execute(&mut *conn).await?;
-            insert_event(conn, id, state, Some(worker), *at, None).await
+            Ok(())
         }
         Event::Finished {
             id,
@@ -532,14 +554,10 @@ async fn apply(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::E
             .bind(error)
             .execute(&mut *conn)
             .await?;
-            insert_event(conn, id, state, Some(worker), *at, error.as_deref()).await
+            Ok(())
         }
         Event::Retry {
-            id,
-            worker,
-            at,
-            error,
-            retries,
+            id, error, retries, ..
         } => {
             sqlx::query("UPDATE jobs SET state = 'RETRY', error = $2, retries = $3 WHERE id = $1")
                 .bind(id)
@@ -547,22 +565,131 @@ async fn apply(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::E
                 .bind(*retries)
                 .execute(&mut *conn)
                 .await?;
-            insert_event(conn, id, RETRY, Some(worker), *at, Some(error)).await
+            Ok(())
         }
+        Event::Redelivered { id, .. } => {
+            sqlx::query("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// The `job_events` row an event adds: (job id, state, worker, at, detail).
+fn history_of(ev: &Event) -> (&str, &str, &str, i64, Option<String>) {
+    match ev {
+        Event::Received { job, worker, at } => (&job.id, RECEIVED, worker, *at, None),
+        Event::State {
+            id,
+            state,
+            worker,
+            at,
+        } => (id, state, worker, *at, None),
+        Event::Finished {
+            id,
+            state,
+            worker,
+            at,
+            error,
+            ..
+        } => (id, state, worker, *at, error.clone()),
+        Event::Retry {
+            id,
+            worker,
+            at,
+            error,
+            ..
+        } => (id, RETRY, worker, *at, Some(error.clone())),
         Event::Redelivered {
             id,
             state,
             worker,
             at,
-        } => {
-            sqlx::query("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            let detail = format!("redelivered; already {state}, acked without running again");
-            insert_event(conn, id, REDELIVERED, Some(worker), *at, Some(&detail)).await
+        } => (
+            id,
+            REDELIVERED,
+            worker,
+            *at,
+            Some(format!(
+                "redelivered; already {state}, acked without running again"
+            )),
+        ),
+    }
+}
+
+/// Whether an event sets the job's `state` column (all but a redelivery note).
+fn sets_state(ev: &Event) -> bool {
+    !matches!(ev, Event::Redelivered { .. })
+}
+
+fn event_id(ev: &Event) -> &str {
+    history_of(ev).0
+}
+
+/// Adds the history rows of `events`, in order, with multi-row inserts.
+async fn insert_history(
+    conn: &mut sqlx::AnyConnection,
+    events: &[&Event],
+) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(HISTORY_ROWS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ");
+        for i in 0..chunk.len() {
+            let n = i * 5;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for ev in chunk {
+            let (id, state, worker, at, detail) = history_of(ev);
+            q = q
+                .bind(id.to_string())
+                .bind(state.to_string())
+                .bind(worker.to_string())
+                .bind(at)
+                .bind(detail);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// History rows per INSERT: 5 parameters each, well under SQLite's and PostgreSQL's limits.
+const HISTORY_ROWS_PER_INSERT: usize = 200;
+
+/// Writes a batch of events in order, in the caller's transaction, with as few statements as
+/// give the same end state: a plain step whose state a later event of the same job overwrites
+/// in this batch skips its row update (its history row stays), and history rows go in
+/// multi-row inserts.
+pub(crate) async fn apply_batch(
+    conn: &mut sqlx::AnyConnection,
+    events: &[&Event],
+) -> Result<(), sqlx::Error> {
+    let mut last_setter: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        if sets_state(ev) {
+            last_setter.insert(event_id(ev), i);
         }
     }
+    for (i, ev) in events.iter().enumerate() {
+        let overwritten = matches!(ev, Event::State { state, .. } if state != STARTED)
+            && last_setter.get(event_id(ev)).is_some_and(|last| *last > i);
+        if !overwritten {
+            apply_row(&mut *conn, ev).await?;
+        }
+    }
+    insert_history(conn, events).await
 }
 
 /// The URL with any password hidden.

@@ -6,7 +6,7 @@
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{apply, Event, StoreError};
+use super::{apply_batch, Event, StoreError};
 
 /// The most events one transaction takes; bounds the latency a big backlog adds.
 const MAX_BATCH: usize = 2000;
@@ -73,8 +73,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Item>) {
 
 async fn write(pool: &AnyPool, batch: &[Item]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    for item in batch {
-        apply(&mut tx, &item.event).await?;
-    }
+    let events: Vec<&Event> = batch.iter().map(|i| &i.event).collect();
+    apply_batch(&mut tx, &events).await?;
     tx.commit().await
 }
