@@ -1,0 +1,1140 @@
+#!/usr/bin/env python3
+"""The driver behind bench/run.sh: cm against Celery 5 on the same broker, written to Markdown.
+
+Run it through bench/run.sh (which builds cm and the raw_ceiling example and picks the Celery
+venv's python, since this file imports celery). Everything lives in a fresh temp dir, on queues
+and a PostgreSQL database named after this run, and is removed on exit, even on Ctrl-C.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+SIZES = {
+    # cm jobs per throughput run, Celery tasks per run, raw-ceiling messages, workers per queue
+    # (4 queues) for the scale figure, jobs seeded for the first-page figure.
+    "full": dict(cm_jobs=10000, celery_jobs=3000, raw_jobs=30000, scale=[1, 2, 4, 10], db_jobs=100000),
+    "smoke": dict(cm_jobs=300, celery_jobs=200, raw_jobs=2000, scale=[1, 2], db_jobs=2000),
+}
+SERVER, RECIPE = "india_openstack_essex", "Hadoop"
+LAUNCH_KWARGS = {"server": SERVER, "recipe": RECIPE, "kind": "vm", "hosts": "x", "user": None}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def die(msg):
+    raise SystemExit(f"bench: {msg}")
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ---------- /proc ----------
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def smaps_kb(pid):
+    """Pss and Anonymous (kB) from /proc/PID/smaps_rollup."""
+    out = {"Pss": 0, "Anonymous": 0}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in out:
+                    out[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def children(pid):
+    out = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def tree(pid):
+    pids = [pid]
+    for c in children(pid):
+        pids += tree(c)
+    return pids
+
+
+def tree_rss_kb(pid):
+    return sum(rss_kb(p) for p in tree(pid))
+
+
+def memory_mib(pid):
+    """RSS, PSS and anonymous memory of a process and its children, in MiB."""
+    pids = tree(pid)
+    sm = [smaps_kb(p) for p in pids]
+    return {"rss": sum(rss_kb(p) for p in pids) / 1024, "pss": sum(x["Pss"] for x in sm) / 1024,
+            "anon": sum(x["Anonymous"] for x in sm) / 1024}
+
+
+def cpu_ticks(pid):
+    """utime + stime of a live process, in clock ticks (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def pids_named(comm):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().strip() == comm:
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def machine_busy_ticks():
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    return sum(parts[:8]) - idle
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+class CpuMeter:
+    """CPU seconds spent by groups of processes between start() and stop()."""
+
+    def __init__(self, groups):
+        self.groups = groups  # name -> callable returning pids
+
+    def start(self):
+        self.t0 = time.perf_counter()
+        self.busy0 = machine_busy_ticks()
+        self.before = {}
+        for name, fn in self.groups.items():
+            self.before[name] = {p: cpu_ticks(p) for p in fn()}
+        self.self0 = resource.getrusage(resource.RUSAGE_SELF)
+
+    def stop(self, extra=None):
+        wall = time.perf_counter() - self.t0
+        out = {}
+        for name, fn in self.groups.items():
+            ticks = 0
+            for p in set(fn()) | set(self.before[name]):
+                now = cpu_ticks(p)
+                if now:
+                    ticks += now - self.before[name].get(p, 0)
+            out[name] = ticks / TICK
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        out["bench driver"] = (ru.ru_utime + ru.ru_stime) - (self.self0.ru_utime + self.self0.ru_stime)
+        for k, v in (extra or {}).items():
+            out[k] = v
+        busy = (machine_busy_ticks() - self.busy0) / TICK
+        out["other (whole machine minus the above)"] = max(0.0, busy - sum(out.values()))
+        return {"wall": wall, "busy": busy, "cpu": out}
+
+
+# ---------- the benchmark ----------
+
+
+class CmStack:
+    def __init__(self, path, workers):
+        self.path = path
+        self.dir = os.path.dirname(path)
+        self.workers = workers
+
+    def pids(self):
+        out = []
+        for w in self.workers:
+            try:
+                with open(os.path.join(self.dir, "run", f"celery@{w}.pid")) as f:
+                    pid = int(f.read().strip())
+                if alive(pid):
+                    out.append(pid)
+            except (OSError, ValueError):
+                pass
+        return out
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.sizes = dict(SIZES["smoke" if args.smoke else "full"])
+        for key in ("cm_jobs", "celery_jobs", "raw_jobs", "db_jobs"):
+            env = os.environ.get("BENCH_" + key.upper())
+            if env:
+                self.sizes[key] = int(env)
+        self.repeat = args.repeat
+        self.run = f"cmb{os.getpid()}x{uuid.uuid4().hex[:6]}"
+        self.tmp = tempfile.mkdtemp(prefix=f"cm-bench-{self.run}-")
+        self.host = self.run  # the @host part of the Celery node names: unique to this run
+        self.celery = os.path.join(os.path.dirname(sys.executable), "celery")
+        self.stacks = []
+        self.celery_dirs = []
+        self.queues = []
+        self.pg_dbs = []
+        self.started_procs = []
+        self.results = {}  # key -> list of floats
+        self.notes = {}  # key -> text
+        self.commands = {}  # label -> command line (first time it ran)
+        self.profiles = {}  # key -> list of CpuMeter results
+        self.phases = {}  # key -> list of (publish_s, total_s, last_final_s)
+        self.perf = None
+        self.drain = {}
+        self.web = False
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
+        self.celery_broker = args.broker.replace("%2f", "%2F")
+        self.env["BENCH_BROKER"] = self.celery_broker
+        self.env["PYTHONPATH"] = HERE + os.pathsep + self.env.get("PYTHONPATH", "")
+        os.environ["BENCH_BROKER"] = self.celery_broker
+        sys.path.insert(0, HERE)
+        from celery_app import app  # noqa: E402 (needs BENCH_BROKER first)
+
+        self.app = app
+        self.t_begin = time.perf_counter()
+
+    # ----- helpers -----
+
+    def log(self, msg):
+        print(f"[{time.perf_counter() - self.t_begin:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def add(self, key, value):
+        self.results.setdefault(key, []).append(value)
+
+    def shown(self, argv):
+        text = shlex.join(str(a) for a in argv)
+        text = text.replace(self.tmp, "$TMP").replace(self.run, "$RUN")
+        text = text.replace(self.a.cm, "cm").replace(self.celery, "celery")
+        return text.replace(self.a.raw, "target/release/examples/raw_ceiling")
+
+    def add_memory(self, who, pid):
+        for k, v in memory_mib(pid).items():
+            self.add(f"{k}.{who}", v)
+
+    def note_cmd(self, label, argv):
+        self.commands.setdefault(label, self.shown(argv))
+
+    def sh(self, argv, label=None, env=None, check=True, timeout=900):
+        if label:
+            self.note_cmd(label, argv)
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            [str(a) for a in argv], env=env or self.env, capture_output=True, text=True, timeout=timeout
+        )
+        dt = time.perf_counter() - t0
+        if check and p.returncode != 0:
+            die(f"{self.shown(argv)} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+        return dt, p
+
+    def cm(self, stack, *args, label=None, check=True):
+        return self.sh([self.a.cm, "--config", stack.path, *args], label=label, check=check)
+
+    def stack(self, name, queues, store_url=None):
+        """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]."""
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d)
+        store = store_url or "sqlite://" + os.path.join(d, "cm.db")
+        parts = [
+            f'[broker]\nurl = "{self.a.broker}"',
+            '[paths]\npid_dir = "run"\nlog_dir = "log"',
+            "[worker]\nstop_grace_seconds = 30\nstart_timeout_seconds = 120",
+        ]
+        workers = []
+        for q, ws, tasks in queues:
+            self.queues += [q, q + ".dead"]
+            workers += ws
+            parts.append(f"[queues.{q}]\nworkers = {json.dumps(ws)}\ntasks = {json.dumps(tasks)}\nconcurrency = 1")
+        parts.append("[simulation]\nstep_seconds = [0, 0]")
+        parts.append(f'[store]\nurl = "{store}"')
+        path = os.path.join(d, "fabfile.toml")
+        with open(path, "w") as f:
+            f.write("\n".join(parts) + "\n")
+        s = CmStack(path, workers)
+        self.stacks.append(s)
+        return s
+
+    def celery_multi(self, action, nodes, d, opts, label=None, env=None):
+        argv = [self.celery, "-A", "celery_app", "multi", action, *nodes, *opts,
+                f"--pidfile={d}/%n.pid", f"--logfile={d}/%n.log"]
+        return self.sh(argv, label=label, env=env)
+
+    def celery_dir(self, name):
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d)
+        self.celery_dirs.append(d)
+        return d
+
+    def celery_pids(self, d):
+        out = []
+        for path in glob.glob(os.path.join(d, "*.pid")):
+            try:
+                with open(path) as f:
+                    pid = int(f.read().strip())
+                if alive(pid):
+                    out.append(pid)
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def kill_celery(self, d):
+        """SIGKILL the Celery workers (and their pool children) whose pid files are in `d`."""
+        pids = [p for w in self.celery_pids(d) for p in reversed(tree(w))]
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+        deadline = time.perf_counter() + 10
+        while any(alive(p) for p in pids) and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        for path in glob.glob(os.path.join(d, "*.pid")):
+            os.remove(path)
+
+    def wait_pings(self, nodes, deadline_s=120):
+        seen = set()
+        deadline = time.perf_counter() + deadline_s
+        while not seen >= set(nodes):
+            if time.perf_counter() > deadline:
+                die(f"Celery nodes {sorted(set(nodes) - seen)} did not answer ping in {deadline_s}s")
+            missing = sorted(set(nodes) - seen)
+            for reply in self.app.control.ping(destination=missing, timeout=0.1, limit=len(missing)) or []:
+                seen.update(reply.keys())
+
+    def celery_start(self, nodes, d, opts, label=None, env=None):
+        """`celery multi start` until every node answers a ping; returns seconds."""
+        t0 = time.perf_counter()
+        self.celery_multi("start", nodes, d, opts, label=label, env=env)
+        self.wait_pings(nodes)
+        return time.perf_counter() - t0
+
+    def psql(self, sql, db="postgres", check=True):
+        argv = ["psql", f"{self.a.pg}/{db}", "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
+        return self.sh(argv, check=check)[1]
+
+    def pg_ok(self):
+        if not shutil.which("psql"):
+            return "psql not installed"
+        p = self.psql("SELECT 1", check=False)
+        return None if p.returncode == 0 else f"PostgreSQL at {self.a.pg} unreachable: {p.stderr.strip()}"
+
+    def pg_create(self, tag):
+        name = f"cmbench_{self.run}_{tag}".lower()
+        self.psql(f"CREATE DATABASE {name}")
+        self.pg_dbs.append(name)
+        return name, f"{self.a.pg}/{name}"
+
+    def pg_drop(self, name):
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", check=False)
+        if name in self.pg_dbs:
+            self.pg_dbs.remove(name)
+
+    def broker_pids(self):
+        return pids_named("beam.smp")
+
+    # ----- figures 1-3: start, stop, memory -----
+
+    def lifecycle(self):
+        run = self.run
+        cm = self.stack("lifecycle", [(f"{run}_prov", ["p1", "p2"], ["cm.provision"]),
+                                      (f"{run}_launch", ["l1", "l2"], ["cm.launch"])])
+        self.queues += [f"{run}_cprov", f"{run}_claunch", f"{run}_csolo"]
+        nodes = [f"{n}@{self.host}" for n in ("p1", "p2", "l1", "l2")]
+        opts = ["-c", "1", "-Q:1,2", f"{run}_cprov", "-Q:3,4", f"{run}_claunch"]
+        solo_nodes = [f"s1@{self.host}"]
+        solo_opts = ["-P", "solo", "-Q", f"{run}_csolo"]
+        d = self.celery_dir("celery-lifecycle")
+        sd = self.celery_dir("celery-solo")
+        # Untimed warm-up: the first start creates cm's SQLite store; the page cache gets Python's
+        # modules and cm's binary; neither is what an operator waits for on a running system.
+        self.log("warm-up start/stop (cm, Celery)")
+        self.cm(cm, "queue", "start")
+        self.cm(cm, "server", "stop")
+        if not self.a.smoke:
+            self.celery_start(nodes, d, opts)
+            self.celery_multi("stopwait", nodes, d, opts)
+        for i in range(self.repeat):
+            self.log(f"start/stop/memory, run {i + 1}/{self.repeat}")
+            dt, _ = self.cm(cm, "queue", "start", label="1 cm")
+            self.add("start.cm", dt)
+            for pid in cm.pids():
+                self.add_memory("cm", pid)
+            if len(cm.pids()) != 4:
+                die(f"expected 4 cm workers, found {cm.pids()}")
+            dt, _ = self.cm(cm, "server", "stop", label="2 cm")
+            self.add("stop.cm", dt)
+
+            dt = self.celery_start(nodes, d, opts, label="1 celery")
+            self.add("start.celery", dt)
+            pids = self.celery_pids(d)
+            if len(pids) != 4:
+                die(f"expected 4 Celery workers, found {pids}")
+            for pid in pids:
+                self.add_memory("celery_prefork", pid)
+            dt, _ = self.celery_multi("stopwait", nodes, d, opts, label="2 celery")
+            self.add("stop.celery", dt)
+
+            self.celery_start(solo_nodes, sd, solo_opts, label="3 celery solo")
+            for pid in self.celery_pids(sd):
+                self.add_memory("celery_solo", pid)
+            self.kill_celery(sd)  # its stop is not a figure; stopwait would cost ~10 s a run
+
+    # ----- figure 4: throughput -----
+
+    def cm_throughput(self, i, kind, store_url=None):
+        q = f"{self.run}_t{kind}{i}"
+        s = self.stack(f"tput-{kind}-{i}", [(q, ["w1", "w2", "w3", "w4"], ["cm.launch"])], store_url)
+        self.cm(s, "queue", "start", label=f"4 cm {kind} (workers)")
+        n = self.sizes["cm_jobs"]
+        argv = self.launch_argv(s, n, wait=True)
+        self.note_cmd(f"4 cm {kind}", argv)
+        meter = CpuMeter({"cm workers": s.pids, "RabbitMQ (beam.smp)": self.broker_pids,
+                          "PostgreSQL": lambda: pids_named("postgres")})
+        err_path = os.path.join(s.dir, "launch.err")
+        meter.start()
+        wall0 = time.time()
+        t0 = time.perf_counter()
+        with open(err_path, "w") as err:
+            p = subprocess.Popen([str(a) for a in argv], env=self.env, stdout=subprocess.PIPE, stderr=err)
+            first = p.stdout.readline()
+            t_pub = time.perf_counter() - t0
+            rest = p.stdout.read()
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+        total = time.perf_counter() - t0
+        prof = meter.stop({"cm launch (producer)": ru.ru_utime + ru.ru_stime})
+        ids = (1 if first else 0) + rest.count(b"\n")
+        if p.returncode != 0 or ids != n:
+            with open(err_path) as f:
+                die(f"cm launch ({kind}) exited {p.returncode} with {ids} ids:\n{f.read()[-2000:]}")
+        last = self.store_query(s, store_url, "SELECT MAX(finished_ms) FROM jobs")
+        rss = [rss_kb(pid) / 1024 for pid in s.pids()]
+        self.cm(s, "server", "stop")
+        self.add(f"tput.cm_{kind}", n / total)
+        self.add(f"rss_load.cm_{kind}", median(rss))
+        self.phases.setdefault(kind, []).append((t_pub, total, (last - wall0 * 1000) / 1000 if last else None))
+        self.profiles.setdefault(kind, []).append(prof)
+
+    def launch_argv(self, s, n, wait):
+        argv = [self.a.cm, "--config", s.path, "launch", "--server", SERVER, "--recipe", RECIPE,
+                "--hosts", "x", "--count", str(n)]
+        return argv + ["--wait", "--timeout", "900"] if wait else argv
+
+    def store_query(self, s, store_url, sql):
+        """One integer from the stack's store (None if it cannot be read)."""
+        try:
+            if store_url:
+                out = self.psql(sql, db=store_url.rsplit("/", 1)[1]).stdout.strip()
+            else:
+                with sqlite3.connect(os.path.join(s.dir, "cm.db"), timeout=10) as db:
+                    out = db.execute(sql).fetchone()[0]
+            return int(out) if out is not None and out != "" else None
+        except Exception:  # a profile aid only
+            return None
+
+    def celery_pool(self):
+        """The 4 Celery workers of the throughput figure, started once (untimed) and reused."""
+        q = f"{self.run}_tcelery"
+        self.queues.append(q)
+        d = self.celery_dir("celery-tput")
+        done = os.path.join(d, "done")
+        open(done, "w").close()
+        env = dict(self.env, BENCH_DONE_FILE=done)
+        nodes = [f"t{k}@{self.host}" for k in range(1, 5)]
+        opts = ["-c", "1", "-Q", q]
+        self.celery_start(nodes, d, opts, label="4 celery (workers)", env=env)
+        return dict(q=q, d=d, done=done, env=env, nodes=nodes, opts=opts)
+
+    def celery_send(self, q, n):
+        with self.app.producer_or_acquire() as producer:
+            for _ in range(n):
+                self.app.send_task("cm.launch", kwargs=LAUNCH_KWARGS, queue=q, producer=producer)
+
+    def celery_wait_done(self, done, n, t0):
+        while os.path.getsize(done) < n:
+            if time.perf_counter() > t0 + 900:
+                die(f"Celery finished only {os.path.getsize(done)} of {n} tasks in 900 s")
+            time.sleep(0.002)
+
+    def celery_throughput(self, pool):
+        n = self.sizes["celery_jobs"]
+        self.commands.setdefault(
+            "4 celery", f"python: app.send_task('cm.launch', kwargs={LAUNCH_KWARGS}, queue=Q) x N "
+            f"(N = {n}), then wait until the workers' done-file has N bytes")
+        os.truncate(pool["done"], 0)
+        pids = lambda: [p for w in self.celery_pids(pool["d"]) for p in tree(w)]  # noqa: E731
+        meter = CpuMeter({"Celery workers": pids, "RabbitMQ (beam.smp)": self.broker_pids})
+        meter.start()
+        t0 = time.perf_counter()
+        self.celery_send(pool["q"], n)
+        t_pub = time.perf_counter() - t0
+        self.celery_wait_done(pool["done"], n, t0)
+        total = time.perf_counter() - t0
+        self.profiles.setdefault("celery", []).append(meter.stop())
+        self.add("tput.celery", n / total)
+        self.phases.setdefault("celery", []).append((t_pub, total, None))
+
+    def raw_ceiling(self, i):
+        q = f"{self.run}_raw{i}"
+        self.queues.append(q)
+        n = self.sizes["raw_jobs"]
+        meter = CpuMeter({"raw_ceiling": lambda: [], "RabbitMQ (beam.smp)": self.broker_pids})
+        meter.start()
+        _, p = self.sh([self.a.raw, n, q, self.a.broker], label="4 raw")
+        prof = meter.stop()
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        self.add("tput.raw", r["rate"])
+        self.phases.setdefault("raw", []).append((r["publish_seconds"], r["seconds"], None))
+        self.profiles.setdefault("raw", []).append(prof)
+
+    def throughput(self):
+        pg_missing = self.pg_ok()
+        if pg_missing:
+            self.notes["tput.cm_pg"] = f"skipped: {pg_missing}"
+        pool = self.celery_pool()
+        for i in range(self.repeat):
+            self.log(f"throughput, run {i + 1}/{self.repeat}: cm/SQLite {self.sizes['cm_jobs']} jobs")
+            self.cm_throughput(i, "sqlite")
+            if not pg_missing:
+                self.log(f"throughput, run {i + 1}/{self.repeat}: cm/PostgreSQL {self.sizes['cm_jobs']} jobs")
+                name, url = self.pg_create(f"t{i}")
+                self.cm_throughput(i, "pg", url)
+                self.pg_drop(name)
+            self.log(f"throughput, run {i + 1}/{self.repeat}: Celery {self.sizes['celery_jobs']} tasks")
+            self.celery_throughput(pool)
+            self.log(f"throughput, run {i + 1}/{self.repeat}: raw ceiling {self.sizes['raw_jobs']} messages")
+            self.raw_ceiling(i)
+        self.add("rss_load.celery_prefork", median([tree_rss_kb(p) / 1024 for p in self.celery_pids(pool["d"])]))
+        self.drain_profile(pool, pg_missing)
+        self.kill_celery(pool["d"])
+
+    # ----- where the time goes: producer alone, workers alone -----
+
+    def drain_profile(self, pool, pg_missing):
+        """Publish with no worker running (the producer alone), then time draining the queue with 1 and
+        with 4 workers (the workers and the store alone). Then, untimed, one more 4-worker SQLite drain
+        under `perf record -p <workers>`."""
+        m = max(100, self.sizes["cm_jobs"] // 2)
+        self.drain = {"jobs": m}
+        kinds = [("sqlite", None)]
+        pg_name = None
+        if not pg_missing:
+            pg_name, url = self.pg_create("drain")
+            kinds.append(("pg", url))
+        four = ["w1", "w2", "w3", "w4"]
+        for kind, url in kinds:
+            s = self.stack(f"drain-{kind}", [(f"{self.run}_d{kind}", four, ["cm.launch"])], url)
+            rounds = [(["w1"], False), (four, False)]
+            if kind == "sqlite" and not self.a.smoke and shutil.which("perf"):
+                rounds.append((four, True))
+            for workers, perf in rounds:
+                w = len(workers)
+                what = "under perf record" if perf else f"drain with {w}"
+                self.log(f"profile: cm/{kind}: publish {m} jobs with no worker, {what}")
+                dt, _ = self.sh(self.launch_argv(s, m, wait=False), label="profile: publish only")
+                if not perf:
+                    self.drain[f"publish.{kind}.{w}"] = m / dt
+                done = "SELECT COUNT(*) FROM jobs WHERE state = 'SUCCESS'"
+                target = (self.store_query(s, url, done) or 0) + m
+                meter = CpuMeter({"cm workers": s.pids, "RabbitMQ (beam.smp)": self.broker_pids,
+                                  "PostgreSQL": lambda: pids_named("postgres")})
+                meter.start()
+                t0 = time.perf_counter()
+                self.cm(s, "queue", "start", *workers, label=f"profile: drain with {w}")
+                if perf:
+                    perf_data = os.path.join(self.tmp, "perf.data")
+                    perf_proc = self.perf_start(perf_data, s.pids())
+                while (self.store_query(s, url, done) or 0) < target:
+                    if time.perf_counter() > t0 + 900:
+                        die(f"cm/{kind} workers did not drain {m} jobs in 900 s")
+                    time.sleep(0.02)
+                dt = time.perf_counter() - t0
+                cpu = meter.stop()
+                if perf:
+                    self.perf = self.perf_stop(perf_proc, perf_data)
+                else:
+                    self.drain[f"cpu.{kind}.{w}"] = cpu
+                    self.drain[f"drain.{kind}.{w}"] = m / dt
+                self.cm(s, "server", "stop")
+        if pg_name:
+            self.pg_drop(pg_name)
+        # Celery, its workers alone: stop consuming, publish, consume again.
+        n = self.sizes["celery_jobs"]
+        self.log(f"profile: Celery: publish {n} tasks with consumers cancelled, then drain")
+        self.app.control.cancel_consumer(pool["q"], destination=pool["nodes"], reply=True, timeout=5)
+        os.truncate(pool["done"], 0)
+        t0 = time.perf_counter()
+        self.celery_send(pool["q"], n)
+        self.drain["publish.celery"] = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        self.app.control.add_consumer(pool["q"], destination=pool["nodes"], reply=True, timeout=5)
+        self.celery_wait_done(pool["done"], n, t0)
+        self.drain["drain.celery"] = n / (time.perf_counter() - t0)
+
+    def perf_start(self, data, pids):
+        argv = ["perf", "record", "-g", "-F", "999", "-o", data, "-p", ",".join(str(p) for p in pids)]
+        self.note_cmd("profile: perf", argv)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.started_procs.append(proc)
+        return proc
+
+    def perf_stop(self, proc, data):
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"perf record did not stop: {e}"
+
+        def report(*args):
+            p = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none", *args],
+                               capture_output=True, text=True)
+            out = []
+            for line in p.stdout.splitlines():
+                head, _, rest = line.strip().partition("%")
+                try:
+                    out.append((float(head), " ".join(rest.split())))
+                except ValueError:
+                    pass
+            return out
+
+        dsos = report("--sort", "dso")
+        if not dsos:
+            return "perf report gave nothing (perf_event_paranoid?)"
+        syms = report("--sort", "sym")
+        total = sum(x for x, _ in dsos) or 1.0
+        pick = lambda rows, pred: sum(x for x, name in rows if pred(name)) / total  # noqa: E731
+        return {
+            "threads": report("--sort", "comm,dso", "--percent-limit", "1"),
+            "syms": report("--sort", "comm,dso,sym", "--percent-limit", "1")[:14],
+            "kernel": pick(dsos, lambda d: "kernel" in d),
+            "sqlite": pick(syms, lambda s: s.startswith("[.] sqlite3")),
+            "mutex": pick(syms, lambda s: "lock_contended" in s or "futex" in s),
+            "alloc": pick(syms, lambda s: any(k in s for k in ("malloc", "_int_free", "cfree", "realloc"))),
+            "top_kernel": [(x / total, name[4:]) for x, name in syms if name.startswith("[k]")][:3],
+        }
+
+    # ----- figure 5: scale -----
+
+    def scale(self):
+        letters = "abcd"
+        stacks = {}
+        for k in self.sizes["scale"]:
+            stacks[k] = self.stack(f"scale-{k}", [
+                (f"{self.run}_s{k}{c}", [f"{c}{j}" for j in range(1, k + 1)], [f"cm.{c}"]) for c in letters])
+            self.cm(stacks[k], "queue", "start")  # untimed warm-up: creates the store
+            self.cm(stacks[k], "server", "stop")
+        for i in range(self.repeat):
+            for k, s in stacks.items():
+                w = 4 * k
+                self.log(f"scale, run {i + 1}/{self.repeat}: {w} workers")
+                dt, _ = self.cm(s, "queue", "start", label=f"5 cm {w}")
+                self.add(f"scale.start.{w}", dt)
+                pids = s.pids()
+                if len(pids) != w:
+                    die(f"expected {w} workers, found {len(pids)}")
+                total = sum(rss_kb(p) for p in pids) / 1024
+                self.add(f"scale.rss_total.{w}", total)
+                self.add(f"scale.rss_each.{w}", total / w)
+                dt, _ = self.cm(s, "server", "stop", label=f"5 cm {w} stop")
+                self.add(f"scale.stop.{w}", dt)
+
+    # ----- figure 6: first page with many jobs -----
+
+    def seed_sqlite(self, path, n):
+        now = int(time.time() * 1000) - n * 10
+        rows = []
+        for j in range(n):
+            state = "FAILURE" if j % 50 == 0 else ("PENDING" if j % 97 == 0 else "SUCCESS")
+            sub = now + j * 10
+            rows.append((str(uuid.uuid4()), "cm.launch", f"{self.run}_db", json.dumps([[], LAUNCH_KWARGS]),
+                         SERVER, RECIPE, "vm", f"vm{j}", f"batch{j // 100}", state,
+                         None if state == "PENDING" else f"w{j % 4 + 1}@bench",
+                         sub, sub + 2, sub + 5, None if state != "SUCCESS" else '{"state": "active"}',
+                         "simulated" if state == "FAILURE" else None, 1, 0))
+        with sqlite3.connect(path) as db:
+            db.executemany("INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, "
+                           "worker, submitted_ms, started_ms, finished_ms, result, error, deliveries, retries) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def seed_pg(self, db, n):
+        now = int(time.time() * 1000) - n * 10
+        self.psql(
+            "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, "
+            "submitted_ms, started_ms, finished_ms, result, error, deliveries, retries) "
+            f"SELECT md5(j::text), 'cm.launch', '{self.run}_db', '[[], {{}}]', '{SERVER}', '{RECIPE}', 'vm', "
+            "'vm' || j, 'batch' || (j / 100), "
+            "CASE WHEN j % 50 = 0 THEN 'FAILURE' WHEN j % 97 = 0 THEN 'PENDING' ELSE 'SUCCESS' END, "
+            f"'w' || (j % 4 + 1) || '@bench', {now} + j * 10, {now} + j * 10 + 2, {now} + j * 10 + 5, "
+            f"NULL, NULL, 1, 0 FROM generate_series(1, {n}) AS j; ANALYZE jobs;", db=db)
+
+    def time_first_page(self, s, key, label):
+        self.cm(s, "jobs", "--limit", "50")  # warm-up: page cache, pool
+        for _ in range(self.repeat):
+            dt, p = self.cm(s, "jobs", "--limit", "50", label=label)
+            if len(p.stdout.splitlines()) < 51:
+                die(f"cm jobs --limit 50 printed {len(p.stdout.splitlines())} lines")
+            self.add(key, dt * 1000)
+
+    def has_web(self):
+        p = subprocess.run([self.a.cm, "web", "--help"], capture_output=True, text=True, env=self.env)
+        return p.returncode == 0
+
+    def time_web(self, s, key):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        argv = [self.a.cm, "--config", s.path, "web", "--bind", f"127.0.0.1:{port}"]
+        self.note_cmd("6 web", argv)
+        proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.started_procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.perf_counter() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(base + "/healthz", timeout=2).read()
+                    break
+                except OSError:
+                    if time.perf_counter() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+            url = base + "/cm/launch/db_stats"
+            urllib.request.urlopen(url, timeout=30).read()
+            for _ in range(self.repeat):
+                t0 = time.perf_counter()
+                urllib.request.urlopen(url, timeout=30).read()
+                self.add(key, (time.perf_counter() - t0) * 1000)
+            self.commands.setdefault("6 web GET", f"GET {url.replace(str(port), 'PORT')}")
+        except OSError as e:
+            self.notes[key] = f"not measured: {e}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    def first_page(self):
+        n = self.sizes["db_jobs"]
+        web = self.web = self.has_web()
+        self.log(f"first page: seeding SQLite with {n} jobs")
+        s = self.stack("db-sqlite", [(f"{self.run}_db", ["d1"], ["cm.launch"])])
+        self.cm(s, "jobs", "--limit", "1")  # creates and migrates the store
+        self.seed_sqlite(os.path.join(s.dir, "cm.db"), n)
+        self.time_first_page(s, "page.sqlite", "6 cm sqlite")
+        if web:
+            self.time_web(s, "web.sqlite")
+        pg_missing = self.pg_ok()
+        if pg_missing:
+            self.notes["page.pg"] = f"skipped: {pg_missing}"
+            return
+        self.log(f"first page: seeding PostgreSQL with {n} jobs")
+        name, url = self.pg_create("db")
+        s = self.stack("db-pg", [(f"{self.run}_dbpg", ["d1"], ["cm.launch"])], url)
+        self.cm(s, "jobs", "--limit", "1")
+        self.seed_pg(name, n)
+        self.time_first_page(s, "page.pg", "6 cm pg")
+        if web:
+            self.time_web(s, "web.pg")
+        self.pg_drop(name)
+
+    # ----- cleanup -----
+
+    def cleanup(self):
+        for proc in self.started_procs:
+            if proc.poll() is None:
+                try:
+                    proc.kill()
+                    proc.wait(timeout=10)
+                except OSError:
+                    pass
+        for s in self.stacks:
+            subprocess.run([self.a.cm, "--config", s.path, "server", "clean"], env=self.env,
+                           capture_output=True)
+        for d in self.celery_dirs:
+            self.kill_celery(d)
+        for name in list(self.pg_dbs):
+            self.pg_drop(name)
+        try:
+            with self.app.connection_for_write() as conn:
+                ch = conn.default_channel
+                for q in self.queues:
+                    try:
+                        ch.queue_delete(q)
+                    except Exception:
+                        ch = conn.channel()
+        except Exception as e:
+            print(f"bench: could not delete queues: {e}", file=sys.stderr)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ----- the report -----
+
+    def versions(self):
+        def out(argv):
+            try:
+                return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+            except OSError:
+                return "not found"
+
+        import celery
+        import kombu
+
+        v = {"cm": out([self.a.cm, "--version"]),
+             "rustc": out(["rustc", "--version"]),
+             "Celery": f"celery {celery.__version__}, kombu {kombu.__version__}, Python {platform.python_version()}"}
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.connect()
+                props = conn.connection.server_properties
+                v["RabbitMQ"] = f"{props.get('product', 'RabbitMQ')} {props.get('version', '?')} ({props.get('platform', '')})"
+        except Exception as e:
+            v["RabbitMQ"] = f"unknown ({e})"
+        pg = self.psql("SHOW server_version", check=False) if shutil.which("psql") else None
+        v["PostgreSQL"] = pg.stdout.strip() if pg and pg.returncode == 0 else "not reachable"
+        return v
+
+    def machine(self):
+        model = "unknown"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kb = int(f.readline().split()[1])
+        return {"nproc": len(os.sched_getaffinity(0)), "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+                "CPU": model, "kernel": f"{platform.system()} {platform.release()}"}
+
+    def write(self, elapsed):
+        R = self.results
+        m = lambda k: median(R.get(k, []))  # noqa: E731
+        rows = []
+
+        def row(fig, what, unit, key, ratio_to=None, fmt="{:.3f}", ratio_note=""):
+            xs = R.get(key, [])
+            if not xs:
+                rows.append(f"| {fig} | {what} | {unit} | {self.notes.get(key, 'not measured')} | | | 0 | |")
+                return
+            ratio = ""
+            if ratio_to and R.get(ratio_to):
+                ratio = f"{median(xs) / median(R[ratio_to]):.3f}{ratio_note}"
+            rows.append(f"| {fig} | {what} | {unit} | {fmt.format(median(xs))} | {fmt.format(min(xs))} | "
+                        f"{fmt.format(max(xs))} | {len(xs)} | {ratio} |")
+
+        sz = self.sizes
+        row(1, "cm queue start (4 workers, returns when all consume)", "s", "start.cm", "start.celery")
+        row(1, "celery multi start p1 p2 l1 l2 -c 1, until all 4 answer ping", "s", "start.celery")
+        row(2, "cm server stop (4 idle workers)", "s", "stop.cm", "stop.celery")
+        row(2, "celery multi stopwait (4 idle workers)", "s", "stop.celery")
+        row(3, "cm worker RSS, idle", "MiB", "rss.cm", "rss.celery_solo", "{:.1f}", " (vs solo)")
+        row(3, "Celery worker RSS, idle, -P solo", "MiB", "rss.celery_solo", fmt="{:.1f}")
+        row(3, "Celery worker RSS, idle, prefork -c 1 (parent + child)", "MiB", "rss.celery_prefork", fmt="{:.1f}")
+        row(3, "cm worker PSS, idle (shared pages split between the 4)", "MiB", "pss.cm", "pss.celery_solo", "{:.1f}",
+            " (vs solo)")
+        row(3, "Celery worker PSS, idle, -P solo", "MiB", "pss.celery_solo", fmt="{:.1f}")
+        row(3, "Celery worker PSS, idle, prefork -c 1 (parent + child)", "MiB", "pss.celery_prefork", fmt="{:.1f}")
+        row(3, "cm worker anonymous memory (heap, stacks), idle", "MiB", "anon.cm", "anon.celery_solo", "{:.1f}",
+            " (vs solo)")
+        row(3, "Celery worker anonymous memory, idle, -P solo", "MiB", "anon.celery_solo", fmt="{:.1f}")
+        row(3, "cm worker RSS after the SQLite throughput run", "MiB", "rss_load.cm_sqlite", "rss_load.celery_prefork",
+            "{:.1f}", " (vs prefork)")
+        row(3, "Celery worker RSS after its throughput run, prefork -c 1", "MiB", "rss_load.celery_prefork", fmt="{:.1f}")
+        row(4, f"cm, SQLite store: {sz['cm_jobs']:,} jobs, 4 workers, launch --wait", "jobs/s", "tput.cm_sqlite",
+            "tput.celery", "{:,.0f}")
+        row(4, f"cm, PostgreSQL store: {sz['cm_jobs']:,} jobs, 4 workers, launch --wait", "jobs/s", "tput.cm_pg",
+            "tput.celery", "{:,.0f}")
+        row(4, f"Celery: {sz['celery_jobs']:,} no-op tasks, 4 workers -c 1, no result backend", "jobs/s",
+            "tput.celery", fmt="{:,.0f}")
+        row(4, f"raw ceiling: {sz['raw_jobs']:,} msgs, lapin, 1 publisher (confirms) + 1 consumer (acks)",
+            "msgs/s", "tput.raw", fmt="{:,.0f}")
+        for k in sz["scale"]:
+            w = 4 * k
+            row(5, f"cm queue start, {w} workers ({k} per queue x 4 queues)", "s", f"scale.start.{w}")
+            row(5, f"cm server stop, {w} workers", "s", f"scale.stop.{w}")
+            row(5, f"cm RSS total, {w} workers", "MiB", f"scale.rss_total.{w}", fmt="{:.1f}")
+            row(5, f"cm RSS per worker, {w} workers", "MiB", f"scale.rss_each.{w}", fmt="{:.1f}")
+        row(5, "Celery reference, 4 workers: celery multi start until ping (= figure 1)", "s", "start.celery")
+        row(5, "Celery reference, 4 workers: celery multi stopwait (= figure 2)", "s", "stop.celery")
+        row(5, "Celery reference, 4 workers: RSS per prefork -c 1 worker (= figure 3)", "MiB", "rss.celery_prefork",
+            fmt="{:.1f}")
+        page = f"{sz['db_jobs']:,}"
+        if self.web:
+            row(6, f"GET /cm/launch/db_stats, {page} jobs, SQLite", "ms", "web.sqlite", fmt="{:.1f}")
+            row(6, f"GET /cm/launch/db_stats, {page} jobs, PostgreSQL", "ms", "web.pg", fmt="{:.1f}")
+        row(6, f"cm jobs --limit 50 (whole process), {page} jobs, SQLite", "ms", "page.sqlite", fmt="{:.1f}")
+        row(6, f"cm jobs --limit 50 (whole process), {page} jobs, PostgreSQL", "ms", "page.pg", fmt="{:.1f}")
+
+        def target(name, ok_value, goal, met):
+            return f"| {name} | {ok_value} | {goal} | {'met' if met else '**not met**'} |"
+
+        targets = []
+        if R.get("start.cm") and R.get("start.celery"):
+            x = m("start.celery") / m("start.cm")
+            targets.append(target("start", f"{x:.0f}x faster", ">= 20x faster than celery multi start", x >= 20))
+        if R.get("stop.cm") and R.get("stop.celery"):
+            x = m("stop.celery") / m("stop.cm")
+            targets.append(target("stop", f"{x:.0f}x faster", ">= 20x faster than stopwait", x >= 20))
+        if R.get("rss.cm") and R.get("rss.celery_solo"):
+            x = m("rss.celery_solo") / m("rss.cm")
+            targets.append(target("memory per worker", f"1/{x:.1f} of a solo worker ({m('rss.cm'):.1f} vs "
+                                  f"{m('rss.celery_solo'):.1f} MiB)", "<= 1/7 of a Celery solo worker", x >= 7))
+        if R.get("tput.cm_sqlite"):
+            t = m("tput.cm_sqlite")
+            targets.append(target("throughput, SQLite", f"{t:,.0f} jobs/s", ">= 10,000 jobs/s", t >= 10000))
+            if R.get("tput.celery"):
+                x = t / m("tput.celery")
+                targets.append(target("throughput vs Celery", f"{x:.1f}x Celery", ">= 10x Celery", x >= 10))
+            if R.get("tput.raw"):
+                x = t / m("tput.raw")
+                targets.append(target("throughput vs raw ceiling", f"{100 * x:.0f}% of raw", ">= 75% of the raw ceiling",
+                                      x >= 0.75))
+
+        mach, ver = self.machine(), self.versions()
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        mode = "smoke (tiny sizes, not a measurement)" if self.a.smoke else "full"
+        L = ["# Benchmarks: cm vs Celery 5", "",
+             f"Written by `bash bench/run.sh{' --smoke' if self.a.smoke else ''}` (`make bench`) on {now}; "
+             f"mode {mode}; every figure repeated {self.repeat}x (`BENCH_REPEAT`), cm and Celery alternating "
+             f"on the same broker; whole run {elapsed:.0f} s. Median, min and max over the runs; the ratio "
+             "column is cm's median over Celery's (or over the row named).", "",
+             "## Machine and versions", ""]
+        L += [f"- {k}: {v}" for k, v in mach.items()]
+        L += [f"- {k}: {v}" for k, v in ver.items()]
+        L += ["", "## Results", "",
+              "| Fig | What | Unit | Median | Min | Max | Runs | cm/Celery |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        L += rows
+        if not self.web:
+            L += ["", "Figure 6: `cm web` (db_stats) is not in this build, so the first page is measured as "
+                  "`cm jobs --limit 50` (the same newest-first query plus the total count, including process "
+                  "start-up) against a store seeded with the jobs by direct SQL insert."]
+        if R.get("rss.cm") and R.get("anon.cm"):
+            rss, anon, pss = median(R["rss.cm"]), median(R["anon.cm"]), median(R.get("pss.cm", []))
+            L += ["", f"Figure 3: a cm worker's {rss:.1f} MiB RSS is {anon:.1f} MiB of its own (heap, stacks, "
+                  f"SQLite page cache) and {rss - anon:.1f} MiB of file pages, mostly the binary, which all workers "
+                  f"share (PSS {pss:.1f} MiB with 4 running). The target is judged on RSS."]
+        L += ["", "## Targets", "", "| Target | Measured | Goal | |", "| --- | --- | --- | --- |"] + targets
+        L += self.profile_section()
+        L += ["", "## Exact commands", "",
+              "`$TMP` is the run's temp dir (one `fabfile.toml` per stack, `[simulation] step_seconds = [0, 0]`, "
+              "`concurrency = 1`, prefetch 4), `$RUN` the run's unique name (queues, Celery node hosts, "
+              "PostgreSQL databases); `celery` is bench/.venv's, run with `PYTHONPATH=bench` "
+              "(`bench/celery_app.py`).", "", "```"]
+        L += [f"[{k}] {v}" for k, v in sorted(self.commands.items())]
+        L += ["```", "", "## Method", "",
+              "- Start (1): wall time of `cm queue start` (it returns when every worker consumes) vs "
+              "`celery multi start` plus polling `app.control.ping(destination=nodes, timeout=0.1)` until all four "
+              "answer (the driver's connection is opened before the clock starts). Stop (2): wall time of "
+              "`cm server stop` vs `celery multi stopwait`. One untimed warm-up start/stop each first.",
+              "- Memory (3): VmRSS from /proc/PID/status of each worker's pid file, idle right after start; "
+              "prefork sums the parent and its pool child. The solo worker is killed after the reading.",
+              "- Throughput (4): cm: time from spawning `cm launch --count N --hosts x --wait` (which stores N "
+              "PENDING rows, publishes with confirms, then polls the store every 200 ms) until it exits; 4 workers "
+              "on one queue, started untimed before, a fresh store (and PostgreSQL database) per run. Celery: 4 "
+              "workers (`-c 1`, prefork) started once; time from the first `send_task` until the workers have "
+              "appended N bytes to a shared file (each task appends one; no result backend; Celery acks before "
+              "running a task, cm after its final state is committed). Raw: `raw_ceiling N` "
+              "(examples/raw_ceiling.rs), time from its first publish to its last ack.",
+              "- Scale (5): 4 queues with 1, 2, 4 and 10 workers each; RSS right after start.",
+              "- The machine is shared: other work running at the same time shows as \"other\" CPU in the "
+              "profile tables and slows every figure, cm's and Celery's alike.",
+              ""]
+        with open(self.a.out, "w") as f:
+            f.write("\n".join(L))
+
+    def profile_section(self):
+        L = ["", "## Where cm's throughput time goes", ""]
+        if not self.phases:
+            return L + ["(no throughput runs)"]
+        names = {"sqlite": "cm, SQLite", "pg": "cm, PostgreSQL", "celery": "Celery (publish = send_task loop)",
+                 "raw": "raw ceiling"}
+        L += ["End-to-end runs of figure 4, medians. Publish: until `cm launch` printed the ids (PENDING rows "
+              "stored, every publish confirmed); last final: the newest `finished_ms` in the store; total: until "
+              "the command exited (seconds from the start).", "",
+              "| Run | Publish s | Last final s | Total s | Jobs/s |", "| --- | ---: | ---: | ---: | ---: |"]
+        for kind, xs in self.phases.items():
+            pub = median([x[0] for x in xs])
+            tot = median([x[1] for x in xs])
+            lasts = [x[2] for x in xs if x[2] is not None]
+            last = f"{median(lasts):.2f}" if lasts else ""
+            n = self.sizes["raw_jobs" if kind == "raw" else "celery_jobs" if kind == "celery" else "cm_jobs"]
+            L.append(f"| {names.get(kind, kind)} | {pub:.2f} | {last} | {tot:.2f} | {n / tot:,.0f} |")
+        L += ["", f"CPU seconds per process group during those runs (medians; {self.cores()} cores, so at most "
+              f"{self.cores()} x wall; \"other\" is everything else on the machine, e.g. other builds):", "",
+              "| Run | Wall s | Machine busy CPU-s | CPU-s by group |", "| --- | ---: | ---: | --- |"]
+        for kind, profs in self.profiles.items():
+            L.append(f"| {names.get(kind, kind)} | {median([p['wall'] for p in profs]):.2f} | "
+                     f"{median([p['busy'] for p in profs]):.2f} | {self.cpu_text(profs)} |")
+        d = self.drain
+        if d:
+            L += ["", f"The producer alone and the workers alone ({d['jobs']:,} jobs published with no worker "
+                  "running, then drained by 1 or by 4 workers; Celery: consumers cancelled while publishing):", "",
+                  "| Store | Publish only, jobs/s | Drain, 1 worker, jobs/s | Drain, 4 workers, jobs/s | "
+                  "CPU-s by group, 4-worker drain |", "| --- | ---: | ---: | ---: | --- |"]
+            for kind in ("sqlite", "pg"):
+                if f"drain.{kind}.4" in d:
+                    L.append(f"| cm, {names[kind][4:]} | {d[f'publish.{kind}.4']:,.0f} | {d[f'drain.{kind}.1']:,.0f} | "
+                             f"{d[f'drain.{kind}.4']:,.0f} | {self.cpu_text([d[f'cpu.{kind}.4']])} |")
+            if "drain.celery" in d:
+                L.append(f"| Celery, no backend | {d['publish.celery']:,.0f} | | {d['drain.celery']:,.0f} | |")
+        L += ["", "Findings:", ""] + self.findings()
+        if isinstance(self.perf, dict):
+            L += ["", "`perf record -g -p <the 4 workers>` over one more 4-worker SQLite drain (untimed): share of "
+                  "the workers' samples by thread and object, then the hottest symbols (thread `cm` is the "
+                  "worker's tokio runtime, `sqlx-sqlite-wor` sqlx's SQLite connection thread):", "", "```"]
+            L += [f"{x:6.2f}%  {name}" for x, name in self.perf["threads"]] + ["..."]
+            L += [f"{x:6.2f}%  {name}" for x, name in self.perf["syms"]] + ["```"]
+        elif self.perf:
+            L += ["", f"(perf: {self.perf})"]
+        return L
+
+    @staticmethod
+    def cores():
+        return len(os.sched_getaffinity(0))
+
+    @staticmethod
+    def cpu_groups(profs):
+        groups = {}
+        for p in profs:
+            for k, v in p["cpu"].items():
+                groups.setdefault(k, []).append(v)
+        return {k: median(v) for k, v in groups.items()}
+
+    def cpu_text(self, profs):
+        return ", ".join(f"{k} {v:.2f}" for k, v in self.cpu_groups(profs).items() if v >= 0.005)
+
+    def findings(self):
+        out = []
+        n = self.sizes["cm_jobs"]
+        d = self.drain
+        R = self.results
+        ph = self.phases.get("sqlite")
+        if ph:
+            pub = median([x[0] for x in ph])
+            tot = median([x[1] for x in ph])
+            text = (f"- End to end (SQLite), `cm launch` needs {pub:.2f} s of the {tot:.2f} s to store and publish "
+                    f"{n:,} jobs while the workers already drain; `--wait` polls every 200 ms (up to 0.2 s of the "
+                    "total).")
+            if "publish.sqlite.4" in d and R.get("tput.raw"):
+                fast = d["publish.sqlite.4"] > 1.5 * d.get("drain.sqlite.4", 0)
+                text += (f" Alone, the producer (PENDING rows, then confirmed publishes) does "
+                         f"{d['publish.sqlite.4']:,.0f} jobs/s against a raw ceiling of {median(R['tput.raw']):,.0f} "
+                         "msgs/s: " + ("not the limit." if fast else "as slow as the workers, so it limits too."))
+            out.append(text)
+        if "drain.sqlite.4" in d:
+            one, four = d["drain.sqlite.1"], d["drain.sqlite.4"]
+            x = four / one
+            why = (f"more workers add little: with {self.cores()} cores and an SQLite store that takes one "
+                   "writer at a time, a second worker mostly waits" if x < 1.5
+                   else "more workers help, up to the cores")
+            out.append(f"- Workers alone on SQLite: 4 workers drain {four:,.0f} jobs/s, {x:.1f}x one worker's "
+                       f"{one:,.0f}; {why}. Each job is 12 statements (RECEIVED upsert, STARTED, 3 steps, final "
+                       "state: each an UPDATE plus a history INSERT), group-committed per worker."
+                       + (f" On PostgreSQL: {d['drain.pg.1']:,.0f} jobs/s with 1 worker, {d['drain.pg.4']:,.0f} with 4."
+                          if "drain.pg.4" in d else ""))
+        if "cpu.sqlite.4" in d:
+            g = self.cpu_groups([d["cpu.sqlite.4"]])
+            m = d["jobs"]
+            wk, rb = 1e6 * g.get("cm workers", 0) / m, 1e6 * g.get("RabbitMQ (beam.smp)", 0) / m
+            busy, wall = d["cpu.sqlite.4"]["busy"], d["cpu.sqlite.4"]["wall"]
+            cap = self.cores() * 1e6 / (wk + rb) if wk + rb > 0 else 0
+            text = (f"- CPU per job while 4 workers drain SQLite: cm workers {wk:.0f} µs, RabbitMQ {rb:.0f} µs, so "
+                    f"{self.cores()} cores would allow ~{cap:,.0f} jobs/s if CPU were the limit (the machine was "
+                    f"{100 * busy / (self.cores() * wall):.0f}% busy, "
+                    f"{g.get('other (whole machine minus the above)', 0):.1f} CPU-s of it other work).")
+            e2e = self.profiles.get("sqlite")
+            if e2e:
+                share = median([p["busy"] / (self.cores() * p["wall"]) for p in e2e])
+                text += (f" The end-to-end SQLite runs kept the machine {100 * share:.0f}% busy"
+                         + (": CPU is not what stops them, the serialised store writes are (one SQLite writer; "
+                            "each worker's statements go one at a time through sqlx's SQLite thread)."
+                            if share < 0.8 else "."))
+            out.append(text)
+        if isinstance(self.perf, dict):
+            p = self.perf
+            top = ", ".join(f"{name} {100 * x:.0f}%" for x, name in p["top_kernel"])
+            out.append(f"- perf on the workers: {100 * p['kernel']:.0f}% of their CPU is in the kernel (top: {top}: "
+                       "context switches and wake-ups, as every statement is a hand-off to and from sqlx's SQLite "
+                       f"thread; plus WAL reads and writes); SQLite's own code {100 * p['sqlite']:.0f}%, lock "
+                       f"contention {100 * p['mutex']:.0f}%, malloc/free {100 * p['alloc']:.0f}%.")
+        if "drain.celery" in d and R.get("tput.celery"):
+            out.append(f"- Celery: its workers alone drain {d['drain.celery']:,.0f} tasks/s; its Python producer "
+                       f"alone sends {d['publish.celery']:,.0f}/s, so its end-to-end {median(R['tput.celery']):,.0f}/s "
+                       "is bound by " + ("the producer" if d["publish.celery"] < d["drain.celery"] else "the workers")
+                       + " (the slower side alone; run together they also share the cores).")
+        return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--cm", required=True)
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--broker", default=os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))
+    ap.add_argument("--pg", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432"))
+    a = ap.parse_args()
+    if a.repeat is None:
+        a.repeat = 1 if a.smoke else int(os.environ.get("BENCH_REPEAT") or 5)
+    if a.repeat < 1:
+        die("--repeat must be at least 1")
+    a.cm, a.raw, a.out = os.path.abspath(a.cm), os.path.abspath(a.raw), os.path.abspath(a.out)
+    b = Bench(a)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t0 = time.perf_counter()
+    try:
+        b.lifecycle()
+        b.throughput()
+        b.scale()
+        b.first_page()
+    finally:
+        b.log("cleaning up")
+        b.cleanup()
+    b.write(time.perf_counter() - t0)
+    b.log(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# cm against Celery 5 on the local RabbitMQ (and PostgreSQL), written to docs/BENCHMARKS.md.
+#
+#   bash bench/run.sh                 # the real run: every figure BENCH_REPEAT times (default 5)
+#   bash bench/run.sh --smoke         # 1 repeat, tiny sizes, < 60 s: that the script still works
+#   bash bench/run.sh --out FILE      # write the report elsewhere (the smoke test does)
+#
+# Builds target/release/cm and the raw_ceiling example unless CM_BIN and RAW_CEILING_BIN name
+# ready binaries. Needs RabbitMQ at 127.0.0.1:5672 (BENCH_BROKER_URL) and PostgreSQL at
+# 127.0.0.1:5432 (BENCH_PG_URL; without it the PostgreSQL rows say skipped). Sizes:
+# BENCH_CM_JOBS, BENCH_CELERY_JOBS, BENCH_RAW_JOBS, BENCH_DB_JOBS.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+usage() {
+    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+out=docs/BENCHMARKS.md
+args=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) args+=(--smoke) ;;
+        --out) [ $# -ge 2 ] || { echo "bench: --out needs a path" >&2; exit 64; }
+               out=$2; shift ;;
+        --out=*) out=${1#--out=} ;;
+        --repeat) [ $# -ge 2 ] || { echo "bench: --repeat needs a number" >&2; exit 64; }
+                  args+=(--repeat "$2"); shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench: unknown argument $1 (see --help)" >&2; exit 64 ;;
+    esac
+    shift
+done
+
+bash scripts/ensure-celery-venv.sh >&2
+
+if [ -z "${CM_BIN:-}" ] || [ -z "${RAW_CEILING_BIN:-}" ]; then
+    echo "==> cargo build --release --bin cm --example raw_ceiling" >&2
+    cargo build --release --quiet --bin cm --example raw_ceiling
+    target=${CARGO_TARGET_DIR:-$root/target}
+    CM_BIN=${CM_BIN:-$target/release/cm}
+    RAW_CEILING_BIN=${RAW_CEILING_BIN:-$target/release/examples/raw_ceiling}
+fi
+for bin in "$CM_BIN" "$RAW_CEILING_BIN"; do
+    [ -x "$bin" ] || { echo "bench: $bin is not an executable" >&2; exit 66; }
+done
+
+mkdir -p "$(dirname "$out")"
+export PYTHONDONTWRITEBYTECODE=1  # no bench/__pycache__ in the work tree
+exec bench/.venv/bin/python bench/bench.py --cm "$CM_BIN" --raw "$RAW_CEILING_BIN" --out "$out" "${args[@]}"
