@@ -281,7 +281,7 @@ class Bench:
         parts = [
             f'[broker]\nurl = "{self.a.broker}"',
             '[paths]\npid_dir = "run"\nlog_dir = "log"',
-            "[worker]\nstop_grace_seconds = 30\nstart_timeout_seconds = 120",
+            "[worker]\nstop_grace_seconds = 30\nstart_timeout_seconds = 120\nallow_root = true",
         ]
         workers = []
         for q, ws, tasks in queues:
