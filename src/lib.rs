@@ -8,6 +8,7 @@ pub mod control;
 pub mod exit;
 pub mod inspect;
 pub mod jobs;
+pub mod output;
 pub mod privileges;
 pub mod protocol;
 pub mod publishing;

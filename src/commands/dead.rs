@@ -67,12 +67,12 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
     let _ = channel.close(200, "peeked".into()).await;
     let _ = conn.close(200, "done".into()).await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&found)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&found)?);
     } else if found.is_empty() {
-        println!("no dead letters");
+        crate::outln!("no dead letters");
     } else {
         for d in &found {
-            println!(
+            crate::outln!(
                 "{}.dead  {}  {}  {}",
                 d.queue,
                 d.id.as_deref().unwrap_or("-"),
@@ -134,6 +134,6 @@ pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
         }
     }
     let _ = conn.close(200, "done".into()).await;
-    println!("requeued {moved} dead letter(s)");
+    crate::outln!("requeued {moved} dead letter(s)");
     Ok(Code::Success)
 }

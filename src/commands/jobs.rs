@@ -27,15 +27,20 @@ pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
     };
     let jobs = store.list(&filter).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(Code::Success);
     }
-    println!(
+    crate::outln!(
         "{:<36} {:<12} {:<9} {:<16} {:<20} {:<20} ERROR",
-        "ID", "TASK", "STATE", "WORKER", "SUBMITTED", "FINISHED"
+        "ID",
+        "TASK",
+        "STATE",
+        "WORKER",
+        "SUBMITTED",
+        "FINISHED"
     );
     for j in &jobs {
-        println!(
+        crate::outln!(
             "{:<36} {:<12} {:<9} {:<16} {:<20} {:<20} {}",
             j.id,
             j.task,
@@ -48,7 +53,7 @@ pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
     }
     let total = store.count(&JobFilter { limit: 0, ..filter }).await?;
     if total > jobs.len() as i64 {
-        println!("({} of {total} shown; --limit 0 for all)", jobs.len());
+        crate::outln!("({} of {total} shown; --limit 0 for all)", jobs.len());
     }
     Ok(Code::Success)
 }
@@ -63,22 +68,24 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     if json {
         let mut value = serde_json::to_value(&job)?;
         value["history"] = serde_json::to_value(&history)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(Code::Success);
     }
-    println!("job {} ({}) on queue {}", job.id, job.task, job.queue);
-    println!(
+    crate::outln!("job {} ({}) on queue {}", job.id, job.task, job.queue);
+    crate::outln!(
         "state {}  deliveries {}  retries {}",
-        job.state, job.deliveries, job.retries
+        job.state,
+        job.deliveries,
+        job.retries
     );
     if let Some(e) = &job.error {
-        println!("error {e}");
+        crate::outln!("error {e}");
     }
     if let Some(r) = &job.result {
-        println!("result {r}");
+        crate::outln!("result {r}");
     }
     for ev in history {
-        println!(
+        crate::outln!(
             "  {}  {:<16} {:<16} {}",
             time(Some(ev.at_ms)),
             ev.state,
@@ -101,7 +108,7 @@ pub async fn reset(cfg: &Config, yes: bool) -> anyhow::Result<Code> {
             .into());
         }
         let n = store.count(&JobFilter::default()).await?;
-        print!(
+        crate::out!(
             "Delete all {n} job records from {}? [y/N] ",
             crate::store::redact(store.url())
         );
@@ -109,11 +116,11 @@ pub async fn reset(cfg: &Config, yes: bool) -> anyhow::Result<Code> {
         let mut answer = String::new();
         stdin.lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            println!("nothing deleted");
+            crate::outln!("nothing deleted");
             return Ok(Code::Success);
         }
     }
     let removed = store.reset().await?;
-    println!("removed {removed} job records");
+    crate::outln!("removed {removed} job records");
     Ok(Code::Success)
 }

@@ -85,7 +85,7 @@ async fn publish(
         out.push_str(&m.id);
         out.push('\n');
     }
-    print!("{out}");
+    crate::out!("{out}");
     if !wait.wait {
         return Ok(Code::Success);
     }

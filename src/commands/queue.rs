@@ -19,8 +19,10 @@ fn print_starts(lines: &[StartLine]) {
     for l in lines {
         let pid = l.pid.map_or_else(|| "-".into(), |p| p.to_string());
         match &l.error {
-            None => println!("{:<8} {:<14} pid {:<8} ready", l.name, l.queue, pid),
-            Some(why) => println!("{:<8} {:<14} pid {:<8} FAILED: {why}", l.name, l.queue, pid),
+            None => crate::outln!("{:<8} {:<14} pid {:<8} ready", l.name, l.queue, pid),
+            Some(why) => {
+                crate::outln!("{:<8} {:<14} pid {:<8} FAILED: {why}", l.name, l.queue, pid)
+            }
         }
     }
 }
@@ -59,17 +61,17 @@ fn print_stops(lines: &[StopLine], quiet_when_idle: bool) {
     for l in lines {
         let pid = l.pid.map_or_else(String::new, |p| format!("pid {p}, "));
         match l.action {
-            StopAction::Stopped => println!("{:<8} stopped ({pid}{:.2}s)", l.name, l.seconds),
-            StopAction::Killed => println!(
+            StopAction::Stopped => crate::outln!("{:<8} stopped ({pid}{:.2}s)", l.name, l.seconds),
+            StopAction::Killed => crate::outln!(
                 "{:<8} KILLED after the grace period ({pid}{:.2}s); its unacked jobs return to the queue",
                 l.name, l.seconds
             ),
             StopAction::NotRunning if quiet_when_idle => {}
-            StopAction::NotRunning => println!("{:<8} not running", l.name),
+            StopAction::NotRunning => crate::outln!("{:<8} not running", l.name),
             StopAction::StaleRemoved => {
-                println!("{:<8} stale pid file removed (its pid was not signalled)", l.name)
+                crate::outln!("{:<8} stale pid file removed (its pid was not signalled)", l.name)
             }
-            StopAction::Refused => println!(
+            StopAction::Refused => crate::outln!(
                 "{:<8} left alone: {}",
                 l.name,
                 l.detail.as_deref().unwrap_or("not ours")
@@ -83,7 +85,7 @@ pub async fn stop(cfg: &Config, names: &[String]) -> anyhow::Result<Code> {
     let _lock = control::lock_control(cfg)?;
     let lines = control::stop(cfg, &workers, cfg.stop_grace).await?;
     if lines.iter().all(|l| l.action == StopAction::NotRunning) {
-        println!("no workers running; nothing to stop");
+        crate::outln!("no workers running; nothing to stop");
     } else {
         print_stops(&lines, false);
     }
@@ -118,16 +120,22 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
     let workers = control::select(cfg, names)?;
     let rows = control::status(cfg, &workers);
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(Code::Success);
     }
-    println!(
+    crate::outln!(
         "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}",
-        "NAME", "QUEUE", "PID", "STATE", "UPTIME", "MEMORY", "JOBS DONE"
+        "NAME",
+        "QUEUE",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "MEMORY",
+        "JOBS DONE"
     );
     for r in rows {
         let dash = || "-".to_string();
-        println!(
+        crate::outln!(
             "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}",
             r.name,
             r.queue,
@@ -148,19 +156,24 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
 async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code> {
     let workers = crate::inspect::ping_all(cfg).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&workers)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&workers)?);
         return Ok(Code::Success);
     }
     if workers.is_empty() {
-        println!("no worker of this config's queues answered on any host");
+        crate::outln!("no worker of this config's queues answered on any host");
         return Ok(Code::Success);
     }
-    println!(
+    crate::outln!(
         "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}",
-        "NODE", "QUEUE", "PID", "UPTIME", "MEMORY", "JOBS DONE"
+        "NODE",
+        "QUEUE",
+        "PID",
+        "UPTIME",
+        "MEMORY",
+        "JOBS DONE"
     );
     for w in workers {
-        println!(
+        crate::outln!(
             "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}",
             w.node,
             w.queue,
@@ -194,17 +207,17 @@ pub async fn clean(cfg: &Config, logs: bool) -> anyhow::Result<Code> {
         } else {
             "worker"
         };
-        println!("killed {what} {name} (pid {pid})");
+        crate::outln!("killed {what} {name} (pid {pid})");
     }
     for path in &report.stale_removed {
-        println!("removed stale pid file {}", path.display());
+        crate::outln!("removed stale pid file {}", path.display());
     }
     for path in &report.logs_removed {
-        println!("removed log {}", path.display());
+        crate::outln!("removed log {}", path.display());
     }
     if report.killed.is_empty() && report.stale_removed.is_empty() && report.logs_removed.is_empty()
     {
-        println!("nothing to clean: no workers running and no stale pid files");
+        crate::outln!("nothing to clean: no workers running and no stale pid files");
     }
     Ok(Code::Success)
 }
