@@ -9,9 +9,10 @@
 
 mod api;
 mod assets;
-mod detach;
+pub mod detach;
 mod guard;
 mod input;
+pub mod lifecycle;
 mod pages;
 mod view;
 
@@ -127,6 +128,7 @@ pub async fn run(cfg: &Config, args: &WebArgs) -> anyhow::Result<Code> {
     }
     let result = serve(cfg, &bind, &mut ready, pid_lock.as_ref()).await;
     if let Some(lock) = pid_lock {
+        let _ = std::fs::remove_file(detach::addr_file(cfg));
         lock.release();
     }
     result.map_err(|e| ready.fail(e))
@@ -155,6 +157,9 @@ async fn serve(
     }
     let store = Store::open(&cfg.store_url).await?;
     let app = router(AppState::new(cfg.clone(), store.clone()));
+    if pid_lock.is_some() {
+        detach::write_addr(cfg, &format!("http://{addr}"));
+    }
     ready.say(&format!("listening on http://{addr}"));
     tracing::info!("cm web listening on http://{addr}");
     serve_connections(listener, app, shutdown_signal()).await;
@@ -223,6 +228,12 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// `cm server start`'s half: the detached server on `[web] bind`, once it listens.
+pub async fn start_detached(cfg: &Config) -> anyhow::Result<detach::Started> {
+    check_exposure(cfg, &cfg.web_bind)?;
+    detach::spawn_server(cfg, None).await
 }
 
 /// Refuses to listen beyond loopback without `[web] token`: the launcher publishes jobs.
