@@ -13,6 +13,7 @@ pub mod detach;
 mod guard;
 mod input;
 pub mod lifecycle;
+mod metrics;
 mod pages;
 mod view;
 
@@ -50,6 +51,8 @@ struct Inner {
     store: Store,
     /// Per-process CSRF token, embedded in every form and checked on every form POST.
     csrf: String,
+    /// Requests answered, for `/metrics`.
+    requests: prometheus_client::metrics::counter::Counter,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
                 cfg,
                 store,
                 csrf: uuid::Uuid::new_v4().to_string(),
+                requests: Default::default(),
             }),
         }
     }
@@ -94,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/launch", post(api::launch))
         .route("/api/provision", post(api::provision))
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn(guard::cross_site))
@@ -106,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_request,
         ))
         .with_state(state)
 }
