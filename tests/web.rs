@@ -697,7 +697,7 @@ fn metrics_count_jobs_by_state_with_a_run_time_histogram() {
     assert_eq!(buckets[0], 0.0, "{m:?}");
     assert_eq!(buckets[9], 5.0, "{m:?}");
     let sum = sample(&m, "cm_job_duration_seconds_sum").expect("sum");
-    assert!(sum >= 0.04 && sum < 60.0, "{sum}");
+    assert!((0.04..60.0).contains(&sum), "{sum}");
     let queue = |name: &str, q: &str| sample(&m, &format!("{name}{{queue=\"{q}\"}}"));
     assert_eq!(queue("cm_workers_up", &stack.launch), Some(2.0), "{m:?}");
     assert_eq!(queue("cm_workers_up", &stack.prov), Some(0.0), "{m:?}");
