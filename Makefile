@@ -12,8 +12,8 @@ build:
 up:
 	bash scripts/ensure-rabbitmq.sh
 	cargo build --release
-	$(CM) queue start
-	$(CM) queue status
+	$(CM) server start
+	$(CM) server status
 
 down:
 	if [ -x $(CM) ]; then $(CM) server stop; fi

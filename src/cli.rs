@@ -155,18 +155,20 @@ pub enum QueueCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ServerCmd {
-    /// Start every worker (same as `cm queue start`)
+    /// Start every worker (as `cm queue start`) and the web server on [web] bind (as
+    /// `cm web --detach`; not with [web] enabled = false); running ones are stopped first
     Start,
-    /// Stop every worker gracefully: running jobs finish, nothing is lost
+    /// Stop every worker gracefully (running jobs finish, nothing is lost) and the web server
     Stop,
-    /// Kill every worker, orphans included, and remove stale pid files
+    /// Kill every worker and the web server, orphans included, and remove stale pid files
     Clean {
-        /// Also delete the workers' log files
+        /// Also delete the workers' and the web server's log files
         #[arg(long)]
         logs: bool,
     },
-    /// Same as `cm queue status`
+    /// `cm queue status` and the web server's url, pid and state
     Status {
+        /// Print {"workers": [...], "web": {...}} instead of a table
         #[arg(long)]
         json: bool,
         /// Every worker on every host, asked through the broker

@@ -128,6 +128,8 @@ struct RawStore {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWeb {
+    /// `cm server start|stop` run the detached web server too unless this is false.
+    enabled: Option<bool>,
     bind: Option<String>,
     token: Option<String>,
     max_hosts: Option<usize>,
@@ -165,6 +167,8 @@ pub struct Config {
     pub store_url: String,
     /// How long an SQLite write waits for the lock before it fails (and the job is not acked).
     pub store_busy_timeout: Duration,
+    /// Whether `cm server start` starts the web server (`[web] enabled`, default true).
+    pub web_enabled: bool,
     pub web_bind: String,
     pub web_token: Option<String>,
     /// The most jobs one web form or API launch may publish.
@@ -408,6 +412,7 @@ impl Config {
             },
             store_url,
             store_busy_timeout: Duration::from_millis(raw.store.busy_timeout_ms.unwrap_or(10_000)),
+            web_enabled: raw.web.enabled.unwrap_or(true),
             web_bind: raw.web.bind.unwrap_or_else(|| "127.0.0.1:8080".into()),
             web_token: raw.web.token.filter(|t| !t.is_empty()),
             web_max_hosts: raw.web.max_hosts.unwrap_or(1000),

@@ -609,6 +609,120 @@ fn healthz_checks_store_and_broker() {
     assert!(jobs(&dead).is_empty());
 }
 
+/// `/metrics` as (series, value): every line that is not a comment must be `name{labels} value`.
+fn metrics(web: &Web) -> Vec<(String, f64)> {
+    let resp = web.get("/metrics");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let content_type = resp.headers()[CONTENT_TYPE]
+        .to_str()
+        .expect("type")
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = resp.text().expect("body");
+    let mut samples = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let name_end = series.find('{').unwrap_or(series.len());
+        let (name, labels) = series.split_at(name_end);
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        assert!(
+            labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+            "bad labels in {line:?}"
+        );
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> Option<f64> {
+    samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
+}
+
+#[test]
+fn metrics_count_jobs_by_state_with_a_run_time_histogram() {
+    let stack = Stack::with(Options {
+        step_seconds: (0.01, 0.02),
+        ..Options::default()
+    });
+    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.ok(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "i[1-5]",
+        "--wait",
+    ]);
+    let web = Web::start(&stack);
+    let m = metrics(&web);
+    assert_eq!(
+        sample(&m, r#"cm_jobs{state="SUCCESS"}"#),
+        Some(5.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        sample(&m, "cm_job_duration_seconds_count"),
+        Some(5.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        sample(&m, r#"cm_job_duration_seconds_bucket{le="+Inf"}"#),
+        Some(5.0)
+    );
+    let buckets: Vec<f64> = m
+        .iter()
+        .filter(|(s, _)| s.starts_with("cm_job_duration_seconds_bucket"))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(buckets.len(), 11, "{m:?}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    // Each simulated launch step sleeps 10-20 ms, so no job ran under 10 ms or over 60 s.
+    assert_eq!(buckets[0], 0.0, "{m:?}");
+    assert_eq!(buckets[9], 5.0, "{m:?}");
+    let sum = sample(&m, "cm_job_duration_seconds_sum").expect("sum");
+    assert!((0.04..60.0).contains(&sum), "{sum}");
+    let queue = |name: &str, q: &str| sample(&m, &format!("{name}{{queue=\"{q}\"}}"));
+    assert_eq!(queue("cm_workers_up", &stack.launch), Some(2.0), "{m:?}");
+    assert_eq!(queue("cm_workers_up", &stack.prov), Some(0.0), "{m:?}");
+    assert_eq!(queue("cm_queue_depth", &stack.launch), Some(0.0), "{m:?}");
+    assert!(sample(&m, "cm_web_requests_total").is_some_and(|n| n >= 1.0));
+
+    // With the broker down the depths are left out; the rest is still there.
+    let dead = Stack::with(Options {
+        broker: format!("amqp://guest:guest@127.0.0.1:{}/%2f", common::closed_port()),
+        ..Options::default()
+    });
+    let web = Web::start(&dead);
+    let m = metrics(&web);
+    assert!(
+        !m.iter().any(|(s, _)| s.starts_with("cm_queue_depth")),
+        "{m:?}"
+    );
+    assert_eq!(
+        sample(&m, "cm_job_duration_seconds_count"),
+        Some(0.0),
+        "{m:?}"
+    );
+    assert!(!m.iter().any(|(s, _)| s.starts_with("cm_jobs{")), "{m:?}");
+}
+
 #[test]
 fn a_token_guards_everything_and_beyond_loopback_is_refused_without_one() {
     let open = Stack::new();

@@ -4,6 +4,7 @@ mod dead;
 mod jobs;
 mod publish;
 mod queue;
+mod server;
 mod wait;
 
 use anyhow::Context;
@@ -33,10 +34,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
                 QueueCmd::Clean { logs } => queue::clean(&cfg, logs).await,
             },
             Command::Server(cmd) => match cmd {
-                ServerCmd::Start => queue::start(&cfg, &[]).await,
-                ServerCmd::Stop => queue::stop(&cfg, &[]).await,
-                ServerCmd::Clean { logs } => queue::clean(&cfg, logs).await,
-                ServerCmd::Status { json, all } => queue::status(&cfg, &[], json, all).await,
+                ServerCmd::Start => server::start(&cfg).await,
+                ServerCmd::Stop => server::stop(&cfg).await,
+                ServerCmd::Clean { logs } => server::clean(&cfg, logs).await,
+                ServerCmd::Status { json, all } => server::status(&cfg, json, all).await,
             },
             Command::Launch(args) => publish::launch(&cfg, &args).await,
             Command::Provision(args) => publish::provision(&cfg, &args).await,

@@ -15,7 +15,7 @@ pub async fn start(cfg: &Config, names: &[String]) -> anyhow::Result<Code> {
     start_verdict(&started)
 }
 
-fn print_starts(lines: &[StartLine]) {
+pub(super) fn print_starts(lines: &[StartLine]) {
     for l in lines {
         let pid = l.pid.map_or_else(|| "-".into(), |p| p.to_string());
         match &l.error {
@@ -28,7 +28,7 @@ fn print_starts(lines: &[StartLine]) {
 }
 
 /// Success, or one error naming each worker that did not start, grouped by reason.
-fn start_verdict(lines: &[StartLine]) -> anyhow::Result<Code> {
+pub(super) fn start_verdict(lines: &[StartLine]) -> anyhow::Result<Code> {
     let failed: Vec<_> = lines.iter().filter(|l| !l.ready).collect();
     if failed.is_empty() {
         return Ok(Code::Success);
@@ -57,7 +57,7 @@ fn start_verdict(lines: &[StartLine]) -> anyhow::Result<Code> {
     .into())
 }
 
-fn print_stops(lines: &[StopLine], quiet_when_idle: bool) {
+pub(super) fn print_stops(lines: &[StopLine], quiet_when_idle: bool) {
     for l in lines {
         let pid = l.pid.map_or_else(String::new, |p| format!("pid {p}, "));
         match l.action {
@@ -153,7 +153,7 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
     Ok(Code::Success)
 }
 
-async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code> {
+pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code> {
     let workers = crate::inspect::ping_all(cfg).await?;
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&workers)?);
@@ -189,7 +189,7 @@ async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code> {
     Ok(Code::Success)
 }
 
-fn human_duration(secs: u64) -> String {
+pub(super) fn human_duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),

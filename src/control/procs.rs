@@ -39,6 +39,62 @@ fn parse_worker_argv(argv: &[String]) -> Option<(String, PathBuf)> {
     Some((name, config))
 }
 
+/// Reads `cm --config PATH web --detached ...` (a server `cm web --detach` or `cm server start`
+/// started) back out of an argv; a foreground `cm web` in someone's terminal is not ours to stop.
+fn parse_detached_web_argv(argv: &[String]) -> Option<PathBuf> {
+    let mut rest = argv.iter().skip(1);
+    let mut config = None;
+    let mut command = None;
+    while let Some(a) = rest.next() {
+        if a == "--config" {
+            config = rest.next().map(PathBuf::from);
+        } else if let Some(c) = a.strip_prefix("--config=") {
+            config = Some(PathBuf::from(c));
+        } else if !a.starts_with('-') {
+            command = Some(a);
+            break;
+        }
+    }
+    (command? == "web" && rest.any(|a| a == "--detached")).then_some(config?)
+}
+
+/// Every live detached web server of this binary whose argv names `config`.
+pub fn web_servers_of(config: &Path) -> Vec<Pid> {
+    let Ok(me) = std::env::current_exe() else {
+        return Vec::new();
+    };
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(Result::ok)
+        .filter(|p| exe_of(p).as_deref() == Some(me.as_path()))
+        .filter(|p| {
+            p.cmdline()
+                .ok()
+                .and_then(|argv| parse_detached_web_argv(&argv))
+                .is_some_and(|c| c == config)
+        })
+        .map(|p| Pid::from_raw(p.pid))
+        .filter(|pid| !is_dead(*pid))
+        .collect()
+}
+
+/// Whether `pid` is this binary's detached web server of `config` (guards every signal to it).
+pub fn is_web_server(pid: Pid, config: &Path) -> bool {
+    let Ok(proc) = procfs::process::Process::new(pid.as_raw()) else {
+        return false;
+    };
+    let Ok(me) = std::env::current_exe() else {
+        return false;
+    };
+    exe_of(&proc).as_deref() == Some(me.as_path())
+        && proc
+            .cmdline()
+            .ok()
+            .and_then(|argv| parse_detached_web_argv(&argv))
+            .is_some_and(|c| c == config)
+}
+
 /// Every live worker process of this binary whose argv names `config`.
 pub fn workers_of(config: &Path) -> Vec<WorkerProcess> {
     let Ok(me) = std::env::current_exe() else {
@@ -126,6 +182,42 @@ mod tests {
             Some(("p1".to_string(), PathBuf::from("/etc/cm/f.toml")))
         );
         assert_eq!(parse_worker_argv(&argv[..3]), None);
+    }
+
+    #[test]
+    fn detached_web_argv_is_read_back_and_foreground_is_not() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_detached_web_argv(&argv(&[
+                "/x/cm",
+                "--config",
+                "/etc/cm/f.toml",
+                "web",
+                "--detached",
+                "--bind",
+                "127.0.0.1:0"
+            ])),
+            Some(PathBuf::from("/etc/cm/f.toml"))
+        );
+        assert_eq!(
+            parse_detached_web_argv(&argv(&["/x/cm", "--config=/a.toml", "web", "--detached"])),
+            Some(PathBuf::from("/a.toml"))
+        );
+        assert_eq!(
+            parse_detached_web_argv(&argv(&["/x/cm", "--config", "/a.toml", "web"])),
+            None
+        );
+        assert_eq!(
+            parse_detached_web_argv(&argv(&[
+                "/x/cm",
+                "--config",
+                "/a.toml",
+                "worker",
+                "web",
+                "--detached"
+            ])),
+            None
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! migrations are embedded per backend. Workers write through [`Writer`], which groups many
 //! events into one transaction (group commit) and tells the caller when its event is durable.
 
+mod metrics;
 mod writer;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use metrics::DurationHistogram;
 pub use writer::Writer;
 
 pub const PENDING: &str = "PENDING";

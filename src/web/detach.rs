@@ -26,6 +26,40 @@ pub fn log_file(cfg: &Config) -> PathBuf {
     cfg.log_dir.join("cm-web.log")
 }
 
+/// `http://ADDR` the detached server listens on, written once it is bound (the pid file holds
+/// only the pid); removed when it exits.
+pub fn addr_file(cfg: &Config) -> PathBuf {
+    cfg.pid_dir.join("cm-web.addr")
+}
+
+/// Write-then-rename, so `cm server status` never reads half an address.
+pub fn write_addr(cfg: &Config, url: &str) {
+    let path = addr_file(cfg);
+    let tmp = path.with_extension("addr.partial");
+    if let Err(e) =
+        std::fs::write(&tmp, format!("{url}\n")).and_then(|()| std::fs::rename(&tmp, &path))
+    {
+        tracing::warn!("writing {}: {e}", path.display());
+    }
+}
+
+/// What the detached server wrote in [`addr_file`], if it is there.
+pub fn read_addr(cfg: &Config) -> Option<String> {
+    let text = std::fs::read_to_string(addr_file(cfg)).ok()?;
+    let url = text.trim();
+    (url.starts_with("http://") && url.len() < 300).then(|| url.to_string())
+}
+
+/// A detached server that said it listens.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// `http://ADDR`
+    pub url: String,
+    pub pid: u32,
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
 /// Where the server says it listens: stdout in the foreground, the pipe when detached.
 pub struct Ready {
     pipe: Option<File>,
@@ -96,8 +130,21 @@ pub fn lock_pid_file(cfg: &Config) -> anyhow::Result<PidLock> {
     })
 }
 
-/// Spawns the detached server and returns once it listens (or says why it cannot).
+/// `cm web --detach`: spawns the detached server and returns once it listens.
 pub async fn start(cfg: &Config, bind: Option<&str>) -> anyhow::Result<Code> {
+    let started = spawn_server(cfg, bind).await?;
+    println!("listening on {}", started.url);
+    println!(
+        "pid {}, pid file {}, log {}",
+        started.pid,
+        started.pid_file.display(),
+        started.log_file.display()
+    );
+    Ok(Code::Success)
+}
+
+/// Spawns the detached server and returns once it listens (or says why it cannot).
+pub async fn spawn_server(cfg: &Config, bind: Option<&str>) -> anyhow::Result<Started> {
     ensure_writable_dir(&cfg.pid_dir, "pid dir", "pid_dir")?;
     ensure_writable_dir(&cfg.log_dir, "log dir", "log_dir")?;
     let pid_path = pid_file(cfg);
@@ -148,15 +195,12 @@ pub async fn start(cfg: &Config, bind: Option<&str>) -> anyhow::Result<Code> {
     let read = tokio::time::timeout_at(deadline, BufReader::new(stdout).read_line(&mut line)).await;
     let line = line.trim();
     match read {
-        Ok(Ok(_)) if line.starts_with("listening on ") => {
-            println!("{line}");
-            println!(
-                "pid {pid}, pid file {}, log {}",
-                pid_path.display(),
-                log_path.display()
-            );
-            Ok(Code::Success)
-        }
+        Ok(Ok(_)) if line.starts_with("listening on ") => Ok(Started {
+            url: line.trim_start_matches("listening on ").to_string(),
+            pid,
+            pid_file: pid_path,
+            log_file: log_path,
+        }),
         Ok(Ok(_)) if line.starts_with("error") => {
             let rest = line.trim_start_matches("error").trim_start();
             let (code, why) = match rest.split_once(": ") {

@@ -9,9 +9,11 @@
 
 mod api;
 mod assets;
-mod detach;
+pub mod detach;
 mod guard;
 mod input;
+pub mod lifecycle;
+mod metrics;
 mod pages;
 mod view;
 
@@ -49,6 +51,8 @@ struct Inner {
     store: Store,
     /// Per-process CSRF token, embedded in every form and checked on every form POST.
     csrf: String,
+    /// Requests answered, for `/metrics`.
+    requests: prometheus_client::metrics::counter::Counter,
 }
 
 impl AppState {
@@ -58,6 +62,7 @@ impl AppState {
                 cfg,
                 store,
                 csrf: uuid::Uuid::new_v4().to_string(),
+                requests: Default::default(),
             }),
         }
     }
@@ -93,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/launch", post(api::launch))
         .route("/api/provision", post(api::provision))
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn(guard::cross_site))
@@ -105,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_request,
         ))
         .with_state(state)
 }
@@ -127,6 +137,7 @@ pub async fn run(cfg: &Config, args: &WebArgs) -> anyhow::Result<Code> {
     }
     let result = serve(cfg, &bind, &mut ready, pid_lock.as_ref()).await;
     if let Some(lock) = pid_lock {
+        let _ = std::fs::remove_file(detach::addr_file(cfg));
         lock.release();
     }
     result.map_err(|e| ready.fail(e))
@@ -155,6 +166,9 @@ async fn serve(
     }
     let store = Store::open(&cfg.store_url).await?;
     let app = router(AppState::new(cfg.clone(), store.clone()));
+    if pid_lock.is_some() {
+        detach::write_addr(cfg, &format!("http://{addr}"));
+    }
     ready.say(&format!("listening on http://{addr}"));
     tracing::info!("cm web listening on http://{addr}");
     serve_connections(listener, app, shutdown_signal()).await;
@@ -223,6 +237,12 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// `cm server start`'s half: the detached server on `[web] bind`, once it listens.
+pub async fn start_detached(cfg: &Config) -> anyhow::Result<detach::Started> {
+    check_exposure(cfg, &cfg.web_bind)?;
+    detach::spawn_server(cfg, None).await
 }
 
 /// Refuses to listen beyond loopback without `[web] token`: the launcher publishes jobs.
