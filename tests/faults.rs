@@ -398,3 +398,22 @@ fn a_full_log_loses_log_lines_not_jobs() {
     );
     drop(stack);
 }
+
+#[test]
+fn a_pid_dir_writable_by_others_is_refused_and_new_dirs_are_0755() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::new();
+    stack.ok(&["queue", "status"]);
+    stack.ok(&["queue", "start", "p1"]);
+    let run = stack.dir.path().join("run");
+    let mode = std::fs::metadata(&run).expect("pid dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "pid dir created with mode {mode:o}");
+    stack.ok(&["server", "stop"]);
+
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = stack.cm(&["queue", "start"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(stderr.contains("writable by others") && stderr.contains("chmod o-w"), "{stderr}");
+    assert!(stack.worker_pids().is_empty());
+}

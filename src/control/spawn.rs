@@ -4,7 +4,7 @@
 //! which it writes `ready` once its consumer is registered, or `error <code>: <why>`.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
 
@@ -43,27 +43,53 @@ pub fn ensure_writable_dir(dir: &Path, what: &str, key: &str) -> Result<(), CmEr
         ),
     }
     };
-    std::fs::create_dir_all(dir).map_err(fail)?;
+    // Created 0755 (not whatever the umask allows): others may read the pid files, not plant them.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(fail)?;
     nix::unistd::access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
-        .map_err(|e| fail(std::io::Error::from(e)))
+        .map_err(|e| fail(std::io::Error::from(e)))?;
+    // Anyone who can write here could plant a pid file or a symlink where cm looks.
+    let mode = std::fs::metadata(dir).map_err(fail)?.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(CmError::Permission {
+            message: format!(
+                "{what} {} is writable by others (mode {:o}): run `chmod o-w {}`, or set [paths] {key} to a directory of cm's own",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
-pub fn spawn(cfg: &Config, worker: WorkerRef<'_>) -> Result<Starting, CmError> {
-    let log_path = cfg.log_file(worker.name);
-    let log = OpenOptions::new()
+/// Opens (creating) a log file for appending, never through a symlink; the error says what to do.
+pub fn open_log(path: &Path) -> Result<std::fs::File, CmError> {
+    OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o644)
         .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&log_path)
+        .open(path)
         .map_err(|e| CmError::Permission {
             message: format!(
                 "cannot open log file {}: {e} (run with sudo, or set [paths] log_dir)",
-                log_path.display()
+                path.display()
             ),
-        })?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CmError::Other(format!("cannot find the cm binary: {e}")))?;
+        })
+}
+
+/// This very binary, re-executed for detached workers and the detached web server.
+pub fn cm_binary() -> Result<std::path::PathBuf, CmError> {
+    std::env::current_exe().map_err(|e| CmError::Other(format!("cannot find the cm binary: {e}")))
+}
+
+pub fn spawn(cfg: &Config, worker: WorkerRef<'_>) -> Result<Starting, CmError> {
+    let log = open_log(&cfg.log_file(worker.name))?;
+    let exe = cm_binary()?;
     let mut child = Command::new(exe)
         .arg("--config")
         .arg(&cfg.path)

@@ -3,9 +3,8 @@
 //! which it writes `listening on http://ADDR` once bound, or `error <code>: <why>`; its stderr is
 //! `cm-web.log`; it holds `cm-web.pid` locked for its whole life.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -157,20 +156,8 @@ pub async fn spawn_server(cfg: &Config, bind: Option<&str>) -> anyhow::Result<St
         .into());
     }
     let log_path = log_file(cfg);
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&log_path)
-        .map_err(|e| CmError::Permission {
-            message: format!(
-                "cannot open log file {}: {e} (run with sudo, or set [paths] log_dir)",
-                log_path.display()
-            ),
-        })?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CmError::Other(format!("cannot find the cm binary: {e}")))?;
+    let log = crate::control::spawn::open_log(&log_path)?;
+    let exe = crate::control::spawn::cm_binary()?;
     let mut cmd = Command::new(exe);
     cmd.arg("--config")
         .arg(&cfg.path)
