@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod exit;
 pub mod jobs;
+pub mod mq;
 pub mod privileges;
 pub mod protocol;
 pub mod publishing;
