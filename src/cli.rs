@@ -45,6 +45,49 @@ pub enum Command {
     Dead(DeadCmd),
     /// The web launcher: /cm/launch, /cm/launch/db_stats, /cm/db_reset and /api/
     Web(WebArgs),
+    /// The local RabbitMQ: start, stop, status (queue depths), setup (vhost and user from the URL)
+    #[command(subcommand)]
+    Mq(MqCmd),
+    /// Print a worker's log; -f follows it (through rotation)
+    Logs(LogsArgs),
+    /// Print a shell completion script, e.g. `cm completions bash > /etc/bash_completion.d/cm`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `cm man | man -l -`
+    Man {
+        /// Write cm.1 and one page per subcommand (cm-queue.1, ...) into this folder instead
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MqCmd {
+    /// Start the local RabbitMQ if it is down (as root); waits until it accepts connections
+    Start,
+    /// Stop the local RabbitMQ (as root): every worker loses its broker
+    Stop,
+    /// Whether the broker answers, and per cm queue (and its .dead) messages ready, unacked, consumers
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the vhost and user of [broker] url with full permissions on it (as root; idempotent)
+    Setup,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Worker name from fabfile.toml, e.g. l1
+    pub name: String,
+    /// Keep printing what is appended, across rotation and truncation (Ctrl-C ends)
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many of the last lines to print first
+    #[arg(short = 'n', long, default_value_t = 50, value_name = "LINES")]
+    pub lines: usize,
 }
 
 #[derive(Debug, Args)]

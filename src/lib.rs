@@ -8,6 +8,7 @@ pub mod control;
 pub mod exit;
 pub mod inspect;
 pub mod jobs;
+pub mod mq;
 pub mod output;
 pub mod privileges;
 pub mod protocol;

@@ -6,10 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cm::cli::Cli::parse();
-    let default_level = if matches!(cli.command, cm::cli::Command::Worker { .. }) {
-        "info"
-    } else {
-        "warn"
+    let default_level = match cli.command {
+        cm::cli::Command::Worker { .. } => "info",
+        // `cm mq status` probes queues that may not exist; lapin logs each 404 as an error.
+        cm::cli::Command::Mq(_) => "warn,lapin::channel=off",
+        _ => "warn",
     };
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()

@@ -1,7 +1,10 @@
 //! Dispatch: one module per command family; each prints its own report.
 
+mod completions;
 mod dead;
 mod jobs;
+mod logs;
+mod mq;
 mod publish;
 mod queue;
 mod server;
@@ -9,11 +12,17 @@ mod wait;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, DbCmd, DeadCmd, JobsCmd, QueueCmd, ServerCmd};
+use crate::cli::{Cli, Command, DbCmd, DeadCmd, JobsCmd, MqCmd, QueueCmd, ServerCmd};
 use crate::config::Config;
 use crate::exit::Code;
 
 pub fn run(cli: Cli) -> anyhow::Result<Code> {
+    // These need no configuration: they describe cm itself.
+    match &cli.command {
+        Command::Completions { shell } => return completions::completions(*shell),
+        Command::Man { out } => return completions::man(out.as_deref()),
+        _ => {}
+    }
     let cfg = Config::discover(cli.config.as_deref())?;
     if let Command::Worker { name, detached } = &cli.command {
         return Ok(crate::worker::run(&cfg, name, *detached));
@@ -53,6 +62,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
                 dead::requeue(&cfg, queue.as_deref()).await
             }
             Command::Web(args) => crate::web::run(&cfg, &args).await,
+            Command::Mq(cmd) => match cmd {
+                MqCmd::Start => mq::start(&cfg).await,
+                MqCmd::Stop => mq::stop().await,
+                MqCmd::Status { json } => mq::status(&cfg, json).await,
+                MqCmd::Setup => mq::setup(&cfg).await,
+            },
+            Command::Logs(args) => logs::show(&cfg, &args).await,
+            Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
             Command::Worker { .. } => unreachable!("handled above"),
         }
     })

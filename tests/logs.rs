@@ -1,0 +1,137 @@
+//! `cm logs NAME [-f] [-n LINES]` over a real worker's log.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{cm_bin, Stack};
+
+fn launch_one(stack: &Stack) -> String {
+    let ids = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--wait",
+        "--timeout",
+        "30",
+    ]);
+    ids.into_iter()
+        .find(|l| !l.trim().is_empty() && !l.contains(' '))
+        .expect("a job id")
+}
+
+#[test]
+fn logs_shows_the_success_line_of_a_job() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start", "l1"]);
+    let id = launch_one(&stack);
+    let out = stack.ok(&["logs", "l1"]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&id) && l.ends_with(": SUCCESS")),
+        "no SUCCESS line for {id} in:\n{out}"
+    );
+    let last = stack.ok(&["logs", "l1", "-n", "1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert_eq!(last.lines().next(), out.lines().last());
+    stack.ok(&["server", "stop"]);
+}
+
+#[test]
+fn logs_of_an_unknown_worker_names_the_known_ones() {
+    let stack = Stack::new();
+    let out = stack.cm(&["logs", "nope"]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown worker \"nope\""), "{stderr}");
+    assert!(stderr.contains("p1, p2, l1, l2"), "{stderr}");
+}
+
+#[test]
+fn logs_of_a_worker_that_never_ran_says_how_to_start_it() {
+    let stack = Stack::new();
+    let out = stack.cm(&["logs", "p2"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cm queue start p2"), "{stderr}");
+}
+
+/// `cm logs NAME -f` as a child whose stdout lines arrive on a channel.
+struct Follower {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(stack: &Stack, name: &str) -> Self {
+        let mut child = Command::new(cm_bin())
+            .arg("--config")
+            .arg(&stack.config)
+            .args(["logs", name, "-f", "-n", "0"])
+            .env_remove("CM_CONFIG")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn cm logs -f");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a line containing all of `needles`.
+    fn expect(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no line with {needles:?} from cm logs -f; saw:\n{}",
+            seen.join("\n")
+        );
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn follow_prints_new_lines_and_survives_rotation_and_truncation() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start", "l1"]);
+    let follower = Follower::start(&stack, "l1");
+    let id = launch_one(&stack);
+    follower.expect(&[&id, "SUCCESS"]);
+
+    // Rotation: the file moves away and a new one takes its name (what logrotate does).
+    let log = stack.log_file("l1");
+    std::fs::rename(&log, log.with_extension("log.1")).expect("rotate");
+    std::fs::write(&log, "after rotation\n").expect("new log");
+    follower.expect(&["after rotation"]);
+
+    // Truncation in place (logrotate's copytruncate).
+    std::fs::write(&log, "").expect("truncate");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(&log, "after truncation\n").expect("write");
+    follower.expect(&["after truncation"]);
+    stack.ok(&["server", "stop"]);
+}
