@@ -406,7 +406,11 @@ fn a_pid_dir_writable_by_others_is_refused_and_new_dirs_are_0755() {
     stack.ok(&["queue", "status"]);
     stack.ok(&["queue", "start", "p1"]);
     let run = stack.dir.path().join("run");
-    let mode = std::fs::metadata(&run).expect("pid dir").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&run)
+        .expect("pid dir")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o755, "pid dir created with mode {mode:o}");
     stack.ok(&["server", "stop"]);
 
@@ -414,6 +418,9 @@ fn a_pid_dir_writable_by_others_is_refused_and_new_dirs_are_0755() {
     let out = stack.cm(&["queue", "start"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(77), "{stderr}");
-    assert!(stderr.contains("writable by others") && stderr.contains("chmod o-w"), "{stderr}");
+    assert!(
+        stderr.contains("writable by others") && stderr.contains("chmod o-w"),
+        "{stderr}"
+    );
     assert!(stack.worker_pids().is_empty());
 }

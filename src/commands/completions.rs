@@ -25,7 +25,7 @@ pub fn man(out: Option<&Path>) -> anyhow::Result<Code> {
                 .with_context(|| format!("creating man page folder {}", dir.display()))?;
             clap_mangen::generate_to(cmd, dir)
                 .with_context(|| format!("writing man pages into {}", dir.display()))?;
-            println!("man pages written to {}", dir.display());
+            crate::outln!("man pages written to {}", dir.display());
             Ok(Code::Success)
         }
         None => {

@@ -50,7 +50,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
     require_root("start")?;
     let ctl = Ctl::find().map_err(ctl_error)?;
     if ctl.node_answers().await {
-        println!("RabbitMQ is already running");
+        crate::outln!("RabbitMQ is already running");
         return Ok(Code::Success);
     }
     let server = mq::find_tool("rabbitmq-server").map_err(ctl_error)?;
@@ -75,7 +75,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
         ))
         .into());
     }
-    println!("RabbitMQ starting ...");
+    crate::outln!("RabbitMQ starting ...");
     let deadline = Instant::now() + START_DEADLINE;
     // `await_startup` fails until the node has registered, so wait for `status` to answer first.
     while !ctl.node_answers().await {
@@ -106,9 +106,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        println!("RabbitMQ is running and accepts connections on {addr}");
+        crate::outln!("RabbitMQ is running and accepts connections on {addr}");
     } else {
-        println!("RabbitMQ is running (the configured broker {host} is another machine)");
+        crate::outln!("RabbitMQ is running (the configured broker {host} is another machine)");
     }
     Ok(Code::Success)
 }
@@ -117,13 +117,13 @@ pub async fn stop() -> anyhow::Result<Code> {
     require_root("stop")?;
     let ctl = Ctl::find().map_err(ctl_error)?;
     if !ctl.node_answers().await {
-        println!("RabbitMQ is not running");
+        crate::outln!("RabbitMQ is not running");
         return Ok(Code::Success);
     }
     ctl.run(&["stop"], None, START_DEADLINE)
         .await
         .map_err(ctl_error)?;
-    println!("RabbitMQ stopped");
+    crate::outln!("RabbitMQ stopped");
     Ok(Code::Success)
 }
 
@@ -185,7 +185,7 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<Code> {
                     source: None,
                     queues: Vec::new(),
                 };
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&report)?);
             }
             return Err(e.into());
         }
@@ -205,7 +205,7 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<Code> {
         queues,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_status(&report);
     }
@@ -213,7 +213,7 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<Code> {
 }
 
 fn print_status(report: &BrokerStatus) {
-    println!("broker {} answers", report.broker);
+    crate::outln!("broker {} answers", report.broker);
     let width = report
         .queues
         .iter()
@@ -221,14 +221,17 @@ fn print_status(report: &BrokerStatus) {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!(
+    crate::outln!(
         "{:<width$}  {:>8}  {:>8}  {:>9}",
-        "QUEUE", "READY", "UNACKED", "CONSUMERS"
+        "QUEUE",
+        "READY",
+        "UNACKED",
+        "CONSUMERS"
     );
     let n = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
     for q in &report.queues {
         if q.exists {
-            println!(
+            crate::outln!(
                 "{:<width$}  {:>8}  {:>8}  {:>9}",
                 q.name,
                 n(q.ready),
@@ -236,11 +239,11 @@ fn print_status(report: &BrokerStatus) {
                 n(q.consumers)
             );
         } else {
-            println!("{:<width$}  (not declared yet)", q.name);
+            crate::outln!("{:<width$}  (not declared yet)", q.name);
         }
     }
     if report.source == Some("amqp") {
-        println!(
+        crate::outln!(
             "(unacked is known to rabbitmqctl only: run `sudo cm mq status` on the broker's host)"
         );
     }
@@ -356,24 +359,24 @@ pub async fn setup(cfg: &Config) -> anyhow::Result<Code> {
         .await
         .map_err(ctl_error)?;
     if vhosts.iter().any(|v| v.name == vhost) {
-        println!("vhost {vhost:?}: exists");
+        crate::outln!("vhost {vhost:?}: exists");
     } else {
         ctl.run(&["add_vhost", vhost], None, quick)
             .await
             .map_err(ctl_error)?;
-        println!("vhost {vhost:?}: created");
+        crate::outln!("vhost {vhost:?}: created");
     }
 
     let users: Vec<ListedUser> = ctl.list(&["list_users"]).await.map_err(ctl_error)?;
     let existed = users.iter().any(|u| u.user == user);
     if existed {
-        println!("user {user:?}: exists");
+        crate::outln!("user {user:?}: exists");
     } else {
         // The password goes through stdin, so it never shows in `ps`.
         ctl.run(&["add_user", user], Some(password), quick)
             .await
             .map_err(ctl_error)?;
-        println!("user {user:?}: created");
+        crate::outln!("user {user:?}: created");
     }
 
     ctl.run(
@@ -383,7 +386,7 @@ pub async fn setup(cfg: &Config) -> anyhow::Result<Code> {
     )
     .await
     .map_err(ctl_error)?;
-    println!("permissions: {user:?} may configure, write and read everything in {vhost:?}");
+    crate::outln!("permissions: {user:?} may configure, write and read everything in {vhost:?}");
 
     if existed
         && ctl
@@ -398,6 +401,6 @@ pub async fn setup(cfg: &Config) -> anyhow::Result<Code> {
     }
     let conn = broker::connect(&cfg.broker_url, "cm mq setup").await?;
     let _ = conn.close(200, "setup checked".into()).await;
-    println!("ok: {} accepts the login", redact(&cfg.broker_url));
+    crate::outln!("ok: {} accepts the login", redact(&cfg.broker_url));
     Ok(Code::Success)
 }
