@@ -11,6 +11,9 @@ pub struct Cli {
     /// Configuration file [default: $CM_CONFIG, then ./fabfile.toml, then /etc/cm/fabfile.toml]
     #[arg(long, global = true, env = "CM_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// For scripts: only data (job ids, JSON, asked-for tables) and errors; no reports or progress
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }

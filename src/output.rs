@@ -2,6 +2,18 @@
 //! choice, not an error, so cm stops quietly instead of panicking like `println!` would.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet`: reports for people are left out; data (ids, JSON, tables asked for) and errors stay.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
 
 /// Writes `args` to stdout; on a closed pipe, exits 0 at once.
 pub fn write(args: std::fmt::Arguments<'_>) {
@@ -24,4 +36,14 @@ macro_rules! outln {
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => { $crate::output::write(format_args!($($arg)*)) };
+}
+
+/// A report line for people (what was started, stopped, removed); left out under `--quiet`.
+#[macro_export]
+macro_rules! noteln {
+    ($($arg:tt)*) => {
+        if !$crate::output::quiet() {
+            $crate::outln!($($arg)*)
+        }
+    };
 }

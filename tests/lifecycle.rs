@@ -421,3 +421,41 @@ fn an_invalid_broker_url_is_a_config_error_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn quiet_mode_prints_only_data() {
+    let stack = Stack::new();
+    let out = stack.cm(&["-q", "queue", "start"]);
+    assert!(out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stack.worker_pids().len(), 4);
+    let out = stack.cm(&[
+        "launch",
+        "--quiet",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "vm[1-2]",
+        "--wait",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "only the two job ids"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = stack.cm(&["-q", "server", "stop"]);
+    assert!(out.status.success() && out.stdout.is_empty());
+    assert!(stack.worker_pids().is_empty());
+}

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::exit::Code;
 
 pub fn run(cli: Cli) -> anyhow::Result<Code> {
+    crate::output::set_quiet(cli.quiet);
     // These need no configuration: they describe cm itself.
     match &cli.command {
         Command::Completions { shell } => return completions::completions(*shell),

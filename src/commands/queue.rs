@@ -19,9 +19,9 @@ pub(super) fn print_starts(lines: &[StartLine]) {
     for l in lines {
         let pid = l.pid.map_or_else(|| "-".into(), |p| p.to_string());
         match &l.error {
-            None => crate::outln!("{:<8} {:<14} pid {:<8} ready", l.name, l.queue, pid),
+            None => crate::noteln!("{:<8} {:<14} pid {:<8} ready", l.name, l.queue, pid),
             Some(why) => {
-                crate::outln!("{:<8} {:<14} pid {:<8} FAILED: {why}", l.name, l.queue, pid)
+                crate::noteln!("{:<8} {:<14} pid {:<8} FAILED: {why}", l.name, l.queue, pid)
             }
         }
     }
@@ -61,17 +61,17 @@ pub(super) fn print_stops(lines: &[StopLine], quiet_when_idle: bool) {
     for l in lines {
         let pid = l.pid.map_or_else(String::new, |p| format!("pid {p}, "));
         match l.action {
-            StopAction::Stopped => crate::outln!("{:<8} stopped ({pid}{:.2}s)", l.name, l.seconds),
-            StopAction::Killed => crate::outln!(
+            StopAction::Stopped => crate::noteln!("{:<8} stopped ({pid}{:.2}s)", l.name, l.seconds),
+            StopAction::Killed => crate::noteln!(
                 "{:<8} KILLED after the grace period ({pid}{:.2}s); its unacked jobs return to the queue",
                 l.name, l.seconds
             ),
             StopAction::NotRunning if quiet_when_idle => {}
-            StopAction::NotRunning => crate::outln!("{:<8} not running", l.name),
+            StopAction::NotRunning => crate::noteln!("{:<8} not running", l.name),
             StopAction::StaleRemoved => {
-                crate::outln!("{:<8} stale pid file removed (its pid was not signalled)", l.name)
+                crate::noteln!("{:<8} stale pid file removed (its pid was not signalled)", l.name)
             }
-            StopAction::Refused => crate::outln!(
+            StopAction::Refused => crate::noteln!(
                 "{:<8} left alone: {}",
                 l.name,
                 l.detail.as_deref().unwrap_or("not ours")
@@ -85,7 +85,7 @@ pub async fn stop(cfg: &Config, names: &[String]) -> anyhow::Result<Code> {
     let _lock = control::lock_control(cfg)?;
     let lines = control::stop(cfg, &workers, cfg.stop_grace).await?;
     if lines.iter().all(|l| l.action == StopAction::NotRunning) {
-        crate::outln!("no workers running; nothing to stop");
+        crate::noteln!("no workers running; nothing to stop");
     } else {
         print_stops(&lines, false);
     }
@@ -207,17 +207,17 @@ pub async fn clean(cfg: &Config, logs: bool) -> anyhow::Result<Code> {
         } else {
             "worker"
         };
-        crate::outln!("killed {what} {name} (pid {pid})");
+        crate::noteln!("killed {what} {name} (pid {pid})");
     }
     for path in &report.stale_removed {
-        crate::outln!("removed stale pid file {}", path.display());
+        crate::noteln!("removed stale pid file {}", path.display());
     }
     for path in &report.logs_removed {
-        crate::outln!("removed log {}", path.display());
+        crate::noteln!("removed log {}", path.display());
     }
     if report.killed.is_empty() && report.stale_removed.is_empty() && report.logs_removed.is_empty()
     {
-        crate::outln!("nothing to clean: no workers running and no stale pid files");
+        crate::noteln!("nothing to clean: no workers running and no stale pid files");
     }
     Ok(Code::Success)
 }

@@ -25,7 +25,8 @@ pub async fn batch(
     };
     let total = total as u64;
     let deadline = Instant::now() + Duration::from_secs_f64(timeout_s.max(0.0));
-    let bar = std::io::stderr().is_terminal().then(|| {
+    let quiet = crate::output::quiet();
+    let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
         let bar = ProgressBar::new(total);
         if let Ok(style) =
             ProgressStyle::with_template("{bar:40} {pos}/{len} final, {msg} [{elapsed}]")
@@ -53,7 +54,7 @@ pub async fn batch(
             }
             None => {
                 let due = last_line.is_none_or(|(at, n)| n != done && at.elapsed() >= LINE_EVERY);
-                if due || done == total {
+                if (due || done == total) && !quiet {
                     eprintln!("progress: {done}/{total} final, {failed} failed");
                     last_line = Some((Instant::now(), done));
                 }
@@ -64,7 +65,9 @@ pub async fn batch(
                 bar.finish();
             }
             if failed == 0 {
-                eprintln!("all {total} jobs succeeded");
+                if !quiet {
+                    eprintln!("all {total} jobs succeeded");
+                }
                 return Ok(Code::Success);
             }
             let examples = store
