@@ -670,14 +670,127 @@ async fn insert_history(
 /// History rows per INSERT: 5 parameters each, well under SQLite's and PostgreSQL's limits.
 const HISTORY_ROWS_PER_INSERT: usize = 200;
 
-/// Writes a batch of events in order, in the caller's transaction, with as few statements as
-/// give the same end state: a plain step whose state a later event of the same job overwrites
-/// in this batch skips its row update (its history row stays), and history rows go in
-/// multi-row inserts.
+/// A job whose whole run is in one batch: RECEIVED, STARTED, its steps and its final state.
+/// Applied in order, those events leave exactly this row, so one upsert writes it.
+struct WholeRun<'a> {
+    job: &'a NewJob,
+    worker: &'a str,
+    state: &'a str,
+    started_ms: i64,
+    finished_ms: i64,
+    result: &'a Option<String>,
+    error: &'a Option<String>,
+}
+
+/// The jobs of `events` whose whole run is in the batch (and nothing else of theirs is),
+/// keyed by job id.
+fn whole_runs<'a>(events: &[&'a Event]) -> std::collections::HashMap<&'a str, WholeRun<'a>> {
+    let mut by_job: std::collections::HashMap<&str, Vec<&Event>> = std::collections::HashMap::new();
+    for ev in events {
+        by_job.entry(event_id(ev)).or_default().push(ev);
+    }
+    let mut runs = std::collections::HashMap::new();
+    for (id, evs) in by_job {
+        let (
+            Some(Event::Received { job, worker, .. }),
+            Some(Event::State {
+                state: started,
+                at: started_ms,
+                ..
+            }),
+            Some(Event::Finished {
+                state,
+                at: finished_ms,
+                result,
+                error,
+                ..
+            }),
+        ) = (
+            evs.first().copied(),
+            evs.get(1).copied(),
+            evs.last().copied(),
+        )
+        else {
+            continue;
+        };
+        let steps_only = evs[2..evs.len() - 1]
+            .iter()
+            .all(|e| matches!(e, Event::State { state, .. } if state != STARTED));
+        if started == STARTED && steps_only {
+            runs.insert(
+                id,
+                WholeRun {
+                    job,
+                    worker,
+                    state,
+                    started_ms: *started_ms,
+                    finished_ms: *finished_ms,
+                    result,
+                    error,
+                },
+            );
+        }
+    }
+    runs
+}
+
+/// Whole runs per upsert: 16 parameters each.
+const RUNS_PER_UPSERT: usize = 60;
+
+async fn upsert_whole_runs(
+    conn: &mut sqlx::AnyConnection,
+    runs: &[&WholeRun<'_>],
+) -> Result<(), sqlx::Error> {
+    for chunk in runs.chunks(RUNS_PER_UPSERT) {
+        let mut sql = String::from(
+            "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
+             submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let cols: Vec<String> = (1..=15).map(|c| format!("${}", i * 15 + c)).collect();
+            sql.push_str(&format!("({}, 1)", cols.join(", ")));
+        }
+        sql.push_str(
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, worker = excluded.worker, \
+             started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
+             result = excluded.result, error = excluded.error, deliveries = jobs.deliveries + 1",
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(&r.job.id)
+                .bind(&r.job.task)
+                .bind(&r.job.queue)
+                .bind(&r.job.args)
+                .bind(&r.job.server)
+                .bind(&r.job.recipe)
+                .bind(&r.job.kind)
+                .bind(&r.job.hosts)
+                .bind(r.state)
+                .bind(r.worker)
+                .bind(r.job.submitted_ms)
+                .bind(r.started_ms)
+                .bind(r.finished_ms)
+                .bind(r.result)
+                .bind(r.error);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes a batch of events, in the caller's transaction, with as few statements as give the
+/// same end state as applying them one by one: jobs whose whole run is in the batch get one
+/// multi-row upsert; other events apply in order, skipping a plain step whose state a later
+/// event of the same job overwrites in this batch; history rows go in multi-row inserts.
 pub(crate) async fn apply_batch(
     conn: &mut sqlx::AnyConnection,
     events: &[&Event],
 ) -> Result<(), sqlx::Error> {
+    let runs = whole_runs(events);
     let mut last_setter: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, ev) in events.iter().enumerate() {
         if sets_state(ev) {
@@ -685,16 +798,121 @@ pub(crate) async fn apply_batch(
         }
     }
     for (i, ev) in events.iter().enumerate() {
+        let id = event_id(ev);
+        if runs.contains_key(id) {
+            continue;
+        }
         let overwritten = matches!(ev, Event::State { state, .. } if state != STARTED)
-            && last_setter.get(event_id(ev)).is_some_and(|last| *last > i);
+            && last_setter.get(id).is_some_and(|last| *last > i);
         if !overwritten {
             apply_row(&mut *conn, ev).await?;
         }
     }
+    let whole: Vec<&WholeRun<'_>> = runs.values().collect();
+    upsert_whole_runs(conn, &whole).await?;
     insert_history(conn, events).await
 }
 
 /// The URL with any password hidden.
 pub fn redact(url: &str) -> String {
     crate::broker::redact(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str) -> NewJob {
+        NewJob {
+            id: id.into(),
+            task: "cm.launch".into(),
+            queue: "q".into(),
+            args: "[]".into(),
+            batch: Some("b".into()),
+            submitted_ms: 1,
+            ..NewJob::default()
+        }
+    }
+
+    fn run(id: &str) -> Vec<Event> {
+        let w = "l1@h".to_string();
+        let state = |s: &str, at| Event::State {
+            id: id.into(),
+            state: s.into(),
+            worker: w.clone(),
+            at,
+        };
+        vec![
+            Event::Received {
+                job: job(id),
+                worker: w.clone(),
+                at: 2,
+            },
+            state(STARTED, 3),
+            state("running", 4),
+            state("deploy", 5),
+            Event::Finished {
+                id: id.into(),
+                state: SUCCESS,
+                worker: w.clone(),
+                at: 6,
+                result: Some("{}".into()),
+                error: None,
+            },
+        ]
+    }
+
+    /// One batch (whole run, one upsert) and one event per batch (in order) leave the same row.
+    #[tokio::test]
+    async fn a_whole_run_in_one_batch_leaves_the_row_that_event_by_event_does(
+    ) -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
+        store.insert_pending(&[job("a"), job("b")]).await?;
+        let writer = store.writer();
+        let mut batched = run("a");
+        let last = batched
+            .pop()
+            .ok_or(StoreError::WriterGone("empty".into()))?;
+        for ev in batched {
+            writer.send(ev);
+        }
+        writer.commit(last).await?;
+        for ev in run("b") {
+            writer.commit(ev).await?;
+        }
+        let (a, b) = (store.get("a").await?, store.get("b").await?);
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("rows missing")
+        };
+        assert_eq!(
+            (
+                a.state.as_str(),
+                a.worker.as_deref(),
+                a.started_ms,
+                a.finished_ms,
+                a.deliveries,
+                a.result.as_deref()
+            ),
+            (
+                b.state.as_str(),
+                b.worker.as_deref(),
+                b.started_ms,
+                b.finished_ms,
+                b.deliveries,
+                b.result.as_deref()
+            )
+        );
+        assert_eq!(
+            (a.state.as_str(), a.deliveries, a.started_ms),
+            (SUCCESS, 1, Some(3))
+        );
+        let states = |h: Vec<EventRow>| h.into_iter().map(|e| e.state).collect::<Vec<_>>();
+        assert_eq!(
+            states(store.history("a").await?),
+            states(store.history("b").await?)
+        );
+        assert_eq!(store.history("a").await?.len(), 6);
+        Ok(())
+    }
 }
