@@ -33,7 +33,7 @@ test: lint
 	bash scripts/ensure-chromium.sh
 	bash scripts/ensure-celery-venv.sh
 	bash scripts/ensure-tools.sh
-	cargo test --workspace
+	cargo test --workspace --no-fail-fast
 	# Restarts the shared broker: alone, after everything else.
 	cargo test --test broker_restart -- --ignored --test-threads 1
 

@@ -74,15 +74,23 @@ impl HupRecorder {
         let child = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "trap 'echo hup >> {}' HUP; while :; do sleep 0.1; done",
-                marker.display()
+                "trap 'echo hup >> {m}' HUP; echo ready > {m}.ready; while :; do sleep 0.1; done",
+                m = marker.display()
             ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn sh");
-        Self(child)
+        let recorder = Self(child);
+        // Until its trap is set, SIGHUP would kill the shell: wait for it, however busy the machine.
+        let ready = marker.with_extension("hup.ready");
+        eventually(
+            Duration::from_secs(30),
+            "the SIGHUP recorder to set its trap",
+            || ready.exists(),
+        );
+        recorder
     }
 
     fn pid(&self) -> u32 {
@@ -147,7 +155,6 @@ fn logrotate_rotates_and_signals_only_live_workers() {
     .expect("lock pid file");
     std::fs::write(run.join("celery@w2.pid"), format!("{}\n", stranger.pid())).expect("stale pid");
     std::fs::write(logs.join("celery@w1.log"), "a line\n").expect("log");
-    std::thread::sleep(Duration::from_millis(300)); // let the shells set their traps
 
     let real = Command::new(&logrotate)
         .arg("-f")
