@@ -12,6 +12,8 @@ build:
 up:
 	bash scripts/ensure-rabbitmq.sh
 	cargo build --release
+	$(CM) mq start
+	$(CM) mq setup
 	$(CM) server start
 	$(CM) server status
 
