@@ -71,19 +71,25 @@ struct HupRecorder(std::process::Child);
 
 impl HupRecorder {
     fn start(marker: &Path) -> Self {
-        let child = Command::new("sh")
+        // Python, not `sh -c trap`: a shell cannot trap a signal that was ignored when it
+        // started (as under nohup), and this recorder must work wherever the suite is run from.
+        let child = Command::new("python3")
             .arg("-c")
-            .arg(format!(
-                "trap 'echo hup >> {m}' HUP; echo ready > {m}.ready; while :; do sleep 0.1; done",
-                m = marker.display()
-            ))
+            .arg(
+                "import signal, sys, time\n\
+                 m = sys.argv[1]\n\
+                 signal.signal(signal.SIGHUP, lambda *a: open(m, 'a').write('hup\\n'))\n\
+                 open(m + '.ready', 'w').write('ready')\n\
+                 while True: time.sleep(0.1)\n",
+            )
+            .arg(marker)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn sh");
+            .expect("spawn python3");
         let recorder = Self(child);
-        // Until its trap is set, SIGHUP would kill the shell: wait for it, however busy the machine.
+        // Until its handler is set, SIGHUP would kill it: wait for that, however busy the machine.
         let ready = marker.with_extension("hup.ready");
         eventually(
             Duration::from_secs(30),
