@@ -1069,8 +1069,9 @@ class Bench:
                    "writer at a time, a second worker mostly waits" if x < 1.5
                    else "more workers help, up to the cores")
             out.append(f"- Workers alone on SQLite: 4 workers drain {four:,.0f} jobs/s, {x:.1f}x one worker's "
-                       f"{one:,.0f}; {why}. Each job is 12 statements (RECEIVED upsert, STARTED, 3 steps, final "
-                       "state: each an UPDATE plus a history INSERT), group-committed per worker."
+                       f"{one:,.0f}; {why}. A job whose whole run lands in one group commit is one row of a "
+                       "multi-row upsert plus 7 rows of multi-row history inserts; the statements still go one "
+                       "at a time through sqlx's SQLite thread."
                        + (f" On PostgreSQL: {d['drain.pg.1']:,.0f} jobs/s with 1 worker, {d['drain.pg.4']:,.0f} with 4."
                           if "drain.pg.4" in d else ""))
         if "cpu.sqlite.4" in d:
