@@ -151,19 +151,8 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
 }
 
 fn publish_message(queue: &str, msg: &cm::protocol::TaskMessage) {
-    runtime().block_on(async {
-        let conn = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
-        let (body, props) = msg.encode("test");
-        ch.basic_publish("".into(), queue.into(), Default::default(), &body, props)
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        let _ = conn.close(200, "".into()).await;
-    });
+    let (body, props) = msg.encode("test");
+    publish_to(queue, &body, props);
 }
 
 #[test]

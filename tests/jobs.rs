@@ -283,30 +283,18 @@ fn kill_9_of_a_busy_worker_loses_no_job() {
 
 fn publish_raw(queue: &str, body: &[u8], headers: Option<&[(&str, &str)]>) {
     use lapin::types::{AMQPValue, FieldTable, LongString};
-    runtime().block_on(async {
-        let conn = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
-        let mut props =
-            lapin::BasicProperties::default().with_content_type("application/json".into());
-        if let Some(hs) = headers {
-            let mut table = FieldTable::default();
-            for (k, v) in hs {
-                table.insert(
-                    (*k).into(),
-                    AMQPValue::LongString(LongString::from(v.as_bytes())),
-                );
-            }
-            props = props.with_headers(table);
+    let mut props = lapin::BasicProperties::default().with_content_type("application/json".into());
+    if let Some(hs) = headers {
+        let mut table = FieldTable::default();
+        for (k, v) in hs {
+            table.insert(
+                (*k).into(),
+                AMQPValue::LongString(LongString::from(v.as_bytes())),
+            );
         }
-        ch.basic_publish("".into(), queue.into(), Default::default(), body, props)
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        let _ = conn.close(200, "".into()).await;
-    });
+        props = props.with_headers(table);
+    }
+    publish_to(queue, body, props);
 }
 
 #[test]

@@ -79,20 +79,20 @@ pub fn web_servers_of(config: &Path) -> Vec<Pid> {
         .collect()
 }
 
+/// The argv of `pid` if it runs this very binary (a rebuilt one included); else `None`.
+fn our_argv(pid: Pid) -> Option<Vec<String>> {
+    let proc = procfs::process::Process::new(pid.as_raw()).ok()?;
+    let me = std::env::current_exe().ok()?;
+    (exe_of(&proc).as_deref() == Some(me.as_path()))
+        .then(|| proc.cmdline().ok())
+        .flatten()
+}
+
 /// Whether `pid` is this binary's detached web server of `config` (guards every signal to it).
 pub fn is_web_server(pid: Pid, config: &Path) -> bool {
-    let Ok(proc) = procfs::process::Process::new(pid.as_raw()) else {
-        return false;
-    };
-    let Ok(me) = std::env::current_exe() else {
-        return false;
-    };
-    exe_of(&proc).as_deref() == Some(me.as_path())
-        && proc
-            .cmdline()
-            .ok()
-            .and_then(|argv| parse_detached_web_argv(&argv))
-            .is_some_and(|c| c == config)
+    our_argv(pid)
+        .and_then(|argv| parse_detached_web_argv(&argv))
+        .is_some_and(|c| c == config)
 }
 
 /// Every live worker process of this binary whose argv names `config`.
@@ -118,18 +118,9 @@ pub fn workers_of(config: &Path) -> Vec<WorkerProcess> {
 
 /// Whether `pid` is this binary's worker `name` of `config` (guards every signal we send).
 pub fn is_worker(pid: Pid, name: &str, config: &Path) -> bool {
-    let Ok(proc) = procfs::process::Process::new(pid.as_raw()) else {
-        return false;
-    };
-    let Ok(me) = std::env::current_exe() else {
-        return false;
-    };
-    exe_of(&proc).as_deref() == Some(me.as_path())
-        && proc
-            .cmdline()
-            .ok()
-            .and_then(|argv| parse_worker_argv(&argv))
-            .is_some_and(|(n, c)| n == name && c == config)
+    our_argv(pid)
+        .and_then(|argv| parse_worker_argv(&argv))
+        .is_some_and(|(n, c)| n == name && c == config)
 }
 
 /// Gone, or a zombie waiting to be reaped: either way it runs no more.

@@ -456,3 +456,19 @@ impl Stack {
         }
     }
 }
+
+/// Publishes one message straight to `queue` on the broker, as any AMQP client could.
+pub fn publish_to(queue: &str, body: &[u8], props: lapin::BasicProperties) {
+    runtime().block_on(async {
+        let conn = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.basic_publish("".into(), queue.into(), Default::default(), body, props)
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        let _ = conn.close(200, "".into()).await;
+    });
+}
