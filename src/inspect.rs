@@ -86,6 +86,27 @@ async fn private_queue(channel: &Channel, url: &str) -> Result<String, BrokerErr
     Ok(q.name().as_str().to_string())
 }
 
+/// Consumes `queue` without acks: pings and replies are worthless once their moment has passed.
+async fn consume_unacked(
+    channel: &Channel,
+    url: &str,
+    queue: &str,
+    context: &str,
+) -> Result<lapin::Consumer, BrokerError> {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(protocol(url, context))
+}
+
 /// Worker side: answers pings for `queue` with `status()` until the connection ends.
 pub async fn answer_pings(
     conn: &Connection,
@@ -109,18 +130,7 @@ pub async fn answer_pings(
         )
         .await
         .map_err(protocol(url, "binding to the control exchange"))?;
-    let mut pings = channel
-        .basic_consume(
-            inbox.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(protocol(url, "consuming control messages"))?;
+    let mut pings = consume_unacked(&channel, url, &inbox, "consuming control messages").await?;
     tokio::spawn(async move {
         while let Some(Ok(msg)) = pings.next().await {
             let Ok(ping) = serde_json::from_slice::<Ping>(&msg.data) else {
@@ -159,18 +169,7 @@ pub async fn ping_all(cfg: &Config) -> Result<Vec<RemoteWorker>, BrokerError> {
         .map_err(protocol(url, "opening a channel"))?;
     declare_exchange(&channel, url).await?;
     let inbox = private_queue(&channel, url).await?;
-    let mut replies = channel
-        .basic_consume(
-            inbox.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(protocol(url, "consuming replies"))?;
+    let mut replies = consume_unacked(&channel, url, &inbox, "consuming replies").await?;
     let ping = Ping {
         queues: cfg.queues.iter().map(|q| q.name.clone()).collect(),
     };

@@ -352,6 +352,20 @@ fn reopen_log(path: &std::path::Path) {
     }
 }
 
+/// Errors no retry can fix: no broker at the URL, a refused login or vhost.
+fn is_final_refusal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<broker::BrokerError>(),
+            Some(
+                broker::BrokerError::Unreachable { .. }
+                    | broker::BrokerError::AccessRefused { .. }
+                    | broker::BrokerError::VhostRefused { .. }
+            )
+        )
+    })
+}
+
 /// SIGTERM and SIGINT, installed before `ready` so a stop right after start is a warm shutdown.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -400,8 +414,21 @@ async fn serve(
     });
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
     let writer = store.writer();
-    // The first connection must work: `cm queue start` reports its failure and gives up.
-    let mut session = Session::open(cfg, worker, &store, &writer, &stats).await?;
+    // The first connection must work: `cm queue start` reports its failure and gives up. Only a
+    // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
+    // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
+    let mut attempt = 0;
+    let mut session = loop {
+        match Session::open(cfg, worker, &store, &writer, &stats).await {
+            Ok(s) => break s,
+            Err(e) if attempt < 3 && !is_final_refusal(&e) => {
+                attempt += 1;
+                warn!("starting to consume, attempt {attempt}: {e:#}; trying again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
 
     info!(
         "{node} consuming from queue {} (concurrency {}, prefetch {}), pid {}",
