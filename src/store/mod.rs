@@ -1,15 +1,18 @@
 //! The status store: every job's state and history, in SQLite (default) or PostgreSQL.
 //!
-//! One API over `sqlx::Any`; the SQL is written once (`$N` placeholders work on both backends),
+//! One API over `sqlx::Any`; the SQL is written once (`$N` placeholders work on both backends;
+//! the multi-row statements take theirs from [`params`]),
 //! migrations are embedded per backend. Workers write through [`Writer`], which groups many
 //! events into one transaction (group commit) and tells the caller when its event is durable.
 
 mod metrics;
+mod params;
 mod writer;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use params::Params;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -268,24 +271,13 @@ impl Store {
             let mut sql = String::from(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, submitted_ms) VALUES ",
             );
+            let mut p = Params::for_conn(&tx);
             for i in 0..chunk.len() {
-                let n = i * 10;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'PENDING', ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6,
-                    n + 7,
-                    n + 8,
-                    n + 9,
-                    n + 10
-                ));
+                let (columns, submitted) = (p.list(9), p.list(1));
+                sql.push_str(&format!("({columns}, 'PENDING', {submitted})"));
             }
             sql.push_str(" ON CONFLICT (id) DO NOTHING");
             let mut q = sqlx::query(&sql);
@@ -638,19 +630,12 @@ async fn insert_history(
     for chunk in events.chunks(HISTORY_ROWS_PER_INSERT) {
         let mut sql =
             String::from("INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ");
+        let mut p = Params::for_conn(conn);
         for i in 0..chunk.len() {
-            let n = i * 5;
             if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5
-            ));
+            sql.push_str(&format!("({})", p.list(5)));
         }
         let mut q = sqlx::query(&sql);
         for ev in chunk {
@@ -746,12 +731,12 @@ async fn upsert_whole_runs(
             "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
              submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ",
         );
+        let mut p = Params::for_conn(conn);
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            let cols: Vec<String> = (1..=15).map(|c| format!("${}", i * 15 + c)).collect();
-            sql.push_str(&format!("({}, 1)", cols.join(", ")));
+            sql.push_str(&format!("({}, 1)", p.list(15)));
         }
         sql.push_str(
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, worker = excluded.worker, \
