@@ -10,7 +10,7 @@ use anyhow::Context;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
@@ -21,6 +21,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::acks::Acks;
 use crate::broker::{self, Publisher};
 use crate::config::{Config, WorkerRef};
 use crate::control::pidfile::{AcquireError, PidLock};
@@ -160,6 +161,8 @@ struct Ctx {
     retries: u32,
     retry_backoff: Duration,
     publisher: Publisher,
+    /// Settles this session's deliveries; handlers never ack on the channel themselves.
+    acks: Acks,
     store: Store,
     writer: Writer,
     dead_declared: OnceCell<()>,
@@ -245,6 +248,7 @@ impl Session {
             retries: queue.retries,
             retry_backoff: queue.retry_backoff,
             publisher,
+            acks: Acks::spawn(channel.clone()),
             store: store.clone(),
             writer: writer.clone(),
             dead_declared: OnceCell::new(),
@@ -278,6 +282,7 @@ impl Session {
             tokio::select! {
                 next = self.consumer.next() => match next {
                     Some(Ok(delivery)) => {
+                        self.ctx.acks.taken(delivery.delivery_tag);
                         let ctx = self.ctx.clone();
                         running.spawn(async move { handle(&ctx, delivery, permit).await });
                     }
@@ -322,6 +327,8 @@ impl Session {
     }
 
     async fn disconnect(&self) {
+        // Acks still queued would be lost with the channel: the broker would run those jobs again.
+        self.ctx.acks.flush().await;
         let _ = self.channel.close(200, "worker stopping".into()).await;
         let _ = self.conn.close(200, "worker stopping".into()).await;
     }
@@ -551,10 +558,10 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
                 if let Err(e) = ctx.writer.commit(seen).await {
                     warn!("recording the redelivery of job {id}: {e}");
                 }
-                return ack(&delivery, id).await;
+                return ctx.acks.ack(delivery.delivery_tag);
             }
             Ok(_) => {}
-            Err(e) => return give_back(&delivery, id, &e.to_string()).await,
+            Err(e) => return give_back(ctx, &delivery, id, &e.to_string()).await,
         }
     }
     let redelivered = if delivery.redelivered {
@@ -608,7 +615,7 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
     };
     // At least once: the ack goes out only after the final state is durable.
     if let Err(e) = ctx.writer.commit(event).await {
-        return give_back(&delivery, id, &e.to_string()).await;
+        return give_back(ctx, &delivery, id, &e.to_string()).await;
     }
     match &outcome {
         Ok(_) => {
@@ -636,7 +643,8 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
                 .publish_confirmed(&ctx.queue, &body, props)
                 .await
             {
-                return give_back(&delivery, id, &format!("re-publishing for retry: {e}")).await;
+                return give_back(ctx, &delivery, id, &format!("re-publishing for retry: {e}"))
+                    .await;
             }
         }
         Err(why) => {
@@ -649,27 +657,15 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
             reply(ctx, &msg, reply_to, &outcome).await;
         }
     }
-    ack(&delivery, id).await;
-}
-
-async fn ack(delivery: &Delivery, id: &str) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        error!("acking job {id}: {e}; the broker will deliver it again");
-    }
+    ctx.acks.ack(delivery.delivery_tag);
 }
 
 /// Returns a job to its queue unacked-for-good: it runs again, here or on another worker.
-async fn give_back(delivery: &Delivery, id: &str, why: &str) {
+async fn give_back(ctx: &Ctx, delivery: &Delivery, id: &str, why: &str) {
     error!("job {id}: {why}; not acked, returning it to the queue");
     // Not too hot a loop while the store or broker is down.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let requeue = BasicNackOptions {
-        requeue: true,
-        multiple: false,
-    };
-    if let Err(e) = delivery.nack(requeue).await {
-        error!("returning job {id}: {e}; the broker requeues it when the channel closes");
-    }
+    ctx.acks.nack(delivery.delivery_tag, true);
 }
 
 /// Logs a state and queues it for the store (not awaited: the final state's commit covers it).
@@ -766,11 +762,7 @@ async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
         Err(e) => Err(e),
     };
     match moved {
-        Ok(()) => {
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                error!("acking a dead-lettered message: {e}");
-            }
-        }
+        Ok(()) => ctx.acks.ack(delivery.delivery_tag),
         Err(e) => {
             error!(
                 "could not move a poison message to {dead}: {e}; returning it to {}",
@@ -778,12 +770,7 @@ async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
             );
             // Not too hot a loop while the broker cannot take it.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+            ctx.acks.nack(delivery.delivery_tag, true);
         }
     }
 }
