@@ -10,6 +10,9 @@ use crate::exit::{CmError, Code};
 use crate::store::{self, JobFilter, Store};
 
 const POLL: Duration = Duration::from_millis(200);
+/// Near the end, the next poll comes when the rate so far says the last job is done, but no
+/// sooner than this: a batch that finishes between two polls is not reported up to POLL late.
+const POLL_MIN: Duration = Duration::from_millis(20);
 /// Without a terminal, a progress line at most this often.
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
@@ -36,6 +39,7 @@ pub async fn batch(
         bar
     });
     let mut last_line: Option<(Instant, u64)> = None;
+    let started = Instant::now();
     loop {
         let counts = store.counts_by_state(&filter).await?;
         let count = |pred: fn(&str) -> bool| -> u64 {
@@ -105,6 +109,34 @@ pub async fn batch(
             }
             .into());
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(next_poll(done, total, started.elapsed())).await;
+    }
+}
+
+/// How long until the next poll: [`POLL`], or less when the rate so far says the rest will be
+/// final sooner.
+fn next_poll(done: u64, total: u64, elapsed: Duration) -> Duration {
+    if done == 0 {
+        return POLL;
+    }
+    let left = elapsed.mul_f64(total.saturating_sub(done) as f64 / done as f64);
+    left.clamp(POLL_MIN, POLL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_sooner_only_when_the_rate_says_the_end_is_near() {
+        let s = Duration::from_secs(1);
+        assert_eq!(next_poll(0, 100, s), POLL, "no rate yet");
+        assert_eq!(next_poll(10, 100, s), POLL, "9 s to go");
+        let near = next_poll(95, 100, s); // 5 more at 95 a second
+        assert!(
+            near > Duration::from_millis(52) && near < Duration::from_millis(53),
+            "{near:?}"
+        );
+        assert_eq!(next_poll(99_999, 100_000, s), POLL_MIN);
     }
 }
