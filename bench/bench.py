@@ -32,12 +32,17 @@ ROOT = os.path.dirname(HERE)
 SIZES = {
     # cm jobs per throughput run, Celery tasks per run, raw-ceiling messages, workers per queue
     # (4 queues) for the scale figure, jobs seeded for the first-page figure.
-    "full": dict(cm_jobs=10000, celery_jobs=3000, raw_jobs=30000, scale=[1, 2, 4, 10], db_jobs=100000),
+    "full": dict(cm_jobs=20000, celery_jobs=3000, raw_jobs=30000, scale=[1, 2, 4, 10], db_jobs=100000),
     "smoke": dict(cm_jobs=300, celery_jobs=200, raw_jobs=2000, scale=[1, 2], db_jobs=2000),
 }
 SERVER, RECIPE = "india_openstack_essex", "Hadoop"
 LAUNCH_KWARGS = {"server": SERVER, "recipe": RECIPE, "kind": "vm", "hosts": "x", "user": None}
 TICK = os.sysconf("SC_CLK_TCK")
+# Unacked messages per worker in the throughput figures, for cm (`prefetch`) and Celery
+# (`worker_prefetch_multiplier`, -c 1) alike. No-op jobs finish in microseconds; the default 4
+# makes each worker wait for its acks to reach the broker before it is sent more. One row keeps
+# cm's default for comparison.
+TPUT_PREFETCH = 256
 
 
 def die(msg):
@@ -273,7 +278,7 @@ class Bench:
     def cm(self, stack, *args, label=None, check=True):
         return self.sh([self.a.cm, "--config", stack.path, *args], label=label, check=check)
 
-    def stack(self, name, queues, store_url=None):
+    def stack(self, name, queues, store_url=None, prefetch=None):
         """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]."""
         d = os.path.join(self.tmp, name)
         os.makedirs(d)
@@ -287,7 +292,8 @@ class Bench:
         for q, ws, tasks in queues:
             self.queues += [q, q + ".dead"]
             workers += ws
-            parts.append(f"[queues.{q}]\nworkers = {json.dumps(ws)}\ntasks = {json.dumps(tasks)}\nconcurrency = 1")
+            parts.append(f"[queues.{q}]\nworkers = {json.dumps(ws)}\ntasks = {json.dumps(tasks)}\nconcurrency = 1"
+                         + (f"\nprefetch = {prefetch}" if prefetch else ""))
         parts.append("[simulation]\nstep_seconds = [0, 0]")
         parts.append(f'[store]\nurl = "{store}"')
         path = os.path.join(d, "fabfile.toml")
@@ -424,9 +430,10 @@ class Bench:
 
     # ----- figure 4: throughput -----
 
-    def cm_throughput(self, i, kind, store_url=None):
+    def cm_throughput(self, i, kind, store_url=None, prefetch=TPUT_PREFETCH):
         q = f"{self.run}_t{kind}{i}"
-        s = self.stack(f"tput-{kind}-{i}", [(q, ["w1", "w2", "w3", "w4"], ["cm.launch"])], store_url)
+        s = self.stack(f"tput-{kind}-{i}", [(q, ["w1", "w2", "w3", "w4"], ["cm.launch"])], store_url,
+                       prefetch=prefetch)
         self.cm(s, "queue", "start", label=f"4 cm {kind} (workers)")
         n = self.sizes["cm_jobs"]
         argv = self.launch_argv(s, n, wait=True)
@@ -482,7 +489,7 @@ class Bench:
         d = self.celery_dir("celery-tput")
         done = os.path.join(d, "done")
         open(done, "w").close()
-        env = dict(self.env, BENCH_DONE_FILE=done)
+        env = dict(self.env, BENCH_DONE_FILE=done, BENCH_PREFETCH_MULTIPLIER=str(TPUT_PREFETCH))
         nodes = [f"t{k}@{self.host}" for k in range(1, 5)]
         opts = ["-c", "1", "-Q", q]
         self.celery_start(nodes, d, opts, label="4 celery (workers)", env=env)
@@ -538,6 +545,8 @@ class Bench:
         for i in range(self.repeat):
             self.log(f"throughput, run {i + 1}/{self.repeat}: cm/SQLite {self.sizes['cm_jobs']} jobs")
             self.cm_throughput(i, "sqlite")
+            self.log(f"throughput, run {i + 1}/{self.repeat}: cm/SQLite, default prefetch")
+            self.cm_throughput(i, "sqlite_p4", prefetch=None)
             if not pg_missing:
                 self.log(f"throughput, run {i + 1}/{self.repeat}: cm/PostgreSQL {self.sizes['cm_jobs']} jobs")
                 name, url = self.pg_create(f"t{i}")
@@ -566,7 +575,8 @@ class Bench:
             kinds.append(("pg", url))
         four = ["w1", "w2", "w3", "w4"]
         for kind, url in kinds:
-            s = self.stack(f"drain-{kind}", [(f"{self.run}_d{kind}", four, ["cm.launch"])], url)
+            s = self.stack(f"drain-{kind}", [(f"{self.run}_d{kind}", four, ["cm.launch"])], url,
+                           prefetch=TPUT_PREFETCH)
             rounds = [(["w1"], False), (four, False)]
             if kind == "sqlite" and not self.a.smoke and shutil.which("perf"):
                 rounds.append((four, True))
@@ -884,6 +894,8 @@ class Bench:
             "tput.celery", "{:,.0f}")
         row(4, f"cm, PostgreSQL store: {sz['cm_jobs']:,} jobs, 4 workers, launch --wait", "jobs/s", "tput.cm_pg",
             "tput.celery", "{:,.0f}")
+        row(4, f"cm, SQLite store, default prefetch 4: {sz['cm_jobs']:,} jobs, 4 workers, launch --wait", "jobs/s",
+            "tput.cm_sqlite_p4", "tput.celery", "{:,.0f}")
         row(4, f"Celery: {sz['celery_jobs']:,} no-op tasks, 4 workers -c 1, no result backend", "jobs/s",
             "tput.celery", fmt="{:,.0f}")
         row(4, f"raw ceiling: {sz['raw_jobs']:,} msgs, lapin, 1 publisher (confirms) + 1 consumer (acks)",
@@ -958,7 +970,9 @@ class Bench:
         L += self.profile_section()
         L += ["", "## Exact commands", "",
               "`$TMP` is the run's temp dir (one `fabfile.toml` per stack, `[simulation] step_seconds = [0, 0]`, "
-              "`concurrency = 1`, prefetch 4), `$RUN` the run's unique name (queues, Celery node hosts, "
+              f"`concurrency = 1`; prefetch {TPUT_PREFETCH} in the throughput and drain stacks (`tput-*`, `drain-*`) "
+              "but `tput-sqlite_p4-*`, which keeps the default 4; Celery's throughput workers get "
+              f"`worker_prefetch_multiplier = {TPUT_PREFETCH}` alike), `$RUN` the run's unique name (queues, Celery node hosts, "
               "PostgreSQL databases); `celery` is bench/.venv's, run with `PYTHONPATH=bench` "
               "(`bench/celery_app.py`).", "", "```"]
         L += [f"[{k}] {v}" for k, v in sorted(self.commands.items())]
@@ -970,7 +984,8 @@ class Bench:
               "- Memory (3): VmRSS from /proc/PID/status of each worker's pid file, idle right after start; "
               "prefork sums the parent and its pool child. The solo worker is killed after the reading.",
               "- Throughput (4): cm: time from spawning `cm launch --count N --hosts x --wait` (which stores N "
-              "PENDING rows, publishes with confirms, then polls the store every 200 ms) until it exits; 4 workers "
+              "PENDING rows, publishes with confirms, then polls the store every 200 ms, sooner when the rate says "
+              "the end is near) until it exits; 4 workers "
               "on one queue, started untimed before, a fresh store (and PostgreSQL database) per run. Celery: 4 "
               "workers (`-c 1`, prefork) started once; time from the first `send_task` until the workers have "
               "appended N bytes to a shared file (each task appends one; no result backend; Celery acks before "
@@ -987,7 +1002,7 @@ class Bench:
         L = ["", "## Where cm's throughput time goes", ""]
         if not self.phases:
             return L + ["(no throughput runs)"]
-        names = {"sqlite": "cm, SQLite", "pg": "cm, PostgreSQL", "celery": "Celery (publish = send_task loop)",
+        names = {"sqlite": "cm, SQLite", "sqlite_p4": "cm, SQLite, default prefetch 4", "pg": "cm, PostgreSQL", "celery": "Celery (publish = send_task loop)",
                  "raw": "raw ceiling"}
         L += ["End-to-end runs of figure 4, medians. Publish: until `cm launch` printed the ids (PENDING rows "
               "stored, every publish confirmed); last final: the newest `finished_ms` in the store; total: until "
@@ -1054,8 +1069,8 @@ class Bench:
             pub = median([x[0] for x in ph])
             tot = median([x[1] for x in ph])
             text = (f"- End to end (SQLite), `cm launch` needs {pub:.2f} s of the {tot:.2f} s to store and publish "
-                    f"{n:,} jobs while the workers already drain; `--wait` polls every 200 ms (up to 0.2 s of the "
-                    "total).")
+                    f"{n:,} jobs while the workers already drain" + (": the workers keep up, the producer's confirmed "
+                    "publishes set the pace" if pub > 0.9 * tot else "") + ".")
             if "publish.sqlite.4" in d and R.get("tput.raw"):
                 fast = d["publish.sqlite.4"] > 1.5 * d.get("drain.sqlite.4", 0)
                 text += (f" Alone, the producer (PENDING rows, then confirmed publishes) does "
@@ -1070,8 +1085,8 @@ class Bench:
                    else "more workers help, up to the cores")
             out.append(f"- Workers alone on SQLite: 4 workers drain {four:,.0f} jobs/s, {x:.1f}x one worker's "
                        f"{one:,.0f}; {why}. A job whose whole run lands in one group commit is one row of a "
-                       "multi-row upsert plus 7 rows of multi-row history inserts; the statements still go one "
-                       "at a time through sqlx's SQLite thread."
+                       "multi-row upsert plus 7 rows of multi-row history inserts, and one multiple ack per commit "
+                       "settles its deliveries."
                        + (f" On PostgreSQL: {d['drain.pg.1']:,.0f} jobs/s with 1 worker, {d['drain.pg.4']:,.0f} with 4."
                           if "drain.pg.4" in d else ""))
         if "cpu.sqlite.4" in d:
@@ -1087,17 +1102,20 @@ class Bench:
             e2e = self.profiles.get("sqlite")
             if e2e:
                 share = median([p["busy"] / (self.cores() * p["wall"]) for p in e2e])
-                text += (f" The end-to-end SQLite runs kept the machine {100 * share:.0f}% busy"
-                         + (": CPU is not what stops them, the serialised store writes are (one SQLite writer; "
-                            "each worker's statements go one at a time through sqlx's SQLite thread)."
-                            if share < 0.8 else "."))
+                ge = self.cpu_groups(e2e)
+                per = {k: 1e6 * v / n for k, v in ge.items()}
+                busy_us = 1e6 * median([p["busy"] for p in e2e]) / n
+                parts = ", ".join(f"{k} {v:.0f} µs" for k, v in per.items() if v >= 1)
+                text += (f" The end-to-end SQLite runs kept the machine {100 * share:.0f}% busy, {busy_us:.0f} µs "
+                         f"of CPU per job ({parts}); 10,000 jobs/s on {self.cores()} cores leaves "
+                         f"{self.cores() * 100:.0f} µs per job for all of it.")
             out.append(text)
         if isinstance(self.perf, dict):
             p = self.perf
             top = ", ".join(f"{name} {100 * x:.0f}%" for x, name in p["top_kernel"])
             out.append(f"- perf on the workers: {100 * p['kernel']:.0f}% of their CPU is in the kernel (top: {top}: "
-                       "context switches and wake-ups, as every statement is a hand-off to and from sqlx's SQLite "
-                       f"thread; plus WAL reads and writes); SQLite's own code {100 * p['sqlite']:.0f}%, lock "
+                       "wake-ups between the worker's runtime, lapin's I/O thread and sqlx's SQLite thread, and "
+                       f"SQLite's WAL reads and writes); SQLite's own code {100 * p['sqlite']:.0f}%, lock "
                        f"contention {100 * p['mutex']:.0f}%, malloc/free {100 * p['alloc']:.0f}%.")
         if "drain.celery" in d and R.get("tput.celery"):
             out.append(f"- Celery: its workers alone drain {d['drain.celery']:,.0f} tasks/s; its Python producer "
