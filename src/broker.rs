@@ -201,13 +201,13 @@ impl Publisher {
         &self.channel
     }
 
-    /// Publishes every message to `queue` and returns once the broker confirmed each one.
-    /// Publishes are pipelined: all frames go out first, then the confirms are awaited.
-    pub async fn publish_all(
+    /// Sends every message to `queue` without waiting for the broker: hand the result to
+    /// [`Publisher::confirmed`]. Frames go out while the caller does other work (pipelining).
+    pub async fn send_all<'m>(
         &self,
         queue: &str,
-        messages: &[TaskMessage],
-    ) -> Result<(), BrokerError> {
+        messages: &'m [TaskMessage],
+    ) -> Result<Vec<(&'m TaskMessage, lapin::PublisherConfirm)>, BrokerError> {
         let mut pending = Vec::with_capacity(messages.len());
         for msg in messages {
             let (body, props) = msg.encode(&self.origin);
@@ -217,6 +217,15 @@ impl Publisher {
                 .map_err(|source| self.protocol_error(queue, source))?;
             pending.push((msg, confirm));
         }
+        Ok(pending)
+    }
+
+    /// Returns once the broker confirmed every message [`Publisher::send_all`] sent.
+    pub async fn confirmed(
+        &self,
+        queue: &str,
+        pending: Vec<(&TaskMessage, lapin::PublisherConfirm)>,
+    ) -> Result<(), BrokerError> {
         for (msg, confirm) in pending {
             let outcome = confirm
                 .await

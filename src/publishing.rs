@@ -9,9 +9,15 @@ use crate::jobs;
 use crate::protocol::TaskMessage;
 use crate::store::{self, Store};
 
+/// Jobs per store transaction. The first of a big batch are on the queue, and running, while
+/// the rest are still being stored; the store and the broker work at the same time.
+const CHUNK: usize = 1000;
+
 /// Stores `messages` PENDING under a new batch id, publishes them confirmed to the queue that
-/// takes `task`, and returns the batch id. The store never shows a PENDING job that was not
-/// published: on a publish failure the batch's records are deleted again.
+/// takes `task`, and returns the batch id. Every job is stored before it is published. A broker
+/// failure takes the batch's PENDING records back (the store never shows a job PENDING that was
+/// not published); a store failure stops publishing, and the error says how many jobs were
+/// stored and published (those run).
 pub async fn publish_jobs(
     cfg: &Config,
     store: &Store,
@@ -33,18 +39,57 @@ pub async fn publish_jobs(
 
     let batch = uuid::Uuid::new_v4().to_string();
     let now = store::now_ms();
-    let records: Vec<_> = messages
-        .iter()
-        .map(|m| jobs::new_job(m, &queue.name, Some(batch.clone()), now))
-        .collect();
-    store.insert_pending(&records).await?;
-    if let Err(e) = publisher.publish_all(&queue.name, messages).await {
-        if let Err(undo) = store.delete_unpublished(&batch).await {
-            tracing::error!("taking back the PENDING records of batch {batch}: {undo}");
+    let mut sent = Vec::with_capacity(messages.len());
+    let mut outcome = Ok(());
+    for chunk in messages.chunks(CHUNK) {
+        let records: Vec<_> = chunk
+            .iter()
+            .map(|m| jobs::new_job(m, &queue.name, Some(batch.clone()), now))
+            .collect();
+        if let Err(e) = store.insert_pending(&records).await {
+            let published = sent.len();
+            if let Err(lost) = publisher.confirmed(&queue.name, sent).await {
+                // The broker failed as well: what it holds runs; no record says PENDING for sure.
+                take_back(store, &batch).await;
+                let _ = conn.close(200, "publish failed".into()).await;
+                return Err(
+                    anyhow::Error::from(lost).context(format!("after the store failed: {e}"))
+                );
+            }
+            let _ = conn.close(200, "store failed".into()).await;
+            let e = anyhow::Error::from(e);
+            return Err(if published == 0 {
+                e
+            } else {
+                e.context(format!(
+                    "{published} of {} jobs of batch {batch} were stored and published and will run; the rest were not published",
+                    messages.len()
+                ))
+            });
         }
+        match publisher.send_all(&queue.name, chunk).await {
+            Ok(more) => sent.extend(more),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        outcome = publisher.confirmed(&queue.name, sent).await;
+    }
+    if let Err(e) = outcome {
+        take_back(store, &batch).await;
         let _ = conn.close(200, "publish failed".into()).await;
         return Err(e.into());
     }
     let _ = conn.close(200, "published".into()).await;
     Ok(batch)
+}
+
+/// Deletes the batch's records still PENDING: the broker may not hold those jobs.
+async fn take_back(store: &Store, batch: &str) {
+    if let Err(undo) = store.delete_unpublished(batch).await {
+        tracing::error!("taking back the PENDING records of batch {batch}: {undo}");
+    }
 }
