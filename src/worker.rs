@@ -326,7 +326,13 @@ impl Session {
 
     async fn disconnect(&self) {
         // Acks still queued would be lost with the channel: the broker would run those jobs again.
-        self.ctx.acks.flush().await;
+        // Bounded: a broker that stopped reading must not keep the worker from exiting.
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.ctx.acks.flush())
+            .await
+            .is_err()
+        {
+            warn!("acks not sent within {DRAIN_TIMEOUT:?}; the broker delivers those jobs again");
+        }
         let _ = self.channel.close(200, "worker stopping".into()).await;
         let _ = self.conn.close(200, "worker stopping".into()).await;
     }

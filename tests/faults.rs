@@ -413,3 +413,67 @@ fn a_pid_dir_writable_by_others_is_refused_and_new_dirs_are_0755() {
     );
     assert!(stack.worker_pids().is_empty());
 }
+
+/// Acks go out in batches, but never wait for an older job: a poison message dead-lettered
+/// while a long job runs is acked at once, so a kill -9 then brings back only the long job.
+#[test]
+fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
+    let pair = unique("t_pair");
+    let stack = Stack::with(Options {
+        step_seconds: (1.5, 1.5),
+        extra: format!("[queues.{pair}]\nworkers = [\"c1\"]\nconcurrency = 2\n"),
+        ..Options::default()
+    });
+    let dead = format!("{pair}.dead");
+    stack.ok(&["queue", "start", "c1"]);
+    let long = cm::protocol::TaskMessage::new(
+        "cm.provision",
+        vec!["h1".into(), "ubuntu".into()],
+        serde_json::Map::new(),
+    );
+    publish_message(&pair, &long);
+    eventually(Duration::from_secs(10), "c1 to start the long job", || {
+        stack
+            .log("c1")
+            .contains(&format!("{} cm.provision: STARTED", long.id))
+    });
+    // Delivery 2 while delivery 1 runs: a multiple ack for it would ack the long job too.
+    publish_to(&pair, b"not json", lapin::BasicProperties::default());
+    eventually(
+        Duration::from_secs(10),
+        "the poison message to be dead-lettered",
+        || queue_depth(&dead) == 1,
+    );
+    // The ack follows the dead-letter publish at once; give it time to reach the broker.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !stack
+            .log("c1")
+            .contains(&format!("{} cm.provision: SUCCESS", long.id)),
+        "the long job must still be running when c1 is killed"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stack.pid_of("c1")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(
+        Duration::from_secs(30),
+        "the long job to run again and succeed",
+        || {
+            stack
+                .log("c1")
+                .contains(&format!("{} cm.provision: SUCCESS", long.id))
+        },
+    );
+    assert_eq!(queue_depth(&pair), 0);
+    assert_eq!(
+        queue_depth(&dead),
+        1,
+        "the poison message came back after the kill: its ack was held back"
+    );
+    stack.ok(&["server", "stop"]);
+    delete_queues(&[&pair, &dead]);
+}
