@@ -1071,17 +1071,19 @@ class Bench:
             text = (f"- End to end (SQLite), `cm launch` needs {pub:.2f} s of the {tot:.2f} s to store and publish "
                     f"{n:,} jobs while the workers already drain" + (": the workers keep up, the producer's confirmed "
                     "publishes set the pace" if pub > 0.9 * tot else "") + ".")
-            if "publish.sqlite.4" in d and R.get("tput.raw"):
-                fast = d["publish.sqlite.4"] > 1.5 * d.get("drain.sqlite.4", 0)
+            if "publish.sqlite.4" in d and "drain.sqlite.4" in d and R.get("tput.raw"):
+                pub_rate, drain_rate = d["publish.sqlite.4"], d["drain.sqlite.4"]
                 text += (f" Alone, the producer (PENDING rows, then confirmed publishes) does "
-                         f"{d['publish.sqlite.4']:,.0f} jobs/s against a raw ceiling of {median(R['tput.raw']):,.0f} "
-                         "msgs/s: " + ("not the limit." if fast else "as slow as the workers, so it limits too."))
+                         f"{pub_rate:,.0f} jobs/s against a raw ceiling of {median(R['tput.raw']):,.0f} msgs/s, "
+                         f"the 4 workers alone drain {drain_rate:,.0f} jobs/s: "
+                         + ("the producer is the slower side." if pub_rate < drain_rate
+                            else "the workers are the slower side."))
             out.append(text)
         if "drain.sqlite.4" in d:
             one, four = d["drain.sqlite.1"], d["drain.sqlite.4"]
             x = four / one
-            why = (f"more workers add little: with {self.cores()} cores and an SQLite store that takes one "
-                   "writer at a time, a second worker mostly waits" if x < 1.5
+            why = (f"more workers add little on {self.cores()} cores (one worker and RabbitMQ already keep them "
+                   "busy, and SQLite takes one writer at a time)" if x < 1.5
                    else "more workers help, up to the cores")
             out.append(f"- Workers alone on SQLite: 4 workers drain {four:,.0f} jobs/s, {x:.1f}x one worker's "
                        f"{one:,.0f}; {why}. A job whose whole run lands in one group commit is one row of a "
