@@ -62,7 +62,7 @@ pub async fn publish_jobs(
                 e
             } else {
                 e.context(format!(
-                    "{published} of {} jobs of batch {batch} were stored and published and will run; the rest were not published",
+                    "{published} of {} jobs of batch {batch} were stored and published and will run (`cm jobs`, or db_stats?batch={batch} on the web); the rest were not published",
                     messages.len()
                 ))
             });
