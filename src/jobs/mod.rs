@@ -87,7 +87,8 @@ impl Job {
 /// The store record of a message routed to `queue`; a job's own fields are filled in where the
 /// message is a runnable job.
 pub fn new_job(msg: &TaskMessage, queue: &str, batch: Option<String>, now_ms: i64) -> NewJob {
-    let args = serde_json::json!([msg.args, msg.kwargs]).to_string();
+    // `[args, kwargs]`, serialized from references: no deep copy of the message's values.
+    let args = serde_json::to_string(&(&msg.args, &msg.kwargs)).unwrap_or_default();
     let mut record = NewJob {
         id: msg.id.clone(),
         task: msg.task.clone(),

@@ -264,10 +264,11 @@ impl Store {
 
     /// Records published jobs as PENDING, in one transaction, before they are published.
     pub async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
-        /// Jobs per INSERT: 10 parameters each, well under the backends' limits.
-        const ROWS: usize = 100;
+        /// Jobs per INSERT (a power of two, see [`params::chunks`]): 10 parameters each, well
+        /// under the backends' limits.
+        const ROWS: usize = 128;
         let mut tx = self.pool.begin().await?;
-        for chunk in jobs.chunks(ROWS) {
+        for chunk in params::chunks(jobs, ROWS) {
             let mut sql = String::from(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, submitted_ms) VALUES ",
             );
@@ -627,7 +628,7 @@ async fn insert_history(
     conn: &mut sqlx::AnyConnection,
     events: &[&Event],
 ) -> Result<(), sqlx::Error> {
-    for chunk in events.chunks(HISTORY_ROWS_PER_INSERT) {
+    for chunk in params::chunks(events, HISTORY_ROWS_PER_INSERT) {
         let mut sql =
             String::from("INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ");
         let mut p = Params::for_conn(conn);
@@ -640,20 +641,16 @@ async fn insert_history(
         let mut q = sqlx::query(&sql);
         for ev in chunk {
             let (id, state, worker, at, detail) = history_of(ev);
-            q = q
-                .bind(id.to_string())
-                .bind(state.to_string())
-                .bind(worker.to_string())
-                .bind(at)
-                .bind(detail);
+            q = q.bind(id).bind(state).bind(worker).bind(at).bind(detail);
         }
         q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-/// History rows per INSERT: 5 parameters each, well under SQLite's and PostgreSQL's limits.
-const HISTORY_ROWS_PER_INSERT: usize = 200;
+/// History rows per INSERT (a power of two, see [`params::chunks`]): 5 parameters each, well
+/// under SQLite's and PostgreSQL's limits.
+const HISTORY_ROWS_PER_INSERT: usize = 256;
 
 /// A job whose whole run is in one batch: RECEIVED, STARTED, its steps and its final state.
 /// Applied in order, those events leave exactly this row, so one upsert writes it.
@@ -719,14 +716,14 @@ fn whole_runs<'a>(events: &[&'a Event]) -> std::collections::HashMap<&'a str, Wh
     runs
 }
 
-/// Whole runs per upsert: 16 parameters each.
-const RUNS_PER_UPSERT: usize = 60;
+/// Whole runs per upsert (a power of two, see [`params::chunks`]): 16 parameters each.
+const RUNS_PER_UPSERT: usize = 64;
 
 async fn upsert_whole_runs(
     conn: &mut sqlx::AnyConnection,
     runs: &[&WholeRun<'_>],
 ) -> Result<(), sqlx::Error> {
-    for chunk in runs.chunks(RUNS_PER_UPSERT) {
+    for chunk in params::chunks(runs, RUNS_PER_UPSERT) {
         let mut sql = String::from(
             "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
              submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ",
