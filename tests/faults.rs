@@ -444,8 +444,12 @@ fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
         "the poison message to be dead-lettered",
         || queue_depth(&dead) == 1,
     );
-    // The ack follows the dead-letter publish at once; give it time to reach the broker.
-    std::thread::sleep(Duration::from_millis(500));
+    // The broker holds only the long job unacked once the poison message's ack arrived.
+    eventually(
+        Duration::from_secs(20),
+        "only the long job to be unacked",
+        || unacked(&pair) == Some(1),
+    );
     assert!(
         !stack
             .log("c1")
@@ -476,4 +480,18 @@ fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
     );
     stack.ok(&["server", "stop"]);
     delete_queues(&[&pair, &dead]);
+}
+
+/// Messages delivered and not yet acked on `queue`, as the broker counts them.
+fn unacked(queue: &str) -> Option<u64> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "messages_unacknowledged"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut cols = line.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
+        })
 }
