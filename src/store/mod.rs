@@ -283,17 +283,7 @@ impl Store {
             sql.push_str(" ON CONFLICT (id) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for job in chunk {
-                q = q
-                    .bind(&job.id)
-                    .bind(&job.task)
-                    .bind(&job.queue)
-                    .bind(&job.args)
-                    .bind(&job.server)
-                    .bind(&job.recipe)
-                    .bind(&job.kind)
-                    .bind(&job.hosts)
-                    .bind(&job.batch)
-                    .bind(job.submitted_ms);
+                q = bind_job(q, job).bind(&job.batch).bind(job.submitted_ms);
             }
             q.execute(&mut *tx).await?;
         }
@@ -488,24 +478,17 @@ fn where_clause(f: &JobFilter) -> (String, Vec<String>) {
 async fn apply_row(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::Error> {
     match ev {
         Event::Received { job, worker, at } => {
-            sqlx::query(
+            let q = sqlx::query(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, submitted_ms, deliveries) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
                  ON CONFLICT (id) DO UPDATE SET state = 'RECEIVED', worker = excluded.worker, \
                  deliveries = jobs.deliveries + 1",
-            )
-            .bind(&job.id)
-            .bind(&job.task)
-            .bind(&job.queue)
-            .bind(&job.args)
-            .bind(&job.server)
-            .bind(&job.recipe)
-            .bind(&job.kind)
-            .bind(&job.hosts)
-            .bind(worker)
-            .bind(*at)
-            .execute(&mut *conn)
-            .await?;
+            );
+            bind_job(q, job)
+                .bind(worker)
+                .bind(*at)
+                .execute(&mut *conn)
+                .await?;
             Ok(())
         }
         Event::State {
@@ -621,6 +604,21 @@ fn sets_state(ev: &Event) -> bool {
 
 fn event_id(ev: &Event) -> &str {
     history_of(ev).0
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds a job's own columns in the order every INSERT into `jobs` here names them first:
+/// id, task, queue, args, server, recipe, kind, hosts.
+fn bind_job<'q>(q: AnyQuery<'q>, job: &'q NewJob) -> AnyQuery<'q> {
+    q.bind(&job.id)
+        .bind(&job.task)
+        .bind(&job.queue)
+        .bind(&job.args)
+        .bind(&job.server)
+        .bind(&job.recipe)
+        .bind(&job.kind)
+        .bind(&job.hosts)
 }
 
 /// Adds the history rows of `events`, in order, with multi-row inserts.
@@ -742,15 +740,7 @@ async fn upsert_whole_runs(
         );
         let mut q = sqlx::query(&sql);
         for r in chunk {
-            q = q
-                .bind(&r.job.id)
-                .bind(&r.job.task)
-                .bind(&r.job.queue)
-                .bind(&r.job.args)
-                .bind(&r.job.server)
-                .bind(&r.job.recipe)
-                .bind(&r.job.kind)
-                .bind(&r.job.hosts)
+            q = bind_job(q, r.job)
                 .bind(r.state)
                 .bind(r.worker)
                 .bind(r.job.submitted_ms)
