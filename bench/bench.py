@@ -965,7 +965,9 @@ class Bench:
             rss, anon, pss = median(R["rss.cm"]), median(R["anon.cm"]), median(R.get("pss.cm", []))
             L += ["", f"Figure 3: a cm worker's {rss:.1f} MiB RSS is {anon:.1f} MiB of its own (heap, stacks, "
                   f"SQLite page cache) and {rss - anon:.1f} MiB of file pages, mostly the binary, which all workers "
-                  f"share (PSS {pss:.1f} MiB with 4 running). The target is judged on RSS."]
+                  f"share (PSS {pss:.1f} MiB with 4 running). The target is judged on RSS. The binary is linked "
+                  "with the code a worker runs packed together (link/hot-functions.txt, see build.rs); "
+                  f"{os.environ.get('BENCH_HOT_FUNCTIONS') or 'that list was not checked in this run'}."]
         L += ["", "## Targets", "", "| Target | Measured | Goal | |", "| --- | --- | --- | --- |"] + targets
         L += self.profile_section()
         L += ["", "## Exact commands", "",

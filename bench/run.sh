@@ -47,6 +47,10 @@ for bin in "$CM_BIN" "$RAW_CEILING_BIN"; do
     [ -x "$bin" ] || { echo "bench: $bin is not an executable" >&2; exit 66; }
 done
 
+# How much of the hot-function link order the measured binary still matches (memory, figure 3).
+BENCH_HOT_FUNCTIONS=$(bash scripts/hot-functions.sh --check --bin "$CM_BIN" 2>&1 | tr '\n' ' ' | sed 's/ *$//') || true
+export BENCH_HOT_FUNCTIONS
+
 mkdir -p "$(dirname "$out")"
 export PYTHONDONTWRITEBYTECODE=1  # no bench/__pycache__ in the work tree
 exec bench/.venv/bin/python bench/bench.py --cm "$CM_BIN" --raw "$RAW_CEILING_BIN" --out "$out" "${args[@]}"
