@@ -130,6 +130,10 @@ async fn run(channel: Channel, mut rx: mpsc::UnboundedReceiver<Settle>) {
             }
         }
         let plan = tracker.plan();
+        if plan.multiple.is_some() || !plan.single.is_empty() {
+            // An acked job's lines are in the log: a crash after this loses none of them.
+            crate::joblog::flush();
+        }
         for (tag, multiple) in plan
             .multiple
             .map(|t| (t, true))

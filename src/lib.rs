@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod exit;
 pub mod inspect;
+pub mod joblog;
 pub mod jobs;
 pub mod mq;
 pub mod output;

@@ -23,7 +23,11 @@ fn main() -> ExitCode {
         .or_else(|| default_level.parse().ok())
         .unwrap_or_default();
     let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        // A worker's buffered job lines first, so its log keeps the order things happened in.
+        .with_writer(|| {
+            cm::joblog::flush();
+            std::io::stderr()
+        })
         .with_target(false)
         .with_ansi(ansi);
     tracing_subscriber::registry().with(log).with(filter).init();

@@ -25,6 +25,7 @@ use crate::config::{Config, WorkerRef};
 use crate::control::pidfile::{AcquireError, PidLock};
 use crate::control::WorkerStats;
 use crate::exit::{code_for, CmError, Code};
+use crate::joblog;
 use crate::jobs::{self, Job};
 use crate::protocol::TaskMessage;
 use crate::store::{self, Event, Store, Writer};
@@ -103,10 +104,13 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<File>) -> anyhow::Res
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Out of work: the job lines written since go to the log now (see joblog).
+        .on_thread_park(joblog::flush)
         .build()
         .context("starting the async runtime")?;
     let stats = Arc::new(Counters::default());
     let result = runtime.block_on(serve(cfg, worker, ready, stats.clone()));
+    joblog::flush();
     if let Err(e) = stats.snapshot().write(&cfg.stats_file(name)) {
         warn!("writing stats: {e}");
     }
@@ -526,11 +530,7 @@ async fn serve(
 /// One line in the worker's log for one job event (what a job prints lands here too).
 fn say(node: &str, id: &str, task: &str, event: &str) {
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-    // A full disk loses log lines, never jobs: a failed write is not an error for the job.
-    let _ = writeln!(
-        std::io::stdout().lock(),
-        "[{now}] {node} job {id} {task}: {event}"
-    );
+    joblog::line(format_args!("[{now}] {node} job {id} {task}: {event}"));
 }
 
 async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphorePermit) {
