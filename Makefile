@@ -3,7 +3,7 @@ SHELL := /bin/bash
 
 CM := ./target/release/cm
 
-.PHONY: build up down lint test bench clean
+.PHONY: build up down lint test bench clean hot-functions
 
 build:
 	cargo build --release
@@ -45,3 +45,7 @@ bench:
 clean:
 	cargo clean
 	rm -rf var
+
+# After a Cargo.lock or profile change: re-profile a worker for the link order (see build.rs).
+hot-functions:
+	bash scripts/hot-functions.sh
