@@ -37,8 +37,12 @@ done
 bash scripts/ensure-celery-venv.sh >&2
 
 if [ -z "${CM_BIN:-}" ] || [ -z "${RAW_CEILING_BIN:-}" ]; then
-    echo "==> cargo build --release --bin cm --example raw_ceiling" >&2
-    cargo build --release --quiet --bin cm --example raw_ceiling
+    # Two builds: with the example in the same build, dev-dependency features change the
+    # dependencies' hashes, so cm would not be the binary `make build` links (nor match
+    # link/hot-functions.txt).
+    echo "==> cargo build --release --bin cm; cargo build --release --example raw_ceiling" >&2
+    cargo build --release --quiet --bin cm
+    cargo build --release --quiet --example raw_ceiling
     target=${CARGO_TARGET_DIR:-$root/target}
     CM_BIN=${CM_BIN:-$target/release/cm}
     RAW_CEILING_BIN=${RAW_CEILING_BIN:-$target/release/examples/raw_ceiling}
