@@ -6,7 +6,8 @@
 //! - `-z pack-relative-relocs` (RELR, glibc ≥ 2.36): 230 KB of relocations become 3 KB that the
 //!   loader reads at every start.
 //!
-//! Both are lld options; Rust ≥ 1.90 links x86_64 Linux with its bundled lld. A stale list
+//! Both are lld options; Rust ≥ 1.90 links x86_64 Linux with its bundled lld. Linking with
+//! another linker (GNU ld has no symbol ordering): set `CM_PLAIN_LINK=1`. A stale list
 //! costs memory, never correctness: lld skips names it does not find (`scripts/hot-functions.sh`
 //! regenerates it, `--check` says how much of it still matches).
 
@@ -17,6 +18,10 @@ fn main() {
     let order = Path::new(&dir).join("link/hot-functions.txt");
     println!("cargo:rerun-if-changed={}", order.display());
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CM_PLAIN_LINK");
+    if std::env::var_os("CM_PLAIN_LINK").is_some_and(|v| v == "1") {
+        return;
+    }
     let mut args = vec!["-z".to_string(), "pack-relative-relocs".to_string()];
     if order.exists() {
         args.push(format!("--symbol-ordering-file={}", order.display()));

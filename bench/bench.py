@@ -933,7 +933,11 @@ class Bench:
                                   f"{m('rss.celery_solo'):.1f} MiB)", "<= 1/7 of a Celery solo worker", x >= 7))
         if R.get("tput.cm_sqlite"):
             t = m("tput.cm_sqlite")
-            targets.append(target("throughput, SQLite", f"{t:,.0f} jobs/s", ">= 10,000 jobs/s", t >= 10000))
+            measured = f"{t:,.0f} jobs/s"
+            if R.get("tput.raw") and m("tput.raw") < 10000:
+                # Then no cm change can meet it here: say so next to the figure.
+                measured += f" (this machine's raw broker ceiling is {m('tput.raw'):,.0f} msgs/s)"
+            targets.append(target("throughput, SQLite", measured, ">= 10,000 jobs/s", t >= 10000))
             if R.get("tput.celery"):
                 x = t / m("tput.celery")
                 targets.append(target("throughput vs Celery", f"{x:.1f}x Celery", ">= 10x Celery", x >= 10))
