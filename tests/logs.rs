@@ -135,3 +135,41 @@ fn follow_prints_new_lines_and_survives_rotation_and_truncation() {
     follower.expect(&["cut"]);
     stack.ok(&["server", "stop"]);
 }
+
+#[test]
+fn a_running_jobs_lines_reach_the_log_before_it_ends() {
+    // Job lines are written in batches (src/joblog.rs); a worker waiting on a slow step must
+    // still have written what its job said so far.
+    let stack = Stack::with(common::Options {
+        step_seconds: (3.0, 3.0),
+        ..common::Options::default()
+    });
+    stack.ok(&["queue", "start", "l1"]);
+    let ids = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+    ]);
+    let id = ids
+        .into_iter()
+        .find(|l| !l.trim().is_empty() && !l.contains(' '))
+        .expect("a job id");
+    common::eventually(
+        Duration::from_secs(10),
+        "the job's first step in the log",
+        || {
+            stack
+                .log("l1")
+                .lines()
+                .any(|l| l.contains(&id) && l.ends_with(": running"))
+        },
+    );
+    let log = stack.log("l1");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains(&id) && l.ends_with(": SUCCESS")),
+        "the job should still be in its first 3 s step:\n{log}"
+    );
+}
