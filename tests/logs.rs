@@ -9,18 +9,21 @@ use std::time::Duration;
 
 use common::{cm_bin, Stack};
 
-fn launch_one(stack: &Stack) -> String {
-    let ids = stack.publish(&[
+/// Launches one Hadoop job and returns its id; `wait`: once it is final.
+fn launch_one(stack: &Stack, wait: bool) -> String {
+    let mut args = vec![
         "launch",
         "--server",
         "india_openstack_essex",
         "--recipe",
         "Hadoop",
-        "--wait",
-        "--timeout",
-        "30",
-    ]);
-    ids.into_iter()
+    ];
+    if wait {
+        args.extend(["--wait", "--timeout", "30"]);
+    }
+    stack
+        .publish(&args)
+        .into_iter()
         .find(|l| !l.trim().is_empty() && !l.contains(' '))
         .expect("a job id")
 }
@@ -29,7 +32,7 @@ fn launch_one(stack: &Stack) -> String {
 fn logs_shows_the_success_line_of_a_job() {
     let stack = Stack::new();
     stack.ok(&["queue", "start", "l1"]);
-    let id = launch_one(&stack);
+    let id = launch_one(&stack, true);
     let out = stack.ok(&["logs", "l1"]);
     assert!(
         out.lines()
@@ -119,7 +122,7 @@ fn follow_prints_new_lines_and_survives_rotation_and_truncation() {
     let stack = Stack::new();
     stack.ok(&["queue", "start", "l1"]);
     let follower = Follower::start(&stack, "l1");
-    let id = launch_one(&stack);
+    let id = launch_one(&stack, true);
     follower.expect(&[&id, "SUCCESS"]);
 
     // Rotation: the file moves away and a new one takes its name (what logrotate does).
@@ -145,17 +148,7 @@ fn a_running_jobs_lines_reach_the_log_before_it_ends() {
         ..common::Options::default()
     });
     stack.ok(&["queue", "start", "l1"]);
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-    ]);
-    let id = ids
-        .into_iter()
-        .find(|l| !l.trim().is_empty() && !l.contains(' '))
-        .expect("a job id");
+    let id = launch_one(&stack, false);
     common::eventually(
         Duration::from_secs(10),
         "the job's first step in the log",
