@@ -428,7 +428,8 @@ async fn serve(
         }
     });
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
-    let writer = store.writer();
+    // While half the prefetch waits for its commit, the broker still has the other half to send.
+    let writer = store.writer(usize::from(queue.prefetch) / 2)?;
     // The first connection must work: `cm queue start` reports its failure and gives up. Only a
     // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
     // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.

@@ -3,13 +3,17 @@
 //! One API over `sqlx::Any`; the SQL is written once (`$N` placeholders work on both backends;
 //! the multi-row statements take theirs from [`params`]),
 //! migrations are embedded per backend. Workers write through [`Writer`], which groups many
-//! events into one transaction (group commit) and tells the caller when its event is durable.
+//! events into one transaction (group commit) and tells the caller when its event is durable;
+//! [`plan`] turns a batch into statements, which run on sqlx or, for an SQLite file, on the
+//! writer's own rusqlite connection ([`sqlite`]).
 
 mod metrics;
 mod params;
+mod plan;
+mod sqlite;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use params::Params;
@@ -48,6 +52,13 @@ pub enum StoreError {
     Query(sqlx::Error),
     #[error("status store: the writer stopped: {0}")]
     WriterGone(String),
+    #[error("status store {path}: opening the worker's write connection: {cause} (check that the file and its folder are writable)")]
+    WriterOpen {
+        path: String,
+        cause: rusqlite::Error,
+    },
+    #[error("status store: {0}")]
+    Sqlite(rusqlite::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -166,6 +177,10 @@ const JOB_COLUMNS: &str =
 pub struct Store {
     pool: AnyPool,
     url: String,
+    /// The database file, when the store is an SQLite file (the worker's writer opens its own
+    /// connection to it, see [`sqlite`]).
+    sqlite_file: Option<PathBuf>,
+    busy: std::time::Duration,
 }
 
 impl Store {
@@ -190,6 +205,7 @@ impl Store {
         };
         let sqlite = url.starts_with("sqlite:");
         let mut migrate_lock = None;
+        let mut sqlite_file = None;
         let connect_url = if sqlite {
             let path = url
                 .trim_start_matches("sqlite://")
@@ -197,6 +213,9 @@ impl Store {
             let path = path.split('?').next().unwrap_or(path);
             if let Some(dir) = Path::new(path).parent() {
                 std::fs::create_dir_all(dir).map_err(|e| unreachable(sqlx::Error::Io(e)))?;
+            }
+            if !path.starts_with(":memory:") && !url.contains("mode=memory") {
+                sqlite_file = Some(PathBuf::from(path));
             }
             // sqlx takes no lock for SQLite migrations; four workers starting at once would race.
             migrate_lock = Some(
@@ -250,6 +269,8 @@ impl Store {
         Ok(Self {
             pool,
             url: url.to_string(),
+            sqlite_file,
+            busy,
         })
     }
 
@@ -257,9 +278,28 @@ impl Store {
         &self.url
     }
 
-    /// A group-commit writer for this store (one per worker process).
-    pub fn writer(&self) -> Writer {
-        Writer::spawn(self.pool.clone())
+    /// A group-commit writer for this store (one per worker process). On an SQLite file it
+    /// opens a connection of its own. A commit waits a moment for more events, unless `enough`
+    /// of them already wait (a worker passes half its prefetch).
+    pub fn writer(&self, enough: usize) -> Result<Writer, StoreError> {
+        self.writer_with(enough, writer::LINGER)
+    }
+
+    fn writer_with(
+        &self,
+        enough: usize,
+        linger: std::time::Duration,
+    ) -> Result<Writer, StoreError> {
+        let sink = match &self.sqlite_file {
+            Some(path) => writer::Sink::Sqlite(sqlite::Connection::open(path, self.busy).map_err(
+                |cause| StoreError::WriterOpen {
+                    path: path.display().to_string(),
+                    cause,
+                },
+            )?),
+            None => writer::Sink::Pool(self.pool.clone()),
+        };
+        Ok(Writer::spawn(sink, enough, linger))
     }
 
     /// Records published jobs as PENDING, in one transaction, before they are published.
@@ -268,24 +308,31 @@ impl Store {
         /// under the backends' limits.
         const ROWS: usize = 128;
         let mut tx = self.pool.begin().await?;
+        let sqlite = tx.backend_name() == "SQLite";
+        let mut statements = Vec::new();
         for chunk in params::chunks(jobs, ROWS) {
             let mut sql = String::from(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, submitted_ms) VALUES ",
             );
-            let mut p = Params::for_conn(&tx);
-            for i in 0..chunk.len() {
+            let mut p = Params::new(sqlite);
+            let mut args = Vec::with_capacity(chunk.len() * 10);
+            for (i, job) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 let (columns, submitted) = (p.list(9), p.list(1));
                 sql.push_str(&format!("({columns}, 'PENDING', {submitted})"));
+                plan::job_args(job, &mut args);
+                args.extend([
+                    plan::Arg::from(&job.batch),
+                    plan::Arg::from(job.submitted_ms),
+                ]);
             }
             sql.push_str(" ON CONFLICT (id) DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for job in chunk {
-                q = bind_job(q, job).bind(&job.batch).bind(job.submitted_ms);
-            }
-            q.execute(&mut *tx).await?;
+            statements.push(plan::Statement {
+                sql: sql.into(),
+                args,
+            });
         }
         let pending: Vec<Event> = jobs
             .iter()
@@ -296,7 +343,8 @@ impl Store {
                 at: job.submitted_ms,
             })
             .collect();
-        insert_history(&mut tx, &pending.iter().collect::<Vec<_>>()).await?;
+        plan::history(&pending.iter().collect::<Vec<_>>(), sqlite, &mut statements);
+        run_sqlx(&mut tx, &statements).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -474,315 +522,23 @@ fn where_clause(f: &JobFilter) -> (String, Vec<String>) {
     }
 }
 
-/// Applies one event to its `jobs` row inside the caller's transaction (history is separate).
-async fn apply_row(conn: &mut sqlx::AnyConnection, ev: &Event) -> Result<(), sqlx::Error> {
-    match ev {
-        Event::Received { job, worker, at } => {
-            let q = sqlx::query(
-                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, submitted_ms, deliveries) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
-                 ON CONFLICT (id) DO UPDATE SET state = 'RECEIVED', worker = excluded.worker, \
-                 deliveries = jobs.deliveries + 1",
-            );
-            bind_job(q, job)
-                .bind(worker)
-                .bind(*at)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-        Event::State {
-            id,
-            state,
-            worker,
-            at,
-        } => {
-            let q = if state == STARTED {
-                sqlx::query(
-                    "UPDATE jobs SET state = $2, worker = $3, started_ms = $4 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(state)
-                .bind(worker)
-                .bind(*at)
-            } else {
-                sqlx::query("UPDATE jobs SET state = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(state)
+/// Runs planned statements, in order, on a sqlx connection (inside the caller's transaction).
+async fn run_sqlx(
+    conn: &mut sqlx::AnyConnection,
+    statements: &[plan::Statement<'_>],
+) -> Result<(), sqlx::Error> {
+    for st in statements {
+        let mut q = sqlx::query(&st.sql);
+        for arg in &st.args {
+            q = match arg {
+                plan::Arg::Text(s) => q.bind(s.as_ref()),
+                plan::Arg::Int(n) => q.bind(*n),
+                plan::Arg::Null => q.bind(None::<&str>),
             };
-            q.execute(&mut *conn).await?;
-            Ok(())
-        }
-        Event::Finished {
-            id,
-            state,
-            worker,
-            at,
-            result,
-            error,
-        } => {
-            sqlx::query(
-                "UPDATE jobs SET state = $2, worker = $3, finished_ms = $4, result = $5, error = $6 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(*state)
-            .bind(worker)
-            .bind(*at)
-            .bind(result)
-            .bind(error)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-        Event::Retry {
-            id, error, retries, ..
-        } => {
-            sqlx::query("UPDATE jobs SET state = 'RETRY', error = $2, retries = $3 WHERE id = $1")
-                .bind(id)
-                .bind(error)
-                .bind(*retries)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-        Event::Redelivered { id, .. } => {
-            sqlx::query("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-    }
-}
-
-/// The `job_events` row an event adds: (job id, state, worker, at, detail).
-fn history_of(ev: &Event) -> (&str, &str, &str, i64, Option<String>) {
-    match ev {
-        Event::Received { job, worker, at } => (&job.id, RECEIVED, worker, *at, None),
-        Event::State {
-            id,
-            state,
-            worker,
-            at,
-        } => (id, state, worker, *at, None),
-        Event::Finished {
-            id,
-            state,
-            worker,
-            at,
-            error,
-            ..
-        } => (id, state, worker, *at, error.clone()),
-        Event::Retry {
-            id,
-            worker,
-            at,
-            error,
-            ..
-        } => (id, RETRY, worker, *at, Some(error.clone())),
-        Event::Redelivered {
-            id,
-            state,
-            worker,
-            at,
-        } => (
-            id,
-            REDELIVERED,
-            worker,
-            *at,
-            Some(format!(
-                "redelivered; already {state}, acked without running again"
-            )),
-        ),
-    }
-}
-
-/// Whether an event sets the job's `state` column (all but a redelivery note).
-fn sets_state(ev: &Event) -> bool {
-    !matches!(ev, Event::Redelivered { .. })
-}
-
-fn event_id(ev: &Event) -> &str {
-    history_of(ev).0
-}
-
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
-/// Binds a job's own columns in the order every INSERT into `jobs` here names them first:
-/// id, task, queue, args, server, recipe, kind, hosts.
-fn bind_job<'q>(q: AnyQuery<'q>, job: &'q NewJob) -> AnyQuery<'q> {
-    q.bind(&job.id)
-        .bind(&job.task)
-        .bind(&job.queue)
-        .bind(&job.args)
-        .bind(&job.server)
-        .bind(&job.recipe)
-        .bind(&job.kind)
-        .bind(&job.hosts)
-}
-
-/// Adds the history rows of `events`, in order, with multi-row inserts.
-async fn insert_history(
-    conn: &mut sqlx::AnyConnection,
-    events: &[&Event],
-) -> Result<(), sqlx::Error> {
-    for chunk in params::chunks(events, HISTORY_ROWS_PER_INSERT) {
-        let mut sql =
-            String::from("INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ");
-        let mut p = Params::for_conn(conn);
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("({})", p.list(5)));
-        }
-        let mut q = sqlx::query(&sql);
-        for ev in chunk {
-            let (id, state, worker, at, detail) = history_of(ev);
-            q = q.bind(id).bind(state).bind(worker).bind(at).bind(detail);
         }
         q.execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-/// History rows per INSERT (a power of two, see [`params::chunks`]): 5 parameters each, well
-/// under SQLite's and PostgreSQL's limits.
-const HISTORY_ROWS_PER_INSERT: usize = 256;
-
-/// A job whose whole run is in one batch: RECEIVED, STARTED, its steps and its final state.
-/// Applied in order, those events leave exactly this row, so one upsert writes it.
-struct WholeRun<'a> {
-    job: &'a NewJob,
-    worker: &'a str,
-    state: &'a str,
-    started_ms: i64,
-    finished_ms: i64,
-    result: &'a Option<String>,
-    error: &'a Option<String>,
-}
-
-/// The jobs of `events` whose whole run is in the batch (and nothing else of theirs is),
-/// keyed by job id.
-fn whole_runs<'a>(events: &[&'a Event]) -> std::collections::HashMap<&'a str, WholeRun<'a>> {
-    let mut by_job: std::collections::HashMap<&str, Vec<&Event>> = std::collections::HashMap::new();
-    for ev in events {
-        by_job.entry(event_id(ev)).or_default().push(ev);
-    }
-    let mut runs = std::collections::HashMap::new();
-    for (id, evs) in by_job {
-        let (
-            Some(Event::Received { job, worker, .. }),
-            Some(Event::State {
-                state: started,
-                at: started_ms,
-                ..
-            }),
-            Some(Event::Finished {
-                state,
-                at: finished_ms,
-                result,
-                error,
-                ..
-            }),
-        ) = (
-            evs.first().copied(),
-            evs.get(1).copied(),
-            evs.last().copied(),
-        )
-        else {
-            continue;
-        };
-        let steps_only = evs[2..evs.len() - 1]
-            .iter()
-            .all(|e| matches!(e, Event::State { state, .. } if state != STARTED));
-        if started == STARTED && steps_only {
-            runs.insert(
-                id,
-                WholeRun {
-                    job,
-                    worker,
-                    state,
-                    started_ms: *started_ms,
-                    finished_ms: *finished_ms,
-                    result,
-                    error,
-                },
-            );
-        }
-    }
-    runs
-}
-
-/// Whole runs per upsert (a power of two, see [`params::chunks`]): 16 parameters each.
-const RUNS_PER_UPSERT: usize = 64;
-
-async fn upsert_whole_runs(
-    conn: &mut sqlx::AnyConnection,
-    runs: &[&WholeRun<'_>],
-) -> Result<(), sqlx::Error> {
-    for chunk in params::chunks(runs, RUNS_PER_UPSERT) {
-        let mut sql = String::from(
-            "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
-             submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ",
-        );
-        let mut p = Params::for_conn(conn);
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("({}, 1)", p.list(15)));
-        }
-        sql.push_str(
-            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, worker = excluded.worker, \
-             started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
-             result = excluded.result, error = excluded.error, deliveries = jobs.deliveries + 1",
-        );
-        let mut q = sqlx::query(&sql);
-        for r in chunk {
-            q = bind_job(q, r.job)
-                .bind(r.state)
-                .bind(r.worker)
-                .bind(r.job.submitted_ms)
-                .bind(r.started_ms)
-                .bind(r.finished_ms)
-                .bind(r.result)
-                .bind(r.error);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Writes a batch of events, in the caller's transaction, with as few statements as give the
-/// same end state as applying them one by one: jobs whose whole run is in the batch get one
-/// multi-row upsert; other events apply in order, skipping a plain step whose state a later
-/// event of the same job overwrites in this batch; history rows go in multi-row inserts.
-pub(crate) async fn apply_batch(
-    conn: &mut sqlx::AnyConnection,
-    events: &[&Event],
-) -> Result<(), sqlx::Error> {
-    let runs = whole_runs(events);
-    let mut last_setter: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (i, ev) in events.iter().enumerate() {
-        if sets_state(ev) {
-            last_setter.insert(event_id(ev), i);
-        }
-    }
-    for (i, ev) in events.iter().enumerate() {
-        let id = event_id(ev);
-        if runs.contains_key(id) {
-            continue;
-        }
-        let overwritten = matches!(ev, Event::State { state, .. } if state != STARTED)
-            && last_setter.get(id).is_some_and(|last| *last > i);
-        if !overwritten {
-            apply_row(&mut *conn, ev).await?;
-        }
-    }
-    let whole: Vec<&WholeRun<'_>> = runs.values().collect();
-    upsert_whole_runs(conn, &whole).await?;
-    insert_history(conn, events).await
 }
 
 /// The URL with any password hidden.
@@ -834,6 +590,33 @@ mod tests {
         ]
     }
 
+    /// A commit waits for company up to the linger, but not once `enough` commits wait.
+    #[tokio::test]
+    async fn a_commit_lingers_for_company_until_enough_commits_wait() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
+        let events = run("a");
+
+        let linger = std::time::Duration::from_millis(300);
+        let alone = store.writer_with(2, linger)?;
+        let t0 = std::time::Instant::now();
+        alone.commit(events[0].clone()).await?;
+        assert!(t0.elapsed() >= linger, "committed after {:?}", t0.elapsed());
+
+        let long = std::time::Duration::from_secs(30);
+        let pair = store.writer_with(2, long)?;
+        let t0 = std::time::Instant::now();
+        let (first, second) = tokio::join!(
+            pair.commit(events[1].clone()),
+            pair.commit(events[4].clone())
+        );
+        first?;
+        second?;
+        assert!(t0.elapsed() < long / 2, "waited {:?}", t0.elapsed());
+        assert_eq!(store.get("a").await?.map(|r| r.state), Some(SUCCESS.into()));
+        Ok(())
+    }
+
     /// One batch (whole run, one upsert) and one event per batch (in order) leave the same row.
     #[tokio::test]
     async fn a_whole_run_in_one_batch_leaves_the_row_that_event_by_event_does(
@@ -841,7 +624,7 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
         let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
         store.insert_pending(&[job("a"), job("b")]).await?;
-        let writer = store.writer();
+        let writer = store.writer(1)?;
         let mut batched = run("a");
         let last = batched
             .pop()

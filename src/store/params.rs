@@ -12,11 +12,6 @@ pub(super) struct Params {
 }
 
 impl Params {
-    /// For a statement on `conn`'s backend.
-    pub(super) fn for_conn(conn: &sqlx::AnyConnection) -> Self {
-        Self::new(conn.backend_name() == "SQLite")
-    }
-
     pub(super) fn new(sqlite: bool) -> Self {
         Self { sqlite, next: 1 }
     }

@@ -1,0 +1,446 @@
+//! What a batch of worker events writes: the statements and their arguments, built once and run
+//! by whichever connection the writer holds (rusqlite for an SQLite file, sqlx otherwise).
+//!
+//! The batch takes as few statements as give the same end state as applying its events one by
+//! one: a job whose whole run is in the batch gets one row in a multi-row upsert; other events
+//! apply in order, skipping a plain step that a later event of the same job overwrites; history
+//! rows go in multi-row inserts.
+//!
+//! Placeholders are `$N`, numbered in the order they appear in the text (or `?` in the
+//! multi-row statements, see [`Params`]). PostgreSQL reads `$N` by number; SQLite reads `$N` as a
+//! name and numbers names by first appearance, so the two agree only in that order.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::params::{self, Params};
+use super::{Event, NewJob, RECEIVED, REDELIVERED, RETRY, STARTED};
+
+/// One bound value.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Arg<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+    /// SQL NULL (only ever in a text column).
+    Null,
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(s: &'a str) -> Self {
+        Arg::Text(Cow::Borrowed(s))
+    }
+}
+
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(s: &'a String) -> Self {
+        Arg::Text(Cow::Borrowed(s))
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Arg<'a> {
+    fn from(s: &'a Option<String>) -> Self {
+        s.as_deref().map_or(Arg::Null, Arg::from)
+    }
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(n: i64) -> Self {
+        Arg::Int(n)
+    }
+}
+
+/// One statement of a batch.
+#[derive(Debug)]
+pub(super) struct Statement<'a> {
+    pub sql: Cow<'static, str>,
+    pub args: Vec<Arg<'a>>,
+}
+
+impl<'a> Statement<'a> {
+    fn fixed(sql: &'static str, args: Vec<Arg<'a>>) -> Self {
+        Self {
+            sql: Cow::Borrowed(sql),
+            args,
+        }
+    }
+}
+
+/// The statements that write `events`, in order, for a connection to SQLite (`sqlite`) or
+/// PostgreSQL. They belong in one transaction.
+pub(super) fn batch<'a>(events: &[&'a Event], sqlite: bool) -> Vec<Statement<'a>> {
+    let runs = whole_runs(events);
+    let mut last_setter: HashMap<&str, usize> = HashMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        if sets_state(ev) {
+            last_setter.insert(event_id(ev), i);
+        }
+    }
+    let mut out = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let id = event_id(ev);
+        if runs.contains_key(id) {
+            continue;
+        }
+        let overwritten = matches!(ev, Event::State { state, .. } if state != STARTED)
+            && last_setter.get(id).is_some_and(|last| *last > i);
+        if !overwritten {
+            out.push(row(ev));
+        }
+    }
+    let whole: Vec<&WholeRun<'_>> = runs.values().collect();
+    upsert_whole_runs(&whole, sqlite, &mut out);
+    history(events, sqlite, &mut out);
+    out
+}
+
+/// The `jobs` columns of a new job, in the order every INSERT here names them first:
+/// id, task, queue, args, server, recipe, kind, hosts.
+pub(super) fn job_args<'a>(job: &'a NewJob, out: &mut Vec<Arg<'a>>) {
+    out.extend([
+        Arg::from(&job.id),
+        Arg::from(&job.task),
+        Arg::from(&job.queue),
+        Arg::from(&job.args),
+        Arg::from(&job.server),
+        Arg::from(&job.recipe),
+        Arg::from(&job.kind),
+        Arg::from(&job.hosts),
+    ]);
+}
+
+/// The statement that applies one event to its `jobs` row (history is separate).
+fn row<'a>(ev: &'a Event) -> Statement<'a> {
+    match ev {
+        Event::Received { job, worker, at } => {
+            let mut args = Vec::with_capacity(10);
+            job_args(job, &mut args);
+            args.extend([Arg::from(worker), Arg::from(*at)]);
+            Statement::fixed(
+                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, submitted_ms, deliveries) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
+                 ON CONFLICT (id) DO UPDATE SET state = 'RECEIVED', worker = excluded.worker, \
+                 deliveries = jobs.deliveries + 1",
+                args,
+            )
+        }
+        Event::State {
+            id,
+            state,
+            worker,
+            at,
+        } if state == STARTED => Statement::fixed(
+            "UPDATE jobs SET state = $1, worker = $2, started_ms = $3 WHERE id = $4",
+            vec![state.into(), worker.into(), (*at).into(), id.into()],
+        ),
+        Event::State { id, state, .. } => Statement::fixed(
+            "UPDATE jobs SET state = $1 WHERE id = $2",
+            vec![state.into(), id.into()],
+        ),
+        Event::Finished {
+            id,
+            state,
+            worker,
+            at,
+            result,
+            error,
+        } => Statement::fixed(
+            "UPDATE jobs SET state = $1, worker = $2, finished_ms = $3, result = $4, error = $5 WHERE id = $6",
+            vec![
+                (*state).into(),
+                worker.into(),
+                (*at).into(),
+                result.into(),
+                error.into(),
+                id.into(),
+            ],
+        ),
+        Event::Retry {
+            id, error, retries, ..
+        } => Statement::fixed(
+            "UPDATE jobs SET state = 'RETRY', error = $1, retries = $2 WHERE id = $3",
+            vec![error.into(), (*retries).into(), id.into()],
+        ),
+        Event::Redelivered { id, .. } => Statement::fixed(
+            "UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1",
+            vec![id.into()],
+        ),
+    }
+}
+
+/// The `job_events` row an event adds: (job id, state, worker, at, detail).
+fn history_of(ev: &Event) -> (&str, &str, &str, i64, Option<Cow<'_, str>>) {
+    match ev {
+        Event::Received { job, worker, at } => (&job.id, RECEIVED, worker, *at, None),
+        Event::State {
+            id,
+            state,
+            worker,
+            at,
+        } => (id, state, worker, *at, None),
+        Event::Finished {
+            id,
+            state,
+            worker,
+            at,
+            error,
+            ..
+        } => (id, state, worker, *at, error.as_deref().map(Cow::Borrowed)),
+        Event::Retry {
+            id,
+            worker,
+            at,
+            error,
+            ..
+        } => (id, RETRY, worker, *at, Some(Cow::Borrowed(error))),
+        Event::Redelivered {
+            id,
+            state,
+            worker,
+            at,
+        } => (
+            id,
+            REDELIVERED,
+            worker,
+            *at,
+            Some(Cow::Owned(format!(
+                "redelivered; already {state}, acked without running again"
+            ))),
+        ),
+    }
+}
+
+/// Whether an event sets the job's `state` column (all but a redelivery note).
+fn sets_state(ev: &Event) -> bool {
+    !matches!(ev, Event::Redelivered { .. })
+}
+
+fn event_id(ev: &Event) -> &str {
+    match ev {
+        Event::Received { job, .. } => &job.id,
+        Event::State { id, .. }
+        | Event::Finished { id, .. }
+        | Event::Retry { id, .. }
+        | Event::Redelivered { id, .. } => id,
+    }
+}
+
+/// History rows per INSERT (a power of two, see [`params::chunks`]): 5 parameters each, well
+/// under SQLite's and PostgreSQL's limits.
+const HISTORY_ROWS_PER_INSERT: usize = 256;
+
+/// The history rows of `events`, in order, as multi-row inserts.
+pub(super) fn history<'a>(events: &[&'a Event], sqlite: bool, out: &mut Vec<Statement<'a>>) {
+    for chunk in params::chunks(events, HISTORY_ROWS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ");
+        let mut p = Params::new(sqlite);
+        let mut args = Vec::with_capacity(chunk.len() * 5);
+        for (i, ev) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&p.list(5));
+            sql.push(')');
+            let (id, state, worker, at, detail) = history_of(ev);
+            args.extend([
+                Arg::from(id),
+                Arg::from(state),
+                Arg::from(worker),
+                Arg::from(at),
+                detail.map_or(Arg::Null, Arg::Text),
+            ]);
+        }
+        out.push(Statement {
+            sql: Cow::Owned(sql),
+            args,
+        });
+    }
+}
+
+/// A job whose whole run is in one batch: RECEIVED, STARTED, its steps and its final state.
+/// Applied in order, those events leave exactly this row, so one upsert writes it.
+struct WholeRun<'a> {
+    job: &'a NewJob,
+    worker: &'a str,
+    state: &'a str,
+    started_ms: i64,
+    finished_ms: i64,
+    result: &'a Option<String>,
+    error: &'a Option<String>,
+}
+
+/// The jobs of `events` whose whole run is in the batch (and nothing else of theirs is),
+/// keyed by job id.
+fn whole_runs<'a>(events: &[&'a Event]) -> HashMap<&'a str, WholeRun<'a>> {
+    let mut by_job: HashMap<&str, Vec<&Event>> = HashMap::new();
+    for ev in events {
+        by_job.entry(event_id(ev)).or_default().push(ev);
+    }
+    let mut runs = HashMap::new();
+    for (id, evs) in by_job {
+        let (
+            Some(Event::Received { job, worker, .. }),
+            Some(Event::State {
+                state: started,
+                at: started_ms,
+                ..
+            }),
+            Some(Event::Finished {
+                state,
+                at: finished_ms,
+                result,
+                error,
+                ..
+            }),
+        ) = (
+            evs.first().copied(),
+            evs.get(1).copied(),
+            evs.last().copied(),
+        )
+        else {
+            continue;
+        };
+        let steps_only = evs[2..evs.len() - 1]
+            .iter()
+            .all(|e| matches!(e, Event::State { state, .. } if state != STARTED));
+        if started == STARTED && steps_only {
+            runs.insert(
+                id,
+                WholeRun {
+                    job,
+                    worker,
+                    state,
+                    started_ms: *started_ms,
+                    finished_ms: *finished_ms,
+                    result,
+                    error,
+                },
+            );
+        }
+    }
+    runs
+}
+
+/// Whole runs per upsert (a power of two, see [`params::chunks`]): 15 parameters each.
+const RUNS_PER_UPSERT: usize = 64;
+
+fn upsert_whole_runs<'a>(runs: &[&WholeRun<'a>], sqlite: bool, out: &mut Vec<Statement<'a>>) {
+    for chunk in params::chunks(runs, RUNS_PER_UPSERT) {
+        let mut sql = String::from(
+            "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
+             submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ",
+        );
+        let mut p = Params::new(sqlite);
+        let mut args = Vec::with_capacity(chunk.len() * 15);
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&p.list(15));
+            sql.push_str(", 1)");
+            job_args(r.job, &mut args);
+            args.extend([
+                Arg::from(r.state),
+                Arg::from(r.worker),
+                Arg::from(r.job.submitted_ms),
+                Arg::from(r.started_ms),
+                Arg::from(r.finished_ms),
+                Arg::from(r.result),
+                Arg::from(r.error),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, worker = excluded.worker, \
+             started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
+             result = excluded.result, error = excluded.error, deliveries = jobs.deliveries + 1",
+        );
+        out.push(Statement {
+            sql: Cow::Owned(sql),
+            args,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `$N` placeholders must appear in the text as $1, $2, ... in that order (see the module
+    /// comment), and one argument each.
+    fn numbered_in_order(st: &Statement<'_>) -> bool {
+        let mut next = 1;
+        let mut rest = st.sql.as_ref();
+        while let Some(at) = rest.find('$') {
+            let digits: String = rest[at + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if digits.parse::<usize>().ok() != Some(next) {
+                return false;
+            }
+            next += 1;
+            rest = &rest[at + 1 + digits.len()..];
+        }
+        next - 1 == st.args.len()
+    }
+
+    #[test]
+    fn every_single_row_statement_numbers_its_placeholders_in_order() {
+        let job = NewJob {
+            id: "a".into(),
+            ..NewJob::default()
+        };
+        let (w, e) = ("w".to_string(), Some("boom".to_string()));
+        let events = [
+            Event::Received {
+                job,
+                worker: w.clone(),
+                at: 1,
+            },
+            Event::State {
+                id: "a".into(),
+                state: STARTED.into(),
+                worker: w.clone(),
+                at: 2,
+            },
+            Event::State {
+                id: "a".into(),
+                state: "deploy".into(),
+                worker: w.clone(),
+                at: 3,
+            },
+            Event::Finished {
+                id: "a".into(),
+                state: super::super::FAILURE,
+                worker: w.clone(),
+                at: 4,
+                result: None,
+                error: e,
+            },
+            Event::Retry {
+                id: "a".into(),
+                worker: w.clone(),
+                at: 5,
+                error: "x".into(),
+                retries: 1,
+            },
+            Event::Redelivered {
+                id: "a".into(),
+                state: "SUCCESS".into(),
+                worker: w,
+                at: 6,
+            },
+        ];
+        for ev in &events {
+            let st = row(ev);
+            assert!(numbered_in_order(&st), "{}", st.sql);
+        }
+        // PostgreSQL's multi-row statements number on too.
+        let all: Vec<&Event> = events.iter().collect();
+        for st in batch(&all, false) {
+            assert!(numbered_in_order(&st), "{}", st.sql);
+        }
+    }
+}
