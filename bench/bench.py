@@ -1043,7 +1043,8 @@ class Bench:
         if isinstance(self.perf, dict):
             L += ["", "`perf record -g -p <the 4 workers>` over one more 4-worker SQLite drain (untimed): share of "
                   "the workers' samples by thread and object, then the hottest symbols (thread `cm` is the "
-                  "worker's tokio runtime, `sqlx-sqlite-wor` sqlx's SQLite connection thread):", "", "```"]
+                  "worker's tokio runtime, which also runs its SQLite writes; `sqlx-sqlite-wor` are sqlx's "
+                  "SQLite threads, which only the rare reads use):", "", "```"]
             L += [f"{x:6.2f}%  {name}" for x, name in self.perf["threads"]] + ["..."]
             L += [f"{x:6.2f}%  {name}" for x, name in self.perf["syms"]] + ["```"]
         elif self.perf:
@@ -1122,7 +1123,7 @@ class Bench:
             p = self.perf
             top = ", ".join(f"{name} {100 * x:.0f}%" for x, name in p["top_kernel"])
             out.append(f"- perf on the workers: {100 * p['kernel']:.0f}% of their CPU is in the kernel (top: {top}: "
-                       "wake-ups between the worker's runtime, lapin's I/O thread and sqlx's SQLite thread, and "
+                       "wake-ups between the worker's runtime and lapin's I/O thread, and "
                        f"SQLite's WAL reads and writes); SQLite's own code {100 * p['sqlite']:.0f}%, lock "
                        f"contention {100 * p['mutex']:.0f}%, malloc/free {100 * p['alloc']:.0f}%.")
         if "drain.celery" in d and R.get("tput.celery"):
