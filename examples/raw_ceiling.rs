@@ -2,8 +2,12 @@
 //! publisher confirms, pipelined) and one consumer (prefetch 100, manual ack) on a fresh durable
 //! queue. `bench/run.sh` compares cm's end-to-end rate against this.
 //!
-//! `cargo run --release --example raw_ceiling -- N [QUEUE] [BROKER_URL]`
+//! `cargo run --release --example raw_ceiling -- [--celery] N [QUEUE] [BROKER_URL]`
 //! Prints one JSON line: messages, seconds (first publish to last ack), publish_seconds, rate.
+//!
+//! `--celery` sends cm's own messages (Celery protocol v2: a fresh task id, 14 headers and the
+//! properties a Celery client sets, from `cm::protocol`) instead of the same body with only a
+//! content type: what the broker itself can do with the message format cm must speak.
 
 use std::time::Instant;
 
@@ -18,7 +22,9 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 const PREFETCH: u16 = 100;
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let celery = argv.iter().any(|a| a == "--celery");
+    let mut args = argv.into_iter().filter(|a| a != "--celery");
     let n: usize = args
         .next()
         .unwrap_or_else(|| "10000".into())
@@ -34,10 +40,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(n, &queue, &url))
+    rt.block_on(run(n, &queue, &url, celery))
 }
 
-async fn run(n: usize, queue: &str, url: &str) -> anyhow::Result<()> {
+async fn run(n: usize, queue: &str, url: &str, celery: bool) -> anyhow::Result<()> {
     let pub_conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let con_conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let pub_ch = pub_conn.create_channel().await?;
@@ -90,8 +96,20 @@ async fn run(n: usize, queue: &str, url: &str) -> anyhow::Result<()> {
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2);
+    let kwargs = serde_json::json!({
+        "server": "india_openstack_essex", "recipe": "Hadoop", "kind": "vm", "hosts": "x", "user": null
+    });
     let mut confirms = Vec::with_capacity(n);
     for _ in 0..n {
+        let encoded;
+        let (body, props) = if celery {
+            let kwargs = kwargs.as_object().cloned().unwrap_or_default();
+            encoded = cm::protocol::TaskMessage::new("cm.launch", Vec::new(), kwargs)
+                .encode("raw_ceiling");
+            (encoded.0.as_slice(), encoded.1)
+        } else {
+            (body.as_bytes(), props.clone())
+        };
         let confirm = pub_ch
             .basic_publish(
                 "".into(),
@@ -100,8 +118,8 @@ async fn run(n: usize, queue: &str, url: &str) -> anyhow::Result<()> {
                     mandatory: true,
                     ..Default::default()
                 },
-                body.as_bytes(),
-                props.clone(),
+                body,
+                props,
             )
             .await?;
         confirms.push(confirm);

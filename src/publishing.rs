@@ -10,7 +10,7 @@ use crate::protocol::TaskMessage;
 use crate::store::{self, Store};
 
 /// Jobs per store transaction. The first of a big batch are on the queue, and running, while
-/// the rest are still being stored; the store and the broker work at the same time.
+/// the rest are still being stored.
 const CHUNK: usize = 1000;
 
 /// Stores `messages` PENDING under a new batch id, publishes them confirmed to the queue that
@@ -39,14 +39,21 @@ pub async fn publish_jobs(
 
     let batch = uuid::Uuid::new_v4().to_string();
     let now = store::now_ms();
-    let mut sent = Vec::with_capacity(messages.len());
-    let mut outcome = Ok(());
-    for chunk in messages.chunks(CHUNK) {
-        let records: Vec<_> = chunk
+    let records = |chunk: &[TaskMessage]| -> Vec<store::NewJob> {
+        chunk
             .iter()
             .map(|m| jobs::new_job(m, &queue.name, Some(batch.clone()), now))
-            .collect();
-        if let Err(e) = store.insert_pending(&records).await {
+            .collect()
+    };
+    let chunks: Vec<&[TaskMessage]> = messages.chunks(CHUNK).collect();
+    let mut sent = Vec::with_capacity(messages.len());
+    let mut outcome = Ok(());
+    let mut stored = match chunks.first() {
+        Some(first) => store.insert_pending(&records(first)).await,
+        None => Ok(()),
+    };
+    for (k, chunk) in chunks.iter().enumerate() {
+        if let Err(e) = stored {
             let published = sent.len();
             if let Err(lost) = publisher.confirmed(&queue.name, sent).await {
                 // The broker failed as well: what it holds runs; no record says PENDING for sure.
@@ -67,13 +74,24 @@ pub async fn publish_jobs(
                 ))
             });
         }
-        match publisher.send_all(&queue.name, chunk).await {
+        // The next chunk is stored while this one is published: the store and the broker work
+        // at the same time, and the publisher, which sets the pace, never waits for the store.
+        let store_next = async {
+            match chunks.get(k + 1) {
+                Some(next) => store.insert_pending(&records(next)).await,
+                None => Ok(()),
+            }
+        };
+        let (published, next_stored) =
+            tokio::join!(publisher.send_all(&queue.name, chunk), store_next);
+        match published {
             Ok(more) => sent.extend(more),
             Err(e) => {
                 outcome = Err(e);
                 break;
             }
         }
+        stored = next_stored;
     }
     if outcome.is_ok() {
         outcome = publisher.confirmed(&queue.name, sent).await;
