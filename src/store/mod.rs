@@ -16,7 +16,6 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use params::Params;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -304,36 +303,10 @@ impl Store {
 
     /// Records published jobs as PENDING, in one transaction, before they are published.
     pub async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
-        /// Jobs per INSERT (a power of two, see [`params::chunks`]): 10 parameters each, well
-        /// under the backends' limits.
-        const ROWS: usize = 128;
         let mut tx = self.pool.begin().await?;
         let sqlite = tx.backend_name() == "SQLite";
         let mut statements = Vec::new();
-        for chunk in params::chunks(jobs, ROWS) {
-            let mut sql = String::from(
-                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, submitted_ms) VALUES ",
-            );
-            let mut p = Params::new(sqlite);
-            let mut args = Vec::with_capacity(chunk.len() * 10);
-            for (i, job) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let (columns, submitted) = (p.list(9), p.list(1));
-                sql.push_str(&format!("({columns}, 'PENDING', {submitted})"));
-                plan::job_args(job, &mut args);
-                args.extend([
-                    plan::Arg::from(&job.batch),
-                    plan::Arg::from(job.submitted_ms),
-                ]);
-            }
-            sql.push_str(" ON CONFLICT (id) DO NOTHING");
-            statements.push(plan::Statement {
-                sql: sql.into(),
-                args,
-            });
-        }
+        plan::pending(jobs, sqlite, &mut statements);
         let pending: Vec<Event> = jobs
             .iter()
             .map(|job| Event::State {

@@ -230,18 +230,14 @@ const HISTORY_ROWS_PER_INSERT: usize = 256;
 
 /// The history rows of `events`, in order, as multi-row inserts.
 pub(super) fn history<'a>(events: &[&'a Event], sqlite: bool, out: &mut Vec<Statement<'a>>) {
-    for chunk in params::chunks(events, HISTORY_ROWS_PER_INSERT) {
-        let mut sql =
-            String::from("INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ");
-        let mut p = Params::new(sqlite);
-        let mut args = Vec::with_capacity(chunk.len() * 5);
-        for (i, ev) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&p.list(5));
-            sql.push(')');
+    let head = "INSERT INTO job_events (job_id, state, worker, at_ms, detail) VALUES ";
+    multi_row(
+        events,
+        HISTORY_ROWS_PER_INSERT,
+        sqlite,
+        (head, ""),
+        out,
+        |ev, p, args| {
             let (id, state, worker, at, detail) = history_of(ev);
             args.extend([
                 Arg::from(id),
@@ -250,7 +246,59 @@ pub(super) fn history<'a>(events: &[&'a Event], sqlite: bool, out: &mut Vec<Stat
                 Arg::from(at),
                 detail.map_or(Arg::Null, Arg::Text),
             ]);
+            p.list(5)
+        },
+    );
+}
+
+/// New jobs per INSERT (a power of two, see [`params::chunks`]): 10 parameters each.
+const PENDING_ROWS_PER_INSERT: usize = 128;
+
+/// The `jobs` rows of published jobs, PENDING (a row already there is left alone).
+pub(super) fn pending<'a>(jobs: &'a [NewJob], sqlite: bool, out: &mut Vec<Statement<'a>>) {
+    let head =
+        "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, \
+                submitted_ms) VALUES ";
+    let tail = " ON CONFLICT (id) DO NOTHING";
+    multi_row(
+        jobs,
+        PENDING_ROWS_PER_INSERT,
+        sqlite,
+        (head, tail),
+        out,
+        |job, p, args| {
+            job_args(job, args);
+            args.extend([Arg::from(&job.batch), Arg::from(job.submitted_ms)]);
+            let (columns, submitted) = (p.list(9), p.list(1));
+            format!("{columns}, 'PENDING', {submitted}")
+        },
+    );
+}
+
+/// Adds one statement per chunk of `rows` (at most `max` rows, see [`params::chunks`]):
+/// `head`, then `(...)` per row, then `tail`. `row` adds a row's arguments and returns its
+/// placeholders.
+fn multi_row<'r, 'a, T>(
+    rows: &'r [T],
+    max: usize,
+    sqlite: bool,
+    (head, tail): (&str, &str),
+    out: &mut Vec<Statement<'a>>,
+    mut row: impl FnMut(&'r T, &mut Params, &mut Vec<Arg<'a>>) -> String,
+) {
+    for chunk in params::chunks(rows, max) {
+        let mut sql = String::from(head);
+        let mut p = Params::new(sqlite);
+        let mut args = Vec::new();
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&row(r, &mut p, &mut args));
+            sql.push(')');
         }
+        sql.push_str(tail);
         out.push(Statement {
             sql: Cow::Owned(sql),
             args,
@@ -326,21 +374,20 @@ fn whole_runs<'a>(events: &[&'a Event]) -> HashMap<&'a str, WholeRun<'a>> {
 const RUNS_PER_UPSERT: usize = 64;
 
 fn upsert_whole_runs<'a>(runs: &[&WholeRun<'a>], sqlite: bool, out: &mut Vec<Statement<'a>>) {
-    for chunk in params::chunks(runs, RUNS_PER_UPSERT) {
-        let mut sql = String::from(
-            "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
-             submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ",
-        );
-        let mut p = Params::new(sqlite);
-        let mut args = Vec::with_capacity(chunk.len() * 15);
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&p.list(15));
-            sql.push_str(", 1)");
-            job_args(r.job, &mut args);
+    let head =
+        "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
+                submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ";
+    let tail = " ON CONFLICT (id) DO UPDATE SET state = excluded.state, worker = excluded.worker, \
+                started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
+                result = excluded.result, error = excluded.error, deliveries = jobs.deliveries + 1";
+    multi_row(
+        runs,
+        RUNS_PER_UPSERT,
+        sqlite,
+        (head, tail),
+        out,
+        |r, p, args| {
+            job_args(r.job, args);
             args.extend([
                 Arg::from(r.state),
                 Arg::from(r.worker),
@@ -350,17 +397,9 @@ fn upsert_whole_runs<'a>(runs: &[&WholeRun<'a>], sqlite: bool, out: &mut Vec<Sta
                 Arg::from(r.result),
                 Arg::from(r.error),
             ]);
-        }
-        sql.push_str(
-            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, worker = excluded.worker, \
-             started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
-             result = excluded.result, error = excluded.error, deliveries = jobs.deliveries + 1",
-        );
-        out.push(Statement {
-            sql: Cow::Owned(sql),
-            args,
-        });
-    }
+            format!("{}, 1", p.list(15))
+        },
+    );
 }
 
 #[cfg(test)]
@@ -439,7 +478,10 @@ mod tests {
         }
         // PostgreSQL's multi-row statements number on too.
         let all: Vec<&Event> = events.iter().collect();
-        for st in batch(&all, false) {
+        let mut statements = batch(&all, false);
+        let published = [NewJob::default(), NewJob::default()];
+        pending(&published, false, &mut statements);
+        for st in statements {
             assert!(numbered_in_order(&st), "{}", st.sql);
         }
     }

@@ -33,14 +33,6 @@ pub(crate) struct Connection {
     busy: Duration,
 }
 
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("path", &self.conn.path())
-            .finish()
-    }
-}
-
 impl Connection {
     /// Opens the (already created and migrated) store file.
     pub(crate) fn open(path: &Path, busy: Duration) -> rusqlite::Result<Self> {

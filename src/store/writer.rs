@@ -19,7 +19,6 @@ const MAX_BATCH: usize = 2000;
 pub(super) const LINGER: Duration = Duration::from_millis(2);
 
 /// Where the writer's transactions go.
-#[derive(Debug)]
 pub(super) enum Sink {
     /// An SQLite file: the writer's own connection, run inline (see [`sqlite`]).
     Sqlite(sqlite::Connection),
