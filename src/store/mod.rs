@@ -58,6 +58,8 @@ pub enum StoreError {
     },
     #[error("status store: {0}")]
     Sqlite(rusqlite::Error),
+    #[error("status store: the history of job {id} is unreadable ({cause}); it was written by something other than cm")]
+    BadHistory { id: String, cause: String },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -156,6 +158,20 @@ pub struct EventRow {
     pub at_ms: i64,
     pub detail: Option<String>,
 }
+
+/// A `job_events` row as stored: its event, then the `later` ones folded into it (see
+/// [`plan::history`]).
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    state: String,
+    worker: Option<String>,
+    at_ms: i64,
+    detail: Option<String>,
+    later: Option<String>,
+}
+
+/// One entry of a history row's `later` JSON: state, at_ms, detail.
+type LaterStep = (String, i64, Option<String>);
 
 /// Which jobs to list; every field narrows.
 #[derive(Debug, Clone, Default)]
@@ -355,13 +371,40 @@ impl Store {
             .await?)
     }
 
+    /// Every event of job `id`, oldest first (each row's `later` steps unfolded after it).
     pub async fn history(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
-        Ok(sqlx::query_as::<_, EventRow>(
-            "SELECT state, worker, at_ms, detail FROM job_events WHERE job_id = $1 ORDER BY seq",
+        let rows = sqlx::query_as::<_, HistoryRow>(
+            "SELECT state, worker, at_ms, detail, later FROM job_events WHERE job_id = $1 ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let later = match &row.later {
+                Some(json) => serde_json::from_str::<Vec<LaterStep>>(json).map_err(|e| {
+                    StoreError::BadHistory {
+                        id: id.to_string(),
+                        cause: e.to_string(),
+                    }
+                })?,
+                None => Vec::new(),
+            };
+            let worker = row.worker;
+            out.push(EventRow {
+                state: row.state,
+                worker: worker.clone(),
+                at_ms: row.at_ms,
+                detail: row.detail,
+            });
+            out.extend(later.into_iter().map(|(state, at_ms, detail)| EventRow {
+                state,
+                worker: worker.clone(),
+                at_ms,
+                detail,
+            }));
+        }
+        Ok(out)
     }
 
     /// Newest first; `filter.limit` 0 means no limit.
@@ -635,12 +678,44 @@ mod tests {
             (a.state.as_str(), a.deliveries, a.started_ms),
             (SUCCESS, 1, Some(3))
         );
-        let states = |h: Vec<EventRow>| h.into_iter().map(|e| e.state).collect::<Vec<_>>();
+        let events = |h: Vec<EventRow>| {
+            h.into_iter()
+                .map(|e| (e.state, e.worker, e.at_ms, e.detail))
+                .collect::<Vec<_>>()
+        };
+        let history_a = events(store.history("a").await?);
+        assert_eq!(history_a, events(store.history("b").await?));
+        let states: Vec<&str> = history_a.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
-            states(store.history("a").await?),
-            states(store.history("b").await?)
+            states,
+            [PENDING, RECEIVED, STARTED, "running", "deploy", SUCCESS]
         );
-        assert_eq!(store.history("a").await?.len(), 6);
+        // a's run went in one commit, so one row holds it; b's took a commit per event.
+        let rows = |id: &'static str| {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM job_events WHERE job_id = $1")
+                .bind(id)
+                .fetch_one(&store.pool)
+        };
+        assert_eq!((rows("a").await?, rows("b").await?), (2, 6));
+        Ok(())
+    }
+
+    /// A `later` column cm did not write is refused by name, not skipped.
+    #[tokio::test]
+    async fn an_unreadable_history_row_names_its_job() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
+        sqlx::query(
+            "INSERT INTO job_events (job_id, state, at_ms, later) VALUES ('x', 'PENDING', 1, '{')",
+        )
+        .execute(&store.pool)
+        .await?;
+        let err = store.history("x").await.err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("history of job x is unreadable")),
+            "{err:?}"
+        );
         Ok(())
     }
 }
