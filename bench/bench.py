@@ -1131,7 +1131,8 @@ class Bench:
                    else "more workers help, up to the cores")
             out.append(f"- Workers alone on SQLite: 4 workers drain {four:,.0f} jobs/s, {x:.1f}x one worker's "
                        f"{one:,.0f}; {why}. A job whose whole run lands in one group commit is one row of a "
-                       "multi-row upsert plus 6 rows of multi-row history inserts (the producer wrote the 7th, PENDING), and one multiple ack per commit "
+                       "multi-row upsert plus one row of a multi-row history insert (its six states, the producer's "
+                       "PENDING row is the other), and one multiple ack per commit "
                        "settles its deliveries."
                        + (f" On PostgreSQL: {d['drain.pg.1']:,.0f} jobs/s with 1 worker, {d['drain.pg.4']:,.0f} with 4."
                           if "drain.pg.4" in d else ""))
