@@ -58,7 +58,7 @@ pub enum StoreError {
     },
     #[error("status store: {0}")]
     Sqlite(rusqlite::Error),
-    #[error("status store: the history of job {id} is unreadable ({cause}); it was written by something other than cm")]
+    #[error("status store: the history of job {id} is unreadable: a job_events row's `later` is not cm's JSON ({cause}); fix or delete that row")]
     BadHistory { id: String, cause: String },
 }
 
