@@ -618,6 +618,24 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
             error: None,
         },
     };
+    // The line goes before the commit: the writer flushes the log before each transaction, so
+    // whoever sees the final state in the store (`cm launch --wait`) finds its line in the log.
+    // Should the commit fail, the next line says the job goes back to the queue.
+    let wait = ctx.retry_backoff * 2u32.saturating_pow(msg.retries);
+    match &outcome {
+        Ok(_) => say(node, id, task, "SUCCESS"),
+        Err(why) if retry => say(
+            node,
+            id,
+            task,
+            &format!(
+                "RETRY {} of {} in {wait:?}: {why}",
+                msg.retries + 1,
+                ctx.retries
+            ),
+        ),
+        Err(why) => say(node, id, task, &format!("FAILURE {why}")),
+    }
     // At least once: the ack goes out only after the final state is durable.
     if let Err(e) = ctx.writer.commit(event).await {
         return give_back(ctx, &delivery, id, &e.to_string()).await;
@@ -625,20 +643,8 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
     match &outcome {
         Ok(_) => {
             ctx.stats.done.fetch_add(1, Ordering::Relaxed);
-            say(node, id, task, "SUCCESS");
         }
-        Err(why) if retry => {
-            let wait = ctx.retry_backoff * 2u32.saturating_pow(msg.retries);
-            say(
-                node,
-                id,
-                task,
-                &format!(
-                    "RETRY {} of {} in {wait:?}: {why}",
-                    msg.retries + 1,
-                    ctx.retries
-                ),
-            );
+        Err(_) if retry => {
             tokio::time::sleep(wait).await;
             let mut again = msg.clone();
             again.retries += 1;
@@ -652,9 +658,8 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
                     .await;
             }
         }
-        Err(why) => {
+        Err(_) => {
             ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
-            say(node, id, task, &format!("FAILURE {why}"));
         }
     }
     if !retry {

@@ -46,6 +46,69 @@ fn logs_shows_the_success_line_of_a_job() {
 }
 
 #[test]
+fn a_job_final_in_the_store_already_has_its_final_line_in_the_log() {
+    // `cm launch --wait` returns once the store says every job is final, and a script then
+    // reads the logs. So at any moment, every SUCCESS the store holds must have its line in a
+    // log: the test reads the store, then the logs, over and over while two workers run jobs.
+    use sqlx::Connection;
+    let stack = Stack::new();
+    stack.ok(&["queue", "start", "l1", "l2"]);
+    let total = 3000;
+    let mut producer = Command::new(cm_bin())
+        .arg("--config")
+        .arg(&stack.config)
+        .args(["launch", "--server", "india_openstack_essex", "--recipe"])
+        .args(["Hadoop", "--hosts", "i[1-100]", "--count", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run cm launch");
+    let rt = common::runtime();
+    let db = stack.dir.path().join("var/cm.db");
+    let mut conn = rt
+        .block_on(sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}?mode=ro",
+            db.display()
+        )))
+        .expect("open the store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut looks = 0;
+    loop {
+        let done: Vec<String> = rt
+            .block_on(
+                sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'SUCCESS'")
+                    .fetch_all(&mut conn),
+            )
+            .expect("read the store");
+        let logs = stack.log("l1") + &stack.log("l2");
+        let logged: std::collections::HashSet<&str> = logs
+            .lines()
+            .filter_map(|l| l.strip_suffix(" cm.launch: SUCCESS"))
+            .filter_map(|l| l.rsplit(' ').next())
+            .collect();
+        let missing: Vec<&String> = done
+            .iter()
+            .filter(|id| !logged.contains(id.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "SUCCESS in the store, no SUCCESS line in the log (look {looks}): {missing:?}"
+        );
+        looks += 1;
+        if done.len() == total {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {total} jobs done",
+            done.len()
+        );
+    }
+    assert!(producer.wait().expect("cm launch").success());
+    assert!(looks > 1, "the jobs were done before the first look");
+    stack.ok(&["server", "stop"]);
+}
+
+#[test]
 fn logs_of_an_unknown_worker_names_the_known_ones() {
     let stack = Stack::new();
     let out = stack.cm(&["logs", "nope"]);

@@ -2,6 +2,7 @@
 //!
 //! Events are applied in the order sent, so a job's final state is never stored before its steps.
 //! `commit` resolves only once its event is durable: the worker acks after that, never before.
+//! A worker's job log lines are flushed before each transaction (see [`crate::joblog`]).
 
 use std::time::Duration;
 
@@ -99,6 +100,9 @@ async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         gather(&mut rx, &mut batch, enough, linger).await;
+        // Each event's log line was queued before the event was sent: out with them first, so
+        // a state anyone can read from the store already has its line in the worker's log.
+        crate::joblog::flush();
         let events: Vec<&Event> = batch.iter().map(|i: &Item| &i.event).collect();
         let outcome = sink.write(&events).await.map_err(|e| e.to_string());
         drop(events);
