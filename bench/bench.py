@@ -605,13 +605,16 @@ class Bench:
             for workers, perf in rounds:
                 w = len(workers)
                 what = "under perf record" if perf else f"drain with {w}"
-                self.log(f"profile: cm/{kind}: publish {m} jobs with no worker, {what}")
+                # perf attaches only once the workers run: a drain of m jobs on a fast machine was
+                # nearly over by then (50 samples); the untimed perf round drains 4x as many.
+                jobs = 4 * m if perf else m
+                self.log(f"profile: cm/{kind}: publish {jobs} jobs with no worker, {what}")
                 self.settle()
-                dt, _ = self.sh(self.launch_argv(s, m, wait=False), label="profile: publish only")
+                dt, _ = self.sh(self.launch_argv(s, jobs, wait=False), label="profile: publish only")
                 if not perf:
                     self.drain[f"publish.{kind}.{w}"] = m / dt
                 done = "SELECT COUNT(*) FROM jobs WHERE state = 'SUCCESS'"
-                target = (self.store_query(s, url, done) or 0) + m
+                target = (self.store_query(s, url, done) or 0) + jobs
                 meter = CpuMeter({"cm workers": s.pids, "RabbitMQ (beam.smp)": self.broker_pids,
                                   "PostgreSQL": lambda: pids_named("postgres")})
                 self.settle()
@@ -1072,7 +1075,7 @@ class Bench:
                 L.append(f"| Celery, no backend | {d['publish.celery']:,.0f} | | {d['drain.celery']:,.0f} | |")
         L += ["", "Findings:", ""] + self.findings()
         if isinstance(self.perf, dict):
-            L += ["", "`perf record -g -p <the 4 workers>` over one more 4-worker SQLite drain (untimed): share of "
+            L += ["", f"`perf record -g -p <the 4 workers>` over one more 4-worker SQLite drain of {4 * self.drain['jobs']:,} jobs (untimed): share of "
                   "the workers' samples by thread and object, then the hottest symbols (thread `cm` is the "
                   "worker's tokio runtime, which also runs its SQLite writes; `sqlx-sqlite-wor` are sqlx's "
                   "SQLite threads, which only the rare reads use):", "", "```"]
