@@ -128,25 +128,10 @@ impl TaskMessage {
             .and_then(amqp_int)
             .unwrap_or(0);
 
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-        let Value::Array(mut parts) = value else {
-            return Err(DecodeError::WrongShape("expected [args, kwargs, embed]"));
-        };
-        if !(2..=3).contains(&parts.len()) {
-            return Err(DecodeError::WrongShape("expected [args, kwargs, embed]"));
-        }
-        parts.truncate(2);
-        let kwargs = match parts.pop() {
-            Some(Value::Object(map)) => map,
-            Some(Value::Null) => Map::new(),
-            _ => return Err(DecodeError::WrongShape("kwargs is not an object")),
-        };
-        let args = match parts.pop() {
-            Some(Value::Array(list)) => list,
-            Some(Value::Null) => Vec::new(),
-            _ => return Err(DecodeError::WrongShape("args is not a list")),
-        };
+        let Body { args, kwargs } = serde_json::from_slice::<Shaped>(body)
+            .map_err(|e| DecodeError::NotJson(e.to_string()))?
+            .0
+            .map_err(DecodeError::WrongShape)?;
         Ok(Self {
             id,
             task,
@@ -159,6 +144,89 @@ impl TaskMessage {
                 .as_ref()
                 .map(|s| s.as_str().to_string()),
         })
+    }
+}
+
+/// A body's args and kwargs.
+struct Body {
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+}
+
+/// `[args, kwargs, embed]` read in one pass: the embed (callbacks, errbacks, chain, chord; cm
+/// runs no canvas) is checked as JSON and skipped, not built. A body of the wrong shape is
+/// `Err(why)` inside, apart from JSON that does not parse.
+struct Shaped(Result<Body, &'static str>);
+
+impl<'de> serde::Deserialize<'de> for Shaped {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+const SHAPE: &str = "expected [args, kwargs, embed]";
+
+impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+    type Value = Shaped;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(SHAPE)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shaped, A::Error> {
+        use serde::de::IgnoredAny;
+        let args = seq.next_element::<Value>()?;
+        let kwargs = seq.next_element::<Value>()?;
+        seq.next_element::<IgnoredAny>()?;
+        let mut more = false;
+        // Read to the end: the parser checks the rest of the JSON either way.
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            more = true;
+        }
+        let (Some(args), Some(kwargs)) = (args, kwargs) else {
+            return Ok(Shaped(Err(SHAPE)));
+        };
+        if more {
+            return Ok(Shaped(Err(SHAPE)));
+        }
+        let kwargs = match kwargs {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => return Ok(Shaped(Err("kwargs is not an object"))),
+        };
+        let args = match args {
+            Value::Array(list) => list,
+            Value::Null => Vec::new(),
+            _ => return Ok(Shaped(Err("args is not a list"))),
+        };
+        Ok(Shaped(Ok(Body { args, kwargs })))
+    }
+
+    // Any other JSON value: the wrong shape, not bad JSON.
+    fn visit_bool<E>(self, _: bool) -> Result<Shaped, E> {
+        Ok(Shaped(Err(SHAPE)))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shaped, E> {
+        Ok(Shaped(Err(SHAPE)))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Shaped, E> {
+        Ok(Shaped(Err(SHAPE)))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shaped, E> {
+        Ok(Shaped(Err(SHAPE)))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Shaped, E> {
+        Ok(Shaped(Err(SHAPE)))
+    }
+    fn visit_unit<E>(self) -> Result<Shaped, E> {
+        Ok(Shaped(Err(SHAPE)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Shaped, A::Error> {
+        use serde::de::IgnoredAny;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Shaped(Err(SHAPE)))
     }
 }
 
@@ -241,10 +309,60 @@ mod tests {
             TaskMessage::decode(&BasicProperties::default(), b"[[], {}, {}]").map(|m| m.id),
             Err(DecodeError::MissingHeader("task"))
         );
+        // The one-pass reading agrees with reading the whole body as a Value first.
+        for body in [
+            "[[], {}]",
+            "[[], {}, {}]",
+            r#"[["s", 1], {"a": [2, {"b": null}]}, {"callbacks": null, "chain": [{"x": 1}]}]"#,
+            "[null, null, null]",
+            "[[], {}, {}, 4]",
+            "[[]]",
+            "[]",
+            "[[], 3, {}]",
+            "[{}, {}, {}]",
+            r#""str""#,
+            "7",
+            "-7",
+            "7.5",
+            "true",
+            "null",
+            r#"{"a": [1]}"#,
+            "[[], {}, {",
+            "[[], {}, {}] x",
+            "[[], {}, {}],",
+            "",
+        ] {
+            let got = TaskMessage::decode(&props, body.as_bytes()).map(|m| (m.args, m.kwargs));
+            assert_eq!(got, whole_value_reading(body.as_bytes()), "{body}");
+        }
         let pickle = props.with_content_type("application/x-python-serialize".into());
         assert!(matches!(
             TaskMessage::decode(&pickle, b"[[], {}, {}]"),
             Err(DecodeError::ContentType(_))
         ));
+    }
+
+    /// The body read as one `Value`, then checked: how decode read it before its one pass.
+    fn whole_value_reading(body: &[u8]) -> Result<(Vec<Value>, Map<String, Value>), DecodeError> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let Value::Array(mut parts) = value else {
+            return Err(DecodeError::WrongShape(SHAPE));
+        };
+        if !(2..=3).contains(&parts.len()) {
+            return Err(DecodeError::WrongShape(SHAPE));
+        }
+        parts.truncate(2);
+        let kwargs = match parts.pop() {
+            Some(Value::Object(map)) => map,
+            Some(Value::Null) => Map::new(),
+            _ => return Err(DecodeError::WrongShape("kwargs is not an object")),
+        };
+        let args = match parts.pop() {
+            Some(Value::Array(list)) => list,
+            Some(Value::Null) => Vec::new(),
+            _ => return Err(DecodeError::WrongShape("args is not a list")),
+        };
+        Ok((args, kwargs))
     }
 }

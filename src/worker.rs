@@ -582,7 +582,7 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
     );
     let now = store::now_ms();
     ctx.writer.send(Event::Received {
-        job: jobs::new_job(&msg, &ctx.queue, None, now),
+        job: jobs::record(&msg, Some(&job), &ctx.queue, None, now),
         worker: node.to_string(),
         at: now,
     });
@@ -614,7 +614,7 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
             state: store::SUCCESS,
             worker: node.to_string(),
             at,
-            result: Some(result.to_string()),
+            result: Some(result.clone()),
             error: None,
         },
     };
@@ -689,7 +689,8 @@ fn state(ctx: &Ctx, id: &str, task: &str, state: &str) {
     });
 }
 
-async fn run_steps(ctx: &Ctx, job: &Job, id: &str, task: &str) -> Result<Value, String> {
+/// The job's steps; its result as JSON text, or why it failed.
+async fn run_steps(ctx: &Ctx, job: &Job, id: &str, task: &str) -> Result<String, String> {
     if let Some(why) = job.refusal(&ctx.cfg) {
         return Err(why);
     }
@@ -711,13 +712,17 @@ async fn run_steps(ctx: &Ctx, job: &Job, id: &str, task: &str) -> Result<Value, 
             return Err(format!("simulated failure during {step}"));
         }
     }
-    Ok(job.result())
+    Ok(job.result_json())
 }
 
 /// The rpc:// result backend: a Celery client's `AsyncResult.get()` reads this from `reply_to`.
-async fn reply(ctx: &Ctx, msg: &TaskMessage, reply_to: &str, outcome: &Result<Value, String>) {
+async fn reply(ctx: &Ctx, msg: &TaskMessage, reply_to: &str, outcome: &Result<String, String>) {
     let (status, result) = match outcome {
-        Ok(v) => ("SUCCESS", v.clone()),
+        // Our own JSON text: it always parses back.
+        Ok(text) => (
+            "SUCCESS",
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
+        ),
         Err(why) => (
             "FAILURE",
             json!({"exc_type": "JobFailed", "exc_message": [why], "exc_module": "builtins"}),
