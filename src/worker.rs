@@ -530,8 +530,7 @@ async fn serve(
 
 /// One line in the worker's log for one job event (what a job prints lands here too).
 fn say(node: &str, id: &str, task: &str, event: &str) {
-    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-    joblog::line(format_args!("[{now}] {node} job {id} {task}: {event}"));
+    joblog::line(&[node, " job ", id, " ", task, ": ", event]);
 }
 
 async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphorePermit) {
