@@ -158,7 +158,8 @@ impl Counters {
 /// What every job handler of this worker shares.
 struct Ctx {
     cfg: Config,
-    node: String,
+    /// `name@host`, shared by every event this worker sends.
+    node: store::Shared,
     queue: String,
     retries: u32,
     retry_backoff: Duration,
@@ -245,7 +246,7 @@ impl Session {
         crate::inspect::answer_pings(&conn, &cfg.broker_url, queue.name.clone(), answer).await?;
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
-            node,
+            node: node.as_str().into(),
             queue: queue.name.clone(),
             retries: queue.retries,
             retry_backoff: queue.retry_backoff,
@@ -304,7 +305,7 @@ impl Session {
         let node = self.ctx.node.clone();
         if let Err(e) = self
             .channel
-            .basic_cancel(node.as_str().into(), BasicCancelOptions::default())
+            .basic_cancel((&*node).into(), BasicCancelOptions::default())
             .await
         {
             warn!("cancelling the consumer: {e}");
@@ -542,7 +543,9 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
         Ok(j) => j,
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
     };
-    let (node, id, task) = (ctx.node.as_str(), msg.id.as_str(), msg.task.as_str());
+    let (node, id, task) = (&*ctx.node, msg.id.as_str(), msg.task.as_str());
+    // One copy of the id for all of this job's events.
+    let shared_id = store::Shared::from(id);
     // Only a redelivery can be a job that already ran: look it up then, and not on the hot path.
     if delivery.redelivered {
         match ctx.store.state_of(id).await {
@@ -554,9 +557,9 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
                     &format!("already {state}; acked without running again"),
                 );
                 let seen = Event::Redelivered {
-                    id: id.to_string(),
+                    id: shared_id,
                     state,
-                    worker: node.to_string(),
+                    worker: ctx.node.clone(),
                     at: store::now_ms(),
                 };
                 if let Err(e) = ctx.writer.commit(seen).await {
@@ -582,11 +585,11 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
     let now = store::now_ms();
     ctx.writer.send(Event::Received {
         job: jobs::record(&msg, Some(&job), &ctx.queue, None, now),
-        worker: node.to_string(),
+        worker: ctx.node.clone(),
         at: now,
     });
-    state(ctx, id, task, store::STARTED);
-    let outcome = run_steps(ctx, &job, id, task).await;
+    state(ctx, &shared_id, task, store::STARTED);
+    let outcome = run_steps(ctx, &job, &shared_id, task).await;
     // The next job may run while this one's final state is being committed.
     drop(slot);
 
@@ -594,24 +597,24 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
     let retry = outcome.is_err() && msg.retries < ctx.retries;
     let event = match &outcome {
         Err(why) if retry => Event::Retry {
-            id: id.to_string(),
-            worker: node.to_string(),
+            id: shared_id.clone(),
+            worker: ctx.node.clone(),
             at,
             error: why.clone(),
             retries: i64::from(msg.retries + 1),
         },
         Err(why) => Event::Finished {
-            id: id.to_string(),
+            id: shared_id.clone(),
             state: store::FAILURE,
-            worker: node.to_string(),
+            worker: ctx.node.clone(),
             at,
             result: None,
             error: Some(why.clone()),
         },
         Ok(result) => Event::Finished {
-            id: id.to_string(),
+            id: shared_id.clone(),
             state: store::SUCCESS,
-            worker: node.to_string(),
+            worker: ctx.node.clone(),
             at,
             result: Some(result.clone()),
             error: None,
@@ -678,18 +681,18 @@ async fn give_back(ctx: &Ctx, delivery: &Delivery, id: &str, why: &str) {
 }
 
 /// Logs a state and queues it for the store (not awaited: the final state's commit covers it).
-fn state(ctx: &Ctx, id: &str, task: &str, state: &str) {
+fn state(ctx: &Ctx, id: &store::Shared, task: &str, state: &'static str) {
     say(&ctx.node, id, task, state);
     ctx.writer.send(Event::State {
-        id: id.to_string(),
-        state: state.to_string(),
+        id: id.clone(),
+        state,
         worker: ctx.node.clone(),
         at: store::now_ms(),
     });
 }
 
 /// The job's steps; its result as JSON text, or why it failed.
-async fn run_steps(ctx: &Ctx, job: &Job, id: &str, task: &str) -> Result<String, String> {
+async fn run_steps(ctx: &Ctx, job: &Job, id: &store::Shared, task: &str) -> Result<String, String> {
     if let Some(why) = job.refusal(&ctx.cfg) {
         return Err(why);
     }

@@ -42,6 +42,12 @@ impl<'a> From<&'a String> for Arg<'a> {
     }
 }
 
+impl<'a> From<&'a super::Shared> for Arg<'a> {
+    fn from(s: &'a super::Shared) -> Self {
+        Arg::Text(Cow::Borrowed(s))
+    }
+}
+
 impl<'a> From<&'a Option<String>> for Arg<'a> {
     fn from(s: &'a Option<String>) -> Self {
         s.as_deref().map_or(Arg::Null, Arg::from)
@@ -86,7 +92,7 @@ pub(super) fn batch<'a>(events: &[&'a Event], sqlite: bool) -> Vec<Statement<'a>
         if runs.contains_key(id) {
             continue;
         }
-        let overwritten = matches!(ev, Event::State { state, .. } if state != STARTED)
+        let overwritten = matches!(ev, Event::State { state, .. } if *state != STARTED)
             && last_setter.get(id).is_some_and(|last| *last > i);
         if !overwritten {
             out.push(row(ev));
@@ -133,13 +139,13 @@ fn row<'a>(ev: &'a Event) -> Statement<'a> {
             state,
             worker,
             at,
-        } if state == STARTED => Statement::fixed(
+        } if *state == STARTED => Statement::fixed(
             "UPDATE jobs SET state = $1, worker = $2, started_ms = $3 WHERE id = $4",
-            vec![state.into(), worker.into(), (*at).into(), id.into()],
+            vec![(*state).into(), worker.into(), (*at).into(), id.into()],
         ),
         Event::State { id, state, .. } => Statement::fixed(
             "UPDATE jobs SET state = $1 WHERE id = $2",
-            vec![state.into(), id.into()],
+            vec![(*state).into(), id.into()],
         ),
         Event::Finished {
             id,
@@ -396,8 +402,8 @@ fn whole_runs<'a>(events: &[&'a Event]) -> HashMap<&'a str, WholeRun<'a>> {
         };
         let steps_only = evs[2..evs.len() - 1]
             .iter()
-            .all(|e| matches!(e, Event::State { state, .. } if state != STARTED));
-        if started == STARTED && steps_only {
+            .all(|e| matches!(e, Event::State { state, .. } if *state != STARTED));
+        if *started == STARTED && steps_only {
             runs.insert(
                 id,
                 WholeRun {
@@ -476,7 +482,7 @@ mod tests {
             id: "a".into(),
             ..NewJob::default()
         };
-        let (w, e) = ("w".to_string(), Some("boom".to_string()));
+        let (w, e) = (super::super::Shared::from("w"), Some("boom".to_string()));
         let events = [
             Event::Received {
                 job,
@@ -485,13 +491,13 @@ mod tests {
             },
             Event::State {
                 id: "a".into(),
-                state: STARTED.into(),
+                state: STARTED,
                 worker: w.clone(),
                 at: 2,
             },
             Event::State {
                 id: "a".into(),
-                state: "deploy".into(),
+                state: "deploy",
                 worker: w.clone(),
                 at: 3,
             },
@@ -535,13 +541,17 @@ mod tests {
     /// rest keep their state, time and detail, in order, in `later`.
     #[test]
     fn history_folds_each_jobs_events_into_one_row() {
-        let (w1, w2) = ("w1".to_string(), "w2".to_string());
-        let state = |id: &str, state: &str, worker: &String, at| Event::State {
-            id: id.into(),
-            state: state.into(),
-            worker: worker.clone(),
-            at,
-        };
+        let (w1, w2) = (
+            super::super::Shared::from("w1"),
+            super::super::Shared::from("w2"),
+        );
+        let state =
+            |id: &str, state: &'static str, worker: &super::super::Shared, at| Event::State {
+                id: id.into(),
+                state,
+                worker: worker.clone(),
+                at,
+            };
         let events = [
             state("a", STARTED, &w1, 1),
             state("b", STARTED, &w1, 2),
