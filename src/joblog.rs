@@ -3,9 +3,10 @@
 //! A job says six lines; one write(2) each was a tenth of a worker's CPU on a busy queue. Lines
 //! collect here and go out together: before any ack is sent (so every acked job's lines are in
 //! the log: a killed worker loses only lines of jobs that will run again), before the status
-//! store's writer commits (a state anyone can read there has its line in the log), whenever the worker
-//! runs out of work (`flush` from the runtime's park hook: an idle or slow queue sees each line at
-//! once), before any tracing line (the log keeps its order), and at every `FLUSH_AT` bytes.
+//! store's writer commits (a state anyone can read there has its line in the log), whenever the
+//! worker runs out of work (`flush` from the runtime's park hook: an idle or slow queue sees each
+//! line at once), before any tracing line (the log keeps its order), and at every `FLUSH_AT`
+//! bytes.
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};

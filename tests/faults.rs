@@ -108,7 +108,7 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
         + "[store]\nbusy_timeout_ms = 100\n";
     std::fs::write(&stack.config, text).expect("config");
     stack.ok(&["queue", "start", "l1"]);
-    let db = stack.dir.path().join("var/cm.db");
+    let db = stack.store_file();
     let rt = runtime();
     let mut locker = rt
         .block_on(sqlx::SqliteConnection::connect(&format!(

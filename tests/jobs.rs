@@ -89,7 +89,7 @@ fn every_job_reaches_a_final_state_with_complete_history_on_sqlite() {
     let stack = Stack::new();
     every_job_is_final_with_complete_history(&stack);
     assert!(
-        stack.dir.path().join("var/cm.db").exists(),
+        stack.store_file().exists(),
         "SQLite store not in the config's folder"
     );
 }
@@ -102,10 +102,7 @@ fn every_job_reaches_a_final_state_with_complete_history_on_postgres() {
         ..Options::default()
     });
     every_job_is_final_with_complete_history(&stack);
-    assert!(
-        !stack.dir.path().join("var/cm.db").exists(),
-        "used SQLite, not PostgreSQL"
-    );
+    assert!(!stack.store_file().exists(), "used SQLite, not PostgreSQL");
     drop(stack);
 }
 

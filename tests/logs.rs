@@ -63,7 +63,7 @@ fn a_job_final_in_the_store_already_has_its_final_line_in_the_log() {
         .spawn()
         .expect("run cm launch");
     let rt = common::runtime();
-    let db = stack.dir.path().join("var/cm.db");
+    let db = stack.store_file();
     let mut conn = rt
         .block_on(sqlx::SqliteConnection::connect(&format!(
             "sqlite://{}?mode=ro",

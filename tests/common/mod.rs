@@ -148,6 +148,11 @@ step_seconds = [{lo}, {hi}]
             .join(format!("celery@{name}.pid"))
     }
 
+    /// The SQLite status store of a stack without a `[store] url` (cm's default place for it).
+    pub fn store_file(&self) -> PathBuf {
+        self.dir.path().join("var/cm.db")
+    }
+
     pub fn log_file(&self, name: &str) -> PathBuf {
         self.dir
             .path()
