@@ -89,7 +89,8 @@ pub struct LogsArgs {
     #[arg(short, long)]
     pub follow: bool,
     /// How many of the last lines to print first
-    #[arg(short = 'n', long, default_value_t = 50, value_name = "LINES")]
+    #[arg(short = 'n', long, default_value_t = 50, value_name = "LINES",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000_000))]
     pub lines: usize,
 }
 
@@ -119,7 +120,7 @@ pub struct JobsArgs {
     #[arg(long)]
     pub recipe: Option<String>,
     /// How many, newest first (0: all)
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
     pub limit: i64,
     /// Print a JSON array of job objects
     #[arg(long)]
@@ -169,7 +170,7 @@ pub struct WaitArgs {
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this many seconds (exit 75)
-    #[arg(long, default_value_t = 600.0, requires = "wait")]
+    #[arg(long, default_value_t = 600.0, requires = "wait", value_parser = wait_seconds)]
     pub timeout: f64,
 }
 
@@ -252,7 +253,7 @@ pub struct LaunchArgs {
     #[arg(long, default_value = "i1")]
     pub hosts: String,
     /// Publish the whole set this many times (smoke tests, benchmarks)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
     /// Who the launch is for (recorded with the job)
     #[arg(long)]
@@ -270,8 +271,19 @@ pub struct ProvisionArgs {
     #[arg(long)]
     pub image: String,
     /// Publish the whole set this many times
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// `--timeout`: seconds from 0 to a week (a number beyond what a deadline can hold is refused
+/// here, not a panic later).
+fn wait_seconds(text: &str) -> Result<f64, String> {
+    const MAX: f64 = 604_800.0;
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=MAX).contains(&s) => Ok(s),
+        Ok(_) => Err(format!("{text} is not from 0 to {MAX} seconds")),
+        Err(e) => Err(format!("{text:?} is not a number of seconds: {e}")),
+    }
 }
