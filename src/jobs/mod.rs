@@ -1,5 +1,7 @@
 //! The job kinds: task name → arguments → the simulated steps a worker walks through.
 
+pub mod args;
+pub mod argv;
 pub mod launch;
 pub mod provision;
 
