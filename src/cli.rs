@@ -51,7 +51,7 @@ pub enum Command {
     /// The local RabbitMQ: start, stop, status (queue depths), setup (vhost and user from the URL)
     #[command(subcommand)]
     Mq(MqCmd),
-    /// Print a worker's log; -f follows it (through rotation)
+    /// Print a worker's log, one job's lines from every worker, or a queue's logs merged; -f follows
     Logs(LogsArgs),
     /// Print a shell completion script, e.g. `cm completions bash > /etc/bash_completion.d/cm`
     Completions {
@@ -82,9 +82,16 @@ pub enum MqCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["name", "job", "queue"]))]
 pub struct LogsArgs {
     /// Worker name from fabfile.toml, e.g. l1
-    pub name: String,
+    pub name: Option<String>,
+    /// Only this job's lines, from every worker of this config that ran it (redeliveries too)
+    #[arg(long, value_name = "ID", conflicts_with = "follow")]
+    pub job: Option<String>,
+    /// Every worker of this queue, merged in time order
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
     /// Keep printing what is appended, across rotation and truncation (Ctrl-C ends)
     #[arg(short, long)]
     pub follow: bool,
