@@ -51,6 +51,8 @@ pub enum Command {
     /// The local RabbitMQ: start, stop, status (queue depths), setup (vhost and user from the URL)
     #[command(subcommand)]
     Mq(MqCmd),
+    /// Publish any configured task with JSON arguments, like `celery call`; prints the job's id
+    Call(CallArgs),
     /// Print a worker's log, one job's lines from every worker, or a queue's logs merged; -f follows
     Logs(LogsArgs),
     /// Print a shell completion script, e.g. `cm completions bash > /etc/bash_completion.d/cm`
@@ -265,6 +267,23 @@ pub struct LaunchArgs {
     /// Who the launch is for (recorded with the job)
     #[arg(long)]
     pub user: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Task name: cm.launch, cm.provision, or a [tasks."NAME"] of fabfile.toml
+    pub task: String,
+    /// Positional arguments, a JSON list, e.g. '["db1", "full"]'
+    #[arg(long, value_name = "JSON", default_value = "[]")]
+    pub args: String,
+    /// Keyword arguments, a JSON object, e.g. '{"host": "db1"}'
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub kwargs: String,
+    /// Publish to this configured queue instead of the first one listing the task
+    #[arg(long)]
+    pub queue: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
