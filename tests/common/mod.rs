@@ -1,5 +1,6 @@
 //! A real environment in one line: a temp dir with its own fabfile.toml, queue names no other
-//! test uses, and the real `cm` binary against the real broker.
+//! test uses, and the real `cm` binary against the real broker. `web` starts the launcher (as a
+//! process, or its router in-process), `browser` drives headless Chromium through WebDriver.
 //!
 //! The services the tests use come from the environment; unset or empty means the default:
 //! - `CM_TEST_BROKER_URL`: RabbitMQ, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
@@ -10,6 +11,9 @@
 //!   `postgres://postgres@127.0.0.1:5432/postgres`.
 //! - `CM_SCREENSHOTS`: where the browser test saves its screenshots (default: its temp dir).
 #![allow(dead_code)]
+
+pub mod browser;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
