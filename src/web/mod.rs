@@ -3,6 +3,10 @@
 //!
 //! Everything (templates, CSS, JS) is compiled into the binary. Pages are askama templates, so
 //! every value is HTML-escaped; the page script builds DOM nodes with `textContent` only.
+//!
+//! Each module imports only those below it: `state` (what handlers share) ← `data` (what pages
+//! and `/api/` both read) ← `view` (rows the templates show) ← `render` (templates, message and
+//! error pages) ← `guard`, `pages`, `api`; `metrics` reads `data`; `input` checks requests.
 
 // Helpers return the ready error page as `Err(Response)`; it is built once per refused request.
 #![allow(clippy::result_large_err)]
