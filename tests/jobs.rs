@@ -477,7 +477,7 @@ fn a_python_celery_client_hands_jobs_to_cm_and_gets_results_over_rpc() {
     let script = format!(
         r#"
 from celery import Celery
-app = Celery("client", broker="{BROKER}".replace("%2f", "%2F"), backend="rpc://")
+app = Celery("client", broker="{broker}".replace("%2f", "%2F"), backend="rpc://")
 app.conf.broker_connection_retry_on_startup = False
 launch = app.send_task("cm.launch", kwargs={{"server": "india_openstack_essex", "recipe": "Hadoop", "kind": "vm", "hosts": "c1"}}, queue="{launch}")
 prov = app.send_task("cm.provision", args=["c2", "ubuntu"], queue="{prov}")
@@ -493,6 +493,7 @@ try:
 except Exception as e:
     print("error", type(e).__name__, e)
 "#,
+        broker = broker_url(),
         launch = stack.launch,
         prov = stack.prov
     );
