@@ -47,3 +47,28 @@ macro_rules! noteln {
         }
     };
 }
+
+/// `ms` since the Unix epoch as RFC 3339 UTC to the second, or `None` for a time that has no
+/// such form (before 1970 or after 9999, which humantime refuses by panicking in `to_string`).
+pub fn utc_seconds(ms: i64) -> Option<String> {
+    const YEAR_10000_MS: u64 = 253_402_300_800_000;
+    let ms = u64::try_from(ms).ok().filter(|ms| *ms < YEAR_10000_MS)?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    Some(humantime::format_rfc3339_seconds(t).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_beyond_what_rfc_3339_writes_are_none_not_a_panic() {
+        assert_eq!(utc_seconds(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(utc_seconds(-1), None);
+        assert_eq!(utc_seconds(i64::MAX), None);
+        assert_eq!(
+            utc_seconds(253_402_300_799_999).as_deref(),
+            Some("9999-12-31T23:59:59Z")
+        );
+    }
+}

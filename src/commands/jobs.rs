@@ -8,11 +8,7 @@ use crate::exit::{CmError, Code};
 use crate::store::{JobFilter, Store};
 
 fn time(ms: Option<i64>) -> String {
-    ms.and_then(|ms| u64::try_from(ms).ok())
-        .map(|ms| {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-            humantime::format_rfc3339_seconds(t).to_string()
-        })
+    ms.and_then(crate::output::utc_seconds)
         .unwrap_or_else(|| "-".into())
 }
 

@@ -26,12 +26,8 @@ pub const STATES: &[&str] = &[
 
 /// `HH:MM:SS` (UTC) and the full RFC 3339 time for the tooltip.
 pub fn clock(ms: Option<i64>) -> (String, String) {
-    match ms.and_then(|ms| u64::try_from(ms).ok()) {
-        Some(ms) => {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-            let full = humantime::format_rfc3339_seconds(t).to_string();
-            (full.get(11..19).unwrap_or(&full).to_string(), full)
-        }
+    match ms.and_then(crate::output::utc_seconds) {
+        Some(full) => (full.get(11..19).unwrap_or(&full).to_string(), full),
         None => ("-".into(), String::new()),
     }
 }
