@@ -19,7 +19,9 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::acks::Acks;
+mod acks;
+use acks::Acks;
+
 use crate::broker::{self, Publisher};
 use crate::config::{Config, WorkerRef};
 use crate::control::pidfile::{AcquireError, PidLock};
