@@ -12,7 +12,6 @@ use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
-use rand::Rng;
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{OnceCell, Semaphore};
@@ -594,7 +593,9 @@ async fn handle(ctx: &Ctx, delivery: Delivery, slot: tokio::sync::OwnedSemaphore
         at: now,
     });
     state(ctx, &shared_id, task, store::STARTED);
-    let outcome = run_steps(ctx, &job, &shared_id, task).await;
+    let outcome = job
+        .run(&ctx.cfg, |step| state(ctx, &shared_id, task, step))
+        .await;
     // The next job may run while this one's final state is being committed.
     drop(slot);
 
@@ -694,32 +695,6 @@ fn state(ctx: &Ctx, id: &store::Shared, task: &str, state: &'static str) {
         worker: ctx.node.clone(),
         at: store::now_ms(),
     });
-}
-
-/// The job's steps; its result as JSON text, or why it failed.
-async fn run_steps(ctx: &Ctx, job: &Job, id: &store::Shared, task: &str) -> Result<String, String> {
-    if let Some(why) = job.refusal(&ctx.cfg) {
-        return Err(why);
-    }
-    let sim = ctx.cfg.simulation;
-    for step in job.steps() {
-        state(ctx, id, task, step);
-        let seconds = if sim.step_max > sim.step_min {
-            rand::rng().random_range(sim.step_min..=sim.step_max)
-        } else {
-            sim.step_min
-        };
-        if seconds > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-        }
-        if let Some(why) = job.fails_at(&ctx.cfg, step) {
-            return Err(why);
-        }
-        if sim.failure_rate > 0.0 && rand::rng().random_bool(sim.failure_rate) {
-            return Err(format!("simulated failure during {step}"));
-        }
-    }
-    Ok(job.result_json())
 }
 
 /// The rpc:// result backend: a Celery client's `AsyncResult.get()` reads this from `reply_to`.
