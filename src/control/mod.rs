@@ -1,5 +1,6 @@
 //! The supervisor side: start, stop, restart, clean and status over a set of workers.
 
+pub mod detach;
 pub mod pidfile;
 pub mod procs;
 pub mod signal;

@@ -1,8 +1,7 @@
 //! Running a job: the simulations walk their steps, each lasting the configured step time.
 //!
 //! The worker records and logs what it is told here; it does not know how a kind runs. Command
-//! tasks (a job that runs a real process) get their own arm in [`Job::run`], with the process in
-//! a group of its own (`control::group`).
+//! tasks (a job that runs a real process) get their own arm in [`Job::run`].
 
 use std::time::Duration;
 
