@@ -22,7 +22,7 @@ impl ReadyPipe {
     /// In the detached child, first thing: its own session, the pipe taken from stdout, stdout
     /// pointed at the log.
     pub fn take() -> std::io::Result<Self> {
-        // Fails only if we lead a process group already: then we are in no terminal's either.
+        // Fails only for a process group leader, which a freshly spawned child is not.
         let _ = nix::unistd::setsid();
         let pipe = nix::unistd::dup(std::io::stdout())?;
         nix::unistd::dup2_stdout(std::io::stderr())?;

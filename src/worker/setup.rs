@@ -12,7 +12,7 @@ use super::serve::serve;
 use super::stats::Counters;
 use crate::config::Config;
 use crate::control::detach::ReadyPipe;
-use crate::control::pidfile::{AcquireError, PidLock};
+use crate::control::{pidfile, Role};
 use crate::exit::{code_for, CmError, Code};
 use crate::joblog;
 
@@ -46,16 +46,7 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
         name: name.to_string(),
         known: cfg.workers().map(|w| w.name).collect::<Vec<_>>().join(", "),
     })?;
-    let lock = PidLock::acquire(&cfg.pid_file(name)).map_err(|e| match e {
-        AcquireError::Io { ref cause, .. }
-            if cause.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            CmError::Permission {
-                message: format!("{e} (run with sudo, or set [paths] pid_dir)"),
-            }
-        }
-        other => CmError::Other(other.to_string()),
-    })?;
+    let lock = pidfile::lock(cfg, &Role::worker(name))?;
     let stderr = std::io::stderr();
     if let Some(user) = crate::privileges::drop_if_root(
         cfg,
