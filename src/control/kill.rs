@@ -1,7 +1,7 @@
 //! Stopping with a deadline, the one way cm stops anything: send the first signal (TERM, or
 //! KILL for `clean`), wait until the grace period ends, SIGKILL what is left, and give the
 //! kernel `KILL_WAIT` more. What is stopped is a [`Stoppable`]: a daemon by its pid, once /proc
-//! proved it ours (`stop.rs`).
+//! proved it ours (`stop.rs`), or a process group (`group.rs`).
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! The supervisor of every process cm starts detached: the workers and the web server. One file
-//! per thing done to a process, each rule written once:
+//! The supervisor of every process cm starts detached (the workers and the web server), and the
+//! process groups of the commands jobs will run. One file per thing done to a process, each rule
+//! written once:
 //!
 //! - `role`: which process: its pid file, log, and the argv it starts with and is known by.
 //! - `spawn` / `detach`: the parent's and the child's halves of a detached start (readiness pipe).
@@ -8,9 +9,11 @@
 //! - `stop`: which pids are ours to signal (stale files removed, never signalled; orphans
 //!   found), and stopping them.
 //! - `kill`: the one stop-with-deadline: first signal, grace, SIGKILL, kill wait.
+//! - `group`: a child in its own process group, stopped as a group (for jobs' commands).
 //! - `workers` / `web`: what `cm queue` and `cm server` do with those pieces.
 
 pub mod detach;
+pub mod group;
 pub mod kill;
 pub mod pidfile;
 pub mod procs;

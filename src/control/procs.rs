@@ -1,5 +1,5 @@
 //! What /proc says about processes: which role of which config a pid runs (the identity every
-//! signal cm sends is checked against), liveness, uptime and memory.
+//! signal cm sends is checked against), liveness, process groups, uptime and memory.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,6 +70,18 @@ pub fn is_dead(pid: Pid) -> bool {
     }
 }
 
+/// Whether any process of group `pgid` still runs. Zombies do not count: a member orphaned to
+/// an init that never reaps stays one forever.
+pub fn group_runs(pgid: Pid) -> bool {
+    let Ok(all) = procfs::process::all_processes() else {
+        // Without /proc, assume it runs: the caller then kills it rather than forgetting it.
+        return true;
+    };
+    all.filter_map(Result::ok)
+        .filter_map(|p| p.stat().ok())
+        .any(|s| s.pgrp == pgid.as_raw() && !matches!(s.state, 'Z' | 'X'))
+}
+
 /// Resident memory in bytes.
 pub fn rss_bytes(pid: Pid) -> Option<u64> {
     let status = procfs::process::Process::new(pid.as_raw())
@@ -103,5 +115,6 @@ mod tests {
         assert!(!is(me, &Role::worker("p1"), Path::new("/nope")));
         assert!(!is(me, &Role::Web, Path::new("/nope")));
         assert!(running(Path::new("/nope")).is_empty());
+        assert!(group_runs(nix::unistd::getpgrp()));
     }
 }

@@ -1,7 +1,8 @@
 //! Running a job: the simulations walk their steps, each lasting the configured step time.
 //!
 //! The worker records and logs what it is told here; it does not know how a kind runs. Command
-//! tasks (a job that runs a real process) get their own arm in [`Job::run`].
+//! tasks (a job that runs a real process) get their own arm in [`Job::run`], the process in a
+//! group of its own (`control::group`: spawn, then stop with a signal and a grace).
 
 use std::time::Duration;
 

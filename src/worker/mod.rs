@@ -12,7 +12,8 @@
 //!   (pidbox) and events go here.
 //! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
 //!
-//! How a job runs is `crate::jobs`' business: command tasks will run there.
+//! How a job runs is `crate::jobs`' business: command tasks will run there, each in a process
+//! group of its own under the worker (`control::group`).
 
 mod acks;
 mod delivery;
