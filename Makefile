@@ -3,13 +3,14 @@ SHELL := /bin/bash
 
 CM := ./target/release/cm
 
-.PHONY: build up down lint test bench clean hot-functions
+.PHONY: build up down lint test bench clean toolchain
 
 build:
 	cargo build --release
 
 # cm finds fabfile.toml from the cwd (repo root).
 up:
+	bash scripts/ensure-toolchain.sh
 	bash scripts/ensure-rabbitmq.sh
 	cargo build --release
 	$(CM) mq start
@@ -20,16 +21,19 @@ up:
 down:
 	if [ -x $(CM) ]; then $(CM) server stop; fi
 
+toolchain:
+	bash scripts/ensure-toolchain.sh
+
 # Fresh toolchains may lack the components; offline installs must not stop the build here
 # (the next command will fail loudly if they are really missing).
-lint:
+lint: toolchain
 	cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 \
 		|| rustup component add clippy rustfmt || true
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
 # Services the integration tests talk to; cargo test builds the cm binary they spawn.
-test: lint
+test: toolchain lint
 	bash scripts/ensure-rabbitmq.sh
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
@@ -45,7 +49,3 @@ bench:
 clean:
 	cargo clean
 	rm -rf var
-
-# After a Cargo.lock or profile change: re-profile a worker for the link order (see build.rs).
-hot-functions:
-	bash scripts/hot-functions.sh

@@ -38,8 +38,7 @@ bash scripts/ensure-celery-venv.sh >&2
 
 if [ -z "${CM_BIN:-}" ] || [ -z "${RAW_CEILING_BIN:-}" ]; then
     # Two builds: with the example in the same build, dev-dependency features change the
-    # dependencies' hashes, so cm would not be the binary `make build` links (nor match
-    # link/hot-functions.txt).
+    # dependencies' hashes, so cm would not be the binary `make build` links.
     echo "==> cargo build --release --bin cm; cargo build --release --example raw_ceiling" >&2
     cargo build --release --quiet --bin cm
     cargo build --release --quiet --example raw_ceiling
@@ -50,10 +49,6 @@ fi
 for bin in "$CM_BIN" "$RAW_CEILING_BIN"; do
     [ -x "$bin" ] || { echo "bench: $bin is not an executable" >&2; exit 66; }
 done
-
-# How much of the hot-function link order the measured binary still matches (memory, figure 3).
-BENCH_HOT_FUNCTIONS=$(bash scripts/hot-functions.sh --check --bin "$CM_BIN" 2>&1 | tr '\n' ' ' | sed 's/ *$//') || true
-export BENCH_HOT_FUNCTIONS
 
 mkdir -p "$(dirname "$out")"
 export PYTHONDONTWRITEBYTECODE=1  # no bench/__pycache__ in the work tree

@@ -36,17 +36,48 @@ pub enum BrokerError {
     },
 }
 
-/// The URL with its password hidden, for messages and logs.
+/// The URL with its password hidden, for messages and logs: `amqp://guest:***@host/%2f`. A
+/// list of URLs separated by `;` is redacted one by one. Without credentials a URL is returned
+/// as given; one the `url` crate cannot parse loses everything before its last `@`.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((creds, host)) => {
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
+    // A `;` starts the next URL only where a scheme follows: a password may hold one too.
+    let mut urls: Vec<String> = Vec::new();
+    for piece in url.split(';') {
+        match urls.last_mut() {
+            Some(last) if !starts_with_scheme(piece) => {
+                last.push(';');
+                last.push_str(piece);
+            }
+            _ => urls.push(piece.to_string()),
         }
-        None => url.to_string(),
+    }
+    urls.iter()
+        .map(|u| redact_one(u))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn starts_with_scheme(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+fn redact_one(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            // Only fails for URLs that cannot have credentials, and these have none.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => match (url.split_once("://"), url.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+            _ => url.to_string(),
+        },
     }
 }
 
@@ -305,6 +336,27 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(super::redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        assert_eq!(
+            super::redact("postgres://postgres@127.0.0.1:5432/cm"),
+            "postgres://postgres:***@127.0.0.1:5432/cm"
+        );
+        assert_eq!(
+            super::redact("amqp://u:p%40ss@h1/v;amqp://h2/v;amqp://w:x@h3:5673/v?heartbeat=5"),
+            "amqp://u:***@h1/v;amqp://h2/v;amqp://w:***@h3:5673/v?heartbeat=5"
+        );
+        assert_eq!(
+            super::redact("sqlite:///srv/cm/var/cm.db"),
+            "sqlite:///srv/cm/var/cm.db"
+        );
+        assert_eq!(super::redact("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(
+            super::redact("amqp://u:pa;ss@h/v;amqp://h2"),
+            "amqp://u:***@h/v;amqp://h2"
+        );
+        assert_eq!(
+            super::redact("amqp://u:secret@h:99999/v"),
+            "amqp://***@h:99999/v"
+        );
         assert_eq!(
             super::tuned("amqp://h/%2f"),
             "amqp://h/%2f?heartbeat=10&frame_max=8192"

@@ -51,7 +51,9 @@ pub enum Command {
     /// The local RabbitMQ: start, stop, status (queue depths), setup (vhost and user from the URL)
     #[command(subcommand)]
     Mq(MqCmd),
-    /// Print a worker's log; -f follows it (through rotation)
+    /// Publish any configured task with JSON arguments, like `celery call`; prints the job's id
+    Call(CallArgs),
+    /// Print a worker's log, one job's lines from every worker, or a queue's logs merged; -f follows
     Logs(LogsArgs),
     /// Print a shell completion script, e.g. `cm completions bash > /etc/bash_completion.d/cm`
     Completions {
@@ -82,14 +84,22 @@ pub enum MqCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["name", "job", "queue"]))]
 pub struct LogsArgs {
     /// Worker name from fabfile.toml, e.g. l1
-    pub name: String,
+    pub name: Option<String>,
+    /// Only this job's lines, from every worker of this config that ran it (redeliveries too)
+    #[arg(long, value_name = "ID", conflicts_with = "follow")]
+    pub job: Option<String>,
+    /// Every worker of this queue, merged in time order
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
     /// Keep printing what is appended, across rotation and truncation (Ctrl-C ends)
     #[arg(short, long)]
     pub follow: bool,
     /// How many of the last lines to print first
-    #[arg(short = 'n', long, default_value_t = 50, value_name = "LINES")]
+    #[arg(short = 'n', long, default_value_t = 50, value_name = "LINES",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=10_000_000))]
     pub lines: usize,
 }
 
@@ -119,7 +129,7 @@ pub struct JobsArgs {
     #[arg(long)]
     pub recipe: Option<String>,
     /// How many, newest first (0: all)
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
     pub limit: i64,
     /// Print a JSON array of job objects
     #[arg(long)]
@@ -169,7 +179,7 @@ pub struct WaitArgs {
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this many seconds (exit 75)
-    #[arg(long, default_value_t = 600.0, requires = "wait")]
+    #[arg(long, default_value_t = 600.0, requires = "wait", value_parser = wait_seconds)]
     pub timeout: f64,
 }
 
@@ -252,11 +262,28 @@ pub struct LaunchArgs {
     #[arg(long, default_value = "i1")]
     pub hosts: String,
     /// Publish the whole set this many times (smoke tests, benchmarks)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
     /// Who the launch is for (recorded with the job)
     #[arg(long)]
     pub user: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Task name: cm.launch, cm.provision, or a [tasks."NAME"] of fabfile.toml
+    pub task: String,
+    /// Positional arguments, a JSON list, e.g. '["db1", "full"]'
+    #[arg(long, value_name = "JSON", default_value = "[]")]
+    pub args: String,
+    /// Keyword arguments, a JSON object, e.g. '{"host": "db1"}'
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub kwargs: String,
+    /// Publish to this configured queue instead of the first one listing the task
+    #[arg(long)]
+    pub queue: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -270,8 +297,19 @@ pub struct ProvisionArgs {
     #[arg(long)]
     pub image: String,
     /// Publish the whole set this many times
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// `--timeout`: seconds from 0 to a week (a number beyond what a deadline can hold is refused
+/// here, not a panic later).
+fn wait_seconds(text: &str) -> Result<f64, String> {
+    const MAX: f64 = 604_800.0;
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=MAX).contains(&s) => Ok(s),
+        Ok(_) => Err(format!("{text} is not from 0 to {MAX} seconds")),
+        Err(e) => Err(format!("{text:?} is not a number of seconds: {e}")),
+    }
 }

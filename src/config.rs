@@ -83,8 +83,8 @@ struct RawPaths {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorker {
-    stop_grace_seconds: Option<f64>,
-    start_timeout_seconds: Option<f64>,
+    stop_grace_seconds: Option<Spanned<f64>>,
+    start_timeout_seconds: Option<Spanned<f64>>,
     user: Option<String>,
     group: Option<String>,
     allow_root: Option<bool>,
@@ -97,10 +97,10 @@ struct RawQueue {
     workers: Spanned<WorkerList>,
     #[serde(default)]
     tasks: Vec<String>,
-    concurrency: Option<u16>,
-    prefetch: Option<u16>,
-    retries: Option<u32>,
-    retry_backoff_seconds: Option<f64>,
+    concurrency: Option<Spanned<i64>>,
+    prefetch: Option<Spanned<i64>>,
+    retries: Option<Spanned<i64>>,
+    retry_backoff_seconds: Option<Spanned<f64>>,
     queue_type: Option<Spanned<String>>,
 }
 
@@ -115,14 +115,14 @@ enum WorkerList {
 #[serde(deny_unknown_fields)]
 struct RawSimulation {
     step_seconds: Option<Spanned<[f64; 2]>>,
-    failure_rate: Option<f64>,
+    failure_rate: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
     url: Option<String>,
-    busy_timeout_ms: Option<u64>,
+    busy_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,7 +132,7 @@ struct RawWeb {
     enabled: Option<bool>,
     bind: Option<String>,
     token: Option<String>,
-    max_hosts: Option<usize>,
+    max_hosts: Option<Spanned<i64>>,
 }
 
 /// A server or a recipe: what the launch page offers, with the text shown beside it.
@@ -315,61 +315,81 @@ impl Config {
                     ))
                 }
             };
-            let concurrency = q.concurrency.unwrap_or(1);
-            if concurrency == 0 {
-                return Err(at(
-                    Some(spanned.span()),
-                    format!("queues.{name}.concurrency must be at least 1"),
-                ));
-            }
+            let key = |k: &str| format!("queues.{name}.{k}");
+            let concurrency = in_range(
+                &at,
+                &key("concurrency"),
+                q.concurrency.as_ref(),
+                limits::CONCURRENCY,
+            )?
+            .map_or(1, |n| n as u16);
+            // Celery's default prefetch multiplier: the next jobs are at hand while one is acked.
+            let prefetch = in_range(&at, &key("prefetch"), q.prefetch.as_ref(), limits::PREFETCH)?
+                .map_or(concurrency.saturating_mul(4), |n| n as u16)
+                .max(concurrency);
+            let retries = in_range(&at, &key("retries"), q.retries.as_ref(), limits::RETRIES)?
+                .map_or(0, |n| n as u32);
+            let retry_backoff = in_range(
+                &at,
+                &key("retry_backoff_seconds"),
+                q.retry_backoff_seconds.as_ref(),
+                limits::SECONDS,
+            )?
+            .unwrap_or(1.0);
             queues.push(QueueConfig {
                 name: name.clone(),
                 workers,
                 tasks: q.tasks.clone(),
                 concurrency,
-                // Celery's default prefetch multiplier: the next jobs are at hand while one is acked.
-                prefetch: q
-                    .prefetch
-                    .unwrap_or(concurrency.saturating_mul(4))
-                    .max(concurrency),
+                prefetch,
                 quorum,
-                retries: q.retries.unwrap_or(0),
-                retry_backoff: Duration::from_secs_f64(
-                    q.retry_backoff_seconds
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .unwrap_or(1.0),
-                ),
+                retries,
+                retry_backoff: Duration::from_secs_f64(retry_backoff),
             });
         }
 
         let (step_min, step_max) = match &raw.simulation.step_seconds {
             Some(s) => {
                 let [lo, hi] = *s.get_ref();
-                if !(lo >= 0.0 && hi >= lo) {
+                if !(limits::SECONDS.contains(&lo) && limits::SECONDS.contains(&hi) && lo <= hi) {
                     return Err(at(
                         Some(s.span()),
-                        "simulation.step_seconds must be [min, max] with 0 <= min <= max".into(),
+                        format!(
+                            "simulation.step_seconds must be [min, max] with {} <= min <= max <= {} (got [{lo}, {hi}])",
+                            limits::SECONDS.start(),
+                            limits::SECONDS.end()
+                        ),
                     ));
                 }
                 (lo, hi)
             }
             None => (1.0, 3.0),
         };
-        let failure_rate = raw.simulation.failure_rate.unwrap_or(0.0);
-        if !(0.0..=1.0).contains(&failure_rate) {
-            return Err(ConfigError::Rule {
-                path: path.to_path_buf(),
-                message: "simulation.failure_rate must be between 0 and 1".into(),
-            });
-        }
-        let seconds = |v: Option<f64>, default: f64, key: &str| match v {
-            Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-            Some(_) => Err(ConfigError::Rule {
-                path: path.to_path_buf(),
-                message: format!("worker.{key} must be a number of seconds >= 0"),
-            }),
-            None => Ok(Duration::from_secs_f64(default)),
+        let failure_rate = in_range(
+            &at,
+            "simulation.failure_rate",
+            raw.simulation.failure_rate.as_ref(),
+            limits::RATE,
+        )?
+        .unwrap_or(0.0);
+        let seconds = |v: Option<&Spanned<f64>>, default: f64, key: &str| {
+            in_range(&at, &format!("worker.{key}"), v, limits::SECONDS)
+                .map(|s| Duration::from_secs_f64(s.unwrap_or(default)))
         };
+        let busy_ms = in_range(
+            &at,
+            "store.busy_timeout_ms",
+            raw.store.busy_timeout_ms.as_ref(),
+            limits::BUSY_MS,
+        )?
+        .unwrap_or(10_000);
+        let max_hosts = in_range(
+            &at,
+            "web.max_hosts",
+            raw.web.max_hosts.as_ref(),
+            limits::MAX_HOSTS,
+        )?
+        .unwrap_or(1000);
 
         let pid_dir = env("CM_PID_DIR")
             .map(PathBuf::from)
@@ -392,9 +412,13 @@ impl Config {
             broker_url,
             pid_dir,
             log_dir,
-            stop_grace: seconds(raw.worker.stop_grace_seconds, 30.0, "stop_grace_seconds")?,
+            stop_grace: seconds(
+                raw.worker.stop_grace_seconds.as_ref(),
+                30.0,
+                "stop_grace_seconds",
+            )?,
             start_timeout: seconds(
-                raw.worker.start_timeout_seconds,
+                raw.worker.start_timeout_seconds.as_ref(),
                 30.0,
                 "start_timeout_seconds",
             )?,
@@ -411,11 +435,11 @@ impl Config {
                 failure_rate,
             },
             store_url,
-            store_busy_timeout: Duration::from_millis(raw.store.busy_timeout_ms.unwrap_or(10_000)),
+            store_busy_timeout: Duration::from_millis(busy_ms.unsigned_abs()),
             web_enabled: raw.web.enabled.unwrap_or(true),
             web_bind: raw.web.bind.unwrap_or_else(|| "127.0.0.1:8080".into()),
             web_token: raw.web.token.filter(|t| !t.is_empty()),
-            web_max_hosts: raw.web.max_hosts.unwrap_or(1000),
+            web_max_hosts: usize::try_from(max_hosts).unwrap_or(1000),
             servers: raw.servers.unwrap_or_else(default_servers),
             recipes: raw.recipes.unwrap_or_else(default_recipes),
         })
@@ -456,6 +480,48 @@ impl Config {
 
     pub fn node_name(&self, worker: &str) -> String {
         format!("{worker}@{}", self.node_host)
+    }
+}
+
+/// The allowed range of every number in the file (docs/configuration.md lists the same).
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// Any duration in seconds: a day at most.
+    pub const SECONDS: RangeInclusive<f64> = 0.0..=86_400.0;
+    pub const RATE: RangeInclusive<f64> = 0.0..=1.0;
+    pub const CONCURRENCY: RangeInclusive<i64> = 1..=10_000;
+    pub const PREFETCH: RangeInclusive<i64> = 1..=65_535;
+    pub const RETRIES: RangeInclusive<i64> = 0..=10_000;
+    /// An hour at most.
+    pub const BUSY_MS: RangeInclusive<i64> = 0..=3_600_000;
+    pub const MAX_HOSTS: RangeInclusive<i64> = 1..=1_000_000;
+}
+
+/// The value of an optional number, if it lies in `range`; else an error at its place naming
+/// `key` and the range (NaN and infinities are in no range).
+fn in_range<T>(
+    at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
+    key: &str,
+    value: Option<&Spanned<T>>,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<Option<T>, ConfigError>
+where
+    T: PartialOrd + Copy + std::fmt::Display + std::fmt::Debug,
+{
+    match value {
+        None => Ok(None),
+        Some(v) if range.contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+        Some(v) => Err(at(
+            Some(v.span()),
+            format!(
+                // Debug: a float as written (1e99, not a hundred digits).
+                "{key} must be from {} to {} (got {:?})",
+                range.start(),
+                range.end(),
+                v.get_ref()
+            ),
+        )),
     }
 }
 
@@ -619,6 +685,77 @@ step_seconds = [0, 0]
         let text = MINIMAL.replace("p[1-2]", "p[1-");
         let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
         assert!(msg.contains("bad hostlist"), "{msg}");
+    }
+
+    /// Each number outside its range is refused at its place, by key and range; none panics.
+    #[test]
+    fn numbers_out_of_range_name_the_key_and_the_range() {
+        for (from, to, expected) in [
+            (
+                "concurrency = 1\n[queues.launcher]",
+                "concurrency = 0\n[queues.launcher]",
+                "queues.provisioner.concurrency must be from 1 to 10000 (got 0)",
+            ),
+            (
+                "[simulation]",
+                "[worker]\nstop_grace_seconds = 1e99\n[simulation]",
+                "worker.stop_grace_seconds must be from 0 to 86400 (got 1e99)",
+            ),
+            (
+                "[simulation]",
+                "[worker]\nstart_timeout_seconds = inf\n[simulation]",
+                "worker.start_timeout_seconds must be from 0 to 86400 (got inf)",
+            ),
+            (
+                "concurrency = 1\n[simulation]",
+                "concurrency = 1\nprefetch = 70000\nretry_backoff_seconds = nan\n[simulation]",
+                "queues.launcher.prefetch must be from 1 to 65535 (got 70000)",
+            ),
+            (
+                "concurrency = 1\n[simulation]",
+                "concurrency = 1\nretry_backoff_seconds = -0.5\n[simulation]",
+                "queues.launcher.retry_backoff_seconds must be from 0 to 86400 (got -0.5)",
+            ),
+            (
+                "concurrency = 1\n[simulation]",
+                "concurrency = 1\nretries = -1\n[simulation]",
+                "queues.launcher.retries must be from 0 to 10000 (got -1)",
+            ),
+            (
+                "step_seconds = [0, 0]",
+                "step_seconds = [0, 1e300]",
+                "simulation.step_seconds must be [min, max] with 0 <= min <= max <= 86400",
+            ),
+            (
+                "step_seconds = [0, 0]",
+                "step_seconds = [0, 0]\nfailure_rate = 1.5",
+                "simulation.failure_rate must be from 0 to 1 (got 1.5)",
+            ),
+            (
+                "step_seconds = [0, 0]",
+                "step_seconds = [0, 0]\n[store]\nbusy_timeout_ms = 99999999999",
+                "store.busy_timeout_ms must be from 0 to 3600000",
+            ),
+            (
+                "step_seconds = [0, 0]",
+                "step_seconds = [0, 0]\n[web]\nmax_hosts = 0",
+                "web.max_hosts must be from 1 to 1000000 (got 0)",
+            ),
+        ] {
+            let text = MINIMAL.replacen(from, to, 1);
+            assert_ne!(text, MINIMAL, "{from:?} not in the sample");
+            let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(msg.contains(expected), "{msg}");
+            assert!(msg.starts_with("/etc/cm/fabfile.toml:"), "no line: {msg}");
+        }
+        let text = MINIMAL.replace(
+            "[simulation]",
+            "[worker]\nstop_grace_seconds = 86400\n[simulation]",
+        );
+        assert_eq!(
+            parse(&text).map(|c| c.stop_grace).ok(),
+            Some(Duration::from_secs(86_400))
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     };
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     // `level` or `target=level` lists, as RUST_LOG is usually written. Not EnvFilter: its span
-    // and field filters bring a regex engine, a sixth of a megabyte more code in every worker.
+    // and field filters bring a regex engine into every worker.
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|spec| spec.parse::<Targets>().ok())

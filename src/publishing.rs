@@ -3,7 +3,7 @@
 //! if the broker would not have them.
 
 use crate::broker::{self, Publisher};
-use crate::config::Config;
+use crate::config::{Config, QueueConfig};
 use crate::exit::CmError;
 use crate::jobs;
 use crate::protocol::TaskMessage;
@@ -24,12 +24,26 @@ pub async fn publish_jobs(
     task: &str,
     messages: &[TaskMessage],
 ) -> anyhow::Result<String> {
-    let queue = cfg.queue_for_task(task).ok_or_else(|| {
+    publish_to(cfg, store, queue_for(cfg, task)?, messages).await
+}
+
+/// The queue that takes `task`: the first whose `tasks` list it.
+pub fn queue_for<'a>(cfg: &'a Config, task: &str) -> Result<&'a QueueConfig, CmError> {
+    cfg.queue_for_task(task).ok_or_else(|| {
         CmError::BadArgument(format!(
             "no queue takes {task}: add it to the tasks of a [queues.NAME] table in {}",
             cfg.path.display()
         ))
-    })?;
+    })
+}
+
+/// [`publish_jobs`] to a queue chosen by the caller.
+pub async fn publish_to(
+    cfg: &Config,
+    store: &Store,
+    queue: &QueueConfig,
+    messages: &[TaskMessage],
+) -> anyhow::Result<String> {
     let origin = format!("cm@{}", cfg.node_host);
     // Connect first: with no broker there is nothing to record.
     let conn = broker::connect(&cfg.broker_url, &format!("cm publisher {origin}")).await?;

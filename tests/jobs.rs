@@ -165,6 +165,69 @@ fn wait_exits_non_zero_naming_failed_jobs_and_on_timeout() {
     });
 }
 
+/// `cm call TASK` publishes any task with JSON arguments, prints its id, and with `--wait` its
+/// result; what cannot be a job is refused before anything is published.
+#[test]
+fn call_publishes_a_task_with_json_arguments() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start", "p1"]);
+    let out = stack.ok(&[
+        "call",
+        "cm.provision",
+        "--args",
+        r#"["h1", "ubuntu"]"#,
+        "--wait",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let result: serde_json::Value = serde_json::from_str(lines[1]).expect("a JSON result");
+    assert_eq!(result["host"], "h1");
+    let (row, _) = history(&stack, lines[0]);
+    assert_eq!(row["state"], "SUCCESS");
+    assert_eq!(row["queue"], stack.prov.as_str());
+
+    let kw = stack.ok(&[
+        "call",
+        "cm.provision",
+        "--kwargs",
+        r#"{"host": "h2", "image": "i"}"#,
+    ]);
+    assert_eq!(kw.lines().count(), 1, "{kw}");
+
+    for (args, why) in [
+        (vec!["call", "cm.nope"], "unknown task"),
+        (
+            vec!["call", "cm.provision", "--args", "[1,"],
+            "is not a JSON list",
+        ),
+        (
+            vec!["call", "cm.provision", "--kwargs", "[]"],
+            "is not a JSON object",
+        ),
+        (
+            vec![
+                "call",
+                "cm.provision",
+                "--args",
+                r#"["h", "i"]"#,
+                "--queue",
+                "nope",
+            ],
+            "unknown queue",
+        ),
+        (
+            vec!["call", "cm.provision", "--args", r#"["h"]"#],
+            "missing image",
+        ),
+    ] {
+        let out = stack.cm(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+    stack.ok(&["server", "stop"]);
+}
+
 #[test]
 fn a_failing_job_is_retried_with_backoff_then_fails() {
     let stack = Stack::with(Options {
@@ -414,7 +477,7 @@ fn a_python_celery_client_hands_jobs_to_cm_and_gets_results_over_rpc() {
     let script = format!(
         r#"
 from celery import Celery
-app = Celery("client", broker="{BROKER}".replace("%2f", "%2F"), backend="rpc://")
+app = Celery("client", broker="{broker}".replace("%2f", "%2F"), backend="rpc://")
 app.conf.broker_connection_retry_on_startup = False
 launch = app.send_task("cm.launch", kwargs={{"server": "india_openstack_essex", "recipe": "Hadoop", "kind": "vm", "hosts": "c1"}}, queue="{launch}")
 prov = app.send_task("cm.provision", args=["c2", "ubuntu"], queue="{prov}")
@@ -430,6 +493,7 @@ try:
 except Exception as e:
     print("error", type(e).__name__, e)
 "#,
+        broker = broker_url(),
         launch = stack.launch,
         prov = stack.prov
     );

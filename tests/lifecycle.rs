@@ -334,6 +334,40 @@ fn a_malformed_config_fails_with_its_line_and_column() {
     );
 }
 
+/// A number past what a duration holds is a config error naming the key and its range, never a
+/// panic (exit 101 and a backtrace, as `1e99` once was).
+#[test]
+fn an_out_of_range_number_is_refused_by_name_not_a_panic() {
+    let stack = Stack::new();
+    let text = std::fs::read_to_string(&stack.config).expect("read");
+    for (key, bad) in [
+        ("stop_grace_seconds", "1e99"),
+        ("stop_grace_seconds", "nan"),
+        ("start_timeout_seconds", "-1"),
+    ] {
+        let edited = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(key) {
+                    format!("{key} = {bad}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&stack.config, edited).expect("write");
+        let out = stack.cm(&["queue", "status"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{key} = {bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("worker.{key} must be from 0 to 86400 (got")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    }
+}
+
 #[test]
 fn an_unknown_worker_name_is_refused() {
     let stack = Stack::new();

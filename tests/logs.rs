@@ -229,3 +229,105 @@ fn a_running_jobs_lines_reach_the_log_before_it_ends() {
         "the job should still be in its first 3 s step:\n{log}"
     );
 }
+
+/// `cm logs --job ID` gathers one job's lines from every worker that ran it: here l1, killed
+/// mid-job, and l2, which ran the redelivery; oldest first, nothing of other jobs.
+#[test]
+fn logs_of_one_job_come_from_every_worker_that_ran_it() {
+    let stack = Stack::with(common::Options {
+        step_seconds: (1.0, 1.0),
+        ..common::Options::default()
+    });
+    stack.ok(&["queue", "start", "l1"]);
+    let other = launch_one(&stack, true);
+    let id = launch_one(&stack, false);
+    common::eventually(Duration::from_secs(20), "l1 to start the job", || {
+        stack
+            .log("l1")
+            .contains(&format!("{id} cm.launch: running"))
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stack.pid_of("l1")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 l1");
+    stack.ok(&["queue", "start", "l2"]);
+    common::eventually(Duration::from_secs(30), "l2 to finish the job", || {
+        stack
+            .log("l2")
+            .contains(&format!("{id} cm.launch: SUCCESS"))
+    });
+    let out = stack.ok(&["logs", "--job", &id]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().all(|l| l.contains(&id)), "{out}");
+    assert!(!out.contains(&other), "another job's lines:\n{out}");
+    let first_l2 = lines.iter().position(|l| l.contains("l2@"));
+    let last_l1 = lines.iter().rposition(|l| l.contains("l1@"));
+    assert!(
+        matches!((last_l1, first_l2), (Some(a), Some(b)) if a < b),
+        "l1's lines, then l2's:\n{out}"
+    );
+    assert!(out.contains("(redelivered)"), "{out}");
+    assert!(
+        lines.last().is_some_and(|l| l.ends_with(": SUCCESS")),
+        "{out}"
+    );
+
+    let missing = stack.cm(&["logs", "--job", "01a23325-0000-7000-8000-000000000000"]);
+    assert_eq!(missing.status.code(), Some(1));
+    stack.ok(&["server", "stop"]);
+}
+
+/// `cm logs --queue Q` merges the queue's workers' logs in time order; `-f` goes on merging.
+#[test]
+fn a_queues_logs_merge_in_time_order_and_follow() {
+    let stack = Stack::new();
+    stack.ok(&["queue", "start", "l1", "l2"]);
+    for _ in 0..4 {
+        launch_one(&stack, true);
+    }
+    let out = stack.ok(&["logs", "--queue", &stack.launch, "-n", "1000"]);
+    let stamps: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next())
+        .collect();
+    assert!(stamps.len() > 8, "{out}");
+    assert!(
+        stamps.windows(2).all(|w| w[0] <= w[1]),
+        "not in time order:\n{out}"
+    );
+    assert!(out.contains("l1@") && out.contains("l2@"), "{out}");
+
+    let mut follow = Command::new(cm_bin())
+        .arg("--config")
+        .arg(&stack.config)
+        .args(["logs", "--queue", &stack.launch, "-n", "0", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cm logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let id = launch_one(&stack, true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains(&id) && l.ends_with("SUCCESS"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no SUCCESS line for {id} followed; saw {seen:?}"),
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    stack.ok(&["server", "stop"]);
+}

@@ -114,10 +114,7 @@ fn setup_creates_the_vhost_and_user_of_the_url_so_workers_can_start() {
         vhost: unique("v"),
         user: unique("u"),
     };
-    let url = format!(
-        "amqp://{}:pw%40x@127.0.0.1:5672/{}",
-        account.user, account.vhost
-    );
+    let url = common::broker_url_as(&account.user, "pw%40x", &account.vhost);
     let stack = Stack::with(Options {
         broker: url,
         ..Options::default()
@@ -162,10 +159,7 @@ fn setup_refuses_a_user_whose_password_differs() {
     };
     let make = |password: &str| {
         Stack::with(Options {
-            broker: format!(
-                "amqp://{}:{password}@127.0.0.1:5672/{}",
-                account.user, account.vhost
-            ),
+            broker: common::broker_url_as(&account.user, password, &account.vhost),
             ..Options::default()
         })
     };

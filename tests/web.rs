@@ -1,16 +1,17 @@
-//! The web launcher over the real binary, broker, store and (last test) a real headless Chromium.
+//! The web launcher against the real broker and store. Requests go through the router in this
+//! process (`App`) unless the process itself is under test: binding, detaching, timeouts on a
+//! real socket, the token beyond loopback, and a headless Chromium on a real port (`Web`).
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{cm_bin, eventually, jobs, queue_depth, Options, Stack};
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{CONTENT_TYPE, LOCATION, ORIGIN};
-use reqwest::StatusCode;
+use axum::body::Body;
+use axum::http::header::{CONTENT_TYPE, LOCATION, ORIGIN};
+use axum::http::{HeaderValue, Method, StatusCode};
+use common::browser::{screenshot, screenshot_dir, texts, wait_for, Browser};
+use common::web::{client, form_request, request, App, Web, HOST};
+use common::{dead_broker_url, eventually, jobs, queue_depth, Options, Stack};
 use serde_json::{json, Value};
 
 /// A recipe whose description tries to inject a script into the page.
@@ -26,115 +27,6 @@ description = "A Hadoop cluster"
 [recipes."Slurm Cluster"]
 description = "<script>alert('pwned')</script> & friends"
 "#;
-
-/// `cm web --bind 127.0.0.1:0` for one stack, killed when dropped.
-struct Web {
-    child: Child,
-    base: String,
-    http: Client,
-}
-
-impl Web {
-    fn start(stack: &Stack) -> Self {
-        Self::start_with(stack, &[])
-    }
-
-    fn start_with(stack: &Stack, extra: &[&str]) -> Self {
-        let log = std::fs::File::create(stack.dir.path().join("web.stderr")).expect("web log");
-        let mut child = Command::new(cm_bin())
-            .arg("--config")
-            .arg(&stack.config)
-            .args(["web", "--bind", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("CM_CONFIG")
-            .env_remove("CM_BROKER_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn cm web");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let Some(base) = line
-            .trim()
-            .strip_prefix("listening on ")
-            .map(str::to_string)
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "cm web did not say where it listens: {line:?}; stderr: {}",
-                std::fs::read_to_string(stack.dir.path().join("web.stderr")).unwrap_or_default()
-            );
-        };
-        Self {
-            child,
-            base,
-            http: client(),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn get(&self, path: &str) -> Response {
-        self.http.get(self.url(path)).send().expect("GET")
-    }
-
-    fn get_json(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self.get(path);
-        let status = resp.status();
-        (status, resp.json().expect("JSON body"))
-    }
-
-    /// The form token from the launch page.
-    fn csrf(&self) -> String {
-        let page = self.get("/cm/launch").text().expect("page");
-        let at = page.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
-        page[at..at + 36].to_string()
-    }
-
-    fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Response {
-        self.http
-            .post(self.url(path))
-            .form(form)
-            .send()
-            .expect("POST")
-    }
-
-    fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .expect("POST");
-        let status = resp.status();
-        (status, resp.json().expect("JSON body"))
-    }
-}
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
 
 fn evil_stack() -> Stack {
     Stack::with(Options {
@@ -152,11 +44,11 @@ fn assert_nothing_published(stack: &Stack) {
 #[test]
 fn pages_render_and_escape_what_the_config_says() {
     let stack = evil_stack();
-    let web = Web::start(&stack);
+    let app = App::new(&stack);
 
-    let resp = web.get("/cm/launch");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let page = resp.text().expect("page");
+    let resp = app.get("/cm/launch");
+    assert_eq!(resp.status, StatusCode::OK);
+    let page = resp.body;
     for needle in [
         "press to launch",
         r#"name="server""#,
@@ -179,34 +71,33 @@ fn pages_render_and_escape_what_the_config_says() {
         "/cm/db_reset",
         "/cm/launch/db_stats?page=7&state=SUCCESS",
     ] {
-        assert_eq!(web.get(path).status(), StatusCode::OK, "{path}");
+        assert_eq!(app.get(path).status, StatusCode::OK, "{path}");
     }
-    let page = web
+    let page = app
         .get("/cm/launch/db_stats?batch=%3Cscript%3Ex%3C%2Fscript%3E&server=%3Cb%3E&page=x")
-        .text()
-        .expect("page");
+        .body;
     assert!(!page.contains("<script>x") && page.contains("&#60;script&#62;x"));
-    let css = web.get("/static/cm.css");
-    assert_eq!(css.status(), StatusCode::OK);
-    assert_eq!(css.headers()[CONTENT_TYPE], "text/css; charset=utf-8");
-    let js = web.get("/static/cm.js").text().expect("js");
+    let css = app.get("/static/cm.css");
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.header(CONTENT_TYPE), "text/css; charset=utf-8");
+    let js = app.get("/static/cm.js").body;
     assert!(
         !js.contains("innerHTML"),
         "the page script must not use innerHTML"
     );
-    assert_eq!(web.get("/static/nope.js").status(), StatusCode::NOT_FOUND);
-    assert_eq!(web.get("/nope").status(), StatusCode::NOT_FOUND);
-    let root = web.get("/");
-    assert_eq!(root.status(), StatusCode::SEE_OTHER);
-    assert_eq!(root.headers()[LOCATION], "/cm/launch");
+    assert_eq!(app.get("/static/nope.js").status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/nope").status, StatusCode::NOT_FOUND);
+    let root = app.get("/");
+    assert_eq!(root.status, StatusCode::SEE_OTHER);
+    assert_eq!(root.header(LOCATION), "/cm/launch");
 }
 
 #[test]
 fn launch_publishes_one_job_per_host_and_shows_the_batch() {
     let stack = evil_stack();
-    let web = Web::start(&stack);
-    let csrf = web.csrf();
-    let resp = web.post_form(
+    let app = App::new(&stack);
+    let csrf = app.csrf();
+    let resp = app.post_form(
         "/cm/launch",
         &[
             ("csrf", &csrf),
@@ -216,11 +107,8 @@ fn launch_publishes_one_job_per_host_and_shows_the_batch() {
             ("hosts", "i[1-3]"),
         ],
     );
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let to = resp.headers()[LOCATION]
-        .to_str()
-        .expect("location")
-        .to_string();
+    assert_eq!(resp.status, StatusCode::SEE_OTHER);
+    let to = resp.header(LOCATION).to_string();
     let batch = to
         .strip_prefix("/cm/launch/db_stats?batch=")
         .expect("redirect to db_stats?batch=")
@@ -241,24 +129,24 @@ fn launch_publishes_one_job_per_host_and_shows_the_batch() {
         assert_eq!(j["recipe"], "Slurm Cluster");
         assert_eq!(j["kind"], "baremetal");
     }
-    let page = web.get(&to).text().expect("db_stats");
+    let page = app.get(&to).body;
     assert_eq!(page.matches(r#"<tr class="job new""#).count(), 3, "{page}");
     assert!(page.contains(&batch[..8]));
 
     // Provisioning goes to its own queue the same way.
-    let resp = web.post_form(
+    let resp = app.post_form(
         "/cm/provision",
         &[("csrf", &csrf), ("hosts", "h[1-2]"), ("image", "ubuntu")],
     );
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.status, StatusCode::SEE_OTHER);
     assert_eq!(queue_depth(&stack.prov), 2);
 }
 
 #[test]
 fn bad_input_is_a_400_naming_the_field_and_publishes_nothing() {
     let stack = evil_stack();
-    let web = Web::start(&stack);
-    let csrf = web.csrf();
+    let app = App::new(&stack);
+    let csrf = app.csrf();
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
             &[("server", "nowhere"), ("recipe", "Hadoop"), ("hosts", "i1")],
@@ -318,22 +206,22 @@ fn bad_input_is_a_400_naming_the_field_and_publishes_nothing() {
     for (fields, field) in cases {
         let mut form = vec![("csrf", csrf.as_str())];
         form.extend_from_slice(fields);
-        let resp = web.post_form("/cm/launch", &form);
-        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{fields:?}");
-        let page = resp.text().expect("page");
+        let resp = app.post_form("/cm/launch", &form);
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{fields:?}");
+        let page = resp.body;
         assert!(
             page.contains(&format!(r#"data-field="{field}""#)),
             "{fields:?} should name {field}: {page}"
         );
     }
-    let resp = web.post_form(
+    let resp = app.post_form(
         "/cm/provision",
         &[("csrf", &csrf), ("hosts", "h1"), ("image", "")],
     );
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(resp.text().expect("page").contains(r#"data-field="image""#));
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert!(resp.body.contains(r#"data-field="image""#));
     // The rejected value is shown back escaped.
-    let resp = web.post_form(
+    let resp = app.post_form(
         "/cm/launch",
         &[
             ("csrf", &csrf),
@@ -342,19 +230,19 @@ fn bad_input_is_a_400_naming_the_field_and_publishes_nothing() {
             ("hosts", "i1"),
         ],
     );
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let page = resp.text().expect("page");
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    let page = resp.body;
     assert!(!page.contains("<b>x</b>") && page.contains("&#60;b&#62;x&#60;/b&#62;"));
 
     // The JSON twin says the same in JSON.
-    let (status, body) = web.post_json(
+    let (status, body) = app.post_json(
         "/api/launch",
         &json!({"server": "india_openstack_essex", "recipe": "Nope", "hosts": "i1"}),
     );
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["field"], "recipe");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("Nope")));
-    let (status, body) = web.post_json(
+    let (status, body) = app.post_json(
         "/api/launch",
         &json!({"server": "india_openstack_essex", "recipe": "Hadoop", "hosts": "i[1-9]"}),
     );
@@ -362,14 +250,13 @@ fn bad_input_is_a_400_naming_the_field_and_publishes_nothing() {
         (status, body["field"].clone()),
         (StatusCode::BAD_REQUEST, json!("hosts"))
     );
-    let resp = web
-        .http
-        .post(web.url("/api/launch"))
-        .header(CONTENT_TYPE, "application/json")
-        .body("{not json")
-        .send()
-        .expect("POST");
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = app.send(request(
+        Method::POST,
+        "/api/launch",
+        Some("application/json"),
+        Body::from("{not json"),
+    ));
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
 
     assert_nothing_published(&stack);
 }
@@ -377,33 +264,35 @@ fn bad_input_is_a_400_naming_the_field_and_publishes_nothing() {
 #[test]
 fn posts_without_the_form_token_or_from_another_site_are_refused() {
     let stack = evil_stack();
-    let web = Web::start(&stack);
-    let csrf = web.csrf();
+    let app = App::new(&stack);
+    let csrf = app.csrf();
     let good = [
         ("server", "india_openstack_essex"),
         ("recipe", "Hadoop"),
         ("hosts", "i1"),
     ];
-    let resp = web.post_form("/cm/launch", &good);
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "no csrf field");
+    let resp = app.post_form("/cm/launch", &good);
+    assert_eq!(resp.status, StatusCode::FORBIDDEN, "no csrf field");
     let mut wrong = vec![("csrf", "00000000-0000-0000-0000-000000000000")];
     wrong.extend_from_slice(&good);
     assert_eq!(
-        web.post_form("/cm/launch", &wrong).status(),
+        app.post_form("/cm/launch", &wrong).status,
         StatusCode::FORBIDDEN
     );
 
     let mut with_token = vec![("csrf", csrf.as_str())];
     with_token.extend_from_slice(&good);
     let cross = |origin: Option<&str>, site: Option<&str>, path: &str| {
-        let mut req = web.http.post(web.url(path)).form(&with_token);
+        let mut req = form_request(path, &with_token);
         if let Some(o) = origin {
-            req = req.header(ORIGIN, o);
+            req.headers_mut()
+                .insert(ORIGIN, HeaderValue::from_str(o).expect("origin"));
         }
         if let Some(s) = site {
-            req = req.header("Sec-Fetch-Site", s);
+            req.headers_mut()
+                .insert("sec-fetch-site", HeaderValue::from_str(s).expect("site"));
         }
-        req.send().expect("POST").status()
+        app.send(req).status
     };
     assert_eq!(
         cross(Some("http://evil.example"), None, "/cm/launch"),
@@ -423,26 +312,28 @@ fn posts_without_the_form_token_or_from_another_site_are_refused() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        web.post_form("/cm/db_reset", &[]).status(),
+        app.post_form("/cm/db_reset", &[]).status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        web.post_form("/cm/provision", &[("hosts", "h1"), ("image", "x")])
-            .status(),
+        app.post_form("/cm/provision", &[("hosts", "h1"), ("image", "x")])
+            .status,
         StatusCode::FORBIDDEN
     );
 
     // The API takes no form token, but only JSON, and not from another origin.
     let api = |content_type: &str, origin: Option<&str>| {
-        let mut req = web
-            .http
-            .post(web.url("/api/launch"))
-            .header(CONTENT_TYPE, content_type)
-            .body(r#"{"server":"india_openstack_essex","recipe":"Hadoop","hosts":"i1"}"#);
+        let mut req = request(
+            Method::POST,
+            "/api/launch",
+            Some(content_type),
+            Body::from(r#"{"server":"india_openstack_essex","recipe":"Hadoop","hosts":"i1"}"#),
+        );
         if let Some(o) = origin {
-            req = req.header(ORIGIN, o);
+            req.headers_mut()
+                .insert(ORIGIN, HeaderValue::from_str(o).expect("origin"));
         }
-        req.send().expect("POST").status()
+        app.send(req).status
     };
     assert_eq!(api("text/plain", None), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(
@@ -457,7 +348,7 @@ fn posts_without_the_form_token_or_from_another_site_are_refused() {
     assert_nothing_published(&stack);
 
     // Same origin with the right token goes through.
-    let origin = web.base.clone();
+    let origin = format!("http://{HOST}");
     assert_eq!(
         cross(Some(&origin), Some("same-origin"), "/cm/launch"),
         StatusCode::SEE_OTHER
@@ -477,29 +368,29 @@ fn db_reset_asks_first_and_clears_on_post() {
         "--hosts",
         "i[1-2]",
     ]);
-    let web = Web::start(&stack);
+    let app = App::new(&stack);
 
-    let resp = web.get("/cm/db_reset");
-    assert_eq!(resp.status(), StatusCode::OK);
-    let page = resp.text().expect("page");
+    let resp = app.get("/cm/db_reset");
+    assert_eq!(resp.status, StatusCode::OK);
+    let page = resp.body;
     assert!(page.contains(r#"<form method="post" action="/cm/db_reset""#));
     assert!(page.contains(r#"<strong id="count">2</strong>"#), "{page}");
     assert_eq!(jobs(&stack).len(), 2, "GET must not clear");
 
-    let csrf = web.csrf();
-    let resp = web.post_form("/cm/db_reset", &[("csrf", &csrf)]);
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.text().expect("page").contains("removed 2 records"));
+    let csrf = app.csrf();
+    let resp = app.post_form("/cm/db_reset", &[("csrf", &csrf)]);
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.body.contains("removed 2 records"));
     assert!(jobs(&stack).is_empty());
-    let resp = web.post_form("/cm/db_reset", &[("csrf", &csrf)]);
-    assert!(resp.text().expect("page").contains("removed 0 records"));
+    let resp = app.post_form("/cm/db_reset", &[("csrf", &csrf)]);
+    assert!(resp.body.contains("removed 0 records"));
 }
 
 #[test]
 fn api_twins_return_json() {
     let stack = Stack::new();
-    let web = Web::start(&stack);
-    let (status, body) = web.post_json(
+    let app = App::new(&stack);
+    let (status, body) = app.post_json(
         "/api/launch",
         &json!({"server": "india_openstack_essex", "recipe": "Hadoop", "kind": "vm", "hosts": "i[1-3]"}),
     );
@@ -509,7 +400,7 @@ fn api_twins_return_json() {
     assert_eq!(ids.len(), 3);
     assert_eq!(queue_depth(&stack.launch), 3);
 
-    let (status, list) = web.get_json("/api/jobs");
+    let (status, list) = app.get_json("/api/jobs");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["total"], 3);
     assert_eq!(list["counts"], json!({"PENDING": 3}));
@@ -529,33 +420,33 @@ fn api_twins_return_json() {
         assert!(listed.contains(&id.as_str()));
     }
 
-    let (_, filtered) = web.get_json("/api/jobs?state=SUCCESS");
+    let (_, filtered) = app.get_json("/api/jobs?state=SUCCESS");
     assert_eq!(filtered["total"], 0);
     assert_eq!(
         filtered["counts"],
         json!({"PENDING": 3}),
         "counts ignore the state filter"
     );
-    let (_, by_recipe) = web.get_json("/api/jobs?recipe=Ganglia");
+    let (_, by_recipe) = app.get_json("/api/jobs?recipe=Ganglia");
     assert_eq!(
         (by_recipe["total"].clone(), by_recipe["counts"].clone()),
         (json!(0), json!({}))
     );
-    let (_, with_batch) = web.get_json(&format!("/api/jobs?batch={batch}"));
+    let (_, with_batch) = app.get_json(&format!("/api/jobs?batch={batch}"));
     assert_eq!(with_batch["batch"]["total"], 3);
-    let (_, paged) = web.get_json("/api/jobs?page=2");
+    let (_, paged) = app.get_json("/api/jobs?page=2");
     assert_eq!(paged["jobs"], json!([]));
 
-    let (status, one) = web.get_json(&format!("/api/jobs/{}", ids[0]));
+    let (status, one) = app.get_json(&format!("/api/jobs/{}", ids[0]));
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one["job"]["id"], json!(ids[0]));
     assert_eq!(one["job"]["batch"], json!(batch));
     assert_eq!(one["history"][0]["state"], "PENDING");
-    let (status, missing) = web.get_json("/api/jobs/no-such-job");
+    let (status, missing) = app.get_json("/api/jobs/no-such-job");
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(missing["error"].is_string());
 
-    let (status, workers) = web.get_json("/api/workers");
+    let (status, workers) = app.get_json("/api/workers");
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = workers
         .as_array()
@@ -570,7 +461,7 @@ fn api_twins_return_json() {
         .flatten()
         .all(|w| w["state"] == "stopped"));
 
-    let (status, body) = web.post_json(
+    let (status, body) = app.post_json(
         "/api/provision",
         &json!({"hosts": "h[1-2]", "image": "ubuntu"}),
     );
@@ -581,22 +472,22 @@ fn api_twins_return_json() {
 #[test]
 fn healthz_checks_store_and_broker() {
     let stack = Stack::new();
-    let web = Web::start(&stack);
-    let resp = web.get("/healthz");
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.text().expect("body"), "ok");
+    let app = App::new(&stack);
+    let resp = app.get("/healthz");
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.body, "ok");
 
     let dead = Stack::with(Options {
-        broker: format!("amqp://guest:guest@127.0.0.1:{}/%2f", common::closed_port()),
+        broker: dead_broker_url(),
         ..Options::default()
     });
-    let web = Web::start(&dead);
-    let resp = web.get("/healthz");
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(resp.text().expect("body").contains("broker"));
+    let app = App::new(&dead);
+    let resp = app.get("/healthz");
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.body.contains("broker"));
     // And a launch against it publishes nothing and says why.
-    let csrf = web.csrf();
-    let resp = web.post_form(
+    let csrf = app.csrf();
+    let resp = app.post_form(
         "/cm/launch",
         &[
             ("csrf", &csrf),
@@ -605,7 +496,7 @@ fn healthz_checks_store_and_broker() {
             ("hosts", "i1"),
         ],
     );
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(jobs(&dead).is_empty());
 }
 
@@ -653,6 +544,8 @@ fn sample(samples: &[(String, f64)], series: &str) -> Option<f64> {
     samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
 }
 
+// Over the real binary: a worker counts as up only if /proc shows it running the binary that
+// asks, and in-process that would be this test binary, not cm.
 #[test]
 fn metrics_count_jobs_by_state_with_a_run_time_histogram() {
     let stack = Stack::with(Options {
@@ -706,7 +599,7 @@ fn metrics_count_jobs_by_state_with_a_run_time_histogram() {
 
     // With the broker down the depths are left out; the rest is still there.
     let dead = Stack::with(Options {
-        broker: format!("amqp://guest:guest@127.0.0.1:{}/%2f", common::closed_port()),
+        broker: dead_broker_url(),
         ..Options::default()
     });
     let web = Web::start(&dead);
@@ -763,7 +656,11 @@ fn a_token_guards_everything_and_beyond_loopback_is_refused_without_one() {
         .to_str()
         .expect("cookie")
         .to_string();
-    assert!(cookie.starts_with("cm_token=s3cret-token;") && cookie.contains("HttpOnly"));
+    assert!(cookie.starts_with("cm_token=s3cret-token;"), "{cookie}");
+    let attributes: Vec<&str> = cookie.split(';').skip(1).map(str::trim).collect();
+    for attribute in ["Path=/", "HttpOnly", "SameSite=Strict"] {
+        assert!(attributes.contains(&attribute), "{cookie}");
+    }
     let with_cookie = web
         .http
         .get(web.url("/cm/launch/db_stats"))
@@ -824,7 +721,7 @@ fn detach_runs_in_the_background_with_a_pid_file() {
 #[test]
 fn db_stats_pages_through_100k_jobs() {
     let stack = Stack::new();
-    let web = Web::start(&stack);
+    let app = App::new(&stack);
     let store_url = format!("sqlite://{}", stack.store_file().display());
     common::runtime().block_on(async {
         let store = cm::store::Store::open(&store_url).await.expect("store");
@@ -861,102 +758,12 @@ fn db_stats_pages_through_100k_jobs() {
     ];
     // Timing belongs to bench/ (docs/BENCHMARKS.md); here: every page answers, correctly.
     for path in paths {
-        assert_eq!(web.get(path).status(), StatusCode::OK, "{path}");
+        assert_eq!(app.get(path).status, StatusCode::OK, "{path}");
     }
-    let (_, body) = web.get_json("/api/jobs?page=2");
+    let (_, body) = app.get_json("/api/jobs?page=2");
     assert_eq!(body["total"], 100_000);
     assert_eq!(body["jobs"].as_array().map(Vec::len), Some(50));
     assert_eq!(body["jobs"][0]["id"], "seed-099949", "newest first");
-}
-
-/// `chromedriver --port=N` for one test, killed when dropped.
-struct Driver {
-    child: Child,
-    url: String,
-}
-
-impl Driver {
-    fn start(dir: &std::path::Path) -> Self {
-        let exe = "/usr/bin/chromedriver";
-        assert!(
-            std::path::Path::new(exe).exists()
-                && std::path::Path::new("/usr/bin/chromium").exists(),
-            "headless Chromium is missing: run scripts/ensure-chromium.sh"
-        );
-        let port = common::closed_port();
-        let log = std::fs::File::create(dir.join("chromedriver.log")).expect("driver log");
-        let child = Command::new(exe)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn chromedriver");
-        let url = format!("http://127.0.0.1:{port}");
-        let driver = Self { child, url };
-        let http = client();
-        eventually(
-            Duration::from_secs(30),
-            "chromedriver to answer /status",
-            || {
-                http.get(format!("{}/status", driver.url))
-                    .send()
-                    .ok()
-                    .and_then(|r| r.json::<Value>().ok())
-                    .is_some_and(|v| v["value"]["ready"] == true)
-            },
-        );
-        driver
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Where screenshots go: `$CM_SCREENSHOTS` (e.g. docs/screenshots) or the test's temp dir.
-fn screenshot_dir(stack: &Stack) -> std::path::PathBuf {
-    match std::env::var_os("CM_SCREENSHOTS") {
-        Some(dir) => {
-            let dir = std::path::PathBuf::from(dir);
-            let dir = if dir.is_absolute() {
-                dir
-            } else {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)
-            };
-            std::fs::create_dir_all(&dir).expect("screenshot dir");
-            dir
-        }
-        None => stack.dir.path().to_path_buf(),
-    }
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn texts(c: &fantoccini::Client, css: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(found) = c.find_all(fantoccini::Locator::Css(css)).await {
-        for e in found {
-            out.push(e.text().await.unwrap_or_default());
-        }
-    }
-    out
 }
 
 #[test]
@@ -971,34 +778,12 @@ fn browser_launches_watches_live_and_resets() {
     // Some other work in the table, so the batch highlight has something to stand out from.
     stack.publish(&["provision", "--hosts", "n[1-4]", "--image", "ubuntu"]);
     let web = Web::start(&stack);
-    let profile = tempfile::tempdir().expect("profile dir");
-    let driver = Driver::start(stack.dir.path());
-    let shots = screenshot_dir(&stack);
+    let browser = Browser::start(stack.dir.path());
+    let shots = screenshot_dir(stack.dir.path());
     let base = web.base.clone();
 
     common::runtime().block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                    "--window-size=1400,860",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ]
-            }),
-        );
-        let c = fantoccini::ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("WebDriver session");
+        let c = browser.session().await;
 
         c.goto(&format!("{base}/cm/launch"))
             .await
@@ -1030,11 +815,7 @@ fn browser_launches_watches_live_and_resets() {
             .send_keys("i[1-3]")
             .await
             .expect("type hosts");
-        std::fs::write(
-            shots.join("launch.png"),
-            c.screenshot().await.expect("screenshot"),
-        )
-        .expect("save launch.png");
+        screenshot(&c, &shots, "launch.png").await;
         c.find(Locator::XPath(
             "//button[normalize-space(.)='press to launch']",
         ))
@@ -1116,11 +897,7 @@ fn browser_launches_watches_live_and_resets() {
             (s.len() == 7 && s.iter().all(|t| t == "SUCCESS")).then_some(())
         })
         .await;
-        std::fs::write(
-            shots.join("db_stats.png"),
-            c.screenshot().await.expect("screenshot"),
-        )
-        .expect("save db_stats.png");
+        screenshot(&c, &shots, "db_stats.png").await;
 
         c.goto(&format!("{base}/cm/db_reset"))
             .await
@@ -1133,11 +910,7 @@ fn browser_launches_watches_live_and_resets() {
             .await
             .unwrap_or_default();
         assert_eq!(count, "7");
-        std::fs::write(
-            shots.join("db_reset.png"),
-            c.screenshot().await.expect("screenshot"),
-        )
-        .expect("save db_reset.png");
+        screenshot(&c, &shots, "db_reset.png").await;
         c.find(Locator::XPath(
             "//button[normalize-space(.)='remove all job records']",
         ))

@@ -51,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
             },
             Command::Launch(args) => publish::launch(&cfg, &args).await,
             Command::Provision(args) => publish::provision(&cfg, &args).await,
+            Command::Call(args) => publish::call(&cfg, &args).await,
             Command::Jobs(args) => match &args.show {
                 Some(JobsCmd::Show { id, json }) => jobs::show(&cfg, id, *json).await,
                 None => jobs::list(&cfg, &args).await,

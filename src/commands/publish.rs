@@ -1,6 +1,6 @@
 //! `cm launch` and `cm provision`: publish jobs (persistent, confirmed) and print their ids.
 
-use crate::cli::{LaunchArgs, ProvisionArgs, WaitArgs};
+use crate::cli::{CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
 use crate::config::Config;
 use crate::exit::{CmError, Code};
 use crate::jobs::{self, launch::Launch, provision::Provision};
@@ -63,6 +63,47 @@ pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Cod
         )
     });
     publish(cfg, jobs::PROVISION, &messages, &args.wait).await
+}
+
+/// `cm call TASK`: one job of any task cm runs, its arguments as JSON.
+pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
+    let positional: Vec<serde_json::Value> = serde_json::from_str(&args.args).map_err(|e| {
+        CmError::BadArgument(format!("--args {:?} is not a JSON list: {e}", args.args))
+    })?;
+    let keywords: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&args.kwargs)
+        .map_err(|e| {
+        CmError::BadArgument(format!(
+            "--kwargs {:?} is not a JSON object: {e}",
+            args.kwargs
+        ))
+    })?;
+    let msg = TaskMessage::new(&args.task, positional, keywords);
+    // What a worker would refuse is refused here, before anything is stored or published.
+    jobs::Job::from_message(&msg).map_err(|e| CmError::BadArgument(e.to_string()))?;
+    let queue = match &args.queue {
+        Some(name) => cfg.queues.iter().find(|q| &q.name == name).ok_or_else(|| {
+            CmError::BadArgument(format!(
+                "unknown queue {name:?}: this config has {}",
+                cfg.queues
+                    .iter()
+                    .map(|q| q.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+        None => publishing::queue_for(cfg, &args.task)?,
+    };
+    let store = Store::open(&cfg.store_url).await?;
+    let batch = publishing::publish_to(cfg, &store, queue, std::slice::from_ref(&msg)).await?;
+    crate::outln!("{}", msg.id);
+    if !args.wait.wait {
+        return Ok(Code::Success);
+    }
+    let code = super::wait::batch(&store, &batch, 1, args.wait.timeout).await?;
+    if let Some(result) = store.get(&msg.id).await?.and_then(|j| j.result) {
+        crate::outln!("{result}");
+    }
+    Ok(code)
 }
 
 fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> Vec<TaskMessage> {

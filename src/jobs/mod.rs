@@ -1,6 +1,8 @@
 //! The job kinds: task name → arguments → the simulated steps a worker walks through
 //! (`run.rs` walks them).
 
+pub mod args;
+pub mod argv;
 pub mod launch;
 pub mod provision;
 mod run;

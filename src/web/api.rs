@@ -9,24 +9,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::data::{
+    pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery, PER_PAGE,
+};
 use super::input::{self, Invalid, LaunchInput, ProvisionInput};
-use super::pages::{pages_for, publish_error_status, snapshot, worker_statuses};
-use super::view::JobsQuery;
-use super::{AppState, PER_PAGE};
+use super::render::json_error;
+use super::state::AppState;
 use crate::jobs;
 use crate::protocol::TaskMessage;
 use crate::publishing::publish_jobs;
 
 /// A health check answers well within a load balancer's patience, broker down or not.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn error(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> Response {
-    (
-        status,
-        Json(json!({ "error": message.into(), "field": field })),
-    )
-        .into_response()
-}
 
 fn counts_object(counts: &[(String, i64)]) -> Value {
     Value::Object(
@@ -42,7 +36,7 @@ fn counts_object(counts: &[(String, i64)]) -> Value {
 pub async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Response {
     let snap = match snapshot(&state, &q).await {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     };
     let batch = q.batch();
     Json(json!({
@@ -68,14 +62,14 @@ pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Respo
     let store = state.store();
     let found = match store.get(&id).await {
         Ok(j) => j,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     };
     let Some(job) = found else {
-        return error(StatusCode::NOT_FOUND, format!("no job {id:?}"), None);
+        return json_error(StatusCode::NOT_FOUND, format!("no job {id:?}"), None);
     };
     match store.history(&id).await {
         Ok(history) => Json(json!({ "job": job, "history": history })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }
 }
 
@@ -99,18 +93,18 @@ fn json_body<T: serde::de::DeserializeOwned>(
                 .is_some_and(|m| m.trim() == "application/json")
         });
     if !is_json {
-        return Err(error(
+        return Err(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send Content-Type: application/json",
             None,
         ));
     }
     serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}"), None))
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}"), None))
 }
 
 fn invalid(e: Invalid) -> Response {
-    error(StatusCode::BAD_REQUEST, e.message, Some(e.field))
+    json_error(StatusCode::BAD_REQUEST, e.message, Some(e.field))
 }
 
 async fn publish(state: &AppState, task: &str, messages: Vec<TaskMessage>) -> Response {
@@ -127,7 +121,7 @@ async fn publish(state: &AppState, task: &str, messages: Vec<TaskMessage>) -> Re
             )
                 .into_response()
         }
-        Err(e) => error(publish_error_status(&e), format!("{e:#}"), None),
+        Err(e) => json_error(publish_error_status(&e), format!("{e:#}"), None),
     }
 }
 

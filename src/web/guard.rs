@@ -1,32 +1,63 @@
-//! Who may ask: the optional bearer token (or its cookie), cross-site POSTs, the CSRF field.
+//! Who may ask: the optional bearer token (or the cookie `/login` sets), and cross-site POSTs.
+//! The form token (CSRF field) is checked where each form is read, in `pages`.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use cookie::{Cookie, SameSite};
+use serde::Deserialize;
 
-use super::pages::message_page;
-use super::AppState;
+use super::render::{json_error, message_page, render, LoginPage};
+use super::state::AppState;
 
 /// The cookie `/login?token=` sets; the same value as `Authorization: Bearer`.
-pub const TOKEN_COOKIE: &str = "cm_token";
+const TOKEN_COOKIE: &str = "cm_token";
 
-/// Equal in time independent of where the first difference is, so a token cannot be guessed
-/// byte by byte from response times.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// The value of the first cookie called `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    token: Option<String>,
+}
+
+/// `/login?token=T` sets the token cookie, then goes to the launcher.
+pub async fn login(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    if state.cfg().web_token.is_none() {
+        return Redirect::to("/cm/launch").into_response();
+    }
+    let page = |wrong| LoginPage {
+        title: "token",
+        nav: "",
+        wrong,
+    };
+    match q.token.as_deref() {
+        Some(t) if state.is_token(t) => {
+            let mut resp = Redirect::to("/cm/launch").into_response();
+            let cookie = Cookie::build((TOKEN_COOKIE, t))
+                .path("/")
+                .http_only(true)
+                .same_site(SameSite::Strict)
+                .build();
+            // A token the header cannot carry sets no cookie; Bearer still works.
+            if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Some(_) => render(StatusCode::FORBIDDEN, &page(true)),
+        None => render(StatusCode::OK, &page(false)),
+    }
 }
 
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
@@ -40,25 +71,22 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 
 /// With `[web] token` set, every request but `/login` and the static files needs the token.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = state.cfg().web_token.as_deref() else {
+    if state.cfg().web_token.is_none() {
         return next.run(req).await;
-    };
+    }
     let path = req.uri().path();
     if path == "/login" || path.starts_with("/static/") {
         return next.run(req).await;
     }
-    if presented_token(req.headers()).is_some_and(|t| same_secret(t, token)) {
+    if presented_token(req.headers()).is_some_and(|t| state.is_token(t)) {
         return next.run(req).await;
     }
     let mut resp = if wants_json(req.headers(), path) {
-        (
+        json_error(
             StatusCode::UNAUTHORIZED,
-            axum::Json(serde_json::json!({
-                "error": "this server needs a token: send Authorization: Bearer <token>",
-                "field": null
-            })),
+            "this server needs a token: send Authorization: Bearer <token>",
+            None,
         )
-            .into_response()
     } else {
         message_page(
             StatusCode::UNAUTHORIZED,
@@ -67,10 +95,8 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
              or send Authorization: Bearer <token>.",
         )
     };
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
 }
 
@@ -122,40 +148,30 @@ fn cross_site_reason(headers: &HeaderMap) -> Option<String> {
     }
 }
 
-pub fn forbidden(headers: &HeaderMap, path: &str, why: &str) -> Response {
+fn forbidden(headers: &HeaderMap, path: &str, why: &str) -> Response {
     if wants_json(headers, path) {
-        (
-            StatusCode::FORBIDDEN,
-            axum::Json(serde_json::json!({ "error": why, "field": null })),
-        )
-            .into_response()
+        json_error(StatusCode::FORBIDDEN, why, None)
     } else {
         message_page(StatusCode::FORBIDDEN, "refused", why)
-    }
-}
-
-/// The form's `csrf` field against this process's token.
-pub fn check_csrf(state: &AppState, field: Option<&str>) -> Result<(), Response> {
-    match field {
-        Some(t) if same_secret(t, state.csrf()) => Ok(()),
-        _ => Err(message_page(
-            StatusCode::FORBIDDEN,
-            "refused",
-            "missing or stale form token (csrf): reload the page and submit again",
-        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("abc", "abc"));
-        assert!(!same_secret("abc", "abd"));
-        assert!(!same_secret("abc", "abcd"));
+    fn the_token_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        assert_eq!(cookie(&h, TOKEN_COOKIE), None);
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("x=y;  cm_token=s3cret ; cm_token=second"),
+        );
+        assert_eq!(cookie(&h, TOKEN_COOKIE), Some("s3cret"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "cm"), None);
     }
 
     #[test]

@@ -17,8 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use super::pages::worker_statuses;
-use super::AppState;
+use super::data::worker_statuses;
+use super::state::AppState;
 use crate::config::Config;
 use crate::store::{DurationHistogram, JobFilter};
 
@@ -31,7 +31,7 @@ type Labels = Vec<(String, String)>;
 
 /// Counts every request this server answers (`cm_web_requests_total`).
 pub async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    state.inner.requests.inc();
+    state.requests().inc();
     next.run(req).await
 }
 
@@ -170,7 +170,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     registry.register(
         "cm_web_requests",
         "Requests this web server answered since it started",
-        state.inner.requests.clone(),
+        state.requests().clone(),
     );
 
     let mut body = String::new();

@@ -3,20 +3,26 @@
 //!
 //! Everything (templates, CSS, JS) is compiled into the binary. Pages are askama templates, so
 //! every value is HTML-escaped; the page script builds DOM nodes with `textContent` only.
+//!
+//! Each module imports only those below it: `state` (what handlers share) ← `data` (what pages
+//! and `/api/` both read) ← `view` (rows the templates show) ← `render` (templates, message and
+//! error pages) ← `guard`, `pages`, `api`; `metrics` reads `data`; `input` checks requests.
 
 // Helpers return the ready error page as `Err(Response)`; it is built once per refused request.
 #![allow(clippy::result_large_err)]
 
 mod api;
 mod assets;
+mod data;
 mod guard;
 mod input;
 mod metrics;
 mod pages;
+mod render;
+mod state;
 mod view;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -31,58 +37,18 @@ use crate::config::Config;
 use crate::exit::{CmError, Code};
 use crate::store::Store;
 
+pub use state::AppState;
+
 /// A slow client cannot hold a request (its body included) longer than this: 408 after.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forms and API bodies are a few hundred bytes; anything near this is not ours.
 const BODY_LIMIT: usize = 64 * 1024;
-/// Rows per page of `/cm/launch/db_stats` and `/api/jobs`.
-pub const PER_PAGE: i64 = 50;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    cfg: Config,
-    store: Store,
-    /// Per-process CSRF token, embedded in every form and checked on every form POST.
-    csrf: String,
-    /// Requests answered, for `/metrics`.
-    requests: prometheus_client::metrics::counter::Counter,
-}
-
-impl AppState {
-    pub fn new(cfg: Config, store: Store) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                cfg,
-                store,
-                csrf: uuid::Uuid::new_v4().to_string(),
-                requests: Default::default(),
-            }),
-        }
-    }
-
-    fn cfg(&self) -> &Config {
-        &self.inner.cfg
-    }
-
-    fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    fn csrf(&self) -> &str {
-        &self.inner.csrf
-    }
-}
 
 /// Every route, with auth, cross-site checks, the timeout and the body limit.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::root))
-        .route("/login", get(pages::login))
+        .route("/login", get(guard::login))
         .route("/cm/launch", get(pages::launch_form).post(pages::launch))
         .route("/cm/provision", post(pages::provision))
         .route("/cm/launch/db_stats", get(pages::db_stats))

@@ -1,60 +1,22 @@
-//! The HTML pages: launch and provision forms, db_stats, db_reset, login, and error pages.
+//! The HTML pages' handlers: the launch and provision forms and their POSTs, db_stats,
+//! db_reset, and not found. Their templates are in `render`.
 
-use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::guard::{check_csrf, same_secret, TOKEN_COOKIE};
+use super::data::{pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery};
 use super::input::{self, Invalid, LaunchInput, ProvisionInput};
-use super::view::{self, JobView, JobsQuery, MinuteBar, StateBar};
-use super::{AppState, PER_PAGE};
-use crate::control::WorkerStatus;
-use crate::exit::{code_for, Code};
+use super::render::{
+    message_page, render, store_error, LaunchPage, MessagePage, ResetPage, StatsPage,
+};
+use super::state::AppState;
+use super::view::{self, Choice, JobView, WorkerView};
 use crate::jobs;
 use crate::publishing::publish_jobs;
 use crate::store::JobFilter;
-
-fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(e) => {
-            tracing::error!("rendering a page: {e}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the page").into_response()
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "message.html")]
-struct MessagePage<'a> {
-    title: &'a str,
-    message: &'a str,
-    nav: &'a str,
-}
-
-/// A small page with a title and one message (errors, results, refusals).
-pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response {
-    render(
-        status,
-        &MessagePage {
-            title,
-            message,
-            nav: "",
-        },
-    )
-}
-
-fn store_error(e: impl std::fmt::Display) -> Response {
-    tracing::warn!("status store: {e}");
-    message_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "status store unavailable",
-        &e.to_string(),
-    )
-}
 
 pub async fn root() -> Redirect {
     Redirect::to("/cm/launch")
@@ -68,76 +30,9 @@ pub async fn not_found() -> Response {
     )
 }
 
-// ---------- login ----------
-
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    token: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage<'a> {
-    title: &'a str,
-    nav: &'a str,
-    wrong: bool,
-}
-
-/// `/login?token=T` sets the token cookie, then goes to the launcher.
-pub async fn login(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
-    let Some(expected) = state.cfg().web_token.as_deref() else {
-        return Redirect::to("/cm/launch").into_response();
-    };
-    let page = |wrong| LoginPage {
-        title: "token",
-        nav: "",
-        wrong,
-    };
-    match q.token.as_deref() {
-        Some(t) if same_secret(t, expected) => {
-            let mut resp = Redirect::to("/cm/launch").into_response();
-            let cookie = format!("{TOKEN_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict");
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                resp.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            resp
-        }
-        Some(_) => render(StatusCode::FORBIDDEN, &page(true)),
-        None => render(StatusCode::OK, &page(false)),
-    }
-}
-
 // ---------- launch and provision ----------
 
-pub struct Choice {
-    pub name: String,
-    pub description: String,
-    pub selected: bool,
-}
-
-#[derive(Template)]
-#[template(path = "launch.html")]
-struct LaunchPage<'a> {
-    title: &'a str,
-    nav: &'a str,
-    csrf: &'a str,
-    servers: Vec<Choice>,
-    recipes: Vec<Choice>,
-    kind: String,
-    hosts: String,
-    prov_hosts: String,
-    prov_image: String,
-    max_hosts: usize,
-    /// (form, field, message) of the rejected submission.
-    error: Option<(&'static str, &'static str, String)>,
-}
-
-impl LaunchPage<'_> {
-    fn bad(&self, form: &str, field: &str) -> bool {
-        matches!(&self.error, Some((f, fld, _)) if *f == form && *fld == field)
-    }
-}
-
+/// The launch page with what was submitted and, when refused, (form, field, why).
 fn launch_page<'a>(
     state: &'a AppState,
     launch: &LaunchInput,
@@ -175,6 +70,7 @@ fn launch_page<'a>(
     }
 }
 
+/// `GET /cm/launch`: both forms, first server and recipe chosen.
 pub async fn launch_form(State(state): State<AppState>) -> Response {
     let page = launch_page(
         &state,
@@ -197,6 +93,18 @@ struct ProvisionForm {
     csrf: Option<String>,
     #[serde(flatten)]
     input: ProvisionInput,
+}
+
+/// The form's `csrf` field against this process's token.
+fn check_csrf(state: &AppState, field: Option<&str>) -> Result<(), Response> {
+    if state.is_csrf(field) {
+        return Ok(());
+    }
+    Err(message_page(
+        StatusCode::FORBIDDEN,
+        "refused",
+        "missing or stale form token (csrf): reload the page and submit again",
+    ))
 }
 
 fn parse_form<T: serde::de::DeserializeOwned>(
@@ -292,133 +200,9 @@ async fn publish_and_watch(
     }
 }
 
-pub fn publish_error_status(e: &anyhow::Error) -> StatusCode {
-    match code_for(e) {
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::BadArgument => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 // ---------- db_stats ----------
 
-pub struct WorkerView {
-    pub name: String,
-    pub queue: String,
-    pub state: String,
-    pub state_class: String,
-    pub pid: String,
-    pub uptime: String,
-    pub memory: String,
-    pub done: String,
-}
-
-impl WorkerView {
-    fn new(w: &WorkerStatus) -> Self {
-        Self {
-            name: w.name.clone(),
-            queue: w.queue.clone(),
-            state: w.state.to_string(),
-            state_class: w.state.replace(' ', "_"),
-            pid: w.pid.map_or_else(|| "-".into(), |p| p.to_string()),
-            uptime: view::duration(w.uptime_seconds),
-            memory: view::bytes(w.memory_bytes),
-            done: w.jobs_done.map_or_else(|| "-".into(), |n| n.to_string()),
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "db_stats.html")]
-struct StatsPage<'a> {
-    title: &'a str,
-    nav: &'a str,
-    q: JobsQuery,
-    states: &'static [&'static str],
-    servers: Vec<String>,
-    recipes: Vec<String>,
-    rows: Vec<JobView>,
-    total: i64,
-    all: i64,
-    page: i64,
-    pages: i64,
-    prev: Option<String>,
-    next: Option<String>,
-    bars: Vec<StateBar>,
-    bars_height: i64,
-    minutes: Vec<MinuteBar>,
-    finished_30: i64,
-    by_worker: Vec<(String, i64)>,
-    workers: Vec<WorkerView>,
-    batch: String,
-    batch_short: String,
-    hide_batch: String,
-    batch_total: i64,
-    batch_counts: Vec<(String, String, i64)>,
-}
-
-/// Everything db_stats and `/api/jobs` show for one query.
-pub struct Snapshot {
-    pub jobs: Vec<crate::store::JobRow>,
-    pub total: i64,
-    pub counts: Vec<(String, i64)>,
-    pub per_minute: Vec<i64>,
-    pub by_worker: Vec<(String, i64)>,
-    pub batch_counts: Vec<(String, i64)>,
-}
-
-pub async fn snapshot(
-    state: &AppState,
-    q: &JobsQuery,
-) -> Result<Snapshot, crate::store::StoreError> {
-    let store = state.store();
-    let filter = q.filter(PER_PAGE);
-    let jobs = store.list(&filter).await?;
-    let total = store
-        .count(&JobFilter {
-            limit: 0,
-            offset: 0,
-            ..filter
-        })
-        .await?;
-    let counts = store.counts_by_state(&q.count_filter()).await?;
-    let per_minute = store.finished_per_minute(30).await?;
-    let by_worker = store.counts_by_worker().await?;
-    let batch = q.batch();
-    let batch_counts = if batch.is_empty() {
-        Vec::new()
-    } else {
-        store
-            .counts_by_state(&JobFilter {
-                batch: Some(batch),
-                ..JobFilter::default()
-            })
-            .await?
-    };
-    Ok(Snapshot {
-        jobs,
-        total,
-        counts,
-        per_minute,
-        by_worker,
-        batch_counts,
-    })
-}
-
-pub fn pages_for(total: i64) -> i64 {
-    ((total + PER_PAGE - 1) / PER_PAGE).max(1)
-}
-
-pub async fn worker_statuses(state: &AppState) -> Vec<WorkerStatus> {
-    let cfg = state.cfg().clone();
-    tokio::task::spawn_blocking(move || {
-        let workers: Vec<_> = cfg.workers().collect();
-        crate::control::status(&cfg, &workers)
-    })
-    .await
-    .unwrap_or_default()
-}
-
+/// `GET /cm/launch/db_stats`: the jobs of one query, with its charts and the workers.
 pub async fn db_stats(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Response {
     let snap = match snapshot(&state, &q).await {
         Ok(s) => s,
@@ -469,15 +253,7 @@ pub async fn db_stats(State(state): State<AppState>, Query(q): Query<JobsQuery>)
 
 // ---------- db_reset ----------
 
-#[derive(Template)]
-#[template(path = "db_reset.html")]
-struct ResetPage<'a> {
-    title: &'a str,
-    nav: &'a str,
-    csrf: &'a str,
-    count: i64,
-}
-
+/// `GET /cm/db_reset`: how many records there are, and the button that removes them.
 pub async fn db_reset_form(State(state): State<AppState>) -> Response {
     let count = match state.store().count(&JobFilter::default()).await {
         Ok(n) => n,
@@ -499,6 +275,7 @@ struct ResetForm {
     csrf: Option<String>,
 }
 
+/// `POST /cm/db_reset`: clears the store (the GET only asks).
 pub async fn db_reset(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let form: ResetForm = match parse_form(&headers, &body) {
         Ok(f) => f,

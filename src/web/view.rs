@@ -1,9 +1,10 @@
-//! What the pages show, computed once in Rust so the templates stay plain: job rows, the state
-//! bars, the per-minute chart. `cm.js` draws the same shapes from `/api/jobs` when it refreshes.
+//! What the pages show, computed once in Rust so the templates stay plain: job rows, workers,
+//! form choices, the state bars, the per-minute chart. `cm.js` draws the same shapes from
+//! `/api/jobs` when it refreshes.
 
-use serde::{Deserialize, Serialize};
-
-use crate::store::{JobFilter, JobRow};
+use super::data::JobsQuery;
+use crate::control::WorkerStatus;
+use crate::store::JobRow;
 
 /// The states in the order a job passes through them (the bars and the filter use it).
 pub const STATES: &[&str] = &[
@@ -22,98 +23,6 @@ pub const STATES: &[&str] = &[
     "FAILURE",
     "REVOKED",
 ];
-
-/// The query string of db_stats and `/api/jobs`.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-pub struct JobsQuery {
-    #[serde(default)]
-    pub state: Option<String>,
-    #[serde(default)]
-    pub server: Option<String>,
-    #[serde(default)]
-    pub recipe: Option<String>,
-    /// Jobs of this batch are highlighted (it does not filter).
-    #[serde(default)]
-    pub batch: Option<String>,
-    #[serde(default)]
-    pub page: Option<String>,
-}
-
-fn nonempty(v: &Option<String>) -> Option<String> {
-    v.as_ref().filter(|s| !s.is_empty()).cloned()
-}
-
-impl JobsQuery {
-    pub fn page(&self) -> i64 {
-        self.page
-            .as_deref()
-            .and_then(|p| p.parse::<i64>().ok())
-            .filter(|p| *p >= 1)
-            .unwrap_or(1)
-    }
-
-    pub fn state(&self) -> String {
-        nonempty(&self.state).unwrap_or_default()
-    }
-
-    pub fn server(&self) -> String {
-        nonempty(&self.server).unwrap_or_default()
-    }
-
-    pub fn recipe(&self) -> String {
-        nonempty(&self.recipe).unwrap_or_default()
-    }
-
-    pub fn batch(&self) -> String {
-        nonempty(&self.batch).unwrap_or_default()
-    }
-
-    /// The rows to list: every filter, one page.
-    pub fn filter(&self, per_page: i64) -> JobFilter {
-        JobFilter {
-            state: nonempty(&self.state),
-            server: nonempty(&self.server),
-            recipe: nonempty(&self.recipe),
-            batch: None,
-            limit: per_page,
-            offset: (self.page().saturating_sub(1)).saturating_mul(per_page),
-        }
-    }
-
-    /// What the state counts cover: the server and recipe filters, every state.
-    pub fn count_filter(&self) -> JobFilter {
-        JobFilter {
-            server: nonempty(&self.server),
-            recipe: nonempty(&self.recipe),
-            ..JobFilter::default()
-        }
-    }
-
-    /// This query as a URL query string with `page` (and optionally `state`) replaced.
-    pub fn link(&self, page: i64, state: Option<&str>) -> String {
-        let mut q = self.clone();
-        q.page = (page > 1).then(|| page.to_string());
-        if let Some(s) = state {
-            q.state = Some(s.to_string()).filter(|s| !s.is_empty());
-        }
-        let pairs: Vec<(&str, String)> = [
-            ("state", nonempty(&q.state)),
-            ("server", nonempty(&q.server)),
-            ("recipe", nonempty(&q.recipe)),
-            ("batch", nonempty(&q.batch)),
-            ("page", q.page),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
-        if pairs.is_empty() {
-            "?".into()
-        } else {
-            let encoded = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-            format!("?{encoded}")
-        }
-    }
-}
 
 /// `HH:MM:SS` (UTC) and the full RFC 3339 time for the tooltip.
 pub fn clock(ms: Option<i64>) -> (String, String) {
@@ -135,6 +44,14 @@ pub fn state_class(state: &str) -> String {
         .collect()
 }
 
+/// A server or recipe of the launch form.
+pub struct Choice {
+    pub name: String,
+    pub description: String,
+    pub selected: bool,
+}
+
+/// One row of the jobs table.
 pub struct JobView {
     pub id: String,
     pub short_id: String,
@@ -174,6 +91,33 @@ impl JobView {
             finished: clock(job.finished_ms),
             error: job.error.clone().unwrap_or_default(),
             highlight: !batch.is_empty() && job.batch.as_deref() == Some(batch),
+        }
+    }
+}
+
+/// One row of the workers table.
+pub struct WorkerView {
+    pub name: String,
+    pub queue: String,
+    pub state: String,
+    pub state_class: String,
+    pub pid: String,
+    pub uptime: String,
+    pub memory: String,
+    pub done: String,
+}
+
+impl WorkerView {
+    pub fn new(w: &WorkerStatus) -> Self {
+        Self {
+            name: w.name.clone(),
+            queue: w.queue.clone(),
+            state: w.state.to_string(),
+            state_class: w.state.replace(' ', "_"),
+            pid: w.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+            uptime: duration(w.uptime_seconds),
+            memory: bytes(w.memory_bytes),
+            done: w.jobs_done.map_or_else(|| "-".into(), |n| n.to_string()),
         }
     }
 }
@@ -270,22 +214,6 @@ pub fn duration(secs: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_keep_filters_and_encode() {
-        let q = JobsQuery {
-            recipe: Some("Slurm Cluster".into()),
-            page: Some("3".into()),
-            ..JobsQuery::default()
-        };
-        assert_eq!(q.link(4, None), "?recipe=Slurm+Cluster&page=4");
-        assert_eq!(
-            q.link(1, Some("SUCCESS")),
-            "?state=SUCCESS&recipe=Slurm+Cluster"
-        );
-        assert_eq!(q.filter(50).offset, 100);
-        assert_eq!(JobsQuery::default().link(1, None), "?");
-    }
 
     #[test]
     fn bars_follow_the_lifecycle() {

@@ -1,13 +1,96 @@
 //! A real environment in one line: a temp dir with its own fabfile.toml, queue names no other
-//! test uses, and the real `cm` binary against the real broker.
+//! test uses, and the real `cm` binary against the real broker. `web` starts the launcher (as a
+//! process, or its router in-process), `browser` drives headless Chromium through WebDriver.
+//!
+//! The services the tests use come from the environment; unset or empty means the default:
+//! - `CM_TEST_BROKER_URL`: RabbitMQ, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+//!   tests/mq.rs and tests/broker_restart.rs also run `rabbitmqctl`, so for them it must be
+//!   this machine's broker.
+//! - `CM_TEST_PG_URL`: a PostgreSQL database to connect to (as a user who may create databases);
+//!   each test that needs one creates its own database beside it and drops it after. Default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`.
+//! - `CM_SCREENSHOTS`: where the browser test saves its screenshots (default: its temp dir).
 #![allow(dead_code)]
+
+pub mod browser;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn parsed(key: &str, url: &str) -> url::Url {
+    url::Url::parse(url).unwrap_or_else(|e| panic!("{key}={url:?} is not a URL: {e}"))
+}
+
+/// The broker every test uses: `$CM_TEST_BROKER_URL`.
+pub fn broker_url() -> String {
+    env_or("CM_TEST_BROKER_URL", DEFAULT_BROKER_URL)
+}
+
+fn broker() -> url::Url {
+    parsed("CM_TEST_BROKER_URL", &broker_url())
+}
+
+/// The test broker's `host:port`.
+pub fn broker_addr() -> String {
+    let url = broker();
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5672)
+    )
+}
+
+/// The test broker's URL with another user, password (as written in a URL) and vhost.
+pub fn broker_url_as(user: &str, password: &str, vhost: &str) -> String {
+    let mut url = broker();
+    url.set_username(user).expect("a broker URL takes a user");
+    url.set_password(Some(password))
+        .expect("a broker URL takes a password");
+    url.set_path(&format!("/{vhost}"));
+    url.to_string()
+}
+
+/// The test broker's URL, credentials and vhost, but at `127.0.0.1:port` (a proxy to it).
+pub fn broker_url_at(port: u16) -> String {
+    let mut url = broker();
+    url.set_host(Some("127.0.0.1"))
+        .expect("a broker URL has a host");
+    url.set_port(Some(port)).expect("a broker URL has a port");
+    url.to_string()
+}
+
+/// The PostgreSQL database tests connect to first: `$CM_TEST_PG_URL`.
+pub fn pg_url() -> String {
+    env_or("CM_TEST_PG_URL", DEFAULT_PG_URL)
+}
+
+/// The URL of database `name` on the test PostgreSQL server.
+pub fn pg_url_of(name: &str) -> String {
+    let mut url = parsed("CM_TEST_PG_URL", &pg_url());
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// The test PostgreSQL server without a database (bench/ appends `/<database>`).
+pub fn pg_server_url() -> String {
+    let mut url = parsed("CM_TEST_PG_URL", &pg_url());
+    url.set_path("");
+    url.set_query(None);
+    url.to_string()
+}
 
 pub fn cm_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cm")
@@ -50,7 +133,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            broker: BROKER.into(),
+            broker: broker_url(),
             step_seconds: (0.0, 0.0),
             grace_seconds: 30.0,
             store_url: None,
@@ -255,7 +338,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub fn delete_queues(names: &[&str]) {
     runtime().block_on(async {
         let Ok(conn) =
-            lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default()).await
+            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default()).await
         else {
             return;
         };
@@ -276,9 +359,10 @@ pub fn delete_queues(names: &[&str]) {
 /// How many messages wait in `queue` (declaring it if missing).
 pub fn queue_depth(queue: &str) -> u32 {
     runtime().block_on(async {
-        let conn = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
-            .await
-            .expect("connect");
+        let conn =
+            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("connect");
         let ch = conn.create_channel().await.expect("channel");
         let q = ch
             .queue_declare(
@@ -300,6 +384,11 @@ pub fn queue_depth(queue: &str) -> u32 {
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// A broker URL where nothing listens: the test broker's, at a free loopback port.
+pub fn dead_broker_url() -> String {
+    broker_url_at(closed_port())
 }
 
 /// Lines of all `logs` that say `job <id> ...: SUCCESS`, as (worker, id).
@@ -327,21 +416,22 @@ pub struct PgDatabase {
     pub url: String,
 }
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 impl PgDatabase {
     pub fn new() -> Self {
         let name = unique("cm_test").to_lowercase();
         runtime().block_on(async {
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(PG_ADMIN)
+            let admin = pg_url();
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
                 .await
-                .expect("PostgreSQL at 127.0.0.1:5432 (make test starts it)");
+                .unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin} (make test starts it; CM_TEST_PG_URL): {e}")
+                });
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&mut conn)
                 .await
                 .expect("create database");
         });
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let url = pg_url_of(&name);
         Self { name, url }
     }
 }
@@ -350,7 +440,7 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
         runtime().block_on(async move {
-            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(PG_ADMIN).await
+            if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url()).await
             {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut conn)
@@ -381,6 +471,7 @@ struct ProxyState {
 impl Proxy {
     pub fn to_broker() -> Self {
         use std::net::{Shutdown, TcpListener, TcpStream};
+        let upstream_addr = broker_addr();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
@@ -395,7 +486,7 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(upstream) = TcpStream::connect("127.0.0.1:5672") else {
+                let Ok(upstream) = TcpStream::connect(&upstream_addr) else {
                     continue;
                 };
                 let pipe = |mut from: TcpStream, mut to: TcpStream| {
@@ -424,7 +515,7 @@ impl Proxy {
     }
 
     pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+        broker_url_at(self.port)
     }
 
     /// Shuts every connection through the proxy, as a network cut or broker crash would.
@@ -465,9 +556,10 @@ impl Stack {
 /// Publishes one message straight to `queue` on the broker, as any AMQP client could.
 pub fn publish_to(queue: &str, body: &[u8], props: lapin::BasicProperties) {
     runtime().block_on(async {
-        let conn = lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default())
-            .await
-            .expect("connect");
+        let conn =
+            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("connect");
         let ch = conn.create_channel().await.expect("channel");
         ch.basic_publish("".into(), queue.into(), Default::default(), body, props)
             .await

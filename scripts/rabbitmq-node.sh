@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# A RabbitMQ node of a test's own, beside the machine's broker (which it never touches):
+#
+#   bash scripts/rabbitmq-node.sh start NAME PORT [CONF_LINE...]   # idempotent; prints its URL
+#   bash scripts/rabbitmq-node.sh stop NAME                         # idempotent; removes its data
+#
+# NAME becomes the Erlang node NAME@localhost, with AMQP on 127.0.0.1:PORT and distribution on
+# PORT+20000; its data, log and config live in /tmp/cm-rabbit-NAME (owned by the rabbitmq user,
+# whom rabbitmq-server switches to). Each CONF_LINE is a rabbitmq.conf line, e.g.
+# "consumer_timeout = 5000". No plugins, so nothing else (management's 15672) is bound.
+set -euo pipefail
+
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+[ $# -ge 2 ] || usage
+action=$1 name=$2
+shift 2
+case $name in *[!a-zA-Z0-9_-]*|"") echo "rabbitmq-node: bad node name $name" >&2; exit 64 ;; esac
+node="$name@localhost"
+dir="/tmp/cm-rabbit-$name"
+ctl() { rabbitmqctl -q -n "$node" "$@"; }
+running() { ctl status >/dev/null 2>&1; }
+
+case $action in
+start)
+    [ $# -ge 1 ] || usage
+    port=$1
+    shift
+    command -v rabbitmq-server >/dev/null || bash "$(dirname "${BASH_SOURCE[0]}")/ensure-rabbitmq.sh" >&2
+    if ! running; then
+        mkdir -p "$dir/mnesia" "$dir/log"
+        {
+            echo "listeners.tcp.default = 127.0.0.1:$port"
+            echo "loopback_users = none"
+            for line in "$@"; do echo "$line"; done
+        } > "$dir/rabbitmq.conf"
+        echo '[].' > "$dir/enabled_plugins"
+        chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
+        RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000)) \
+        RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+        RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+        RABBITMQ_PID_FILE="$dir/pid" rabbitmq-server -detached >/dev/null 2>&1
+        # `await_startup` fails until the node has registered with epmd: poll `status` first.
+        for _ in $(seq 120); do running && break; sleep 0.5; done
+        running || { echo "rabbitmq-node: $node did not start (see $dir/log)" >&2; exit 69; }
+        ctl await_startup
+    fi
+    echo "amqp://guest:guest@127.0.0.1:$port/%2f"
+    ;;
+stop)
+    if running; then ctl stop >/dev/null 2>&1 || true; fi
+    for _ in $(seq 40); do running || break; sleep 0.25; done
+    rm -rf "$dir"
+    ;;
+*) usage ;;
+esac
