@@ -26,11 +26,11 @@ pub const STOP_GRACE: Duration = Duration::from_secs(15);
 pub const NAME: &str = "web";
 const LISTENING: &str = "listening on ";
 
-pub fn pid_file(cfg: &Config) -> PathBuf {
+fn pid_file(cfg: &Config) -> PathBuf {
     Role::Web.pid_file(cfg)
 }
 
-pub fn log_file(cfg: &Config) -> PathBuf {
+fn log_file(cfg: &Config) -> PathBuf {
     Role::Web.log_file(cfg)
 }
 
