@@ -1,6 +1,5 @@
 //! cm: an ops CLI, worker and web launcher for a RabbitMQ job queue (Celery protocol v2).
 
-pub mod acks;
 pub mod broker;
 pub mod cli;
 pub mod commands;

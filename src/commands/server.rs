@@ -1,9 +1,9 @@
 //! `cm server start|stop|clean|status`: every worker and the detached web server at once.
 
 use crate::config::Config;
+use crate::control::web::{self, WebStatus};
 use crate::control::{self, StopAction, StopLine};
 use crate::exit::{code_for, CmError, Code};
-use crate::web::lifecycle::{self, WebStatus};
 
 use super::queue::{human_duration, print_starts, print_stops, start_verdict};
 
@@ -20,7 +20,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
     } else {
         println!(
             "{:<8} not started: [web] enabled = false in {}",
-            lifecycle::NAME,
+            web::NAME,
             cfg.path.display()
         );
         Ok(())
@@ -40,13 +40,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
 }
 
 async fn start_web(cfg: &Config) -> anyhow::Result<()> {
-    let stopped = lifecycle::stop(cfg, lifecycle::STOP_GRACE).await?;
+    let stopped = web::stop(cfg, web::STOP_GRACE).await?;
     print_web_stops(&stopped, true);
     match crate::web::start_detached(cfg).await {
         Ok(s) => {
             println!(
                 "{:<8} {} pid {} ready (log {})",
-                lifecycle::NAME,
+                web::NAME,
                 s.url,
                 s.pid,
                 s.log_file.display()
@@ -54,7 +54,7 @@ async fn start_web(cfg: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            println!("{:<8} FAILED: {e:#}", lifecycle::NAME);
+            println!("{:<8} FAILED: {e:#}", web::NAME);
             let code = code_for(&e);
             Err(CmError::Partial {
                 message: format!("web server: {e:#}"),
@@ -104,7 +104,7 @@ pub async fn stop(cfg: &Config) -> anyhow::Result<Code> {
     let _lock = control::lock_control(cfg)?;
     let (lines, web) = tokio::join!(
         control::stop(cfg, &workers, cfg.stop_grace),
-        lifecycle::stop(cfg, lifecycle::STOP_GRACE)
+        web::stop(cfg, web::STOP_GRACE)
     );
     let (lines, web) = (lines?, web?);
     let idle = |l: &StopLine| l.action == StopAction::NotRunning;
@@ -137,7 +137,7 @@ pub async fn stop(cfg: &Config) -> anyhow::Result<Code> {
 pub async fn clean(cfg: &Config, logs: bool) -> anyhow::Result<Code> {
     let _lock = control::lock_control(cfg)?;
     let report = control::clean(cfg, logs).await?;
-    let web = lifecycle::clean(cfg, logs).await?;
+    let web = web::clean(cfg, logs).await?;
     for (name, pid, orphan) in &report.killed {
         let what = if *orphan {
             "orphan (no pid file)"
@@ -175,7 +175,7 @@ pub async fn clean(cfg: &Config, logs: bool) -> anyhow::Result<Code> {
 /// The workers' table (`cm queue status`), then the web server's line. `--json` prints
 /// `{"workers": [...], "web": {...}}`.
 pub async fn status(cfg: &Config, json: bool, all: bool) -> anyhow::Result<Code> {
-    let web = lifecycle::status(cfg);
+    let web = web::status(cfg);
     if json {
         let workers = if all {
             serde_json::to_value(crate::inspect::ping_all(cfg).await?)?
@@ -196,7 +196,7 @@ fn web_line(w: &WebStatus) -> String {
     let dash = || "-".to_string();
     let mut line = format!(
         "{:<8} {} pid {} {}",
-        lifecycle::NAME,
+        web::NAME,
         w.url,
         w.pid.map_or_else(dash, |p| p.to_string()),
         w.state

@@ -1,7 +1,8 @@
 //! `celery@<name>.pid`: written and flock-held by the worker for its whole life.
 //!
 //! A pid file whose lock can be taken is stale by definition: it is removed and its pid is never
-//! signalled, which is what keeps cm from killing a stranger that reused the pid.
+//! signalled, which is what keeps cm from killing a stranger that reused the pid. The same file
+//! and rules serve the web server's `cm-web.pid`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -12,6 +13,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::Pid;
+
+use super::role::Role;
+use crate::config::Config;
+use crate::exit::CmError;
 
 /// What a pid file says about its worker.
 #[derive(Debug)]
@@ -194,6 +199,23 @@ impl PidLock {
             tracing::warn!("removing pid file {}: {e}", self.path.display());
         }
     }
+}
+
+/// Takes `role`'s pid file for this process's whole life; the error says what to do.
+pub fn lock(cfg: &Config, role: &Role) -> Result<PidLock, CmError> {
+    let path = role.pid_file(cfg);
+    PidLock::acquire(&path).map_err(|e| match e {
+        AcquireError::Held { pid, .. } if *role == Role::Web => CmError::Other(format!(
+            "cm web is already running (pid {pid}, {})",
+            path.display()
+        )),
+        AcquireError::Io { ref cause, .. } if cause.kind() == io::ErrorKind::PermissionDenied => {
+            CmError::Permission {
+                message: format!("{e} (run with sudo, or set [paths] pid_dir)"),
+            }
+        }
+        other => CmError::Other(other.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
-//! Starting a detached worker: directories, log redirection, the readiness pipe.
-//!
-//! The child is `cm --config PATH worker NAME --detached`; its stdout is a pipe back to us on
-//! which it writes `ready` once its consumer is registered, or `error <code>: <why>`.
+//! Starting a detached process (the parent's half; the child's is `detach.rs`): its folders
+//! and log, then `cm --config PATH <role's args> [extra]` with stdin from /dev/null, stdout a
+//! pipe back to us and stderr its log, and the wait for its one readiness line.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -13,24 +12,29 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::Instant;
 
-use crate::config::{Config, WorkerRef};
+use super::role::Role;
+use crate::config::Config;
 use crate::exit::{CmError, Code};
 
-/// A worker that has been spawned and has not yet said whether it is consuming.
+/// A process that has been spawned and has not yet said whether it is ready.
 #[derive(Debug)]
 pub struct Starting {
-    pub name: String,
-    pub queue: String,
+    pub role: Role,
     pub pid: Pid,
     child: Child,
     ready: BufReader<ChildStdout>,
 }
 
-/// Why a worker did not become ready, with the exit code it maps to.
+/// Why a process did not say it is ready.
 #[derive(Debug, Clone)]
-pub struct NotReady {
-    pub code: Code,
-    pub reason: String,
+pub enum NotReady {
+    /// Said nothing by the start deadline.
+    Deadline,
+    /// Said `error <code>: <why>`.
+    Refused { code: Code, why: String },
+    /// Closed the pipe without a ready line: `how` is "exited (<status>)" or
+    /// "closed its readiness pipe".
+    Ended { how: String },
 }
 
 /// Creates `dir` if needed and checks we can write there; the error says what to do.
@@ -87,32 +91,30 @@ pub fn cm_binary() -> Result<std::path::PathBuf, CmError> {
     std::env::current_exe().map_err(|e| CmError::Other(format!("cannot find the cm binary: {e}")))
 }
 
-pub fn spawn(cfg: &Config, worker: WorkerRef<'_>) -> Result<Starting, CmError> {
-    let log = open_log(&cfg.log_file(worker.name))?;
-    let exe = cm_binary()?;
-    let mut child = Command::new(exe)
+/// Spawns `role` detached, with `extra` arguments after its own.
+pub fn spawn(cfg: &Config, role: &Role, extra: &[&str]) -> Result<Starting, CmError> {
+    let log = open_log(&role.log_file(cfg))?;
+    let mut child = Command::new(cm_binary()?)
         .arg("--config")
         .arg(&cfg.path)
-        .arg("worker")
-        .arg(worker.name)
-        .arg("--detached")
+        .args(role.detached_args())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-        .map_err(|e| CmError::Other(format!("cannot spawn worker {}: {e}", worker.name)))?;
+        .map_err(|e| CmError::Other(format!("cannot spawn {}: {e}", role.noun())))?;
     let pid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw)
-        .ok_or_else(|| CmError::Other(format!("worker {} exited at once", worker.name)))?;
+        .ok_or_else(|| CmError::Other(format!("{} exited at once", role.noun())))?;
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| CmError::Other("worker stdout was not piped".into()))?;
+        .ok_or_else(|| CmError::Other(format!("{}: stdout was not piped", role.noun())))?;
     Ok(Starting {
-        name: worker.name.to_string(),
-        queue: worker.queue.name.clone(),
+        role: role.clone(),
         pid,
         child,
         ready: BufReader::new(stdout),
@@ -120,17 +122,19 @@ pub fn spawn(cfg: &Config, worker: WorkerRef<'_>) -> Result<Starting, CmError> {
 }
 
 impl Starting {
-    /// Waits for the worker's `ready` line; on a deadline miss the caller stops the worker.
-    pub async fn wait_ready(&mut self, deadline: Instant, log: &Path) -> Result<(), NotReady> {
+    /// Waits for the first line and returns it if `is_ready` says it is the ready line. On any
+    /// error the caller [`reap`](Self::reap)s the process.
+    pub async fn wait_ready(
+        &mut self,
+        deadline: Instant,
+        is_ready: impl Fn(&str) -> bool,
+    ) -> Result<String, NotReady> {
         let mut line = String::new();
         let read = tokio::time::timeout_at(deadline, self.ready.read_line(&mut line)).await;
         let line = line.trim();
         match read {
-            Err(_) => Err(NotReady {
-                code: Code::TempFail,
-                reason: format!("not consuming by the start deadline; see {}", log.display()),
-            }),
-            Ok(Ok(_)) if line == "ready" => Ok(()),
+            Err(_) => Err(NotReady::Deadline),
+            Ok(Ok(_)) if is_ready(line) => Ok(line.to_string()),
             Ok(Ok(_)) if line.starts_with("error") => Err(parse_error_line(line)),
             Ok(_) => {
                 let status =
@@ -140,21 +144,13 @@ impl Starting {
                     Ok(Ok(s)) => format!("exited ({s})"),
                     _ => "closed its readiness pipe".to_string(),
                 };
-                Err(NotReady {
-                    code: Code::Failure,
-                    reason: format!(
-                        "{how} before it was consuming; last log line: {}",
-                        last_line(log).unwrap_or_else(|| "(empty)".into())
-                    ),
-                })
+                Err(NotReady::Ended { how })
             }
         }
     }
-}
 
-impl Starting {
-    /// After a failed start: give the worker a moment to exit by itself, then kill it, and reap
-    /// it, so no half-started worker outlives `cm queue start`.
+    /// After a failed start: give the process a moment to exit by itself, then kill it, and
+    /// reap it, so nothing half-started outlives the command that started it.
     pub async fn reap(&mut self) {
         let exited =
             tokio::time::timeout(std::time::Duration::from_secs(2), self.child.wait()).await;
@@ -168,17 +164,18 @@ impl Starting {
 /// `error 69: no broker at ...` → code 69 and the text.
 fn parse_error_line(line: &str) -> NotReady {
     let rest = line.trim_start_matches("error").trim_start();
-    let (code, reason) = match rest.split_once(": ") {
+    let (code, why) = match rest.split_once(": ") {
         Some((n, why)) => (n.parse().ok(), why),
         None => (None, rest),
     };
-    NotReady {
+    NotReady::Refused {
         code: code.map_or(Code::Failure, Code::from_raw),
-        reason: reason.to_string(),
+        why: why.to_string(),
     }
 }
 
-fn last_line(path: &Path) -> Option<String> {
+/// The last non-empty line of a log, for a start that failed without saying why.
+pub(super) fn last_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .rev()
@@ -192,10 +189,14 @@ mod tests {
 
     #[test]
     fn error_lines_carry_their_exit_code() {
-        let e = parse_error_line("error 69: no broker at amqp://x");
-        assert_eq!(e.code, Code::Unavailable);
-        assert_eq!(e.reason, "no broker at amqp://x");
-        let e = parse_error_line("error: something");
-        assert_eq!(e.code, Code::Failure);
+        let refused = |line| match parse_error_line(line) {
+            NotReady::Refused { code, why } => (code, why),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused("error 69: no broker at amqp://x"),
+            (Code::Unavailable, "no broker at amqp://x".to_string())
+        );
+        assert_eq!(refused("error: something").0, Code::Failure);
     }
 }

@@ -1,9 +1,11 @@
-//! The job kinds: task name → arguments → the simulated steps a worker walks through.
+//! The job kinds: task name → arguments → the simulated steps a worker walks through
+//! (`run.rs` walks them).
 
 pub mod args;
 pub mod argv;
 pub mod launch;
 pub mod provision;
+mod run;
 
 use serde_json::Value;
 

@@ -14,10 +14,8 @@
 mod api;
 mod assets;
 mod data;
-pub mod detach;
 mod guard;
 mod input;
-pub mod lifecycle;
 mod metrics;
 mod pages;
 mod render;
@@ -90,20 +88,20 @@ pub async fn run(cfg: &Config, args: &WebArgs) -> anyhow::Result<Code> {
     let bind = args.bind.clone().unwrap_or_else(|| cfg.web_bind.clone());
     check_exposure(cfg, &bind)?;
     if args.detach {
-        return detach::start(cfg, args.bind.as_deref()).await;
+        return crate::control::web::start(cfg, args.bind.as_deref()).await;
     }
-    let mut ready = detach::Ready::none();
+    let mut ready = crate::control::web::Ready::none();
     let mut pid_lock = None;
     if args.detached {
-        ready = detach::Ready::take()?;
-        match detach::lock_pid_file(cfg) {
+        ready = crate::control::web::Ready::take()?;
+        match crate::control::web::lock_pid_file(cfg) {
             Ok(lock) => pid_lock = Some(lock),
             Err(e) => return Err(ready.fail(e)),
         }
     }
     let result = serve(cfg, &bind, &mut ready, pid_lock.as_ref()).await;
     if let Some(lock) = pid_lock {
-        let _ = std::fs::remove_file(detach::addr_file(cfg));
+        let _ = std::fs::remove_file(crate::control::web::addr_file(cfg));
         lock.release();
     }
     result.map_err(|e| ready.fail(e))
@@ -112,7 +110,7 @@ pub async fn run(cfg: &Config, args: &WebArgs) -> anyhow::Result<Code> {
 async fn serve(
     cfg: &Config,
     bind: &str,
-    ready: &mut detach::Ready,
+    ready: &mut crate::control::web::Ready,
     pid_lock: Option<&crate::control::pidfile::PidLock>,
 ) -> anyhow::Result<Code> {
     let listener = tokio::net::TcpListener::bind(bind)
@@ -133,7 +131,7 @@ async fn serve(
     let store = Store::open(&cfg.store_url).await?;
     let app = router(AppState::new(cfg.clone(), store.clone()));
     if pid_lock.is_some() {
-        detach::write_addr(cfg, &format!("http://{addr}"));
+        crate::control::web::write_addr(cfg, &format!("http://{addr}"));
     }
     ready.say(&format!("listening on http://{addr}"));
     tracing::info!("cm web listening on http://{addr}");
@@ -206,9 +204,9 @@ async fn shutdown_signal() {
 }
 
 /// `cm server start`'s half: the detached server on `[web] bind`, once it listens.
-pub async fn start_detached(cfg: &Config) -> anyhow::Result<detach::Started> {
+pub async fn start_detached(cfg: &Config) -> anyhow::Result<crate::control::web::Started> {
     check_exposure(cfg, &cfg.web_bind)?;
-    detach::spawn_server(cfg, None).await
+    crate::control::web::spawn_server(cfg, None).await
 }
 
 /// Refuses to listen beyond loopback without `[web] token`: the launcher publishes jobs.

@@ -1,0 +1,193 @@
+//! One delivery's path: decode → record → run → settle. A message that is no job goes to the
+//! dead-letter queue; a redelivered job already final is acked without running; anything else
+//! runs, and its one [`Outcome`] says what the store records, what the log says and what follows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, LongString};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit};
+use tracing::{error, warn};
+
+use super::acks::Acks;
+use super::outcome::Outcome;
+use super::stats::Counters;
+use crate::broker::{self, Publisher};
+use crate::config::Config;
+use crate::joblog;
+use crate::jobs::{self, Job};
+use crate::protocol::TaskMessage;
+use crate::store::{self, Event, Store, Writer};
+
+/// What every job handler of a session shares.
+pub(super) struct Ctx {
+    pub(super) cfg: Config,
+    /// `name@host`, shared by every event this worker sends.
+    pub(super) node: store::Shared,
+    pub(super) queue: String,
+    pub(super) retries: u32,
+    pub(super) retry_backoff: Duration,
+    pub(super) publisher: Publisher,
+    /// Settles this session's deliveries; handlers never ack on the channel themselves.
+    pub(super) acks: Acks,
+    pub(super) store: Store,
+    pub(super) writer: Writer,
+    pub(super) dead_declared: OnceCell<()>,
+    pub(super) stats: Arc<Counters>,
+}
+
+/// One line in the worker's log for one job event (what a job prints lands here too).
+pub(super) fn say(node: &str, id: &str, task: &str, event: &str) {
+    joblog::line(&[node, " job ", id, " ", task, ": ", event]);
+}
+
+pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePermit) {
+    let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
+        Ok(m) => m,
+        Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
+    };
+    let job = match Job::from_message(&msg) {
+        Ok(j) => j,
+        Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
+    };
+    let (node, id, task) = (&*ctx.node, msg.id.as_str(), msg.task.as_str());
+    // One copy of the id for all of this job's events.
+    let shared_id = store::Shared::from(id);
+    // Only a redelivery can be a job that already ran: look it up then, and not on the hot path.
+    if delivery.redelivered {
+        match ctx.store.state_of(id).await {
+            Ok(Some(state)) if store::is_final(&state) => {
+                return already_final(ctx, &delivery, shared_id, task, state).await
+            }
+            Ok(_) => {}
+            Err(e) => return give_back(ctx, &delivery, id, &e.to_string()).await,
+        }
+    }
+    let redelivered = if delivery.redelivered {
+        " (redelivered)"
+    } else {
+        ""
+    };
+    say(
+        node,
+        id,
+        task,
+        &format!("RECEIVED {}{redelivered}", job.describe()),
+    );
+    let now = store::now_ms();
+    ctx.writer.send(Event::Received {
+        job: jobs::record(&msg, Some(&job), &ctx.queue, None, now),
+        worker: ctx.node.clone(),
+        at: now,
+    });
+    state(ctx, &shared_id, task, store::STARTED);
+    let ran = job
+        .run(&ctx.cfg, |step| state(ctx, &shared_id, task, step))
+        .await;
+    // The next job may run while this one's final state is being committed.
+    drop(slot);
+
+    let outcome = Outcome::of(ran, msg.retries, ctx);
+    // The line goes before the commit: the writer flushes the log before each transaction, so
+    // whoever sees the final state in the store (`cm launch --wait`) finds its line in the log.
+    // Should the commit fail, the next line says the job goes back to the queue.
+    outcome.log(node, id, task, ctx.retries);
+    // At least once: the ack goes out only after the final state is durable.
+    if let Err(e) = ctx
+        .writer
+        .commit(outcome.event(&shared_id, &ctx.node))
+        .await
+    {
+        return give_back(ctx, &delivery, id, &e.to_string()).await;
+    }
+    outcome.follow_up(ctx, &msg, &delivery).await;
+}
+
+/// A redelivery of a job whose final state is stored: recorded and acked, not run again.
+async fn already_final(
+    ctx: &Ctx,
+    delivery: &Delivery,
+    id: store::Shared,
+    task: &str,
+    state: String,
+) {
+    say(
+        &ctx.node,
+        &id,
+        task,
+        &format!("already {state}; acked without running again"),
+    );
+    let seen = Event::Redelivered {
+        id: id.clone(),
+        state,
+        worker: ctx.node.clone(),
+        at: store::now_ms(),
+    };
+    if let Err(e) = ctx.writer.commit(seen).await {
+        warn!("recording the redelivery of job {id}: {e}");
+    }
+    ctx.acks.ack(delivery.delivery_tag);
+}
+
+/// Logs a state and queues it for the store (not awaited: the final state's commit covers it).
+fn state(ctx: &Ctx, id: &store::Shared, task: &str, state: &'static str) {
+    say(&ctx.node, id, task, state);
+    ctx.writer.send(Event::State {
+        id: id.clone(),
+        state,
+        worker: ctx.node.clone(),
+        at: store::now_ms(),
+    });
+}
+
+/// Returns a job to its queue unacked-for-good: it runs again, here or on another worker.
+pub(super) async fn give_back(ctx: &Ctx, delivery: &Delivery, id: &str, why: &str) {
+    error!("job {id}: {why}; not acked, returning it to the queue");
+    // Not too hot a loop while the store or broker is down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ctx.acks.nack(delivery.delivery_tag, true);
+}
+
+/// Moves a message that can never run to `<queue>.dead`, with the reason, then acks it.
+async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
+    let dead = format!("{}.dead", ctx.queue);
+    warn!(
+        "poison message on queue {}: {reason}; moved to {dead}",
+        ctx.queue
+    );
+    let declared = ctx
+        .dead_declared
+        .get_or_try_init(|| async {
+            broker::declare_queue(ctx.publisher.channel(), &ctx.cfg.broker_url, &dead)
+                .await
+                .map(|_| ())
+        })
+        .await;
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
+    headers.insert("x-cm-reason".into(), text(reason));
+    headers.insert("x-cm-queue".into(), text(&ctx.queue));
+    headers.insert("x-cm-worker".into(), text(&ctx.node));
+    let props = delivery.properties.clone().with_headers(headers);
+    let moved = match declared {
+        Ok(()) => {
+            ctx.publisher
+                .publish_confirmed(&dead, &delivery.data, props)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match moved {
+        Ok(()) => ctx.acks.ack(delivery.delivery_tag),
+        Err(e) => {
+            error!(
+                "could not move a poison message to {dead}: {e}; returning it to {}",
+                ctx.queue
+            );
+            // Not too hot a loop while the broker cannot take it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ctx.acks.nack(delivery.delivery_tag, true);
+        }
+    }
+}

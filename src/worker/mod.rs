@@ -1,0 +1,28 @@
+//! One worker process, in rooms:
+//!
+//! - `setup`: the process: readiness pipe, pid lock, dropping root, runtime, exit code.
+//! - `signals`: SIGTERM/SIGINT start a warm shutdown; SIGHUP reopens the log.
+//! - `serve`: its life over broker sessions: first connect, `ready`, reconnect with backoff,
+//!   warm shutdown.
+//! - `session`: one connection: declare, consume while job slots are free, drain, close.
+//! - `delivery`: one message: decode → record → run → settle (or dead-letter, or give back).
+//! - `outcome`: a job's one outcome, and its store event, log line and follow-up.
+//! - `acks`: batched acks that never cover a running delivery.
+//! - `remote`: what the worker answers about itself over the broker; Celery's remote control
+//!   (pidbox) and events go here.
+//! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
+//!
+//! How a job runs is `crate::jobs`' business: command tasks will run there, each in a process
+//! group of its own under the worker (`control::group`).
+
+mod acks;
+mod delivery;
+mod outcome;
+mod remote;
+mod serve;
+mod session;
+mod setup;
+mod signals;
+mod stats;
+
+pub use setup::run;

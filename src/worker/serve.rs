@@ -1,0 +1,117 @@
+//! A worker's life over its broker sessions: open the store, consume through the first session
+//! (its failure is the start's failure), say `ready`, reconnect with backoff whenever the
+//! connection is lost, and on SIGTERM shut down warmly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::session::{backoff, is_final_refusal, Ended, Session};
+use super::signals;
+use super::stats::{self, Counters};
+use crate::config::{Config, WorkerRef};
+use crate::control::detach::ReadyPipe;
+use crate::store::Store;
+
+pub(super) async fn serve(
+    cfg: &Config,
+    worker: WorkerRef<'_>,
+    ready: &mut Option<ReadyPipe>,
+    stats: Arc<Counters>,
+) -> anyhow::Result<()> {
+    let node = cfg.node_name(worker.name);
+    let queue = worker.queue;
+    let mut stop = signals::Stop::install()?;
+    let _log_signals =
+        signals::handle_log_signals(ready.is_some().then(|| cfg.log_file(worker.name)))?;
+    let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
+    // While half the prefetch waits for its commit, the broker still has the other half to send.
+    let writer = store.writer(usize::from(queue.prefetch) / 2)?;
+    // The first connection must work: `cm queue start` reports its failure and gives up. Only a
+    // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
+    // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
+    let mut attempt = 0;
+    let mut session = loop {
+        match Session::open(cfg, worker, &store, &writer, &stats).await {
+            Ok(s) => break s,
+            Err(e) if attempt < 3 && !is_final_refusal(&e) => {
+                attempt += 1;
+                warn!("starting to consume, attempt {attempt}: {e:#}; trying again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+
+    info!(
+        "{node} consuming from queue {} (concurrency {}, prefetch {}), pid {}",
+        queue.name,
+        queue.concurrency,
+        queue.prefetch,
+        std::process::id()
+    );
+    // Logged before `ready`, so the log says so by the time `cm queue start` returns.
+    if let Some(pipe) = ready.take() {
+        pipe.say(ReadyPipe::READY);
+    }
+    let stats_writer = stats::spawn_writer(stats.clone(), cfg.stats_file(worker.name));
+
+    let slots = Arc::new(Semaphore::new(usize::from(queue.concurrency)));
+    let mut running = JoinSet::new();
+    let (stopped_by, session_left) = 'serving: loop {
+        match session.consume(&slots, &mut running, &mut stop).await {
+            Ended::Signal(name) => break (name, Some(session)),
+            Ended::Lost(why) => {
+                warn!(
+                    "lost the broker connection: {why}; unacked jobs go back to queue {} and run again; reconnecting",
+                    queue.name
+                );
+                let mut attempt = 0;
+                session = loop {
+                    let wait = backoff(attempt);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        name = stop.next() => break 'serving (name, None),
+                    }
+                    attempt += 1;
+                    match Session::open(cfg, worker, &store, &writer, &stats).await {
+                        Ok(s) => {
+                            info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
+                            break s;
+                        }
+                        Err(e) => warn!(
+                            "reconnect attempt {attempt} failed: {e:#}; next in {:?}",
+                            backoff(attempt)
+                        ),
+                    }
+                };
+            }
+        }
+    };
+
+    info!(
+        "{stopped_by}: warm shutdown, taking no new jobs, finishing {} running",
+        running.len()
+    );
+    // Cancel and hand back the prefetched first, so nothing new arrives while the running
+    // jobs finish; close only after their acks went out (an ack after close is lost).
+    let mut session = session_left;
+    let handed_back = match session.as_mut() {
+        Some(s) => s.drain().await,
+        None => 0,
+    };
+    while running.join_next().await.is_some() {}
+    stats_writer.abort();
+    if let Some(s) = &session {
+        s.disconnect().await;
+    }
+    let s = stats.snapshot();
+    info!(
+        "{node} stopped: {} job(s) done, {} failed, {handed_back} prefetched job(s) handed back",
+        s.jobs_done, s.jobs_failed
+    );
+    Ok(())
+}

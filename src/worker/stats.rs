@@ -1,0 +1,61 @@
+//! Jobs done and failed, counted by the delivery path and kept in `celery@<name>.stats` beside
+//! the pid file, where `cm queue status` reads them.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::control::WorkerStats;
+
+/// Often enough for a person watching `cm queue status`; written only when a count moved.
+const STATS_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    done: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn done(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> WorkerStats {
+        WorkerStats {
+            jobs_done: self.done.load(Ordering::Relaxed),
+            jobs_failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The last word, once the worker stopped.
+    pub(super) fn write(&self, path: &std::path::Path) {
+        if let Err(e) = self.snapshot().write(path) {
+            warn!("writing stats: {e}");
+        }
+    }
+}
+
+/// Rewrites the stats file whenever the counts moved, until aborted.
+pub(super) fn spawn_writer(stats: Arc<Counters>, path: PathBuf) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let now = stats.snapshot();
+            if last != Some((now.jobs_done, now.jobs_failed)) {
+                if let Err(e) = now.write(&path) {
+                    warn!("writing stats: {e}");
+                }
+                last = Some((now.jobs_done, now.jobs_failed));
+            }
+            tokio::time::sleep(STATS_EVERY).await;
+        }
+    })
+}
