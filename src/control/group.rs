@@ -64,9 +64,46 @@ pub fn spawn(cmd: &mut Command) -> std::io::Result<ProcessGroup> {
     })
 }
 
+/// [`spawn`], with the leader tied to this process: the kernel SIGKILLs it the moment the
+/// spawning thread dies (`PR_SET_PDEATHSIG`), so a worker killed with -9 leaves no job command
+/// running. Members the leader started survive it; `procs::job_commands` finds those.
+pub fn spawn_tied(cmd: &mut Command) -> std::io::Result<ProcessGroup> {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2) and
+    // getppid(2), both async-signal-safe; it allocates nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The parent may have died between fork and prctl: then no signal would come.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "the worker exited while starting the command",
+                ));
+            }
+            Ok(())
+        });
+    }
+    spawn(cmd)
+}
+
 impl ProcessGroup {
     pub fn pgid(&self) -> Pid {
         self.pgid
+    }
+
+    /// Sends `signal` to every member, unless the group is gone (its id may be someone else's
+    /// by then). Whether a signal was sent.
+    pub fn signal(&mut self, signal: Signal) -> nix::Result<bool> {
+        if self.gone() {
+            return Ok(false);
+        }
+        Stoppable::signal(&mut &mut *self, signal).map(|()| true)
+    }
+
+    /// True once the leader is reaped and no member runs.
+    pub fn is_gone(&mut self) -> bool {
+        self.gone()
     }
 
     /// The leader, for its stdin, stdout and stderr.

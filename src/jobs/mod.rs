@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod argv;
+pub mod command;
 pub mod launch;
 pub mod provision;
 mod run;
