@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+pub use crate::config::StoreLocation;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
@@ -204,18 +206,23 @@ pub struct Store {
 
 impl Store {
     /// Opens with the default SQLite busy timeout (10 s).
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(url, std::time::Duration::from_secs(10), false).await
+    pub async fn open(location: &StoreLocation) -> Result<Self, StoreError> {
+        Self::open_with(location, std::time::Duration::from_secs(10), false).await
     }
 
     /// Opens (creating an SQLite file and its folder on first use) and migrates the schema.
     /// `busy`: how long an SQLite writer waits for a lock before the write fails.
     /// `for_worker`: a small pool, as a worker process needs (memory counts there).
     pub async fn open_with(
-        url: &str,
+        location: &StoreLocation,
         busy: std::time::Duration,
         for_worker: bool,
     ) -> Result<Self, StoreError> {
+        let url = &match location {
+            StoreLocation::SqliteFile(path) => format!("sqlite://{}", path.display()),
+            StoreLocation::SqliteMemory => "sqlite::memory:".to_string(),
+            StoreLocation::Postgres(url) => url.clone(),
+        };
         let busy_ms = busy.as_millis();
         sqlx::any::install_default_drivers();
         let unreachable = |cause| StoreError::Unreachable {
@@ -615,7 +622,7 @@ mod tests {
     #[tokio::test]
     async fn a_commit_lingers_for_company_until_enough_commits_wait() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
+        let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
         let events = run("a");
 
         let linger = std::time::Duration::from_millis(300);
@@ -643,7 +650,7 @@ mod tests {
     async fn a_whole_run_in_one_batch_leaves_the_row_that_event_by_event_does(
     ) -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
+        let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
         store.insert_pending(&[job("a"), job("b")]).await?;
         let writer = store.writer(1)?;
         let mut batched = run("a");
@@ -709,7 +716,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_history_row_names_its_job() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
+        let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
         sqlx::query(
             "INSERT INTO job_events (job_id, state, at_ms, later) VALUES ('x', 'PENDING', 1, '{')",
         )

@@ -99,7 +99,7 @@ mod tests {
     async fn a_locked_store_is_waited_for_then_written_or_given_up_on() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
         let path = dir.path().join("s.db");
-        let store = Store::open(&format!("sqlite://{}", path.display())).await?;
+        let store = Store::open(&crate::config::StoreLocation::SqliteFile(path.clone())).await?;
         let ev = Event::Received {
             job: NewJob {
                 id: "a".into(),
