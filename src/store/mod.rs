@@ -52,10 +52,10 @@ pub enum StoreError {
     #[error("status store {store}: migrating the schema: {cause} (is the database another program's, or a newer cm's?)")]
     Migration { store: String, cause: String },
     /// Any other error of the database or its driver (disk full, a constraint, a bug).
-    #[error("status store {store}: {cause}")]
+    #[error("status store {store}: {cause} (check its disk space and the database's own log)")]
     Backend { store: String, cause: String },
     /// The worker's group-commit writer is gone (the worker is shutting down).
-    #[error("status store: the writer stopped: {0}")]
+    #[error("status store: the writer stopped: {0} (the worker is shutting down; its unacked jobs go back to the queue)")]
     WriterGone(String),
     #[error("status store: the history of job {id} is unreadable: a job_events row's `later` is not cm's JSON ({cause}); fix or delete that row")]
     BadHistory { id: String, cause: String },

@@ -6,8 +6,11 @@ mod commit;
 
 use std::sync::Arc;
 
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Row};
 
 use super::{batch, DurationHistogram, EventRow, JobFilter, JobRow, NewJob, StoreError};
 pub(super) use commit::CommitWriter;
@@ -22,6 +25,9 @@ macro_rules! job_columns {
 
 /// What to check when the database cannot be reached.
 const FIX: &str = "start the database, or fix [store] url";
+
+/// How long opening waits for the server's answer (a pool waits as long for a connection).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections of a worker (its group-commit writer, and reads on redeliveries) and of a
 /// command or the web server.
@@ -80,32 +86,40 @@ pub(super) fn error(store: &str, e: sqlx::Error) -> StoreError {
 }
 
 impl Store {
-    /// Connects and migrates the schema.
+    /// Connects and migrates the schema. The first connection is made alone, so that a
+    /// refused one fails at once with its cause (a pool would retry until its timeout and then
+    /// say only that); the pool's connections open when first needed.
     pub(crate) async fn open(url: &str, for_worker: bool) -> Result<Self, StoreError> {
         let name: Arc<str> = crate::broker::redact(url).into();
+        let unreachable = |cause: String| StoreError::Unreachable {
+            store: name.to_string(),
+            cause,
+            fix: FIX,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(|e| unreachable(e.to_string()))?;
+        let mut first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| match error(&name, e) {
+                StoreError::Backend { cause, .. } => unreachable(cause),
+                other => other,
+            })?;
+        sqlx::migrate!("src/store/postgres/migrations")
+            .run(&mut first)
+            .await
+            .map_err(|e| StoreError::Migration {
+                store: name.to_string(),
+                cause: e.to_string(),
+            })?;
+        // Closing politely is a courtesy to the server; the connection is done either way.
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(if for_worker {
                 WORKER_CONNECTIONS
             } else {
                 CONNECTIONS
             })
-            .connect(url)
-            .await
-            .map_err(|e| match error(&name, e) {
-                StoreError::Backend { store, cause } => StoreError::Unreachable {
-                    store,
-                    cause,
-                    fix: FIX,
-                },
-                other => other,
-            })?;
-        sqlx::migrate!("src/store/postgres/migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migration {
-                store: name.to_string(),
-                cause: e.to_string(),
-            })?;
+            .connect_lazy_with(options);
         Ok(Self { pool, name })
     }
 
