@@ -2,6 +2,6 @@
 //! tell Cargo which files it read: without this, a new or edited migration would not rebuild cm.
 
 fn main() {
-    println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=src/store/postgres/migrations");
     println!("cargo:rerun-if-changed=build.rs");
 }

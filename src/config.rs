@@ -8,6 +8,9 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod store_location;
+pub use store_location::StoreLocation;
+
 /// Where the configuration is looked for when neither `--config` nor `$CM_CONFIG` is given.
 const SYSTEM_CONFIG: &str = "/etc/cm/fabfile.toml";
 
@@ -121,7 +124,7 @@ struct RawSimulation {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
-    url: Option<String>,
+    url: Option<Spanned<String>>,
     busy_timeout_ms: Option<Spanned<i64>>,
 }
 
@@ -164,7 +167,8 @@ pub struct Config {
     pub node_host: String,
     pub queues: Vec<QueueConfig>,
     pub simulation: Simulation,
-    pub store_url: String,
+    /// `[store] url` (or `CM_STORE_URL`), parsed: the only place a store URL is read.
+    pub store_url: StoreLocation,
     /// How long an SQLite write waits for the lock before it fails (and the job is not acked).
     pub store_busy_timeout: Duration,
     /// Whether `cm server start` starts the web server (`[web] enabled`, default true).
@@ -399,12 +403,16 @@ impl Config {
             .map(PathBuf::from)
             .or(raw.paths.log_dir)
             .map_or_else(|| base.join("var/log"), resolve);
-        let store_url = env("CM_STORE_URL")
-            .or(raw.store.url)
-            .unwrap_or_else(|| "sqlite://var/cm.db".into());
-        let store_url = match store_url.strip_prefix("sqlite://") {
-            Some(p) => format!("sqlite://{}", resolve(PathBuf::from(p)).display()),
-            None => store_url,
+        let store_url = match (env("CM_STORE_URL"), &raw.store.url) {
+            (Some(url), _) => {
+                StoreLocation::parse(&url, base).map_err(|message| ConfigError::Rule {
+                    path: path.to_path_buf(),
+                    message: format!("CM_STORE_URL (for [store] url): {message}"),
+                })?
+            }
+            (None, Some(url)) => StoreLocation::parse(url.get_ref(), base)
+                .map_err(|message| at(Some(url.span()), format!("[store] url: {message}")))?,
+            (None, None) => StoreLocation::SqliteFile(base.join("var/cm.db")),
         };
 
         Ok(Self {
@@ -756,6 +764,17 @@ step_seconds = [0, 0]
             parse(&text).map(|c| c.stop_grace).ok(),
             Some(Duration::from_secs(86_400))
         );
+    }
+
+    #[test]
+    fn an_unknown_store_scheme_names_the_key_and_its_line() {
+        let text = format!("{MINIMAL}[store]\nurl = \"redis://h\"\n");
+        let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("/etc/cm/fabfile.toml:18:7: [store] url:"),
+            "{msg}"
+        );
+        assert!(msg.contains("postgres://USER@HOST:5432/DB"), "{msg}");
     }
 
     #[test]

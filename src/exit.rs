@@ -16,11 +16,11 @@ pub enum Code {
     Usage = 2,
     /// Unknown worker name or other bad argument value.
     BadArgument = 64,
-    /// The broker is unreachable.
+    /// The broker or the status store is unreachable.
     Unavailable = 69,
     /// A bug in cm.
     Software = 70,
-    /// Not done within its deadline.
+    /// Not done within its deadline, or the status store was busy: try again.
     TempFail = 75,
     /// Permission denied: a directory, a file, or the broker's login.
     NoPerm = 77,
@@ -92,7 +92,11 @@ pub fn code_for(err: &anyhow::Error) -> Code {
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return match e {
                 StoreError::Unreachable { .. } => Code::Unavailable,
-                _ => Code::Failure,
+                StoreError::Busy { .. } => Code::TempFail,
+                StoreError::Migration { .. }
+                | StoreError::Backend { .. }
+                | StoreError::WriterGone(_)
+                | StoreError::BadHistory { .. } => Code::Failure,
             };
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {

@@ -99,7 +99,6 @@ fn a_publisher_that_cannot_reach_the_broker_stores_nothing() {
 
 #[test]
 fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
-    use sqlx::Connection;
     let stack = Stack::with(Options {
         extra: "".into(),
         ..Options::default()
@@ -109,14 +108,9 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
     std::fs::write(&stack.config, text).expect("config");
     stack.ok(&["queue", "start", "l1"]);
     let db = stack.store_file();
-    let rt = runtime();
-    let mut locker = rt
-        .block_on(sqlx::SqliteConnection::connect(&format!(
-            "sqlite://{}",
-            db.display()
-        )))
-        .expect("open the store");
-    rt.block_on(sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker))
+    let locker = rusqlite::Connection::open(&db).expect("open the store");
+    locker
+        .execute_batch("BEGIN EXCLUSIVE")
         .expect("lock the store");
 
     // A Celery-style client's job (no PENDING record) arrives while the store is locked.
@@ -142,8 +136,7 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
         .log("l1")
         .lines()
         .any(|l| l.contains(&gave_back) && l.ends_with("not acked, returning it to the queue")));
-    rt.block_on(sqlx::query("ROLLBACK").execute(&mut locker))
-        .expect("unlock");
+    locker.execute_batch("ROLLBACK").expect("unlock");
     drop(locker);
 
     eventually(

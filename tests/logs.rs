@@ -50,7 +50,6 @@ fn a_job_final_in_the_store_already_has_its_final_line_in_the_log() {
     // `cm launch --wait` returns once the store says every job is final, and a script then
     // reads the logs. So at any moment, every SUCCESS the store holds must have its line in a
     // log: the test reads the store, then the logs, over and over while two workers run jobs.
-    use sqlx::Connection;
     let stack = Stack::new();
     stack.ok(&["queue", "start", "l1", "l2"]);
     let total = 3000;
@@ -62,22 +61,19 @@ fn a_job_final_in_the_store_already_has_its_final_line_in_the_log() {
         .stdout(Stdio::null())
         .spawn()
         .expect("run cm launch");
-    let rt = common::runtime();
-    let db = stack.store_file();
-    let mut conn = rt
-        .block_on(sqlx::SqliteConnection::connect(&format!(
-            "sqlite://{}?mode=ro",
-            db.display()
-        )))
-        .expect("open the store");
+    let conn = rusqlite::Connection::open_with_flags(
+        stack.store_file(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the store");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("set a busy timeout");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut looks = 0;
     loop {
-        let done: Vec<String> = rt
-            .block_on(
-                sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'SUCCESS'")
-                    .fetch_all(&mut conn),
-            )
+        let done: Vec<String> = conn
+            .prepare_cached("SELECT id FROM jobs WHERE state = 'SUCCESS'")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .expect("read the store");
         let logs = stack.log("l1") + &stack.log("l2");
         let logged: std::collections::HashSet<&str> = logs

@@ -722,7 +722,7 @@ fn detach_runs_in_the_background_with_a_pid_file() {
 fn db_stats_pages_through_100k_jobs() {
     let stack = Stack::new();
     let app = App::new(&stack);
-    let store_url = format!("sqlite://{}", stack.store_file().display());
+    let store_url = cm::config::StoreLocation::SqliteFile(stack.store_file());
     common::runtime().block_on(async {
         let store = cm::store::Store::open(&store_url).await.expect("store");
         let t0 = cm::store::now_ms() - 100_000 * 10;

@@ -106,7 +106,7 @@ pub async fn reset(cfg: &Config, yes: bool) -> anyhow::Result<Code> {
         let n = store.count(&JobFilter::default()).await?;
         crate::out!(
             "Delete all {n} job records from {}? [y/N] ",
-            crate::store::redact(store.url())
+            store.location()
         );
         std::io::stdout().flush()?;
         let mut answer = String::new();

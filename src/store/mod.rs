@@ -1,26 +1,22 @@
 //! The status store: every job's state and history, in SQLite (default) or PostgreSQL.
 //!
-//! One API over `sqlx::Any`; the SQL is written once (`$N` placeholders work on both backends;
-//! the multi-row statements take theirs from [`params`]),
-//! migrations are embedded per backend. Workers write through [`Writer`], which groups many
-//! events into one transaction (group commit) and tells the caller when its event is durable;
-//! [`plan`] turns a batch into statements, which run on sqlx or, for an SQLite file, on the
-//! writer's own rusqlite connection ([`sqlite`]).
+//! This module is the API and its types. Each backend is a module of its own with its own SQL
+//! and migrations: [`sqlite`] (rusqlite) and [`postgres`] (sqlx). Workers write through
+//! [`Writer`], which groups many events into one transaction (group commit) and tells the caller
+//! when its event is durable; [`batch`] decides, without SQL, what one commit writes.
 
-mod metrics;
-mod params;
-mod plan;
+mod batch;
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod testing;
 mod writer;
 
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
 
-pub use metrics::DurationHistogram;
+pub use crate::config::StoreLocation;
 pub use writer::Writer;
 
 pub const PENDING: &str = "PENDING";
@@ -38,34 +34,31 @@ pub fn is_final(state: &str) -> bool {
     matches!(state, SUCCESS | FAILURE | REVOKED)
 }
 
-#[derive(Debug, thiserror::Error)]
+/// What went wrong, in the terms a caller acts on: `Unreachable` and `Busy` may pass (exit 69,
+/// 75), the others need a person. Causes are kept as text so that one failed commit can be
+/// told to every event that waited for it. `store` names the store, its password hidden.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("status store {url} is unreachable: {cause} (start the database, or fix [store] url)")]
-    Unreachable { url: String, cause: sqlx::Error },
-    #[error("status store {url}: migrating the schema: {cause}")]
-    Migrate {
-        url: String,
-        cause: sqlx::migrate::MigrateError,
+    #[error("status store {store} is unreachable: {cause} ({fix})")]
+    Unreachable {
+        store: String,
+        cause: String,
+        /// What to check, for this kind of store.
+        fix: &'static str,
     },
-    #[error("status store: {0}")]
-    Query(sqlx::Error),
-    #[error("status store: the writer stopped: {0}")]
+    /// Another connection held the lock longer than this one would wait.
+    #[error("status store {store} is busy: {cause} (another process holds its lock: raise [store] busy_timeout_ms, or find what keeps the database locked)")]
+    Busy { store: String, cause: String },
+    #[error("status store {store}: migrating the schema: {cause} (is the database another program's, or a newer cm's?)")]
+    Migration { store: String, cause: String },
+    /// Any other error of the database or its driver (disk full, a constraint, a bug).
+    #[error("status store {store}: {cause} (check its disk space and the database's own log)")]
+    Backend { store: String, cause: String },
+    /// The worker's group-commit writer is gone (the worker is shutting down).
+    #[error("status store: the writer stopped: {0} (the worker is shutting down; its unacked jobs go back to the queue)")]
     WriterGone(String),
-    #[error("status store {path}: opening the worker's write connection: {cause} (check that the file and its folder are writable)")]
-    WriterOpen {
-        path: String,
-        cause: rusqlite::Error,
-    },
-    #[error("status store: {0}")]
-    Sqlite(rusqlite::Error),
     #[error("status store: the history of job {id} is unreadable: a job_events row's `later` is not cm's JSON ({cause}); fix or delete that row")]
     BadHistory { id: String, cause: String },
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Query(e)
-    }
 }
 
 pub fn now_ms() -> i64 {
@@ -75,7 +68,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// What is known of a job when it is published (or first received from a Celery client).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewJob {
     pub id: String,
     pub task: String,
@@ -92,7 +85,7 @@ pub struct NewJob {
 }
 
 /// Text a job's events share: its id, the worker's node name. Cloned into each of a job's six
-/// events without a copy (a `String` each was 12 allocations per job, callgrind).
+/// events without a copy.
 pub type Shared = std::sync::Arc<str>;
 
 /// One state transition, as a worker reports it.
@@ -133,7 +126,7 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {
     pub id: String,
     pub task: String,
@@ -155,27 +148,14 @@ pub struct JobRow {
     pub retries: i64,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// One event of a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRow {
     pub state: String,
     pub worker: Option<String>,
     pub at_ms: i64,
     pub detail: Option<String>,
 }
-
-/// A `job_events` row as stored: its event, then the `later` ones folded into it (see
-/// [`plan::history`]).
-#[derive(sqlx::FromRow)]
-struct HistoryRow {
-    state: String,
-    worker: Option<String>,
-    at_ms: i64,
-    detail: Option<String>,
-    later: Option<String>,
-}
-
-/// One entry of a history row's `later` JSON: state, at_ms, detail.
-type LaterStep = (String, i64, Option<String>);
 
 /// Which jobs to list; every field narrows.
 #[derive(Debug, Clone, Default)]
@@ -188,113 +168,87 @@ pub struct JobFilter {
     pub offset: i64,
 }
 
-const JOB_COLUMNS: &str =
-    "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
-    submitted_ms, started_ms, finished_ms, result, error, deliveries, retries";
-
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: AnyPool,
-    url: String,
-    /// The database file, when the store is an SQLite file (the worker's writer opens its own
-    /// connection to it, see [`sqlite`]).
-    sqlite_file: Option<PathBuf>,
-    busy: std::time::Duration,
+impl JobFilter {
+    /// The `jobs` columns this filter narrows, with the value each must equal.
+    fn columns(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("state", &self.state),
+            ("server", &self.server),
+            ("recipe", &self.recipe),
+            ("batch", &self.batch),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| Some((column, value.as_deref().filter(|v| !v.is_empty())?)))
+    }
 }
 
+/// Run times (`finished_ms - started_ms`) of every job that has both, bucketed by the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationHistogram {
+    /// How many jobs ran at most `bound_ms`, for each requested bound (cumulative).
+    pub at_most: Vec<(i64, i64)>,
+    pub count: i64,
+    pub sum_ms: i64,
+}
+
+/// The status store; cheap to clone (every clone shares the connections).
+#[derive(Debug, Clone)]
+pub struct Store {
+    location: StoreLocation,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
+}
+
+/// Runs the same call on whichever backend the store has.
+macro_rules! on_backend {
+    ($store:expr, $b:ident => $call:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
+        }
+    };
+}
+
+/// The SQLite busy timeout of a store opened with [`Store::open`].
+const DEFAULT_BUSY: Duration = Duration::from_secs(10);
+
 impl Store {
-    /// Opens with the default SQLite busy timeout (10 s).
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(url, std::time::Duration::from_secs(10), false).await
+    /// Opens with the default SQLite busy timeout (10 s), for a command or the web server.
+    pub async fn open(location: &StoreLocation) -> Result<Self, StoreError> {
+        Self::open_with(location, DEFAULT_BUSY, false).await
     }
 
     /// Opens (creating an SQLite file and its folder on first use) and migrates the schema.
-    /// `busy`: how long an SQLite writer waits for a lock before the write fails.
-    /// `for_worker`: a small pool, as a worker process needs (memory counts there).
+    /// `busy`: how long an SQLite write or read waits for another connection's lock before it
+    /// fails. `for_worker`: few connections, as a worker process needs (memory counts there).
     pub async fn open_with(
-        url: &str,
-        busy: std::time::Duration,
+        location: &StoreLocation,
+        busy: Duration,
         for_worker: bool,
     ) -> Result<Self, StoreError> {
-        let busy_ms = busy.as_millis();
-        sqlx::any::install_default_drivers();
-        let unreachable = |cause| StoreError::Unreachable {
-            url: redact(url),
-            cause,
-        };
-        let sqlite = url.starts_with("sqlite:");
-        let mut migrate_lock = None;
-        let mut sqlite_file = None;
-        let connect_url = if sqlite {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = Path::new(path).parent() {
-                std::fs::create_dir_all(dir).map_err(|e| unreachable(sqlx::Error::Io(e)))?;
+        let backend = match location {
+            StoreLocation::SqliteFile(path) => {
+                Backend::Sqlite(sqlite::Store::open_file(path, busy, for_worker).await?)
             }
-            if !path.starts_with(":memory:") && !url.contains("mode=memory") {
-                sqlite_file = Some(PathBuf::from(path));
+            StoreLocation::SqliteMemory => Backend::Sqlite(sqlite::Store::open_memory().await?),
+            StoreLocation::Postgres(url) => {
+                Backend::Postgres(postgres::Store::open(url, for_worker).await?)
             }
-            // sqlx takes no lock for SQLite migrations; four workers starting at once would race.
-            migrate_lock = Some(
-                lock_file(&format!("{path}.migrate-lock"))
-                    .map_err(|e| unreachable(sqlx::Error::Io(e)))?,
-            );
-            if url.contains('?') {
-                url.to_string()
-            } else {
-                format!("{url}?mode=rwc")
-            }
-        } else {
-            url.to_string()
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(match (for_worker, sqlite) {
-                // A worker writes through one group-commit writer and reads on redeliveries.
-                (true, _) => 2,
-                (false, true) => 4,
-                (false, false) => 8,
-            })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // WAL: readers never block the writer; NORMAL is durable across process
-                        // crashes, which is what a worker's ack depends on.
-                        let pragmas = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {busy_ms};"
-                        );
-                        conn.execute(pragmas.as_str()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&connect_url)
-            .await
-            .map_err(unreachable)?;
-        let migrator = if sqlite {
-            sqlx::migrate!("migrations/sqlite")
-        } else {
-            sqlx::migrate!("migrations/postgres")
-        };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|cause| StoreError::Migrate {
-                url: redact(url),
-                cause,
-            })?;
-        drop(migrate_lock);
         Ok(Self {
-            pool,
-            url: url.to_string(),
-            sqlite_file,
-            busy,
+            location: location.clone(),
+            backend,
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
+    /// Where this store is (its `Display` hides a password).
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
     }
 
     /// A group-commit writer for this store (one per worker process). On an SQLite file it
@@ -304,146 +258,44 @@ impl Store {
         self.writer_with(enough, writer::LINGER)
     }
 
-    fn writer_with(
-        &self,
-        enough: usize,
-        linger: std::time::Duration,
-    ) -> Result<Writer, StoreError> {
-        let sink = match &self.sqlite_file {
-            Some(path) => writer::Sink::Sqlite(sqlite::Connection::open(path, self.busy).map_err(
-                |cause| StoreError::WriterOpen {
-                    path: path.display().to_string(),
-                    cause,
-                },
-            )?),
-            None => writer::Sink::Pool(self.pool.clone()),
+    fn writer_with(&self, enough: usize, linger: Duration) -> Result<Writer, StoreError> {
+        let sink = match &self.backend {
+            Backend::Sqlite(s) => writer::Sink::Sqlite(s.commit_writer()?),
+            Backend::Postgres(s) => writer::Sink::Postgres(s.commit_writer()),
         };
         Ok(Writer::spawn(sink, enough, linger))
     }
 
     /// Records published jobs as PENDING, in one transaction, before they are published.
     pub async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let sqlite = tx.backend_name() == "SQLite";
-        let mut statements = Vec::new();
-        plan::pending(jobs, sqlite, &mut statements);
-        let nobody = Shared::from("");
-        let pending: Vec<Event> = jobs
-            .iter()
-            .map(|job| Event::State {
-                id: job.id.as_str().into(),
-                state: PENDING,
-                worker: nobody.clone(),
-                at: job.submitted_ms,
-            })
-            .collect();
-        plan::history(&pending.iter().collect::<Vec<_>>(), sqlite, &mut statements);
-        run_sqlx(&mut tx, &statements).await?;
-        tx.commit().await?;
-        Ok(())
+        on_backend!(self, b => b.insert_pending(jobs).await)
     }
 
     /// Takes back the PENDING records of a batch that could not be published.
     pub async fn delete_unpublished(&self, batch: &str) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE batch = $1 AND state = 'PENDING')",
-        )
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query("DELETE FROM jobs WHERE batch = $1 AND state = 'PENDING'")
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        on_backend!(self, b => b.delete_unpublished(batch).await)
     }
 
     pub async fn state_of(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT state FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r: AnyRow| r.get::<String, _>(0)))
+        on_backend!(self, b => b.state_of(id).await)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        Ok(sqlx::query_as::<_, JobRow>(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        on_backend!(self, b => b.get(id).await)
     }
 
     /// Every event of job `id`, oldest first (each row's `later` steps unfolded after it).
     pub async fn history(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query_as::<_, HistoryRow>(
-            "SELECT state, worker, at_ms, detail, later FROM job_events WHERE job_id = $1 ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let later = match &row.later {
-                Some(json) => serde_json::from_str::<Vec<LaterStep>>(json).map_err(|e| {
-                    StoreError::BadHistory {
-                        id: id.to_string(),
-                        cause: e.to_string(),
-                    }
-                })?,
-                None => Vec::new(),
-            };
-            let worker = row.worker;
-            out.push(EventRow {
-                state: row.state,
-                worker: worker.clone(),
-                at_ms: row.at_ms,
-                detail: row.detail,
-            });
-            out.extend(later.into_iter().map(|(state, at_ms, detail)| EventRow {
-                state,
-                worker: worker.clone(),
-                at_ms,
-                detail,
-            }));
-        }
-        Ok(out)
+        on_backend!(self, b => b.history(id).await)
     }
 
     /// Newest first; `filter.limit` 0 means no limit.
     pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
-        let (clause, binds) = where_clause(filter);
-        let limit = if filter.limit > 0 {
-            filter.limit
-        } else {
-            i64::MAX
-        };
-        let n = binds.len();
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs{clause} ORDER BY submitted_ms DESC, id LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
-        let mut q = sqlx::query_as::<_, JobRow>(&sql);
-        for b in binds {
-            q = q.bind(b);
-        }
-        Ok(q.bind(limit)
-            .bind(filter.offset)
-            .fetch_all(&self.pool)
-            .await?)
+        on_backend!(self, b => b.list(filter).await)
     }
 
     pub async fn count(&self, filter: &JobFilter) -> Result<i64, StoreError> {
-        let (clause, binds) = where_clause(filter);
-        let sql = format!("SELECT COUNT(*) FROM jobs{clause}");
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = q.bind(b);
-        }
-        Ok(q.fetch_one(&self.pool).await?.get::<i64, _>(0))
+        on_backend!(self, b => b.count(filter).await)
     }
 
     /// (state, count) for the jobs matching `filter`, states with no job left out.
@@ -451,276 +303,48 @@ impl Store {
         &self,
         filter: &JobFilter,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let (clause, binds) = where_clause(filter);
-        let sql = format!("SELECT state, COUNT(*) FROM jobs{clause} GROUP BY state ORDER BY state");
-        let mut q = sqlx::query(&sql);
-        for b in binds {
-            q = q.bind(b);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-            .collect())
+        on_backend!(self, b => b.counts_by_state(filter).await)
     }
 
     /// (worker node, finished jobs) over every job that has a worker.
     pub async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT worker, COUNT(*) FROM jobs WHERE worker IS NOT NULL GROUP BY worker ORDER BY worker",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-            .collect())
+        on_backend!(self, b => b.counts_by_worker().await)
     }
 
     /// Jobs finished in each of the last `minutes` minutes, oldest first.
     pub async fn finished_per_minute(&self, minutes: i64) -> Result<Vec<i64>, StoreError> {
-        let now = now_ms();
-        let since = now - minutes * 60_000;
-        let rows = sqlx::query(
-            "SELECT (finished_ms - $1) / 60000, COUNT(*) FROM jobs WHERE finished_ms >= $1 GROUP BY 1",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+        let since = now_ms() - minutes * 60_000;
+        let per_minute = on_backend!(self, b => b.finished_per_minute(since).await)?;
         let mut buckets = vec![0; usize::try_from(minutes).unwrap_or(0)];
-        for r in rows {
-            let i = r.get::<i64, _>(0);
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| buckets.get_mut(i)) {
-                *slot += r.get::<i64, _>(1);
+        for (minute, n) in per_minute {
+            if let Some(slot) = usize::try_from(minute)
+                .ok()
+                .and_then(|i| buckets.get_mut(i))
+            {
+                *slot += n;
             }
         }
         Ok(buckets)
     }
 
+    /// Run times of finished jobs for `/metrics`, computed by the database (never by loading
+    /// the rows): one aggregate query.
+    pub async fn duration_histogram(
+        &self,
+        bounds_ms: &[i64],
+    ) -> Result<DurationHistogram, StoreError> {
+        on_backend!(self, b => b.duration_histogram(bounds_ms).await)
+    }
+
     /// Deletes every job and its history; returns how many jobs were removed.
     pub async fn reset(&self) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM job_events")
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM jobs").execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
+        on_backend!(self, b => b.reset().await)
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_backend!(self, b => b.close().await)
     }
-}
-
-fn lock_file(path: &str) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
-}
-
-fn where_clause(f: &JobFilter) -> (String, Vec<String>) {
-    let mut parts = Vec::new();
-    let mut binds = Vec::new();
-    for (column, value) in [
-        ("state", &f.state),
-        ("server", &f.server),
-        ("recipe", &f.recipe),
-        ("batch", &f.batch),
-    ] {
-        if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
-            binds.push(v.clone());
-            parts.push(format!("{column} = ${}", binds.len()));
-        }
-    }
-    if parts.is_empty() {
-        (String::new(), binds)
-    } else {
-        (format!(" WHERE {}", parts.join(" AND ")), binds)
-    }
-}
-
-/// Runs planned statements, in order, on a sqlx connection (inside the caller's transaction).
-async fn run_sqlx(
-    conn: &mut sqlx::AnyConnection,
-    statements: &[plan::Statement<'_>],
-) -> Result<(), sqlx::Error> {
-    for st in statements {
-        let mut q = sqlx::query(&st.sql);
-        for arg in &st.args {
-            q = match arg {
-                plan::Arg::Text(s) => q.bind(s.as_ref()),
-                plan::Arg::Int(n) => q.bind(*n),
-                plan::Arg::Null => q.bind(None::<&str>),
-            };
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// The URL with any password hidden.
-pub fn redact(url: &str) -> String {
-    crate::broker::redact(url)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(id: &str) -> NewJob {
-        NewJob {
-            id: id.into(),
-            task: "cm.launch".into(),
-            queue: "q".into(),
-            args: "[]".into(),
-            batch: Some("b".into()),
-            submitted_ms: 1,
-            ..NewJob::default()
-        }
-    }
-
-    fn run(id: &str) -> Vec<Event> {
-        let w = Shared::from("l1@h");
-        let state = |s: &'static str, at| Event::State {
-            id: id.into(),
-            state: s,
-            worker: w.clone(),
-            at,
-        };
-        vec![
-            Event::Received {
-                job: job(id),
-                worker: w.clone(),
-                at: 2,
-            },
-            state(STARTED, 3),
-            state("running", 4),
-            state("deploy", 5),
-            Event::Finished {
-                id: id.into(),
-                state: SUCCESS,
-                worker: w.clone(),
-                at: 6,
-                result: Some("{}".into()),
-                error: None,
-            },
-        ]
-    }
-
-    /// A commit waits for company up to the linger, but not once `enough` commits wait.
-    #[tokio::test]
-    async fn a_commit_lingers_for_company_until_enough_commits_wait() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
-        let events = run("a");
-
-        let linger = std::time::Duration::from_millis(300);
-        let alone = store.writer_with(2, linger)?;
-        let t0 = std::time::Instant::now();
-        alone.commit(events[0].clone()).await?;
-        assert!(t0.elapsed() >= linger, "committed after {:?}", t0.elapsed());
-
-        let long = std::time::Duration::from_secs(30);
-        let pair = store.writer_with(2, long)?;
-        let t0 = std::time::Instant::now();
-        let (first, second) = tokio::join!(
-            pair.commit(events[1].clone()),
-            pair.commit(events[4].clone())
-        );
-        first?;
-        second?;
-        assert!(t0.elapsed() < long / 2, "waited {:?}", t0.elapsed());
-        assert_eq!(store.get("a").await?.map(|r| r.state), Some(SUCCESS.into()));
-        Ok(())
-    }
-
-    /// One batch (whole run, one upsert) and one event per batch (in order) leave the same row.
-    #[tokio::test]
-    async fn a_whole_run_in_one_batch_leaves_the_row_that_event_by_event_does(
-    ) -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
-        store.insert_pending(&[job("a"), job("b")]).await?;
-        let writer = store.writer(1)?;
-        let mut batched = run("a");
-        let last = batched
-            .pop()
-            .ok_or(StoreError::WriterGone("empty".into()))?;
-        for ev in batched {
-            writer.send(ev);
-        }
-        writer.commit(last).await?;
-        for ev in run("b") {
-            writer.commit(ev).await?;
-        }
-        let (a, b) = (store.get("a").await?, store.get("b").await?);
-        let (Some(a), Some(b)) = (a, b) else {
-            panic!("rows missing")
-        };
-        assert_eq!(
-            (
-                a.state.as_str(),
-                a.worker.as_deref(),
-                a.started_ms,
-                a.finished_ms,
-                a.deliveries,
-                a.result.as_deref()
-            ),
-            (
-                b.state.as_str(),
-                b.worker.as_deref(),
-                b.started_ms,
-                b.finished_ms,
-                b.deliveries,
-                b.result.as_deref()
-            )
-        );
-        assert_eq!(
-            (a.state.as_str(), a.deliveries, a.started_ms),
-            (SUCCESS, 1, Some(3))
-        );
-        let events = |h: Vec<EventRow>| {
-            h.into_iter()
-                .map(|e| (e.state, e.worker, e.at_ms, e.detail))
-                .collect::<Vec<_>>()
-        };
-        let history_a = events(store.history("a").await?);
-        assert_eq!(history_a, events(store.history("b").await?));
-        let states: Vec<&str> = history_a.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(
-            states,
-            [PENDING, RECEIVED, STARTED, "running", "deploy", SUCCESS]
-        );
-        // a's run went in one commit, so one row holds it; b's took a commit per event.
-        let rows = |id: &'static str| {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM job_events WHERE job_id = $1")
-                .bind(id)
-                .fetch_one(&store.pool)
-        };
-        assert_eq!((rows("a").await?, rows("b").await?), (2, 6));
-        Ok(())
-    }
-
-    /// A `later` column cm did not write is refused by name, not skipped.
-    #[tokio::test]
-    async fn an_unreadable_history_row_names_its_job() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
-        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display())).await?;
-        sqlx::query(
-            "INSERT INTO job_events (job_id, state, at_ms, later) VALUES ('x', 'PENDING', 1, '{')",
-        )
-        .execute(&store.pool)
-        .await?;
-        let err = store.history("x").await.err().map(|e| e.to_string());
-        assert!(
-            err.as_deref()
-                .is_some_and(|e| e.contains("history of job x is unreadable")),
-            "{err:?}"
-        );
-        Ok(())
-    }
-}
+mod tests;

@@ -75,8 +75,7 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
 /// What a worker writes besides its open files: handed to `[worker] user` when dropping root.
 fn owned_paths(cfg: &Config) -> Vec<PathBuf> {
     let mut paths = vec![cfg.pid_dir.clone(), cfg.log_dir.clone()];
-    if let Some(db) = cfg.store_url.strip_prefix("sqlite://") {
-        let db = PathBuf::from(db.split('?').next().unwrap_or(db));
+    if let crate::config::StoreLocation::SqliteFile(db) = &cfg.store_url {
         if let Some(dir) = db.parent() {
             // Created while still root, so the unprivileged worker can create the database in it.
             if let Err(e) = std::fs::create_dir_all(dir) {

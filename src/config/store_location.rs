@@ -1,0 +1,105 @@
+//! `[store] url`: parsed here once into where the status store is; nothing else reads the URL.
+
+use std::path::{Path, PathBuf};
+
+/// Where the status store is: `[store] url` parsed once, relative paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `sqlite://PATH`: a file (created with its folder on first use).
+    SqliteFile(PathBuf),
+    /// `sqlite::memory:`: a database that lives as long as the process's store does.
+    SqliteMemory,
+    /// `postgres://USER@HOST:5432/DB`, passed to the driver as written.
+    Postgres(String),
+}
+
+const STORE_FORMS: &str = "expected sqlite://PATH (relative to the config file), \
+    sqlite:///ABSOLUTE/PATH, sqlite::memory: or postgres://USER@HOST:5432/DB";
+
+impl StoreLocation {
+    /// Parses a store URL; a relative SQLite path resolves against `base`. The error says what
+    /// is wrong and which forms are accepted.
+    pub fn parse(url: &str, base: &Path) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_string()));
+        }
+        let Some(rest) = url.strip_prefix("sqlite:") else {
+            return Err(format!(
+                "unknown store {:?}: {STORE_FORMS}",
+                crate::broker::redact(url)
+            ));
+        };
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut memory = path == ":memory:";
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair {
+                // What cm itself used to add: read, write, create.
+                "mode=rwc" => {}
+                "mode=memory" => memory = true,
+                _ => {
+                    return Err(format!(
+                    "{url:?}: cm takes no SQLite option {pair:?} (only mode=memory): {STORE_FORMS}"
+                ))
+                }
+            }
+        }
+        if memory {
+            Ok(Self::SqliteMemory)
+        } else if path.is_empty() {
+            Err(format!("{url:?} names no file: {STORE_FORMS}"))
+        } else {
+            Ok(Self::SqliteFile(base.join(path)))
+        }
+    }
+}
+
+/// The store as an operator would write it, with any password hidden.
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SqliteFile(path) => write!(f, "sqlite://{}", path.display()),
+            Self::SqliteMemory => f.write_str("sqlite::memory:"),
+            Self::Postgres(url) => f.write_str(&crate::broker::redact(url)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_once_into_a_location() {
+        let base = Path::new("/etc/cm");
+        let parse = |url| StoreLocation::parse(url, base);
+        let file = |p: &str| Ok(StoreLocation::SqliteFile(PathBuf::from(p)));
+        assert_eq!(parse("sqlite://var/cm.db"), file("/etc/cm/var/cm.db"));
+        assert_eq!(parse("sqlite:///srv/cm.db"), file("/srv/cm.db"));
+        assert_eq!(
+            parse("sqlite:var/cm.db?mode=rwc"),
+            file("/etc/cm/var/cm.db")
+        );
+        assert_eq!(parse("sqlite::memory:"), Ok(StoreLocation::SqliteMemory));
+        assert_eq!(
+            parse("sqlite://x.db?mode=memory"),
+            Ok(StoreLocation::SqliteMemory)
+        );
+        let pg = "postgres://cm:secret@db:5432/cm";
+        assert_eq!(parse(pg), Ok(StoreLocation::Postgres(pg.into())));
+        assert_eq!(
+            parse(pg).map(|l| l.to_string()),
+            Ok("postgres://cm:***@db:5432/cm".into())
+        );
+        for bad in [
+            "mysql://u:pw@h/db",
+            "sqlite://",
+            "sqlite://x.db?mode=ro",
+            "var/cm.db",
+        ] {
+            let msg = parse(bad).map(|_| ()).unwrap_err();
+            assert!(msg.contains("sqlite::memory:"), "{bad}: {msg}");
+            assert!(!msg.contains("pw"), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The PostgreSQL backend, on a sqlx `PgPool`, for several hosts sharing one store. Its schema
+//! is `migrations/`, embedded and run by `sqlx::migrate!` (which takes an advisory lock, so
+//! workers starting at once do not race).
+
+mod commit;
+
+use std::sync::Arc;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Row};
+
+use super::{batch, DurationHistogram, EventRow, JobFilter, JobRow, NewJob, StoreError};
+pub(super) use commit::CommitWriter;
+
+/// The `jobs` columns in [`JobRow`]'s order (a macro, so that statements can `concat!` it).
+macro_rules! job_columns {
+    () => {
+        "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
+         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries"
+    };
+}
+
+/// What to check when the database cannot be reached.
+const FIX: &str = "start the database, or fix [store] url";
+
+/// How long opening waits for the server's answer (a pool waits as long for a connection).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections of a worker (its group-commit writer, and reads on redeliveries) and of a
+/// command or the web server.
+const WORKER_CONNECTIONS: u32 = 2;
+const CONNECTIONS: u32 = 8;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    pool: PgPool,
+    /// The URL as error messages show it: password hidden.
+    name: Arc<str>,
+}
+
+/// SQLSTATEs of a lock not had in time (55P03), a deadlock (40P01) and a serialization failure
+/// (40001): the same work can succeed when tried again.
+const BUSY_CODES: [&str; 3] = ["55P03", "40P01", "40001"];
+
+/// The database gone (class 08: connection exceptions; 57P01, 57P03: shut down, starting up).
+fn is_connection_code(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+pub(super) fn error(store: &str, e: sqlx::Error) -> StoreError {
+    let store = store.to_string();
+    let code = match &e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    match (&e, code.as_deref()) {
+        (
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed,
+            _,
+        ) => StoreError::Unreachable {
+            store,
+            cause: e.to_string(),
+            fix: FIX,
+        },
+        (_, Some(c)) if is_connection_code(c) => StoreError::Unreachable {
+            store,
+            cause: e.to_string(),
+            fix: FIX,
+        },
+        (_, Some(c)) if BUSY_CODES.contains(&c) => StoreError::Busy {
+            store,
+            cause: e.to_string(),
+        },
+        _ => StoreError::Backend {
+            store,
+            cause: e.to_string(),
+        },
+    }
+}
+
+impl Store {
+    /// Connects and migrates the schema. The first connection is made alone, so that a
+    /// refused one fails at once with its cause (a pool would retry until its timeout and then
+    /// say only that); the pool's connections open when first needed.
+    pub(crate) async fn open(url: &str, for_worker: bool) -> Result<Self, StoreError> {
+        let name: Arc<str> = crate::broker::redact(url).into();
+        let unreachable = |cause: String| StoreError::Unreachable {
+            store: name.to_string(),
+            cause,
+            fix: FIX,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(|e| unreachable(e.to_string()))?;
+        let mut first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| match error(&name, e) {
+                StoreError::Backend { cause, .. } => unreachable(cause),
+                other => other,
+            })?;
+        sqlx::migrate!("src/store/postgres/migrations")
+            .run(&mut first)
+            .await
+            .map_err(|e| StoreError::Migration {
+                store: name.to_string(),
+                cause: e.to_string(),
+            })?;
+        // Closing politely is a courtesy to the server; the connection is done either way.
+        let _ = first.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(if for_worker {
+                WORKER_CONNECTIONS
+            } else {
+                CONNECTIONS
+            })
+            .connect_lazy_with(options);
+        Ok(Self { pool, name })
+    }
+
+    fn fail(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        |e| error(&self.name, e)
+    }
+
+    pub(crate) fn commit_writer(&self) -> CommitWriter {
+        CommitWriter::new(self.pool.clone(), self.name.clone())
+    }
+
+    pub(crate) async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(self.fail())?;
+        commit::insert_pending(&mut tx, jobs)
+            .await
+            .map_err(self.fail())?;
+        commit::insert_history(&mut tx, &batch::published(jobs))
+            .await
+            .map_err(self.fail())?;
+        tx.commit().await.map_err(self.fail())
+    }
+
+    pub(crate) async fn delete_unpublished(&self, batch: &str) -> Result<u64, StoreError> {
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM job_events WHERE job_id IN \
+                 (SELECT id FROM jobs WHERE batch = $1 AND state = 'PENDING')",
+            )
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+            let done = sqlx::query("DELETE FROM jobs WHERE batch = $1 AND state = 'PENDING'")
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        };
+        run.await.map_err(self.fail())
+    }
+
+    pub(crate) async fn state_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.fail())
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        row.as_ref().map(job_row).transpose().map_err(self.fail())
+    }
+
+    pub(crate) async fn history(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, worker, at_ms, detail, later FROM job_events \
+             WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let first = EventRow {
+                state: r.try_get(0).map_err(self.fail())?,
+                worker: r.try_get(1).map_err(self.fail())?,
+                at_ms: r.try_get(2).map_err(self.fail())?,
+                detail: r.try_get(3).map_err(self.fail())?,
+            };
+            let later: Option<String> = r.try_get(4).map_err(self.fail())?;
+            batch::unfold(id, first, later.as_deref(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let limit = if filter.limit > 0 {
+            filter.limit
+        } else {
+            i64::MAX
+        };
+        let n = binds.len();
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs{} ORDER BY submitted_ms DESC, id LIMIT ${} OFFSET ${}"
+            ),
+            clause,
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q
+            .bind(limit)
+            .bind(filter.offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.fail())?;
+        rows.iter()
+            .map(job_row)
+            .collect::<Result<_, _>>()
+            .map_err(self.fail())
+    }
+
+    pub(crate) async fn count(&self, filter: &JobFilter) -> Result<i64, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let sql = format!("SELECT COUNT(*) FROM jobs{clause}");
+        let mut q = sqlx::query_scalar(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        q.fetch_one(&self.pool).await.map_err(self.fail())
+    }
+
+    pub(crate) async fn counts_by_state(
+        &self,
+        filter: &JobFilter,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let sql = format!("SELECT state, COUNT(*) FROM jobs{clause} GROUP BY state ORDER BY state");
+        let mut q = sqlx::query_as(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        q.fetch_all(&self.pool).await.map_err(self.fail())
+    }
+
+    pub(crate) async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT worker, COUNT(*) FROM jobs WHERE worker IS NOT NULL \
+             GROUP BY worker ORDER BY worker",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())
+    }
+
+    /// (minutes since `since_ms`, jobs finished in that minute), for the minutes that have any.
+    pub(crate) async fn finished_per_minute(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT (finished_ms - $1) / 60000, COUNT(*) FROM jobs \
+             WHERE finished_ms >= $1 GROUP BY 1",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())
+    }
+
+    pub(crate) async fn duration_histogram(
+        &self,
+        bounds_ms: &[i64],
+    ) -> Result<DurationHistogram, StoreError> {
+        let buckets: String = (1..=bounds_ms.len())
+            .map(|i| format!(", COUNT(*) FILTER (WHERE finished_ms - started_ms <= ${i})"))
+            .collect();
+        // SUM of a BIGINT is NUMERIC: cast back, so that every column is an i64.
+        let sql = format!(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(finished_ms - started_ms), 0) AS BIGINT){buckets} \
+             FROM jobs WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL"
+        );
+        let mut q = sqlx::query(&sql);
+        for b in bounds_ms {
+            q = q.bind(*b);
+        }
+        let row = q.fetch_one(&self.pool).await.map_err(self.fail())?;
+        let at_most = bounds_ms
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Ok((*b, row.try_get::<i64, _>(i + 2)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(self.fail())?;
+        Ok(DurationHistogram {
+            at_most,
+            count: row.try_get(0).map_err(self.fail())?,
+            sum_ms: row.try_get(1).map_err(self.fail())?,
+        })
+    }
+
+    pub(crate) async fn reset(&self) -> Result<u64, StoreError> {
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM job_events")
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM jobs").execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        };
+        run.await.map_err(self.fail())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn job_row(r: &PgRow) -> Result<JobRow, sqlx::Error> {
+    Ok(JobRow {
+        id: r.try_get(0)?,
+        task: r.try_get(1)?,
+        queue: r.try_get(2)?,
+        args: r.try_get(3)?,
+        server: r.try_get(4)?,
+        recipe: r.try_get(5)?,
+        kind: r.try_get(6)?,
+        hosts: r.try_get(7)?,
+        batch: r.try_get(8)?,
+        state: r.try_get(9)?,
+        worker: r.try_get(10)?,
+        submitted_ms: r.try_get(11)?,
+        started_ms: r.try_get(12)?,
+        finished_ms: r.try_get(13)?,
+        result: r.try_get(14)?,
+        error: r.try_get(15)?,
+        deliveries: r.try_get(16)?,
+        retries: r.try_get(17)?,
+    })
+}
+
+/// ` WHERE column = $1 AND ...` for the filter's columns, and their values in order.
+fn where_clause(filter: &JobFilter) -> (String, Vec<String>) {
+    let (columns, binds): (Vec<String>, Vec<String>) = filter
+        .columns()
+        .enumerate()
+        .map(|(i, (column, value))| (format!("{column} = ${}", i + 1), value.to_string()))
+        .unzip();
+    if columns.is_empty() {
+        (String::new(), binds)
+    } else {
+        (format!(" WHERE {}", columns.join(" AND ")), binds)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! Against the PostgreSQL server the integration tests use (127.0.0.1:5432, trust), in a
+//! database of each test's own.
+
+use sqlx::Connection;
+
+use crate::store::{tests, Store, StoreLocation};
+
+const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A new database, dropped when `f` is done.
+async fn with_database<F, Fut>(f: F) -> TestResult
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = TestResult>,
+{
+    let name = format!(
+        "cm_unit_{}_{}",
+        std::process::id(),
+        crate::store::now_ms() % 1_000_000_000
+    );
+    let mut admin = sqlx::PgConnection::connect(ADMIN).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let outcome = match Store::open(&StoreLocation::Postgres(url)).await {
+        Ok(store) => {
+            let outcome = f(store.clone()).await;
+            store.close().await;
+            outcome
+        }
+        Err(e) => Err(e.into()),
+    };
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    outcome
+}
+
+#[tokio::test]
+async fn on_postgres_commits_leave_what_events_one_by_one_do_and_reads_answer() -> TestResult {
+    with_database(|store| async move {
+        tests::commits_leave_what_events_one_by_one_do(&store, 8).await?;
+        tests::reads_answer_what_was_written(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_without_its_password() {
+    let url = "postgres://cm:secret@127.0.0.1:1/cm".to_string();
+    let err = Store::open(&StoreLocation::Postgres(url))
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e
+            .starts_with("status store postgres://cm:***@127.0.0.1:1/cm is unreachable")
+            && !e.contains("secret")),
+        "{err:?}"
+    );
+}

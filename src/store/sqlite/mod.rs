@@ -1,0 +1,376 @@
+//! The SQLite backend, on rusqlite: a file in WAL mode (or an in-memory database for tests).
+//!
+//! Reads, and the writes of commands and the web server, run on a few pooled connections off
+//! the async runtime ([`pool`]); a worker's group commits go through a connection of its own
+//! ([`commit`]). The schema is [`migrate`]d on open.
+
+mod commit;
+mod migrate;
+mod pool;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::{batch, DurationHistogram, EventRow, JobFilter, JobRow, NewJob, StoreError};
+pub(super) use commit::CommitWriter;
+use pool::Pool;
+
+/// The `jobs` columns in [`JobRow`]'s order (a macro, so that statements can `concat!` it).
+macro_rules! job_columns {
+    () => {
+        "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
+         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries"
+    };
+}
+
+/// What to check when an SQLite store cannot be opened.
+const FIX: &str = "check that the file and its folder are writable, or fix [store] url";
+
+/// Connections for the reads of a command or the web server (a worker's are rare: one per
+/// redelivery).
+const READERS: usize = 4;
+const WORKER_READERS: usize = 1;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    pool: Pool,
+    /// The database file; `None` in memory, where the writer shares the pool's connection.
+    file: Option<(PathBuf, Duration)>,
+}
+
+/// A busy database is one another connection holds locked past this one's busy timeout.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+pub(super) fn error(store: &str, e: rusqlite::Error) -> StoreError {
+    if is_busy(&e) {
+        StoreError::Busy {
+            store: store.to_string(),
+            cause: e.to_string(),
+        }
+    } else {
+        StoreError::Backend {
+            store: store.to_string(),
+            cause: e.to_string(),
+        }
+    }
+}
+
+/// What every connection to a store file sets: how long it waits for a lock, and NORMAL
+/// durability, which survives a process crash (what a worker's ack after a commit relies on).
+fn settings(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+}
+
+impl Store {
+    /// Opens the file at `path`, creating it and its folder on first use, and migrates it.
+    pub(crate) async fn open_file(
+        path: &Path,
+        busy: Duration,
+        for_worker: bool,
+    ) -> Result<Self, StoreError> {
+        let name: Arc<str> = format!("sqlite://{}", path.display()).into();
+        let (file, store) = (path.to_path_buf(), name.clone());
+        let first = tokio::task::spawn_blocking(move || migrate::open(&file, busy, &store))
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                store: name.to_string(),
+                cause: format!("opening did not finish: {e}"),
+                fix: FIX,
+            })??;
+        let size = if for_worker { WORKER_READERS } else { READERS };
+        Ok(Self {
+            pool: Pool::file(name, first, path.to_path_buf(), busy, size),
+            file: Some((path.to_path_buf(), busy)),
+        })
+    }
+
+    /// A new, migrated in-memory database: it lives as long as this store (and its clones).
+    pub(crate) async fn open_memory() -> Result<Self, StoreError> {
+        let name: Arc<str> = "sqlite::memory:".into();
+        let unreachable = |e: rusqlite::Error| StoreError::Unreachable {
+            store: name.to_string(),
+            cause: e.to_string(),
+            fix: FIX,
+        };
+        let mut conn = Connection::open_in_memory().map_err(unreachable)?;
+        migrate::run(&mut conn).map_err(|cause| StoreError::Migration {
+            store: name.to_string(),
+            cause,
+        })?;
+        Ok(Self {
+            pool: Pool::memory(name, conn),
+            file: None,
+        })
+    }
+
+    /// The worker's group-commit writer: on a file, a connection of its own.
+    pub(crate) fn commit_writer(&self) -> Result<CommitWriter, StoreError> {
+        match &self.file {
+            Some((path, busy)) => CommitWriter::own(path, *busy, self.pool.name().clone()),
+            None => Ok(CommitWriter::shared(self.pool.clone())),
+        }
+    }
+
+    pub(crate) async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let jobs = jobs.to_vec();
+        self.pool
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                commit::insert_pending(&tx, &jobs)?;
+                commit::insert_history(&tx, &batch::published(&jobs))?;
+                tx.commit()
+            })
+            .await
+    }
+
+    pub(crate) async fn delete_unpublished(&self, batch: &str) -> Result<u64, StoreError> {
+        let batch = batch.to_string();
+        self.pool
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "DELETE FROM job_events WHERE job_id IN \
+                     (SELECT id FROM jobs WHERE batch = ?1 AND state = 'PENDING')",
+                    [&batch],
+                )?;
+                let removed = tx.execute(
+                    "DELETE FROM jobs WHERE batch = ?1 AND state = 'PENDING'",
+                    [&batch],
+                )?;
+                tx.commit()?;
+                Ok(removed as u64)
+            })
+            .await
+    }
+
+    pub(crate) async fn state_of(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_string();
+        self.pool
+            .run(move |conn| {
+                conn.prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+                    .query_row([&id], |r| r.get(0))
+                    .optional()
+            })
+            .await
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
+        let id = id.to_string();
+        self.pool
+            .run(move |conn| {
+                conn.prepare_cached(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE id = ?1"
+                ))?
+                .query_row([&id], job_row)
+                .optional()
+            })
+            .await
+    }
+
+    pub(crate) async fn history(&self, id: &str) -> Result<Vec<EventRow>, StoreError> {
+        let job = id.to_string();
+        let rows = self
+            .pool
+            .run(move |conn| {
+                let mut st = conn.prepare_cached(
+                    "SELECT state, worker, at_ms, detail, later FROM job_events \
+                     WHERE job_id = ?1 ORDER BY seq",
+                )?;
+                let rows = st.query_map([&job], |r| {
+                    let first = EventRow {
+                        state: r.get(0)?,
+                        worker: r.get(1)?,
+                        at_ms: r.get(2)?,
+                        detail: r.get(3)?,
+                    };
+                    Ok((first, r.get::<_, Option<String>>(4)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (first, later) in rows {
+            batch::unfold(id, first, later.as_deref(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let (clause, mut binds) = where_clause(filter);
+        let limit = if filter.limit > 0 { filter.limit } else { -1 };
+        binds.extend([limit.into(), filter.offset.into()]);
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs{} ORDER BY submitted_ms DESC, id LIMIT ? OFFSET ?"
+            ),
+            clause
+        );
+        self.pool
+            .run(move |conn| {
+                let mut st = conn.prepare_cached(&sql)?;
+                let rows = st.query_map(rusqlite::params_from_iter(&binds), job_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    pub(crate) async fn count(&self, filter: &JobFilter) -> Result<i64, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let sql = format!("SELECT COUNT(*) FROM jobs{clause}");
+        self.pool
+            .run(move |conn| {
+                conn.prepare_cached(&sql)?
+                    .query_row(rusqlite::params_from_iter(&binds), |r| r.get(0))
+            })
+            .await
+    }
+
+    pub(crate) async fn counts_by_state(
+        &self,
+        filter: &JobFilter,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let (clause, binds) = where_clause(filter);
+        let sql = format!("SELECT state, COUNT(*) FROM jobs{clause} GROUP BY state ORDER BY state");
+        self.pool.run(move |conn| pairs(conn, &sql, &binds)).await
+    }
+
+    pub(crate) async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.pool
+            .run(|conn| {
+                pairs(
+                    conn,
+                    "SELECT worker, COUNT(*) FROM jobs WHERE worker IS NOT NULL \
+                     GROUP BY worker ORDER BY worker",
+                    &[],
+                )
+            })
+            .await
+    }
+
+    /// (minutes since `since_ms`, jobs finished in that minute), for the minutes that have any.
+    pub(crate) async fn finished_per_minute(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.pool
+            .run(move |conn| {
+                let mut st = conn.prepare_cached(
+                    "SELECT (finished_ms - ?1) / 60000, COUNT(*) FROM jobs \
+                     WHERE finished_ms >= ?1 GROUP BY 1",
+                )?;
+                let rows = st.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await
+    }
+
+    pub(crate) async fn duration_histogram(
+        &self,
+        bounds_ms: &[i64],
+    ) -> Result<DurationHistogram, StoreError> {
+        let buckets: String = (1..=bounds_ms.len())
+            .map(|i| format!(", COUNT(*) FILTER (WHERE finished_ms - started_ms <= ?{i})"))
+            .collect();
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM(finished_ms - started_ms), 0){buckets} FROM jobs \
+             WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL"
+        );
+        let bounds = bounds_ms.to_vec();
+        self.pool
+            .run(move |conn| {
+                conn.prepare_cached(&sql)?
+                    .query_row(rusqlite::params_from_iter(&bounds), |r| {
+                        let at_most = (0..bounds.len())
+                            .map(|i| Ok((bounds[i], r.get(i + 2)?)))
+                            .collect::<rusqlite::Result<_>>()?;
+                        Ok(DurationHistogram {
+                            at_most,
+                            count: r.get(0)?,
+                            sum_ms: r.get(1)?,
+                        })
+                    })
+            })
+            .await
+    }
+
+    pub(crate) async fn reset(&self) -> Result<u64, StoreError> {
+        self.pool
+            .run(|conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute("DELETE FROM job_events", [])?;
+                let removed = tx.execute("DELETE FROM jobs", [])?;
+                tx.commit()?;
+                Ok(removed as u64)
+            })
+            .await
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close();
+    }
+}
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        task: r.get(1)?,
+        queue: r.get(2)?,
+        args: r.get(3)?,
+        server: r.get(4)?,
+        recipe: r.get(5)?,
+        kind: r.get(6)?,
+        hosts: r.get(7)?,
+        batch: r.get(8)?,
+        state: r.get(9)?,
+        worker: r.get(10)?,
+        submitted_ms: r.get(11)?,
+        started_ms: r.get(12)?,
+        finished_ms: r.get(13)?,
+        result: r.get(14)?,
+        error: r.get(15)?,
+        deliveries: r.get(16)?,
+        retries: r.get(17)?,
+    })
+}
+
+/// ` WHERE column = ? AND ...` for the filter's columns, and their values in order.
+fn where_clause(filter: &JobFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let (columns, binds): (Vec<String>, Vec<rusqlite::types::Value>) = filter
+        .columns()
+        .map(|(column, value)| (format!("{column} = ?"), value.to_string().into()))
+        .unzip();
+    if columns.is_empty() {
+        (String::new(), binds)
+    } else {
+        (format!(" WHERE {}", columns.join(" AND ")), binds)
+    }
+}
+
+/// The (text, count) rows of `sql`.
+fn pairs(
+    conn: &Connection,
+    sql: &str,
+    binds: &[rusqlite::types::Value],
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut st = conn.prepare_cached(sql)?;
+    let rows = st.query_map(rusqlite::params_from_iter(binds), |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests;

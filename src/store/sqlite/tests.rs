@@ -1,0 +1,293 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::commit::{insert_history, insert_pending};
+use super::*;
+use crate::store::testing::{traffic, Traffic};
+use crate::store::{Event, StoreLocation, RECEIVED};
+
+fn temp_store() -> Result<(tempfile::TempDir, PathBuf), std::io::Error> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.db");
+    Ok((dir, path))
+}
+
+/// A writer waits for another connection's write lock (async), then commits; when the lock
+/// outlasts its busy timeout it fails as busy, not as a stopped writer.
+#[tokio::test]
+async fn a_locked_store_is_waited_for_then_written_or_reported_busy(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (_dir, path) = temp_store()?;
+    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
+    let ev = Event::Received {
+        job: NewJob {
+            id: "a".into(),
+            ..NewJob::default()
+        },
+        worker: "w".into(),
+        at: 1,
+    };
+    let commit = batch::plan(&[&ev]);
+    let name: Arc<str> = "s".into();
+
+    let holder = Connection::open(&path)?;
+    holder.execute_batch("BEGIN IMMEDIATE")?;
+    let mut impatient = CommitWriter::own(&path, Duration::from_millis(30), name.clone())?;
+    let err = impatient.write(&commit).await.err();
+    assert!(
+        matches!(&err, Some(StoreError::Busy { cause, .. }) if cause.contains("over 30 ms")),
+        "{err:?}"
+    );
+
+    let mut patient = CommitWriter::own(&path, Duration::from_secs(10), name)?;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        holder.execute_batch("COMMIT")
+    });
+    patient.write(&commit).await?;
+    release.await??;
+    let row = store.get("a").await?;
+    assert_eq!(row.map(|r| r.state), Some(RECEIVED.to_string()));
+    Ok(())
+}
+
+/// An in-memory store keeps its one database across calls, the writer's included.
+#[tokio::test]
+async fn an_in_memory_store_is_one_database_for_readers_and_the_writer() -> Result<(), StoreError> {
+    let store = crate::store::Store::open(&StoreLocation::SqliteMemory).await?;
+    let job = NewJob {
+        id: "m".into(),
+        batch: Some("b".into()),
+        ..NewJob::default()
+    };
+    store.insert_pending(std::slice::from_ref(&job)).await?;
+    let writer = store.writer(1)?;
+    writer
+        .commit(Event::Received {
+            job,
+            worker: "w".into(),
+            at: 2,
+        })
+        .await?;
+    assert_eq!(store.state_of("m").await?.as_deref(), Some(RECEIVED));
+    assert_eq!(store.history("m").await?.len(), 2);
+    Ok(())
+}
+
+/// Every `jobs` row and every job's unfolded history, for comparing two databases.
+type Rows = (Vec<JobRow>, Vec<(String, EventRow)>);
+
+fn rows(conn: &Connection) -> rusqlite::Result<Rows> {
+    let jobs = conn
+        .prepare(concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY id"))?
+        .query_map([], job_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut history = Vec::new();
+    let mut st = conn.prepare(
+        "SELECT job_id, state, worker, at_ms, detail, later FROM job_events ORDER BY job_id, seq",
+    )?;
+    let stored = st.query_map([], |r| {
+        let first = EventRow {
+            state: r.get(1)?,
+            worker: r.get(2)?,
+            at_ms: r.get(3)?,
+            detail: r.get(4)?,
+        };
+        Ok((
+            r.get::<_, String>(0)?,
+            first,
+            r.get::<_, Option<String>>(5)?,
+        ))
+    })?;
+    for row in stored {
+        let (id, first, later) = row?;
+        let mut events = Vec::new();
+        let unfolded = batch::unfold(&id, first, later.as_deref(), &mut events);
+        assert!(unfolded.is_ok(), "{unfolded:?}");
+        history.extend(events.into_iter().map(|e| (id.clone(), e)));
+    }
+    Ok((jobs, history))
+}
+
+/// `t` written into a new in-memory database, each commit as the writer plans it, or each
+/// event in a commit of its own.
+fn written(t: &Traffic, event_by_event: bool) -> rusqlite::Result<Rows> {
+    let mut conn = Connection::open_in_memory()?;
+    let migrated = migrate::run(&mut conn);
+    assert!(migrated.is_ok(), "{migrated:?}");
+    {
+        let tx = conn.transaction()?;
+        insert_pending(&tx, &t.published)?;
+        insert_history(&tx, &batch::published(&t.published))?;
+        tx.commit()?;
+    }
+    for events in &t.commits {
+        let events: Vec<&Event> = events.iter().collect();
+        if event_by_event {
+            for ev in events {
+                commit::write(&mut conn, &batch::plan(&[ev]))?;
+            }
+        } else {
+            commit::write(&mut conn, &batch::plan(&events))?;
+        }
+    }
+    rows(&conn)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// On the real database: a commit's statements leave the rows its events, one commit each,
+    /// leave (the model in `batch`'s tests checks the same on many more cases).
+    #[test]
+    fn a_commit_leaves_the_rows_its_events_one_by_one_do(t in traffic()) {
+        let batched = written(&t, false).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let alone = written(&t, true).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(batched, alone);
+    }
+}
+
+/// A whole run in one commit takes one history row; event by event it takes six.
+#[test]
+fn a_whole_run_in_one_commit_is_one_history_row() -> rusqlite::Result<()> {
+    let w = crate::store::Shared::from("w");
+    let job = NewJob {
+        id: "a".into(),
+        ..NewJob::default()
+    };
+    let state = |state: &'static str, at| Event::State {
+        id: "a".into(),
+        state,
+        worker: w.clone(),
+        at,
+    };
+    let run = [
+        Event::Received {
+            job,
+            worker: w.clone(),
+            at: 1,
+        },
+        state(crate::store::STARTED, 2),
+        state("running", 3),
+        state("deploy", 4),
+        state("active", 5),
+        Event::Finished {
+            id: "a".into(),
+            state: crate::store::SUCCESS,
+            worker: w.clone(),
+            at: 6,
+            result: None,
+            error: None,
+        },
+    ];
+    let stored = |commits: Vec<Vec<&Event>>| -> rusqlite::Result<i64> {
+        let mut conn = Connection::open_in_memory()?;
+        let migrated = migrate::run(&mut conn);
+        assert!(migrated.is_ok(), "{migrated:?}");
+        for events in commits {
+            commit::write(&mut conn, &batch::plan(&events))?;
+        }
+        conn.query_row("SELECT COUNT(*) FROM job_events", [], |r| r.get(0))
+    };
+    let whole = stored(vec![run.iter().collect()])?;
+    let one_by_one = stored(run.iter().map(|ev| vec![ev]).collect())?;
+    assert_eq!((whole, one_by_one), (1, 6));
+    Ok(())
+}
+
+/// The schema as cm's sqlx versions left it: `_sqlx_migrations` with versions 1 to `applied`
+/// (sqlx's own table definition), those migrations run, and a job in it.
+fn sqlx_era_file(path: &Path, applied: usize) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+            version BIGINT PRIMARY KEY,
+            description TEXT NOT NULL,
+            installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            success BOOLEAN NOT NULL,
+            checksum BLOB NOT NULL,
+            execution_time BIGINT NOT NULL
+        );",
+    )?;
+    for (i, sql) in migrate::MIGRATIONS.iter().take(applied).enumerate() {
+        conn.execute_batch(sql)?;
+        conn.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (?1, 'm', TRUE, x'00', 1)",
+            [i as i64 + 1],
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO jobs (id, task, queue, state, submitted_ms) VALUES ('old', 'cm.launch', 'q', 'SUCCESS', 5)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// A file migrated by cm's sqlx versions opens, keeps its jobs, and takes new ones; one that
+/// sqlx left part-way migrated gets the rest.
+#[tokio::test]
+async fn a_file_migrated_by_sqlx_is_adopted() -> Result<(), Box<dyn std::error::Error>> {
+    for applied in [3, 2] {
+        let (_dir, path) = temp_store()?;
+        sqlx_era_file(&path, applied)?;
+        let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
+        assert_eq!(store.state_of("old").await?.as_deref(), Some("SUCCESS"));
+        let writer = store.writer(1)?;
+        writer
+            .commit(Event::Received {
+                job: NewJob {
+                    id: "new".into(),
+                    ..NewJob::default()
+                },
+                worker: "w".into(),
+                at: 1,
+            })
+            .await?;
+        assert_eq!(store.history("new").await?.len(), 1);
+        let conn = Connection::open(&path)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        assert_eq!(version, 3);
+        // And opening it again changes nothing.
+        drop(store);
+        crate::store::Store::open(&StoreLocation::SqliteFile(path)).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_migration_sqlx_left_failed_is_refused_by_name() -> Result<(), Box<dyn std::error::Error>>
+{
+    let (_dir, path) = temp_store()?;
+    sqlx_era_file(&path, 2)?;
+    Connection::open(&path)?.execute(
+        "UPDATE _sqlx_migrations SET success = FALSE WHERE version = 2",
+        [],
+    )?;
+    let err = crate::store::Store::open(&StoreLocation::SqliteFile(path))
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(StoreError::Migration { cause, .. }) if cause.contains("migration 2 failed")),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+/// A `later` column cm did not write is refused by name, not skipped.
+#[tokio::test]
+async fn an_unreadable_history_row_names_its_job() -> Result<(), Box<dyn std::error::Error>> {
+    let (_dir, path) = temp_store()?;
+    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
+    Connection::open(&path)?.execute(
+        "INSERT INTO job_events (job_id, state, at_ms, later) VALUES ('x', 'PENDING', 1, '{')",
+        [],
+    )?;
+    let err = store.history("x").await.err();
+    assert!(
+        matches!(&err, Some(StoreError::BadHistory { id, .. }) if id == "x"),
+        "{err:?}"
+    );
+    Ok(())
+}
