@@ -1,0 +1,45 @@
+//! The allowed range of every number in the file (docs/configuration.md lists the same), and the
+//! check that names a number's key, place and range when it is outside.
+
+use std::ops::{Range, RangeInclusive};
+
+use toml::Spanned;
+
+use super::ConfigError;
+
+/// Any duration in seconds: a day at most.
+pub const SECONDS: RangeInclusive<f64> = 0.0..=86_400.0;
+pub const RATE: RangeInclusive<f64> = 0.0..=1.0;
+pub const CONCURRENCY: RangeInclusive<i64> = 1..=10_000;
+pub const PREFETCH: RangeInclusive<i64> = 1..=65_535;
+pub const RETRIES: RangeInclusive<i64> = 0..=10_000;
+/// An hour at most.
+pub const BUSY_MS: RangeInclusive<i64> = 0..=3_600_000;
+pub const MAX_HOSTS: RangeInclusive<i64> = 1..=1_000_000;
+
+/// The value of an optional number, if it lies in `range`; else an error at its place naming
+/// `key` and the range (NaN and infinities are in no range).
+pub(super) fn in_range<T>(
+    at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
+    key: &str,
+    value: Option<&Spanned<T>>,
+    range: RangeInclusive<T>,
+) -> Result<Option<T>, ConfigError>
+where
+    T: PartialOrd + Copy + std::fmt::Display + std::fmt::Debug,
+{
+    match value {
+        None => Ok(None),
+        Some(v) if range.contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+        Some(v) => Err(at(
+            Some(v.span()),
+            format!(
+                // Debug: a float as written (1e99, not a hundred digits).
+                "{key} must be from {} to {} (got {:?})",
+                range.start(),
+                range.end(),
+                v.get_ref()
+            ),
+        )),
+    }
+}

@@ -1,0 +1,327 @@
+//! `fabfile.toml`: the schema, its defaults, validation with line and column, env overrides.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use toml::Spanned;
+
+mod defaults;
+pub mod limits;
+mod queues;
+mod raw;
+mod store_location;
+
+pub use raw::Described;
+pub use store_location::StoreLocation;
+
+use limits::in_range;
+use raw::RawConfig;
+
+/// Where the configuration is looked for when neither `--config` nor `$CM_CONFIG` is given.
+const SYSTEM_CONFIG: &str = "/etc/cm/fabfile.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no configuration file: pass --config PATH, set CM_CONFIG, or create ./fabfile.toml (also looked for {SYSTEM_CONFIG})")]
+    NotFound,
+    #[error("cannot read config {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Rule { path: PathBuf, message: String },
+}
+
+// ---------- the resolved configuration ----------
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute path of the file; workers are matched to their config by it.
+    pub path: PathBuf,
+    pub broker_url: String,
+    pub pid_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub stop_grace: Duration,
+    pub start_timeout: Duration,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub allow_root: bool,
+    /// The `@host` part of node names (`p1@host`), as Celery names its nodes.
+    pub node_host: String,
+    pub queues: Vec<QueueConfig>,
+    pub simulation: Simulation,
+    /// `[store] url` (or `CM_STORE_URL`), parsed: the only place a store URL is read.
+    pub store_url: StoreLocation,
+    /// How long an SQLite write waits for the lock before it fails (and the job is not acked).
+    pub store_busy_timeout: Duration,
+    /// Whether `cm server start` starts the web server (`[web] enabled`, default true).
+    pub web_enabled: bool,
+    pub web_bind: String,
+    pub web_token: Option<String>,
+    /// The most jobs one web form or API launch may publish.
+    pub web_max_hosts: usize,
+    pub servers: IndexMap<String, Described>,
+    pub recipes: IndexMap<String, Described>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub name: String,
+    pub workers: Vec<String>,
+    pub tasks: Vec<String>,
+    pub concurrency: u16,
+    pub prefetch: u16,
+    /// A failed job is published again (state RETRY) up to this many times.
+    pub retries: u32,
+    /// Wait before retry n is `retry_backoff * 2^n`.
+    pub retry_backoff: Duration,
+    /// `quorum` for a replicated queue on a RabbitMQ cluster; `None` is a classic queue.
+    pub quorum: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Simulation {
+    pub step_min: f64,
+    pub step_max: f64,
+    pub failure_rate: f64,
+}
+
+/// One configured worker and the queue it consumes.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerRef<'a> {
+    pub name: &'a str,
+    pub queue: &'a QueueConfig,
+}
+
+impl Config {
+    /// Finds the file (`--config`/`$CM_CONFIG`, `./fabfile.toml`, `/etc/cm/fabfile.toml`) and loads it.
+    pub fn discover(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => [Path::new("fabfile.toml"), Path::new(SYSTEM_CONFIG)]
+                .into_iter()
+                .find(|p| p.is_file())
+                .ok_or(ConfigError::NotFound)?
+                .to_path_buf(),
+        };
+        Self::load(&path)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read_err = |cause| ConfigError::Read {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let path = std::fs::canonicalize(path).map_err(read_err)?;
+        let text = std::fs::read_to_string(&path).map_err(read_err)?;
+        Self::parse(&path, &text)
+    }
+
+    /// Parses `text` as the file at `path` (absolute); env overrides apply on top.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let at = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| at(e.span(), e.message().trim().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("/"));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let broker_url = env("CM_BROKER_URL").unwrap_or_else(|| raw.broker.url.get_ref().clone());
+        if let Err(e) = broker_url.parse::<lapin::uri::AMQPUri>() {
+            return Err(at(
+                Some(raw.broker.url.span()),
+                format!("broker.url: invalid AMQP URL {broker_url:?}: {e} (expected amqp://user:pass@host:5672/vhost)"),
+            ));
+        }
+
+        if raw.queues.is_empty() {
+            return Err(ConfigError::Rule {
+                path: path.to_path_buf(),
+                message:
+                    "no queues configured: add a [queues.NAME] table with `workers` and `tasks`"
+                        .into(),
+            });
+        }
+        let queues = queues::resolve(&raw.queues, &at)?;
+
+        let (step_min, step_max) = match &raw.simulation.step_seconds {
+            Some(s) => {
+                let [lo, hi] = *s.get_ref();
+                if !(limits::SECONDS.contains(&lo) && limits::SECONDS.contains(&hi) && lo <= hi) {
+                    return Err(at(
+                        Some(s.span()),
+                        format!(
+                            "simulation.step_seconds must be [min, max] with {} <= min <= max <= {} (got [{lo}, {hi}])",
+                            limits::SECONDS.start(),
+                            limits::SECONDS.end()
+                        ),
+                    ));
+                }
+                (lo, hi)
+            }
+            None => (1.0, 3.0),
+        };
+        let failure_rate = in_range(
+            &at,
+            "simulation.failure_rate",
+            raw.simulation.failure_rate.as_ref(),
+            limits::RATE,
+        )?
+        .unwrap_or(0.0);
+        let seconds = |v: Option<&Spanned<f64>>, default: f64, key: &str| {
+            in_range(&at, &format!("worker.{key}"), v, limits::SECONDS)
+                .map(|s| Duration::from_secs_f64(s.unwrap_or(default)))
+        };
+        let busy_ms = in_range(
+            &at,
+            "store.busy_timeout_ms",
+            raw.store.busy_timeout_ms.as_ref(),
+            limits::BUSY_MS,
+        )?
+        .unwrap_or(10_000);
+        let max_hosts = in_range(
+            &at,
+            "web.max_hosts",
+            raw.web.max_hosts.as_ref(),
+            limits::MAX_HOSTS,
+        )?
+        .unwrap_or(1000);
+
+        let pid_dir = env("CM_PID_DIR")
+            .map(PathBuf::from)
+            .or(raw.paths.pid_dir)
+            .map_or_else(|| base.join("var/run"), resolve);
+        let log_dir = env("CM_LOG_DIR")
+            .map(PathBuf::from)
+            .or(raw.paths.log_dir)
+            .map_or_else(|| base.join("var/log"), resolve);
+        let store_url = match (env("CM_STORE_URL"), &raw.store.url) {
+            (Some(url), _) => {
+                StoreLocation::parse(&url, base).map_err(|message| ConfigError::Rule {
+                    path: path.to_path_buf(),
+                    message: format!("CM_STORE_URL (for [store] url): {message}"),
+                })?
+            }
+            (None, Some(url)) => StoreLocation::parse(url.get_ref(), base)
+                .map_err(|message| at(Some(url.span()), format!("[store] url: {message}")))?,
+            (None, None) => StoreLocation::SqliteFile(base.join("var/cm.db")),
+        };
+
+        Ok(Self {
+            path: path.to_path_buf(),
+            broker_url,
+            pid_dir,
+            log_dir,
+            stop_grace: seconds(
+                raw.worker.stop_grace_seconds.as_ref(),
+                30.0,
+                "stop_grace_seconds",
+            )?,
+            start_timeout: seconds(
+                raw.worker.start_timeout_seconds.as_ref(),
+                30.0,
+                "start_timeout_seconds",
+            )?,
+            user: raw.worker.user.filter(|u| !u.is_empty()),
+            group: raw.worker.group.filter(|g| !g.is_empty()),
+            allow_root: raw.worker.allow_root.unwrap_or(false),
+            node_host: env("CM_NODE_HOST")
+                .or(raw.worker.node_host)
+                .unwrap_or_else(local_hostname),
+            queues,
+            simulation: Simulation {
+                step_min,
+                step_max,
+                failure_rate,
+            },
+            store_url,
+            store_busy_timeout: Duration::from_millis(busy_ms.unsigned_abs()),
+            web_enabled: raw.web.enabled.unwrap_or(true),
+            web_bind: raw.web.bind.unwrap_or_else(|| "127.0.0.1:8080".into()),
+            web_token: raw.web.token.filter(|t| !t.is_empty()),
+            web_max_hosts: usize::try_from(max_hosts).unwrap_or(1000),
+            servers: raw.servers.unwrap_or_else(defaults::servers),
+            recipes: raw.recipes.unwrap_or_else(defaults::recipes),
+        })
+    }
+
+    /// Every configured worker, in file order.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerRef<'_>> {
+        self.queues.iter().flat_map(|queue| {
+            queue
+                .workers
+                .iter()
+                .map(move |name| WorkerRef { name, queue })
+        })
+    }
+
+    pub fn worker(&self, name: &str) -> Option<WorkerRef<'_>> {
+        self.workers().find(|w| w.name == name)
+    }
+
+    /// The queue a publisher routes `task` to: the first queue that lists it.
+    pub fn queue_for_task(&self, task: &str) -> Option<&QueueConfig> {
+        self.queues
+            .iter()
+            .find(|q| q.tasks.iter().any(|t| t == task))
+    }
+
+    pub fn pid_file(&self, worker: &str) -> PathBuf {
+        self.pid_dir.join(format!("celery@{worker}.pid"))
+    }
+
+    pub fn log_file(&self, worker: &str) -> PathBuf {
+        self.log_dir.join(format!("celery@{worker}.log"))
+    }
+
+    pub fn stats_file(&self, worker: &str) -> PathBuf {
+        self.pid_dir.join(format!("celery@{worker}.stats"))
+    }
+
+    pub fn node_name(&self, worker: &str) -> String {
+        format!("{worker}@{}", self.node_host)
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn local_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! `[queues.NAME]`: each queue's workers (a hostlist or a list), tasks, concurrency, prefetch,
+//! retries and type.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use toml::Spanned;
+
+use super::limits::{self, in_range};
+use super::raw::{RawQueue, WorkerList};
+use super::{valid_name, ConfigError, QueueConfig};
+
+pub(super) fn resolve(
+    raw: &IndexMap<String, Spanned<RawQueue>>,
+    at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
+) -> Result<Vec<QueueConfig>, ConfigError> {
+    let mut queues: Vec<QueueConfig> = Vec::new();
+    for (name, spanned) in raw {
+        let q = spanned.get_ref();
+        let workers_span = q.workers.span();
+        let workers = match q.workers.get_ref() {
+            WorkerList::List(list) => list.clone(),
+            WorkerList::Pattern(p) => hostlist_parser::parse(p).map_err(|e| {
+                at(
+                    Some(workers_span.clone()),
+                    format!("queues.{name}.workers: bad hostlist {p:?}: {e}"),
+                )
+            })?,
+        };
+        if workers.is_empty() {
+            return Err(at(
+                Some(workers_span),
+                format!("queues.{name}.workers: no worker names"),
+            ));
+        }
+        for w in &workers {
+            if !valid_name(w) {
+                return Err(at(Some(workers_span.clone()), format!(
+                    "queues.{name}.workers: {w:?} is not a valid worker name (letters, digits, '-', '_', '.')"
+                )));
+            }
+            if let Some(other) = queues.iter().find(|o| o.workers.contains(w)) {
+                return Err(at(
+                    Some(workers_span.clone()),
+                    format!(
+                        "queues.{name}.workers: worker {w:?} is also in queues.{}; each worker consumes one queue",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        if !valid_name(name) {
+            return Err(at(
+                Some(spanned.span()),
+                format!(
+                    "queues: {name:?} is not a valid queue name (letters, digits, '-', '_', '.')"
+                ),
+            ));
+        }
+        let quorum = match &q.queue_type {
+            None => false,
+            Some(t) if t.get_ref() == "classic" => false,
+            Some(t) if t.get_ref() == "quorum" => true,
+            Some(t) => {
+                return Err(at(
+                    Some(t.span()),
+                    format!("queues.{name}.queue_type must be \"classic\" or \"quorum\""),
+                ))
+            }
+        };
+        let key = |k: &str| format!("queues.{name}.{k}");
+        let concurrency = in_range(
+            &at,
+            &key("concurrency"),
+            q.concurrency.as_ref(),
+            limits::CONCURRENCY,
+        )?
+        .map_or(1, |n| n as u16);
+        // Celery's default prefetch multiplier: the next jobs are at hand while one is acked.
+        let prefetch = in_range(&at, &key("prefetch"), q.prefetch.as_ref(), limits::PREFETCH)?
+            .map_or(concurrency.saturating_mul(4), |n| n as u16)
+            .max(concurrency);
+        let retries = in_range(&at, &key("retries"), q.retries.as_ref(), limits::RETRIES)?
+            .map_or(0, |n| n as u32);
+        let retry_backoff = in_range(
+            &at,
+            &key("retry_backoff_seconds"),
+            q.retry_backoff_seconds.as_ref(),
+            limits::SECONDS,
+        )?
+        .unwrap_or(1.0);
+        queues.push(QueueConfig {
+            name: name.clone(),
+            workers,
+            tasks: q.tasks.clone(),
+            concurrency,
+            prefetch,
+            quorum,
+            retries,
+            retry_backoff: Duration::from_secs_f64(retry_backoff),
+        });
+    }
+    Ok(queues)
+}

@@ -1,0 +1,120 @@
+//! `fabfile.toml` as written: the serde schema, every table closed to unknown keys.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) broker: RawBroker,
+    #[serde(default)]
+    pub(super) paths: RawPaths,
+    #[serde(default)]
+    pub(super) worker: RawWorker,
+    #[serde(default)]
+    pub(super) queues: IndexMap<String, Spanned<RawQueue>>,
+    #[serde(default)]
+    pub(super) simulation: RawSimulation,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) web: RawWeb,
+    pub(super) servers: Option<IndexMap<String, Described>>,
+    pub(super) recipes: Option<IndexMap<String, Described>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBroker {
+    #[serde(default = "default_broker_url")]
+    pub(super) url: Spanned<String>,
+}
+
+impl Default for RawBroker {
+    fn default() -> Self {
+        Self {
+            url: Spanned::new(0..0, default_broker_url().into_inner()),
+        }
+    }
+}
+
+pub(super) fn default_broker_url() -> Spanned<String> {
+    Spanned::new(0..0, "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPaths {
+    pub(super) pid_dir: Option<PathBuf>,
+    pub(super) log_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorker {
+    pub(super) stop_grace_seconds: Option<Spanned<f64>>,
+    pub(super) start_timeout_seconds: Option<Spanned<f64>>,
+    pub(super) user: Option<String>,
+    pub(super) group: Option<String>,
+    pub(super) allow_root: Option<bool>,
+    pub(super) node_host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    pub(super) workers: Spanned<WorkerList>,
+    #[serde(default)]
+    pub(super) tasks: Vec<String>,
+    pub(super) concurrency: Option<Spanned<i64>>,
+    pub(super) prefetch: Option<Spanned<i64>>,
+    pub(super) retries: Option<Spanned<i64>>,
+    pub(super) retry_backoff_seconds: Option<Spanned<f64>>,
+    pub(super) queue_type: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum WorkerList {
+    Pattern(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSimulation {
+    pub(super) step_seconds: Option<Spanned<[f64; 2]>>,
+    pub(super) failure_rate: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) busy_timeout_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    /// `cm server start|stop` run the detached web server too unless this is false.
+    pub(super) enabled: Option<bool>,
+    pub(super) bind: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) max_hosts: Option<Spanned<i64>>,
+}
+
+/// A server or a recipe: what the launch page offers, with the text shown beside it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Described {
+    #[serde(default)]
+    pub description: String,
+    /// A recipe marked to fail makes every launch of it end in FAILURE (for drills and tests).
+    #[serde(default)]
+    pub fail: bool,
+}
