@@ -13,6 +13,7 @@ fn described(items: &[(&str, &str)]) -> IndexMap<String, Described> {
                 Described {
                     description: description.to_string(),
                     fail: false,
+                    command: None,
                 },
             )
         })

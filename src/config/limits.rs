@@ -16,6 +16,10 @@ pub const RETRIES: RangeInclusive<i64> = 0..=10_000;
 /// An hour at most.
 pub const BUSY_MS: RangeInclusive<i64> = 0..=3_600_000;
 pub const MAX_HOSTS: RangeInclusive<i64> = 1..=1_000_000;
+/// A command's time limit: a week at most (no limit: leave it out).
+pub const TIME_LIMIT: RangeInclusive<f64> = 0.001..=604_800.0;
+/// Between TERM and KILL: an hour at most.
+pub const KILL_GRACE: RangeInclusive<f64> = 0.0..=3_600.0;
 
 /// The value of an optional number, if it lies in `range`; else an error at its place naming
 /// `key` and the range (NaN and infinities are in no range).

@@ -12,9 +12,11 @@ pub mod limits;
 mod queues;
 mod raw;
 mod store_location;
+mod tasks;
 
 pub use raw::Described;
 pub use store_location::StoreLocation;
+pub use tasks::{CommandSpec, BUILT_IN, PROVISION_VALUES, RECIPE_VALUES};
 
 use limits::in_range;
 use raw::RawConfig;
@@ -72,6 +74,10 @@ pub struct Config {
     pub web_max_hosts: usize,
     pub servers: IndexMap<String, Described>,
     pub recipes: IndexMap<String, Described>,
+    /// `[tasks."NAME"]`: the commands a queue's `tasks` may name besides cm's own.
+    pub tasks: IndexMap<String, std::sync::Arc<CommandSpec>>,
+    /// `[provision] command`: provisioning runs it instead of the simulation.
+    pub provision: Option<std::sync::Arc<CommandSpec>>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +167,16 @@ impl Config {
             });
         }
         let queues = queues::resolve(&raw.queues, &at)?;
+        queues::check_tasks(&raw.queues, &raw.tasks, &at)?;
+        let tasks = tasks::resolve(&raw.tasks, &queues, base, &at)?;
+        let recipes = match &raw.recipes {
+            None => defaults::recipes(),
+            Some(recipes) => tasks::recipes(recipes, base, &at)?,
+        };
+        let provision = match &raw.provision {
+            None => None,
+            Some(table) => tasks::provision(table, base, &at)?,
+        };
 
         let (step_min, step_max) = match &raw.simulation.step_seconds {
             Some(s) => {
@@ -259,7 +275,9 @@ impl Config {
             web_token: raw.web.token.filter(|t| !t.is_empty()),
             web_max_hosts: usize::try_from(max_hosts).unwrap_or(1000),
             servers: raw.servers.unwrap_or_else(defaults::servers),
-            recipes: raw.recipes.unwrap_or_else(defaults::recipes),
+            recipes,
+            tasks,
+            provision,
         })
     }
 

@@ -93,7 +93,11 @@ pub(super) fn resolve(
         queues.push(QueueConfig {
             name: name.clone(),
             workers,
-            tasks: q.tasks.clone(),
+            tasks: q
+                .tasks
+                .as_ref()
+                .map(|t| t.get_ref().clone())
+                .unwrap_or_default(),
             concurrency,
             prefetch,
             quorum,
@@ -102,4 +106,31 @@ pub(super) fn resolve(
         });
     }
     Ok(queues)
+}
+
+/// Every task a queue lists is cm's own or a `[tasks."NAME"]`: a typo is caught here, not by a
+/// publisher whose jobs no worker could run.
+pub(super) fn check_tasks(
+    raw: &IndexMap<String, Spanned<RawQueue>>,
+    tasks: &IndexMap<String, Spanned<super::tasks::RawCommand>>,
+    at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (name, queue) in raw {
+        let Some(listed) = &queue.get_ref().tasks else {
+            continue;
+        };
+        if let Some(unknown) = listed
+            .get_ref()
+            .iter()
+            .find(|t| !super::BUILT_IN.contains(&t.as_str()) && !tasks.contains_key(*t))
+        {
+            return Err(at(
+                Some(listed.span()),
+                format!(
+                    "queues.{name}.tasks: {unknown:?} is no task: define [tasks.{unknown:?}] (cm.launch and cm.provision are cm's own)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

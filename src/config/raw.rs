@@ -6,6 +6,8 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub(super) use super::tasks::RawCommand;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -24,7 +26,10 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) web: RawWeb,
     pub(super) servers: Option<IndexMap<String, Described>>,
-    pub(super) recipes: Option<IndexMap<String, Described>>,
+    pub(super) recipes: Option<IndexMap<String, Spanned<RawCommand>>>,
+    #[serde(default)]
+    pub(super) tasks: IndexMap<String, Spanned<RawCommand>>,
+    pub(super) provision: Option<Spanned<RawCommand>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,8 +73,7 @@ pub(super) struct RawWorker {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawQueue {
     pub(super) workers: Spanned<WorkerList>,
-    #[serde(default)]
-    pub(super) tasks: Vec<String>,
+    pub(super) tasks: Option<Spanned<Vec<String>>>,
     pub(super) concurrency: Option<Spanned<i64>>,
     pub(super) prefetch: Option<Spanned<i64>>,
     pub(super) retries: Option<Spanned<i64>>,
@@ -117,4 +121,7 @@ pub struct Described {
     /// A recipe marked to fail makes every launch of it end in FAILURE (for drills and tests).
     #[serde(default)]
     pub fail: bool,
+    /// A recipe's command (`[recipes.NAME] command`); without one, its launches are simulated.
+    #[serde(skip)]
+    pub command: Option<std::sync::Arc<super::CommandSpec>>,
 }

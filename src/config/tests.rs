@@ -177,3 +177,94 @@ fn invalid_broker_url_is_refused() {
     assert!(msg.contains("broker.url"), "{msg}");
     assert!(msg.starts_with("/etc/cm/fabfile.toml:3:"), "{msg}");
 }
+
+const OPS: &str = r#"
+[queues.ops]
+workers = "o[1-2]"
+tasks = ["ops.backup"]
+concurrency = 2
+[tasks."ops.backup"]
+command = ["/usr/local/bin/backup", "--host", "{host}", "--level", "{level}"]
+params = ["host", "level"]
+time_limit = 600
+cwd = "backups"
+env = { BACKUP_TARGET = "s3" }
+"#;
+
+#[test]
+fn a_command_task_is_read_with_its_params_limits_and_env() -> Result<(), ConfigError> {
+    let c = parse(&format!("{MINIMAL}{OPS}"))?;
+    let spec = c.tasks.get("ops.backup").expect("the task");
+    assert_eq!(spec.params, ["host", "level"]);
+    assert!(spec.positional);
+    assert_eq!(spec.template.placeholders(), ["host", "level"]);
+    assert_eq!(spec.time_limit, Some(Duration::from_secs(600)));
+    assert_eq!(spec.kill_grace, Duration::from_secs(10));
+    assert_eq!(spec.cwd.as_deref(), Some(Path::new("/etc/cm/backups")));
+    assert_eq!(spec.env, [("BACKUP_TARGET".to_string(), "s3".to_string())]);
+    assert!(!spec.allow_options);
+    assert_eq!(
+        c.queue_for_task("ops.backup").map(|q| q.name.as_str()),
+        Some("ops")
+    );
+    Ok(())
+}
+
+#[test]
+fn command_mistakes_are_named_with_their_line() {
+    let with = |from: &str, to: &str| {
+        let text = format!("{MINIMAL}{OPS}").replacen(from, to, 1);
+        parse(&text).map(|_| ()).unwrap_err().to_string()
+    };
+    let msg = with(r#"params = ["host", "level"]"#, r#"params = ["host"]"#);
+    assert!(
+        msg.contains(r#"tasks."ops.backup".command: {level} is not in its params [host]"#),
+        "{msg}"
+    );
+    assert!(msg.starts_with("/etc/cm/fabfile.toml:23:11:"), "{msg}");
+    let msg = with(r#"tasks = ["ops.backup"]"#, r#"tasks = ["ops.bakup"]"#);
+    assert!(
+        msg.contains(r#"queues.ops.tasks: "ops.bakup" is no task"#),
+        "{msg}"
+    );
+    let msg = with(
+        "[tasks.\"ops.backup\"]",
+        "[tasks.\"ops.restore\"]\ncommand = [\"/bin/true\"]\n[tasks.\"ops.backup\"]",
+    );
+    assert!(msg.contains("no queue lists it"), "{msg}");
+    let msg = with("time_limit = 600", "time_limit = 0");
+    assert!(
+        msg.contains("time_limit must be from 0.001 to 604800"),
+        "{msg}"
+    );
+    let msg = with("{level}\"]", "{level\"]");
+    assert!(msg.contains("an unclosed '{'"), "{msg}");
+    let msg = with("BACKUP_TARGET", "CM_JOB_ID");
+    assert!(msg.contains("CM_ variables are cm's own"), "{msg}");
+    let text = format!("{MINIMAL}{OPS}")
+        .replace("[tasks.\"ops.backup\"]", "[tasks.\"cm.launch\"]")
+        .replace("tasks = [\"ops.backup\"]", "tasks = [\"cm.launch\"]");
+    let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("is cm's own"), "{msg}");
+}
+
+#[test]
+fn recipes_and_provisioning_may_run_commands_with_their_own_values() {
+    let text = format!(
+        "{MINIMAL}[recipes.Hadoop]\ndescription = \"real\"\ncommand = [\"/opt/deploy\", \"{{recipe}}\", \"{{host}}\"]\n[recipes.Sim]\ndescription = \"simulated\"\n[provision]\ncommand = [\"/opt/prov\", \"{{host}}\", \"{{image}}\"]\ntime_limit = 30\n"
+    );
+    let c = parse(&text).expect("valid");
+    let hadoop = c.recipes.get("Hadoop").expect("Hadoop");
+    assert_eq!(hadoop.description, "real");
+    assert!(hadoop.command.is_some());
+    assert!(c.recipes.get("Sim").is_some_and(|r| r.command.is_none()));
+    let prov = c.provision.as_ref().expect("a provision command");
+    assert_eq!(prov.params, ["host", "image"]);
+    let bad = text.replace("{{host}}\"]\n[recipes.Sim]", "{{flavor}}\"]\n[recipes.Sim]");
+    let bad = bad.replace("{host}\"]\n[recipes.Sim]", "{flavor}\"]\n[recipes.Sim]");
+    let msg = parse(&bad).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        msg.contains(r#"recipes."Hadoop".command: {flavor} has no value here"#),
+        "{msg}"
+    );
+}
