@@ -14,7 +14,10 @@ use std::borrow::Cow;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Event, EventRow, NewJob, StoreError, PENDING, RECEIVED, REDELIVERED, RETRY, STARTED};
+use super::{
+    rfc3339_ms, Event, EventRow, NewJob, StoreError, LEASED, PENDING, RECEIVED, REDELIVERED, RETRY,
+    STARTED,
+};
 
 /// Everything one commit writes, in this order: `updates`, `whole_runs`, `history`. No job is
 /// in both `updates` and `whole_runs`.
@@ -30,7 +33,8 @@ pub(super) struct Commit<'a> {
 /// A job whose whole run is in one commit: RECEIVED, STARTED, its steps and its final state.
 /// Applied in order, those events leave exactly this row, so one upsert writes it: inserted
 /// with `deliveries` 1, or, over an existing row (PENDING, or an earlier delivery), these
-/// columns set and `deliveries` counted up.
+/// columns set (the lease cleared) and `deliveries` counted up; over a final row (another
+/// run's), only `deliveries`.
 #[derive(Debug)]
 pub(super) struct WholeRun<'a> {
     pub job: &'a NewJob,
@@ -42,6 +46,7 @@ pub(super) struct WholeRun<'a> {
     pub finished_ms: i64,
     pub result: Option<&'a str>,
     pub error: Option<&'a str>,
+    pub output: Option<&'a str>,
 }
 
 /// The decision that keeps history cheap: **a commit adds at most one `job_events` row per job
@@ -78,7 +83,7 @@ pub(super) fn plan<'a>(events: &[&'a Event]) -> Commit<'a> {
         .enumerate()
         .filter(|(i, ev)| {
             let id = event_id(ev);
-            let overwritten = matches!(ev, Event::State { state, .. } if *state != STARTED)
+            let overwritten = matches!(ev, Event::State { state, .. } if state != STARTED)
                 && last_setter.get(id).is_some_and(|last| last > i);
             !in_runs.contains_key(id) && !overwritten
         })
@@ -169,12 +174,27 @@ pub(super) fn history_of(ev: &Event) -> (&str, &str, &str, i64, Option<Cow<'_, s
                 "redelivered; already {state}, acked without running again"
             ))),
         ),
+        Event::Leased {
+            id,
+            worker,
+            at,
+            until,
+        } => (
+            id,
+            LEASED,
+            worker,
+            *at,
+            Some(Cow::Owned(format!(
+                "acked; lease until {}",
+                rfc3339_ms(*until)
+            ))),
+        ),
     }
 }
 
-/// Whether an event sets the job's `state` column (all but a redelivery note).
+/// Whether an event sets the job's `state` column (all but a redelivery note and a lease).
 fn sets_state(ev: &Event) -> bool {
-    !matches!(ev, Event::Redelivered { .. })
+    !matches!(ev, Event::Redelivered { .. } | Event::Leased { .. })
 }
 
 pub(super) fn event_id(ev: &Event) -> &str {
@@ -183,7 +203,8 @@ pub(super) fn event_id(ev: &Event) -> &str {
         Event::State { id, .. }
         | Event::Finished { id, .. }
         | Event::Retry { id, .. }
-        | Event::Redelivered { id, .. } => id,
+        | Event::Redelivered { id, .. }
+        | Event::Leased { id, .. } => id,
     }
 }
 
@@ -280,6 +301,7 @@ fn whole_run<'a>(evs: &[&'a Event]) -> Option<WholeRun<'a>> {
             at: finished_ms,
             result,
             error,
+            output,
             ..
         }),
     ) = (
@@ -293,7 +315,7 @@ fn whole_run<'a>(evs: &[&'a Event]) -> Option<WholeRun<'a>> {
     let steps_only = evs
         .get(2..evs.len() - 1)?
         .iter()
-        .all(|e| matches!(e, Event::State { state, .. } if *state != STARTED));
+        .all(|e| matches!(e, Event::State { state, .. } if state != STARTED));
     (*started == STARTED && steps_only).then_some(WholeRun {
         job,
         worker,
@@ -303,6 +325,7 @@ fn whole_run<'a>(evs: &[&'a Event]) -> Option<WholeRun<'a>> {
         finished_ms: *finished_ms,
         result: result.as_deref(),
         error: error.as_deref(),
+        output: output.as_deref(),
     })
 }
 

@@ -12,6 +12,7 @@ mod sqlite;
 mod testing;
 mod writer;
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -28,11 +29,53 @@ pub const RETRY: &str = "RETRY";
 pub const REVOKED: &str = "REVOKED";
 /// Not a state: a history entry for a redelivery of a job that was already final.
 pub const REDELIVERED: &str = "REDELIVERED";
+/// Not a state: a history entry for a worker's lease on a job it acked before the end.
+pub const LEASED: &str = "LEASED";
+/// Not a state: a history entry for a job whose lease lapsed and that was published again.
+pub const REQUEUED: &str = "REQUEUED";
 
-/// A job in one of these states will not change again; a redelivery of it is acked unrun.
+/// A job in one of these states will not change again; a redelivery of it is acked unrun, and
+/// no later event of another run changes its `jobs` row (the first final state wins).
 pub fn is_final(state: &str) -> bool {
     matches!(state, SUCCESS | FAILURE | REVOKED)
 }
+
+/// Whether `name` is one of cm's own states or history entries, which a job's own step (a
+/// command's `cm-state: NAME` line) must not take: a step named SUCCESS would make the job
+/// final before it ends.
+pub fn is_cm_state(name: &str) -> bool {
+    matches!(
+        name,
+        PENDING
+            | RECEIVED
+            | STARTED
+            | SUCCESS
+            | FAILURE
+            | RETRY
+            | REVOKED
+            | REDELIVERED
+            | LEASED
+            | REQUEUED
+    )
+}
+
+/// SQL that is true when column `$col` holds a final state: [`is_final`] for either backend.
+/// Comparisons, not `IN (...)`: SQLite builds a temporary table for a list of three or more
+/// constants, each time a statement runs.
+macro_rules! is_final_sql {
+    ($col:literal) => {
+        concat!(
+            "(",
+            $col,
+            " = 'SUCCESS' OR ",
+            $col,
+            " = 'FAILURE' OR ",
+            $col,
+            " = 'REVOKED')"
+        )
+    };
+}
+pub(crate) use is_final_sql;
 
 /// What went wrong, in the terms a caller acts on: `Unreachable` and `Busy` may pass (exit 69,
 /// 75), the others need a person. Causes are kept as text so that one failed commit can be
@@ -96,12 +139,14 @@ pub enum Event {
         worker: Shared,
         at: i64,
     },
+    /// STARTED, or a step: the simulations' are borrowed, a command's `cm-state:` lines owned.
     State {
         id: Shared,
-        state: &'static str,
+        state: Cow<'static, str>,
         worker: Shared,
         at: i64,
     },
+    /// SUCCESS, FAILURE, or REVOKED (a command terminated by a revoke). Clears the lease.
     Finished {
         id: Shared,
         state: &'static str,
@@ -109,6 +154,8 @@ pub enum Event {
         at: i64,
         result: Option<String>,
         error: Option<String>,
+        /// The tail of a command's output.
+        output: Option<String>,
     },
     Retry {
         id: Shared,
@@ -123,6 +170,15 @@ pub enum Event {
         state: String,
         worker: Shared,
         at: i64,
+    },
+    /// A long job's worker holds it until `until` (ms since the epoch), renewing as it runs, and
+    /// acks its message once this is committed; should the lease lapse, a reaper publishes the
+    /// job again. Does not change the job's state.
+    Leased {
+        id: Shared,
+        worker: Shared,
+        at: i64,
+        until: i64,
     },
 }
 
@@ -146,6 +202,32 @@ pub struct JobRow {
     pub error: Option<String>,
     pub deliveries: i64,
     pub retries: i64,
+    /// The last 64 KiB of a command job's output.
+    pub output: Option<String>,
+    /// The worker that holds the job's lease, and until when (ms since the epoch).
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
+/// What [`Store::revoke`] did to one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revoked {
+    pub id: String,
+    /// The job's state after; `None`: no such job yet (the revoke is kept for when it comes:
+    /// Celery clients revoke ids before they arrive).
+    pub state: Option<String>,
+}
+
+/// A revoke as workers read it ([`Store::revokes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revoke {
+    pub id: String,
+    /// When it was made or last upgraded to terminate (ms since the epoch).
+    pub at_ms: i64,
+    /// Whether a running job is to be ended, not only kept from starting.
+    pub terminate: bool,
+    /// The signal for a terminate (`None`: the worker's default).
+    pub signal: Option<String>,
 }
 
 /// One event of a job's history.
@@ -336,6 +418,72 @@ impl Store {
         on_backend!(self, b => b.duration_histogram(bounds_ms).await)
     }
 
+    /// Revokes `ids`, for every worker and across restarts: each is kept in `revokes` (a second
+    /// revoke with `terminate` upgrades it, and is announced again). A job still PENDING or
+    /// RETRY becomes REVOKED at once; one that a worker holds (RECEIVED, STARTED, a step) keeps
+    /// its state until that worker ends it; a final one is left as it is. One answer per
+    /// distinct id, in the order given. `by` names who revoked (a node, `cm@host`).
+    pub async fn revoke(
+        &self,
+        ids: &[String],
+        terminate: bool,
+        signal: Option<&str>,
+        by: &str,
+    ) -> Result<Vec<Revoked>, StoreError> {
+        let ids = distinct(ids);
+        on_backend!(self, b => b.revoke(&ids, terminate, signal, by, now_ms()).await)
+    }
+
+    /// The revokes made (or upgraded) after `after_ms`, oldest first. Each revoke's time is its
+    /// maker's clock, and two makers can commit out of that order: a poller asks from a little
+    /// before the newest it has seen and ignores the ids it knows.
+    pub async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
+        on_backend!(self, b => b.revokes_since(after_ms).await)
+    }
+
+    /// Moves the leases `owner` still holds on `ids` to `until_ms`; returns how many it holds
+    /// (a job that ended, or whose lease another took, is not renewed).
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let ids = distinct(ids);
+        on_backend!(self, b => b.renew_leases(owner, &ids, until_ms).await)
+    }
+
+    /// Jobs of `queue` not final whose lease ended before `now_ms`, longest lapsed first, at
+    /// most `limit` (0: no limit).
+    pub async fn lapsed_leases(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        on_backend!(self, b => b.lapsed_leases(queue, now_ms, limit).await)
+    }
+
+    /// Takes the lapsed lease of job `id` for `owner` until `until_ms`, in one statement: of
+    /// reapers racing for it, exactly one gets `true`. False when it is not lapsed (any more),
+    /// is final, or is gone.
+    pub async fn claim_lapsed(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.claim_lapsed(id, owner, now_ms, until_ms).await)
+    }
+
+    /// Records that `by`, which claimed job `id`'s lapsed lease, published it again: the lease
+    /// cleared and the job PENDING, unless it is final or `by` no longer holds it (the message
+    /// was already received again: that run's row stays); a REQUEUED history row either way.
+    pub async fn requeued(&self, id: &str, by: &str, detail: &str) -> Result<(), StoreError> {
+        on_backend!(self, b => b.requeued(id, by, detail, now_ms()).await)
+    }
+
     /// Deletes every job and its history; returns how many jobs were removed.
     pub async fn reset(&self) -> Result<u64, StoreError> {
         on_backend!(self, b => b.reset().await)
@@ -344,6 +492,21 @@ impl Store {
     pub async fn close(&self) {
         on_backend!(self, b => b.close().await)
     }
+}
+
+/// `ids` without repeats, in order of first appearance.
+fn distinct(ids: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// A time in ms since the epoch as RFC 3339 (UTC, to the millisecond), for history details.
+fn rfc3339_ms(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]

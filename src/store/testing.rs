@@ -1,12 +1,19 @@
 //! Realistic worker traffic for the store's property tests: several jobs, some published first
 //! and some from Celery clients, interleaved; runs cut short by a dying worker, retries,
-//! redeliveries of finished jobs, two workers; each worker's events cut into commits at random.
+//! redeliveries of finished jobs (noted, or run again by a worker that did not look), long jobs
+//! that take a lease, commands with output and steps of their own, two workers; each worker's
+//! events cut into commits at random. And [`Model`], what the SQL does, on plain maps.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
 
-use super::{Event, NewJob, Shared, FAILURE, STARTED, SUCCESS};
+use super::batch::{event_id, history_of, published, unfold, Commit, FoldedHistory, WholeRun};
+use super::{
+    is_final, Event, EventRow, JobRow, NewJob, Shared, FAILURE, PENDING, RECEIVED, RETRY, REVOKED,
+    STARTED, SUCCESS,
+};
 
 pub(super) const WORKERS: [&str; 2] = ["w1@h", "w2@h"];
 
@@ -25,6 +32,8 @@ enum End {
     Retry,
     /// The worker died mid-run: the job comes back on its next delivery.
     Killed,
+    /// A command terminated by a revoke.
+    Revoked,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +41,11 @@ struct Delivery {
     worker: usize,
     steps: usize,
     end: End,
+    /// A long command: it takes a lease after STARTED, has steps of its own and output.
+    long: bool,
+    /// Of a job already final, run anyway (a worker that did not look: the redelivered long
+    /// job of the "first final wins" bug), not only noted.
+    blind: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -46,12 +60,22 @@ fn delivery() -> impl Strategy<Value = Delivery> {
         1 => Just(End::Failure),
         1 => Just(End::Retry),
         1 => Just(End::Killed),
+        1 => Just(End::Revoked),
     ];
-    (0..WORKERS.len(), 0..4usize, end).prop_map(|(worker, steps, end)| Delivery {
-        worker,
-        steps,
+    (
+        0..WORKERS.len(),
+        0..4usize,
         end,
-    })
+        any::<bool>(),
+        prop::bool::weighted(0.5),
+    )
+        .prop_map(|(worker, steps, end, long, blind)| Delivery {
+            worker,
+            steps,
+            end,
+            long,
+            blind,
+        })
 }
 
 fn job_plan() -> impl Strategy<Value = JobPlan> {
@@ -95,10 +119,18 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
     let mut out = VecDeque::new();
     let mut final_state: Option<&str> = None;
     let mut retries = 0;
-    for d in &plan.deliveries {
-        let worker = Shared::from(WORKERS[d.worker]);
-        let mut push = |ev| out.push_back((d.worker, ev));
-        if let Some(state) = final_state {
+    let mut last_worker = None;
+    for (run, d) in plan.deliveries.iter().enumerate() {
+        // A run of a final job goes to the other worker (the bug's redelivery did): its events
+        // then start a commit of their own, often a whole run over a final row.
+        let at = match (final_state, last_worker) {
+            (Some(_), Some(last)) if d.blind => (last + 1) % WORKERS.len(),
+            _ => d.worker,
+        };
+        last_worker = Some(at);
+        let worker = Shared::from(WORKERS[at]);
+        let mut push = |ev| out.push_back((at, ev));
+        if let (Some(state), false) = (final_state, d.blind) {
             // A worker looks a redelivered job up, finds it final, and only notes it.
             push(Event::Redelivered {
                 id: id.clone(),
@@ -113,7 +145,26 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
             worker: worker.clone(),
             at: 0,
         });
-        for state in std::iter::once(STARTED).chain(STEPS.into_iter().take(d.steps)) {
+        push(Event::State {
+            id: id.clone(),
+            state: STARTED.into(),
+            worker: worker.clone(),
+            at: 0,
+        });
+        if d.long {
+            push(Event::Leased {
+                id: id.clone(),
+                worker: worker.clone(),
+                at: 0,
+                until: 0,
+            });
+        }
+        for (k, step) in STEPS.into_iter().take(d.steps).enumerate() {
+            let state = if d.long {
+                Cow::Owned(format!("step-{k}"))
+            } else {
+                Cow::Borrowed(step)
+            };
             push(Event::State {
                 id: id.clone(),
                 state,
@@ -122,8 +173,14 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
             });
         }
         let (state, result, error) = match d.end {
-            End::Success => (SUCCESS, Some(r#"{"ok": true}"#.to_string()), None),
-            End::Failure => (FAILURE, None, Some(r#"boom "quoted", 'x'"#.to_string())),
+            // Each run's own result and error: a row another run overwrote shows.
+            End::Success => (
+                SUCCESS,
+                Some(format!(r#"{{"ok": true, "run": {run}}}"#)),
+                None,
+            ),
+            End::Failure => (FAILURE, None, Some(format!(r#"boom "quoted", 'x' {run}"#))),
+            End::Revoked => (REVOKED, None, Some("terminated (SIGTERM)".to_string())),
             End::Retry => {
                 retries += 1;
                 push(Event::Retry {
@@ -137,7 +194,8 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
             }
             End::Killed => continue,
         };
-        final_state = Some(state);
+        // The first final state is the one a later look finds.
+        final_state.get_or_insert(state);
         push(Event::Finished {
             id: id.clone(),
             state,
@@ -145,6 +203,9 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
             at: 0,
             result,
             error,
+            output: d
+                .long
+                .then(|| format!("last line of run on {}\n", WORKERS[at])),
         });
     }
     out
@@ -155,6 +216,10 @@ fn set_time(ev: &mut Event, t: i64) {
         Event::Received { job, at, .. } => {
             job.submitted_ms = t;
             *at = t;
+        }
+        Event::Leased { at, until, .. } => {
+            *at = t;
+            *until = t + 60_000;
         }
         Event::State { at, .. }
         | Event::Finished { at, .. }
@@ -211,4 +276,201 @@ fn build(plans: &[JobPlan], picks: &[u8], cuts: &[u8]) -> Traffic {
     }
     commits.extend(pending.into_iter().filter(|p| !p.is_empty()));
     Traffic { published, commits }
+}
+
+/// What the SQL of each row write does, on plain maps: the rules the backends' statements
+/// follow, written once more in the plainest way.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Model {
+    pub jobs: BTreeMap<String, JobRow>,
+    /// Each job's history rows as stored: (its events unfolded, how many rows).
+    pub history: BTreeMap<String, (Vec<EventRow>, usize)>,
+}
+
+impl Model {
+    /// `t` applied event by event.
+    pub fn of(t: &Traffic) -> Self {
+        let mut model = Self::default();
+        model.insert_pending(&t.published);
+        for ev in t.commits.iter().flatten() {
+            model.apply_alone(ev);
+        }
+        model
+    }
+
+    /// Every job and its history, in order of id, as the store's API reads them.
+    pub fn everything(&self) -> Vec<(JobRow, Vec<EventRow>)> {
+        self.jobs
+            .values()
+            .map(|job| {
+                let history = self.history.get(&job.id).map(|(h, _)| h.clone());
+                (job.clone(), history.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    pub fn insert_pending(&mut self, jobs: &[NewJob]) {
+        for job in jobs {
+            self.jobs.entry(job.id.clone()).or_insert_with(|| JobRow {
+                batch: job.batch.clone(),
+                submitted_ms: Some(job.submitted_ms),
+                ..new_row(job, PENDING, None, 0)
+            });
+        }
+        self.add_history(&published(jobs));
+    }
+
+    /// One event in a commit of its own, as a worker with nothing to group would write it.
+    pub fn apply_alone(&mut self, ev: &Event) {
+        self.update(ev);
+        let (job_id, state, worker, at_ms, detail) = history_of(ev);
+        self.add_history(&[FoldedHistory {
+            job_id,
+            state,
+            worker,
+            at_ms,
+            detail,
+            later: None,
+        }]);
+    }
+
+    pub fn apply(&mut self, commit: &Commit<'_>) {
+        for ev in &commit.updates {
+            self.update(ev);
+        }
+        for run in &commit.whole_runs {
+            self.upsert(run);
+        }
+        self.add_history(&commit.history);
+    }
+
+    fn update(&mut self, ev: &Event) {
+        let id = event_id(ev);
+        if let Event::Received { job, worker, at } = ev {
+            let row = self.jobs.entry(id.to_string()).or_insert_with(|| JobRow {
+                submitted_ms: Some(*at),
+                ..new_row(job, RECEIVED, Some(worker), 0)
+            });
+            row.deliveries += 1;
+            if !is_final(&row.state) {
+                row.state = RECEIVED.into();
+                row.worker = Some(worker.to_string());
+                (row.lease_owner, row.lease_until) = (None, None);
+            }
+            return;
+        }
+        let Some(row) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if let Event::Redelivered { .. } = ev {
+            row.deliveries += 1;
+            return;
+        }
+        // The first final state wins: another run's events leave the row as it is.
+        if is_final(&row.state) {
+            return;
+        }
+        match ev {
+            Event::Received { .. } | Event::Redelivered { .. } => {}
+            Event::State {
+                state, worker, at, ..
+            } => {
+                row.state = state.to_string();
+                if state == STARTED {
+                    row.worker = Some(worker.to_string());
+                    row.started_ms = Some(*at);
+                }
+            }
+            Event::Finished {
+                state,
+                worker,
+                at,
+                result,
+                error,
+                output,
+                ..
+            } => {
+                row.state = state.to_string();
+                row.worker = Some(worker.to_string());
+                row.finished_ms = Some(*at);
+                row.result.clone_from(result);
+                row.error.clone_from(error);
+                row.output.clone_from(output);
+                (row.lease_owner, row.lease_until) = (None, None);
+            }
+            Event::Retry { error, retries, .. } => {
+                row.state = RETRY.into();
+                row.error = Some(error.clone());
+                row.retries = *retries;
+                (row.lease_owner, row.lease_until) = (None, None);
+            }
+            Event::Leased { worker, until, .. } => {
+                row.lease_owner = Some(worker.to_string());
+                row.lease_until = Some(*until);
+            }
+        }
+    }
+
+    fn upsert(&mut self, run: &WholeRun<'_>) {
+        let row = self
+            .jobs
+            .entry(run.job.id.clone())
+            .or_insert_with(|| JobRow {
+                submitted_ms: Some(run.received_ms),
+                ..new_row(run.job, RECEIVED, None, 0)
+            });
+        row.deliveries += 1;
+        if is_final(&row.state) {
+            return;
+        }
+        row.state = run.state.into();
+        row.worker = Some(run.worker.into());
+        row.started_ms = Some(run.started_ms);
+        row.finished_ms = Some(run.finished_ms);
+        row.result = run.result.map(Into::into);
+        row.error = run.error.map(Into::into);
+        row.output = run.output.map(Into::into);
+        (row.lease_owner, row.lease_until) = (None, None);
+    }
+
+    pub fn add_history(&mut self, rows: &[FoldedHistory<'_>]) {
+        for h in rows {
+            let (events, count) = self.history.entry(h.job_id.to_string()).or_default();
+            let first = EventRow {
+                state: h.state.into(),
+                worker: Some(h.worker.into()),
+                at_ms: h.at_ms,
+                detail: h.detail.as_deref().map(Into::into),
+            };
+            let unfolded = unfold(h.job_id, first, h.later.as_deref(), events);
+            assert!(unfolded.is_ok(), "{unfolded:?}");
+            *count += 1;
+        }
+    }
+}
+
+fn new_row(job: &NewJob, state: &str, worker: Option<&str>, deliveries: i64) -> JobRow {
+    JobRow {
+        id: job.id.clone(),
+        task: job.task.clone(),
+        queue: job.queue.clone(),
+        args: job.args.clone(),
+        server: job.server.clone(),
+        recipe: job.recipe.clone(),
+        kind: job.kind.clone(),
+        hosts: job.hosts.clone(),
+        batch: None,
+        state: state.into(),
+        worker: worker.map(Into::into),
+        submitted_ms: None,
+        started_ms: None,
+        finished_ms: None,
+        result: None,
+        error: None,
+        deliveries,
+        retries: 0,
+        output: None,
+        lease_owner: None,
+        lease_until: None,
+    }
 }

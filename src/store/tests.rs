@@ -3,7 +3,9 @@
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 
-use super::testing::{traffic, Traffic};
+use std::borrow::Cow;
+
+use super::testing::{traffic, Model, Traffic};
 use super::*;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -12,7 +14,7 @@ fn run(id: &str) -> Vec<Event> {
     let w = Shared::from("l1@h");
     let state = |s: &'static str, at| Event::State {
         id: id.into(),
-        state: s,
+        state: s.into(),
         worker: w.clone(),
         at,
     };
@@ -39,6 +41,7 @@ fn run(id: &str) -> Vec<Event> {
             at: 6,
             result: Some("{}".into()),
             error: None,
+            output: None,
         },
     ]
 }
@@ -120,6 +123,7 @@ pub(super) async fn commits_leave_what_events_one_by_one_do(
         write(store, &t, true).await?;
         let alone = everything(store).await?;
         assert_eq!(batched, alone, "{t:#?}");
+        assert_eq!(batched, Model::of(&t).everything(), "{t:#?}");
         assert!(!batched.is_empty());
     }
     Ok(())
@@ -194,4 +198,380 @@ async fn on_an_sqlite_file_reads_answer_what_was_written() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
     reads_answer_what_was_written(&store).await
+}
+
+fn published(id: &str) -> NewJob {
+    NewJob {
+        id: id.into(),
+        task: "cm.launch".into(),
+        queue: "q".into(),
+        args: "[]".into(),
+        submitted_ms: 1,
+        ..NewJob::default()
+    }
+}
+
+/// A run of job `id` on `worker`: received at `at`, started, the `steps`, ended as `end`.
+fn run_on(
+    id: &str,
+    worker: &str,
+    at: i64,
+    steps: &[&'static str],
+    end: &'static str,
+) -> Vec<Event> {
+    let w = Shared::from(worker);
+    let mut events = vec![Event::Received {
+        job: published(id),
+        worker: w.clone(),
+        at,
+    }];
+    for (i, step) in std::iter::once(&STARTED).chain(steps).enumerate() {
+        events.push(Event::State {
+            id: id.into(),
+            state: Cow::Borrowed(step),
+            worker: w.clone(),
+            at: at + 1 + i as i64,
+        });
+    }
+    events.push(Event::Finished {
+        id: id.into(),
+        state: end,
+        worker: w,
+        at: at + 10,
+        result: Some(format!(r#"{{"by": "{worker}"}}"#)),
+        error: None,
+        output: Some(format!("output of {worker}\n")),
+    });
+    events
+}
+
+/// The bug: a long job redelivered by the broker ran twice; run 1 finished SUCCESS, then run 2's
+/// later step `active` replaced SUCCESS. Now a final row stays as its first final state left it
+/// (worker, times, result, output), whatever another run writes, event by event (job "a") or as
+/// one whole-run upsert (job "b"); only `deliveries` counts on; the history has both runs.
+pub(super) async fn a_final_state_is_never_overwritten(store: &Store) -> TestResult {
+    store
+        .insert_pending(&[published("a"), published("b")])
+        .await?;
+    let writer = store.writer(1)?;
+    for id in ["a", "b"] {
+        for ev in run_on(id, "l1@h", 10, &["running"], SUCCESS) {
+            writer.commit(ev).await?;
+        }
+    }
+    let first = store.get("a").await?.ok_or("job a is gone")?;
+    let l2 = Shared::from("l2@h");
+    // Run 2 of "a", each event a commit of its own: its step, a lease, a retry, its end.
+    let mut second = run_on("a", "l2@h", 100, &["active"], FAILURE);
+    second.insert(
+        3,
+        Event::Leased {
+            id: "a".into(),
+            worker: l2.clone(),
+            at: 102,
+            until: 99_000,
+        },
+    );
+    second.insert(
+        4,
+        Event::Retry {
+            id: "a".into(),
+            worker: l2.clone(),
+            at: 103,
+            error: "boom".into(),
+            retries: 1,
+        },
+    );
+    for ev in second {
+        writer.commit(ev).await?;
+    }
+    // Run 2 of "b", whole in one commit.
+    let whole = run_on("b", "l2@h", 100, &["active"], SUCCESS);
+    if let Some((last, before)) = whole.split_last() {
+        for ev in before {
+            writer.send(ev.clone());
+        }
+        writer.commit(last.clone()).await?;
+    }
+    for id in ["a", "b"] {
+        let row = store.get(id).await?.ok_or("job is gone")?;
+        let expected = JobRow {
+            id: id.into(),
+            deliveries: 2,
+            ..first.clone()
+        };
+        assert_eq!(row, expected);
+        assert_eq!(
+            (
+                row.state.as_str(),
+                row.worker.as_deref(),
+                row.started_ms,
+                row.finished_ms
+            ),
+            (SUCCESS, Some("l1@h"), Some(11), Some(20))
+        );
+        assert_eq!(row.output.as_deref(), Some("output of l1@h\n"));
+        assert_eq!((row.lease_owner, row.lease_until), (None, None));
+        let history: Vec<(String, Option<String>)> = store
+            .history(id)
+            .await?
+            .into_iter()
+            .map(|e| (e.state, e.worker))
+            .collect();
+        let by = |s: &str, w: &str| (s.to_string(), Some(w.to_string()));
+        let mut expected = vec![
+            by(PENDING, ""),
+            by(RECEIVED, "l1@h"),
+            by(STARTED, "l1@h"),
+            by("running", "l1@h"),
+            by(SUCCESS, "l1@h"),
+            by(RECEIVED, "l2@h"),
+            by(STARTED, "l2@h"),
+            by("active", "l2@h"),
+        ];
+        if id == "a" {
+            expected.extend([by(LEASED, "l2@h"), by(RETRY, "l2@h"), by(FAILURE, "l2@h")]);
+        } else {
+            expected.push(by(SUCCESS, "l2@h"));
+        }
+        assert_eq!(history, expected, "job {id}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_an_sqlite_file_a_final_state_is_never_overwritten() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
+    a_final_state_is_never_overwritten(&store).await
+}
+
+/// Revokes are kept (for ids not yet known too) and read back oldest first; a job no worker
+/// holds yet ends REVOKED at once, a running one keeps its state, a final one is left alone; a
+/// second revoke with terminate upgrades the first and is read again, one without changes
+/// nothing.
+pub(super) async fn revokes_are_kept_and_end_the_jobs_no_worker_holds(store: &Store) -> TestResult {
+    let ids = ["pending", "retry", "running", "done"];
+    store.insert_pending(&ids.map(published)).await?;
+    let writer = store.writer(1)?;
+    let w = Shared::from("l1@h");
+    for ev in run_on("done", "l1@h", 10, &[], SUCCESS) {
+        writer.commit(ev).await?;
+    }
+    for id in ["retry", "running"] {
+        let mut run = run_on(id, "l1@h", 10, &["deploy"], SUCCESS);
+        run.pop();
+        for ev in run {
+            writer.commit(ev).await?;
+        }
+    }
+    writer
+        .commit(Event::Retry {
+            id: "retry".into(),
+            worker: w.clone(),
+            at: 30,
+            error: "boom".into(),
+            retries: 1,
+        })
+        .await?;
+
+    let asked: Vec<String> = ["pending", "retry", "running", "done", "ghost", "pending"]
+        .map(String::from)
+        .to_vec();
+    let before = now_ms();
+    let answers = store.revoke(&asked, false, None, "cm@ops").await?;
+    let answer = |id: &str, state: Option<&str>| Revoked {
+        id: id.into(),
+        state: state.map(Into::into),
+    };
+    assert_eq!(
+        answers,
+        [
+            answer("pending", Some(REVOKED)),
+            answer("retry", Some(REVOKED)),
+            answer("running", Some("deploy")),
+            answer("done", Some(SUCCESS)),
+            answer("ghost", None),
+        ]
+    );
+    for id in ["pending", "retry"] {
+        let row = store.get(id).await?.ok_or("job is gone")?;
+        assert_eq!(row.error.as_deref(), Some("revoked by cm@ops"));
+        assert!(row.finished_ms.is_some_and(|t| t >= before), "{row:?}");
+        let last = store.history(id).await?.pop().ok_or("no history")?;
+        assert_eq!(
+            (
+                last.state.as_str(),
+                last.worker.as_deref(),
+                last.detail.as_deref()
+            ),
+            (REVOKED, Some("cm@ops"), Some("revoked by cm@ops"))
+        );
+    }
+    assert_eq!(store.history("running").await?.len(), 4);
+    assert_eq!(store.get("done").await?.map(|r| r.error), Some(None));
+
+    let kept = store.revokes_since(0).await?;
+    let mut kept_ids: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
+    kept_ids.sort_unstable();
+    assert_eq!(kept_ids, ["done", "ghost", "pending", "retry", "running"]);
+    assert!(kept
+        .iter()
+        .all(|r| !r.terminate && r.signal.is_none() && r.at_ms >= before));
+    let newest = kept.iter().map(|r| r.at_ms).max().unwrap_or(0);
+    assert!(
+        kept.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "{kept:?}"
+    );
+
+    // An upgrade to terminate is announced again, past the first revoke's time.
+    let running = vec!["running".to_string()];
+    store
+        .revoke(&running, true, Some("SIGKILL"), "cm@ops2")
+        .await?;
+    let upgraded = store.revokes_since(newest).await?;
+    assert_eq!(upgraded.len(), 1, "{upgraded:?}");
+    let r = &upgraded[0];
+    assert_eq!(
+        (r.id.as_str(), r.terminate, r.signal.as_deref()),
+        ("running", true, Some("SIGKILL"))
+    );
+    assert!(r.at_ms > newest);
+    // Revoking again without terminate takes nothing back.
+    store.revoke(&running, false, None, "cm@ops").await?;
+    assert_eq!(store.revokes_since(newest).await?, upgraded);
+    assert_eq!(store.state_of("running").await?.as_deref(), Some("deploy"));
+
+    // A revoked job's message, when it comes, cannot bring it back.
+    writer
+        .commit(Event::Received {
+            job: published("pending"),
+            worker: w,
+            at: 50,
+        })
+        .await?;
+    assert_eq!(store.state_of("pending").await?.as_deref(), Some(REVOKED));
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_an_sqlite_file_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
+    revokes_are_kept_and_end_the_jobs_no_worker_holds(&store).await
+}
+
+/// A long job's lease: taken with the Leased event, renewed only by its owner, lapsed when not,
+/// claimed by exactly one of racing reapers, then requeued (PENDING, no lease); its end clears
+/// it; a job that ended is neither renewed nor lapsed.
+pub(super) async fn leases_are_renewed_lapse_and_are_claimed_once(store: &Store) -> TestResult {
+    store
+        .insert_pending(&[published("long"), published("ends")])
+        .await?;
+    let writer = store.writer(1)?;
+    for id in ["long", "ends"] {
+        let mut run = run_on(id, "l1@h", 10, &[], SUCCESS);
+        run.pop();
+        for ev in run {
+            writer.commit(ev).await?;
+        }
+        writer
+            .commit(Event::Leased {
+                id: id.into(),
+                worker: "l1@h".into(),
+                at: 20,
+                until: 1_000,
+            })
+            .await?;
+    }
+    let row = store.get("long").await?.ok_or("job is gone")?;
+    assert_eq!(
+        (
+            row.state.as_str(),
+            row.lease_owner.as_deref(),
+            row.lease_until
+        ),
+        (STARTED, Some("l1@h"), Some(1_000))
+    );
+    let leased = store.history("long").await?.pop().ok_or("no history")?;
+    assert_eq!(
+        (leased.state.as_str(), leased.detail.as_deref()),
+        (LEASED, Some("acked; lease until 1970-01-01T00:00:01.000Z"))
+    );
+
+    let both = vec!["long".to_string(), "ends".to_string(), "ghost".to_string()];
+    assert_eq!(store.renew_leases("l2@h", &both, 5_000).await?, 0);
+    assert_eq!(store.renew_leases("l1@h", &both, 2_000).await?, 2);
+    assert_eq!(
+        store.get("long").await?.and_then(|r| r.lease_until),
+        Some(2_000)
+    );
+
+    // "ends" ends: its lease goes with it, and it is nobody's to renew or reap.
+    if let Some(end) = run_on("ends", "l1@h", 10, &[], SUCCESS).pop() {
+        writer.commit(end).await?;
+    }
+    let ended = store.get("ends").await?.ok_or("job is gone")?;
+    assert_eq!((ended.lease_owner, ended.lease_until), (None, None));
+    assert_eq!(store.renew_leases("l1@h", &both, 3_000).await?, 1);
+    assert_eq!(
+        store.get("long").await?.and_then(|r| r.lease_until),
+        Some(3_000)
+    );
+
+    let lapsed_ids = |rows: Vec<JobRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert!(store.lapsed_leases("q", 3_000, 10).await?.is_empty());
+    assert_eq!(
+        lapsed_ids(store.lapsed_leases("q", 3_001, 0).await?),
+        ["long"]
+    );
+    assert!(store.lapsed_leases("other", 3_001, 10).await?.is_empty());
+
+    // Reapers race for the lapsed lease: one wins.
+    let claim = |reaper| store.claim_lapsed("long", reaper, 3_001, 60_000);
+    let claims = tokio::join!(claim("r1"), claim("r2"), claim("r3"), claim("r4"));
+    let won = [claims.0?, claims.1?, claims.2?, claims.3?];
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let reaper = ["r1", "r2", "r3", "r4"][won.iter().position(|w| *w).unwrap_or(0)];
+    assert!(!store.claim_lapsed("ends", "r1", 3_001, 60_000).await?);
+    assert!(!store.claim_lapsed("ghost", "r1", 3_001, 60_000).await?);
+    assert!(store.lapsed_leases("q", 3_001, 10).await?.is_empty());
+    // Its old owner has lost it.
+    assert_eq!(store.renew_leases("l1@h", &both, 9_000).await?, 0);
+
+    // Only the reaper that holds it requeues its row; the history notes each call.
+    store.requeued("long", "someone-else", "not mine").await?;
+    assert_eq!(store.state_of("long").await?.as_deref(), Some(STARTED));
+    let detail = "lease of l1@h lapsed at 3000; published again";
+    store.requeued("long", reaper, detail).await?;
+    let row = store.get("long").await?.ok_or("job is gone")?;
+    assert_eq!(
+        (row.state.as_str(), row.lease_owner, row.lease_until),
+        (PENDING, None, None)
+    );
+    let history = store.history("long").await?;
+    let notes: Vec<(&str, Option<&str>, Option<&str>)> = history
+        .iter()
+        .rev()
+        .take(2)
+        .map(|e| (e.state.as_str(), e.worker.as_deref(), e.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            (REQUEUED, Some(reaper), Some(detail)),
+            (REQUEUED, Some("someone-else"), Some("not mine")),
+        ]
+    );
+    // Of a job that is not there, nothing is noted.
+    store.requeued("ghost", reaper, detail).await?;
+    assert!(store.history("ghost").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_an_sqlite_file_leases_are_renewed_lapse_and_are_claimed_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
+    leases_are_renewed_lapse_and_are_claimed_once(&store).await
 }

@@ -2,6 +2,7 @@
 //! dead-letter queue; a redelivered job already final is acked without running; anything else
 //! runs, and its one [`Outcome`] says what the store records, what the log says and what follows.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,7 +136,7 @@ fn state(ctx: &Ctx, id: &store::Shared, task: &str, state: &'static str) {
     say(&ctx.node, id, task, state);
     ctx.writer.send(Event::State {
         id: id.clone(),
-        state,
+        state: Cow::Borrowed(state),
         worker: ctx.node.clone(),
         at: store::now_ms(),
     });

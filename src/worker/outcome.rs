@@ -51,6 +51,7 @@ impl Outcome {
                 at,
                 result: Some(result.clone()),
                 error: None,
+                output: None,
             },
             Self::Retry { why, attempt, .. } => Event::Retry {
                 id,
@@ -66,6 +67,7 @@ impl Outcome {
                 at,
                 result: None,
                 error: Some(why.clone()),
+                output: None,
             },
         }
     }

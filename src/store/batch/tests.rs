@@ -1,162 +1,13 @@
 //! The batching property against a small in-memory model of the `jobs` and `job_events` rows
-//! (the real databases are checked in each backend's tests).
+//! (the real databases are checked in each backend's tests, against the same model).
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
 use super::*;
-use crate::store::testing::{traffic, Traffic};
-use crate::store::{JobRow, Shared, FAILURE, SUCCESS};
-
-/// What the SQL of each row write does, on plain maps.
-#[derive(Debug, Default, PartialEq)]
-struct Model {
-    jobs: BTreeMap<String, JobRow>,
-    /// Each job's history rows as stored: (its events unfolded, how many rows).
-    history: BTreeMap<String, (Vec<EventRow>, usize)>,
-}
-
-impl Model {
-    fn insert_pending(&mut self, jobs: &[NewJob]) {
-        for job in jobs {
-            self.jobs.entry(job.id.clone()).or_insert_with(|| JobRow {
-                batch: job.batch.clone(),
-                submitted_ms: Some(job.submitted_ms),
-                ..new_row(job, PENDING, None, 0)
-            });
-        }
-        self.add_history(&published(jobs));
-    }
-
-    /// One event in a commit of its own, as a worker with nothing to group would write it.
-    fn apply_alone(&mut self, ev: &Event) {
-        self.update(ev);
-        let (job_id, state, worker, at_ms, detail) = history_of(ev);
-        self.add_history(&[FoldedHistory {
-            job_id,
-            state,
-            worker,
-            at_ms,
-            detail,
-            later: None,
-        }]);
-    }
-
-    fn apply(&mut self, commit: &Commit<'_>) {
-        for ev in &commit.updates {
-            self.update(ev);
-        }
-        for run in &commit.whole_runs {
-            self.upsert(run);
-        }
-        self.add_history(&commit.history);
-    }
-
-    fn update(&mut self, ev: &Event) {
-        let id = event_id(ev);
-        if let Event::Received { job, worker, at } = ev {
-            let row = self.jobs.entry(id.to_string()).or_insert_with(|| JobRow {
-                submitted_ms: Some(*at),
-                ..new_row(job, RECEIVED, Some(worker), 0)
-            });
-            row.state = RECEIVED.into();
-            row.worker = Some(worker.to_string());
-            row.deliveries += 1;
-            return;
-        }
-        let Some(row) = self.jobs.get_mut(id) else {
-            return;
-        };
-        match ev {
-            Event::Received { .. } => {}
-            Event::State {
-                state, worker, at, ..
-            } => {
-                row.state = state.to_string();
-                if *state == STARTED {
-                    row.worker = Some(worker.to_string());
-                    row.started_ms = Some(*at);
-                }
-            }
-            Event::Finished {
-                state,
-                worker,
-                at,
-                result,
-                error,
-                ..
-            } => {
-                row.state = state.to_string();
-                row.worker = Some(worker.to_string());
-                row.finished_ms = Some(*at);
-                row.result.clone_from(result);
-                row.error.clone_from(error);
-            }
-            Event::Retry { error, retries, .. } => {
-                row.state = RETRY.into();
-                row.error = Some(error.clone());
-                row.retries = *retries;
-            }
-            Event::Redelivered { .. } => row.deliveries += 1,
-        }
-    }
-
-    fn upsert(&mut self, run: &WholeRun<'_>) {
-        let row = self
-            .jobs
-            .entry(run.job.id.clone())
-            .or_insert_with(|| JobRow {
-                submitted_ms: Some(run.received_ms),
-                ..new_row(run.job, run.state, Some(run.worker), 0)
-            });
-        row.state = run.state.into();
-        row.worker = Some(run.worker.into());
-        row.started_ms = Some(run.started_ms);
-        row.finished_ms = Some(run.finished_ms);
-        row.result = run.result.map(Into::into);
-        row.error = run.error.map(Into::into);
-        row.deliveries += 1;
-    }
-
-    fn add_history(&mut self, rows: &[FoldedHistory<'_>]) {
-        for h in rows {
-            let (events, count) = self.history.entry(h.job_id.to_string()).or_default();
-            let first = EventRow {
-                state: h.state.into(),
-                worker: Some(h.worker.into()),
-                at_ms: h.at_ms,
-                detail: h.detail.as_deref().map(Into::into),
-            };
-            let unfolded = unfold(h.job_id, first, h.later.as_deref(), events);
-            assert!(unfolded.is_ok(), "{unfolded:?}");
-            *count += 1;
-        }
-    }
-}
-
-fn new_row(job: &NewJob, state: &str, worker: Option<&str>, deliveries: i64) -> JobRow {
-    JobRow {
-        id: job.id.clone(),
-        task: job.task.clone(),
-        queue: job.queue.clone(),
-        args: job.args.clone(),
-        server: job.server.clone(),
-        recipe: job.recipe.clone(),
-        kind: job.kind.clone(),
-        hosts: job.hosts.clone(),
-        batch: None,
-        state: state.into(),
-        worker: worker.map(Into::into),
-        submitted_ms: None,
-        started_ms: None,
-        finished_ms: None,
-        result: None,
-        error: None,
-        deliveries,
-        retries: 0,
-    }
-}
+use crate::store::testing::{traffic, Model, Traffic};
+use crate::store::{Shared, FAILURE, SUCCESS};
 
 /// The traffic written commit by commit, and event by event.
 fn both_ways(t: &Traffic) -> (Model, Model) {
@@ -210,7 +61,7 @@ fn whole_runs_are_one_upsert_and_overwritten_steps_are_skipped() {
     };
     let state = |id: &str, state: &'static str, at| Event::State {
         id: id.into(),
-        state,
+        state: state.into(),
         worker: w.clone(),
         at,
     };
@@ -221,6 +72,7 @@ fn whole_runs_are_one_upsert_and_overwritten_steps_are_skipped() {
         at,
         result: None,
         error: None,
+        output: None,
     };
     let events = [
         Event::Received {
@@ -260,7 +112,7 @@ fn history_folds_each_jobs_events_into_one_row() {
     let (w1, w2) = (Shared::from("w1"), Shared::from("w2"));
     let state = |id: &str, state: &'static str, worker: &Shared, at| Event::State {
         id: id.into(),
-        state,
+        state: state.into(),
         worker: worker.clone(),
         at,
     };
@@ -274,6 +126,7 @@ fn history_folds_each_jobs_events_into_one_row() {
             at: 3,
             result: None,
             error: Some("boom \"x\"".into()),
+            output: None,
         },
         state("b", "deploy", &w1, 4),
         state("a", STARTED, &w2, 5),
@@ -321,4 +174,46 @@ fn rows_split_into_a_few_recurring_sizes_in_order() {
     let back: Vec<u32> = chunks(&rows, 32).flatten().copied().collect();
     assert_eq!(back, rows);
     assert_eq!(chunks::<u32>(&[], 32).count(), 0);
+}
+
+/// A lease is a history entry of its own, its end in the detail; it sets no state, so the step
+/// before it is not skipped for it, and a run with a lease is not one upsert.
+#[test]
+fn a_lease_is_noted_and_keeps_its_run_from_being_one_upsert() {
+    let w = Shared::from("w");
+    let state = |state: Cow<'static, str>, at| Event::State {
+        id: "a".into(),
+        state,
+        worker: w.clone(),
+        at,
+    };
+    let events = [
+        Event::Received {
+            job: NewJob {
+                id: "a".into(),
+                ..NewJob::default()
+            },
+            worker: w.clone(),
+            at: 1,
+        },
+        state(STARTED.into(), 2),
+        state(Cow::Owned("compiling".into()), 3),
+        Event::Leased {
+            id: "a".into(),
+            worker: w.clone(),
+            at: 4,
+            until: 61_000,
+        },
+    ];
+    let all: Vec<&Event> = events.iter().collect();
+    let commit = plan(&all);
+    assert!(commit.whole_runs.is_empty());
+    let updates: Vec<i64> = commit.updates.iter().map(|ev| history_of(ev).3).collect();
+    assert_eq!(updates, [1, 2, 3, 4]);
+    assert_eq!(
+        commit.history[0].later.as_deref(),
+        Some(
+            r#"[["STARTED",2,null],["compiling",3,null],["LEASED",4,"acked; lease until 1970-01-01T00:01:01.000Z"]]"#
+        )
+    );
 }

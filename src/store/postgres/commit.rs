@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 
 use super::error;
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
-use crate::store::{Event, NewJob, StoreError, STARTED};
+use crate::store::{is_final_sql, Event, NewJob, StoreError, STARTED};
 
 pub(crate) struct CommitWriter {
     pool: PgPool,
@@ -37,16 +37,41 @@ impl CommitWriter {
     }
 }
 
-/// Applies one event to its job's `jobs` row (its history is written apart).
+/// `$col = excluded.$col` in an upsert, unless the row there is final: then it keeps its own
+/// (the first final state wins). A column the INSERT leaves out is NULL in `excluded`.
+macro_rules! unless_final {
+    ($col:literal) => {
+        concat!(
+            $col,
+            " = CASE WHEN ",
+            is_final_sql!("jobs.state"),
+            " THEN jobs.",
+            $col,
+            " ELSE excluded.",
+            $col,
+            " END"
+        )
+    };
+}
+
+/// Applies one event to its job's `jobs` row (its history is written apart). A final row is
+/// left as it is (the first final state wins): an event of another run only counts a delivery.
 async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> {
     let q = match ev {
-        Event::Received { job, worker, at } => sqlx::query(
+        // A delivery starts with no lease: an older run's, or a reaper's claim, is over.
+        Event::Received { job, worker, at } => sqlx::query(concat!(
             "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
              submitted_ms, deliveries) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
-             ON CONFLICT (id) DO UPDATE SET state = 'RECEIVED', worker = excluded.worker, \
-             deliveries = jobs.deliveries + 1",
-        )
+             ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, ",
+            unless_final!("state"),
+            ", ",
+            unless_final!("worker"),
+            ", ",
+            unless_final!("lease_owner"),
+            ", ",
+            unless_final!("lease_until")
+        ))
         .bind(&job.id)
         .bind(&job.task)
         .bind(&job.queue)
@@ -62,16 +87,20 @@ async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> 
             state,
             worker,
             at,
-        } if *state == STARTED => {
-            sqlx::query("UPDATE jobs SET state = $1, worker = $2, started_ms = $3 WHERE id = $4")
-                .bind(*state)
-                .bind(&**worker)
-                .bind(*at)
-                .bind(&**id)
-        }
-        Event::State { id, state, .. } => sqlx::query("UPDATE jobs SET state = $1 WHERE id = $2")
-            .bind(*state)
-            .bind(&**id),
+        } if state == STARTED => sqlx::query(concat!(
+            "UPDATE jobs SET state = $1, worker = $2, started_ms = $3 WHERE id = $4 AND NOT ",
+            is_final_sql!("state")
+        ))
+        .bind(&**state)
+        .bind(&**worker)
+        .bind(*at)
+        .bind(&**id),
+        Event::State { id, state, .. } => sqlx::query(concat!(
+            "UPDATE jobs SET state = $1 WHERE id = $2 AND NOT ",
+            is_final_sql!("state")
+        ))
+        .bind(&**state)
+        .bind(&**id),
         Event::Finished {
             id,
             state,
@@ -79,25 +108,41 @@ async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> 
             at,
             result,
             error,
-        } => sqlx::query(
-            "UPDATE jobs SET state = $1, worker = $2, finished_ms = $3, result = $4, error = $5 \
-             WHERE id = $6",
-        )
+            output,
+        } => sqlx::query(concat!(
+            "UPDATE jobs SET state = $1, worker = $2, finished_ms = $3, result = $4, error = $5, \
+             output = $6, lease_owner = NULL, lease_until = NULL WHERE id = $7 AND NOT ",
+            is_final_sql!("state")
+        ))
         .bind(*state)
         .bind(&**worker)
         .bind(*at)
         .bind(result)
         .bind(error)
+        .bind(output)
         .bind(&**id),
         Event::Retry {
             id, error, retries, ..
-        } => sqlx::query("UPDATE jobs SET state = 'RETRY', error = $1, retries = $2 WHERE id = $3")
-            .bind(error)
-            .bind(*retries)
-            .bind(&**id),
+        } => sqlx::query(concat!(
+            "UPDATE jobs SET state = 'RETRY', error = $1, retries = $2, lease_owner = NULL, \
+             lease_until = NULL WHERE id = $3 AND NOT ",
+            is_final_sql!("state")
+        ))
+        .bind(error)
+        .bind(*retries)
+        .bind(&**id),
         Event::Redelivered { id, .. } => {
             sqlx::query("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1").bind(&**id)
         }
+        Event::Leased {
+            id, worker, until, ..
+        } => sqlx::query(concat!(
+            "UPDATE jobs SET lease_owner = $1, lease_until = $2 WHERE id = $3 AND NOT ",
+            is_final_sql!("state")
+        ))
+        .bind(&**worker)
+        .bind(*until)
+        .bind(&**id),
     };
     q.execute(conn).await.map(drop)
 }
@@ -156,7 +201,7 @@ async fn upsert_whole_runs(
     let mut jobs = JobColumns::default();
     let (mut state, mut worker, mut submitted, mut started, mut finished) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let (mut result, mut error) = (vec![], vec![]);
+    let (mut result, mut error, mut output) = (vec![], vec![], vec![]);
     for r in runs {
         jobs.push(r.job);
         state.push(r.state);
@@ -166,17 +211,34 @@ async fn upsert_whole_runs(
         finished.push(r.finished_ms);
         result.push(r.result);
         error.push(r.error);
+        output.push(r.output);
     }
-    let q = sqlx::query(
+    // lease_* are NULL in `excluded`: a finished run holds no lease.
+    let q = sqlx::query(concat!(
         "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
-         submitted_ms, started_ms, finished_ms, result, error, deliveries) \
+         submitted_ms, started_ms, finished_ms, result, error, output, deliveries) \
          SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
-         $12::bigint[], $13::bigint[], $14::text[], $15::text[]) \
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, worker = excluded.worker, \
-         started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
-         result = excluded.result, error = excluded.error, deliveries = jobs.deliveries + 1",
-    );
+         $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[]) \
+         ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, ",
+        unless_final!("state"),
+        ", ",
+        unless_final!("worker"),
+        ", ",
+        unless_final!("started_ms"),
+        ", ",
+        unless_final!("finished_ms"),
+        ", ",
+        unless_final!("result"),
+        ", ",
+        unless_final!("error"),
+        ", ",
+        unless_final!("output"),
+        ", ",
+        unless_final!("lease_owner"),
+        ", ",
+        unless_final!("lease_until")
+    ));
     jobs.bind(q)
         .bind(state)
         .bind(worker)
@@ -185,6 +247,7 @@ async fn upsert_whole_runs(
         .bind(finished)
         .bind(result)
         .bind(error)
+        .bind(output)
         .execute(conn)
         .await
         .map(drop)

@@ -12,14 +12,19 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 
-use super::{batch, DurationHistogram, EventRow, JobFilter, JobRow, NewJob, StoreError};
+use super::batch::{self, FoldedHistory};
+use super::{
+    is_final_sql, DurationHistogram, EventRow, JobFilter, JobRow, NewJob, Revoke, Revoked,
+    StoreError, REVOKED,
+};
 pub(super) use commit::CommitWriter;
 
 /// The `jobs` columns in [`JobRow`]'s order (a macro, so that statements can `concat!` it).
 macro_rules! job_columns {
     () => {
         "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
-         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries"
+         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries, output, \
+         lease_owner, lease_until"
     };
 }
 
@@ -318,6 +323,198 @@ impl Store {
         })
     }
 
+    pub(crate) async fn revoke(
+        &self,
+        ids: &[String],
+        terminate: bool,
+        signal: Option<&str>,
+        by: &str,
+        now: i64,
+    ) -> Result<Vec<Revoked>, StoreError> {
+        let why = format!("revoked by {by}");
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            // A repeat without terminate changes nothing; one with it upgrades the revoke and
+            // moves it past its old time, so that pollers see it again.
+            sqlx::query(
+                "INSERT INTO revokes (id, at_ms, terminate, signal, by) \
+                 SELECT id, $2, $3, $4, $5 FROM UNNEST($1::text[]) AS r(id) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 at_ms = GREATEST(excluded.at_ms, revokes.at_ms + 1), terminate = TRUE, \
+                 signal = excluded.signal, by = excluded.by WHERE excluded.terminate",
+            )
+            .bind(ids)
+            .bind(now)
+            .bind(terminate)
+            .bind(signal)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+            // Not yet (or no longer) any worker's: those end here.
+            let ended: Vec<String> = sqlx::query_scalar(
+                "UPDATE jobs SET state = 'REVOKED', finished_ms = $2, error = $3, \
+                 lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ANY($1) AND state IN ('PENDING', 'RETRY') RETURNING id",
+            )
+            .bind(ids)
+            .bind(now)
+            .bind(&why)
+            .fetch_all(&mut *tx)
+            .await?;
+            let history: Vec<FoldedHistory<'_>> = ended
+                .iter()
+                .map(|id| FoldedHistory {
+                    job_id: id,
+                    state: REVOKED,
+                    worker: by,
+                    at_ms: now,
+                    detail: Some(why.as_str().into()),
+                    later: None,
+                })
+                .collect();
+            commit::insert_history(&mut tx, &history).await?;
+            let states: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, state FROM jobs WHERE id = ANY($1)")
+                    .bind(ids)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            tx.commit().await?;
+            let mut states: std::collections::HashMap<String, String> =
+                states.into_iter().collect();
+            Ok(ids
+                .iter()
+                .map(|id| Revoked {
+                    id: id.clone(),
+                    state: states.remove(id),
+                })
+                .collect())
+        };
+        run.await.map_err(self.fail())
+    }
+
+    pub(crate) async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
+        let rows: Vec<(String, i64, bool, Option<String>)> = sqlx::query_as(
+            "SELECT id, at_ms, terminate, signal FROM revokes WHERE at_ms > $1 \
+             ORDER BY at_ms, id",
+        )
+        .bind(after_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at_ms, terminate, signal)| Revoke {
+                id,
+                at_ms,
+                terminate,
+                signal,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(concat!(
+            "UPDATE jobs SET lease_until = $1 \
+             WHERE id = ANY($2) AND lease_owner = $3 AND NOT ",
+            is_final_sql!("state")
+        ))
+        .bind(until_ms)
+        .bind(ids)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn lapsed_leases(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let limit = if limit > 0 { limit } else { i64::MAX };
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE lease_until < $1 AND queue = $2 AND NOT ",
+            is_final_sql!("state"),
+            " ORDER BY lease_until, id LIMIT $3"
+        ))
+        .bind(now_ms)
+        .bind(queue)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        rows.iter()
+            .map(job_row)
+            .collect::<Result<_, _>>()
+            .map_err(self.fail())
+    }
+
+    pub(crate) async fn claim_lapsed(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        // One UPDATE: a racing claim waits for this row's lock, then finds the lease taken.
+        let done = sqlx::query(concat!(
+            "UPDATE jobs SET lease_owner = $1, lease_until = $2 \
+             WHERE id = $3 AND lease_until < $4 AND NOT ",
+            is_final_sql!("state")
+        ))
+        .bind(owner)
+        .bind(until_ms)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn requeued(
+        &self,
+        id: &str,
+        by: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(concat!(
+                "UPDATE jobs SET state = 'PENDING', lease_owner = NULL, lease_until = NULL \
+                 WHERE id = $1 AND lease_owner = $2 AND NOT ",
+                is_final_sql!("state")
+            ))
+            .bind(id)
+            .bind(by)
+            .execute(&mut *tx)
+            .await?;
+            // A job deleted meanwhile (db_reset) gets no history row of its own.
+            sqlx::query(
+                "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
+                 SELECT $1, 'REQUEUED', $2, $3, $4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)",
+            )
+            .bind(id)
+            .bind(by)
+            .bind(now)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        };
+        run.await.map_err(self.fail())
+    }
+
     pub(crate) async fn reset(&self) -> Result<u64, StoreError> {
         let run = async {
             let mut tx = self.pool.begin().await?;
@@ -356,6 +553,9 @@ fn job_row(r: &PgRow) -> Result<JobRow, sqlx::Error> {
         error: r.try_get(15)?,
         deliveries: r.try_get(16)?,
         retries: r.try_get(17)?,
+        output: r.try_get(18)?,
+        lease_owner: r.try_get(19)?,
+        lease_until: r.try_get(20)?,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Against the PostgreSQL server the integration tests use (127.0.0.1:5432, trust), in a
 //! database of each test's own.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sqlx::Connection;
 
 use crate::store::{tests, Store, StoreLocation};
@@ -15,10 +17,13 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = TestResult>,
 {
+    // Tests run at once in one process: the counter keeps their names apart.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
-        "cm_unit_{}_{}",
+        "cm_unit_{}_{}_{}",
         std::process::id(),
-        crate::store::now_ms() % 1_000_000_000
+        crate::store::now_ms() % 1_000_000_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
     );
     let mut admin = sqlx::PgConnection::connect(ADMIN).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -44,6 +49,28 @@ async fn on_postgres_commits_leave_what_events_one_by_one_do_and_reads_answer() 
     with_database(|store| async move {
         tests::commits_leave_what_events_one_by_one_do(&store, 8).await?;
         tests::reads_answer_what_was_written(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn on_postgres_a_final_state_is_never_overwritten() -> TestResult {
+    with_database(|store| async move { tests::a_final_state_is_never_overwritten(&store).await })
+        .await
+}
+
+#[tokio::test]
+async fn on_postgres_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> TestResult {
+    with_database(|store| async move {
+        tests::revokes_are_kept_and_end_the_jobs_no_worker_holds(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn on_postgres_leases_are_renewed_lapse_and_are_claimed_once() -> TestResult {
+    with_database(|store| async move {
+        tests::leases_are_renewed_lapse_and_are_claimed_once(&store).await
     })
     .await
 }

@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, Statement, ToSql, TransactionBehavior};
 use super::pool::Pool;
 use super::{error, is_busy, settings};
 use crate::store::batch::{self, Commit, FoldedHistory, WholeRun};
-use crate::store::{Event, NewJob, StoreError, STARTED};
+use crate::store::{is_final_sql, Event, NewJob, StoreError, STARTED};
 
 /// Enough for every statement text a commit uses (6 single-row ones, and one per recurring size
 /// of the multi-row ones, see [`batch::chunks`]), so none is parsed twice.
@@ -30,7 +30,7 @@ const PREPARED_STATEMENTS: usize = 64;
 const BUSY_RETRY: Duration = Duration::from_millis(1);
 
 /// Rows per multi-row statement (powers of two, see [`batch::chunks`]), well under SQLite's
-/// limit of 32766 parameters: 6, 10 and 15 parameters a row.
+/// limit of 32766 parameters: 6, 10 and 16 parameters a row.
 const HISTORY_ROWS_PER_INSERT: usize = 256;
 const PENDING_ROWS_PER_INSERT: usize = 128;
 const RUNS_PER_UPSERT: usize = 64;
@@ -105,17 +105,38 @@ pub(super) fn write(conn: &mut Connection, commit: &Commit<'_>) -> rusqlite::Res
     tx.commit()
 }
 
-/// Applies one event to its job's `jobs` row (its history is written apart).
+/// `$col = excluded.$col` in an upsert, unless the row there is final: then it keeps its own
+/// (the first final state wins). A column the INSERT leaves out is NULL in `excluded`.
+macro_rules! unless_final {
+    ($col:literal) => {
+        concat!(
+            $col,
+            " = CASE WHEN ",
+            is_final_sql!("jobs.state"),
+            " THEN jobs.",
+            $col,
+            " ELSE excluded.",
+            $col,
+            " END"
+        )
+    };
+}
+
+/// Applies one event to its job's `jobs` row (its history is written apart). A final row is
+/// left as it is (the first final state wins): an event of another run only counts a delivery.
 fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
     match ev {
+        // A delivery starts with no lease: an older run's, or a reaper's claim, is over.
         Event::Received { job, worker, at } => conn
-            .prepare_cached(
+            .prepare_cached(concat!(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, \
                  worker, submitted_ms, deliveries) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'RECEIVED', ?9, ?10, 1) \
-                 ON CONFLICT (id) DO UPDATE SET state = 'RECEIVED', worker = excluded.worker, \
-                 deliveries = jobs.deliveries + 1",
-            )?
+                 ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+                 state = 'RECEIVED', worker = excluded.worker, lease_owner = NULL, \
+                 lease_until = NULL WHERE NOT ",
+                is_final_sql!("jobs.state")
+            ))?
             .execute(params![
                 job.id, job.task, job.queue, job.args, job.server, job.recipe, job.kind, job.hosts,
                 &**worker, at
@@ -125,14 +146,19 @@ fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
             state,
             worker,
             at,
-        } if *state == STARTED => conn
-            .prepare_cached(
-                "UPDATE jobs SET state = ?1, worker = ?2, started_ms = ?3 WHERE id = ?4",
-            )?
-            .execute(params![state, &**worker, at, &**id]),
+        } if state == STARTED => conn
+            .prepare_cached(concat!(
+                "UPDATE jobs SET state = ?1, worker = ?2, started_ms = ?3 \
+                 WHERE id = ?4 AND NOT ",
+                is_final_sql!("state")
+            ))?
+            .execute(params![&**state, &**worker, at, &**id]),
         Event::State { id, state, .. } => conn
-            .prepare_cached("UPDATE jobs SET state = ?1 WHERE id = ?2")?
-            .execute(params![state, &**id]),
+            .prepare_cached(concat!(
+                "UPDATE jobs SET state = ?1 WHERE id = ?2 AND NOT ",
+                is_final_sql!("state")
+            ))?
+            .execute(params![&**state, &**id]),
         Event::Finished {
             id,
             state,
@@ -140,22 +166,35 @@ fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
             at,
             result,
             error,
+            output,
         } => conn
-            .prepare_cached(
+            .prepare_cached(concat!(
                 "UPDATE jobs SET state = ?1, worker = ?2, finished_ms = ?3, result = ?4, \
-                 error = ?5 WHERE id = ?6",
-            )?
-            .execute(params![state, &**worker, at, result, error, &**id]),
+                 error = ?5, output = ?6, lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?7 AND NOT ",
+                is_final_sql!("state")
+            ))?
+            .execute(params![state, &**worker, at, result, error, output, &**id]),
         Event::Retry {
             id, error, retries, ..
         } => conn
-            .prepare_cached(
-                "UPDATE jobs SET state = 'RETRY', error = ?1, retries = ?2 WHERE id = ?3",
-            )?
+            .prepare_cached(concat!(
+                "UPDATE jobs SET state = 'RETRY', error = ?1, retries = ?2, lease_owner = NULL, \
+                 lease_until = NULL WHERE id = ?3 AND NOT ",
+                is_final_sql!("state")
+            ))?
             .execute(params![error, retries, &**id]),
         Event::Redelivered { id, .. } => conn
             .prepare_cached("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = ?1")?
             .execute([&**id]),
+        Event::Leased {
+            id, worker, until, ..
+        } => conn
+            .prepare_cached(concat!(
+                "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 WHERE id = ?3 AND NOT ",
+                is_final_sql!("state")
+            ))?
+            .execute(params![&**worker, until, &**id]),
     }
 }
 
@@ -166,12 +205,18 @@ fn upsert_whole_runs(conn: &Connection, runs: &[WholeRun<'_>]) -> rusqlite::Resu
         RUNS_PER_UPSERT,
         MultiRow {
             head: "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, \
-                   worker, submitted_ms, started_ms, finished_ms, result, error, deliveries) VALUES ",
-            row: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-            tail: " ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-                   worker = excluded.worker, started_ms = excluded.started_ms, \
-                   finished_ms = excluded.finished_ms, result = excluded.result, \
-                   error = excluded.error, deliveries = jobs.deliveries + 1",
+                   worker, submitted_ms, started_ms, finished_ms, result, error, output, \
+                   deliveries) VALUES ",
+            row: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            // lease_* are NULL in `excluded`: a finished run holds no lease.
+            tail: concat!(
+                " ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+                 state = excluded.state, worker = excluded.worker, \
+                 started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
+                 result = excluded.result, error = excluded.error, output = excluded.output, \
+                 lease_owner = NULL, lease_until = NULL WHERE NOT ",
+                is_final_sql!("jobs.state")
+            ),
         },
         |b, r| {
             b.job(r.job)?
@@ -181,7 +226,8 @@ fn upsert_whole_runs(conn: &Connection, runs: &[WholeRun<'_>]) -> rusqlite::Resu
                 .bind(r.started_ms)?
                 .bind(r.finished_ms)?
                 .bind(r.result)?
-                .bind(r.error)?;
+                .bind(r.error)?
+                .bind(r.output)?;
             Ok(())
         },
     )

@@ -12,9 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::{batch, DurationHistogram, EventRow, JobFilter, JobRow, NewJob, StoreError};
+use super::batch::{self, FoldedHistory};
+use super::{
+    is_final_sql, DurationHistogram, EventRow, JobFilter, JobRow, NewJob, Revoke, Revoked,
+    StoreError, REVOKED,
+};
 pub(super) use commit::CommitWriter;
 use pool::Pool;
 
@@ -22,7 +26,8 @@ use pool::Pool;
 macro_rules! job_columns {
     () => {
         "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
-         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries"
+         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries, output, \
+         lease_owner, lease_until"
     };
 }
 
@@ -306,6 +311,188 @@ impl Store {
             .await
     }
 
+    pub(crate) async fn revoke(
+        &self,
+        ids: &[String],
+        terminate: bool,
+        signal: Option<&str>,
+        by: &str,
+        now: i64,
+    ) -> Result<Vec<Revoked>, StoreError> {
+        let (ids, signal, by) = (ids.to_vec(), signal.map(str::to_string), by.to_string());
+        self.pool
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let why = format!("revoked by {by}");
+                let mut answers = Vec::with_capacity(ids.len());
+                let mut ended = Vec::new();
+                {
+                    // A repeat without terminate changes nothing; one with it upgrades the
+                    // revoke and moves it past its old time, so that pollers see it again.
+                    let mut keep = tx.prepare_cached(
+                        "INSERT INTO revokes (id, at_ms, terminate, signal, by) \
+                         VALUES (?1, ?2, ?3, ?4, ?5) \
+                         ON CONFLICT (id) DO UPDATE SET \
+                         at_ms = MAX(excluded.at_ms, revokes.at_ms + 1), terminate = 1, \
+                         signal = excluded.signal, by = excluded.by WHERE excluded.terminate",
+                    )?;
+                    // Not yet (or no longer) any worker's: it ends here.
+                    let mut end = tx.prepare_cached(
+                        "UPDATE jobs SET state = 'REVOKED', finished_ms = ?1, error = ?2, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = ?3 AND (state = 'PENDING' OR state = 'RETRY')",
+                    )?;
+                    let mut state_of = tx.prepare_cached("SELECT state FROM jobs WHERE id = ?1")?;
+                    for id in &ids {
+                        keep.execute(params![id, now, terminate, signal, by])?;
+                        if end.execute(params![now, why, id])? > 0 {
+                            ended.push(id);
+                        }
+                        let state = state_of.query_row([id], |r| r.get(0)).optional()?;
+                        answers.push(Revoked {
+                            id: id.clone(),
+                            state,
+                        });
+                    }
+                }
+                let history: Vec<FoldedHistory<'_>> = ended
+                    .iter()
+                    .map(|id| FoldedHistory {
+                        job_id: id,
+                        state: REVOKED,
+                        worker: &by,
+                        at_ms: now,
+                        detail: Some(why.as_str().into()),
+                        later: None,
+                    })
+                    .collect();
+                commit::insert_history(&tx, &history)?;
+                tx.commit()?;
+                Ok(answers)
+            })
+            .await
+    }
+
+    pub(crate) async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
+        self.pool
+            .run(move |conn| {
+                let mut st = conn.prepare_cached(
+                    "SELECT id, at_ms, terminate, signal FROM revokes WHERE at_ms > ?1 \
+                     ORDER BY at_ms, id",
+                )?;
+                let rows = st.query_map([after_ms], |r| {
+                    Ok(Revoke {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        terminate: r.get(2)?,
+                        signal: r.get(3)?,
+                    })
+                })?;
+                rows.collect()
+            })
+            .await
+    }
+
+    pub(crate) async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let (owner, ids) = (owner.to_string(), ids.to_vec());
+        self.pool
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut renewed = 0;
+                {
+                    let mut st = tx.prepare_cached(concat!(
+                        "UPDATE jobs SET lease_until = ?1 \
+                         WHERE id = ?2 AND lease_owner = ?3 AND NOT ",
+                        is_final_sql!("state")
+                    ))?;
+                    for id in &ids {
+                        renewed += st.execute(params![until_ms, id, owner])? as u64;
+                    }
+                }
+                tx.commit()?;
+                Ok(renewed)
+            })
+            .await
+    }
+
+    pub(crate) async fn lapsed_leases(
+        &self,
+        queue: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let queue = queue.to_string();
+        let limit = if limit > 0 { limit } else { -1 };
+        self.pool
+            .run(move |conn| {
+                let mut st = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE lease_until < ?1 AND queue = ?2 AND NOT ",
+                    is_final_sql!("state"),
+                    " ORDER BY lease_until, id LIMIT ?3"
+                ))?;
+                let rows = st.query_map(params![now_ms, queue, limit], job_row)?;
+                rows.collect()
+            })
+            .await
+    }
+
+    pub(crate) async fn claim_lapsed(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.pool
+            .run(move |conn| {
+                let claimed = conn
+                    .prepare_cached(concat!(
+                        "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 \
+                         WHERE id = ?3 AND lease_until < ?4 AND NOT ",
+                        is_final_sql!("state")
+                    ))?
+                    .execute(params![owner, until_ms, id, now_ms])?;
+                Ok(claimed == 1)
+            })
+            .await
+    }
+
+    pub(crate) async fn requeued(
+        &self,
+        id: &str,
+        by: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (id, by, detail) = (id.to_string(), by.to_string(), detail.to_string());
+        self.pool
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached(concat!(
+                    "UPDATE jobs SET state = 'PENDING', lease_owner = NULL, lease_until = NULL \
+                     WHERE id = ?1 AND lease_owner = ?2 AND NOT ",
+                    is_final_sql!("state")
+                ))?
+                .execute(params![id, by])?;
+                // A job deleted meanwhile (db_reset) gets no history row of its own.
+                tx.prepare_cached(
+                    "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
+                     SELECT ?1, 'REQUEUED', ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1)",
+                )?
+                .execute(params![id, by, now, detail])?;
+                tx.commit()
+            })
+            .await
+    }
+
     pub(crate) async fn reset(&self) -> Result<u64, StoreError> {
         self.pool
             .run(|conn| {
@@ -343,6 +530,9 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         error: r.get(15)?,
         deliveries: r.get(16)?,
         retries: r.get(17)?,
+        output: r.get(18)?,
+        lease_owner: r.get(19)?,
+        lease_until: r.get(20)?,
     })
 }
 
