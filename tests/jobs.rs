@@ -217,7 +217,7 @@ fn call_publishes_a_task_with_json_arguments() {
         ),
         (
             vec!["call", "cm.provision", "--args", r#"["h"]"#],
-            "missing image",
+            "missing required argument 'image'",
         ),
     ] {
         let out = stack.cm(&args);
@@ -378,10 +378,11 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
         task("cm.nope").as_deref(),
     );
     publish_raw(&stack.launch, br#"[[], {}, {}]"#, None);
+    // A job whose arguments do not fit is no poison: it ends FAILURE naming the mismatch.
     publish_raw(
         &stack.launch,
-        br#"[[], {"server": 5}, {}]"#,
-        task("cm.launch").as_deref(),
+        br#"[[], {"server": [5]}, {}]"#,
+        Some(&[("task", "cm.launch"), ("id", "unfit-id")]),
     );
 
     // A good job after the poison still runs.
@@ -396,20 +397,28 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
         "20",
     ]);
     let dead = format!("{}.dead", stack.launch);
-    eventually(Duration::from_secs(10), "5 dead letters", || {
-        queue_depth(&dead) == 5
+    eventually(Duration::from_secs(10), "4 dead letters", || {
+        queue_depth(&dead) == 4
     });
+    let (unfit, states) = history(&stack, "unfit-id");
+    assert_eq!(unfit["state"], "FAILURE", "{unfit}");
+    assert!(
+        unfit["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cm.launch() argument 'server' must be a string")),
+        "{unfit}"
+    );
+    assert!(!states.iter().any(|s| s == "running"), "it ran: {states:?}");
 
     let listed: Vec<serde_json::Value> =
         serde_json::from_str(&stack.ok(&["dead", "list", "--json"])).expect("json");
     let reasons: Vec<&str> = listed.iter().filter_map(|d| d["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
     for expected in [
         "not JSON",
         "wrong shape",
         "unknown task \"cm.nope\"",
         "missing header \"task\"",
-        "bad arguments",
     ] {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),
@@ -418,7 +427,7 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
     }
     assert_eq!(
         queue_depth(&dead),
-        5,
+        4,
         "listing must not consume the dead letters"
     );
     assert!(
@@ -428,11 +437,11 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
 
     // Requeued, they are still poison and come straight back.
     let out = stack.ok(&["dead", "requeue"]);
-    assert!(out.contains("requeued 5"), "{out}");
+    assert!(out.contains("requeued 4"), "{out}");
     eventually(
         Duration::from_secs(10),
         "the requeued poison back in the dead letters",
-        || queue_depth(&dead) == 5 && queue_depth(&stack.launch) == 0,
+        || queue_depth(&dead) == 4 && queue_depth(&stack.launch) == 0,
     );
 }
 

@@ -14,6 +14,7 @@ use super::signals;
 use super::stats::{self, Counters};
 use crate::config::{Config, WorkerRef};
 use crate::control::detach::ReadyPipe;
+use crate::jobs::cancel::Stops;
 use crate::store::Store;
 
 pub(super) async fn serve(
@@ -30,12 +31,13 @@ pub(super) async fn serve(
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
     // While half the prefetch waits for its commit, the broker still has the other half to send.
     let writer = store.writer(usize::from(queue.prefetch) / 2)?;
+    let stops = Stops::default();
     // The first connection must work: `cm queue start` reports its failure and gives up. Only a
     // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
     // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
     let mut attempt = 0;
     let mut session = loop {
-        match Session::open(cfg, worker, &store, &writer, &stats).await {
+        match Session::open(cfg, worker, &store, &writer, &stats, &stops).await {
             Ok(s) => break s,
             Err(e) if attempt < 3 && !is_final_refusal(&e) => {
                 attempt += 1;
@@ -77,7 +79,7 @@ pub(super) async fn serve(
                         name = stop.next() => break 'serving (name, None),
                     }
                     attempt += 1;
-                    match Session::open(cfg, worker, &store, &writer, &stats).await {
+                    match Session::open(cfg, worker, &store, &writer, &stats, &stops).await {
                         Ok(s) => {
                             info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
                             break s;
@@ -103,7 +105,20 @@ pub(super) async fn serve(
         Some(s) => s.drain().await,
         None => 0,
     };
-    while running.join_next().await.is_some() {}
+    // Running jobs get the stop grace less a margin: then they are stopped (a command's group
+    // gets TERM, then KILL) and go back to the queue, before `cm` would SIGKILL this worker.
+    let deadline = tokio::time::Instant::now() + jobs_grace(cfg.stop_grace);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            joined = running.join_next() => if joined.is_none() { break },
+            () = tokio::time::sleep_until(deadline), if !asked => {
+                warn!("the stop grace is nearly over: stopping {} running job(s); they go back to the queue", running.len());
+                stops.shutdown();
+                asked = true;
+            }
+        }
+    }
     stats_writer.abort();
     if let Some(s) = &session {
         s.disconnect().await;
@@ -114,4 +129,15 @@ pub(super) async fn serve(
         s.jobs_done, s.jobs_failed
     );
     Ok(())
+}
+
+/// How long running jobs may go on after SIGTERM: the stop grace less what stopping a command
+/// and settling its delivery take (`cm` SIGKILLs the worker once the whole grace is over).
+fn jobs_grace(grace: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_secs(3);
+    if grace > MARGIN * 2 {
+        grace - MARGIN
+    } else {
+        grace / 2
+    }
 }
