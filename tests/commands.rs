@@ -293,3 +293,70 @@ except Exception as e:
     assert_eq!(job(stack, lines[0])["state"], "SUCCESS");
     stack.ok(&["server", "stop"]);
 }
+
+/// What a command's group keeps running after kill -9 of its worker (the parent-death signal
+/// reaches only the leader) is found by its job environment and stopped: by the next worker
+/// of that name as it starts, and by `cm server clean`.
+#[test]
+fn what_a_killed_workers_command_left_is_stopped_by_the_next_start_and_by_clean() {
+    let c = Commands::new(
+        r#"[tasks."t.forks"]
+command = ["/bin/sh", "-c", "sleep 60 & echo $! >> {dir}/members; exec sleep 60"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    let members = || -> Vec<i32> {
+        std::fs::read_to_string(c.file("members"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let kill_9 = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(stack.pid_of("c1")),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9");
+    };
+    let stranger = std::process::Command::new("sleep")
+        .arg("60")
+        .env("CM_JOB_ID", "x")
+        .env("CM_WORKER", "c1@elsewhere")
+        .spawn()
+        .expect("a stranger");
+    stack.ok(&["queue", "start", "c1"]);
+    stack.ok(&["call", "t.forks"]);
+    eventually(Duration::from_secs(20), "the first run", || {
+        members().len() == 1
+    });
+    kill_9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        common::alive(members()[0]),
+        "the member should outlive the leader"
+    );
+    // The next c1 stops it, then runs the job again (it was never acked).
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(
+        Duration::from_secs(10),
+        "the start to stop the leftover",
+        || !common::alive(members()[0]),
+    );
+    eventually(Duration::from_secs(20), "the second run", || {
+        members().len() == 2
+    });
+    kill_9();
+    let out = stack.ok(&["server", "clean"]);
+    assert!(
+        out.contains("killed what a job's command left running"),
+        "{out}"
+    );
+    assert!(!common::alive(members()[1]));
+    let stranger_pid = i32::try_from(stranger.id()).expect("a pid");
+    assert!(common::alive(stranger_pid), "a stranger was killed");
+    let mut stranger = stranger;
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}

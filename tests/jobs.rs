@@ -378,6 +378,12 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
         task("cm.nope").as_deref(),
     );
     publish_raw(&stack.launch, br#"[[], {}, {}]"#, None);
+    let huge = format!(r#"[["{}", "ubuntu"], {{}}, {{}}]"#, "h".repeat(2 << 20));
+    publish_raw(
+        &stack.launch,
+        huge.as_bytes(),
+        task("cm.provision").as_deref(),
+    );
     // A job whose arguments do not fit is no poison: it ends FAILURE naming the mismatch.
     publish_raw(
         &stack.launch,
@@ -397,8 +403,8 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
         "20",
     ]);
     let dead = format!("{}.dead", stack.launch);
-    eventually(Duration::from_secs(10), "4 dead letters", || {
-        queue_depth(&dead) == 4
+    eventually(Duration::from_secs(10), "5 dead letters", || {
+        queue_depth(&dead) == 5
     });
     let (unfit, states) = history(&stack, "unfit-id");
     assert_eq!(unfit["state"], "FAILURE", "{unfit}");
@@ -413,12 +419,13 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
     let listed: Vec<serde_json::Value> =
         serde_json::from_str(&stack.ok(&["dead", "list", "--json"])).expect("json");
     let reasons: Vec<&str> = listed.iter().filter_map(|d| d["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     for expected in [
         "not JSON",
         "wrong shape",
         "unknown task \"cm.nope\"",
         "missing header \"task\"",
+        "over [worker] max_message_bytes (1048576)",
     ] {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),
@@ -427,7 +434,7 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
     }
     assert_eq!(
         queue_depth(&dead),
-        4,
+        5,
         "listing must not consume the dead letters"
     );
     assert!(
@@ -437,11 +444,11 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
 
     // Requeued, they are still poison and come straight back.
     let out = stack.ok(&["dead", "requeue"]);
-    assert!(out.contains("requeued 4"), "{out}");
+    assert!(out.contains("requeued 5"), "{out}");
     eventually(
         Duration::from_secs(10),
         "the requeued poison back in the dead letters",
-        || queue_depth(&dead) == 4 && queue_depth(&stack.launch) == 0,
+        || queue_depth(&dead) == 5 && queue_depth(&stack.launch) == 0,
     );
 }
 

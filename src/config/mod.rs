@@ -58,6 +58,8 @@ pub struct Config {
     pub user: Option<String>,
     pub group: Option<String>,
     pub allow_root: bool,
+    /// A message body over this goes to the dead letters unrun (`[worker] max_message_bytes`).
+    pub max_message_bytes: usize,
     /// The `@host` part of node names (`p1@host`), as Celery names its nodes.
     pub node_host: String,
     pub queues: Vec<QueueConfig>,
@@ -259,6 +261,13 @@ impl Config {
             user: raw.worker.user.filter(|u| !u.is_empty()),
             group: raw.worker.group.filter(|g| !g.is_empty()),
             allow_root: raw.worker.allow_root.unwrap_or(false),
+            max_message_bytes: in_range(
+                &at,
+                "worker.max_message_bytes",
+                raw.worker.max_message_bytes.as_ref(),
+                limits::MESSAGE_BYTES,
+            )?
+            .map_or(1 << 20, |n| n as usize),
             node_host: env("CM_NODE_HOST")
                 .or(raw.worker.node_host)
                 .unwrap_or_else(local_hostname),

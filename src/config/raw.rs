@@ -67,6 +67,7 @@ pub(super) struct RawWorker {
     pub(super) group: Option<String>,
     pub(super) allow_root: Option<bool>,
     pub(super) node_host: Option<String>,
+    pub(super) max_message_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -51,6 +51,14 @@ pub(super) fn say(node: &str, id: &str, task: &str, event: &str) {
 }
 
 pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePermit) {
+    if delivery.data.len() > ctx.cfg.max_message_bytes {
+        let why = format!(
+            "body of {} bytes, over [worker] max_message_bytes ({})",
+            delivery.data.len(),
+            ctx.cfg.max_message_bytes
+        );
+        return dead_letter(ctx, delivery, &why).await;
+    }
     let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
         Ok(m) => m,
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,

@@ -28,6 +28,15 @@ pub(super) async fn serve(
     let mut stop = signals::Stop::install()?;
     let _log_signals =
         signals::handle_log_signals(ready.is_some().then(|| cfg.log_file(worker.name)))?;
+    // This worker's pid lock proves no other worker of its name lives: whatever a job's command
+    // of that name still runs was left by one that died (kill -9) mid-job.
+    let left = crate::control::leftovers::stop(&cfg.path, std::slice::from_ref(&node)).await;
+    if !left.is_empty() {
+        warn!(
+            "stopped {} process(es) a job's command left when {node} last died: {left:?}",
+            left.len()
+        );
+    }
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
     // While half the prefetch waits for its commit, the broker still has the other half to send.
     let writer = store.writer(usize::from(queue.prefetch) / 2)?;
