@@ -76,6 +76,8 @@ pub(super) async fn serve(
         match session.consume(&slots, &mut running, &mut stop).await {
             Ended::Signal(name) => break (name, Some(session)),
             Ended::Lost(why) => {
+                // The next connect tries another node of the list first.
+                crate::broker::lost();
                 warn!(
                     "lost the broker connection: {why}; unacked jobs go back to queue {} and run again; reconnecting",
                     queue.name
