@@ -1,5 +1,6 @@
 //! RabbitMQ through lapin: connect (with errors an operator can act on), declare, publish confirmed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
@@ -40,21 +41,28 @@ pub enum BrokerError {
 /// list of URLs separated by `;` is redacted one by one. Without credentials a URL is returned
 /// as given; one the `url` crate cannot parse loses everything before its last `@`.
 pub fn redact(url: &str) -> String {
-    // A `;` starts the next URL only where a scheme follows: a password may hold one too.
+    split_urls(url)
+        .iter()
+        .map(|u| redact_one(u))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The URLs of a `;`-separated list, as Celery's `broker_url` takes several nodes of a cluster.
+/// A `;` starts the next URL only where a scheme follows: a password may hold one too.
+pub fn split_urls(list: &str) -> Vec<String> {
     let mut urls: Vec<String> = Vec::new();
-    for piece in url.split(';') {
+    for piece in list.split(';') {
         match urls.last_mut() {
             Some(last) if !starts_with_scheme(piece) => {
                 last.push(';');
                 last.push_str(piece);
             }
-            _ => urls.push(piece.to_string()),
+            _ if piece.trim().is_empty() => {}
+            _ => urls.push(piece.trim().to_string()),
         }
     }
-    urls.iter()
-        .map(|u| redact_one(u))
-        .collect::<Vec<_>>()
-        .join(";")
+    urls
 }
 
 fn starts_with_scheme(s: &str) -> bool {
@@ -104,8 +112,56 @@ fn tuned(url: &str) -> String {
     url
 }
 
-/// Connects, naming the connection so `rabbitmqctl list_connections` shows who it is.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+/// Which URL of the list this process reached last: the next connect tries it first, the
+/// next after a loss (`lost`) tries the one after it first.
+static PREFERRED: AtomicUsize = AtomicUsize::new(0);
+
+/// Connects to the first node of `urls` (a `;`-separated list, or one URL) that answers,
+/// beginning with the one reached last; the connection is named so `rabbitmqctl
+/// list_connections` shows who it is. With every node refusing, the error is the last one's.
+pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> {
+    let list = split_urls(urls);
+    let first = PREFERRED.load(Ordering::Relaxed);
+    let mut last_error = None;
+    for k in 0..list.len().max(1) {
+        let i = (first + k) % list.len().max(1);
+        let Some(url) = list.get(i) else { break };
+        match connect_one(url, name).await {
+            Ok(conn) => {
+                PREFERRED.store(i, Ordering::Relaxed);
+                if k > 0 {
+                    tracing::info!("connected to {} (of {} nodes)", redact(url), list.len());
+                }
+                return Ok(conn);
+            }
+            Err(e) => {
+                if list.len() > 1 {
+                    tracing::warn!("{e}; trying the next node");
+                }
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| BrokerError::Unreachable {
+        url: String::new(),
+        reason: "no broker URL configured".into(),
+    }))
+}
+
+/// The connection to the node reached last was lost: the next connect tries another first.
+pub fn lost() {
+    PREFERRED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The node of the list this process reached last (redacted), for status lines.
+pub fn current_node(urls: &str) -> String {
+    let list = split_urls(urls);
+    list.get(PREFERRED.load(Ordering::Relaxed) % list.len().max(1))
+        .map(|u| redact(u))
+        .unwrap_or_default()
+}
+
+async fn connect_one(url: &str, name: &str) -> Result<Connection, BrokerError> {
     let shown = redact(url);
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let url = tuned(url);

@@ -56,7 +56,7 @@ pub async fn publish_to(
     let records = |chunk: &[TaskMessage]| -> Vec<store::NewJob> {
         chunk
             .iter()
-            .map(|m| jobs::new_job(m, &queue.name, Some(batch.clone()), now))
+            .map(|m| jobs::new_job(m, cfg, &queue.name, Some(batch.clone()), now))
             .collect()
     };
     let chunks: Vec<&[TaskMessage]> = messages.chunks(CHUNK).collect();

@@ -499,3 +499,30 @@ fn unacked(queue: &str) -> Option<u64> {
             (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
         })
 }
+
+/// `[broker] url` may list the nodes of a cluster: a node that does not answer is skipped, by
+/// workers and publishers alike.
+#[test]
+fn a_broker_list_whose_first_node_is_down_still_starts_and_publishes() {
+    let stack = Stack::with(Options {
+        broker: format!("{};{}", dead_broker_url(), broker_url()),
+        ..Options::default()
+    });
+    stack.ok(&["queue", "start", "l1"]);
+    stack.ok(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--wait",
+        "--timeout",
+        "30",
+    ]);
+    assert!(
+        stack.log("l1").contains("trying the next node"),
+        "{}",
+        stack.log("l1")
+    );
+    stack.ok(&["server", "stop"]);
+}

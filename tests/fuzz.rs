@@ -74,7 +74,7 @@ proptest! {
     #[test]
     fn any_message_decodes_or_is_refused_without_panic(
         body in proptest::collection::vec(any::<u8>(), 0..300),
-        task in proptest::option::of("cm\\.(launch|provision|nope)|[a-z.]{0,10}"),
+        task in proptest::option::of("cm\\.(launch|provision|nope)|ops\\.x|[a-z.]{0,10}"),
         id in proptest::option::of("[a-f0-9-]{0,36}"),
         json_body in proptest::option::of(r#"\[\[("[a-z0-9]{0,5}",? ?){0,3}\], ?\{("(server|recipe|hosts|kind|host|image)": ?("[a-zA-Z ]{0,8}"|[0-9]{1,3}|null|\[\]),? ?){0,5}\}(, ?\{\})?\]"#),
     ) {
@@ -90,7 +90,19 @@ proptest! {
             .with_headers(headers);
         let data = json_body.map(String::into_bytes).unwrap_or(body);
         if let Ok(msg) = TaskMessage::decode(&props, &data) {
-            let _ = Job::from_message(&msg).map(|job| job.describe());
+            let cfg = fuzz_config();
+            let _ = Job::from_message(&msg, &cfg).map(|job| job.describe());
         }
+    }
+}
+
+/// A config with a command task, so messages naming it are bound to its parameters too.
+fn fuzz_config() -> cm::config::Config {
+    let text = format!(
+        "{VALID}\n[queues.ops]\nworkers = [\"o1\"]\ntasks = [\"ops.x\"]\n[tasks.\"ops.x\"]\ncommand = [\"/bin/echo\", \"{{host}}\"]\nparams = [\"host\", \"image\"]\n"
+    );
+    match cm::config::Config::parse(std::path::Path::new("/etc/cm/fabfile.toml"), &text) {
+        Ok(cfg) => cfg,
+        Err(e) => panic!("the fuzz config is valid: {e}"),
     }
 }

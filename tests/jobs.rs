@@ -217,7 +217,7 @@ fn call_publishes_a_task_with_json_arguments() {
         ),
         (
             vec!["call", "cm.provision", "--args", r#"["h"]"#],
-            "missing image",
+            "missing required argument 'image'",
         ),
     ] {
         let out = stack.cm(&args);
@@ -378,10 +378,17 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
         task("cm.nope").as_deref(),
     );
     publish_raw(&stack.launch, br#"[[], {}, {}]"#, None);
+    let huge = format!(r#"[["{}", "ubuntu"], {{}}, {{}}]"#, "h".repeat(2 << 20));
     publish_raw(
         &stack.launch,
-        br#"[[], {"server": 5}, {}]"#,
-        task("cm.launch").as_deref(),
+        huge.as_bytes(),
+        task("cm.provision").as_deref(),
+    );
+    // A job whose arguments do not fit is no poison: it ends FAILURE naming the mismatch.
+    publish_raw(
+        &stack.launch,
+        br#"[[], {"server": [5]}, {}]"#,
+        Some(&[("task", "cm.launch"), ("id", "unfit-id")]),
     );
 
     // A good job after the poison still runs.
@@ -399,6 +406,15 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
     eventually(Duration::from_secs(10), "5 dead letters", || {
         queue_depth(&dead) == 5
     });
+    let (unfit, states) = history(&stack, "unfit-id");
+    assert_eq!(unfit["state"], "FAILURE", "{unfit}");
+    assert!(
+        unfit["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cm.launch() argument 'server' must be a string")),
+        "{unfit}"
+    );
+    assert!(!states.iter().any(|s| s == "running"), "it ran: {states:?}");
 
     let listed: Vec<serde_json::Value> =
         serde_json::from_str(&stack.ok(&["dead", "list", "--json"])).expect("json");
@@ -409,7 +425,7 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
         "wrong shape",
         "unknown task \"cm.nope\"",
         "missing header \"task\"",
-        "bad arguments",
+        "over [worker] max_message_bytes (1048576)",
     ] {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),

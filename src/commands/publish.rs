@@ -79,7 +79,11 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
     })?;
     let msg = TaskMessage::new(&args.task, positional, keywords);
     // What a worker would refuse is refused here, before anything is stored or published.
-    jobs::Job::from_message(&msg).map_err(|e| CmError::BadArgument(e.to_string()))?;
+    match jobs::Job::from_message(&msg, cfg) {
+        Err(e) => return Err(CmError::BadArgument(e.to_string()).into()),
+        Ok(jobs::Job::Unfit { why, .. }) => return Err(CmError::BadArgument(why).into()),
+        Ok(_) => {}
+    }
     let queue = match &args.queue {
         Some(name) => cfg.queues.iter().find(|q| &q.name == name).ok_or_else(|| {
             CmError::BadArgument(format!(

@@ -209,13 +209,19 @@ pub async fn clean(cfg: &Config, logs: bool) -> anyhow::Result<Code> {
         };
         crate::noteln!("killed {what} {name} (pid {pid})");
     }
+    for pid in &report.leftovers {
+        crate::noteln!("killed what a job's command left running (pid {pid})");
+    }
     for path in &report.stale_removed {
         crate::noteln!("removed stale pid file {}", path.display());
     }
     for path in &report.logs_removed {
         crate::noteln!("removed log {}", path.display());
     }
-    if report.killed.is_empty() && report.stale_removed.is_empty() && report.logs_removed.is_empty()
+    if report.killed.is_empty()
+        && report.leftovers.is_empty()
+        && report.stale_removed.is_empty()
+        && report.logs_removed.is_empty()
     {
         crate::noteln!("nothing to clean: no workers running and no stale pid files");
     }

@@ -154,6 +154,9 @@ pub async fn clean(cfg: &Config, logs: bool) -> anyhow::Result<Code> {
         };
         println!("killed {what} (pid {pid})");
     }
+    for pid in &report.leftovers {
+        println!("killed what a job's command left running (pid {pid})");
+    }
     for path in report.stale_removed.iter().chain(&web.stale_removed) {
         println!("removed stale pid file {}", path.display());
     }
@@ -161,6 +164,7 @@ pub async fn clean(cfg: &Config, logs: bool) -> anyhow::Result<Code> {
         println!("removed log {}", path.display());
     }
     let nothing = report.killed.is_empty()
+        && report.leftovers.is_empty()
         && report.stale_removed.is_empty()
         && report.logs_removed.is_empty()
         && web.killed.is_empty()

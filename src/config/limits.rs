@@ -18,6 +18,12 @@ pub const BUSY_MS: RangeInclusive<i64> = 0..=3_600_000;
 pub const MAX_HOSTS: RangeInclusive<i64> = 1..=1_000_000;
 /// A command's time limit: a week at most (no limit: leave it out).
 pub const TIME_LIMIT: RangeInclusive<f64> = 0.001..=604_800.0;
+/// A message body: 1 KiB to RabbitMQ's own default limit, 128 MiB.
+pub const MESSAGE_BYTES: RangeInclusive<i64> = 1024..=134_217_728;
+/// How long a job runs before the store holds it instead of the broker: at least a second.
+pub const LEASE_AFTER: RangeInclusive<f64> = 1.0..=86_400.0;
+/// A lease's life between renewals: long enough for three renewals to be tried.
+pub const LEASE: RangeInclusive<f64> = 3.0..=3_600.0;
 /// Between TERM and KILL: an hour at most.
 pub const KILL_GRACE: RangeInclusive<f64> = 0.0..=3_600.0;
 

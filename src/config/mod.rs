@@ -58,6 +58,13 @@ pub struct Config {
     pub user: Option<String>,
     pub group: Option<String>,
     pub allow_root: bool,
+    /// A message body over this goes to the dead letters unrun (`[worker] max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// A job still running after this is acked and held by a lease in the store instead
+    /// (`[worker] lease_after_seconds`): the broker's consumer_timeout never sees it.
+    pub lease_after: Duration,
+    /// How long a lease lasts unless renewed (`[worker] lease_seconds`).
+    pub lease: Duration,
     /// The `@host` part of node names (`p1@host`), as Celery names its nodes.
     pub node_host: String,
     pub queues: Vec<QueueConfig>,
@@ -150,12 +157,22 @@ impl Config {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
 
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        let broker_url = env("CM_BROKER_URL").unwrap_or_else(|| raw.broker.url.get_ref().clone());
-        if let Err(e) = broker_url.parse::<lapin::uri::AMQPUri>() {
+        let broker_url = env("CM_BROKER_URL").unwrap_or_else(|| raw.broker.url.get_ref().joined());
+        let urls = crate::broker::split_urls(&broker_url);
+        if urls.is_empty() {
             return Err(at(
                 Some(raw.broker.url.span()),
-                format!("broker.url: invalid AMQP URL {broker_url:?}: {e} (expected amqp://user:pass@host:5672/vhost)"),
+                "broker.url: no URL (expected amqp://user:pass@host:5672/vhost, or a list of them)"
+                    .into(),
             ));
+        }
+        for url in &urls {
+            if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+                return Err(at(
+                    Some(raw.broker.url.span()),
+                    format!("broker.url: invalid AMQP URL {url:?}: {e} (expected amqp://user:pass@host:5672/vhost)"),
+                ));
+            }
         }
 
         if raw.queues.is_empty() {
@@ -259,6 +276,27 @@ impl Config {
             user: raw.worker.user.filter(|u| !u.is_empty()),
             group: raw.worker.group.filter(|g| !g.is_empty()),
             allow_root: raw.worker.allow_root.unwrap_or(false),
+            max_message_bytes: in_range(
+                &at,
+                "worker.max_message_bytes",
+                raw.worker.max_message_bytes.as_ref(),
+                limits::MESSAGE_BYTES,
+            )?
+            .map_or(1 << 20, |n| n as usize),
+            lease_after: seconds_in(
+                &at,
+                "worker.lease_after_seconds",
+                raw.worker.lease_after_seconds.as_ref(),
+                limits::LEASE_AFTER,
+                60.0,
+            )?,
+            lease: seconds_in(
+                &at,
+                "worker.lease_seconds",
+                raw.worker.lease_seconds.as_ref(),
+                limits::LEASE,
+                30.0,
+            )?,
             node_host: env("CM_NODE_HOST")
                 .or(raw.worker.node_host)
                 .unwrap_or_else(local_hostname),
@@ -324,6 +362,17 @@ fn valid_name(s: &str) -> bool {
         && !s.starts_with('.')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A number of seconds in `range`, or `default`, as a duration.
+fn seconds_in(
+    at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
+    key: &str,
+    value: Option<&Spanned<f64>>,
+    range: std::ops::RangeInclusive<f64>,
+    default: f64,
+) -> Result<Duration, ConfigError> {
+    in_range(at, key, value, range).map(|s| Duration::from_secs_f64(s.unwrap_or(default)))
 }
 
 /// 1-based line and column of byte `offset` in `text`.

@@ -36,7 +36,25 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBroker {
     #[serde(default = "default_broker_url")]
-    pub(super) url: Spanned<String>,
+    pub(super) url: Spanned<UrlList>,
+}
+
+/// One broker URL, or the nodes of a cluster: a list, or one string of URLs separated by `;`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum UrlList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl UrlList {
+    /// The URLs, `;`-separated, as `CM_BROKER_URL` and Celery's `broker_url` write them.
+    pub(super) fn joined(&self) -> String {
+        match self {
+            UrlList::One(url) => url.clone(),
+            UrlList::Many(urls) => urls.join(";"),
+        }
+    }
 }
 
 impl Default for RawBroker {
@@ -47,8 +65,11 @@ impl Default for RawBroker {
     }
 }
 
-pub(super) fn default_broker_url() -> Spanned<String> {
-    Spanned::new(0..0, "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+pub(super) fn default_broker_url() -> Spanned<UrlList> {
+    Spanned::new(
+        0..0,
+        UrlList::One("amqp://guest:guest@127.0.0.1:5672/%2f".to_string()),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +88,9 @@ pub(super) struct RawWorker {
     pub(super) group: Option<String>,
     pub(super) allow_root: Option<bool>,
     pub(super) node_host: Option<String>,
+    pub(super) max_message_bytes: Option<Spanned<i64>>,
+    pub(super) lease_after_seconds: Option<Spanned<f64>>,
+    pub(super) lease_seconds: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

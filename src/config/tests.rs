@@ -268,3 +268,24 @@ fn recipes_and_provisioning_may_run_commands_with_their_own_values() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_broker_may_be_a_list_of_nodes_each_checked() -> Result<(), ConfigError> {
+    let list = MINIMAL.replace(
+        "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        "url = [\"amqp://guest:guest@10.0.0.1:5672/%2f\", \"amqp://guest:guest@10.0.0.2:5672/%2f\"]",
+    );
+    let c = parse(&list)?;
+    assert_eq!(
+        crate::broker::split_urls(&c.broker_url),
+        [
+            "amqp://guest:guest@10.0.0.1:5672/%2f",
+            "amqp://guest:guest@10.0.0.2:5672/%2f"
+        ]
+    );
+    let bad = list.replace("10.0.0.2:5672", "10.0.0.2:port");
+    let msg = parse(&bad).map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("broker.url: invalid AMQP URL"), "{msg}");
+    assert!(msg.contains("10.0.0.2:port"), "{msg}");
+    Ok(())
+}

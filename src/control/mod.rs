@@ -15,6 +15,7 @@
 pub mod detach;
 pub mod group;
 pub mod kill;
+pub mod leftovers;
 pub mod pidfile;
 pub mod procs;
 pub mod role;

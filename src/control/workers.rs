@@ -112,6 +112,8 @@ pub struct CleanReport {
     pub killed: Vec<(String, i32, bool)>,
     pub stale_removed: Vec<PathBuf>,
     pub logs_removed: Vec<PathBuf>,
+    /// Pids of what dead workers' job commands left running.
+    pub leftovers: Vec<i32>,
 }
 
 /// Kills every worker of this config (orphans too), removes stale pid files, optionally logs.
@@ -135,6 +137,13 @@ pub async fn clean(cfg: &Config, remove_logs: bool) -> Result<CleanReport, CmErr
         .map(|t| (t.role.label().to_string(), t.pid.as_raw(), t.is_orphan()))
         .collect();
     stop::kill_now(victims).await?;
+    // With every worker gone, anything their jobs' commands left behind is an orphan too.
+    let nodes: Vec<String> = cfg.workers().map(|w| cfg.node_name(w.name)).collect();
+    report.leftovers = super::leftovers::stop(&cfg.path, &nodes)
+        .await
+        .into_iter()
+        .map(|p| p.as_raw())
+        .collect();
 
     // Every celery@*.pid in the pid dir, configured or not: stale ones go, live ones stay.
     if let Ok(entries) = std::fs::read_dir(&cfg.pid_dir) {

@@ -69,6 +69,26 @@ impl Bound {
     pub fn text(&self, name: &str) -> Option<String> {
         self.get(name).map(str::to_string)
     }
+
+    /// Values given by name, every one present (what a recipe's or provisioning's command has).
+    pub fn of(pairs: impl IntoIterator<Item = (&'static str, String)>) -> Self {
+        Self {
+            values: pairs
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), Some(value)))
+                .collect(),
+        }
+    }
+
+    /// `name=value` words, for the worker's log line.
+    pub fn describe(&self) -> String {
+        let words: Vec<String> = self
+            .values
+            .iter()
+            .filter_map(|(n, v)| Some(format!("{n}={}", v.as_deref()?)))
+            .collect();
+        words.join(" ")
+    }
 }
 
 /// Binds `args` and `kwargs` to `params` for `task`. Values are text: a string as it is, a

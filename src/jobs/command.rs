@@ -14,9 +14,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::cancel::{Cancel, CancelRx};
 use crate::control::group::{self, ProcessGroup};
 
 /// A longer line is cut into pieces of this size: output cannot grow a line without end.
@@ -25,6 +25,8 @@ const MAX_LINE: usize = 16 * 1024;
 pub const TAIL_BYTES: usize = 64 * 1024;
 /// The most a `$CM_RESULT` file may hold.
 const MAX_RESULT: u64 = 1024 * 1024;
+/// Between TERM and KILL when the worker stops: its own deadline follows soon.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// What prints this on a line of its own records step NAME in the job's history.
 const STATE_PREFIX: &str = "cm-state: ";
 
@@ -42,15 +44,6 @@ impl Stream {
             Stream::Err => "err",
         }
     }
-}
-
-/// A request to end a running command early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cancel {
-    /// Revoked with terminate: the group gets `signal`, then SIGKILL after the grace.
-    Terminate(Signal),
-    /// The worker is stopping and its grace is over: the job goes back to the queue.
-    Shutdown,
 }
 
 /// How a command is to be run.
@@ -128,7 +121,7 @@ pub async fn run(
     inv: &Invocation,
     mut line: impl FnMut(Stream, &str),
     mut state: impl FnMut(&str),
-    mut cancel: watch::Receiver<Option<Cancel>>,
+    mut cancel: CancelRx,
 ) -> std::io::Result<Ran> {
     let Some((program, args)) = inv.argv.split_first() else {
         return Err(std::io::Error::other("empty command"));
@@ -167,7 +160,6 @@ pub async fn run(
     let mut exit: Option<ExitStatus> = None;
     // Why cm is stopping it, and when the KILL follows the first signal.
     let mut stopping: Option<(Why, Instant)> = None;
-    let mut can_cancel = true;
     let mut emit = |stream: Stream, bytes: &[u8], tail: &mut Tail| {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
@@ -208,20 +200,14 @@ pub async fn run(
                 stop_group(&mut group, Signal::SIGTERM)?;
                 stopping = Some((Why::TimeLimit, Instant::now() + inv.kill_grace));
             }
-            changed = cancel.changed(), if stopping.is_none() && exit.is_none() && can_cancel => {
-                if changed.is_err() {
-                    // Nobody can cancel any more.
-                    can_cancel = false;
-                    continue;
-                }
-                let asked = *cancel.borrow_and_update();
-                let (signal, why) = match asked {
-                    Some(Cancel::Terminate(sig)) => (sig, Why::Terminate(sig)),
-                    Some(Cancel::Shutdown) => (Signal::SIGTERM, Why::Shutdown),
-                    None => continue,
+            asked = cancel.asked(), if stopping.is_none() && exit.is_none() => {
+                let (signal, why, grace) = match asked {
+                    Cancel::Terminate(sig) => (sig, Why::Terminate(sig), inv.kill_grace),
+                    // The worker's own deadline is near: no time for a long grace.
+                    Cancel::Shutdown => (Signal::SIGTERM, Why::Shutdown, inv.kill_grace.min(SHUTDOWN_GRACE)),
                 };
                 stop_group(&mut group, signal)?;
-                stopping = Some((why, Instant::now() + inv.kill_grace));
+                stopping = Some((why, Instant::now() + grace));
             }
             () = sleep_until(kill_at), if kill_at.is_some() => {
                 stop_group(&mut group, Signal::SIGKILL)?;
@@ -323,9 +309,11 @@ async fn next_line<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// A step name a command may announce: what a state column and a log line can show.
+/// A step a command may name: short, plain, and not one of cm's own states (a step named
+/// SUCCESS would read as the job's end before it ends).
 fn valid_state(name: &str) -> bool {
     !name.is_empty()
+        && !crate::store::is_cm_state(name)
         && name.len() <= 64
         && name
             .chars()
@@ -410,13 +398,15 @@ mod tests {
     /// Runs `inv` with nobody cancelling; the lines heard and the steps announced.
     fn go(inv: &Invocation, cancel: Option<(Duration, Cancel)>) -> (Ran, Vec<String>, Vec<String>) {
         runtime().block_on(async {
-            let (tx, rx) = watch::channel(None);
+            let stops = crate::jobs::cancel::Stops::default();
+            let rx = stops.for_job("j1".into());
             if let Some((after, what)) = cancel {
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
-                    let _ = tx.send(Some(what));
-                    // Keep the sender until the command is gone.
-                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    match what {
+                        Cancel::Terminate(sig) => stops.terminate("j1", sig),
+                        Cancel::Shutdown => stops.shutdown(),
+                    }
                 });
             }
             let (mut lines, mut states) = (Vec::new(), Vec::new());

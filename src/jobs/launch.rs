@@ -1,12 +1,23 @@
-//! `cm.launch(server, recipe, kind, hosts, user)`: a recipe goes running → deploy → active.
+//! `cm.launch(server, recipe, kind, hosts, user)`: a recipe goes running → deploy → active, or
+//! runs its `command` when the recipe has one.
 
 use serde_json::{Map, Value};
 
-use super::{arg_str, JobError, LAUNCH};
+use super::args::{Bound, Param};
 use crate::config::Config;
-use crate::protocol::TaskMessage;
 
 pub const STEPS: &[&str] = &["running", "deploy", "active"];
+
+/// Its parameters, as a Celery client may pass them (by keyword, or in this order).
+pub fn params() -> Vec<Param> {
+    vec![
+        Param::required("server"),
+        Param::required("recipe"),
+        Param::optional("kind"),
+        Param::optional("hosts"),
+        Param::optional("user"),
+    ]
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
@@ -20,18 +31,14 @@ pub struct Launch {
 }
 
 impl Launch {
-    pub fn from_message(msg: &TaskMessage) -> Result<Self, JobError> {
-        let missing = |what: &str| JobError::BadArgs {
-            task: LAUNCH,
-            why: format!("missing {what} (kwargs: server, recipe, kind, hosts)"),
-        };
-        Ok(Self {
-            server: arg_str(msg, LAUNCH, 0, "server")?.ok_or_else(|| missing("server"))?,
-            recipe: arg_str(msg, LAUNCH, 1, "recipe")?.ok_or_else(|| missing("recipe"))?,
-            kind: arg_str(msg, LAUNCH, 2, "kind")?.unwrap_or_else(|| "vm".into()),
-            hosts: arg_str(msg, LAUNCH, 3, "hosts")?.unwrap_or_default(),
-            user: arg_str(msg, LAUNCH, 4, "user")?,
-        })
+    pub fn from_bound(b: &Bound) -> Self {
+        Self {
+            server: b.text("server").unwrap_or_default(),
+            recipe: b.text("recipe").unwrap_or_default(),
+            kind: b.text("kind").unwrap_or_else(|| "vm".into()),
+            hosts: b.text("hosts").unwrap_or_default(),
+            user: b.text("user"),
+        }
     }
 
     pub fn kwargs(&self) -> Map<String, Value> {
@@ -45,6 +52,18 @@ impl Launch {
             self.user.clone().map_or(Value::Null, Value::from),
         );
         m
+    }
+
+    /// The values a recipe's command can use: `{server}`, `{recipe}`, `{kind}`, `{host}`,
+    /// `{user}` (empty when none was given).
+    pub fn values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("server", self.server.clone()),
+            ("recipe", self.recipe.clone()),
+            ("kind", self.kind.clone()),
+            ("host", self.hosts.clone()),
+            ("user", self.user.clone().unwrap_or_default()),
+        ]
     }
 
     pub fn refusal(&self, cfg: &Config) -> Option<String> {

@@ -1,9 +1,13 @@
-//! `cm.provision(host, image)`: a host walks INITIATING → PREPARING_IMAGE → BOOTING → AVAILABLE.
+//! `cm.provision(host, image)`: a host walks INITIATING → PREPARING_IMAGE → BOOTING → AVAILABLE,
+//! or `[provision] command` runs when the config has one.
 
-use super::{arg_str, JobError, PROVISION};
-use crate::protocol::TaskMessage;
+use super::args::{Bound, Param};
 
 pub const STEPS: &[&str] = &["INITIATING", "PREPARING_IMAGE", "BOOTING", "AVAILABLE"];
+
+pub fn params() -> Vec<Param> {
+    vec![Param::required("host"), Param::required("image")]
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provision {
@@ -12,18 +16,19 @@ pub struct Provision {
 }
 
 impl Provision {
-    pub fn from_message(msg: &TaskMessage) -> Result<Self, JobError> {
-        let missing = |what: &str| JobError::BadArgs {
-            task: PROVISION,
-            why: format!("missing {what} (args: [host, image])"),
-        };
-        Ok(Self {
-            host: arg_str(msg, PROVISION, 0, "host")?.ok_or_else(|| missing("host"))?,
-            image: arg_str(msg, PROVISION, 1, "image")?.ok_or_else(|| missing("image"))?,
-        })
+    pub fn from_bound(b: &Bound) -> Self {
+        Self {
+            host: b.text("host").unwrap_or_default(),
+            image: b.text("image").unwrap_or_default(),
+        }
     }
 
     pub fn args(host: &str, image: &str) -> Vec<serde_json::Value> {
         vec![host.into(), image.into()]
+    }
+
+    /// The values `[provision] command` can use.
+    pub fn values(&self) -> Vec<(&'static str, String)> {
+        vec![("host", self.host.clone()), ("image", self.image.clone())]
     }
 }

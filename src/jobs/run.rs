@@ -1,102 +1,176 @@
-//! Running a job: the simulations walk their steps, each lasting the configured step time.
+//! Running a job: the simulations walk their steps, each lasting the configured step time; a
+//! job with a command runs it (`command.rs`). Either way a revoke with terminate, or the worker's
+//! shutdown once its grace is over, ends it early.
 //!
-//! The worker records and logs what it is told here; it does not know how a kind runs. Command
-//! tasks (a job that runs a real process) get their own arm in [`Job::run`], the process in a
-//! group of its own (`control::group`: spawn, then stop with a signal and a grace).
+//! The worker records and logs what it is told here (`step`, `line`); it does not know how a
+//! kind runs.
 
+use std::borrow::Cow;
+use std::path::Path;
 use std::time::Duration;
 
-use rand::Rng;
-
+use super::cancel::{Cancel, CancelRx};
+use super::command::{self, Ended, Invocation, Stream};
 use super::Job;
 use crate::config::Config;
+use rand::Rng;
+
+/// How a job that ran ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Its result, as JSON text.
+    Success(String),
+    Failure(String),
+    /// Ended by a revoke with terminate: the job is REVOKED, with why.
+    Revoked(String),
+    /// Stopped because the worker is stopping: the job goes back to the queue and runs again.
+    Interrupted(String),
+}
+
+/// A finished run: its verdict and, for a command, the tail of its output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub verdict: Verdict,
+    pub output: Option<String>,
+}
+
+impl From<Verdict> for Finish {
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            output: None,
+        }
+    }
+}
+
+/// What a run needs from the worker running it.
+pub struct Context<'a> {
+    pub id: &'a str,
+    pub queue: &'a str,
+    /// `name@host`
+    pub node: &'a str,
+    /// The message's `[args, kwargs]`: a command's stdin, as JSON.
+    pub args: (
+        &'a [serde_json::Value],
+        &'a serde_json::Map<String, serde_json::Value>,
+    ),
+    /// Where a command's `$CM_RESULT` file goes.
+    pub result_dir: &'a Path,
+    pub cancel: CancelRx,
+}
 
 impl Job {
-    /// Runs the job; `step` hears each intermediate state as it begins. The result as JSON text,
-    /// or why the job failed.
+    /// Runs the job; `step` hears each intermediate state as it begins, `line` each line a
+    /// command prints.
     pub async fn run(
         &self,
         cfg: &Config,
-        mut step: impl FnMut(&'static str),
-    ) -> Result<String, String> {
+        ctx: Context<'_>,
+        step: impl FnMut(Cow<'static, str>),
+        line: impl FnMut(Stream, &str),
+    ) -> Finish {
         if let Some(why) = self.refusal(cfg) {
-            return Err(why);
+            return Verdict::Failure(why).into();
         }
+        match self.command(cfg) {
+            Some((spec, values)) => {
+                let argv = match spec.template.render(&values, spec.allow_options) {
+                    Ok(argv) => argv,
+                    Err(e) => return Verdict::Failure(e.to_string()).into(),
+                };
+                let task = match self {
+                    Job::Task(t) => t.name.as_str(),
+                    Job::Launch(_) => super::LAUNCH,
+                    _ => super::PROVISION,
+                };
+                let mut env = spec.env.clone();
+                env.extend([
+                    ("CM_JOB_ID".to_string(), ctx.id.to_string()),
+                    ("CM_TASK".into(), task.to_string()),
+                    ("CM_QUEUE".into(), ctx.queue.to_string()),
+                    ("CM_WORKER".into(), ctx.node.to_string()),
+                    ("CM_CONFIG".into(), cfg.path.display().to_string()),
+                ]);
+                let inv = Invocation {
+                    argv,
+                    cwd: spec.cwd.clone(),
+                    env,
+                    // Values always serialise.
+                    stdin: serde_json::to_string(&ctx.args).unwrap_or_default(),
+                    // Not the job id: that is a client's text, and this is a path.
+                    result_file: ctx
+                        .result_dir
+                        .join(format!("{}.json", uuid::Uuid::new_v4())),
+                    time_limit: spec.time_limit,
+                    kill_grace: spec.kill_grace,
+                };
+                run_command(&inv, ctx.cancel, step, line).await
+            }
+            None => self.simulate(cfg, ctx.cancel, step).await.into(),
+        }
+    }
+
+    async fn simulate(
+        &self,
+        cfg: &Config,
+        mut cancel: CancelRx,
+        mut step: impl FnMut(Cow<'static, str>),
+    ) -> Verdict {
         let sim = cfg.simulation;
         for &state in self.steps() {
-            step(state);
+            step(Cow::Borrowed(state));
             let seconds = if sim.step_max > sim.step_min {
                 rand::rng().random_range(sim.step_min..=sim.step_max)
             } else {
                 sim.step_min
             };
             if seconds > 0.0 {
-                tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                let asked = tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => None,
+                    asked = cancel.asked() => Some(asked),
+                };
+                match asked {
+                    Some(Cancel::Terminate(sig)) => {
+                        return Verdict::Revoked(format!("terminated ({sig}) during {state}"))
+                    }
+                    Some(Cancel::Shutdown) => {
+                        return Verdict::Interrupted(format!("the worker stopped during {state}"))
+                    }
+                    None => {}
+                }
             }
             if let Some(why) = self.fails_at(cfg, state) {
-                return Err(why);
+                return Verdict::Failure(why);
             }
             if sim.failure_rate > 0.0 && rand::rng().random_bool(sim.failure_rate) {
-                return Err(format!("simulated failure during {state}"));
+                return Verdict::Failure(format!("simulated failure during {state}"));
             }
         }
-        Ok(self.result_json())
+        Verdict::Success(self.result_json())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use serde_json::{json, Map};
-
-    use super::*;
-    use crate::jobs::{launch::Launch, PROVISION};
-    use crate::protocol::TaskMessage;
-
-    fn config(recipes: &str) -> Config {
-        let text = format!(
-            "[broker]\nurl = \"amqp://127.0.0.1\"\n[queues.q]\nworkers = [\"w1\"]\ntasks = [\"cm.launch\"]\n[simulation]\nstep_seconds = [0, 0]\n{recipes}"
-        );
-        Config::parse(Path::new("/etc/cm/fabfile.toml"), &text).expect("a valid config")
-    }
-
-    fn run(job: &Job, cfg: &Config) -> (Vec<&'static str>, Result<String, String>) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime");
-        let mut seen = Vec::new();
-        let ran = runtime.block_on(job.run(cfg, |s| seen.push(s)));
-        (seen, ran)
-    }
-
-    #[test]
-    fn every_step_is_heard_in_order_then_the_result() {
-        let msg = TaskMessage::new(PROVISION, vec![json!("i1"), json!("ubuntu")], Map::new());
-        let job = Job::from_message(&msg).expect("provision");
-        let (seen, ran) = run(&job, &config(""));
-        assert_eq!(seen, super::super::provision::STEPS);
-        assert_eq!(ran, Ok(job.result_json()));
-    }
-
-    #[test]
-    fn a_refused_job_takes_no_step_and_a_failing_recipe_stops_at_deploy() {
-        let launch = |recipe: &str| {
-            Job::Launch(Launch {
-                server: "india_openstack_essex".into(),
-                recipe: recipe.into(),
-                kind: "vm".into(),
-                hosts: "i1".into(),
-                user: None,
-            })
-        };
-        let cfg = config("[recipes.Broken]\ndescription = \"x\"\nfail = true\n");
-        let (seen, ran) = run(&launch("Nope"), &cfg);
-        assert!(seen.is_empty());
-        assert_eq!(ran, Err("unknown recipe \"Nope\"".into()));
-        let (seen, ran) = run(&launch("Broken"), &cfg);
-        assert_eq!(seen, ["running", "deploy"]);
-        assert!(ran.is_err_and(|why| why.contains("failed to deploy")));
+async fn run_command(
+    inv: &Invocation,
+    cancel: CancelRx,
+    mut step: impl FnMut(Cow<'static, str>),
+    line: impl FnMut(Stream, &str),
+) -> Finish {
+    let ran = match command::run(inv, line, |s| step(Cow::Owned(s.to_string())), cancel).await {
+        Ok(ran) => ran,
+        Err(e) => {
+            let program = inv.argv.first().map_or("", String::as_str);
+            return Verdict::Failure(format!("cannot run {program}: {e}")).into();
+        }
+    };
+    let verdict = match (&ran.ended, ran.verdict()) {
+        (_, Some(Ok(result))) => Verdict::Success(result),
+        (_, Some(Err(why))) => Verdict::Failure(why),
+        (Ended::Terminated(sig), None) => Verdict::Revoked(format!("terminated by {sig}")),
+        (_, None) => Verdict::Interrupted("the worker stopped while the command ran".into()),
+    };
+    Finish {
+        verdict,
+        output: Some(ran.tail),
     }
 }

@@ -33,8 +33,8 @@ pub(super) struct Commit<'a> {
 /// A job whose whole run is in one commit: RECEIVED, STARTED, its steps and its final state.
 /// Applied in order, those events leave exactly this row, so one upsert writes it: inserted
 /// with `deliveries` 1, or, over an existing row (PENDING, or an earlier delivery), these
-/// columns set (the lease cleared) and `deliveries` counted up; over a final row (another
-/// run's), only `deliveries`.
+/// columns set (the lease cleared) and `deliveries` counted up; a final row (another run's)
+/// is left as it is.
 #[derive(Debug)]
 pub(super) struct WholeRun<'a> {
     pub job: &'a NewJob,

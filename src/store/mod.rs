@@ -77,6 +77,24 @@ macro_rules! is_final_sql {
 }
 pub(crate) use is_final_sql;
 
+/// `$col = excluded.$col` in an upsert, unless the row there is final: then it keeps its own
+/// (the first final state wins). A column the INSERT leaves out is NULL in `excluded`.
+macro_rules! unless_final {
+    ($col:literal) => {
+        concat!(
+            $col,
+            " = CASE WHEN ",
+            is_final_sql!("jobs.state"),
+            " THEN jobs.",
+            $col,
+            " ELSE excluded.",
+            $col,
+            " END"
+        )
+    };
+}
+pub(crate) use unless_final;
+
 /// What went wrong, in the terms a caller acts on: `Unreachable` and `Busy` may pass (exit 69,
 /// 75), the others need a person. Causes are kept as text so that one failed commit can be
 /// told to every event that waited for it. `store` names the store, its password hidden.

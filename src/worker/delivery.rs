@@ -3,6 +3,7 @@
 //! runs, and its one [`Outcome`] says what the store records, what the log says and what follows.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use super::stats::Counters;
 use crate::broker::{self, Publisher};
 use crate::config::Config;
 use crate::joblog;
+use crate::jobs::cancel::Stops;
+use crate::jobs::run::{Context, Verdict};
 use crate::jobs::{self, Job};
 use crate::protocol::TaskMessage;
 use crate::store::{self, Event, Store, Writer};
@@ -36,6 +39,10 @@ pub(super) struct Ctx {
     pub(super) writer: Writer,
     pub(super) dead_declared: OnceCell<()>,
     pub(super) stats: Arc<Counters>,
+    /// Ends running jobs early: a revoke with terminate, the end of the stop grace.
+    pub(super) stops: Stops,
+    /// Where commands write their `$CM_RESULT` files.
+    pub(super) result_dir: PathBuf,
 }
 
 /// One line in the worker's log for one job event (what a job prints lands here too).
@@ -44,11 +51,19 @@ pub(super) fn say(node: &str, id: &str, task: &str, event: &str) {
 }
 
 pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePermit) {
+    if delivery.data.len() > ctx.cfg.max_message_bytes {
+        let why = format!(
+            "body of {} bytes, over [worker] max_message_bytes ({})",
+            delivery.data.len(),
+            ctx.cfg.max_message_bytes
+        );
+        return dead_letter(ctx, delivery, &why).await;
+    }
     let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
         Ok(m) => m,
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
     };
-    let job = match Job::from_message(&msg) {
+    let job = match Job::from_message(&msg, &ctx.cfg) {
         Ok(j) => j,
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
     };
@@ -82,14 +97,32 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         worker: ctx.node.clone(),
         at: now,
     });
-    state(ctx, &shared_id, task, store::STARTED);
-    let ran = job
-        .run(&ctx.cfg, |step| state(ctx, &shared_id, task, step))
+    state(ctx, &shared_id, task, Cow::Borrowed(store::STARTED));
+    let run = Context {
+        id,
+        queue: &ctx.queue,
+        node,
+        args: (&msg.args, &msg.kwargs),
+        result_dir: &ctx.result_dir,
+        cancel: ctx.stops.for_job(shared_id.clone()),
+    };
+    let finish = job
+        .run(
+            &ctx.cfg,
+            run,
+            |step| state(ctx, &shared_id, task, step),
+            |stream, line| say(node, id, task, &format!("{}: {line}", stream.label())),
+        )
         .await;
+    ctx.stops.forget(id);
     // The next job may run while this one's final state is being committed.
     drop(slot);
+    if let Verdict::Interrupted(why) = &finish.verdict {
+        warn!("job {id}: {why}; not acked, it goes back to the queue and runs again");
+        return ctx.acks.nack(delivery.delivery_tag, true);
+    }
 
-    let outcome = Outcome::of(ran, msg.retries, ctx);
+    let outcome = Outcome::of(finish.verdict, msg.retries, ctx);
     // The line goes before the commit: the writer flushes the log before each transaction, so
     // whoever sees the final state in the store (`cm launch --wait`) finds its line in the log.
     // Should the commit fail, the next line says the job goes back to the queue.
@@ -97,7 +130,7 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
     // At least once: the ack goes out only after the final state is durable.
     if let Err(e) = ctx
         .writer
-        .commit(outcome.event(&shared_id, &ctx.node))
+        .commit(outcome.event(&shared_id, &ctx.node, finish.output))
         .await
     {
         return give_back(ctx, &delivery, id, &e.to_string()).await;
@@ -132,11 +165,11 @@ async fn already_final(
 }
 
 /// Logs a state and queues it for the store (not awaited: the final state's commit covers it).
-fn state(ctx: &Ctx, id: &store::Shared, task: &str, state: &'static str) {
-    say(&ctx.node, id, task, state);
+fn state(ctx: &Ctx, id: &store::Shared, task: &str, state: Cow<'static, str>) {
+    say(&ctx.node, id, task, &state);
     ctx.writer.send(Event::State {
         id: id.clone(),
-        state: Cow::Borrowed(state),
+        state,
         worker: ctx.node.clone(),
         at: store::now_ms(),
     });

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use super::delivery::{give_back, say, Ctx};
+use crate::jobs::run::Verdict;
 use crate::protocol::TaskMessage;
 use crate::store::{self, Event};
 
@@ -24,24 +25,36 @@ pub(super) enum Outcome {
     },
     /// Failed for good.
     Failure(String),
+    /// Ended by a revoke with terminate.
+    Revoked(String),
 }
 
 impl Outcome {
     /// What a run that was delivery number `retries + 1` of its message comes to.
-    pub(super) fn of(ran: Result<String, String>, retries: u32, ctx: &Ctx) -> Self {
-        match ran {
-            Ok(result) => Self::Success(result),
-            Err(why) if retries < ctx.retries => Self::Retry {
+    /// The caller settles an interrupted run (it goes back to the queue) before asking.
+    pub(super) fn of(verdict: Verdict, retries: u32, ctx: &Ctx) -> Self {
+        match verdict {
+            Verdict::Success(result) => Self::Success(result),
+            Verdict::Failure(why) if retries < ctx.retries => Self::Retry {
                 why,
                 attempt: retries + 1,
-                wait: ctx.retry_backoff * 2u32.saturating_pow(retries),
+                wait: ctx
+                    .retry_backoff
+                    .saturating_mul(2u32.saturating_pow(retries)),
             },
-            Err(why) => Self::Failure(why),
+            Verdict::Failure(why) | Verdict::Interrupted(why) => Self::Failure(why),
+            Verdict::Revoked(why) => Self::Revoked(why),
         }
     }
 
-    /// What the store records: the final state, or RETRY with the failure.
-    pub(super) fn event(&self, id: &store::Shared, worker: &store::Shared) -> Event {
+    /// What the store records: the final state (with the tail of a command's `output`), or
+    /// RETRY with the failure.
+    pub(super) fn event(
+        &self,
+        id: &store::Shared,
+        worker: &store::Shared,
+        output: Option<String>,
+    ) -> Event {
         let (id, worker, at) = (id.clone(), worker.clone(), store::now_ms());
         match self {
             Self::Success(result) => Event::Finished {
@@ -51,7 +64,7 @@ impl Outcome {
                 at,
                 result: Some(result.clone()),
                 error: None,
-                output: None,
+                output,
             },
             Self::Retry { why, attempt, .. } => Event::Retry {
                 id,
@@ -67,7 +80,16 @@ impl Outcome {
                 at,
                 result: None,
                 error: Some(why.clone()),
-                output: None,
+                output,
+            },
+            Self::Revoked(why) => Event::Finished {
+                id,
+                state: store::REVOKED,
+                worker,
+                at,
+                result: None,
+                error: Some(why.clone()),
+                output,
             },
         }
     }
@@ -83,6 +105,7 @@ impl Outcome {
                 &format!("RETRY {attempt} of {of} in {wait:?}: {why}"),
             ),
             Self::Failure(why) => say(node, id, task, &format!("FAILURE {why}")),
+            Self::Revoked(why) => say(node, id, task, &format!("REVOKED {why}")),
         }
     }
 
@@ -91,7 +114,7 @@ impl Outcome {
     pub(super) async fn follow_up(&self, ctx: &Ctx, msg: &TaskMessage, delivery: &Delivery) {
         match self {
             Self::Success(_) => ctx.stats.done(),
-            Self::Failure(_) => ctx.stats.failed(),
+            Self::Failure(_) | Self::Revoked(_) => ctx.stats.failed(),
             Self::Retry { wait, .. } => {
                 tokio::time::sleep(*wait).await;
                 let mut again = msg.clone();
@@ -126,6 +149,10 @@ impl Outcome {
             Self::Failure(why) => Some((
                 "FAILURE",
                 json!({"exc_type": "JobFailed", "exc_message": [why], "exc_module": "builtins"}),
+            )),
+            Self::Revoked(why) => Some((
+                "REVOKED",
+                json!({"exc_type": "TaskRevokedError", "exc_message": [why], "exc_module": "celery.exceptions"}),
             )),
             Self::Retry { .. } => None,
         }

@@ -14,6 +14,7 @@ use super::signals;
 use super::stats::{self, Counters};
 use crate::config::{Config, WorkerRef};
 use crate::control::detach::ReadyPipe;
+use crate::jobs::cancel::Stops;
 use crate::store::Store;
 
 pub(super) async fn serve(
@@ -27,15 +28,25 @@ pub(super) async fn serve(
     let mut stop = signals::Stop::install()?;
     let _log_signals =
         signals::handle_log_signals(ready.is_some().then(|| cfg.log_file(worker.name)))?;
+    // This worker's pid lock proves no other worker of its name lives: whatever a job's command
+    // of that name still runs was left by one that died (kill -9) mid-job.
+    let left = crate::control::leftovers::stop(&cfg.path, std::slice::from_ref(&node)).await;
+    if !left.is_empty() {
+        warn!(
+            "stopped {} process(es) a job's command left when {node} last died: {left:?}",
+            left.len()
+        );
+    }
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
     // While half the prefetch waits for its commit, the broker still has the other half to send.
     let writer = store.writer(usize::from(queue.prefetch) / 2)?;
+    let stops = Stops::default();
     // The first connection must work: `cm queue start` reports its failure and gives up. Only a
     // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
     // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
     let mut attempt = 0;
     let mut session = loop {
-        match Session::open(cfg, worker, &store, &writer, &stats).await {
+        match Session::open(cfg, worker, &store, &writer, &stats, &stops).await {
             Ok(s) => break s,
             Err(e) if attempt < 3 && !is_final_refusal(&e) => {
                 attempt += 1;
@@ -65,6 +76,8 @@ pub(super) async fn serve(
         match session.consume(&slots, &mut running, &mut stop).await {
             Ended::Signal(name) => break (name, Some(session)),
             Ended::Lost(why) => {
+                // The next connect tries another node of the list first.
+                crate::broker::lost();
                 warn!(
                     "lost the broker connection: {why}; unacked jobs go back to queue {} and run again; reconnecting",
                     queue.name
@@ -77,7 +90,7 @@ pub(super) async fn serve(
                         name = stop.next() => break 'serving (name, None),
                     }
                     attempt += 1;
-                    match Session::open(cfg, worker, &store, &writer, &stats).await {
+                    match Session::open(cfg, worker, &store, &writer, &stats, &stops).await {
                         Ok(s) => {
                             info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
                             break s;
@@ -103,7 +116,20 @@ pub(super) async fn serve(
         Some(s) => s.drain().await,
         None => 0,
     };
-    while running.join_next().await.is_some() {}
+    // Running jobs get the stop grace less a margin: then they are stopped (a command's group
+    // gets TERM, then KILL) and go back to the queue, before `cm` would SIGKILL this worker.
+    let deadline = tokio::time::Instant::now() + jobs_grace(cfg.stop_grace);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            joined = running.join_next() => if joined.is_none() { break },
+            () = tokio::time::sleep_until(deadline), if !asked => {
+                warn!("the stop grace is nearly over: stopping {} running job(s); they go back to the queue", running.len());
+                stops.shutdown();
+                asked = true;
+            }
+        }
+    }
     stats_writer.abort();
     if let Some(s) = &session {
         s.disconnect().await;
@@ -114,4 +140,15 @@ pub(super) async fn serve(
         s.jobs_done, s.jobs_failed
     );
     Ok(())
+}
+
+/// How long running jobs may go on after SIGTERM: the stop grace less what stopping a command
+/// and settling its delivery take (`cm` SIGKILLs the worker once the whole grace is over).
+fn jobs_grace(grace: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_secs(3);
+    if grace > MARGIN * 2 {
+        grace - MARGIN
+    } else {
+        grace / 2
+    }
 }

@@ -19,6 +19,7 @@ use super::signals;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
 use crate::config::{Config, WorkerRef};
+use crate::jobs::cancel::Stops;
 use crate::store::{Store, Writer};
 
 /// Prefetched deliveries are handed back within this on shutdown; the broker returns the rest.
@@ -63,6 +64,7 @@ impl Session {
         store: &Store,
         writer: &Writer,
         stats: &Arc<Counters>,
+        stops: &Stops,
     ) -> anyhow::Result<Self> {
         let node = cfg.node_name(worker.name);
         let queue = worker.queue;
@@ -96,6 +98,8 @@ impl Session {
             writer: writer.clone(),
             dead_declared: OnceCell::new(),
             stats: stats.clone(),
+            stops: stops.clone(),
+            result_dir: std::env::temp_dir(),
         });
         Ok(Self {
             conn,

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 
 use super::error;
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
-use crate::store::{is_final_sql, Event, NewJob, StoreError, STARTED};
+use crate::store::{is_final_sql, unless_final, Event, NewJob, StoreError, STARTED};
 
 pub(crate) struct CommitWriter {
     pool: PgPool,
@@ -35,23 +35,6 @@ impl CommitWriter {
         };
         run.await.map_err(|e| error(&self.name, e))
     }
-}
-
-/// `$col = excluded.$col` in an upsert, unless the row there is final: then it keeps its own
-/// (the first final state wins). A column the INSERT leaves out is NULL in `excluded`.
-macro_rules! unless_final {
-    ($col:literal) => {
-        concat!(
-            $col,
-            " = CASE WHEN ",
-            is_final_sql!("jobs.state"),
-            " THEN jobs.",
-            $col,
-            " ELSE excluded.",
-            $col,
-            " END"
-        )
-    };
 }
 
 /// Applies one event to its job's `jobs` row (its history is written apart). A final row is

@@ -1,0 +1,134 @@
+//! Ending running jobs early: a revoke with terminate reaches one job by id, the worker's
+//! shutdown (its grace over) reaches all. One watch channel per worker, subscribed by each job
+//! as it starts: no allocation per job beyond the subscription.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+/// What a running job is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// Revoked with terminate: a command's group gets `signal`, then SIGKILL after the grace.
+    Terminate(Signal),
+    /// The worker is stopping and its grace is over: the job goes back to the queue.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Asked {
+    shutdown: bool,
+    terminate: Arc<HashMap<Arc<str>, Signal>>,
+}
+
+/// The worker's side: ask running jobs to end.
+#[derive(Debug, Clone)]
+pub struct Stops {
+    tx: Arc<watch::Sender<Asked>>,
+}
+
+impl Default for Stops {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(watch::Sender::new(Asked::default())),
+        }
+    }
+}
+
+impl Stops {
+    /// What job `id` listens to for its own end.
+    pub fn for_job(&self, id: Arc<str>) -> CancelRx {
+        CancelRx {
+            rx: Some(self.tx.subscribe()),
+            id,
+        }
+    }
+
+    /// Asks job `id` (if it runs here) to end with `signal`.
+    pub fn terminate(&self, id: &str, signal: Signal) {
+        self.tx.send_modify(|asked| {
+            Arc::make_mut(&mut asked.terminate).insert(Arc::from(id), signal);
+        });
+    }
+
+    /// Forgets job `id`'s terminate once it has ended.
+    pub fn forget(&self, id: &str) {
+        if self.tx.borrow().terminate.contains_key(id) {
+            self.tx
+                .send_if_modified(|asked| Arc::make_mut(&mut asked.terminate).remove(id).is_some());
+        }
+    }
+
+    /// Asks every running job to end: the worker is stopping.
+    pub fn shutdown(&self) {
+        self.tx.send_modify(|asked| asked.shutdown = true);
+    }
+}
+
+/// One job's side: resolves when the job is asked to end.
+#[derive(Debug)]
+pub struct CancelRx {
+    rx: Option<watch::Receiver<Asked>>,
+    id: Arc<str>,
+}
+
+impl CancelRx {
+    /// A job nobody can cancel.
+    pub fn never() -> Self {
+        Self {
+            rx: None,
+            id: Arc::from(""),
+        }
+    }
+
+    /// Waits until this job is asked to end (cancel-safe). Never returns if it cannot be.
+    pub async fn asked(&mut self) -> Cancel {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            {
+                let asked = rx.borrow_and_update();
+                if let Some(signal) = asked.terminate.get(&self.id) {
+                    return Cancel::Terminate(*signal);
+                }
+                if asked.shutdown {
+                    return Cancel::Shutdown;
+                }
+            }
+            if rx.changed().await.is_err() {
+                self.rx = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_terminate_reaches_its_job_only_and_a_shutdown_reaches_all() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let stops = Stops::default();
+            let (mut a, mut b) = (stops.for_job("a".into()), stops.for_job("b".into()));
+            stops.terminate("a", Signal::SIGINT);
+            assert_eq!(a.asked().await, Cancel::Terminate(Signal::SIGINT));
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(50), b.asked()).await;
+            assert!(waited.is_err(), "b was not asked");
+            stops.forget("a");
+            stops.shutdown();
+            assert_eq!(b.asked().await, Cancel::Shutdown);
+            let mut late = stops.for_job("c".into());
+            assert_eq!(late.asked().await, Cancel::Shutdown);
+        });
+    }
+}

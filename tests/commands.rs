@@ -1,0 +1,362 @@
+//! Command tasks on real workers: real `/bin/sh`, `sleep` and `echo` run by `cm worker`, their
+//! output read back from the real log, their fate from the real store.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{eventually, jobs, Options, Stack};
+
+/// A stack with a queue (worker `c1`) taking the tasks of `tasks` (TOML `[tasks."t.*"]` tables,
+/// `{dir}` replaced by a temp dir of the test's own, `dir`), and the stop grace.
+struct Commands {
+    stack: Stack,
+    dir: tempfile::TempDir,
+    queue: String,
+}
+
+impl Commands {
+    fn new(tasks: &str, grace_seconds: f64) -> Self {
+        let queue = common::unique("t_cmd");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listed: Vec<String> = tasks
+            .lines()
+            .filter_map(|l| l.strip_prefix("[tasks.\"")?.split('"').next())
+            .map(|n| format!("{n:?}"))
+            .collect();
+        let extra = format!(
+            "[queues.{queue}]\nworkers = [\"c1\"]\ntasks = [{}]\nconcurrency = 2\n{tasks}",
+            listed.join(", ")
+        );
+        let stack = Stack::with(Options {
+            grace_seconds,
+            extra: extra.replace("{dir}", &dir.path().display().to_string()),
+            ..Options::default()
+        });
+        Self { stack, dir, queue }
+    }
+
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// `cm call TASK --args ARGS --wait`: (exit code, job id).
+fn call(stack: &Stack, task: &str, args: &str) -> (Option<i32>, String) {
+    let out = stack.cm(&["call", task, "--args", args, "--wait", "--timeout", "60"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout.lines().next().unwrap_or_default().to_string();
+    (out.status.code(), id)
+}
+
+fn job(stack: &Stack, id: &str) -> serde_json::Value {
+    jobs(stack)
+        .into_iter()
+        .find(|j| j["id"] == id)
+        .unwrap_or_else(|| panic!("job {id} not in the store"))
+}
+
+#[test]
+fn a_command_runs_with_its_values_stdin_and_env_and_prints_to_the_log() {
+    let c = Commands::new(
+        r#"[tasks."t.echo"]
+command = ["/bin/sh", "-c", "echo \"host=$1 worker=$CM_WORKER job=$CM_JOB_ID\"; cat; echo; echo oops >&2; echo '{{\"ok\": true}}' > \"$CM_RESULT\"", "sh", "{host}"]
+params = ["host"]
+cwd = "{dir}"
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let value = "$(touch pwned); `touch pwned` && touch pwned | x > pwned";
+    let args = serde_json::json!([value]).to_string();
+    let out = stack.ok(&[
+        "call",
+        "t.echo",
+        "--args",
+        &args,
+        "--wait",
+        "--timeout",
+        "30",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    let id = lines[0];
+    assert_eq!(lines.get(1), Some(&r#"{"ok":true}"#), "{out}");
+    let log = stack.log("c1");
+    assert!(
+        log.contains(&format!("{id} t.echo: out: host={value} worker=c1@")),
+        "the value was not printed literally:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("{id} t.echo: out: job={id}")) || log.contains(&format!("job={id}")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{id} t.echo: out: [[{}],{{}}]",
+            serde_json::json!(value)
+        )),
+        "stdin: {log}"
+    );
+    assert!(log.contains(&format!("{id} t.echo: err: oops")), "{log}");
+    assert!(!c.file("pwned").exists(), "shell syntax in a value ran");
+    let row = job(stack, id);
+    assert_eq!(row["state"], "SUCCESS", "{row}");
+    stack.ok(&["server", "stop"]);
+}
+
+#[test]
+fn bad_values_and_exits_fail_naming_why_and_run_nothing() {
+    let c = Commands::new(
+        r#"[tasks."t.echo"]
+command = ["/bin/echo", "ran", "{host}"]
+params = ["host"]
+[tasks."t.exit"]
+command = ["/bin/sh", "-c", "echo first >&2; echo 'disk full' >&2; exit 3"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let (code, dash) = call(stack, "t.echo", r#"["--delete"]"#);
+    assert_eq!(code, Some(1));
+    let row = job(stack, &dash);
+    assert_eq!(row["state"], "FAILURE");
+    assert!(
+        row["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("starts with '-'")),
+        "{row}"
+    );
+    let (code, exit) = call(stack, "t.exit", "[]");
+    assert_eq!(code, Some(1));
+    assert_eq!(job(stack, &exit)["error"], "exit status 3: disk full");
+    // Too many positional arguments for a task with one parameter.
+    let (code, unfit) = call(stack, "t.echo", r#"["a", "b"]"#);
+    assert_eq!(code, Some(64), "cm call refuses what no worker would run");
+    assert!(unfit.is_empty());
+    let log = stack.log("c1");
+    assert!(!log.contains(&format!("{dash} t.echo: out: ran")), "{log}");
+    stack.ok(&["server", "stop"]);
+}
+
+#[test]
+fn a_time_limit_fails_the_job_and_leaves_no_process() {
+    let c = Commands::new(
+        r#"[tasks."t.slow"]
+command = ["/bin/sh", "-c", "sleep 60 & echo $! > {dir}/member; trap '' TERM; sleep 60"]
+time_limit = 1
+kill_grace = 1
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let (code, id) = call(stack, "t.slow", "[]");
+    assert_eq!(code, Some(1));
+    assert_eq!(job(stack, &id)["error"], "time limit 1 s exceeded");
+    let member = std::fs::read_to_string(c.file("member")).expect("the member's pid");
+    let member: i32 = member.trim().parse().expect("a pid");
+    eventually(Duration::from_secs(5), "the group to be gone", || {
+        !common::alive(member)
+    });
+    stack.ok(&["server", "stop"]);
+}
+
+/// A command that sleeps the first time it runs and succeeds the second (a marker file).
+const TWICE: &str = r#"[tasks."t.twice"]
+command = ["/bin/sh", "-c", "echo $$ >> {dir}/runs; if [ -e {dir}/second ]; then exit 0; fi; touch {dir}/second; exec sleep 60"]
+"#;
+
+fn runs(c: &Commands) -> Vec<i32> {
+    std::fs::read_to_string(c.file("runs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn stop_during_a_command_gives_the_job_back_and_it_runs_again() {
+    let c = Commands::new(TWICE, 4.0);
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let id = stack.ok(&["call", "t.twice"]).trim().to_string();
+    eventually(Duration::from_secs(20), "the first run", || {
+        runs(&c).len() == 1
+    });
+    let first = runs(&c)[0];
+    stack.ok(&["queue", "stop", "c1"]);
+    assert!(
+        !common::alive(first),
+        "the command outlived its worker's stop"
+    );
+    assert!(
+        stack.log("c1").contains("it goes back to the queue"),
+        "{}",
+        stack.log("c1")
+    );
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(Duration::from_secs(20), "the second run to succeed", || {
+        job(stack, &id)["state"] == "SUCCESS"
+    });
+    assert_eq!(runs(&c).len(), 2);
+    assert_eq!(job(stack, &id)["deliveries"], 2);
+    stack.ok(&["server", "stop"]);
+}
+
+#[test]
+fn kill_9_of_a_worker_mid_command_leaves_no_orphan_and_the_job_ends() {
+    let c = Commands::new(TWICE, 30.0);
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let id = stack.ok(&["call", "t.twice"]).trim().to_string();
+    eventually(Duration::from_secs(20), "the first run", || {
+        runs(&c).len() == 1
+    });
+    let first = runs(&c)[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stack.pid_of("c1")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    eventually(
+        Duration::from_secs(5),
+        "the orphan to die with its worker",
+        || !common::alive(first),
+    );
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(
+        Duration::from_secs(30),
+        "the job to run again and end",
+        || job(stack, &id)["state"] == "SUCCESS",
+    );
+    assert_eq!(runs(&c).len(), 2);
+    stack.ok(&["server", "stop"]);
+}
+
+#[test]
+fn a_python_celery_client_runs_a_command_task_and_gets_its_result() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: `make test` installs Celery (scripts/ensure-celery-venv.sh)",
+        python.display()
+    );
+    let c = Commands::new(
+        r#"[tasks."t.sum"]
+command = ["/bin/sh", "-c", "echo \"{{\\\"sum\\\": $(($1 + $2))}}\" > \"$CM_RESULT\"", "sh", "{a}", "{b}"]
+params = ["a", "b"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let script = format!(
+        r#"
+from celery import Celery
+app = Celery("client", broker="{broker}".replace("%2f", "%2F"), backend="rpc://")
+app.conf.broker_connection_retry_on_startup = False
+r = app.send_task("t.sum", args=[2], kwargs={{"b": 40}}, queue="{queue}")
+print(r.id)
+print(r.get(timeout=30)["sum"])
+bad = app.send_task("t.sum", args=[1, 2, 3], queue="{queue}")
+try:
+    bad.get(timeout=30)
+    print("no error")
+except Exception as e:
+    print("error", e)
+"#,
+        broker = common::broker_url(),
+        queue = c.queue,
+    );
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "celery client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.get(1), Some(&"42"), "{stdout}");
+    assert!(
+        lines
+            .get(2)
+            .is_some_and(|l| l.contains("takes 2 positional argument(s) but 3 were given")),
+        "{stdout}"
+    );
+    assert_eq!(job(stack, lines[0])["state"], "SUCCESS");
+    stack.ok(&["server", "stop"]);
+}
+
+/// What a command's group keeps running after kill -9 of its worker (the parent-death signal
+/// reaches only the leader) is found by its job environment and stopped: by the next worker
+/// of that name as it starts, and by `cm server clean`.
+#[test]
+fn what_a_killed_workers_command_left_is_stopped_by_the_next_start_and_by_clean() {
+    let c = Commands::new(
+        r#"[tasks."t.forks"]
+command = ["/bin/sh", "-c", "sleep 60 & echo $! >> {dir}/members; exec sleep 60"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    let members = || -> Vec<i32> {
+        std::fs::read_to_string(c.file("members"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let kill_9 = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(stack.pid_of("c1")),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9");
+    };
+    let stranger = std::process::Command::new("sleep")
+        .arg("60")
+        .env("CM_JOB_ID", "x")
+        .env("CM_WORKER", "c1@elsewhere")
+        .spawn()
+        .expect("a stranger");
+    stack.ok(&["queue", "start", "c1"]);
+    stack.ok(&["call", "t.forks"]);
+    eventually(Duration::from_secs(20), "the first run", || {
+        members().len() == 1
+    });
+    kill_9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        common::alive(members()[0]),
+        "the member should outlive the leader"
+    );
+    // The next c1 stops it, then runs the job again (it was never acked).
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(
+        Duration::from_secs(10),
+        "the start to stop the leftover",
+        || !common::alive(members()[0]),
+    );
+    eventually(Duration::from_secs(20), "the second run", || {
+        members().len() == 2
+    });
+    kill_9();
+    let out = stack.ok(&["server", "clean"]);
+    assert!(
+        out.contains("killed what a job's command left running"),
+        "{out}"
+    );
+    assert!(!common::alive(members()[1]));
+    let stranger_pid = i32::try_from(stranger.id()).expect("a pid");
+    assert!(common::alive(stranger_pid), "a stranger was killed");
+    let mut stranger = stranger;
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
