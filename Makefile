@@ -42,6 +42,8 @@ test: toolchain lint
 	cargo test --workspace --no-fail-fast
 	# Restarts the shared broker: alone, after everything else.
 	cargo test --test broker_restart -- --ignored --test-threads 1
+	# 75 s against a RabbitMQ node of its own (consumer_timeout = 5000): apart, once.
+	cargo test --test long_jobs -- --ignored --test-threads 1
 
 bench:
 	bash bench/run.sh

@@ -18,6 +18,11 @@ struct Commands {
 
 impl Commands {
     fn new(tasks: &str, grace_seconds: f64) -> Self {
+        Self::with(tasks, grace_seconds, &["c1"], "")
+    }
+
+    /// [`Commands::new`] with workers `workers` and more `[worker]` keys.
+    fn with(tasks: &str, grace_seconds: f64, workers: &[&str], worker_keys: &str) -> Self {
         let queue = common::unique("t_cmd");
         let dir = tempfile::tempdir().expect("temp dir");
         let listed: Vec<String> = tasks
@@ -25,12 +30,15 @@ impl Commands {
             .filter_map(|l| l.strip_prefix("[tasks.\"")?.split('"').next())
             .map(|n| format!("{n:?}"))
             .collect();
+        let workers: Vec<String> = workers.iter().map(|w| format!("{w:?}")).collect();
         let extra = format!(
-            "[queues.{queue}]\nworkers = [\"c1\"]\ntasks = [{}]\nconcurrency = 2\n{tasks}",
+            "[queues.{queue}]\nworkers = [{}]\ntasks = [{}]\nconcurrency = 2\n{tasks}",
+            workers.join(", "),
             listed.join(", ")
         );
         let stack = Stack::with(Options {
             grace_seconds,
+            worker_extra: format!("allow_root = true\n{worker_keys}"),
             extra: extra.replace("{dir}", &dir.path().display().to_string()),
             ..Options::default()
         });
@@ -359,4 +367,69 @@ command = ["/bin/sh", "-c", "sleep 60 & echo $! >> {dir}/members; exec sleep 60"
     let mut stranger = stranger;
     let _ = stranger.kill();
     let _ = stranger.wait();
+}
+
+/// A job running past `lease_after_seconds` is acked and held by a lease in the store; its
+/// worker killed, the lease lapses and another worker's reaper publishes the job again.
+#[test]
+fn a_leased_job_whose_worker_dies_is_published_again_and_ends() {
+    let c = Commands::with(
+        TWICE,
+        30.0,
+        &["c1", "c2"],
+        "lease_after_seconds = 1\nlease_seconds = 3",
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let id = stack.ok(&["call", "t.twice"]).trim().to_string();
+    eventually(Duration::from_secs(20), "the lease to be taken", || {
+        stack.ok(&["jobs", "show", &id]).contains("LEASED")
+    });
+    assert_eq!(
+        common::queue_depth(&c.queue),
+        0,
+        "a leased job's message is acked"
+    );
+    stack.ok(&["queue", "start", "c2"]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stack.pid_of("c1")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    eventually(
+        Duration::from_secs(30),
+        "c2 to reap and run the job",
+        || job(stack, &id)["state"] == "SUCCESS",
+    );
+    let shown = stack.ok(&["jobs", "show", &id]);
+    assert!(shown.contains("REQUEUED"), "{shown}");
+    assert_eq!(runs(&c).len(), 2);
+    stack.ok(&["server", "stop"]);
+}
+
+/// A leased job's message is acked, so a stop that interrupts it publishes it again itself.
+#[test]
+fn stop_during_a_leased_command_publishes_it_again_and_it_runs_again() {
+    let c = Commands::with(
+        TWICE,
+        4.0,
+        &["c1"],
+        "lease_after_seconds = 1\nlease_seconds = 30",
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let id = stack.ok(&["call", "t.twice"]).trim().to_string();
+    eventually(Duration::from_secs(20), "the lease to be taken", || {
+        stack.ok(&["jobs", "show", &id]).contains("LEASED")
+    });
+    stack.ok(&["queue", "stop", "c1"]);
+    let log = stack.log("c1");
+    assert!(log.contains("REQUEUED"), "{log}");
+    assert_eq!(common::queue_depth(&c.queue), 1, "published again");
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(Duration::from_secs(20), "the second run to succeed", || {
+        job(stack, &id)["state"] == "SUCCESS"
+    });
+    assert_eq!(runs(&c).len(), 2);
+    stack.ok(&["server", "stop"]);
 }

@@ -20,7 +20,8 @@ pub enum Cancel {
 #[derive(Debug, Clone, Default)]
 struct Asked {
     shutdown: bool,
-    terminate: Arc<HashMap<Arc<str>, Signal>>,
+    /// Jobs asked one by one: a revoke's terminate, or a lapsed lease's interrupt.
+    one: Arc<HashMap<Arc<str>, Cancel>>,
 }
 
 /// The worker's side: ask running jobs to end.
@@ -48,16 +49,26 @@ impl Stops {
 
     /// Asks job `id` (if it runs here) to end with `signal`.
     pub fn terminate(&self, id: &str, signal: Signal) {
+        self.ask(id, Cancel::Terminate(signal));
+    }
+
+    /// Asks job `id` (if it runs here) to stop and go back to the queue, as at shutdown: its
+    /// lease lapsed, so another worker may run it from now on.
+    pub fn interrupt(&self, id: &str) {
+        self.ask(id, Cancel::Shutdown);
+    }
+
+    fn ask(&self, id: &str, cancel: Cancel) {
         self.tx.send_modify(|asked| {
-            Arc::make_mut(&mut asked.terminate).insert(Arc::from(id), signal);
+            Arc::make_mut(&mut asked.one).insert(Arc::from(id), cancel);
         });
     }
 
-    /// Forgets job `id`'s terminate once it has ended.
+    /// Forgets what job `id` was asked once it has ended.
     pub fn forget(&self, id: &str) {
-        if self.tx.borrow().terminate.contains_key(id) {
+        if self.tx.borrow().one.contains_key(id) {
             self.tx
-                .send_if_modified(|asked| Arc::make_mut(&mut asked.terminate).remove(id).is_some());
+                .send_if_modified(|asked| Arc::make_mut(&mut asked.one).remove(id).is_some());
         }
     }
 
@@ -91,8 +102,8 @@ impl CancelRx {
         loop {
             {
                 let asked = rx.borrow_and_update();
-                if let Some(signal) = asked.terminate.get(&self.id) {
-                    return Cancel::Terminate(*signal);
+                if let Some(cancel) = asked.one.get(&self.id) {
+                    return *cancel;
                 }
                 if asked.shutdown {
                     return Cancel::Shutdown;

@@ -13,6 +13,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 use tracing::{error, warn};
 
 use super::acks::Acks;
+use super::lease::{self, Held, Lease};
 use super::outcome::Outcome;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
@@ -43,6 +44,8 @@ pub(super) struct Ctx {
     pub(super) stops: Stops,
     /// Where commands write their `$CM_RESULT` files.
     pub(super) result_dir: PathBuf,
+    /// The jobs this worker holds by lease (run past `lease_after`), renewed by `serve`.
+    pub(super) held: Held,
 }
 
 /// One line in the worker's log for one job event (what a job prints lands here too).
@@ -106,20 +109,28 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         result_dir: &ctx.result_dir,
         cancel: ctx.stops.for_job(shared_id.clone()),
     };
-    let finish = job
-        .run(
-            &ctx.cfg,
-            run,
-            |step| state(ctx, &shared_id, task, step),
-            |stream, line| say(node, id, task, &format!("{}: {line}", stream.label())),
-        )
-        .await;
+    let running = job.run(
+        &ctx.cfg,
+        run,
+        |step| state(ctx, &shared_id, task, step),
+        |stream, line| say(node, id, task, &format!("{}: {line}", stream.label())),
+    );
+    let tag = delivery.delivery_tag;
+    let (finish, lease) = lease::run_past(ctx, &shared_id, task, tag, running).await;
     ctx.stops.forget(id);
     // The next job may run while this one's final state is being committed.
     drop(slot);
     if let Verdict::Interrupted(why) = &finish.verdict {
-        warn!("job {id}: {why}; not acked, it goes back to the queue and runs again");
-        return ctx.acks.nack(delivery.delivery_tag, true);
+        return match lease {
+            Lease::None => {
+                warn!("job {id}: {why}; not acked, it goes back to the queue and runs again");
+                ctx.acks.nack(tag, true)
+            }
+            Lease::Held => lease::hand_back(ctx, &msg, why).await,
+            Lease::Lapsed => {
+                warn!("job {id}: {why}; its lease lapsed, a reaper publishes it again")
+            }
+        };
     }
 
     let outcome = Outcome::of(finish.verdict, msg.retries, ctx);
@@ -133,9 +144,14 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         .commit(outcome.event(&shared_id, &ctx.node, finish.output))
         .await
     {
+        if lease != Lease::None {
+            // Acked already: the lease, no longer renewed, lapses and a reaper publishes it.
+            return error!("job {id}: {e}; its lease lapses and it runs again");
+        }
         return give_back(ctx, &delivery, id, &e.to_string()).await;
     }
-    outcome.follow_up(ctx, &msg, &delivery).await;
+    let settle = (lease == Lease::None).then_some(&delivery);
+    outcome.follow_up(ctx, &msg, settle).await;
 }
 
 /// A redelivery of a job whose final state is stored: recorded and acked, not run again.

@@ -8,6 +8,8 @@
 //! - `delivery`: one message: decode → record → run → settle (or dead-letter, or give back).
 //! - `outcome`: a job's one outcome, and its store event, log line and follow-up.
 //! - `acks`: batched acks that never cover a running delivery.
+//! - `lease`: jobs longer than the broker allows: acked early, held by a lease in the store,
+//!   renewed, and published again by a reaper when their worker died.
 //! - `remote`: what the worker answers about itself over the broker; Celery's remote control
 //!   (pidbox) and events go here.
 //! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
@@ -17,6 +19,7 @@
 
 mod acks;
 mod delivery;
+mod lease;
 mod outcome;
 mod remote;
 mod serve;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::delivery::{give_back, say, Ctx};
 use crate::jobs::run::Verdict;
@@ -110,8 +110,14 @@ impl Outcome {
     }
 
     /// Once the event is durable: count it, publish a retry (after its wait), reply to an
-    /// rpc:// client if the job is done for good, and ack.
-    pub(super) async fn follow_up(&self, ctx: &Ctx, msg: &TaskMessage, delivery: &Delivery) {
+    /// rpc:// client if the job is done for good, and ack `delivery` (`None`: a leased job's,
+    /// acked when the lease was taken).
+    pub(super) async fn follow_up(
+        &self,
+        ctx: &Ctx,
+        msg: &TaskMessage,
+        delivery: Option<&Delivery>,
+    ) {
         match self {
             Self::Success(_) => ctx.stats.done(),
             Self::Failure(_) | Self::Revoked(_) => ctx.stats.failed(),
@@ -126,7 +132,13 @@ impl Outcome {
                     .await
                 {
                     let why = format!("re-publishing for retry: {e}");
-                    return give_back(ctx, delivery, &msg.id, &why).await;
+                    return match delivery {
+                        Some(delivery) => give_back(ctx, delivery, &msg.id, &why).await,
+                        None => error!(
+                            "job {}: {why}; it stays RETRY in the store: run it again with cm call",
+                            msg.id
+                        ),
+                    };
                 }
             }
         }
@@ -135,7 +147,9 @@ impl Outcome {
                 reply(ctx, msg, reply_to, status, result).await;
             }
         }
-        ctx.acks.ack(delivery.delivery_tag);
+        if let Some(delivery) = delivery {
+            ctx.acks.ack(delivery.delivery_tag);
+        }
     }
 
     /// The rpc:// status and result of a job done for good; a retry has none yet.

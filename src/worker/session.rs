@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::acks::Acks;
 use super::delivery::{self, Ctx};
+use super::lease::{self, Held};
 use super::signals;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
@@ -30,6 +31,14 @@ pub(super) struct Session {
     channel: lapin::Channel,
     consumer: lapin::Consumer,
     ctx: Arc<Ctx>,
+    /// Publishes again the jobs of this queue whose lease lapsed; ends with the session.
+    reaper: tokio::task::AbortHandle,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.reaper.abort();
+    }
 }
 
 /// Why a session's consume loop ended.
@@ -65,6 +74,7 @@ impl Session {
         writer: &Writer,
         stats: &Arc<Counters>,
         stops: &Stops,
+        held: &Held,
     ) -> anyhow::Result<Self> {
         let node = cfg.node_name(worker.name);
         let queue = worker.queue;
@@ -100,12 +110,15 @@ impl Session {
             stats: stats.clone(),
             stops: stops.clone(),
             result_dir: std::env::temp_dir(),
+            held: held.clone(),
         });
+        let reaper = tokio::spawn(lease::reap(ctx.clone())).abort_handle();
         Ok(Self {
             conn,
             channel,
             consumer,
             ctx,
+            reaper,
         })
     }
 

@@ -1,0 +1,91 @@
+//! A job longer than the broker's `consumer_timeout`, against a RabbitMQ node of the test's
+//! own whose config sets `consumer_timeout = 5000` (scripts/rabbitmq-node.sh): it must run once
+//! and end final. RabbitMQ checks the timeout about once a minute, so the job runs 75 s: this
+//! file is `make test`'s slow group, run alone after the rest (`--ignored`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, jobs, Options, Stack};
+
+/// A RabbitMQ node of this test's own, removed when dropped.
+struct Node {
+    name: String,
+    url: String,
+}
+
+impl Node {
+    fn start(name: &str, port: u16, conf: &[&str]) -> Self {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-node.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["start", name, &port.to_string()])
+            .args(conf)
+            .output()
+            .expect("bash scripts/rabbitmq-node.sh");
+        assert!(
+            out.status.success(),
+            "starting RabbitMQ node {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            name: name.to_string(),
+            url: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-node.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .args(["stop", &self.name])
+            .output();
+    }
+}
+
+#[test]
+#[ignore = "75 s against a broker of its own: make test runs it apart"]
+fn a_job_longer_than_the_consumer_timeout_runs_once_and_ends_final() {
+    let node = Node::start("cm_long_jobs", 5794, &["consumer_timeout = 5000"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let queue = common::unique("t_long");
+    let runs = dir.path().join("runs");
+    let stack = Stack::with(Options {
+        broker: node.url.clone(),
+        worker_extra: "allow_root = true\nlease_after_seconds = 2\nlease_seconds = 6".into(),
+        extra: format!(
+            "[queues.{queue}]\nworkers = [\"c1\", \"c2\"]\ntasks = [\"t.long\"]\n[tasks.\"t.long\"]\ncommand = [\"/bin/sh\", \"-c\", \"echo $CM_WORKER >> {}; sleep 75\"]\n",
+            runs.display()
+        ),
+        ..Options::default()
+    });
+    stack.ok(&["queue", "start", "c1", "c2"]);
+    let out = stack.ok(&["call", "t.long", "--wait", "--timeout", "150"]);
+    let id = out.lines().next().expect("an id").to_string();
+    let job = jobs(&stack)
+        .into_iter()
+        .find(|j| j["id"] == id.as_str())
+        .expect("the job");
+    assert_eq!(job["state"], "SUCCESS", "{job}");
+    assert_eq!(job["deliveries"], 1, "{job}");
+    let ran = std::fs::read_to_string(&runs).expect("runs");
+    assert_eq!(ran.lines().count(), 1, "it ran more than once: {ran}");
+    for w in ["c1", "c2"] {
+        let log = stack.log(w);
+        assert!(
+            !log.contains("lost the broker connection"),
+            "{w} lost its channel to the consumer timeout:\n{log}"
+        );
+    }
+    // Both workers still consume: a timed-out channel would have cost one its consumer.
+    let status = stack.ok(&["queue", "status", "--json"]);
+    assert_eq!(status.matches("\"running\"").count(), 2, "{status}");
+    eventually(Duration::from_secs(5), "the stack to stop", || {
+        stack.cm(&["server", "stop"]).status.success()
+    });
+}
