@@ -14,6 +14,7 @@ use tracing::{error, warn};
 
 use super::acks::Acks;
 use super::outcome::Outcome;
+use super::revokes::{self, Revocations};
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
 use crate::config::Config;
@@ -43,6 +44,8 @@ pub(super) struct Ctx {
     pub(super) stops: Stops,
     /// Where commands write their `$CM_RESULT` files.
     pub(super) result_dir: PathBuf,
+    /// The revoked job ids (`revokes`): such a job is settled REVOKED without running.
+    pub(super) revoked: Revocations,
 }
 
 /// One line in the worker's log for one job event (what a job prints lands here too).
@@ -79,6 +82,9 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
             Ok(_) => {}
             Err(e) => return give_back(ctx, &delivery, id, &e.to_string()).await,
         }
+    }
+    if let Some(by) = ctx.revoked.revoked_by(id) {
+        return revokes::settle_unrun(ctx, &msg, &job, &delivery, shared_id, &by).await;
     }
     let redelivered = if delivery.redelivered {
         " (redelivered)"

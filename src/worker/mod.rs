@@ -7,6 +7,7 @@
 //! - `session`: one connection: declare, consume while job slots are free, drain, close.
 //! - `delivery`: one message: decode → record → run → settle (or dead-letter, or give back).
 //! - `outcome`: a job's one outcome, and its store event, log line and follow-up.
+//! - `revokes`: the revoked ids, polled from the store; a revoked job is settled, not run.
 //! - `acks`: batched acks that never cover a running delivery.
 //! - `remote`: what the worker answers about itself over the broker; Celery's remote control
 //!   (pidbox) and events go here.
@@ -19,6 +20,7 @@ mod acks;
 mod delivery;
 mod outcome;
 mod remote;
+mod revokes;
 mod serve;
 mod session;
 mod setup;

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use super::revokes;
 use super::session::{backoff, is_final_refusal, Ended, Session};
 use super::signals;
 use super::stats::{self, Counters};
@@ -41,12 +42,15 @@ pub(super) async fn serve(
     // While half the prefetch waits for its commit, the broker still has the other half to send.
     let writer = store.writer(usize::from(queue.prefetch) / 2)?;
     let stops = Stops::default();
+    // Read before the first delivery, so a job revoked while no worker ran never starts.
+    let revoked = revokes::load(&store).await?;
+    let revoke_poller = revokes::spawn(revoked.clone(), store.clone(), stops.clone());
     // The first connection must work: `cm queue start` reports its failure and gives up. Only a
     // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
     // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
     let mut attempt = 0;
     let mut session = loop {
-        match Session::open(cfg, worker, &store, &writer, &stats, &stops).await {
+        match Session::open(cfg, worker, &store, &writer, &stats, &stops, &revoked).await {
             Ok(s) => break s,
             Err(e) if attempt < 3 && !is_final_refusal(&e) => {
                 attempt += 1;
@@ -90,7 +94,9 @@ pub(super) async fn serve(
                         name = stop.next() => break 'serving (name, None),
                     }
                     attempt += 1;
-                    match Session::open(cfg, worker, &store, &writer, &stats, &stops).await {
+                    match Session::open(cfg, worker, &store, &writer, &stats, &stops, &revoked)
+                        .await
+                    {
                         Ok(s) => {
                             info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
                             break s;
@@ -131,6 +137,7 @@ pub(super) async fn serve(
         }
     }
     stats_writer.abort();
+    revoke_poller.abort();
     if let Some(s) = &session {
         s.disconnect().await;
     }

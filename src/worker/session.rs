@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::acks::Acks;
 use super::delivery::{self, Ctx};
+use super::revokes::Revocations;
 use super::signals;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
@@ -65,6 +66,7 @@ impl Session {
         writer: &Writer,
         stats: &Arc<Counters>,
         stops: &Stops,
+        revoked: &Revocations,
     ) -> anyhow::Result<Self> {
         let node = cfg.node_name(worker.name);
         let queue = worker.queue;
@@ -100,6 +102,7 @@ impl Session {
             stats: stats.clone(),
             stops: stops.clone(),
             result_dir: std::env::temp_dir(),
+            revoked: revoked.clone(),
         });
         Ok(Self {
             conn,
