@@ -478,3 +478,58 @@ command = ["/bin/sh", "-c", "sleep 30 & echo $! > {dir}/member; echo started; wa
     assert!(shown.contains("  | started"), "{shown}");
     stack.ok(&["server", "stop"]);
 }
+
+/// A Celery client's job revoked before any worker saw it (no row in the store yet) is kept
+/// revoked: the worker that receives it records it REVOKED, never runs it, and the client's
+/// `get()` raises TaskRevokedError.
+#[test]
+fn a_celery_clients_job_revoked_before_it_arrives_is_answered_revoked() {
+    use std::io::{BufRead, BufReader};
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
+    assert!(python.exists(), "{} missing", python.display());
+    let c = Commands::new(
+        r#"[tasks."t.mark"]
+command = ["/bin/sh", "-c", "touch {dir}/ran"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    // Declared by cm (a queue Celery declared would differ in its arguments), then no worker.
+    stack.ok(&["queue", "start", "c1"]);
+    stack.ok(&["queue", "stop", "c1"]);
+    let script = format!(
+        r#"
+import sys
+from celery import Celery
+app = Celery("client", broker="{broker}".replace("%2f", "%2F"), backend="rpc://")
+app.conf.broker_connection_retry_on_startup = False
+r = app.send_task("t.mark", queue="{queue}")
+print(r.id, flush=True)
+try:
+    r.get(timeout=30)
+    print("no error")
+except Exception as e:
+    print(type(e).__name__, e)
+"#,
+        broker = common::broker_url(),
+        queue = c.queue,
+    );
+    let mut client = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let id = lines.next().expect("the job id").expect("a line");
+    let said = stack.ok(&["jobs", "revoke", &id]);
+    assert!(said.contains("no such job yet"), "{said}");
+    stack.ok(&["queue", "start", "c1"]);
+    let answer = lines.next().expect("the answer").expect("a line");
+    let _ = client.wait();
+    assert!(answer.starts_with("TaskRevokedError"), "{answer}");
+    let row = job(stack, &id);
+    assert_eq!(row["state"], "REVOKED", "{row}");
+    assert!(!c.file("ran").exists(), "the revoked command ran");
+    stack.ok(&["server", "stop"]);
+}
