@@ -138,9 +138,24 @@ pub struct JobsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCmd {
-    /// One job with its whole history of states
+    /// One job with its whole history of states and the tail of a command's output
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke jobs: a queued one never runs; a running one finishes unless --terminate; kept
+    /// for ids not yet known, and across worker restarts
+    Revoke {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Also stop a running job: its command's process group gets the signal, then SIGKILL
+        #[arg(long)]
+        terminate: bool,
+        /// The signal for --terminate (implies it): TERM, KILL, INT, HUP, QUIT, USR1, USR2
+        #[arg(long, value_name = "SIG")]
+        signal: Option<String>,
+        /// Print a JSON array, one object per job
         #[arg(long)]
         json: bool,
     },

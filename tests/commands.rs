@@ -433,3 +433,176 @@ fn stop_during_a_leased_command_publishes_it_again_and_it_runs_again() {
     assert_eq!(runs(&c).len(), 2);
     stack.ok(&["server", "stop"]);
 }
+
+/// A job revoked while it waits in its queue (no worker up) never runs: the worker that takes
+/// it later settles it REVOKED. A bad signal name is refused (64) before anything is revoked.
+#[test]
+fn a_job_revoked_while_queued_never_runs_and_show_prints_a_commands_output() {
+    let c = Commands::new(
+        r#"[tasks."t.mark"]
+command = ["/bin/sh", "-c", "touch {dir}/ran"]
+[tasks."t.say"]
+command = ["/bin/sh", "-c", "echo first line; echo '<b>second</b>' >&2"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    let id = stack.ok(&["call", "t.mark"]).trim().to_string();
+    assert_eq!(job(stack, &id)["state"], "PENDING");
+
+    let bad = stack.cm(&["jobs", "revoke", &id, "--signal", "STOP"]);
+    assert_eq!(bad.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unknown signal \"STOP\""), "{stderr}");
+    assert_eq!(job(stack, &id)["state"], "PENDING");
+
+    let said = stack.ok(&["jobs", "revoke", &id, "not-yet-here"]);
+    assert!(said.contains(&format!("{id}: REVOKED now")), "{said}");
+    assert!(said.contains("not-yet-here: no such job yet"), "{said}");
+
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(Duration::from_secs(20), "the worker to settle it", || {
+        stack
+            .log("c1")
+            .contains(&format!("{id} t.mark: REVOKED (revoked before it ran)"))
+    });
+    eventually(Duration::from_secs(10), "its message to be acked", || {
+        common::queue_depth(&c.queue) == 0
+    });
+    let row = job(stack, &id);
+    assert_eq!(row["state"], "REVOKED", "{row}");
+    assert!(
+        row["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("revoked by cm@")),
+        "{row}"
+    );
+    assert!(!c.file("ran").exists(), "the revoked command ran");
+    let again = stack.ok(&["jobs", "revoke", &id]);
+    assert!(again.contains("already REVOKED; unchanged"), "{again}");
+
+    // `cm jobs show` prints the tail of a command's output, and --json has it.
+    let (code, said) = call(stack, "t.say", "[]");
+    assert_eq!(code, Some(0));
+    let shown = stack.ok(&["jobs", "show", &said]);
+    assert!(shown.contains("  | first line"), "{shown}");
+    assert!(shown.contains("  | err: <b>second</b>"), "{shown}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stack.ok(&["jobs", "show", &said, "--json"])).expect("JSON");
+    assert!(
+        json["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("first line")),
+        "{json}"
+    );
+    stack.ok(&["server", "stop"]);
+}
+
+/// A revoke without terminate lets a running command finish; with terminate its whole group
+/// gets the signal asked for, and the job ends REVOKED naming it.
+#[test]
+fn a_running_command_is_left_by_a_revoke_and_stopped_by_a_terminate() {
+    let c = Commands::new(
+        r#"[tasks."t.sleep"]
+command = ["/bin/sh", "-c", "sleep 30 & echo $! > {dir}/member; echo started; wait"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let id = stack.ok(&["call", "t.sleep"]).trim().to_string();
+    eventually(Duration::from_secs(20), "the command to start", || {
+        c.file("member").exists() && job(stack, &id)["state"] == "STARTED"
+    });
+    let member: i32 = std::fs::read_to_string(c.file("member"))
+        .expect("the member's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+
+    let said = stack.ok(&["jobs", "revoke", &id]);
+    assert!(said.contains("left to finish"), "{said}");
+    // Past the workers' poll: still running.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        common::alive(member),
+        "a revoke without terminate stopped it"
+    );
+    assert_eq!(job(stack, &id)["state"], "STARTED");
+
+    let said = stack.ok(&["jobs", "revoke", &id, "--terminate", "--signal", "usr1"]);
+    assert!(
+        said.contains("asked to stop, it will be terminated with SIGUSR1"),
+        "{said}"
+    );
+    eventually(Duration::from_secs(10), "the job to end REVOKED", || {
+        job(stack, &id)["state"] == "REVOKED"
+    });
+    let row = job(stack, &id);
+    assert!(
+        row["error"].as_str().is_some_and(|e| e.contains("SIGUSR1")),
+        "{row}"
+    );
+    eventually(Duration::from_secs(5), "the group to be gone", || {
+        !common::alive(member)
+    });
+    let shown = stack.ok(&["jobs", "show", &id]);
+    assert!(shown.contains("  | started"), "{shown}");
+    stack.ok(&["server", "stop"]);
+}
+
+/// A Celery client's job revoked before any worker saw it (no row in the store yet) is kept
+/// revoked: the worker that receives it records it REVOKED, never runs it, and the client's
+/// `get()` raises TaskRevokedError.
+#[test]
+fn a_celery_clients_job_revoked_before_it_arrives_is_answered_revoked() {
+    use std::io::{BufRead, BufReader};
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python");
+    assert!(python.exists(), "{} missing", python.display());
+    let c = Commands::new(
+        r#"[tasks."t.mark"]
+command = ["/bin/sh", "-c", "touch {dir}/ran"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    // Declared by cm (a queue Celery declared would differ in its arguments), then no worker.
+    stack.ok(&["queue", "start", "c1"]);
+    stack.ok(&["queue", "stop", "c1"]);
+    let script = format!(
+        r#"
+import sys
+from celery import Celery
+app = Celery("client", broker="{broker}".replace("%2f", "%2F"), backend="rpc://")
+app.conf.broker_connection_retry_on_startup = False
+r = app.send_task("t.mark", queue="{queue}")
+print(r.id, flush=True)
+try:
+    r.get(timeout=30)
+    print("no error")
+except Exception as e:
+    print(type(e).__name__, e)
+"#,
+        broker = common::broker_url(),
+        queue = c.queue,
+    );
+    let mut client = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let id = lines.next().expect("the job id").expect("a line");
+    let said = stack.ok(&["jobs", "revoke", &id]);
+    assert!(said.contains("no such job yet"), "{said}");
+    stack.ok(&["queue", "start", "c1"]);
+    let answer = lines.next().expect("the answer").expect("a line");
+    let _ = client.wait();
+    assert!(answer.starts_with("TaskRevokedError"), "{answer}");
+    let row = job(stack, &id);
+    assert_eq!(row["state"], "REVOKED", "{row}");
+    assert!(!c.file("ran").exists(), "the revoked command ran");
+    stack.ok(&["server", "stop"]);
+}

@@ -992,3 +992,83 @@ fn slow_or_huge_requests_are_cut_off() {
     );
     assert_nothing_published(&stack);
 }
+
+#[test]
+fn revoke_from_the_api_and_the_db_stats_form_needs_json_or_the_form_token() {
+    let stack = Stack::new();
+    let ids = stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        "i[1-3]",
+    ]);
+    let app = App::new(&stack);
+    let state = |id: &str| app.get_json(&format!("/api/jobs/{id}")).1["job"]["state"].clone();
+
+    // Neither a cross-site request, nor one that is not JSON, nor a form without its token.
+    let path = format!("/api/jobs/{}/revoke", ids[0]);
+    let mut evil = request(
+        Method::POST,
+        &path,
+        Some("application/json"),
+        Body::from("{}"),
+    );
+    evil.headers_mut()
+        .insert(ORIGIN, HeaderValue::from_static("http://evil.example"));
+    assert_eq!(app.send(evil).status, StatusCode::FORBIDDEN);
+    let untyped = request(Method::POST, &path, None, Body::empty());
+    assert_eq!(app.send(untyped).status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let form_path = format!("/cm/jobs/{}/revoke", ids[0]);
+    assert_eq!(
+        app.post_form(&form_path, &[("terminate", "1")]).status,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = app.post_json(&path, &json!({"signal": "STOP"}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "signal");
+    assert_eq!(
+        state(&ids[0]),
+        "PENDING",
+        "a refused revoke changed the job"
+    );
+
+    // A JSON body (or none, JSON-typed) revokes a queued job at once.
+    let empty = request(Method::POST, &path, Some("application/json"), Body::empty());
+    let reply = app.send(empty);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let answer = reply.json();
+    assert_eq!(
+        (&answer["id"], &answer["fate"], &answer["state"]),
+        (&json!(ids[0]), &json!("revoked"), &json!("REVOKED")),
+        "{answer}"
+    );
+    let (_, job) = app.get_json(&format!("/api/jobs/{}", ids[0]));
+    assert!(
+        job["job"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("revoked by web@")),
+        "{job}"
+    );
+    assert!(job["job"].get("output").is_some(), "the output tail: {job}");
+    let (status, again) = app.post_json(&path, &json!({"terminate": true, "signal": "KILL"}));
+    assert_eq!((status, &again["fate"]), (StatusCode::OK, &json!("final")));
+    let (status, ghost) = app.post_json("/api/jobs/not-yet/revoke", &json!({}));
+    assert_eq!(
+        (status, &ghost["fate"]),
+        (StatusCode::OK, &json!("unknown"))
+    );
+
+    // The db_stats page carries the form token its revoke buttons post.
+    let page = app.get("/cm/launch/db_stats").body;
+    let csrf = app.csrf();
+    assert!(page.contains(&format!(r#"data-csrf="{csrf}""#)), "{page}");
+    let form_path = format!("/cm/jobs/{}/revoke", ids[1]);
+    let reply = app.post_form(&form_path, &[("csrf", &csrf)]);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body.contains("REVOKED now"), "{}", reply.body);
+    assert_eq!(state(&ids[1]), "REVOKED");
+    assert_eq!(state(&ids[2]), "PENDING");
+}

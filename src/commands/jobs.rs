@@ -1,4 +1,4 @@
-//! `cm jobs`, `cm jobs show ID`, `cm db reset`: the status store from the command line.
+//! `cm jobs`, `cm jobs show ID`, `cm jobs revoke ID...`, `cm db reset`: the status store from the command line.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -80,6 +80,12 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     if let Some(r) = &job.result {
         crate::outln!("result {r}");
     }
+    if let Some(out) = job.output.as_deref().filter(|o| !o.is_empty()) {
+        crate::outln!("output (the last 64 KiB):");
+        for line in out.lines() {
+            crate::outln!("  | {line}");
+        }
+    }
     for ev in history {
         crate::outln!(
             "  {}  {:<16} {:<16} {}",
@@ -88,6 +94,32 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
             ev.worker.unwrap_or_default(),
             ev.detail.unwrap_or_default()
         );
+    }
+    Ok(Code::Success)
+}
+
+/// `cm jobs revoke ID... [--terminate] [--signal SIG]`: one line per job, what it comes to.
+pub async fn revoke(
+    cfg: &Config,
+    ids: &[String],
+    terminate: bool,
+    signal: Option<&str>,
+    json: bool,
+) -> anyhow::Result<Code> {
+    let signal = signal
+        .map(crate::revoking::signal_name)
+        .transpose()
+        .map_err(CmError::BadArgument)?;
+    let store = Store::open(&cfg.store_url).await?;
+    let by = format!("cm@{}", cfg.node_host);
+    let terminate = terminate || signal.is_some();
+    let reports = crate::revoking::revoke(&store, ids, terminate, signal, &by).await?;
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            crate::outln!("{}", r.describe());
+        }
     }
     Ok(Code::Success)
 }

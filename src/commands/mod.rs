@@ -54,6 +54,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
             Command::Call(args) => publish::call(&cfg, &args).await,
             Command::Jobs(args) => match &args.show {
                 Some(JobsCmd::Show { id, json }) => jobs::show(&cfg, id, *json).await,
+                Some(JobsCmd::Revoke {
+                    ids,
+                    terminate,
+                    signal,
+                    json,
+                }) => jobs::revoke(&cfg, ids, *terminate, signal.as_deref(), *json).await,
                 None => jobs::list(&cfg, &args).await,
             },
             Command::Db(DbCmd::Reset { yes }) => jobs::reset(&cfg, yes).await,

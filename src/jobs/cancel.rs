@@ -8,6 +8,34 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
+/// The signals a revoke with terminate may send a command's group first (SIGKILL follows after
+/// its grace either way); others (STOP, CHLD, ...) would not end it.
+pub const SIGNALS: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGKILL,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// The signal called `name`, with or without `SIG`, in any case (`TERM`, `sigkill`, `USR1`).
+pub fn signal_named(name: &str) -> Result<Signal, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    SIGNALS
+        .into_iter()
+        .find(|s| s.as_str().strip_prefix("SIG") == Some(bare))
+        .ok_or_else(|| {
+            let known: Vec<&str> = SIGNALS.iter().map(|s| &s.as_str()[3..]).collect();
+            format!(
+                "unknown signal {name:?}: use one of {} (SIG prefix optional)",
+                known.join(", ")
+            )
+        })
+}
+
 /// What a running job is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancel {
@@ -120,6 +148,18 @@ impl CancelRx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_are_named_with_or_without_sig_in_any_case() {
+        assert_eq!(signal_named("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(signal_named("sigkill"), Ok(Signal::SIGKILL));
+        assert_eq!(signal_named("USR1"), Ok(Signal::SIGUSR1));
+        assert_eq!(signal_named(" SIGHUP "), Ok(Signal::SIGHUP));
+        for bad in ["", "SIG", "STOP", "SIGCHLD", "9", "TERMX"] {
+            let e = signal_named(bad).expect_err(bad);
+            assert!(e.contains("use one of TERM, KILL, INT"), "{e}");
+        }
+    }
 
     #[test]
     fn a_terminate_reaches_its_job_only_and_a_shutdown_reaches_all() {

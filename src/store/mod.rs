@@ -246,6 +246,8 @@ pub struct Revoke {
     pub terminate: bool,
     /// The signal for a terminate (`None`: the worker's default).
     pub signal: Option<String>,
+    /// Who revoked (a node, `cm@host`), for the job's error.
+    pub by: Option<String>,
 }
 
 /// One event of a job's history.

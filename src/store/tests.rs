@@ -433,8 +433,13 @@ pub(super) async fn revokes_are_kept_and_end_the_jobs_no_worker_holds(store: &St
     assert_eq!(upgraded.len(), 1, "{upgraded:?}");
     let r = &upgraded[0];
     assert_eq!(
-        (r.id.as_str(), r.terminate, r.signal.as_deref()),
-        ("running", true, Some("SIGKILL"))
+        (
+            r.id.as_str(),
+            r.terminate,
+            r.signal.as_deref(),
+            r.by.as_deref()
+        ),
+        ("running", true, Some("SIGKILL"), Some("cm@ops2"))
     );
     assert!(r.at_ms > newest);
     // Revoking again without terminate takes nothing back.

@@ -18,6 +18,7 @@ use super::state::AppState;
 use crate::jobs;
 use crate::protocol::TaskMessage;
 use crate::publishing::publish_jobs;
+use crate::revoking;
 
 /// A health check answers well within a load balancer's patience, broker down or not.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -70,6 +71,43 @@ pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Respo
     match store.history(&id).await {
         Ok(history) => Json(json!({ "job": job, "history": history })).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    }
+}
+
+/// `POST /api/jobs/{id}/revoke`'s body, all optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeInput {
+    terminate: Option<bool>,
+    /// TERM, KILL, INT, HUP, QUIT, USR1, USR2 (with or without SIG); implies terminate.
+    signal: Option<String>,
+}
+
+/// `POST /api/jobs/{id}/revoke` with `{terminate, signal}` or no body (still JSON-typed):
+/// what the revoke came to (`revoking::Report`). An id no job has yet is revoked for later.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
+    let req: RevokeInput = match json_body(&headers, &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let signal = match req.signal.as_deref().map(revoking::signal_name).transpose() {
+        Ok(s) => s,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e, Some("signal")),
+    };
+    let terminate = req.terminate.unwrap_or(false) || signal.is_some();
+    match super::data::revoke(&state, &id, terminate, signal).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"), None),
     }
 }
 

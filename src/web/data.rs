@@ -1,5 +1,5 @@
 //! What the pages and `/api/` both read: the jobs query (filters, pagination), one snapshot of
-//! the store for it, the workers' statuses, and the HTTP status of a failed publish.
+//! the store for it, the workers' statuses, the HTTP status of a failed publish, and revoking.
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -174,6 +174,23 @@ pub fn publish_error_status(e: &anyhow::Error) -> StatusCode {
         Code::BadArgument => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// Revokes job `id` from the web (the API and the db_stats button), as `web@<host>`.
+pub async fn revoke(
+    state: &AppState,
+    id: &str,
+    terminate: bool,
+    signal: Option<&str>,
+) -> anyhow::Result<crate::revoking::Report> {
+    let by = format!("web@{}", state.cfg().node_host);
+    let ids = [id.to_string()];
+    let mut reports = crate::revoking::revoke(state.store(), &ids, terminate, signal, &by).await?;
+    tracing::info!("revoke of job {id} from the web (terminate: {terminate})");
+    // One id asked, one answer.
+    reports
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("status store: no answer for the revoke of job {id}"))
 }
 
 #[cfg(test)]

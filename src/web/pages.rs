@@ -1,8 +1,8 @@
 //! The HTML pages' handlers: the launch and provision forms and their POSTs, db_stats,
-//! db_reset, and not found. Their templates are in `render`.
+//! revoke (the db_stats button), db_reset, and not found. Their templates are in `render`.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -217,6 +217,7 @@ pub async fn db_stats(State(state): State<AppState>, Query(q): Query<JobsQuery>)
     let stats = StatsPage {
         title: "db_stats",
         nav: "db_stats",
+        csrf: state.csrf(),
         states: view::STATES,
         servers: cfg.servers.keys().cloned().collect(),
         recipes: cfg.recipes.keys().cloned().collect(),
@@ -249,6 +250,43 @@ pub async fn db_stats(State(state): State<AppState>, Query(q): Query<JobsQuery>)
         q,
     };
     render(StatusCode::OK, &stats)
+}
+
+// ---------- revoke ----------
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    csrf: Option<String>,
+    /// Present (any value) for "revoke and terminate".
+    terminate: Option<String>,
+}
+
+/// `POST /cm/jobs/{id}/revoke`: the db_stats button; says what the revoke came to.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: RevokeForm = match parse_form(&headers, &body) {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_csrf(&state, form.csrf.as_deref()) {
+        return resp;
+    }
+    let terminate = form.terminate.is_some();
+    match super::data::revoke(&state, &id, terminate, None).await {
+        Ok(report) => render(
+            StatusCode::OK,
+            &MessagePage {
+                title: "revoke",
+                message: &report.describe(),
+                nav: "db_stats",
+            },
+        ),
+        Err(e) => store_error(format!("{e:#}")),
+    }
 }
 
 // ---------- db_reset ----------

@@ -99,6 +99,8 @@ impl LaunchPage<'_> {
 pub struct StatsPage<'a> {
     pub title: &'a str,
     pub nav: &'a str,
+    /// For the revoke buttons of a job's details, which the page script builds.
+    pub csrf: &'a str,
     pub q: JobsQuery,
     pub states: &'static [&'static str],
     pub servers: Vec<String>,

@@ -15,6 +15,7 @@ use tracing::{error, warn};
 use super::acks::Acks;
 use super::lease::{self, Held, Lease};
 use super::outcome::Outcome;
+use super::revokes::{self, Revocations};
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
 use crate::config::Config;
@@ -46,6 +47,8 @@ pub(super) struct Ctx {
     pub(super) result_dir: PathBuf,
     /// The jobs this worker holds by lease (run past `lease_after`), renewed by `serve`.
     pub(super) held: Held,
+    /// The revoked job ids (`revokes`): such a job is settled REVOKED without running.
+    pub(super) revoked: Revocations,
 }
 
 /// One line in the worker's log for one job event (what a job prints lands here too).
@@ -82,6 +85,9 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
             Ok(_) => {}
             Err(e) => return give_back(ctx, &delivery, id, &e.to_string()).await,
         }
+    }
+    if let Some(by) = ctx.revoked.revoked_by(id) {
+        return revokes::settle_unrun(ctx, &msg, &job, &delivery, shared_id, &by).await;
     }
     let redelivered = if delivery.redelivered {
         " (redelivered)"

@@ -7,6 +7,7 @@
 //! - `session`: one connection: declare, consume while job slots are free, drain, close.
 //! - `delivery`: one message: decode → record → run → settle (or dead-letter, or give back).
 //! - `outcome`: a job's one outcome, and its store event, log line and follow-up.
+//! - `revokes`: the revoked ids, polled from the store; a revoked job is settled, not run.
 //! - `acks`: batched acks that never cover a running delivery.
 //! - `lease`: jobs longer than the broker allows: acked early, held by a lease in the store,
 //!   renewed, and published again by a reaper when their worker died.
@@ -22,6 +23,7 @@ mod delivery;
 mod lease;
 mod outcome;
 mod remote;
+mod revokes;
 mod serve;
 mod session;
 mod setup;

@@ -10,7 +10,8 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::lease::{self, Held};
-use super::session::{backoff, is_final_refusal, Ended, Session};
+use super::revokes;
+use super::session::{backoff, is_final_refusal, Ended, Kept, Session};
 use super::signals;
 use super::stats::{self, Counters};
 use crate::config::{Config, WorkerRef};
@@ -50,12 +51,23 @@ pub(super) async fn serve(
         cfg.lease,
         stops.clone(),
     ));
+    // Read before the first delivery, so a job revoked while no worker ran never starts.
+    let revoked = revokes::load(&store).await?;
+    let revoke_poller = revokes::spawn(revoked.clone(), store.clone(), stops.clone());
+    let kept = Kept {
+        store,
+        writer,
+        stats: stats.clone(),
+        stops: stops.clone(),
+        held,
+        revoked,
+    };
     // The first connection must work: `cm queue start` reports its failure and gives up. Only a
     // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
     // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
     let mut attempt = 0;
     let mut session = loop {
-        match Session::open(cfg, worker, &store, &writer, &stats, &stops, &held).await {
+        match Session::open(cfg, worker, &kept).await {
             Ok(s) => break s,
             Err(e) if attempt < 3 && !is_final_refusal(&e) => {
                 attempt += 1;
@@ -99,7 +111,7 @@ pub(super) async fn serve(
                         name = stop.next() => break 'serving (name, None),
                     }
                     attempt += 1;
-                    match Session::open(cfg, worker, &store, &writer, &stats, &stops, &held).await {
+                    match Session::open(cfg, worker, &kept).await {
                         Ok(s) => {
                             info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
                             break s;
@@ -141,6 +153,7 @@ pub(super) async fn serve(
     }
     stats_writer.abort();
     renewer.abort();
+    revoke_poller.abort();
     if let Some(s) = &session {
         s.disconnect().await;
     }

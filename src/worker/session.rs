@@ -16,6 +16,7 @@ use tracing::warn;
 use super::acks::Acks;
 use super::delivery::{self, Ctx};
 use super::lease::{self, Held};
+use super::revokes::Revocations;
 use super::signals;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
@@ -39,6 +40,19 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.reaper.abort();
     }
+}
+
+/// What a worker keeps across its broker sessions, for each session's job handlers.
+pub(super) struct Kept {
+    pub(super) store: Store,
+    pub(super) writer: Writer,
+    pub(super) stats: Arc<Counters>,
+    /// Ends running jobs early (a revoke's terminate, a lapsed lease, the stop grace's end).
+    pub(super) stops: Stops,
+    /// The jobs held by lease, renewed by `lease::renew`.
+    pub(super) held: Held,
+    /// The revoked ids, kept current by `revokes::spawn`.
+    pub(super) revoked: Revocations,
 }
 
 /// Why a session's consume loop ended.
@@ -70,12 +84,16 @@ impl Session {
     pub(super) async fn open(
         cfg: &Config,
         worker: WorkerRef<'_>,
-        store: &Store,
-        writer: &Writer,
-        stats: &Arc<Counters>,
-        stops: &Stops,
-        held: &Held,
+        kept: &Kept,
     ) -> anyhow::Result<Self> {
+        let Kept {
+            store,
+            writer,
+            stats,
+            stops,
+            held,
+            revoked,
+        } = kept;
         let node = cfg.node_name(worker.name);
         let queue = worker.queue;
         let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
@@ -111,6 +129,7 @@ impl Session {
             stops: stops.clone(),
             result_dir: std::env::temp_dir(),
             held: held.clone(),
+            revoked: revoked.clone(),
         });
         let reaper = tokio::spawn(lease::reap(ctx.clone())).abort_handle();
         Ok(Self {

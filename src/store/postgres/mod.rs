@@ -393,8 +393,10 @@ impl Store {
     }
 
     pub(crate) async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
-        let rows: Vec<(String, i64, bool, Option<String>)> = sqlx::query_as(
-            "SELECT id, at_ms, terminate, signal FROM revokes WHERE at_ms > $1 \
+        // id, at_ms, terminate, signal, by
+        type Row = (String, i64, bool, Option<String>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, at_ms, terminate, signal, by FROM revokes WHERE at_ms > $1 \
              ORDER BY at_ms, id",
         )
         .bind(after_ms)
@@ -403,11 +405,12 @@ impl Store {
         .map_err(self.fail())?;
         Ok(rows
             .into_iter()
-            .map(|(id, at_ms, terminate, signal)| Revoke {
+            .map(|(id, at_ms, terminate, signal, by)| Revoke {
                 id,
                 at_ms,
                 terminate,
                 signal,
+                by,
             })
             .collect())
     }

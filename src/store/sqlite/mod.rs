@@ -377,7 +377,7 @@ impl Store {
         self.pool
             .run(move |conn| {
                 let mut st = conn.prepare_cached(
-                    "SELECT id, at_ms, terminate, signal FROM revokes WHERE at_ms > ?1 \
+                    "SELECT id, at_ms, terminate, signal, by FROM revokes WHERE at_ms > ?1 \
                      ORDER BY at_ms, id",
                 )?;
                 let rows = st.query_map([after_ms], |r| {
@@ -386,6 +386,7 @@ impl Store {
                         at_ms: r.get(1)?,
                         terminate: r.get(2)?,
                         signal: r.get(3)?,
+                        by: r.get(4)?,
                     })
                 })?;
                 rows.collect()

@@ -6,6 +6,7 @@
   const SVG = "http://www.w3.org/2000/svg";
   const STATES = ["PENDING", "RECEIVED", "STARTED", "running", "deploy", "active", "INITIATING",
     "PREPARING_IMAGE", "BOOTING", "AVAILABLE", "RETRY", "SUCCESS", "FAILURE", "REVOKED"];
+  const FINAL = ["SUCCESS", "FAILURE", "REVOKED"];
   const BAR_ROW = 18, BAR_MAX = 150, CHART_H = 48, CHART_COL = 8;
 
   function el(tag, attrs, text) {
@@ -173,6 +174,15 @@
     }));
   }
 
+  // A plain form POST with the page's form token; the server answers with what it did.
+  function revokeForm(id) {
+    const form = el("form", { method: "post", action: "/cm/jobs/" + encodeURIComponent(id) + "/revoke", class: "revoke" });
+    form.append(el("input", { type: "hidden", name: "csrf", value: root.dataset.csrf || "" }));
+    form.append(el("button", { type: "submit", class: "danger" }, "revoke"), " ");
+    form.append(el("button", { type: "submit", name: "terminate", value: "1", class: "danger" }, "revoke and terminate"));
+    return form;
+  }
+
   function detailsRow(data) {
     const tr = el("tr", { class: "details" });
     const cell = el("td", { colspan: "11" });
@@ -199,6 +209,10 @@
     if (j.result) lines.push("result " + j.result);
     if (j.error) lines.push("error " + j.error);
     job.append(el("pre", {}, lines.join("\n")));
+    if (j.output) {
+      job.append(el("h3", {}, "output"), el("pre", { class: "output" }, j.output));
+    }
+    if (!FINAL.includes(j.state)) job.append(revokeForm(j.id));
     grid.append(hist, job);
     cell.append(grid);
     tr.append(cell);

@@ -1,0 +1,278 @@
+//! Revokes reach every worker through the store (`cm jobs revoke`, `POST /api/jobs/ID/revoke`):
+//! one poller per worker process reads the new ones every second into an in-memory set, which
+//! each delivery checks before it runs (a revoked job is settled REVOKED, never run); a revoke
+//! with terminate also asks the job to end if it runs here. The first read, before consuming,
+//! takes every revoke ever kept, so a revoke holds across restarts of the workers.
+//!
+//! A job delivered within the poll interval after its revoke may still start: then only a
+//! terminate ends it (Celery's workers have the same window, through the broker).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use nix::sys::signal::Signal;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::delivery::{give_back, say, Ctx};
+use super::outcome::Outcome;
+use crate::jobs::cancel::{signal_named, Stops};
+use crate::jobs::{self, Job};
+use crate::protocol::TaskMessage;
+use crate::store::{self, Event, Revoke, Store};
+
+/// How often the store is asked for new revokes.
+const POLL: Duration = Duration::from_secs(1);
+/// Revoke times are their makers' clocks, committed in any order: each poll asks from this much
+/// before the newest seen, and skips what it already knows.
+const OVERLAP_MS: i64 = 5_000;
+/// Revoked ids kept in memory, at most; past it the oldest revokes are forgotten (about 10 MB).
+const KEEP: usize = 100_000;
+
+/// The revoked ids this worker knows, shared by the poller and every delivery.
+#[derive(Clone, Default)]
+pub(super) struct Revocations {
+    known: Arc<Mutex<Known>>,
+}
+
+#[derive(Default)]
+struct Known {
+    by_id: HashMap<Arc<str>, Seen>,
+    /// (time, id), oldest first: what goes when there are more than [`KEEP`].
+    oldest: BTreeSet<(i64, Arc<str>)>,
+    /// The newest revoke time read, for the next poll.
+    newest: i64,
+}
+
+struct Seen {
+    at_ms: i64,
+    terminate: bool,
+    by: Option<String>,
+}
+
+/// What one read of the store brought: the revokes with terminate new to this worker, and the
+/// ids forgotten to stay within [`KEEP`].
+#[derive(Debug, Default, PartialEq)]
+struct Taken {
+    terminate: Vec<Revoke>,
+    forgotten: Vec<Arc<str>>,
+}
+
+impl Revocations {
+    /// Who revoked job `id` (`""` if the store does not say), or `None` if it is not revoked.
+    pub(super) fn revoked_by(&self, id: &str) -> Option<String> {
+        let known = self.lock();
+        known
+            .by_id
+            .get(id)
+            .map(|seen| seen.by.clone().unwrap_or_default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        // A panic elsewhere while holding it leaves a set that is still a valid set.
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cursor(&self) -> i64 {
+        let newest = self.lock().newest;
+        if newest == 0 {
+            0
+        } else {
+            newest - OVERLAP_MS
+        }
+    }
+
+    /// Takes in what the store returned (oldest first).
+    fn take(&self, revokes: Vec<Revoke>) -> Taken {
+        let mut known = self.lock();
+        let mut taken = Taken::default();
+        for r in revokes {
+            known.newest = known.newest.max(r.at_ms);
+            let id: Arc<str> = Arc::from(r.id.as_str());
+            let old = known.by_id.get(&id).map(|s| (s.at_ms, s.terminate));
+            match old {
+                // Read again through the overlap, or a repeat that adds nothing.
+                Some((_, was_terminate)) if was_terminate || !r.terminate => continue,
+                // An upgrade to terminate: it moves to its new time.
+                Some((at, _)) => {
+                    known.oldest.remove(&(at, id.clone()));
+                }
+                None => {}
+            }
+            known.oldest.insert((r.at_ms, id.clone()));
+            known.by_id.insert(
+                id,
+                Seen {
+                    at_ms: r.at_ms,
+                    terminate: r.terminate,
+                    by: r.by.clone(),
+                },
+            );
+            if r.terminate {
+                taken.terminate.push(r);
+            }
+        }
+        while known.by_id.len() > KEEP {
+            let Some((_, id)) = known.oldest.pop_first() else {
+                break;
+            };
+            known.by_id.remove(&id);
+            taken.forgotten.push(id);
+        }
+        taken
+    }
+}
+
+/// The first read: every revoke kept, before this worker consumes (so none of its jobs runs yet).
+pub(super) async fn load(store: &Store) -> anyhow::Result<Revocations> {
+    let revoked = Revocations::default();
+    let all = store.revokes_since(0).await?;
+    let n = all.len();
+    let taken = revoked.take(all);
+    if n > 0 {
+        info!(
+            "{n} revoked job id(s) in the store; those jobs will not run here{}",
+            if taken.forgotten.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (the oldest {} forgotten: over {KEEP})",
+                    taken.forgotten.len()
+                )
+            }
+        );
+    }
+    Ok(revoked)
+}
+
+/// Polls the store every second for as long as the worker lives (across broker sessions).
+pub(super) fn spawn(revoked: Revocations, store: Store, stops: Stops) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failing = false;
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let read = match store.revokes_since(revoked.cursor()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if !failing {
+                        warn!("reading revokes from the store: {e}; trying again every {POLL:?}");
+                    }
+                    failing = true;
+                    continue;
+                }
+            };
+            if std::mem::take(&mut failing) {
+                info!("reading revokes from the store again");
+            }
+            let taken = revoked.take(read);
+            for r in &taken.terminate {
+                // Harmless for a job not running here; forgotten below with the id.
+                stops.terminate(&r.id, signal_of(r));
+            }
+            for id in &taken.forgotten {
+                stops.forget(id);
+            }
+        }
+    })
+}
+
+/// The signal a revoke asks for: SIGTERM unless it names another.
+fn signal_of(r: &Revoke) -> Signal {
+    match r.signal.as_deref().map(signal_named) {
+        None => Signal::SIGTERM,
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            warn!("revoke of job {}: {e}; sending TERM", r.id);
+            Signal::SIGTERM
+        }
+    }
+}
+
+/// A delivery of a revoked job: recorded, REVOKED, answered (rpc://) and acked; never run.
+pub(super) async fn settle_unrun(
+    ctx: &Ctx,
+    msg: &TaskMessage,
+    job: &Job,
+    delivery: &Delivery,
+    id: store::Shared,
+    by: &str,
+) {
+    say(&ctx.node, &id, &msg.task, "REVOKED (revoked before it ran)");
+    let now = store::now_ms();
+    // A job a Celery client published has no row until a worker receives it; a final row stays.
+    ctx.writer.send(Event::Received {
+        job: jobs::record(msg, Some(job), &ctx.queue, None, now),
+        worker: ctx.node.clone(),
+        at: now,
+    });
+    let why = if by.is_empty() {
+        "revoked".to_string()
+    } else {
+        format!("revoked by {by}")
+    };
+    let outcome = Outcome::Revoked(why);
+    if let Err(e) = ctx.writer.commit(outcome.event(&id, &ctx.node, None)).await {
+        return give_back(ctx, delivery, &id, &e.to_string()).await;
+    }
+    outcome.follow_up(ctx, msg, Some(delivery)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revoke(id: &str, at_ms: i64, terminate: bool) -> Revoke {
+        Revoke {
+            id: id.into(),
+            at_ms,
+            terminate,
+            signal: terminate.then(|| "SIGKILL".into()),
+            by: Some("cm@ops".into()),
+        }
+    }
+
+    #[test]
+    fn a_revoke_is_taken_once_and_an_upgrade_to_terminate_again() {
+        let r = Revocations::default();
+        assert_eq!(r.cursor(), 0);
+        assert_eq!(r.revoked_by("a"), None);
+        let taken = r.take(vec![revoke("a", 10_000, false), revoke("b", 20_000, true)]);
+        assert_eq!(taken.terminate, [revoke("b", 20_000, true)]);
+        assert_eq!(r.revoked_by("a").as_deref(), Some("cm@ops"));
+        assert_eq!(r.cursor(), 20_000 - OVERLAP_MS);
+        // Read again through the overlap: nothing new.
+        let again = r.take(vec![revoke("a", 10_000, false), revoke("b", 20_000, true)]);
+        assert_eq!(again, Taken::default());
+        // A's upgrade to terminate is new; a repeat of B without terminate is not.
+        let up = r.take(vec![revoke("b", 20_500, false), revoke("a", 21_000, true)]);
+        assert_eq!(up.terminate, [revoke("a", 21_000, true)]);
+        assert_eq!(r.cursor(), 21_000 - OVERLAP_MS);
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_revokes_are_forgotten() {
+        let r = Revocations::default();
+        let many: Vec<Revoke> = (0..=KEEP)
+            .map(|i| revoke(&format!("j{i}"), i64::try_from(i).unwrap_or(0) + 1, false))
+            .collect();
+        let taken = r.take(many);
+        assert_eq!(taken.forgotten, [Arc::from("j0")]);
+        assert_eq!(r.revoked_by("j0"), None);
+        assert!(r.revoked_by("j1").is_some());
+        assert!(r.revoked_by(&format!("j{KEEP}")).is_some());
+    }
+
+    #[test]
+    fn a_revoke_names_its_signal_or_gets_term() {
+        let mut r = revoke("a", 1, true);
+        assert_eq!(signal_of(&r), Signal::SIGKILL);
+        r.signal = None;
+        assert_eq!(signal_of(&r), Signal::SIGTERM);
+        r.signal = Some("SIGSTOP".into());
+        assert_eq!(signal_of(&r), Signal::SIGTERM);
+    }
+}
