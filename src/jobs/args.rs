@@ -3,27 +3,39 @@
 //! many positional values, an unknown keyword, a name given twice, a required one missing, a
 //! value of the wrong type) is an error in Python's words, and the job ends FAILURE with it.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 /// One parameter of a task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Param {
-    pub name: String,
+    /// Borrowed for cm's own tasks, whose parameters are constants: binding their jobs copies
+    /// no names.
+    pub name: Cow<'static, str>,
     pub required: bool,
 }
 
 impl Param {
-    pub fn required(name: &str) -> Self {
+    pub const fn required(name: &'static str) -> Self {
         Self {
-            name: name.to_string(),
+            name: Cow::Borrowed(name),
             required: true,
         }
     }
 
-    pub fn optional(name: &str) -> Self {
+    pub const fn optional(name: &'static str) -> Self {
         Self {
-            name: name.to_string(),
+            name: Cow::Borrowed(name),
             required: false,
+        }
+    }
+
+    /// A parameter named at run time (a configured task's).
+    pub fn named(name: &str, required: bool) -> Self {
+        Self {
+            name: Cow::Owned(name.to_string()),
+            required,
         }
     }
 }
@@ -53,7 +65,7 @@ pub enum ArgsError {
 /// The values of a call, by parameter, in the parameters' order; `None` where none was given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bound {
-    values: Vec<(String, Option<String>)>,
+    values: Vec<(Cow<'static, str>, Option<String>)>,
 }
 
 impl Bound {
@@ -75,7 +87,7 @@ impl Bound {
         Self {
             values: pairs
                 .into_iter()
-                .map(|(name, value)| (name.to_string(), Some(value)))
+                .map(|(name, value)| (Cow::Borrowed(name), Some(value)))
                 .collect(),
         }
     }
@@ -108,7 +120,7 @@ pub fn bind(
     }
     if let Some(name) = kwargs
         .keys()
-        .find(|k| !params.iter().any(|p| &p.name == *k))
+        .find(|k| !params.iter().any(|p| p.name == k.as_str()))
     {
         return Err(ArgsError::UnknownKeyword {
             task: task.to_string(),
@@ -118,25 +130,25 @@ pub fn bind(
     let mut values = Vec::with_capacity(params.len());
     for (i, p) in params.iter().enumerate() {
         let positional = args.get(i);
-        let keyword = kwargs.get(&p.name);
+        let keyword = kwargs.get(&*p.name);
         if positional.is_some() && keyword.is_some() {
             return Err(ArgsError::Twice {
                 task: task.to_string(),
-                name: p.name.clone(),
+                name: p.name.to_string(),
             });
         }
         let text = match positional.or(keyword) {
             None | Some(Value::Null) => None,
             Some(v) => Some(as_text(v).ok_or_else(|| ArgsError::WrongType {
                 task: task.to_string(),
-                name: p.name.clone(),
+                name: p.name.to_string(),
                 got: kind_of(v),
             })?),
         };
         if p.required && text.is_none() {
             return Err(ArgsError::Missing {
                 task: task.to_string(),
-                name: p.name.clone(),
+                name: p.name.to_string(),
             });
         }
         values.push((p.name.clone(), text));

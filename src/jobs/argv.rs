@@ -171,7 +171,7 @@ mod tests {
 
     fn values(pairs: Value) -> Bound {
         let kwargs = pairs.as_object().cloned().unwrap_or_default();
-        let params: Vec<Param> = kwargs.keys().map(|k| Param::optional(k)).collect();
+        let params: Vec<Param> = kwargs.keys().map(|k| Param::named(k, false)).collect();
         bind("t", &params, &[], &kwargs).unwrap_or_else(|e| panic!("{e}"))
     }
 

@@ -9,14 +9,15 @@ use crate::config::Config;
 pub const STEPS: &[&str] = &["running", "deploy", "active"];
 
 /// Its parameters, as a Celery client may pass them (by keyword, or in this order).
-pub fn params() -> Vec<Param> {
-    vec![
+pub fn params() -> &'static [Param] {
+    const PARAMS: &[Param] = &[
         Param::required("server"),
         Param::required("recipe"),
         Param::optional("kind"),
         Param::optional("hosts"),
         Param::optional("user"),
-    ]
+    ];
+    PARAMS
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -58,11 +58,11 @@ impl Job {
         };
         let bind = |params: &[args::Param]| args::bind(&msg.task, params, &msg.args, &msg.kwargs);
         Ok(match msg.task.as_str() {
-            PROVISION => match bind(&provision::params()) {
+            PROVISION => match bind(provision::params()) {
                 Ok(b) => Job::Provision(provision::Provision::from_bound(&b)),
                 Err(e) => unfit(e),
             },
-            LAUNCH => match bind(&launch::params()) {
+            LAUNCH => match bind(launch::params()) {
                 Ok(b) => Job::Launch(launch::Launch::from_bound(&b)),
                 Err(e) => unfit(e),
             },
@@ -79,10 +79,7 @@ impl Job {
                 let params: Vec<args::Param> = spec
                     .params
                     .iter()
-                    .map(|p| args::Param {
-                        name: p.clone(),
-                        required: placeholders.contains(&p.as_str()),
-                    })
+                    .map(|p| args::Param::named(p, placeholders.contains(&p.as_str())))
                     .collect();
                 // Without `params`, the placeholders are keywords only: no position to bind to.
                 let positional: &[serde_json::Value] = &msg.args;

@@ -5,8 +5,9 @@ use super::args::{Bound, Param};
 
 pub const STEPS: &[&str] = &["INITIATING", "PREPARING_IMAGE", "BOOTING", "AVAILABLE"];
 
-pub fn params() -> Vec<Param> {
-    vec![Param::required("host"), Param::required("image")]
+pub fn params() -> &'static [Param] {
+    const PARAMS: &[Param] = &[Param::required("host"), Param::required("image")];
+    PARAMS
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -77,23 +77,19 @@ macro_rules! is_final_sql {
 }
 pub(crate) use is_final_sql;
 
-/// `$col = excluded.$col` in an upsert, unless the row there is final: then it keeps its own
-/// (the first final state wins). A column the INSERT leaves out is NULL in `excluded`.
-macro_rules! unless_final {
-    ($col:literal) => {
+/// The `WHERE` of an upsert's `DO UPDATE`: the row there is not final, so it may change (the
+/// first final state wins; a final row keeps even its `deliveries`, the other run shows in the
+/// history). The row a worker's upsert meets is nearly always its producer's PENDING one:
+/// tested first, one comparison decides (OR stops there) where the final test takes three.
+macro_rules! live_row {
+    () => {
         concat!(
-            $col,
-            " = CASE WHEN ",
-            is_final_sql!("jobs.state"),
-            " THEN jobs.",
-            $col,
-            " ELSE excluded.",
-            $col,
-            " END"
+            " WHERE jobs.state = 'PENDING' OR NOT ",
+            is_final_sql!("jobs.state")
         )
     };
 }
-pub(crate) use unless_final;
+pub(crate) use live_row;
 
 /// What went wrong, in the terms a caller acts on: `Unreachable` and `Busy` may pass (exit 69,
 /// 75), the others need a person. Causes are kept as text so that one failed commit can be

@@ -351,8 +351,8 @@ impl Model {
                 submitted_ms: Some(*at),
                 ..new_row(job, RECEIVED, Some(worker), 0)
             });
-            row.deliveries += 1;
             if !is_final(&row.state) {
+                row.deliveries += 1;
                 row.state = RECEIVED.into();
                 row.worker = Some(worker.to_string());
                 (row.lease_owner, row.lease_until) = (None, None);
@@ -419,10 +419,10 @@ impl Model {
                 submitted_ms: Some(run.received_ms),
                 ..new_row(run.job, RECEIVED, None, 0)
             });
-        row.deliveries += 1;
         if is_final(&row.state) {
             return;
         }
+        row.deliveries += 1;
         row.state = run.state.into();
         row.worker = Some(run.worker.into());
         row.started_ms = Some(run.started_ms);

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 
 use super::error;
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
-use crate::store::{is_final_sql, unless_final, Event, NewJob, StoreError, STARTED};
+use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, STARTED};
 
 pub(crate) struct CommitWriter {
     pool: PgPool,
@@ -38,7 +38,8 @@ impl CommitWriter {
 }
 
 /// Applies one event to its job's `jobs` row (its history is written apart). A final row is
-/// left as it is (the first final state wins): an event of another run only counts a delivery.
+/// left as it is (the first final state wins), its `deliveries` too: another run shows in the
+/// history alone.
 async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> {
     let q = match ev {
         // A delivery starts with no lease: an older run's, or a reaper's claim, is over.
@@ -46,14 +47,9 @@ async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> 
             "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
              submitted_ms, deliveries) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
-             ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, ",
-            unless_final!("state"),
-            ", ",
-            unless_final!("worker"),
-            ", ",
-            unless_final!("lease_owner"),
-            ", ",
-            unless_final!("lease_until")
+             ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, state = 'RECEIVED', \
+             worker = excluded.worker, lease_owner = NULL, lease_until = NULL",
+            live_row!()
         ))
         .bind(&job.id)
         .bind(&job.task)
@@ -203,24 +199,12 @@ async fn upsert_whole_runs(
          SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
          $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[]) \
-         ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, ",
-        unless_final!("state"),
-        ", ",
-        unless_final!("worker"),
-        ", ",
-        unless_final!("started_ms"),
-        ", ",
-        unless_final!("finished_ms"),
-        ", ",
-        unless_final!("result"),
-        ", ",
-        unless_final!("error"),
-        ", ",
-        unless_final!("output"),
-        ", ",
-        unless_final!("lease_owner"),
-        ", ",
-        unless_final!("lease_until")
+         ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+             state = excluded.state, worker = excluded.worker, started_ms = excluded.started_ms, \
+             finished_ms = excluded.finished_ms, result = excluded.result, \
+             error = excluded.error, output = excluded.output, lease_owner = NULL, \
+             lease_until = NULL",
+        live_row!()
     ));
     jobs.bind(q)
         .bind(state)

@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, Statement, ToSql, TransactionBehavior};
 use super::pool::Pool;
 use super::{error, is_busy, settings};
 use crate::store::batch::{self, Commit, FoldedHistory, WholeRun};
-use crate::store::{is_final_sql, unless_final, Event, NewJob, StoreError, STARTED};
+use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, STARTED};
 
 /// Enough for every statement text a commit uses (6 single-row ones, and one per recurring size
 /// of the multi-row ones, see [`batch::chunks`]), so none is parsed twice.
@@ -106,7 +106,8 @@ pub(super) fn write(conn: &mut Connection, commit: &Commit<'_>) -> rusqlite::Res
 }
 
 /// Applies one event to its job's `jobs` row (its history is written apart). A final row is
-/// left as it is (the first final state wins): an event of another run only counts a delivery.
+/// left as it is (the first final state wins), its `deliveries` too: another run shows in the
+/// history alone.
 fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
     match ev {
         // A delivery starts with no lease: an older run's, or a reaper's claim, is over.
@@ -115,14 +116,9 @@ fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, \
                  worker, submitted_ms, deliveries) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'RECEIVED', ?9, ?10, 1) \
-                 ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, ",
-                unless_final!("state"),
-                ", ",
-                unless_final!("worker"),
-                ", ",
-                unless_final!("lease_owner"),
-                ", ",
-                unless_final!("lease_until")
+                 ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, state = 'RECEIVED', \
+             worker = excluded.worker, lease_owner = NULL, lease_until = NULL",
+            live_row!()
             ))?
             .execute(params![
                 job.id, job.task, job.queue, job.args, job.server, job.recipe, job.kind, job.hosts,
@@ -197,24 +193,12 @@ fn upsert_whole_runs(conn: &Connection, runs: &[WholeRun<'_>]) -> rusqlite::Resu
             row: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
             // lease_* are NULL in `excluded`: a finished run holds no lease.
             tail: concat!(
-                " ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, ",
-                unless_final!("state"),
-                ", ",
-                unless_final!("worker"),
-                ", ",
-                unless_final!("started_ms"),
-                ", ",
-                unless_final!("finished_ms"),
-                ", ",
-                unless_final!("result"),
-                ", ",
-                unless_final!("error"),
-                ", ",
-                unless_final!("output"),
-                ", ",
-                unless_final!("lease_owner"),
-                ", ",
-                unless_final!("lease_until")
+                " ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+             state = excluded.state, worker = excluded.worker, started_ms = excluded.started_ms, \
+             finished_ms = excluded.finished_ms, result = excluded.result, \
+             error = excluded.error, output = excluded.output, lease_owner = NULL, \
+             lease_until = NULL",
+                live_row!()
             ),
         },
         |b, r| {
