@@ -69,7 +69,7 @@ fn job(stack: &Stack, id: &str) -> serde_json::Value {
 fn a_command_runs_with_its_values_stdin_and_env_and_prints_to_the_log() {
     let c = Commands::new(
         r#"[tasks."t.echo"]
-command = ["/bin/sh", "-c", "echo \"host=$1 worker=$CM_WORKER job=$CM_JOB_ID\"; cat; echo; echo oops >&2; echo '{{\"ok\": true}}' > \"$CM_RESULT\"", "sh", "{host}"]
+command = ["/bin/sh", "-c", "echo \"host=$1 worker=$CM_WORKER job=$CM_JOB_ID\"; cat; echo; echo 'cm-state: deploy'; echo 'cm-state: SUCCESS'; echo oops >&2; echo '{{\"ok\": true}}' > \"$CM_RESULT\"", "sh", "{host}"]
 params = ["host"]
 cwd = "{dir}"
 "#,
@@ -111,6 +111,25 @@ cwd = "{dir}"
     assert!(!c.file("pwned").exists(), "shell syntax in a value ran");
     let row = job(stack, id);
     assert_eq!(row["state"], "SUCCESS", "{row}");
+    // A `cm-state:` line is a step of the history; one naming cm's own states is not.
+    let history: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(&stack.ok(&["jobs", "show", id, "--json"]))
+            .expect("cm jobs show --json")["history"]
+            .as_array()
+            .expect("a history")
+            .iter()
+            .map(|e| e["state"].as_str().unwrap_or("").to_string())
+            .collect();
+    assert_eq!(
+        history,
+        ["PENDING", "RECEIVED", "STARTED", "deploy", "SUCCESS"],
+        "{history:?}"
+    );
+    let output = row["output"].as_str().unwrap_or("");
+    assert!(
+        output.contains("cm-state: deploy") && output.contains("oops"),
+        "{output}"
+    );
     stack.ok(&["server", "stop"]);
 }
 
