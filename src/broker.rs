@@ -153,6 +153,19 @@ pub fn lost() {
     PREFERRED.fetch_add(1, Ordering::Relaxed);
 }
 
+/// `host:port` of a broker URL, the short name a status table shows for a node.
+pub fn host_port(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or("?"),
+            u.port()
+                .unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 })
+        ),
+        Err(_) => redact(url),
+    }
+}
+
 /// The node of the list this process reached last (redacted), for status lines.
 pub fn current_node(urls: &str) -> String {
     let list = split_urls(urls);

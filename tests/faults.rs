@@ -524,5 +524,23 @@ fn a_broker_list_whose_first_node_is_down_still_starts_and_publishes() {
         "{}",
         stack.log("l1")
     );
+    // Status names the node the worker reached: the second of the list.
+    let live = url::Url::parse(&broker_url()).expect("the test broker's URL");
+    let live = format!(
+        "{}:{}",
+        live.host_str().unwrap_or("?"),
+        live.port().unwrap_or(5672)
+    );
+    common::eventually(Duration::from_secs(5), "status to name the node", || {
+        let status = stack.ok(&["queue", "status", "l1"]);
+        status.contains("BROKER") && status.contains(&live)
+    });
+    let rows: serde_json::Value =
+        serde_json::from_str(&stack.ok(&["queue", "status", "l1", "--json"])).expect("JSON");
+    let broker = rows[0]["broker"].as_str().unwrap_or("");
+    assert!(
+        broker.contains(&live) && !broker.contains("guest:guest"),
+        "{rows}"
+    );
     stack.ok(&["server", "stop"]);
 }

@@ -124,7 +124,7 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
         return Ok(Code::Success);
     }
     crate::outln!(
-        "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}",
+        "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}  BROKER",
         "NAME",
         "QUEUE",
         "PID",
@@ -136,7 +136,7 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
     for r in rows {
         let dash = || "-".to_string();
         crate::outln!(
-            "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}",
+            "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}  {}",
             r.name,
             r.queue,
             r.pid.map_or_else(dash, |p| p.to_string()),
@@ -148,6 +148,9 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
                 Some(f) if f > 0 => format!("{d} ({f} failed)"),
                 _ => d.to_string(),
             }),
+            r.broker
+                .as_deref()
+                .map_or_else(dash, crate::broker::host_port),
         );
     }
     Ok(Code::Success)

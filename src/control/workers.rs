@@ -187,13 +187,18 @@ pub struct WorkerStatus {
     pub memory_bytes: Option<u64>,
     pub jobs_done: Option<u64>,
     pub jobs_failed: Option<u64>,
+    /// The broker node it is connected to (of `[broker] url`'s list), its password hidden.
+    pub broker: Option<String>,
 }
 
 /// Counters a worker keeps beside its pid file, written at most twice a second.
-#[derive(Debug, Default, Clone, Copy, Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WorkerStats {
     pub jobs_done: u64,
     pub jobs_failed: u64,
+    /// The broker node the worker is connected to, redacted (an older worker wrote none).
+    #[serde(default)]
+    pub broker: Option<String>,
 }
 
 impl WorkerStats {
@@ -230,8 +235,9 @@ pub fn status(cfg: &Config, workers: &[WorkerRef<'_>]) -> Vec<WorkerStatus> {
                 state,
                 uptime_seconds: alive_pid.and_then(procs::uptime).map(|d| d.as_secs()),
                 memory_bytes: alive_pid.and_then(procs::rss_bytes),
-                jobs_done: stats.map(|s| s.jobs_done),
-                jobs_failed: stats.map(|s| s.jobs_failed),
+                jobs_done: stats.as_ref().map(|s| s.jobs_done),
+                jobs_failed: stats.as_ref().map(|s| s.jobs_failed),
+                broker: stats.and_then(|s| s.broker),
             }
         })
         .collect()

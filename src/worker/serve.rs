@@ -89,7 +89,11 @@ pub(super) async fn serve(
     if let Some(pipe) = ready.take() {
         pipe.say(ReadyPipe::READY);
     }
-    let stats_writer = stats::spawn_writer(stats.clone(), cfg.stats_file(worker.name));
+    let stats_writer = stats::spawn_writer(
+        stats.clone(),
+        cfg.stats_file(worker.name),
+        cfg.broker_url.clone(),
+    );
 
     let slots = Arc::new(Semaphore::new(usize::from(queue.concurrency)));
     let mut running = JoinSet::new();

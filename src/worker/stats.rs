@@ -32,10 +32,11 @@ impl Counters {
         WorkerStats {
             jobs_done: self.done.load(Ordering::Relaxed),
             jobs_failed: self.failed.load(Ordering::Relaxed),
+            broker: None,
         }
     }
 
-    /// The last word, once the worker stopped.
+    /// The last word, once the worker stopped (connected to nothing).
     pub(super) fn write(&self, path: &std::path::Path) {
         if let Err(e) = self.snapshot().write(path) {
             warn!("writing stats: {e}");
@@ -43,17 +44,25 @@ impl Counters {
     }
 }
 
-/// Rewrites the stats file whenever the counts moved, until aborted.
-pub(super) fn spawn_writer(stats: Arc<Counters>, path: PathBuf) -> tokio::task::JoinHandle<()> {
+/// Rewrites the stats file whenever the counts or the broker node (of the `urls` list) moved,
+/// until aborted.
+pub(super) fn spawn_writer(
+    stats: Arc<Counters>,
+    path: PathBuf,
+    urls: String,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let now = stats.snapshot();
-            if last != Some((now.jobs_done, now.jobs_failed)) {
+            let now = WorkerStats {
+                broker: Some(crate::broker::current_node(&urls)),
+                ..stats.snapshot()
+            };
+            if last.as_ref() != Some(&now) {
                 if let Err(e) = now.write(&path) {
                     warn!("writing stats: {e}");
                 }
-                last = Some((now.jobs_done, now.jobs_failed));
+                last = Some(now);
             }
             tokio::time::sleep(STATS_EVERY).await;
         }
