@@ -240,6 +240,10 @@ impl TaskMessage {
     }
 }
 
+/// A time limit longer than this is taken as this: a client's number must not overflow a
+/// deadline (`Instant + Duration` panics), and no job is meant to run a year.
+const LONGEST_LIMIT: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A limit as the header carries it: a number of seconds, or null.
 fn seconds(limit: Option<Duration>) -> AMQPValue {
     limit.map_or(AMQPValue::Void, |d| AMQPValue::Double(d.as_secs_f64()))
@@ -261,7 +265,8 @@ fn time_limit(v: &AMQPValue) -> Option<TimeLimit> {
         Some(
             Duration::try_from_secs_f64(secs)
                 .ok()
-                .filter(|d| !d.is_zero()),
+                .filter(|d| !d.is_zero())
+                .map(|d| d.min(LONGEST_LIMIT)),
         )
     };
     let parts = parts.as_slice();
@@ -557,6 +562,18 @@ mod tests {
             soft_only.time_limit.enforced(),
             Some(Duration::from_secs(4))
         );
+        // Zero or less is none; beyond a year is a year; a number too big for a duration, none.
+        let odd = with(&[(
+            "timelimit",
+            AMQPValue::FieldArray(vec![AMQPValue::Double(-1.0), AMQPValue::Double(1e18)].into()),
+        )])?;
+        assert_eq!(odd.time_limit.hard, None);
+        assert_eq!(odd.time_limit.soft, Some(LONGEST_LIMIT));
+        let huge = with(&[(
+            "timelimit",
+            AMQPValue::FieldArray(vec![AMQPValue::Double(1e300)].into()),
+        )])?;
+        assert_eq!(huge.time_limit, TimeLimit::default());
 
         let (body2, props2) = got.encode("t");
         let back = TaskMessage::decode(&props2, &body2)?;
