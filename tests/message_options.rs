@@ -17,10 +17,22 @@ struct Celery {
     stack: Stack,
     dir: tempfile::TempDir,
     queue: String,
+    /// Dropped after the stack: the PostgreSQL store's database, if the stack uses one.
+    _pg: Option<common::PgDatabase>,
 }
 
 impl Celery {
     fn new() -> Self {
+        Self::on(None, "")
+    }
+
+    /// With its status store in a PostgreSQL database of its own.
+    fn on_postgres() -> Self {
+        Self::on(Some(common::PgDatabase::new()), "")
+    }
+
+    /// `worker_keys`: more `[worker]` keys.
+    fn on(pg: Option<common::PgDatabase>, worker_keys: &str) -> Self {
         let queue = common::unique("t_opts");
         let dir = tempfile::tempdir().expect("temp dir");
         let ran = dir.path().join("ran");
@@ -39,9 +51,16 @@ kill_grace = 1
         );
         let stack = Stack::with(Options {
             extra,
+            store_url: pg.as_ref().map(|db| db.url.clone()),
+            worker_extra: format!("allow_root = true\n{worker_keys}"),
             ..Options::default()
         });
-        Self { stack, dir, queue }
+        Self {
+            stack,
+            dir,
+            queue,
+            _pg: pg,
+        }
     }
 
     /// The times the stamp command ran at, in order.
@@ -173,7 +192,21 @@ fn a_countdown_job_is_scheduled_then_runs_once_no_earlier_than_its_eta() {
 
 #[test]
 fn a_scheduled_job_survives_a_restart_of_the_workers_and_runs_once_after_its_eta() {
-    let c = Celery::new();
+    survives_a_restart(&Celery::new());
+}
+
+#[test]
+fn on_postgres_a_scheduled_job_survives_a_restart_of_the_workers_and_runs_once_after_its_eta() {
+    let c = Celery::on_postgres();
+    survives_a_restart(&c);
+    assert!(
+        !c.stack.store_file().exists(),
+        "used SQLite, not PostgreSQL"
+    );
+}
+
+/// Stops every worker while a countdown job is SCHEDULED, lets its eta pass, starts them again.
+fn survives_a_restart(c: &Celery) {
     c.start();
     let (id, sent) = c.send("t.stamp", ", countdown=3");
     eventually(Duration::from_secs(2), "the job SCHEDULED", || {
@@ -288,5 +321,54 @@ print("result", r.get(timeout=20))
     assert_eq!(c.state(id), "SUCCESS");
     assert!(c.history(id).contains(&"SCHEDULED".to_string()));
     assert_eq!(c.runs().len(), 1);
+    c.stop();
+}
+
+/// A scheduler that claimed a due job and died before publishing it: its claim is a lease, it
+/// lapses, and a lease reaper of a live worker publishes the job, which runs once.
+#[test]
+fn a_due_job_whose_claimer_died_is_published_by_a_lease_reaper() {
+    let c = Celery::on(None, "lease_seconds = 3");
+    c.start();
+    c.stop();
+    let (id, sent) = c.send("t.stamp", ", countdown=1");
+    // No worker runs: the message waits on the broker. One takes it and schedules it...
+    c.stack.ok(&["queue", "start", "c1"]);
+    eventually(Duration::from_secs(5), "the job SCHEDULED", || {
+        c.state(&id) == "SCHEDULED"
+    });
+    c.stack.ok(&["queue", "stop", "c1"]);
+    // ...and once it is due, a scheduler "dies" holding its claim (made here, through the
+    // store's API, as a scheduler makes it).
+    while now_s() < sent + 1.2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let store_url = cm::config::StoreLocation::SqliteFile(c.stack.store_file());
+    let claimed = common::runtime().block_on(async {
+        let store = cm::store::Store::open(&store_url).await?;
+        let now = cm::store::now_ms();
+        let rows = store
+            .claim_due(&c.queue, "dead@nowhere", now, now + 1_000, 10)
+            .await?;
+        store.close().await;
+        Ok::<_, cm::store::StoreError>(rows)
+    });
+    let claimed = claimed.expect("the store");
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].lease_owner.as_deref(), Some("dead@nowhere"));
+    c.start();
+    eventually(Duration::from_secs(20), "the job SUCCESS", || {
+        c.state(&id) == "SUCCESS"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.runs().len(), 1, "ran {:?}", c.runs());
+    let row = c.show(&id);
+    let lapsed = row["history"].as_array().into_iter().flatten().any(|e| {
+        e["state"] == "REQUEUED"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("the lease of dead@nowhere lapsed"))
+    });
+    assert!(lapsed, "{row}");
     c.stop();
 }
