@@ -121,7 +121,7 @@ pub struct WebArgs {
 pub struct JobsArgs {
     #[command(subcommand)]
     pub show: Option<JobsCmd>,
-    /// Only jobs in this state (PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, ...)
+    /// Only jobs in this state (PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, ...)
     #[arg(long)]
     pub state: Option<String>,
     #[arg(long)]

@@ -16,5 +16,6 @@ pub mod protocol;
 pub mod publishing;
 pub mod revoking;
 pub mod store;
+pub mod timestamp;
 pub mod web;
 pub mod worker;

@@ -5,6 +5,9 @@
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use serde_json::{Map, Value};
+use std::time::Duration;
+
+use crate::timestamp;
 
 /// The body's third part: no callbacks, errbacks, chain or chord (keys in serde_json's order).
 const EMBED: &str = r#"{"callbacks":null,"chain":null,"chord":null,"errbacks":null}"#;
@@ -20,6 +23,32 @@ pub struct TaskMessage {
     /// Where a Celery client with the rpc:// backend waits for the result.
     pub reply_to: Option<String>,
     pub correlation_id: Option<String>,
+    /// Not before this (ms since the epoch): the `eta` header, which is also how a Celery
+    /// client sends a `countdown`.
+    pub eta_ms: Option<i64>,
+    /// Not after this (ms since the epoch): the `expires` header. Received later, the job is
+    /// REVOKED unrun, as a Celery worker does.
+    pub expires_ms: Option<i64>,
+    /// The `timelimit` header.
+    pub time_limit: TimeLimit,
+}
+
+/// A message's `timelimit` header: `[hard, soft]` in seconds, each may be null. Celery's order
+/// is hard first (`[time_limit, soft_time_limit]`, celery/app/amqp.py).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimeLimit {
+    pub hard: Option<Duration>,
+    pub soft: Option<Duration>,
+}
+
+impl TimeLimit {
+    /// The limit cm enforces: the hard one; the soft one where there is no hard one. cm has no
+    /// soft limit of its own (a command cannot catch Celery's SoftTimeLimitExceeded), so a soft
+    /// limit alone ends the job as a hard one would, and a soft limit under a hard one is not
+    /// enforced.
+    pub fn enforced(&self) -> Option<Duration> {
+        self.hard.or(self.soft)
+    }
 }
 
 /// Why a message cannot be a task; the reason goes with it to the dead-letter queue.
@@ -40,6 +69,15 @@ pub enum DecodeError {
         min: i64,
         max: i64,
     },
+    #[error("header {header:?}: {why}")]
+    BadTime {
+        header: &'static str,
+        why: timestamp::BadTimestamp,
+    },
+    #[error(
+        "header \"timelimit\" is {got}: it must be [hard, soft], each a number of seconds or null"
+    )]
+    BadTimeLimit { got: String },
 }
 
 impl TaskMessage {
@@ -55,6 +93,9 @@ impl TaskMessage {
             retries: 0,
             reply_to: None,
             correlation_id: None,
+            eta_ms: None,
+            expires_ms: None,
+            time_limit: TimeLimit::default(),
         }
     }
 
@@ -88,11 +129,22 @@ impl TaskMessage {
             ("group", AMQPValue::Void),
             ("shadow", AMQPValue::Void),
             ("retries", AMQPValue::LongLongInt(i64::from(self.retries))),
-            ("eta", AMQPValue::Void),
-            ("expires", AMQPValue::Void),
+            (
+                "eta",
+                self.eta_ms
+                    .map_or(AMQPValue::Void, |ms| text(&timestamp::format_ms(ms))),
+            ),
+            (
+                "expires",
+                self.expires_ms
+                    .map_or(AMQPValue::Void, |ms| text(&timestamp::format_ms(ms))),
+            ),
             (
                 "timelimit",
-                AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::Void, AMQPValue::Void])),
+                AMQPValue::FieldArray(FieldArray::from(vec![
+                    seconds(self.time_limit.hard),
+                    seconds(self.time_limit.soft),
+                ])),
             ),
             ("argsrepr", text(&args)),
             ("kwargsrepr", text(&kwargs)),
@@ -142,6 +194,30 @@ impl TaskMessage {
                 })?,
         };
 
+        let time = |key: &'static str| match headers.and_then(|h| h.inner().get(key)) {
+            None | Some(AMQPValue::Void) => Ok(None),
+            Some(v) => match amqp_text(v) {
+                Some(t) => timestamp::parse_ms(&t)
+                    .map(Some)
+                    .map_err(|why| DecodeError::BadTime { header: key, why }),
+                None => Err(DecodeError::BadTime {
+                    header: key,
+                    why: timestamp::BadTimestamp {
+                        text: amqp_repr(v),
+                        why: "not text",
+                    },
+                }),
+            },
+        };
+        let eta_ms = time("eta")?;
+        let expires_ms = time("expires")?;
+        let time_limit = match headers.and_then(|h| h.inner().get("timelimit")) {
+            None | Some(AMQPValue::Void) => TimeLimit::default(),
+            Some(v) => {
+                time_limit(v).ok_or_else(|| DecodeError::BadTimeLimit { got: amqp_repr(v) })?
+            }
+        };
+
         let Body { args, kwargs } = serde_json::from_slice::<Shaped>(body)
             .map_err(|e| DecodeError::NotJson(e.to_string()))?
             .0
@@ -157,8 +233,50 @@ impl TaskMessage {
                 .correlation_id()
                 .as_ref()
                 .map(|s| s.as_str().to_string()),
+            eta_ms,
+            expires_ms,
+            time_limit,
         })
     }
+}
+
+/// A time limit longer than this is taken as this: a client's number must not overflow a
+/// deadline (`Instant + Duration` panics), and no job is meant to run a year.
+const LONGEST_LIMIT: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A limit as the header carries it: a number of seconds, or null.
+fn seconds(limit: Option<Duration>) -> AMQPValue {
+    limit.map_or(AMQPValue::Void, |d| AMQPValue::Double(d.as_secs_f64()))
+}
+
+/// `[hard, soft]`: each a number of seconds or null; `None` when it is not that shape. A limit
+/// of zero or less is none (Celery tests the value for truth).
+fn time_limit(v: &AMQPValue) -> Option<TimeLimit> {
+    let AMQPValue::FieldArray(parts) = v else {
+        return None;
+    };
+    let limit = |v: Option<&AMQPValue>| -> Option<Option<Duration>> {
+        let secs = match v {
+            None | Some(AMQPValue::Void) => return Some(None),
+            Some(AMQPValue::Double(f)) => *f,
+            Some(AMQPValue::Float(f)) => f64::from(*f),
+            Some(other) => amqp_int(other)? as f64,
+        };
+        Some(
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(|d| d.min(LONGEST_LIMIT)),
+        )
+    };
+    let parts = parts.as_slice();
+    if parts.len() > 2 {
+        return None;
+    }
+    Some(TimeLimit {
+        hard: limit(parts.first())?,
+        soft: limit(parts.get(1))?,
+    })
 }
 
 /// A body's args and kwargs.
@@ -403,6 +521,83 @@ mod tests {
                 ))
             );
         }
+    }
+
+    /// `eta`, `expires` and `timelimit` as a Celery 5 client sends them: ISO times, and
+    /// `[hard, soft]` seconds; what cm encodes reads back the same.
+    #[test]
+    fn eta_expires_and_timelimit_are_read() -> Result<(), DecodeError> {
+        let (body, props) = TaskMessage::new("cm.launch", vec![], Map::new()).encode("t");
+        let with = |pairs: &[(&str, AMQPValue)]| {
+            let mut headers = props.headers().clone().unwrap_or_default();
+            for (k, v) in pairs {
+                headers.insert((*k).into(), v.clone());
+            }
+            TaskMessage::decode(&props.clone().with_headers(headers), &body)
+        };
+        let text = |s: &str| AMQPValue::LongString(s.into());
+        let plain = with(&[])?;
+        assert_eq!((plain.eta_ms, plain.expires_ms), (None, None));
+        assert_eq!(plain.time_limit, TimeLimit::default());
+        let got = with(&[
+            ("eta", text("2026-12-01T22:05:43.123456+00:00")),
+            ("expires", text("2026-12-01T23:05:43+01:00")),
+            (
+                "timelimit",
+                AMQPValue::FieldArray(
+                    vec![AMQPValue::LongLongInt(30), AMQPValue::Double(2.5)].into(),
+                ),
+            ),
+        ])?;
+        assert_eq!(got.eta_ms, Some(1_796_162_743_123));
+        assert_eq!(got.expires_ms, Some(1_796_162_743_000));
+        assert_eq!(got.time_limit.hard, Some(Duration::from_secs(30)));
+        assert_eq!(got.time_limit.soft, Some(Duration::from_millis(2500)));
+        assert_eq!(got.time_limit.enforced(), Some(Duration::from_secs(30)));
+        let soft_only = with(&[(
+            "timelimit",
+            AMQPValue::FieldArray(vec![AMQPValue::Void, AMQPValue::LongLongInt(4)].into()),
+        )])?;
+        assert_eq!(
+            soft_only.time_limit.enforced(),
+            Some(Duration::from_secs(4))
+        );
+        // Zero or less is none; beyond a year is a year; a number too big for a duration, none.
+        let odd = with(&[(
+            "timelimit",
+            AMQPValue::FieldArray(vec![AMQPValue::Double(-1.0), AMQPValue::Double(1e18)].into()),
+        )])?;
+        assert_eq!(odd.time_limit.hard, None);
+        assert_eq!(odd.time_limit.soft, Some(LONGEST_LIMIT));
+        let huge = with(&[(
+            "timelimit",
+            AMQPValue::FieldArray(vec![AMQPValue::Double(1e300)].into()),
+        )])?;
+        assert_eq!(huge.time_limit, TimeLimit::default());
+
+        let (body2, props2) = got.encode("t");
+        let back = TaskMessage::decode(&props2, &body2)?;
+        assert_eq!(
+            (back.eta_ms, back.expires_ms, back.time_limit),
+            (got.eta_ms, got.expires_ms, got.time_limit)
+        );
+
+        assert!(matches!(
+            with(&[("eta", text("tomorrow"))]),
+            Err(DecodeError::BadTime { header: "eta", .. })
+        ));
+        assert!(matches!(
+            with(&[("expires", AMQPValue::LongLongInt(5))]),
+            Err(DecodeError::BadTime {
+                header: "expires",
+                ..
+            })
+        ));
+        assert!(matches!(
+            with(&[("timelimit", text("[1, 2]"))]),
+            Err(DecodeError::BadTimeLimit { .. })
+        ));
+        Ok(())
     }
 
     /// The body read as one `Value`, then checked: how decode read it before its one pass.

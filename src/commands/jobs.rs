@@ -74,6 +74,9 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
         job.deliveries,
         job.retries
     );
+    if let Some(when) = message_options(&job.options) {
+        crate::outln!("{when}");
+    }
     if let Some(e) = &job.error {
         crate::outln!("error {e}");
     }
@@ -151,4 +154,21 @@ pub async fn reset(cfg: &Config, yes: bool) -> anyhow::Result<Code> {
     let removed = store.reset().await?;
     crate::outln!("removed {removed} job records");
     Ok(Code::Success)
+}
+
+/// The message options a scheduled job keeps, as one line (`None`: it has none).
+fn message_options(o: &crate::store::MessageOptions) -> Option<String> {
+    let seconds = |ms: i64| format!("{} s", ms as f64 / 1000.0);
+    let parts: Vec<String> = [
+        o.eta_ms.map(|ms| format!("eta {}", time(Some(ms)))),
+        o.expires_ms.map(|ms| format!("expires {}", time(Some(ms)))),
+        o.time_limit_ms
+            .map(|ms| format!("time limit {}", seconds(ms))),
+        o.soft_time_limit_ms
+            .map(|ms| format!("soft time limit {}", seconds(ms))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("  "))
 }

@@ -57,6 +57,10 @@ pub struct Context<'a> {
     /// Where a command's `$CM_RESULT` file goes.
     pub result_dir: &'a Path,
     pub cancel: CancelRx,
+    /// The message's own time limit (its `timelimit` header, see
+    /// [`crate::protocol::TimeLimit::enforced`]); a command's configured `time_limit` also
+    /// holds, and the smaller of the two wins.
+    pub time_limit: Option<Duration>,
 }
 
 impl Job {
@@ -101,12 +105,27 @@ impl Job {
                     result_file: ctx
                         .result_dir
                         .join(format!("{}.json", uuid::Uuid::new_v4())),
-                    time_limit: spec.time_limit,
+                    time_limit: smaller(spec.time_limit, ctx.time_limit),
                     kill_grace: spec.kill_grace,
                 };
                 run_command(&inv, ctx.cancel, step, line).await
             }
-            None => self.simulate(cfg, ctx.cancel, step).await.into(),
+            None => {
+                let run = self.simulate(cfg, ctx.cancel, step);
+                match ctx.time_limit {
+                    None => run.await.into(),
+                    // Dropping the simulation mid-step ends it: it holds nothing outside.
+                    Some(limit) => tokio::time::timeout(limit, run)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Verdict::Failure(format!(
+                                "time limit {} s exceeded",
+                                limit.as_secs_f64()
+                            ))
+                        })
+                        .into(),
+                }
+            }
         }
     }
 
@@ -147,6 +166,14 @@ impl Job {
             }
         }
         Verdict::Success(self.result_json())
+    }
+}
+
+/// The smaller of two optional limits; either alone if the other is none.
+fn smaller(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

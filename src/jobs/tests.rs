@@ -21,6 +21,15 @@ fn job(task: &str, args: serde_json::Value, kwargs: serde_json::Value, cfg: &Con
 
 /// Runs `job`; the steps heard, the lines printed, and how it ended.
 fn run(job: &Job, cfg: &Config) -> (Vec<String>, Vec<String>, Finish) {
+    run_limited(job, cfg, None)
+}
+
+/// [`run`] with the message's time limit `time_limit`.
+fn run_limited(
+    job: &Job,
+    cfg: &Config,
+    time_limit: Option<std::time::Duration>,
+) -> (Vec<String>, Vec<String>, Finish) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -35,6 +44,7 @@ fn run(job: &Job, cfg: &Config) -> (Vec<String>, Vec<String>, Finish) {
         args: (&[], &Map::new()),
         result_dir: dir.path(),
         cancel,
+        time_limit,
     };
     let finish = runtime.block_on(job.run(
         cfg,
@@ -172,4 +182,52 @@ fn a_command_job_prints_announces_steps_and_fails_naming_its_exit() {
     let (_, lines, finish) = run(&echo, &cfg);
     assert!(lines.is_empty(), "{lines:?}");
     assert!(matches!(finish.verdict, Verdict::Failure(why) if why.contains("starts with '-'")));
+}
+
+/// A message's time limit ends a simulation and a command; with a command's own `time_limit`
+/// the smaller wins.
+#[test]
+fn a_messages_time_limit_ends_the_job_and_the_smaller_limit_wins() {
+    use std::time::{Duration, Instant};
+    let sim = Config::parse(
+        Path::new("/etc/cm/fabfile.toml"),
+        "[broker]\nurl = \"amqp://127.0.0.1\"\n[queues.q]\nworkers = [\"w1\"]\n[simulation]\nstep_seconds = [5, 5]\n",
+    )
+    .expect("a valid config");
+    let launch = job(
+        LAUNCH,
+        json!([]),
+        json!({"server": "india_openstack_essex", "recipe": "Hadoop", "kind": "vm", "hosts": "c1"}),
+        &sim,
+    );
+    let started = Instant::now();
+    let (_, _, finish) = run_limited(&launch, &sim, Some(Duration::from_millis(200)));
+    assert_eq!(
+        finish.verdict,
+        Verdict::Failure("time limit 0.2 s exceeded".into())
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    let sleepy = |limit: &str| {
+        let text = format!(
+            "[broker]\nurl = \"amqp://127.0.0.1\"\n[queues.q]\nworkers = [\"w1\"]\ntasks = [\"ops.sleep\"]\n[tasks.\"ops.sleep\"]\ncommand = [\"/bin/sleep\", \"30\"]\n{limit}"
+        );
+        Config::parse(Path::new("/etc/cm/fabfile.toml"), &text).expect("a valid config")
+    };
+    for (configured, message, wins) in [
+        ("", 0.3, "0.3"),
+        ("time_limit = 60", 0.3, "0.3"),
+        ("time_limit = 0.3", 30.0, "0.3"),
+    ] {
+        let cfg = sleepy(configured);
+        let sleep = job("ops.sleep", json!([]), json!({}), &cfg);
+        let started = Instant::now();
+        let (_, _, finish) = run_limited(&sleep, &cfg, Some(Duration::from_secs_f64(message)));
+        assert_eq!(
+            finish.verdict,
+            Verdict::Failure(format!("time limit {wins} s exceeded")),
+            "{configured} / {message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
 }

@@ -27,6 +27,9 @@ pub const SUCCESS: &str = "SUCCESS";
 pub const FAILURE: &str = "FAILURE";
 pub const RETRY: &str = "RETRY";
 pub const REVOKED: &str = "REVOKED";
+/// Received before its `eta`: held by the store, not the broker, until a worker's scheduler
+/// publishes it again when due. Not final.
+pub const SCHEDULED: &str = "SCHEDULED";
 /// Not a state: a history entry for a redelivery of a job that was already final.
 pub const REDELIVERED: &str = "REDELIVERED";
 /// Not a state: a history entry for a worker's lease on a job it acked before the end.
@@ -53,6 +56,7 @@ pub fn is_cm_state(name: &str) -> bool {
             | FAILURE
             | RETRY
             | REVOKED
+            | SCHEDULED
             | REDELIVERED
             | LEASED
             | REQUEUED
@@ -221,6 +225,21 @@ pub struct JobRow {
     /// The worker that holds the job's lease, and until when (ms since the epoch).
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
+    /// What the store keeps of the message's options (a scheduled job's, to publish it again).
+    #[serde(flatten)]
+    pub options: MessageOptions,
+}
+
+/// The options of a job's message that the store keeps for a SCHEDULED job, so that its
+/// scheduler publishes it again as it came: times in ms since the epoch, limits in ms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MessageOptions {
+    pub eta_ms: Option<i64>,
+    pub expires_ms: Option<i64>,
+    pub time_limit_ms: Option<i64>,
+    pub soft_time_limit_ms: Option<i64>,
+    /// Where an rpc:// client waits for the result.
+    pub reply_to: Option<String>,
 }
 
 /// What [`Store::revoke`] did to one job.
@@ -435,8 +454,8 @@ impl Store {
     }
 
     /// Revokes `ids`, for every worker and across restarts: each is kept in `revokes` (a second
-    /// revoke with `terminate` upgrades it, and is announced again). A job still PENDING or
-    /// RETRY becomes REVOKED at once; one that a worker holds (RECEIVED, STARTED, a step) keeps
+    /// revoke with `terminate` upgrades it, and is announced again). A job still PENDING, RETRY
+    /// or SCHEDULED becomes REVOKED at once; one that a worker holds (RECEIVED, STARTED, a step) keeps
     /// its state until that worker ends it; a final one is left as it is. One answer per
     /// distinct id, in the order given. `by` names who revoked (a node, `cm@host`).
     pub async fn revoke(
@@ -455,6 +474,38 @@ impl Store {
     /// before the newest it has seen and ignores the ids it knows.
     pub async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
         on_backend!(self, b => b.revokes_since(after_ms).await)
+    }
+
+    /// Records job `job`, received by `worker` before its `options.eta_ms`, as SCHEDULED with its
+    /// options (a row already final is left as it is), with a SCHEDULED history row. Once this
+    /// returns, the store holds the job and its message may be acked.
+    pub async fn schedule(
+        &self,
+        job: &NewJob,
+        options: &MessageOptions,
+        worker: &str,
+    ) -> Result<(), StoreError> {
+        let detail = format!(
+            "eta {}",
+            options.eta_ms.map_or_else(|| "none".into(), rfc3339_ms)
+        );
+        on_backend!(self, b => b.schedule(job, options, worker, now_ms(), &detail).await)
+    }
+
+    /// Claims the SCHEDULED jobs of `queue` due at `now_ms` (eta reached) and not claimed yet,
+    /// earliest first, at most `limit`, for `owner` until `until_ms` (the lease columns), in one
+    /// statement: of schedulers racing for a job, exactly one gets it. The claimer publishes
+    /// each again and records it with [`Store::requeued`]; should it die first, its claim
+    /// lapses and a lease reaper publishes the job instead.
+    pub async fn claim_due(
+        &self,
+        queue: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        on_backend!(self, b => b.claim_due(queue, owner, now_ms, until_ms, limit.max(1)).await)
     }
 
     /// Moves the leases `owner` still holds on `ids` to `until_ms`; returns how many it holds

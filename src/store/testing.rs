@@ -472,5 +472,6 @@ fn new_row(job: &NewJob, state: &str, worker: Option<&str>, deliveries: i64) -> 
         output: None,
         lease_owner: None,
         lease_until: None,
+        options: crate::store::MessageOptions::default(),
     }
 }

@@ -9,6 +9,7 @@ use crate::store::JobRow;
 /// The states in the order a job passes through them (the bars and the filter use it).
 pub const STATES: &[&str] = &[
     "PENDING",
+    "SCHEDULED",
     "RECEIVED",
     "STARTED",
     "running",

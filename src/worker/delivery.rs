@@ -16,6 +16,7 @@ use super::acks::Acks;
 use super::lease::{self, Held, Lease};
 use super::outcome::Outcome;
 use super::revokes::{self, Revocations};
+use super::schedule;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
 use crate::config::Config;
@@ -89,6 +90,10 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
     if let Some(by) = ctx.revoked.revoked_by(id) {
         return revokes::settle_unrun(ctx, &msg, &job, &delivery, shared_id, &by).await;
     }
+    // `expires` past: REVOKED unrun; `eta` ahead: SCHEDULED, held by the store, acked.
+    if schedule::settles_early(ctx, &msg, &job, &delivery, &shared_id).await {
+        return;
+    }
     let redelivered = if delivery.redelivered {
         " (redelivered)"
     } else {
@@ -114,6 +119,7 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         args: (&msg.args, &msg.kwargs),
         result_dir: &ctx.result_dir,
         cancel: ctx.stops.for_job(shared_id.clone()),
+        time_limit: msg.time_limit.enforced(),
     };
     let running = job.run(
         &ctx.cfg,

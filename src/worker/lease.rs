@@ -206,7 +206,7 @@ pub(super) async fn reap(ctx: Arc<Ctx>) {
             }
             let owner = job.lease_owner.as_deref().unwrap_or("?");
             let why = format!("the lease of {owner} lapsed");
-            publish_again(&ctx, &job.id, &job.task, &job.args, job.retries, &why).await;
+            publish_again(&ctx, &job, &why).await;
         }
     }
 }
@@ -214,31 +214,51 @@ pub(super) async fn reap(ctx: Arc<Ctx>) {
 /// A leased job interrupted by this worker's shutdown: its delivery was acked, so it is
 /// published again here (should that fail, its lease lapses and a reaper does it).
 pub(super) async fn hand_back(ctx: &Ctx, msg: &TaskMessage, why: &str) {
-    let args = serde_json::json!([msg.args, msg.kwargs]).to_string();
-    let retries = i64::from(msg.retries);
-    publish_again(ctx, &msg.id, &msg.task, &args, retries, why).await;
+    let mut again = msg.clone();
+    again.eta_ms = None;
+    publish(ctx, again, why).await;
 }
 
-/// Publishes job `id` again from what the store keeps of it (same id, task, arguments and
-/// retries), then records it REQUEUED. Its rpc reply address is not kept: a client waiting on
-/// `.get()` for a re-published job waits in vain (the store has its end).
-async fn publish_again(ctx: &Ctx, id: &str, task: &str, args: &str, retries: i64, why: &str) {
-    let published = async {
+/// Publishes job `job` again from what the store keeps of it (same id, task, arguments and
+/// retries, and the options a scheduled job keeps: expires, time limits, reply address; no
+/// eta, it is due), then records it REQUEUED. A job received straight away keeps no options:
+/// re-published, it runs without its message's expiry and time limit, and a client waiting on
+/// `.get()` over rpc:// waits in vain (the store has its end).
+pub(super) async fn publish_again(ctx: &Ctx, job: &store::JobRow, why: &str) {
+    let msg = (|| {
         let (args, kwargs): (
             Vec<serde_json::Value>,
             serde_json::Map<String, serde_json::Value>,
-        ) = serde_json::from_str(args)
+        ) = serde_json::from_str(&job.args)
             .map_err(|e| anyhow::anyhow!("its stored arguments are not [args, kwargs]: {e}"))?;
-        let mut msg = TaskMessage::new(task, args, kwargs);
-        msg.id = id.to_string();
-        msg.retries = u32::try_from(retries).unwrap_or(0);
-        let (body, props) = msg.encode(&ctx.node);
-        ctx.publisher
-            .publish_confirmed(&ctx.queue, &body, props)
-            .await?;
-        anyhow::Ok(())
-    };
-    match published.await {
+        let mut msg = TaskMessage::new(&job.task, args, kwargs);
+        msg.id.clone_from(&job.id);
+        msg.retries = u32::try_from(job.retries).unwrap_or(0);
+        let o = &job.options;
+        msg.expires_ms = o.expires_ms;
+        let limit = |ms: Option<i64>| {
+            ms.and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis)
+        };
+        msg.time_limit.hard = limit(o.time_limit_ms);
+        msg.time_limit.soft = limit(o.soft_time_limit_ms);
+        msg.reply_to.clone_from(&o.reply_to);
+        anyhow::Ok(msg)
+    })();
+    match msg {
+        Ok(msg) => publish(ctx, msg, why).await,
+        Err(e) => warn!(
+            "job {}: {why}, but it cannot be published again: {e:#}",
+            job.id
+        ),
+    }
+}
+
+/// Publishes `msg` (confirmed), then records it REQUEUED.
+async fn publish(ctx: &Ctx, msg: TaskMessage, why: &str) {
+    let (id, task) = (msg.id.as_str(), msg.task.as_str());
+    let (body, props) = msg.encode(&ctx.node);
+    match ctx.publisher.publish_confirmed(&ctx.queue, &body, props).await {
         Ok(()) => {
             let detail = format!("{why}; published again by {}", ctx.node);
             say(&ctx.node, id, task, &format!("REQUEUED: {detail}"));
@@ -248,7 +268,7 @@ async fn publish_again(ctx: &Ctx, id: &str, task: &str, args: &str, retries: i64
             info!("job {id}: {detail}");
         }
         Err(e) => warn!(
-            "job {id}: {why}, but publishing it again failed: {e:#}; once its lease lapses a reaper tries again"
+            "job {id}: {why}, but publishing it again failed: {e}; once its lease lapses a reaper tries again"
         ),
     }
 }

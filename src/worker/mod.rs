@@ -11,6 +11,8 @@
 //! - `acks`: batched acks that never cover a running delivery.
 //! - `lease`: jobs longer than the broker allows: acked early, held by a lease in the store,
 //!   renewed, and published again by a reaper when their worker died.
+//! - `schedule`: a message's eta and expires: a job not due yet is held SCHEDULED by the store
+//!   and published again when due by each session's scheduler; an expired one never runs.
 //! - `remote`: what the worker answers about itself over the broker; Celery's remote control
 //!   (pidbox) and events go here.
 //! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
@@ -24,6 +26,7 @@ mod lease;
 mod outcome;
 mod remote;
 mod revokes;
+mod schedule;
 mod serve;
 mod session;
 mod setup;

@@ -17,6 +17,7 @@ use super::acks::Acks;
 use super::delivery::{self, Ctx};
 use super::lease::{self, Held};
 use super::revokes::Revocations;
+use super::schedule;
 use super::signals;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
@@ -34,11 +35,14 @@ pub(super) struct Session {
     ctx: Arc<Ctx>,
     /// Publishes again the jobs of this queue whose lease lapsed; ends with the session.
     reaper: tokio::task::AbortHandle,
+    /// Publishes again the SCHEDULED jobs of this queue when due; ends with the session.
+    scheduler: tokio::task::AbortHandle,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.reaper.abort();
+        self.scheduler.abort();
     }
 }
 
@@ -132,12 +136,14 @@ impl Session {
             revoked: revoked.clone(),
         });
         let reaper = tokio::spawn(lease::reap(ctx.clone())).abort_handle();
+        let scheduler = tokio::spawn(schedule::run(ctx.clone())).abort_handle();
         Ok(Self {
             conn,
             channel,
             consumer,
             ctx,
             reaper,
+            scheduler,
         })
     }
 

@@ -76,6 +76,14 @@ async fn on_postgres_leases_are_renewed_lapse_and_are_claimed_once() -> TestResu
 }
 
 #[tokio::test]
+async fn on_postgres_scheduled_jobs_are_held_then_claimed_once_when_due() -> TestResult {
+    with_database(|store| async move {
+        tests::scheduled_jobs_are_held_then_claimed_once_when_due(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
 async fn an_unreachable_postgres_is_named_without_its_password() {
     let url = "postgres://cm:secret@127.0.0.1:1/cm".to_string();
     let err = Store::open(&StoreLocation::Postgres(url))
