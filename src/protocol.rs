@@ -204,7 +204,7 @@ impl TaskMessage {
                     header: key,
                     why: timestamp::BadTimestamp {
                         text: amqp_repr(v),
-                        why: "not text",
+                        why: "not text".into(),
                     },
                 }),
             },
