@@ -89,6 +89,7 @@ struct RawWorker {
     group: Option<String>,
     allow_root: Option<bool>,
     node_host: Option<String>,
+    send_events: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +163,9 @@ pub struct Config {
     pub allow_root: bool,
     /// The `@host` part of node names (`p1@host`), as Celery names its nodes.
     pub node_host: String,
+    /// Whether workers send Celery's task events from the start (`celery worker -E`); a
+    /// monitor can still turn them on and off with `enable_events` / `disable_events`.
+    pub send_events: bool,
     pub queues: Vec<QueueConfig>,
     pub simulation: Simulation,
     pub store_url: String,
@@ -428,6 +432,7 @@ impl Config {
             node_host: env("CM_NODE_HOST")
                 .or(raw.worker.node_host)
                 .unwrap_or_else(local_hostname),
+            send_events: raw.worker.send_events.unwrap_or(false),
             queues,
             simulation: Simulation {
                 step_min,
@@ -645,6 +650,17 @@ step_seconds = [0, 0]
         );
         assert!(c.servers.contains_key("india_openstack_essex"));
         assert_eq!(c.recipes.len(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn send_events_is_off_unless_set() -> Result<(), ConfigError> {
+        assert!(!parse(MINIMAL)?.send_events);
+        let on = format!("[worker]\nsend_events = true\n{MINIMAL}");
+        assert!(parse(&on)?.send_events);
+        let bad = format!("[worker]\nsend_events = 1\n{MINIMAL}");
+        let msg = parse(&bad).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("send_events") || msg.contains("bool"), "{msg}");
         Ok(())
     }
 
