@@ -2,12 +2,14 @@
 # Instructions per job of one worker draining a pre-filled queue, counted by callgrind: the
 # figure a change to the worker's hot path is judged by (repeatable, unlike seconds).
 #
-#   bash scripts/callgrind-drain.sh [--bin PATH] [--jobs N] [--store URL]
+#   bash scripts/callgrind-drain.sh [--bin PATH] [--jobs N] [--store URL] [--send-events]
 #
 # Pre-fills a queue of its own with N jobs (default 3000) while no worker runs, then runs
 # `cm worker w1` (prefetch 256, zero-length steps) under callgrind until every job is SUCCESS,
 # stops it with SIGTERM and prints total instructions / N. Counts move about ±1% run to run
-# with how the batches fall. Needs valgrind and RabbitMQ at 127.0.0.1:5672 (CG_BROKER_URL).
+# with how the batches fall. --send-events turns Celery's task events on (`[worker]
+# send_events = true`); they go to the celeryev exchange whether anyone listens or not.
+# Needs valgrind and RabbitMQ at 127.0.0.1:5672 (CG_BROKER_URL).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,12 +17,14 @@ cd "$root"
 bin=${CARGO_TARGET_DIR:-$root/target}/release/cm
 jobs=3000
 store=
+events_line=
 broker=${CG_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 while [ $# -gt 0 ]; do
     case $1 in
         --bin) bin=$2; shift ;;
         --jobs) jobs=$2; shift ;;
         --store) store=$2; shift ;;
+        --send-events) events_line="send_events = true" ;;
         *) echo "callgrind-drain: unknown argument $1 (see the top of $0)" >&2; exit 64 ;;
     esac
     shift
@@ -46,6 +50,7 @@ pid_dir = "run"
 log_dir = "log"
 [worker]
 allow_root = true
+$events_line
 [queues.$queue]
 workers = ["w1"]
 tasks = ["cm.launch"]

@@ -15,6 +15,8 @@ use crate::store::NewJob;
 
 pub const PROVISION: &str = "cm.provision";
 pub const LAUNCH: &str = "cm.launch";
+/// Every task a worker runs (`celery inspect registered`).
+pub const TASKS: &[&str] = &[LAUNCH, PROVISION];
 
 /// Why a message is not a runnable job; such messages go to the dead-letter queue.
 #[derive(Debug, thiserror::Error, PartialEq)]

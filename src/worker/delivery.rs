@@ -3,7 +3,7 @@
 //! runs, and its one [`Outcome`] says what the store records, what the log says and what follows.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, LongString};
@@ -12,12 +12,15 @@ use tracing::{error, warn};
 
 use super::acks::Acks;
 use super::outcome::Outcome;
+use super::remote::Remote;
+use super::running::RunningJob;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
 use crate::config::Config;
 use crate::joblog;
 use crate::jobs::{self, Job};
 use crate::protocol::TaskMessage;
+use crate::remote::events::TaskEvent;
 use crate::store::{self, Event, Store, Writer};
 
 /// What every job handler of a session shares.
@@ -35,6 +38,8 @@ pub(super) struct Ctx {
     pub(super) writer: Writer,
     pub(super) dead_declared: OnceCell<()>,
     pub(super) stats: Arc<Counters>,
+    /// Running jobs, the Lamport clock and the event switch: what Celery's tools are told.
+    pub(super) remote: Arc<Remote>,
 }
 
 /// One line in the worker's log for one job event (what a job prints lands here too).
@@ -44,7 +49,8 @@ pub(super) fn say(node: &str, id: &str, task: &str, event: &str) {
 
 pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePermit) {
     let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
-        Ok(m) => m,
+        // Shared with the running-jobs registry (`inspect active`) while it runs: no copy.
+        Ok(m) => Arc::new(m),
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
     };
     let job = match Job::from_message(&msg) {
@@ -81,12 +87,25 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         worker: ctx.node.clone(),
         at: now,
     });
+    let events = &ctx.remote.events;
+    events.received(&msg, &delivery.properties);
+    let started = Instant::now();
+    let running = ctx.remote.running.start(RunningJob {
+        msg: msg.clone(),
+        started: now as f64 / 1000.0,
+        exchange: delivery.exchange.clone(),
+        routing_key: delivery.routing_key.clone(),
+        priority: delivery.properties.priority().unwrap_or(0),
+        redelivered: delivery.redelivered,
+    });
     state(ctx, &shared_id, task, store::STARTED);
+    events.task(&TaskEvent::Started { uuid: id });
     let ran = job
         .run(&ctx.cfg, |step| state(ctx, &shared_id, task, step))
         .await;
     // The next job may run while this one's final state is being committed.
     drop(slot);
+    drop(running);
 
     let outcome = Outcome::of(ran, msg.retries, ctx);
     // The line goes before the commit: the writer flushes the log before each transaction, so
@@ -101,6 +120,8 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
     {
         return give_back(ctx, &delivery, id, &e.to_string()).await;
     }
+    // Told once it is durable: a monitor never shows an end the store has not.
+    outcome.send_event(events, id, started.elapsed().as_secs_f64());
     outcome.follow_up(ctx, &msg, &delivery).await;
 }
 

@@ -8,8 +8,11 @@
 //! - `delivery`: one message: decode → record → run → settle (or dead-letter, or give back).
 //! - `outcome`: a job's one outcome, and its store event, log line and follow-up.
 //! - `acks`: batched acks that never cover a running delivery.
-//! - `remote`: what the worker answers about itself over the broker; Celery's remote control
-//!   (pidbox) and events go here.
+//! - `remote`: what the worker answers about itself over the broker: `cm queue status --all`'s
+//!   ping and Celery's remote control (pidbox), whose wire formats are `crate::remote`.
+//! - `pidbox`: the remote control's queue, consumer and replies.
+//! - `events`: Celery's worker and task events, queued by the jobs, sent by one publisher task.
+//! - `running`: the jobs running now (`celery inspect active`) and the counts per task.
 //! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
 //!
 //! How a job runs is `crate::jobs`' business: command tasks will run there, each in a process
@@ -17,8 +20,11 @@
 
 mod acks;
 mod delivery;
+mod events;
 mod outcome;
+mod pidbox;
 mod remote;
+mod running;
 mod serve;
 mod session;
 mod setup;

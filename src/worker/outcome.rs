@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use super::delivery::{give_back, say, Ctx};
+use super::events::Events;
 use crate::protocol::TaskMessage;
+use crate::remote::events::{py_repr, TaskEvent};
 use crate::store::{self, Event};
 
 pub(super) enum Outcome {
@@ -82,6 +84,37 @@ impl Outcome {
             ),
             Self::Failure(why) => say(node, id, task, &format!("FAILURE {why}")),
         }
+    }
+
+    /// Its Celery task event (`task-succeeded`, `-retried`, `-failed`), if task events are on.
+    pub(super) fn send_event(&self, events: &Events, uuid: &str, runtime: f64) {
+        if !events.enabled() {
+            return;
+        }
+        let exception = match self {
+            Self::Success(result) => {
+                return events.task(&TaskEvent::Succeeded {
+                    uuid,
+                    result,
+                    runtime,
+                })
+            }
+            Self::Retry { why, .. } | Self::Failure(why) => format!("JobFailed({})", py_repr(why)),
+        };
+        // A cm job has no Python traceback; its reason is the whole story.
+        let traceback = "";
+        events.task(&match self {
+            Self::Retry { .. } => TaskEvent::Retried {
+                uuid,
+                exception: &exception,
+                traceback,
+            },
+            _ => TaskEvent::Failed {
+                uuid,
+                exception: &exception,
+                traceback,
+            },
+        });
     }
 
     /// Once the event is durable: count it, publish a retry (after its wait), reply to an

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use super::remote::Remote;
 use super::session::{backoff, is_final_refusal, Ended, Session};
 use super::signals;
 use super::stats::{self, Counters};
@@ -16,15 +17,20 @@ use crate::config::{Config, WorkerRef};
 use crate::control::detach::ReadyPipe;
 use crate::store::Store;
 
+/// `worker-offline` goes out within this at shutdown, or not at all.
+const OFFLINE_WITHIN: Duration = Duration::from_secs(2);
+
 pub(super) async fn serve(
     cfg: &Config,
     worker: WorkerRef<'_>,
     ready: &mut Option<ReadyPipe>,
     stats: Arc<Counters>,
+    utcoffset: i64,
 ) -> anyhow::Result<()> {
     let node = cfg.node_name(worker.name);
     let queue = worker.queue;
     let mut stop = signals::Stop::install()?;
+    let remote = Remote::new(cfg, worker, &stats, stop.remote(), utcoffset);
     let _log_signals =
         signals::handle_log_signals(ready.is_some().then(|| cfg.log_file(worker.name)))?;
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
@@ -35,7 +41,7 @@ pub(super) async fn serve(
     // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
     let mut attempt = 0;
     let mut session = loop {
-        match Session::open(cfg, worker, &store, &writer, &stats).await {
+        match Session::open(cfg, worker, &store, &writer, &stats, &remote).await {
             Ok(s) => break s,
             Err(e) if attempt < 3 && !is_final_refusal(&e) => {
                 attempt += 1;
@@ -77,7 +83,7 @@ pub(super) async fn serve(
                         name = stop.next() => break 'serving (name, None),
                     }
                     attempt += 1;
-                    match Session::open(cfg, worker, &store, &writer, &stats).await {
+                    match Session::open(cfg, worker, &store, &writer, &stats, &remote).await {
                         Ok(s) => {
                             info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
                             break s;
@@ -105,6 +111,8 @@ pub(super) async fn serve(
     };
     while running.join_next().await.is_some() {}
     stats_writer.abort();
+    // After the last job's events, before the connection closes.
+    remote.events.offline(OFFLINE_WITHIN).await;
     if let Some(s) = &session {
         s.disconnect().await;
     }

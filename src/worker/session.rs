@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::acks::Acks;
 use super::delivery::{self, Ctx};
+use super::remote::Remote;
 use super::signals;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
@@ -25,7 +26,8 @@ use crate::store::{Store, Writer};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct Session {
-    conn: lapin::Connection,
+    /// Shared with the remote control's task, which opens its reply channels on it.
+    conn: Arc<lapin::Connection>,
     channel: lapin::Channel,
     consumer: lapin::Consumer,
     ctx: Arc<Ctx>,
@@ -63,10 +65,11 @@ impl Session {
         store: &Store,
         writer: &Writer,
         stats: &Arc<Counters>,
+        remote: &Arc<Remote>,
     ) -> anyhow::Result<Self> {
         let node = cfg.node_name(worker.name);
         let queue = worker.queue;
-        let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
+        let conn = Arc::new(broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?);
         let channel = conn.create_channel().await.context("opening a channel")?;
         broker::declare_work_queue(&channel, &cfg.broker_url, queue).await?;
         channel
@@ -83,7 +86,7 @@ impl Session {
             .await
             .with_context(|| format!("consuming from queue {}", queue.name))?;
         let publisher = Publisher::open(&conn, &cfg.broker_url, &node).await?;
-        super::remote::answer(&conn, cfg, worker, stats).await?;
+        remote.attach(&conn, &cfg.broker_url).await?;
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             node: node.as_str().into(),
@@ -96,6 +99,7 @@ impl Session {
             writer: writer.clone(),
             dead_declared: OnceCell::new(),
             stats: stats.clone(),
+            remote: remote.clone(),
         });
         Ok(Self {
             conn,
