@@ -66,6 +66,9 @@ pub fn error(text: &str) -> Value {
     json!({ "error": text })
 }
 
+/// What `revoke` and `terminate` answer until revokes live in the status store.
+pub const REVOKE_NOT_WIRED: &str = "revoke is not wired to the status store yet";
+
 /// What an unknown method gets (Celery answers `{"error": "KeyError('name')"}`).
 pub fn unknown_method(name: &str) -> Value {
     error(&format!(

@@ -207,8 +207,7 @@ impl Remote {
                 self.events.heartbeat_now();
                 Value::Null
             }
-            Method::Revoke => revoke_requested(request, false),
-            Method::Terminate => revoke_requested(request, true),
+            Method::Revoke | Method::Terminate => revoke_not_wired(request),
         })
     }
 
@@ -231,12 +230,14 @@ impl Remote {
     }
 }
 
-/// `revoke` and `terminate` (`celery control revoke ID`, Flower's revoke button): NOT WIRED
-/// YET. Revokes are to be rows in the status store, so they reach every worker and survive
-/// restarts (DESIGN.md); the store's revoke API comes later. Until then the client is told
-/// that nothing was revoked. Wiring it: record the ids here, skip them in `delivery::handle`,
-/// terminate running ones through `crate::jobs`, and send `TaskEvent::Revoked`.
-fn revoke_requested(request: &Request, terminate: bool) -> Value {
+/// The one hook for `revoke` and `terminate` (`celery control revoke ID`, `celery control
+/// terminate SIG ID`, Flower's revoke and terminate buttons): NOT WIRED YET. Revokes are to be
+/// rows in the status store, so they reach every worker and survive restarts (DESIGN.md); the
+/// store's revoke API is another branch's work. Until then the client gets an error, never a
+/// false "revoked". Wiring it: record the ids in the store here, skip them in
+/// `delivery::handle`, terminate running ones through `crate::jobs`, and send
+/// `TaskEvent::Revoked` through `Events::task`.
+fn revoke_not_wired(request: &Request) -> Value {
     let ids = match request.arguments.get("task_id") {
         Some(Value::String(id)) => id.clone(),
         Some(Value::Array(ids)) => ids
@@ -246,11 +247,12 @@ fn revoke_requested(request: &Request, terminate: bool) -> Value {
             .join(", "),
         _ => String::new(),
     };
-    let what = if terminate { "terminate" } else { "revoke" };
-    warn!("{what} of task(s) [{ids}] asked over remote control: not supported yet, nothing done");
-    replies::error(&format!(
-        "{what} is not wired yet on cm workers (revokes will live in cm's status store); task(s) [{ids}] not revoked"
-    ))
+    warn!(
+        "{} of task(s) [{ids}] asked over remote control: {}; nothing done",
+        request.method,
+        replies::REVOKE_NOT_WIRED
+    );
+    replies::error(replies::REVOKE_NOT_WIRED)
 }
 
 /// `revoked`: the ids this worker refuses to run. Empty until revokes are in the status store.
