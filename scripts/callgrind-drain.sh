@@ -2,13 +2,14 @@
 # Instructions per job of one worker draining a pre-filled queue, counted by callgrind: the
 # figure a change to the worker's hot path is judged by (repeatable, unlike seconds).
 #
-#   bash scripts/callgrind-drain.sh [--bin PATH] [--jobs N] [--store URL] [--send-events]
+#   bash scripts/callgrind-drain.sh [--bin PATH] [--jobs N] [--store URL] [--send-events] [--out FILE]
 #
 # Pre-fills a queue of its own with N jobs (default 3000) while no worker runs, then runs
 # `cm worker w1` (prefetch 256, zero-length steps) under callgrind until every job is SUCCESS,
 # stops it with SIGTERM and prints total instructions / N. Counts move about ±1% run to run
 # with how the batches fall. --send-events turns Celery's task events on (`[worker]
 # send_events = true`); they go to the celeryev exchange whether anyone listens or not.
+# --out keeps the callgrind output for callgrind_annotate.
 # Needs valgrind and RabbitMQ at 127.0.0.1:5672 (CG_BROKER_URL).
 set -euo pipefail
 
@@ -18,6 +19,7 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release/cm
 jobs=3000
 store=
 events_line=
+out=
 broker=${CG_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 while [ $# -gt 0 ]; do
     case $1 in
@@ -25,6 +27,7 @@ while [ $# -gt 0 ]; do
         --jobs) jobs=$2; shift ;;
         --store) store=$2; shift ;;
         --send-events) events_line="send_events = true" ;;
+        --out) out=$2; shift ;;
         *) echo "callgrind-drain: unknown argument $1 (see the top of $0)" >&2; exit 64 ;;
     esac
     shift
@@ -78,4 +81,5 @@ wait "$worker_pid" || true
 worker_pid=
 total=$(sed -n 's/^summary: *//p' "$work/cg.out" | head -1)
 [ -n "$total" ] || { echo "callgrind-drain: no summary in the callgrind output" >&2; exit 70; }
+[ -z "$out" ] || cp "$work/cg.out" "$out"
 python3 -c "import sys; t, n = int(sys.argv[1]), int(sys.argv[2]); print(f'{t} instructions, {n} jobs, {t / n / 1000:.1f}k instructions per job')" "$total" "$jobs"
