@@ -506,3 +506,190 @@ fn flower_shows_the_cm_worker_online_and_a_job_it_ran() {
     assert_eq!(task["worker"], node.as_str(), "{task}");
     assert!(task["runtime"].is_f64(), "{task}");
 }
+
+/// A stack as [`stack`]'s with a queue of command tasks too (worker `c1`), `{dir}` in `tasks`
+/// replaced by a temp dir of the test's own: (stack, host, queue, dir).
+fn command_stack(tasks: &str, worker_extra: &str) -> (Stack, String, String, tempfile::TempDir) {
+    let host = unique("cthost").replace('_', "-");
+    let queue = unique("t_cmd");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listed: Vec<String> = tasks
+        .lines()
+        .filter_map(|l| l.strip_prefix("[tasks.\"")?.split('"').next())
+        .map(|n| format!("{n:?}"))
+        .collect();
+    let extra = format!(
+        "[queues.{queue}]\nworkers = [\"c1\"]\ntasks = [{}]\nconcurrency = 2\n{tasks}",
+        listed.join(", ")
+    );
+    let stack = Stack::with(Options {
+        worker_extra: format!("allow_root = true\nnode_host = \"{host}\"\n{worker_extra}"),
+        extra: extra.replace("{dir}", &dir.path().display().to_string()),
+        ..Options::default()
+    });
+    (stack, host, queue, dir)
+}
+
+/// `app.control.revoke(ID, terminate=..., destination=[NODE], reply=True)` from a Celery
+/// client: the node's reply.
+fn python_revoke(node: &str, id: &str, terminate: bool) -> Value {
+    const REVOKE: &str = r#"
+import json, sys
+from celery import Celery
+app = Celery(broker=sys.argv[1])
+replies = app.control.revoke(sys.argv[3], terminate=sys.argv[4] == "terminate",
+                             destination=[sys.argv[2]], reply=True, timeout=10, limit=1)
+print(json.dumps(replies))
+"#;
+    let how = if terminate { "terminate" } else { "revoke" };
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", REVOKE, &kombu_url(), node, id, how])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "app.control.revoke failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("no JSON from app.control.revoke ({e}):\n{stdout}"));
+    replies
+        .as_array()
+        .and_then(|list| list.iter().find_map(|r| r.get(node)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no reply from {node}: {stdout}"))
+}
+
+fn job_row(stack: &Stack, id: &str) -> Value {
+    jobs(stack)
+        .into_iter()
+        .find(|j| j["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+/// A Celery client's revoke reaches the workers that are not running through the store: the
+/// launcher's worker answers it, and the job queued for a worker not yet started never runs.
+#[test]
+fn app_control_revoke_of_a_job_whose_workers_are_down_keeps_it_from_ever_running() {
+    let (stack, host, _queue, dir) = command_stack(
+        r#"[tasks."t.mark"]
+command = ["/bin/sh", "-c", "touch {dir}/ran"]
+"#,
+        "",
+    );
+    // Declared by cm, then no worker for it.
+    stack.ok(&["queue", "start", "c1"]);
+    stack.ok(&["queue", "stop", "c1"]);
+    let id = stack.ok(&["call", "t.mark"]).trim().to_string();
+    // Only the launcher's worker runs: it is the one Celery's broadcast reaches.
+    stack.ok(&["queue", "start", "l1"]);
+    let node = format!("l1@{host}");
+    assert_eq!(
+        python_revoke(&node, &id, false),
+        serde_json::json!({"ok": format!("tasks {{'{id}'}} flagged as revoked")})
+    );
+    let row = job_row(&stack, &id);
+    assert_eq!(row["state"], "REVOKED", "queued: revoked at once: {row}");
+    assert!(
+        row["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&node) && e.contains("remote control")),
+        "{row}"
+    );
+    assert_eq!(
+        ask(&node, &["inspect", "revoked"]),
+        serde_json::json!([id.as_str()])
+    );
+
+    stack.ok(&["queue", "start", "c1"]);
+    eventually(
+        Duration::from_secs(20),
+        "the worker to settle the revoked job",
+        || stack.log("c1").contains("REVOKED (revoked before it ran)"),
+    );
+    assert_eq!(job_row(&stack, &id)["state"], "REVOKED");
+    assert!(!dir.path().join("ran").exists(), "the revoked command ran");
+    stack.ok(&["server", "stop"]);
+}
+
+/// `app.control.revoke(id, terminate=True)` of a running command: the worker that runs it
+/// signals its process group at once, the job ends REVOKED, and with events on a
+/// `task-revoked` names the signal.
+#[test]
+fn app_control_revoke_with_terminate_ends_a_running_command() {
+    let (stack, host, _queue, dir) = command_stack(
+        r#"[tasks."t.sleep"]
+command = ["/bin/sh", "-c", "echo $$ > {dir}/pid; exec sleep 30"]
+"#,
+        "send_events = true",
+    );
+    let node = format!("c1@{host}");
+    let mut capture = Command::new(venv_bin("python"))
+        .args(["-c", CAPTURE, &kombu_url(), &node, "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the event receiver");
+    let stdout = capture.stdout.take().expect("its stdout");
+    let capture = Killed(capture);
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(20)).ok().as_deref(),
+        Some("READY")
+    );
+
+    stack.ok(&["queue", "start", "c1"]);
+    let id = stack.ok(&["call", "t.sleep"]).trim().to_string();
+    let pid_file = dir.path().join("pid");
+    eventually(Duration::from_secs(20), "the command to start", || {
+        pid_file.exists() && job_row(&stack, &id)["state"] == "STARTED"
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the command's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(alive(pid));
+
+    let asked = Instant::now();
+    assert_eq!(
+        python_revoke(&node, &id, true),
+        serde_json::json!({"ok": format!("terminate: {id}")})
+    );
+    eventually(Duration::from_secs(10), "the job to end REVOKED", || {
+        job_row(&stack, &id)["state"] == "REVOKED"
+    });
+    eventually(Duration::from_secs(5), "the command to be gone", || {
+        !alive(pid)
+    });
+    let row = job_row(&stack, &id);
+    assert!(
+        row["error"].as_str().is_some_and(|e| e.contains("SIGTERM")),
+        "{row}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "terminated by the answering worker, not after a long wait: {:?}",
+        asked.elapsed()
+    );
+
+    stack.ok(&["queue", "stop", "c1"]);
+    let mut events: Vec<Value> = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
+        events.push(serde_json::from_str(&line).expect("an event as JSON"));
+    }
+    drop(capture);
+    let task: Vec<&Value> = events.iter().filter(|e| e["uuid"] == id.as_str()).collect();
+    let kinds: Vec<&str> = task.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["task-received", "task-started", "task-revoked"]);
+    let revoked = task[2];
+    assert_eq!(revoked["terminated"], true, "{revoked}");
+    assert_eq!(revoked["signum"], 15, "{revoked}");
+    assert_eq!(revoked["expired"], false, "{revoked}");
+    stack.ok(&["server", "stop"]);
+}
