@@ -2,12 +2,15 @@
 # Instructions per job of one worker draining a pre-filled queue, counted by callgrind: the
 # figure a change to the worker's hot path is judged by (repeatable, unlike seconds).
 #
-#   bash scripts/callgrind-drain.sh [--bin PATH] [--jobs N] [--store URL] [--out FILE]
+#   bash scripts/callgrind-drain.sh [--bin PATH] [--jobs N] [--store URL] [--send-events] [--out FILE]
 #
 # Pre-fills a queue of its own with N jobs (default 3000) while no worker runs, then runs
 # `cm worker w1` (prefetch 256, zero-length steps) under callgrind until every job is SUCCESS,
 # stops it with SIGTERM and prints total instructions / N. Counts move about ±1% run to run
-# with how the batches fall. --out keeps the callgrind output for callgrind_annotate. Needs valgrind and RabbitMQ at 127.0.0.1:5672 (CG_BROKER_URL).
+# with how the batches fall. --send-events turns Celery's task events on (`[worker]
+# send_events = true`); they go to the celeryev exchange whether anyone listens or not.
+# --out keeps the callgrind output for callgrind_annotate.
+# Needs valgrind and RabbitMQ at 127.0.0.1:5672 (CG_BROKER_URL).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +18,7 @@ cd "$root"
 bin=${CARGO_TARGET_DIR:-$root/target}/release/cm
 jobs=3000
 store=
+events_line=
 out=
 broker=${CG_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 while [ $# -gt 0 ]; do
@@ -22,6 +26,7 @@ while [ $# -gt 0 ]; do
         --bin) bin=$2; shift ;;
         --jobs) jobs=$2; shift ;;
         --store) store=$2; shift ;;
+        --send-events) events_line="send_events = true" ;;
         --out) out=$2; shift ;;
         *) echo "callgrind-drain: unknown argument $1 (see the top of $0)" >&2; exit 64 ;;
     esac
@@ -48,6 +53,7 @@ pid_dir = "run"
 log_dir = "log"
 [worker]
 allow_root = true
+$events_line
 [queues.$queue]
 workers = ["w1"]
 tasks = ["cm.launch"]

@@ -11,7 +11,7 @@ use crate::config::QueueConfig;
 use crate::protocol::TaskMessage;
 
 /// A blackholed host must not hang `cm queue start`; a live broker answers well within this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -91,7 +91,7 @@ fn redact_one(url: &str) -> String {
 
 /// Heartbeats let a worker see a dead broker (or a cut link) within ~2x this, instead of
 /// stalling silently.
-const HEARTBEAT_SECONDS: u16 = 10;
+pub const HEARTBEAT_SECONDS: u16 = 10;
 /// lapin keeps 32 frames of buffer each way, zero-filled: at RabbitMQ's default 128 KiB frames
 /// that is 8 MiB per process. Job messages are well under 1 KiB; 8 KiB frames keep it at 512 KiB.
 const FRAME_MAX: u32 = 8192;

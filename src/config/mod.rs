@@ -67,6 +67,9 @@ pub struct Config {
     pub lease: Duration,
     /// The `@host` part of node names (`p1@host`), as Celery names its nodes.
     pub node_host: String,
+    /// Whether workers send Celery's task events from the start (`celery worker -E`); a
+    /// monitor can still turn them on and off with `enable_events` / `disable_events`.
+    pub send_events: bool,
     pub queues: Vec<QueueConfig>,
     pub simulation: Simulation,
     /// `[store] url` (or `CM_STORE_URL`), parsed: the only place a store URL is read.
@@ -300,6 +303,7 @@ impl Config {
             node_host: env("CM_NODE_HOST")
                 .or(raw.worker.node_host)
                 .unwrap_or_else(local_hostname),
+            send_events: raw.worker.send_events.unwrap_or(false),
             queues,
             simulation: Simulation {
                 step_min,

@@ -91,6 +91,7 @@ pub(super) struct RawWorker {
     pub(super) max_message_bytes: Option<Spanned<i64>>,
     pub(super) lease_after_seconds: Option<Spanned<f64>>,
     pub(super) lease_seconds: Option<Spanned<f64>>,
+    pub(super) send_events: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -50,6 +50,17 @@ fn minimal_file_gets_defaults_and_expands_hostlists() -> Result<(), ConfigError>
 }
 
 #[test]
+fn send_events_is_off_unless_set() -> Result<(), ConfigError> {
+    assert!(!parse(MINIMAL)?.send_events);
+    let on = format!("[worker]\nsend_events = true\n{MINIMAL}");
+    assert!(parse(&on)?.send_events);
+    let bad = format!("[worker]\nsend_events = 1\n{MINIMAL}");
+    let msg = parse(&bad).map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("send_events") || msg.contains("bool"), "{msg}");
+    Ok(())
+}
+
+#[test]
 fn unknown_key_is_named_with_its_line() {
     let text = MINIMAL.replace(
         "concurrency = 1\n[queues.launcher]",

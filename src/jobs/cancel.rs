@@ -92,12 +92,18 @@ impl Stops {
         });
     }
 
-    /// Forgets what job `id` was asked once it has ended.
-    pub fn forget(&self, id: &str) {
-        if self.tx.borrow().one.contains_key(id) {
-            self.tx
-                .send_if_modified(|asked| Arc::make_mut(&mut asked.one).remove(id).is_some());
+    /// Forgets what job `id` was asked once it has ended; returns it (a terminate's signal is
+    /// in the job's `task-revoked` event).
+    pub fn forget(&self, id: &str) -> Option<Cancel> {
+        if !self.tx.borrow().one.contains_key(id) {
+            return None;
         }
+        let mut was = None;
+        self.tx.send_if_modified(|asked| {
+            was = Arc::make_mut(&mut asked.one).remove(id);
+            was.is_some()
+        });
+        was
     }
 
     /// Asks every running job to end: the worker is stopping.

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, LongString};
@@ -15,7 +15,9 @@ use tracing::{error, warn};
 use super::acks::Acks;
 use super::lease::{self, Held, Lease};
 use super::outcome::Outcome;
+use super::remote::Remote;
 use super::revokes::{self, Revocations};
+use super::running::RunningJob;
 use super::schedule;
 use super::stats::Counters;
 use crate::broker::{self, Publisher};
@@ -25,6 +27,7 @@ use crate::jobs::cancel::Stops;
 use crate::jobs::run::{Context, Verdict};
 use crate::jobs::{self, Job};
 use crate::protocol::TaskMessage;
+use crate::remote::events::TaskEvent;
 use crate::store::{self, Event, Store, Writer};
 
 /// What every job handler of a session shares.
@@ -50,6 +53,8 @@ pub(super) struct Ctx {
     pub(super) held: Held,
     /// The revoked job ids (`revokes`): such a job is settled REVOKED without running.
     pub(super) revoked: Revocations,
+    /// Running jobs, the Lamport clock and the event switch: what Celery's tools are told.
+    pub(super) remote: Arc<Remote>,
 }
 
 /// One line in the worker's log for one job event (what a job prints lands here too).
@@ -67,7 +72,8 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         return dead_letter(ctx, delivery, &why).await;
     }
     let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
-        Ok(m) => m,
+        // Shared with the running-jobs registry (`inspect active`) while it runs: no copy.
+        Ok(m) => Arc::new(m),
         Err(e) => return dead_letter(ctx, delivery, &e.to_string()).await,
     };
     let job = match Job::from_message(&msg, &ctx.cfg) {
@@ -111,7 +117,20 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         worker: ctx.node.clone(),
         at: now,
     });
+    let events = &ctx.remote.events;
+    events.received(&msg, &delivery.properties);
+    let started = Instant::now();
+    // In `inspect active` from here until it ran, however this handler leaves.
+    let active = ctx.remote.running.start(RunningJob {
+        msg: msg.clone(),
+        started: now as f64 / 1000.0,
+        exchange: delivery.exchange.clone(),
+        routing_key: delivery.routing_key.clone(),
+        priority: delivery.properties.priority().unwrap_or(0),
+        redelivered: delivery.redelivered,
+    });
     state(ctx, &shared_id, task, Cow::Borrowed(store::STARTED));
+    events.task(&TaskEvent::Started { uuid: id });
     let run = Context {
         id,
         queue: &ctx.queue,
@@ -129,9 +148,11 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
     );
     let tag = delivery.delivery_tag;
     let (finish, lease) = lease::run_past(ctx, &shared_id, task, tag, running).await;
-    ctx.stops.forget(id);
+    // What it was asked (a terminate's signal), for its task-revoked event.
+    let asked = ctx.stops.forget(id);
     // The next job may run while this one's final state is being committed.
     drop(slot);
+    drop(active);
     if let Verdict::Interrupted(why) = &finish.verdict {
         return match lease {
             Lease::None => {
@@ -145,7 +166,7 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         };
     }
 
-    let outcome = Outcome::of(finish.verdict, msg.retries, ctx);
+    let outcome = Outcome::of(finish.verdict, asked, msg.retries, ctx);
     // The line goes before the commit: the writer flushes the log before each transaction, so
     // whoever sees the final state in the store (`cm launch --wait`) finds its line in the log.
     // Should the commit fail, the next line says the job goes back to the queue.
@@ -162,6 +183,8 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         }
         return give_back(ctx, &delivery, id, &e.to_string()).await;
     }
+    // Told once it is durable: a monitor never shows an end the store has not.
+    outcome.send_event(events, id, started.elapsed().as_secs_f64());
     let settle = (lease == Lease::None).then_some(&delivery);
     outcome.follow_up(ctx, &msg, settle).await;
 }

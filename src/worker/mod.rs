@@ -13,8 +13,11 @@
 //!   renewed, and published again by a reaper when their worker died.
 //! - `schedule`: a message's eta and expires: a job not due yet is held SCHEDULED by the store
 //!   and published again when due by each session's scheduler; an expired one never runs.
-//! - `remote`: what the worker answers about itself over the broker; Celery's remote control
-//!   (pidbox) and events go here.
+//! - `remote`: what the worker answers about itself over the broker: `cm queue status --all`'s
+//!   ping and Celery's remote control (pidbox), whose wire formats are `crate::remote`.
+//! - `pidbox`: the remote control's queue, consumer and replies.
+//! - `events`: Celery's worker and task events, queued by the jobs, sent by one publisher task.
+//! - `running`: the jobs running now (`celery inspect active`) and the counts per task.
 //! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
 //!
 //! How a job runs is `crate::jobs`' business: command tasks will run there, each in a process
@@ -22,10 +25,13 @@
 
 mod acks;
 mod delivery;
+mod events;
 mod lease;
 mod outcome;
+mod pidbox;
 mod remote;
 mod revokes;
+mod running;
 mod schedule;
 mod serve;
 mod session;

@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::BasicProperties;
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use tracing::{error, warn};
 
 use super::delivery::{give_back, say, Ctx};
+use super::events::Events;
+use crate::jobs::cancel::Cancel;
 use crate::jobs::run::Verdict;
 use crate::protocol::TaskMessage;
+use crate::remote::events::{py_repr, TaskEvent};
 use crate::store::{self, Event};
 
 pub(super) enum Outcome {
@@ -25,14 +29,21 @@ pub(super) enum Outcome {
     },
     /// Failed for good.
     Failure(String),
-    /// Ended by a revoke with terminate.
-    Revoked(String),
+    /// Revoked: ended by a terminate (`terminated`, with the signal if known), or never run.
+    Revoked {
+        why: String,
+        terminated: bool,
+        signal: Option<Signal>,
+        /// Received (or due) after the message's `expires`.
+        expired: bool,
+    },
 }
 
 impl Outcome {
-    /// What a run that was delivery number `retries + 1` of its message comes to.
+    /// What a run that was delivery number `retries + 1` of its message comes to; `asked` is
+    /// what the job was asked while it ran (`Stops::forget`'s answer).
     /// The caller settles an interrupted run (it goes back to the queue) before asking.
-    pub(super) fn of(verdict: Verdict, retries: u32, ctx: &Ctx) -> Self {
+    pub(super) fn of(verdict: Verdict, asked: Option<Cancel>, retries: u32, ctx: &Ctx) -> Self {
         match verdict {
             Verdict::Success(result) => Self::Success(result),
             Verdict::Failure(why) if retries < ctx.retries => Self::Retry {
@@ -43,7 +54,15 @@ impl Outcome {
                     .saturating_mul(2u32.saturating_pow(retries)),
             },
             Verdict::Failure(why) | Verdict::Interrupted(why) => Self::Failure(why),
-            Verdict::Revoked(why) => Self::Revoked(why),
+            Verdict::Revoked(why) => Self::Revoked {
+                why,
+                expired: false,
+                terminated: true,
+                signal: match asked {
+                    Some(Cancel::Terminate(signal)) => Some(signal),
+                    _ => None,
+                },
+            },
         }
     }
 
@@ -82,7 +101,7 @@ impl Outcome {
                 error: Some(why.clone()),
                 output,
             },
-            Self::Revoked(why) => Event::Finished {
+            Self::Revoked { why, .. } => Event::Finished {
                 id,
                 state: store::REVOKED,
                 worker,
@@ -105,8 +124,53 @@ impl Outcome {
                 &format!("RETRY {attempt} of {of} in {wait:?}: {why}"),
             ),
             Self::Failure(why) => say(node, id, task, &format!("FAILURE {why}")),
-            Self::Revoked(why) => say(node, id, task, &format!("REVOKED {why}")),
+            Self::Revoked { why, .. } => say(node, id, task, &format!("REVOKED {why}")),
         }
+    }
+
+    /// Its Celery task event (`task-succeeded`, `-retried`, `-failed`, `-revoked`), if task
+    /// events are on.
+    pub(super) fn send_event(&self, events: &Events, uuid: &str, runtime: f64) {
+        if !events.enabled() {
+            return;
+        }
+        let exception = match self {
+            Self::Success(result) => {
+                return events.task(&TaskEvent::Succeeded {
+                    uuid,
+                    result,
+                    runtime,
+                })
+            }
+            Self::Revoked {
+                terminated,
+                signal,
+                expired,
+                ..
+            } => {
+                return events.task(&TaskEvent::Revoked {
+                    uuid,
+                    terminated: *terminated,
+                    signum: signal.map(|s| s as i32),
+                    expired: *expired,
+                });
+            }
+            Self::Retry { why, .. } | Self::Failure(why) => format!("JobFailed({})", py_repr(why)),
+        };
+        // A cm job has no Python traceback; its reason is the whole story.
+        let traceback = "";
+        events.task(&match self {
+            Self::Retry { .. } => TaskEvent::Retried {
+                uuid,
+                exception: &exception,
+                traceback,
+            },
+            _ => TaskEvent::Failed {
+                uuid,
+                exception: &exception,
+                traceback,
+            },
+        });
     }
 
     /// Once the event is durable: count it, publish a retry (after its wait), reply to an
@@ -120,7 +184,7 @@ impl Outcome {
     ) {
         match self {
             Self::Success(_) => ctx.stats.done(),
-            Self::Failure(_) | Self::Revoked(_) => ctx.stats.failed(),
+            Self::Failure(_) | Self::Revoked { .. } => ctx.stats.failed(),
             Self::Retry { wait, .. } => {
                 tokio::time::sleep(*wait).await;
                 let mut again = msg.clone();
@@ -164,7 +228,7 @@ impl Outcome {
                 "FAILURE",
                 json!({"exc_type": "JobFailed", "exc_message": [why], "exc_module": "builtins"}),
             )),
-            Self::Revoked(why) => Some((
+            Self::Revoked { why, .. } => Some((
                 "REVOKED",
                 json!({"exc_type": "TaskRevokedError", "exc_message": [why], "exc_module": "celery.exceptions"}),
             )),

@@ -1,45 +1,344 @@
-//! What this worker tells others over the broker about itself: today its answer to the
-//! `cm.control` ping of `cm queue status --all` (the exchange and wire format are
-//! `crate::inspect`'s). Celery's remote control (the pidbox: ping, stats, revoke, shutdown) and
-//! its events (`celeryev`) belong here too; each gets the session's connection, as this does.
+//! What this worker tells others over the broker about itself, on each session's connection:
+//!
+//! - the `cm.control` ping of `cm queue status --all` (wire format: `crate::inspect`);
+//! - Celery's remote control: the answers to `celery inspect` / `celery control` / Flower, in
+//!   the shapes of `crate::remote::replies` (the queue and the replies are `pidbox.rs`);
+//! - Celery's events: the session's events channel goes to the publisher (`events.rs`).
+//!
+//! `revoke` and `terminate` are not answered from memory: they go to the status store as
+//! `cm jobs revoke`'s do (`revokes::Revoker`), so every worker sees them, and they outlast
+//! restarts.
+//!
+//! [`Remote`] outlives sessions: its clock, running jobs and event switch stay across reconnects.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::broker::BrokerError;
+use lapin::Connection;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::events::Events;
+use super::revokes::Revoker;
+use super::running::Running;
+use super::signals::RemoteStop;
+use super::stats::Counters;
+use crate::broker::{self, BrokerError};
 use crate::config::{Config, WorkerRef};
 use crate::inspect::{answer_pings, RemoteWorker};
+use crate::jobs::cancel::{signal_named, SIGNALS};
+use crate::remote::clock::LamportClock;
+use crate::remote::events::Origin;
+use crate::remote::pidbox::Request;
+use crate::remote::replies::{self, Method, Rusage, Stats};
 
-use super::stats::Counters;
+/// A worker's remote side, shared by its sessions and its job handlers.
+pub(super) struct Remote {
+    pub(super) node: String,
+    pid: u32,
+    started: Instant,
+    pub(super) clock: Arc<LamportClock>,
+    pub(super) running: Arc<Running>,
+    pub(super) events: Arc<Events>,
+    stats: Arc<Counters>,
+    pub(super) stop: RemoteStop,
+    /// What `cm queue status --all` is told.
+    name: String,
+    host: String,
+    queue: String,
+    quorum: bool,
+    concurrency: u16,
+    prefetch: u16,
+    /// `stats` → `broker` and `conf`: fixed for the worker's life.
+    broker: Value,
+    conf: Value,
+    /// `registered`: cm's own tasks and the config's command tasks.
+    tasks: Vec<String>,
+    /// Where `revoke` and `terminate` go: the store, for every worker, and this one at once.
+    revoker: Revoker,
+}
 
-/// Answers pings for this worker's queue on `conn` until the connection ends.
-pub(super) async fn answer(
-    conn: &lapin::Connection,
-    cfg: &Config,
-    worker: WorkerRef<'_>,
-    stats: &Arc<Counters>,
-) -> Result<(), BrokerError> {
-    let (node, name, host, queue) = (
-        cfg.node_name(worker.name),
-        worker.name.to_string(),
-        cfg.node_host.clone(),
-        worker.queue.name.clone(),
-    );
-    let stats = stats.clone();
-    let status = move || {
+/// What a request gets.
+pub(super) enum Answer {
+    Reply(Value),
+    /// `shutdown`: Celery's worker stops without a word.
+    Shutdown,
+}
+
+impl Remote {
+    /// `utcoffset`: [`crate::remote::events::python_utcoffset`] of this host's zone.
+    pub(super) fn new(
+        cfg: &Config,
+        worker: WorkerRef<'_>,
+        stats: &Arc<Counters>,
+        stop: RemoteStop,
+        utcoffset: i64,
+        revoker: Revoker,
+    ) -> Arc<Self> {
+        let node = cfg.node_name(worker.name);
+        let pid = std::process::id();
+        let clock = Arc::new(LamportClock::default());
+        let running = Arc::new(Running::default());
+        let origin = Origin {
+            hostname: node.clone(),
+            pid,
+            utcoffset,
+        };
+        let events = Events::start(origin, clock.clone(), running.clone(), cfg.send_events);
+        let queue = worker.queue;
+        let conf = json!({
+            "broker_url": broker::redact(&cfg.broker_url),
+            "broker_heartbeat": broker::HEARTBEAT_SECONDS,
+            "task_serializer": "json",
+            "accept_content": ["json"],
+            "task_acks_late": true,
+            "worker_concurrency": queue.concurrency,
+            "worker_send_task_events": cfg.send_events,
+            "event_exchange": crate::remote::events::EXCHANGE,
+            "control_exchange": "celery",
+            "task_queues": [queue.name],
+            "cm_prefetch": queue.prefetch,
+            "cm_retries": queue.retries,
+            "cm_config": cfg.path.display().to_string(),
+        });
+        Arc::new(Self {
+            node,
+            pid,
+            started: Instant::now(),
+            clock,
+            running,
+            events,
+            stats: stats.clone(),
+            stop,
+            name: worker.name.to_string(),
+            host: cfg.node_host.clone(),
+            queue: queue.name.clone(),
+            quorum: queue.quorum,
+            concurrency: queue.concurrency,
+            prefetch: queue.prefetch,
+            broker: replies::broker_info(
+                &cfg.broker_url,
+                broker::HEARTBEAT_SECONDS,
+                broker::CONNECT_TIMEOUT.as_secs(),
+            ),
+            conf,
+            tasks: crate::config::BUILT_IN
+                .iter()
+                .map(|t| t.to_string())
+                .chain(cfg.tasks.keys().cloned())
+                .collect(),
+            revoker,
+        })
+    }
+
+    /// Starts answering on a new session's connection. Only the `cm.control` ping is required;
+    /// a pidbox or events channel that fails is logged and the worker runs jobs without it.
+    pub(super) async fn attach(
+        self: &Arc<Self>,
+        conn: &Arc<Connection>,
+        url: &str,
+    ) -> Result<(), BrokerError> {
+        let me = self.clone();
+        let status = move || me.cm_status();
+        answer_pings(conn, url, self.queue.clone(), status).await?;
+        match super::pidbox::listen(self, conn).await {
+            Ok(()) => {}
+            Err(e) => warn!(
+                "remote control off for this connection: {e} (another worker named {}?)",
+                self.node
+            ),
+        }
+        let events = match conn.create_channel().await {
+            Ok(channel) => self.events.attach(channel).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = events {
+            warn!("events off for this connection: {e}");
+        }
+        Ok(())
+    }
+
+    /// This worker's answer to `cm queue status --all`.
+    fn cm_status(&self) -> RemoteWorker {
         let me = nix::unistd::Pid::this();
-        let s = stats.snapshot();
+        let s = self.stats.snapshot();
         RemoteWorker {
-            node: node.clone(),
-            name: name.clone(),
-            host: host.clone(),
-            queue: queue.clone(),
-            pid: std::process::id(),
+            node: self.node.clone(),
+            name: self.name.clone(),
+            host: self.host.clone(),
+            queue: self.queue.clone(),
+            pid: self.pid,
             state: "running".into(),
             uptime_seconds: crate::control::procs::uptime(me).map(|d| d.as_secs()),
             memory_bytes: crate::control::procs::rss_bytes(me),
             jobs_done: s.jobs_done,
             jobs_failed: s.jobs_failed,
         }
-    };
-    answer_pings(conn, &cfg.broker_url, worker.queue.name.clone(), status).await
+    }
+
+    /// Awaited by the pidbox's one task: only `revoke` and `terminate` wait (for the store).
+    pub(super) async fn answer(&self, request: &Request) -> Answer {
+        let Some(method) = Method::from_name(&request.method) else {
+            return Answer::Reply(replies::unknown_method(&request.method));
+        };
+        Answer::Reply(match method {
+            Method::Ping => replies::ok("pong"),
+            Method::Stats => self.stats_reply(),
+            Method::Active => {
+                json!(self
+                    .running
+                    .list(&self.node, self.pid, request.flag_argument("safe")))
+            }
+            // A delivery is taken from the broker's stream only when a job slot is free, so
+            // nothing waits inside the worker: what is prefetched is the client library's.
+            Method::Reserved => json!([]),
+            // countdown/eta are to be held by the status store, which does not yet.
+            Method::Scheduled => json!([]),
+            Method::Revoked => json!(self.revoker.revoked.ids()),
+            Method::Registered => {
+                let names: Vec<&str> = self.tasks.iter().map(String::as_str).collect();
+                replies::registered(&names)
+            }
+            Method::ActiveQueues => json!([replies::queue_info(&self.queue, self.quorum)]),
+            Method::Conf => self.conf.clone(),
+            Method::Clock => json!({"clock": self.clock.value()}),
+            Method::Hello => replies::hello(
+                &self.node,
+                request.text_argument("from_node"),
+                self.clock.forward(),
+            ),
+            Method::Shutdown => return Answer::Shutdown,
+            Method::EnableEvents => {
+                if self.events.set_enabled(true) {
+                    info!("task events enabled by remote control");
+                    replies::ok("task events enabled")
+                } else {
+                    replies::ok("task events already enabled")
+                }
+            }
+            Method::DisableEvents => {
+                if self.events.set_enabled(false) {
+                    info!("task events disabled by remote control");
+                    replies::ok("task events disabled")
+                } else {
+                    replies::ok("task events already disabled")
+                }
+            }
+            Method::Heartbeat => {
+                self.events.heartbeat_now();
+                Value::Null
+            }
+            // `terminate SIG ID...` is `revoke ID... terminate=True signal=SIG` (Celery's).
+            Method::Revoke => {
+                let terminate = request.flag_argument("terminate");
+                self.revoke(request, terminate).await
+            }
+            Method::Terminate => self.revoke(request, true).await,
+        })
+    }
+
+    /// `revoke` and `terminate`, the way `cm jobs revoke` does them (durable in the store, seen
+    /// by every worker within its poll), taken in here at once; answered as Celery answers.
+    async fn revoke(&self, request: &Request, terminate: bool) -> Value {
+        let ids = request.task_ids();
+        let signal = match request.arguments.get("signal").map(signal_of).transpose() {
+            Ok(signal) => signal.flatten(),
+            Err(e) => return replies::error(&e),
+        };
+        // Asked before the terminate: a job it ends leaves the registry soon after.
+        let here = if terminate {
+            self.running.running_of(&ids)
+        } else {
+            Vec::new()
+        };
+        match self.revoker.revoke(&ids, terminate, signal).await {
+            Ok(reports) => {
+                for r in &reports {
+                    info!("{} over remote control: {}", request.method, r.describe());
+                }
+                if terminate {
+                    replies::terminating(&here)
+                } else {
+                    replies::flagged_as_revoked(&ids)
+                }
+            }
+            Err(e) => {
+                warn!(
+                    "{} of [{}] over remote control: {e}; nothing revoked",
+                    request.method,
+                    ids.join(", ")
+                );
+                replies::error(&format!("revoking in the status store: {e}"))
+            }
+        }
+    }
+
+    fn stats_reply(&self) -> Value {
+        let counts = self.stats.snapshot();
+        Stats {
+            total: self.running.totals(),
+            pid: self.pid,
+            clock: self.clock.value(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            concurrency: self.concurrency,
+            prefetch_count: self.prefetch,
+            broker: self.broker.clone(),
+            rusage: rusage(),
+            jobs_done: counts.jobs_done,
+            jobs_failed: counts.jobs_failed,
+            events_dropped: self.events.dropped(),
+        }
+        .to_value()
+    }
+}
+
+/// The signal a revoke names, as Celery takes it (`_signals.signum`): a name with or without
+/// `SIG`, or a number; null is the default (SIGTERM).
+fn signal_of(v: &Value) -> Result<Option<Signal>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(name) => signal_named(name).map(Some),
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .and_then(|n| Signal::try_from(n).ok())
+            .filter(|s| SIGNALS.contains(s))
+            .map(Some)
+            .ok_or_else(|| format!("signal {n} does not end a job here")),
+        other => Err(format!("signal {other} is neither a name nor a number")),
+    }
+}
+
+fn rusage() -> Option<Rusage> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(Rusage {
+        utime: seconds(u.user_time()),
+        stime: seconds(u.system_time()),
+        maxrss: u.max_rss(),
+        minflt: u.minor_page_faults(),
+        majflt: u.major_page_faults(),
+        inblock: u.block_reads(),
+        oublock: u.block_writes(),
+        nvcsw: u.voluntary_context_switches(),
+        nivcsw: u.involuntary_context_switches(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revokes_signal_is_a_name_a_number_or_the_default() {
+        assert_eq!(signal_of(&Value::Null), Ok(None));
+        assert_eq!(signal_of(&json!("KILL")), Ok(Some(Signal::SIGKILL)));
+        assert_eq!(signal_of(&json!("SIGUSR1")), Ok(Some(Signal::SIGUSR1)));
+        assert_eq!(signal_of(&json!(9)), Ok(Some(Signal::SIGKILL)));
+        assert!(signal_of(&json!(19)).is_err(), "SIGSTOP ends nothing");
+        assert!(signal_of(&json!("STOP")).is_err());
+        assert!(signal_of(&json!([1])).is_err());
+    }
 }

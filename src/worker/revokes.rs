@@ -90,38 +90,109 @@ impl Revocations {
         let mut taken = Taken::default();
         for r in revokes {
             known.newest = known.newest.max(r.at_ms);
-            let id: Arc<str> = Arc::from(r.id.as_str());
-            let old = known.by_id.get(&id).map(|s| (s.at_ms, s.terminate));
-            match old {
-                // Read again through the overlap, or a repeat that adds nothing.
-                Some((_, was_terminate)) if was_terminate || !r.terminate => continue,
-                // An upgrade to terminate: it moves to its new time.
-                Some((at, _)) => {
-                    known.oldest.remove(&(at, id.clone()));
-                }
-                None => {}
-            }
-            known.oldest.insert((r.at_ms, id.clone()));
-            known.by_id.insert(
-                id,
-                Seen {
-                    at_ms: r.at_ms,
-                    terminate: r.terminate,
-                    by: r.by.clone(),
-                },
-            );
-            if r.terminate {
+            if known.insert(&r) && r.terminate {
                 taken.terminate.push(r);
             }
         }
-        while known.by_id.len() > KEEP {
-            let Some((_, id)) = known.oldest.pop_first() else {
+        taken.forgotten = known.trim();
+        taken
+    }
+
+    /// Takes in a revoke this worker made itself (over Celery's remote control), at once rather
+    /// than at the next poll. The poll's cursor stays: it is the store's clock, not ours.
+    /// Returns whether it was new to this worker (or an upgrade to terminate).
+    pub(super) fn note(&self, r: &Revoke) -> bool {
+        // Past KEEP, the next poll's `take` forgets the oldest (and their stops).
+        self.lock().insert(r)
+    }
+
+    /// Every revoked id this worker knows, oldest revoke first (`celery inspect revoked`).
+    pub(super) fn ids(&self) -> Vec<String> {
+        let known = self.lock();
+        known.oldest.iter().map(|(_, id)| id.to_string()).collect()
+    }
+}
+
+impl Known {
+    /// Takes in one revoke; returns whether it is new (or an upgrade to terminate).
+    fn insert(&mut self, r: &Revoke) -> bool {
+        let id: Arc<str> = Arc::from(r.id.as_str());
+        let old = self.by_id.get(&id).map(|s| (s.at_ms, s.terminate));
+        match old {
+            // Read again through the overlap, or a repeat that adds nothing.
+            Some((_, was_terminate)) if was_terminate || !r.terminate => return false,
+            // An upgrade to terminate: it moves to its new time.
+            Some((at, _)) => {
+                self.oldest.remove(&(at, id.clone()));
+            }
+            None => {}
+        }
+        self.oldest.insert((r.at_ms, id.clone()));
+        self.by_id.insert(
+            id,
+            Seen {
+                at_ms: r.at_ms,
+                terminate: r.terminate,
+                by: r.by.clone(),
+            },
+        );
+        true
+    }
+
+    /// Forgets the oldest revokes past [`KEEP`]; returns their ids.
+    fn trim(&mut self) -> Vec<Arc<str>> {
+        let mut forgotten = Vec::new();
+        while self.by_id.len() > KEEP {
+            let Some((_, id)) = self.oldest.pop_first() else {
                 break;
             };
-            known.by_id.remove(&id);
-            taken.forgotten.push(id);
+            self.by_id.remove(&id);
+            forgotten.push(id);
         }
-        taken
+        forgotten
+    }
+}
+
+/// Revokes asked of this worker over Celery's remote control (`celery control revoke`,
+/// Flower's buttons): kept in the store for every worker the one way `cm jobs revoke` keeps
+/// them (`crate::revoking`), and taken in here at once, so this worker neither starts the job
+/// nor waits for its next poll to terminate it.
+pub(super) struct Revoker {
+    pub(super) store: Store,
+    pub(super) revoked: Revocations,
+    pub(super) stops: Stops,
+    /// Who the store says revoked (this worker, for a remote-control client).
+    pub(super) by: String,
+}
+
+impl Revoker {
+    /// Revokes `ids` (terminating with `signal`, SIGTERM by default); one report per distinct
+    /// id. Nothing is taken in here unless the store kept it: a client never hears of a revoke
+    /// that the other workers will not see.
+    pub(super) async fn revoke(
+        &self,
+        ids: &[String],
+        terminate: bool,
+        signal: Option<Signal>,
+    ) -> Result<Vec<crate::revoking::Report>, store::StoreError> {
+        let signal = terminate.then(|| signal.unwrap_or(Signal::SIGTERM));
+        let name = signal.map(Signal::as_str);
+        let reports = crate::revoking::revoke(&self.store, ids, terminate, name, &self.by).await?;
+        let at_ms = store::now_ms();
+        for report in &reports {
+            self.revoked.note(&Revoke {
+                id: report.id.clone(),
+                at_ms,
+                terminate,
+                signal: name.map(str::to_string),
+                by: Some(self.by.clone()),
+            });
+            if let Some(signal) = signal {
+                // Harmless for a job not running here, as for the poller's.
+                self.stops.terminate(&report.id, signal);
+            }
+        }
+        Ok(reports)
     }
 }
 
@@ -214,10 +285,16 @@ pub(super) async fn settle_unrun(
     } else {
         format!("revoked by {by}")
     };
-    let outcome = Outcome::Revoked(why);
+    let outcome = Outcome::Revoked {
+        why,
+        terminated: false,
+        signal: None,
+        expired: false,
+    };
     if let Err(e) = ctx.writer.commit(outcome.event(&id, &ctx.node, None)).await {
         return give_back(ctx, delivery, &id, &e.to_string()).await;
     }
+    outcome.send_event(&ctx.remote.events, &id, 0.0);
     outcome.follow_up(ctx, msg, Some(delivery)).await;
 }
 
@@ -251,6 +328,23 @@ mod tests {
         let up = r.take(vec![revoke("b", 20_500, false), revoke("a", 21_000, true)]);
         assert_eq!(up.terminate, [revoke("a", 21_000, true)]);
         assert_eq!(r.cursor(), 21_000 - OVERLAP_MS);
+    }
+
+    #[test]
+    fn a_revoke_noted_here_is_known_at_once_and_not_announced_again_by_the_poll() {
+        let r = Revocations::default();
+        r.take(vec![revoke("old", 1_000, false)]);
+        assert!(r.note(&revoke("mine", 50_000, true)));
+        assert!(
+            !r.note(&revoke("mine", 50_001, true)),
+            "a repeat adds nothing"
+        );
+        assert!(r.revoked_by("mine").is_some());
+        assert_eq!(r.cursor(), 1_000 - OVERLAP_MS, "the store's cursor stays");
+        assert_eq!(r.ids(), ["old", "mine"], "oldest first");
+        // The poll reads the same revoke from the store: its terminate was already asked.
+        let taken = r.take(vec![revoke("mine", 50_002, true)]);
+        assert!(taken.terminate.is_empty(), "{taken:?}");
     }
 
     #[test]

@@ -115,7 +115,12 @@ async fn expired(
         worker: ctx.node.clone(),
         at: now,
     });
-    let outcome = Outcome::Revoked(format!("expired at {}", at(expires)));
+    let outcome = Outcome::Revoked {
+        why: format!("expired at {}", at(expires)),
+        terminated: false,
+        signal: None,
+        expired: true,
+    };
     outcome.log(&ctx.node, id, &msg.task, ctx.retries);
     if let Err(e) = ctx.writer.commit(outcome.event(id, &ctx.node, None)).await {
         return give_back(ctx, delivery, id, &e.to_string()).await;

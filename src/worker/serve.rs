@@ -10,7 +10,8 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::lease::{self, Held};
-use super::revokes;
+use super::remote::Remote;
+use super::revokes::{self, Revoker};
 use super::session::{backoff, is_final_refusal, Ended, Kept, Session};
 use super::signals;
 use super::stats::{self, Counters};
@@ -19,11 +20,15 @@ use crate::control::detach::ReadyPipe;
 use crate::jobs::cancel::Stops;
 use crate::store::Store;
 
+/// `worker-offline` goes out within this at shutdown, or not at all.
+const OFFLINE_WITHIN: Duration = Duration::from_secs(2);
+
 pub(super) async fn serve(
     cfg: &Config,
     worker: WorkerRef<'_>,
     ready: &mut Option<ReadyPipe>,
     stats: Arc<Counters>,
+    utcoffset: i64,
 ) -> anyhow::Result<()> {
     let node = cfg.node_name(worker.name);
     let queue = worker.queue;
@@ -54,6 +59,13 @@ pub(super) async fn serve(
     // Read before the first delivery, so a job revoked while no worker ran never starts.
     let revoked = revokes::load(&store).await?;
     let revoke_poller = revokes::spawn(revoked.clone(), store.clone(), stops.clone());
+    let revoker = Revoker {
+        store: store.clone(),
+        revoked: revoked.clone(),
+        stops: stops.clone(),
+        by: format!("{node} (remote control)"),
+    };
+    let remote = Remote::new(cfg, worker, &stats, stop.remote(), utcoffset, revoker);
     let kept = Kept {
         store,
         writer,
@@ -61,6 +73,7 @@ pub(super) async fn serve(
         stops: stops.clone(),
         held,
         revoked,
+        remote: remote.clone(),
     };
     // The first connection must work: `cm queue start` reports its failure and gives up. Only a
     // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
@@ -158,6 +171,8 @@ pub(super) async fn serve(
     stats_writer.abort();
     renewer.abort();
     revoke_poller.abort();
+    // After the last job's events, before the connection closes.
+    remote.events.offline(OFFLINE_WITHIN).await;
     if let Some(s) = &session {
         s.disconnect().await;
     }

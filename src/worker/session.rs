@@ -16,6 +16,7 @@ use tracing::warn;
 use super::acks::Acks;
 use super::delivery::{self, Ctx};
 use super::lease::{self, Held};
+use super::remote::Remote;
 use super::revokes::Revocations;
 use super::schedule;
 use super::signals;
@@ -29,7 +30,8 @@ use crate::store::{Store, Writer};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) struct Session {
-    conn: lapin::Connection,
+    /// Shared with the remote control's task, which opens its reply channels on it.
+    conn: Arc<lapin::Connection>,
     channel: lapin::Channel,
     consumer: lapin::Consumer,
     ctx: Arc<Ctx>,
@@ -57,6 +59,9 @@ pub(super) struct Kept {
     pub(super) held: Held,
     /// The revoked ids, kept current by `revokes::spawn`.
     pub(super) revoked: Revocations,
+    /// What Celery's tools are told and asked (pidbox, events): its clock, running jobs and
+    /// event switch last across reconnects; each session attaches its connection.
+    pub(super) remote: Arc<Remote>,
 }
 
 /// Why a session's consume loop ended.
@@ -97,10 +102,11 @@ impl Session {
             stops,
             held,
             revoked,
+            remote,
         } = kept;
         let node = cfg.node_name(worker.name);
         let queue = worker.queue;
-        let conn = broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?;
+        let conn = Arc::new(broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?);
         let channel = conn.create_channel().await.context("opening a channel")?;
         broker::declare_work_queue(&channel, &cfg.broker_url, queue).await?;
         channel
@@ -117,7 +123,7 @@ impl Session {
             .await
             .with_context(|| format!("consuming from queue {}", queue.name))?;
         let publisher = Publisher::open(&conn, &cfg.broker_url, &node).await?;
-        super::remote::answer(&conn, cfg, worker, stats).await?;
+        remote.attach(&conn, &cfg.broker_url).await?;
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             node: node.as_str().into(),
@@ -134,6 +140,7 @@ impl Session {
             result_dir: std::env::temp_dir(),
             held: held.clone(),
             revoked: revoked.clone(),
+            remote: remote.clone(),
         });
         let reaper = tokio::spawn(lease::reap(ctx.clone())).abort_handle();
         let scheduler = tokio::spawn(schedule::run(ctx.clone())).abort_handle();

@@ -58,6 +58,8 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
     )? {
         info!("dropped privileges to {user}");
     }
+    // Read while the process has one thread: the time crate refuses to read the zone otherwise.
+    let utcoffset = local_utcoffset();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // Out of work: the job lines written since go to the log now (see joblog).
@@ -65,11 +67,18 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
         .build()
         .context("starting the async runtime")?;
     let stats = Arc::new(Counters::default());
-    let result = runtime.block_on(serve(cfg, worker, ready, stats.clone()));
+    let result = runtime.block_on(serve(cfg, worker, ready, stats.clone(), utcoffset));
     joblog::flush();
     stats.write(&cfg.stats_file(name));
     lock.release();
     result
+}
+
+/// This host's zone as Celery's events give it; UTC (0) when it cannot be read.
+fn local_utcoffset() -> i64 {
+    time::UtcOffset::current_local_offset().map_or(0, |offset| {
+        crate::remote::events::python_utcoffset(i64::from(offset.whole_seconds()))
+    })
 }
 
 /// What a worker writes besides its open files: handed to `[worker] user` when dropping root.

@@ -1,16 +1,32 @@
-//! A worker's signals: SIGTERM and SIGINT begin a warm shutdown, SIGHUP reopens the log after
-//! rotation, SIGXFSZ is caught so a full log loses lines, not the worker.
+//! A worker's signals: SIGTERM and SIGINT (or `shutdown` over remote control) begin a warm
+//! shutdown, SIGHUP reopens the log after rotation, SIGXFSZ is caught so a full log loses
+//! lines, not the worker.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
-/// SIGTERM and SIGINT, installed before `ready` so a stop right after start is a warm shutdown.
+/// SIGTERM and SIGINT, installed before `ready` so a stop right after start is a warm shutdown;
+/// and `shutdown` over Celery's remote control, which stops the same way.
 pub(super) struct Stop {
     term: Signal,
     int: Signal,
+    remote: Arc<Notify>,
+}
+
+/// Asks for the warm shutdown a SIGTERM starts (`celery control shutdown`).
+#[derive(Clone)]
+pub(super) struct RemoteStop(Arc<Notify>);
+
+impl RemoteStop {
+    pub(super) fn request(&self) {
+        // Kept until `Stop::next` looks, if nobody waits right now.
+        self.0.notify_one();
+    }
 }
 
 impl Stop {
@@ -18,7 +34,12 @@ impl Stop {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            remote: Arc::new(Notify::new()),
         })
+    }
+
+    pub(super) fn remote(&self) -> RemoteStop {
+        RemoteStop(self.remote.clone())
     }
 
     /// The name of the next stop signal to arrive.
@@ -26,6 +47,7 @@ impl Stop {
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = self.remote.notified() => "remote shutdown",
         }
     }
 }
