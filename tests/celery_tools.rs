@@ -693,3 +693,140 @@ command = ["/bin/sh", "-c", "echo $$ > {dir}/pid; exec sleep 30"]
     assert_eq!(revoked["expired"], false, "{revoked}");
     stack.ok(&["server", "stop"]);
 }
+
+/// A Python Celery worker and a cm worker on one broker, each with a queue of its own: a Celery
+/// client gets both results; `app.control.ping` hears both; cm's pidbox replies and events do
+/// not trouble the Celery worker (nothing in its log but its own task), nor its gossip cm's.
+#[test]
+fn a_celery_worker_and_a_cm_worker_share_the_broker_and_leave_each_other_alone() {
+    let (stack, host, cm_queue, dir) = command_stack(
+        "[tasks.\"t.echo\"]\ncommand = [\"/bin/sh\", \"-c\", \"echo '{{\\\"cm\\\": true}}' > $CM_RESULT\"]\n",
+        "send_events = true",
+    );
+    stack.ok(&["queue", "start", "c1"]);
+    let py_queue = unique("t_py");
+    let py_node = format!("py@{host}");
+    std::fs::write(
+        dir.path().join("mixed_app.py"),
+        format!(
+            "from celery import Celery\napp = Celery('mixed', broker={:?}, backend='rpc://')\n\
+             @app.task(name='py.add')\ndef add(x, y):\n    return x + y\n",
+            kombu_url()
+        ),
+    )
+    .expect("write the Celery app");
+    let log = dir.path().join("py.log");
+    let worker = Killed(
+        Command::new(venv_bin("celery"))
+            .current_dir(dir.path())
+            .env("PYTHONPATH", dir.path())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .args(["-A", "mixed_app", "worker", "-Q", &py_queue, "-n", &py_node])
+            .args(["--pool", "solo", "-E", "-l", "info", "-f"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a Celery worker"),
+    );
+    const CLIENT: &str = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from mixed_app import app
+py_queue, cm_queue, nodes = sys.argv[2], sys.argv[3], sys.argv[4:]
+import time
+deadline = time.time() + 30
+while time.time() < deadline:
+    seen = {n for r in app.control.ping(timeout=1) for n in r}
+    if all(n in seen for n in nodes):
+        break
+py = app.send_task("py.add", (2, 3), queue=py_queue).get(timeout=20)
+cm = app.send_task("t.echo", queue=cm_queue).get(timeout=20)
+print(json.dumps({"seen": sorted(seen), "py": py, "cm": cm}))
+"#;
+    let cm_node = format!("c1@{host}");
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", CLIENT])
+        .arg(dir.path())
+        .args([&py_queue, &cm_queue, &py_node, &cm_node])
+        .output()
+        .expect("run the Celery client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Celery client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(stdout.trim()).expect("the client's JSON");
+    assert_eq!(got["py"], 5, "{got}");
+    assert_eq!(got["cm"]["cm"], true, "{got}");
+    let seen = got["seen"].as_array().expect("nodes");
+    for node in [&py_node, &cm_node] {
+        assert!(
+            seen.iter().any(|n| n == node.as_str()),
+            "{node} not in {got}"
+        );
+    }
+    let py_log = std::fs::read_to_string(&log).unwrap_or_default();
+    for bad in [
+        "Traceback",
+        "ERROR",
+        "unregistered",
+        "Unrecoverable",
+        "decode",
+    ] {
+        assert!(
+            !py_log.contains(bad),
+            "the Celery worker's log has {bad}:\n{py_log}"
+        );
+    }
+    assert!(py_log.contains("py.add"), "{py_log}");
+    let cm_log = stack.log("c1");
+    for bad in ["poison", "ERROR", "panicked"] {
+        assert!(!cm_log.contains(bad), "cm's log has {bad}:\n{cm_log}");
+    }
+    drop(worker);
+    stack.ok(&["server", "stop"]);
+}
+
+/// `celery inspect scheduled` lists a countdown job the store holds SCHEDULED, with its eta.
+#[test]
+fn celery_inspect_scheduled_lists_a_countdown_job_held_by_the_store() {
+    let (stack, host, queue, _dir) =
+        command_stack("[tasks.\"t.later\"]\ncommand = [\"/bin/true\"]\n", "");
+    stack.ok(&["queue", "start", "c1"]);
+    const SEND: &str = r#"
+import sys
+from celery import Celery
+app = Celery(broker=sys.argv[1])
+print(app.send_task("t.later", queue=sys.argv[2], countdown=600).id)
+"#;
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", SEND, &kombu_url(), &queue])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eventually(Duration::from_secs(10), "the job to be SCHEDULED", || {
+        job_row(&stack, &id)["state"] == "SCHEDULED"
+    });
+    let node = format!("c1@{host}");
+    let listed = ask(&node, &["inspect", "scheduled"]);
+    let entry = listed
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["request"]["id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("{id} not in {listed}"));
+    assert_eq!(entry["request"]["name"], "t.later", "{entry}");
+    assert!(
+        entry["eta"]
+            .as_str()
+            .is_some_and(|eta| eta.ends_with("+00:00")),
+        "{entry}"
+    );
+    stack.ok(&["jobs", "revoke", &id]);
+    stack.ok(&["server", "stop"]);
+}

@@ -278,6 +278,7 @@ pub struct EventRow {
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub state: Option<String>,
+    pub queue: Option<String>,
     pub server: Option<String>,
     pub recipe: Option<String>,
     pub batch: Option<String>,
@@ -290,6 +291,7 @@ impl JobFilter {
     fn columns(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
             ("state", &self.state),
+            ("queue", &self.queue),
             ("server", &self.server),
             ("recipe", &self.recipe),
             ("batch", &self.batch),

@@ -64,6 +64,7 @@ impl JobsQuery {
             server: nonempty(&self.server),
             recipe: nonempty(&self.recipe),
             batch: None,
+            queue: None,
             limit: per_page,
             offset: (self.page().saturating_sub(1)).saturating_mul(per_page),
         }

@@ -177,7 +177,54 @@ impl Remote {
         }
     }
 
-    /// Awaited by the pidbox's one task: only `revoke` and `terminate` wait (for the store).
+    /// `inspect scheduled`: the jobs of this worker's queue the store holds SCHEDULED (their
+    /// eta ahead), shaped as Celery lists its eta requests. Any worker of the queue may run
+    /// one when it is due: each worker of the queue lists them all.
+    async fn scheduled(&self) -> Value {
+        let filter = crate::store::JobFilter {
+            state: Some(crate::store::SCHEDULED.into()),
+            queue: Some(self.queue.clone()),
+            limit: 1000,
+            ..crate::store::JobFilter::default()
+        };
+        let rows = match self.revoker.store.list(&filter).await {
+            Ok(rows) => rows,
+            Err(e) => return replies::error(&e.to_string()),
+        };
+        let listed: Vec<Value> = rows
+            .iter()
+            .map(|job| {
+                let (args, kwargs): (Value, Value) =
+                    serde_json::from_str(&job.args).unwrap_or((json!([]), json!({})));
+                json!({
+                    "eta": job.options.eta_ms.map(crate::timestamp::format_ms),
+                    "priority": 0,
+                    "request": {
+                        "id": job.id,
+                        "name": job.task,
+                        "args": args,
+                        "kwargs": kwargs,
+                        "type": job.task,
+                        "hostname": self.node,
+                        "time_start": Value::Null,
+                        // Its message was acked once the store held it.
+                        "acknowledged": true,
+                        "delivery_info": {
+                            "exchange": "",
+                            "routing_key": self.queue,
+                            "priority": 0,
+                            "redelivered": false,
+                        },
+                        "worker_pid": self.pid,
+                    },
+                })
+            })
+            .collect();
+        json!(listed)
+    }
+
+    /// Awaited by the pidbox's one task: `revoke`, `terminate` and `scheduled` wait (for the
+    /// store).
     pub(super) async fn answer(&self, request: &Request) -> Answer {
         let Some(method) = Method::from_name(&request.method) else {
             return Answer::Reply(replies::unknown_method(&request.method));
@@ -193,8 +240,7 @@ impl Remote {
             // A delivery is taken from the broker's stream only when a job slot is free, so
             // nothing waits inside the worker: what is prefetched is the client library's.
             Method::Reserved => json!([]),
-            // countdown/eta are to be held by the status store, which does not yet.
-            Method::Scheduled => json!([]),
+            Method::Scheduled => self.scheduled().await,
             Method::Revoked => json!(self.revoker.revoked.ids()),
             Method::Registered => {
                 let names: Vec<&str> = self.tasks.iter().map(String::as_str).collect();
