@@ -278,7 +278,7 @@ class Bench:
     def cm(self, stack, *args, label=None, check=True):
         return self.sh([self.a.cm, "--config", stack.path, *args], label=label, check=check)
 
-    def stack(self, name, queues, store_url=None, prefetch=None):
+    def stack(self, name, queues, store_url=None, prefetch=None, events=False):
         """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]."""
         d = os.path.join(self.tmp, name)
         os.makedirs(d)
@@ -286,7 +286,8 @@ class Bench:
         parts = [
             f'[broker]\nurl = "{self.a.broker}"',
             '[paths]\npid_dir = "run"\nlog_dir = "log"',
-            "[worker]\nstop_grace_seconds = 30\nstart_timeout_seconds = 120\nallow_root = true",
+            "[worker]\nstop_grace_seconds = 30\nstart_timeout_seconds = 120\nallow_root = true"
+            + ("\nsend_events = true" if events else ""),
         ]
         workers = []
         for q, ws, tasks in queues:
@@ -447,10 +448,10 @@ class Bench:
 
     # ----- figure 4: throughput -----
 
-    def cm_throughput(self, i, kind, store_url=None, prefetch=TPUT_PREFETCH):
+    def cm_throughput(self, i, kind, store_url=None, prefetch=TPUT_PREFETCH, events=False):
         q = f"{self.run}_t{kind}{i}"
         s = self.stack(f"tput-{kind}-{i}", [(q, ["w1", "w2", "w3", "w4"], ["cm.launch"])], store_url,
-                       prefetch=prefetch)
+                       prefetch=prefetch, events=events)
         self.cm(s, "queue", "start", label=f"4 cm {kind} (workers)")
         n = self.sizes["cm_jobs"]
         argv = self.launch_argv(s, n, wait=True)
@@ -568,6 +569,8 @@ class Bench:
         for i in range(self.repeat):
             self.log(f"throughput, run {i + 1}/{self.repeat}: cm/SQLite {self.sizes['cm_jobs']} jobs")
             self.cm_throughput(i, "sqlite")
+            self.log(f"throughput, run {i + 1}/{self.repeat}: cm/SQLite, Celery task events on")
+            self.cm_throughput(i, "sqlite_ev", events=True)
             self.log(f"throughput, run {i + 1}/{self.repeat}: cm/SQLite, default prefetch")
             self.cm_throughput(i, "sqlite_p4", prefetch=None)
             if not pg_missing:
@@ -924,6 +927,9 @@ class Bench:
             "tput.celery", "{:,.0f}")
         row(4, f"cm, PostgreSQL store: {sz['cm_jobs']:,} jobs, 4 workers, launch --wait", "jobs/s", "tput.cm_pg",
             "tput.celery", "{:,.0f}")
+        row(4, f"cm, SQLite store, Celery task events on (send_events): {sz['cm_jobs']:,} jobs, 4 workers, "
+            "launch --wait", "jobs/s", "tput.cm_sqlite_ev", "tput.cm_sqlite", "{:,.0f}",
+            " (vs events off)")
         row(4, f"cm, SQLite store, default prefetch 4: {sz['cm_jobs']:,} jobs, 4 workers, launch --wait", "jobs/s",
             "tput.cm_sqlite_p4", "tput.celery", "{:,.0f}")
         row(4, f"Celery: {sz['celery_jobs']:,} no-op tasks, 4 workers -c 1, no result backend", "jobs/s",
@@ -1047,7 +1053,7 @@ class Bench:
         L = ["", "## Where cm's throughput time goes", ""]
         if not self.phases:
             return L + ["(no throughput runs)"]
-        names = {"sqlite": "cm, SQLite", "sqlite_p4": "cm, SQLite, default prefetch 4", "pg": "cm, PostgreSQL", "celery": "Celery (publish = send_task loop)",
+        names = {"sqlite": "cm, SQLite", "sqlite_ev": "cm, SQLite, task events on", "sqlite_p4": "cm, SQLite, default prefetch 4", "pg": "cm, PostgreSQL", "celery": "Celery (publish = send_task loop)",
                  "raw": "raw ceiling", "raw_celery": "raw ceiling, cm's messages"}
         L += ["End-to-end runs of figure 4, medians. Publish: until `cm launch` printed the ids (PENDING rows "
               "stored, every publish confirmed); last final: the newest `finished_ms` in the store; total: until "
