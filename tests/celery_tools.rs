@@ -789,17 +789,20 @@ print(json.dumps({"seen": sorted(seen), "py": py, "cm": cm}))
     stack.ok(&["server", "stop"]);
 }
 
-/// `celery inspect scheduled` lists a countdown job the store holds SCHEDULED, with its eta.
+/// `celery inspect scheduled` lists a countdown job the store holds SCHEDULED, with its eta;
+/// `app.control.revoke` of it from Python ends it REVOKED, and it never runs.
 #[test]
-fn celery_inspect_scheduled_lists_a_countdown_job_held_by_the_store() {
-    let (stack, host, queue, _dir) =
-        command_stack("[tasks.\"t.later\"]\ncommand = [\"/bin/true\"]\n", "");
+fn celery_inspect_scheduled_lists_a_countdown_job_and_a_python_revoke_ends_it() {
+    let (stack, host, queue, dir) = command_stack(
+        "[tasks.\"t.later\"]\ncommand = [\"/bin/sh\", \"-c\", \"touch {dir}/ran\"]\n",
+        "",
+    );
     stack.ok(&["queue", "start", "c1"]);
     const SEND: &str = r#"
 import sys
 from celery import Celery
 app = Celery(broker=sys.argv[1])
-print(app.send_task("t.later", queue=sys.argv[2], countdown=600).id)
+print(app.send_task("t.later", queue=sys.argv[2], countdown=8).id)
 "#;
     let out = Command::new(venv_bin("python"))
         .args(["-c", SEND, &kombu_url(), &queue])
@@ -827,6 +830,15 @@ print(app.send_task("t.later", queue=sys.argv[2], countdown=600).id)
             .is_some_and(|eta| eta.ends_with("+00:00")),
         "{entry}"
     );
-    stack.ok(&["jobs", "revoke", &id]);
+    let reply = python_revoke(&node, &id, false);
+    assert!(
+        reply["ok"].as_str().is_some_and(|t| t.contains(&id)),
+        "{reply}"
+    );
+    assert_eq!(job_row(&stack, &id)["state"], "REVOKED");
+    // Past its eta (8 s after sending), and a scheduler round on: still REVOKED, never ran.
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(job_row(&stack, &id)["state"], "REVOKED");
+    assert!(!dir.path().join("ran").exists(), "the revoked job ran");
     stack.ok(&["server", "stop"]);
 }
