@@ -625,3 +625,44 @@ except Exception as e:
     assert!(!c.file("ran").exists(), "the revoked command ran");
     stack.ok(&["server", "stop"]);
 }
+
+/// A quorum queue counts a message's returns: a job whose worker dies on it every time is
+/// dead-lettered at `delivery_limit`, its job FAILURE naming why; the broker drops nothing.
+#[test]
+fn a_job_its_worker_dies_on_is_dead_lettered_at_the_delivery_limit() {
+    let c = Commands::new(
+        r#"queue_type = "quorum"
+delivery_limit = 2
+[tasks."t.crash"]
+command = ["/bin/sh", "-c", "echo $$ >> {dir}/runs; kill -9 $PPID"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let id = stack.ok(&["call", "t.crash"]).trim().to_string();
+    for round in 1..=4 {
+        eventually(
+            Duration::from_secs(20),
+            "the worker to die or the job to end",
+            || !common::alive(stack.pid_of("c1")) || job(stack, &id)["state"] == "FAILURE",
+        );
+        if job(stack, &id)["state"] == "FAILURE" {
+            break;
+        }
+        assert!(round < 4, "still not dead-lettered after {round} deaths");
+        let _ = stack.cm(&["queue", "start", "c1"]);
+    }
+    eventually(Duration::from_secs(20), "the job to fail", || {
+        job(stack, &id)["state"] == "FAILURE"
+    });
+    let row = job(stack, &id);
+    let error = row["error"].as_str().unwrap_or("");
+    assert!(error.contains("delivery_limit 2"), "{row}");
+    assert_eq!(runs(&c).len(), 2, "it ran on each delivery below the limit");
+    eventually(Duration::from_secs(10), "the dead letter", || {
+        common::queue_depth(&format!("{}.dead", c.queue)) == 1
+    });
+    assert_eq!(common::queue_depth(&c.queue), 0);
+    stack.ok(&["server", "stop"]);
+}

@@ -13,6 +13,8 @@ pub const RATE: RangeInclusive<f64> = 0.0..=1.0;
 pub const CONCURRENCY: RangeInclusive<i64> = 1..=10_000;
 pub const PREFETCH: RangeInclusive<i64> = 1..=65_535;
 pub const RETRIES: RangeInclusive<i64> = 0..=10_000;
+/// Deliveries of one message a quorum queue makes before cm dead-letters it.
+pub const DELIVERY_LIMIT: RangeInclusive<i64> = 1..=10_000;
 /// An hour at most.
 pub const BUSY_MS: RangeInclusive<i64> = 0..=3_600_000;
 pub const MAX_HOSTS: RangeInclusive<i64> = 1..=1_000_000;

@@ -103,6 +103,9 @@ pub struct QueueConfig {
     pub retry_backoff: Duration,
     /// `quorum` for a replicated queue on a RabbitMQ cluster; `None` is a classic queue.
     pub quorum: bool,
+    /// A quorum queue's message returned this many times (its `x-delivery-count`) goes to the
+    /// dead letters instead of running again (`delivery_limit`, default 20).
+    pub delivery_limit: u32,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -83,6 +83,15 @@ pub(super) fn resolve(
             .max(concurrency);
         let retries = in_range(&at, &key("retries"), q.retries.as_ref(), limits::RETRIES)?
             .map_or(0, |n| n as u32);
+        // RabbitMQ 4 drops a quorum queue's message returned more than 20 times: cm's own
+        // limit, at most that by default, dead-letters it with its reason before.
+        let delivery_limit = in_range(
+            &at,
+            &key("delivery_limit"),
+            q.delivery_limit.as_ref(),
+            limits::DELIVERY_LIMIT,
+        )?
+        .map_or(20, |n| n as u32);
         let retry_backoff = in_range(
             &at,
             &key("retry_backoff_seconds"),
@@ -103,6 +112,7 @@ pub(super) fn resolve(
             quorum,
             retries,
             retry_backoff: Duration::from_secs_f64(retry_backoff),
+            delivery_limit,
         });
     }
     Ok(queues)

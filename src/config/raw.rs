@@ -104,6 +104,7 @@ pub(super) struct RawQueue {
     pub(super) retries: Option<Spanned<i64>>,
     pub(super) retry_backoff_seconds: Option<Spanned<f64>>,
     pub(super) queue_type: Option<Spanned<String>>,
+    pub(super) delivery_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,8 @@ pub(super) struct Ctx {
     pub(super) node: store::Shared,
     pub(super) queue: String,
     pub(super) retries: u32,
+    /// A message the broker returned this many times is dead-lettered, not run (quorum queues).
+    pub(super) delivery_limit: u32,
     pub(super) retry_backoff: Duration,
     pub(super) publisher: Publisher,
     /// Settles this session's deliveries; handlers never ack on the channel themselves.
@@ -70,6 +72,9 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
             ctx.cfg.max_message_bytes
         );
         return dead_letter(ctx, delivery, &why).await;
+    }
+    if let Some(n) = returned(&delivery).filter(|n| *n >= u64::from(ctx.delivery_limit)) {
+        return over_the_limit(ctx, delivery, n).await;
     }
     let msg = match TaskMessage::decode(&delivery.properties, &delivery.data) {
         // Shared with the running-jobs registry (`inspect active`) while it runs: no copy.
@@ -157,7 +162,7 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
         return match lease {
             Lease::None => {
                 warn!("job {id}: {why}; not acked, it goes back to the queue and runs again");
-                ctx.acks.nack(tag, true)
+                return_to_queue(ctx, &delivery).await
             }
             Lease::Held => lease::hand_back(ctx, &msg, why).await,
             Lease::Lapsed => {
@@ -231,7 +236,86 @@ pub(super) async fn give_back(ctx: &Ctx, delivery: &Delivery, id: &str, why: &st
     error!("job {id}: {why}; not acked, returning it to the queue");
     // Not too hot a loop while the store or broker is down.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    return_to_queue(ctx, delivery).await;
+}
+
+/// How many times the broker returned this message before: a quorum queue's
+/// `x-delivery-count` (a classic queue keeps no count).
+fn returned(delivery: &Delivery) -> Option<u64> {
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(DELIVERY_COUNT)?;
+    match *count {
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(n)),
+        AMQPValue::ShortUInt(n) => Some(u64::from(n)),
+        AMQPValue::LongUInt(n) => Some(u64::from(n)),
+        AMQPValue::Timestamp(n) => Some(n),
+        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+const DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// Gives a delivery back to its queue. One more return would reach the delivery limit: a
+/// copy is published and the original acked instead, so that cm's own returns (the store
+/// down, a stop) never use up the limit kept for jobs whose worker dies on them.
+async fn return_to_queue(ctx: &Ctx, delivery: &Delivery) {
+    let near = returned(delivery).is_some_and(|n| n + 1 >= u64::from(ctx.delivery_limit));
+    if near {
+        let mut fresh = lapin::types::FieldTable::default();
+        if let Some(headers) = delivery.properties.headers() {
+            for (k, v) in headers.inner() {
+                if k.as_str() != DELIVERY_COUNT {
+                    fresh.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let props = delivery.properties.clone().with_headers(fresh);
+        match ctx
+            .publisher
+            .publish_confirmed(&ctx.queue, &delivery.data, props)
+            .await
+        {
+            Ok(()) => return ctx.acks.ack(delivery.delivery_tag),
+            Err(e) => warn!(
+                "publishing a fresh copy of a message near its delivery limit: {e}; returning it instead"
+            ),
+        }
+    }
     ctx.acks.nack(delivery.delivery_tag, true);
+}
+
+/// A message whose worker died on it `delivery_limit` times (it was returned that often):
+/// its job is recorded FAILURE with why, and the message goes to the dead letters.
+async fn over_the_limit(ctx: &Ctx, delivery: Delivery, returned: u64) {
+    let why = format!(
+        "returned to queue {} {returned} times without an end (its worker died each time): \
+         over [queues.{}] delivery_limit {}; moved to the dead letters",
+        ctx.queue, ctx.queue, ctx.delivery_limit
+    );
+    if let Ok(msg) = TaskMessage::decode(&delivery.properties, &delivery.data) {
+        say(&ctx.node, &msg.id, &msg.task, &format!("FAILURE {why}"));
+        let failed = Event::Finished {
+            id: store::Shared::from(msg.id.as_str()),
+            state: store::FAILURE,
+            worker: ctx.node.clone(),
+            at: store::now_ms(),
+            result: None,
+            error: Some(why.clone()),
+            output: None,
+        };
+        if let Err(e) = ctx.writer.commit(failed).await {
+            return give_back(ctx, &delivery, &msg.id, &e.to_string()).await;
+        }
+    }
+    dead_letter(ctx, delivery, &why).await;
 }
 
 /// Moves a message that can never run to `<queue>.dead`, with the reason, then acks it.

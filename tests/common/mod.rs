@@ -356,25 +356,35 @@ pub fn delete_queues(names: &[&str]) {
     });
 }
 
-/// How many messages wait in `queue` (declaring it if missing).
+/// How many messages wait in `queue` (declaring it, classic, if missing; a passive declare
+/// first, so that a quorum queue is counted too).
 pub fn queue_depth(queue: &str) -> u32 {
     runtime().block_on(async {
         let conn =
             lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
                 .await
                 .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .expect("declare");
+        let declare = |passive| {
+            let conn = &conn;
+            async move {
+                // A failed passive declare closes its channel: each try gets its own.
+                let ch = conn.create_channel().await.expect("channel");
+                ch.queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        durable: true,
+                        passive,
+                        ..Default::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+            }
+        };
+        let q = match declare(true).await {
+            Ok(q) => q,
+            Err(_) => declare(false).await.expect("declare"),
+        };
         let _ = conn.close(200, "".into()).await;
         q.message_count()
     })
