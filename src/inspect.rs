@@ -42,6 +42,9 @@ pub struct RemoteWorker {
     pub memory_bytes: Option<u64>,
     pub jobs_done: u64,
     pub jobs_failed: u64,
+    /// The broker node it is connected to, its password hidden (an older worker says none).
+    #[serde(default)]
+    pub broker: Option<String>,
 }
 
 fn protocol(cfg_url: &str, context: &str) -> impl FnOnce(lapin::Error) -> BrokerError {

@@ -47,6 +47,17 @@ fn two_hosts_share_the_queues_and_one_stops_while_the_other_serves() {
         hosts,
         BTreeSet::from(["host-a".to_string(), "host-b".to_string()])
     );
+    // Each names the broker node it is connected to, its password hidden.
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&a.ok(&["queue", "status", "--all", "--json"])).expect("json");
+    for w in &all {
+        let broker = w["broker"].as_str().unwrap_or("");
+        assert!(
+            broker.starts_with("amqp://") && !broker.contains("guest:guest"),
+            "{w}"
+        );
+    }
+    assert!(a.ok(&["queue", "status", "--all"]).contains("BROKER"));
 
     a.ok(&[
         "launch",

@@ -167,7 +167,7 @@ pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code>
         return Ok(Code::Success);
     }
     crate::outln!(
-        "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}",
+        "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}  BROKER",
         "NODE",
         "QUEUE",
         "PID",
@@ -177,7 +177,7 @@ pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code>
     );
     for w in workers {
         crate::outln!(
-            "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}",
+            "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}  {}",
             w.node,
             w.queue,
             w.pid,
@@ -186,7 +186,10 @@ pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code>
                 || "-".into(),
                 |b| format!("{:.1} MiB", b as f64 / 1048576.0)
             ),
-            w.jobs_done
+            w.jobs_done,
+            w.broker
+                .as_deref()
+                .map_or_else(|| "-".into(), crate::broker::host_port),
         );
     }
     Ok(Code::Success)

@@ -55,6 +55,8 @@ pub(super) struct Remote {
     conf: Value,
     /// `registered`: cm's own tasks and the config's command tasks.
     tasks: Vec<String>,
+    /// `[broker] url`, to name the node connected to now (`cm queue status --all`).
+    broker_urls: String,
     /// Where `revoke` and `terminate` go: the store, for every worker, and this one at once.
     revoker: Revoker,
 }
@@ -128,6 +130,7 @@ impl Remote {
                 .map(|t| t.to_string())
                 .chain(cfg.tasks.keys().cloned())
                 .collect(),
+            broker_urls: cfg.broker_url.clone(),
             revoker,
         })
     }
@@ -174,6 +177,7 @@ impl Remote {
             memory_bytes: crate::control::procs::rss_bytes(me),
             jobs_done: s.jobs_done,
             jobs_failed: s.jobs_failed,
+            broker: Some(broker::current_node(&self.broker_urls)),
         }
     }
 
