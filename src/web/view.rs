@@ -48,6 +48,13 @@ pub struct Choice {
     pub selected: bool,
 }
 
+/// The last 8 characters of a job id: a UUIDv7 begins with its time, so ids made within a
+/// second share their first characters, while the end is random (and a UUIDv4's is too).
+pub fn short_id(id: &str) -> String {
+    let skip = id.chars().count().saturating_sub(8);
+    id.chars().skip(skip).collect()
+}
+
 /// One row of the jobs table.
 pub struct JobView {
     pub id: String,
@@ -71,7 +78,7 @@ impl JobView {
         let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         Self {
             id: job.id.clone(),
-            short_id: job.id.chars().take(8).collect(),
+            short_id: short_id(&job.id),
             task: job
                 .task
                 .strip_prefix("cm.")
@@ -219,5 +226,14 @@ mod tests {
         assert_eq!(bars[0].state, "PENDING");
         assert_eq!(bars[1].width, BAR_MAX_WIDTH);
         assert_eq!(clock(Some(0)).0, "00:00:00");
+    }
+
+    #[test]
+    fn short_ids_of_jobs_made_in_one_moment_differ() {
+        let ids: Vec<String> = (0..50).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        let short: std::collections::HashSet<String> = ids.iter().map(|i| short_id(i)).collect();
+        assert_eq!(short.len(), ids.len(), "{short:?}");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("0123456789"), "23456789");
     }
 }

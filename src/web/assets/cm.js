@@ -123,7 +123,7 @@
     st.append(el("span", { class: "st " + stateClass(j.state) }, j.state));
     const timed = (ms) => { const [short, full] = clock(ms); return td(short, full ? { title: full } : {}); };
     tr.append(
-      td(j.id.slice(0, 8), { class: "id", title: j.id }),
+      td(j.id.slice(-8), { class: "id", title: j.id }), // the random end of a UUIDv7; its start is its time
       td(j.task.replace(/^cm\./, "")),
       st,
       td(j.server ?? "-"), td(j.recipe ?? "-"), td(j.hosts ?? "-"), td(j.worker ?? "-"),
