@@ -940,6 +940,58 @@ fn browser_launches_watches_live_and_resets() {
     assert!(jobs(&stack).is_empty());
 }
 
+/// A queued job's details on db_stats offer a revoke; clicking it ends the job REVOKED.
+#[test]
+fn browser_revokes_a_queued_job_from_its_details() {
+    use fantoccini::Locator;
+
+    // No worker runs: the job stays PENDING until revoked.
+    let stack = Stack::new();
+    let ids = stack.publish(&["provision", "--hosts", "r1", "--image", "ubuntu"]);
+    let id = ids.first().expect("an id").clone();
+    let web = Web::start(&stack);
+    let browser = Browser::start(stack.dir.path());
+    let base = web.base.clone();
+
+    common::runtime().block_on(async {
+        let c = browser.session().await;
+        c.goto(&format!("{base}/cm/launch/db_stats"))
+            .await
+            .expect("open db_stats");
+        wait_for("the job's row", Duration::from_secs(10), || async {
+            let rows = texts(&c, "#jobs-body tr.job").await;
+            (rows.len() == 1).then_some(())
+        })
+        .await;
+        c.find(Locator::Css("#jobs-body tr.job"))
+            .await
+            .expect("the row")
+            .click()
+            .await
+            .expect("click row");
+        let button = wait_for("the revoke button", Duration::from_secs(10), || async {
+            c.find(Locator::XPath(
+                "//tr[contains(@class,'details')]//form[contains(@class,'revoke')]//button[normalize-space(.)='revoke']",
+            ))
+            .await
+            .ok()
+        })
+        .await;
+        button.click().await.expect("click revoke");
+        wait_for("the revoke's answer", Duration::from_secs(10), || async {
+            let body = texts(&c, "body").await;
+            body.into_iter().next().filter(|t| t.contains(&id) && t.contains("REVOKED"))
+        })
+        .await;
+        c.close().await.expect("close the browser");
+    });
+    let job = jobs(&stack)
+        .into_iter()
+        .find(|j| j["id"] == id.as_str())
+        .expect("the job");
+    assert_eq!(job["state"], "REVOKED", "{job}");
+}
+
 #[test]
 fn slow_or_huge_requests_are_cut_off() {
     use std::io::{Read, Write};
