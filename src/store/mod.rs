@@ -4,6 +4,9 @@
 //! and migrations: [`sqlite`] (rusqlite) and [`postgres`] (sqlx). Workers write through
 //! [`Writer`], which groups many events into one transaction (group commit) and tells the caller
 //! when its event is durable; [`batch`] decides, without SQL, what one commit writes.
+//!
+//! Over ~400 lines because it is the whole public API: every `Store` call with its contract in
+//! its doc comment, dispatched to the backend by one macro, and the types callers see.
 
 mod batch;
 mod postgres;

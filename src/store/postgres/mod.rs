@@ -1,6 +1,9 @@
 //! The PostgreSQL backend, on a sqlx `PgPool`, for several hosts sharing one store. Its schema
 //! is `migrations/`, embedded and run by `sqlx::migrate!` (which takes an advisory lock, so
 //! workers starting at once do not race).
+//!
+//! Longer than our usual ~400 lines on purpose: it is every query of this backend, one short
+//! method per `Store` call, in the order of `store/mod.rs`, mirroring `sqlite/mod.rs`.
 
 mod commit;
 

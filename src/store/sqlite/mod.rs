@@ -3,6 +3,10 @@
 //! Reads, and the writes of commands and the web server, run on a few pooled connections off
 //! the async runtime ([`pool`]); a worker's group commits go through a connection of its own
 //! ([`commit`]). The schema is [`migrate`]d on open.
+//!
+//! Longer than our usual ~400 lines on purpose: it is every query of this backend, one short
+//! method per `Store` call, in the order of `store/mod.rs`, so that it reads side by side with
+//! `postgres/mod.rs`. Splitting it by topic would scatter that mirror.
 
 mod commit;
 mod migrate;
