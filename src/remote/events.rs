@@ -168,7 +168,7 @@ pub enum TaskEvent<'a> {
         exception: &'a str,
         traceback: &'a str,
     },
-    /// Not sent yet: revoke arrives with the store's revokes.
+    /// A job ended REVOKED: revoked before it ran, terminated, or expired.
     Revoked {
         uuid: &'a str,
         terminated: bool,

@@ -20,7 +20,7 @@
 //! - `running`: the jobs running now (`celery inspect active`) and the counts per task.
 //! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
 //!
-//! How a job runs is `crate::jobs`' business: command tasks will run there, each in a process
+//! How a job runs is `crate::jobs`' business: command tasks run there, each in a process
 //! group of its own under the worker (`control::group`).
 
 mod acks;
