@@ -37,7 +37,7 @@ pub fn python_utcoffset(gmtoff_seconds: i64) -> i64 {
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, F: Serialize> {
     #[serde(rename = "type")]
     kind: &'a str,
     hostname: &'a str,
@@ -46,6 +46,8 @@ struct Envelope<'a> {
     utcoffset: i64,
     pid: u32,
     clock: u64,
+    #[serde(flatten)]
+    fields: &'a F,
 }
 
 /// One event's JSON body.
@@ -63,28 +65,10 @@ pub fn encode<F: Serialize>(
         utcoffset: origin.utcoffset,
         pid: origin.pid,
         clock,
+        fields,
     };
-    // The envelope and the fields (an object too) written one after the other, then joined
-    // into one object: serde's `flatten` would buffer every field through a map first, which
-    // cost more than the rest of the event. Strings, numbers and lists: writing cannot fail.
-    let mut out = Vec::with_capacity(320);
-    if serde_json::to_writer(&mut out, &envelope).is_err() {
-        return Vec::new();
-    }
-    let fields_at = out.len();
-    if serde_json::to_writer(&mut out, fields).is_err() {
-        return Vec::new();
-    }
-    match out.get(fields_at..) {
-        // No fields: the envelope alone.
-        Some(b"{}") => out.truncate(fields_at),
-        Some([b'{', ..]) => {
-            out[fields_at - 1] = b',';
-            out.remove(fields_at);
-        }
-        _ => debug_assert!(false, "event fields must serialise as a JSON object"),
-    }
-    out
+    // Strings, numbers and lists of them: serialising cannot fail.
+    serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
 /// Several encoded events as one `task.multi` body: `[e1,e2,...]`.
