@@ -474,11 +474,17 @@ impl Store {
         on_backend!(self, b => b.revoke(&ids, terminate, signal, by, now_ms()).await)
     }
 
-    /// The revokes made (or upgraded) after `after_ms`, oldest first. Each revoke's time is its
-    /// maker's clock, and two makers can commit out of that order: a poller asks from a little
-    /// before the newest it has seen and ignores the ids it knows.
-    pub async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
-        on_backend!(self, b => b.revokes_since(after_ms).await)
+    /// The newest `limit` revokes made (or upgraded) after `after_ms`, oldest first: a worker
+    /// keeps only so many in memory, so it never reads the whole table as it starts. Each
+    /// revoke's time is its maker's clock, and two makers can commit out of that order: a
+    /// poller asks from a little before the newest it has seen and ignores the ids it knows.
+    pub async fn revokes_since(
+        &self,
+        after_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Revoke>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_backend!(self, b => b.revokes_since(after_ms, limit).await)
     }
 
     /// Records job `job`, received by `worker` before its `options.eta_ms`, as SCHEDULED with its

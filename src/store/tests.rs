@@ -411,7 +411,7 @@ pub(super) async fn revokes_are_kept_and_end_the_jobs_no_worker_holds(store: &St
     assert_eq!(store.history("running").await?.len(), 4);
     assert_eq!(store.get("done").await?.map(|r| r.error), Some(None));
 
-    let kept = store.revokes_since(0).await?;
+    let kept = store.revokes_since(0, 1000).await?;
     let mut kept_ids: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
     kept_ids.sort_unstable();
     assert_eq!(kept_ids, ["done", "ghost", "pending", "retry", "running"]);
@@ -429,7 +429,7 @@ pub(super) async fn revokes_are_kept_and_end_the_jobs_no_worker_holds(store: &St
     store
         .revoke(&running, true, Some("SIGKILL"), "cm@ops2")
         .await?;
-    let upgraded = store.revokes_since(newest).await?;
+    let upgraded = store.revokes_since(newest, 1000).await?;
     assert_eq!(upgraded.len(), 1, "{upgraded:?}");
     let r = &upgraded[0];
     assert_eq!(
@@ -444,8 +444,11 @@ pub(super) async fn revokes_are_kept_and_end_the_jobs_no_worker_holds(store: &St
     assert!(r.at_ms > newest);
     // Revoking again without terminate takes nothing back.
     store.revoke(&running, false, None, "cm@ops").await?;
-    assert_eq!(store.revokes_since(newest).await?, upgraded);
+    assert_eq!(store.revokes_since(newest, 1000).await?, upgraded);
     assert_eq!(store.state_of("running").await?.as_deref(), Some("deploy"));
+    // A limit keeps the newest: the upgraded revoke is the newest of all.
+    assert_eq!(store.revokes_since(0, 1).await?, upgraded);
+    assert_eq!(store.revokes_since(0, 2).await?.len(), 2);
 
     // A revoked job's message, when it comes, cannot bring it back.
     writer

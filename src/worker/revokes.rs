@@ -196,22 +196,20 @@ impl Revoker {
     }
 }
 
-/// The first read: every revoke kept, before this worker consumes (so none of its jobs runs yet).
+/// The first read: the newest [`KEEP`] revokes kept, before this worker consumes (so none of
+/// its jobs runs yet).
 pub(super) async fn load(store: &Store) -> anyhow::Result<Revocations> {
     let revoked = Revocations::default();
-    let all = store.revokes_since(0).await?;
-    let n = all.len();
-    let taken = revoked.take(all);
+    let newest = store.revokes_since(0, KEEP).await?;
+    let n = newest.len();
+    revoked.take(newest);
     if n > 0 {
         info!(
             "{n} revoked job id(s) in the store; those jobs will not run here{}",
-            if taken.forgotten.is_empty() {
-                String::new()
+            if n >= KEEP {
+                format!(" (the newest {KEEP}; older revokes stay in the store only)")
             } else {
-                format!(
-                    " (the oldest {} forgotten: over {KEEP})",
-                    taken.forgotten.len()
-                )
+                String::new()
             }
         );
     }
@@ -226,7 +224,7 @@ pub(super) fn spawn(revoked: Revocations, store: Store, stops: Stops) -> JoinHan
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let read = match store.revokes_since(revoked.cursor()).await {
+            let read = match store.revokes_since(revoked.cursor(), KEEP).await {
                 Ok(r) => r,
                 Err(e) => {
                     if !failing {

@@ -396,14 +396,20 @@ impl Store {
         run.await.map_err(self.fail())
     }
 
-    pub(crate) async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
+    pub(crate) async fn revokes_since(
+        &self,
+        after_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Revoke>, StoreError> {
         // id, at_ms, terminate, signal, by
         type Row = (String, i64, bool, Option<String>, Option<String>);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, at_ms, terminate, signal, by FROM revokes WHERE at_ms > $1 \
+            "SELECT * FROM (SELECT id, at_ms, terminate, signal, by FROM revokes \
+             WHERE at_ms > $1 ORDER BY at_ms DESC, id DESC LIMIT $2) AS newest \
              ORDER BY at_ms, id",
         )
         .bind(after_ms)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await
         .map_err(self.fail())?;

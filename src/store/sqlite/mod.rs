@@ -378,14 +378,18 @@ impl Store {
             .await
     }
 
-    pub(crate) async fn revokes_since(&self, after_ms: i64) -> Result<Vec<Revoke>, StoreError> {
+    pub(crate) async fn revokes_since(
+        &self,
+        after_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Revoke>, StoreError> {
         self.pool
             .run(move |conn| {
                 let mut st = conn.prepare_cached(
-                    "SELECT id, at_ms, terminate, signal, by FROM revokes WHERE at_ms > ?1 \
-                     ORDER BY at_ms, id",
+                    "SELECT * FROM (SELECT id, at_ms, terminate, signal, by FROM revokes \
+                     WHERE at_ms > ?1 ORDER BY at_ms DESC, id DESC LIMIT ?2) ORDER BY at_ms, id",
                 )?;
-                let rows = st.query_map([after_ms], |r| {
+                let rows = st.query_map(params![after_ms, limit], |r| {
                     Ok(Revoke {
                         id: r.get(0)?,
                         at_ms: r.get(1)?,
