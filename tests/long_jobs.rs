@@ -48,10 +48,25 @@ impl Drop for Node {
     }
 }
 
+/// A port for the node's AMQP listener whose distribution port (it + 20000, as
+/// scripts/rabbitmq-node.sh sets it) is free too, so that runs side by side never collide.
+fn free_port_pair() -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let start = 20_000 + (std::process::id() % 20_000) as u16;
+    (start..45_000)
+        .chain(20_000..start)
+        .find(|&p| free(p) && free(p + 20_000))
+        .expect("a free pair of ports")
+}
+
 #[test]
 #[ignore = "75 s against a broker of its own: make test runs it apart"]
 fn a_job_longer_than_the_consumer_timeout_runs_once_and_ends_final() {
-    let node = Node::start("cm_long_jobs", 5794, &["consumer_timeout = 5000"]);
+    let node = Node::start(
+        &common::unique("cm_long"),
+        free_port_pair(),
+        &["consumer_timeout = 5000"],
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let queue = common::unique("t_long");
     let runs = dir.path().join("runs");
