@@ -14,6 +14,7 @@ pub mod output;
 pub mod privileges;
 pub mod protocol;
 pub mod publishing;
+pub mod pyrepr;
 pub mod remote;
 pub mod revoking;
 pub mod store;
