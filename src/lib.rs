@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod publishing;
 pub mod pyrepr;
 pub mod remote;
+pub mod results;
 pub mod revoking;
 pub mod store;
 pub mod timestamp;
