@@ -54,6 +54,9 @@ pub(crate) struct Store {
 /// (40001): the same work can succeed when tried again.
 const BUSY_CODES: [&str; 3] = ["55P03", "40P01", "40001"];
 
+/// SQLSTATE disk_full: the server could not extend a file.
+const DISK_FULL: &str = "53100";
+
 /// The database gone (class 08: connection exceptions; 57P01, 57P03: shut down, starting up).
 fn is_connection_code(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
@@ -84,6 +87,10 @@ pub(super) fn error(store: &str, e: sqlx::Error) -> StoreError {
             fix: FIX,
         },
         (_, Some(c)) if BUSY_CODES.contains(&c) => StoreError::Busy {
+            store,
+            cause: e.to_string(),
+        },
+        (_, Some(DISK_FULL)) => StoreError::Full {
             store,
             cause: e.to_string(),
         },
