@@ -629,3 +629,68 @@ fn a_full_store_disk_acks_nothing_unstored_says_so_and_the_jobs_end_once_there_i
     drop(stack);
     drop(disk);
 }
+
+/// A worker stopped while its finished jobs wait for room gives up waiting at the end of its
+/// grace: they go back to the queue, it exits by itself (no SIGKILL), and they end after a start
+/// once there is room.
+#[test]
+#[ignore = "needs root (a tmpfs mount); make test runs it apart"]
+fn a_stop_while_the_store_disk_is_full_returns_the_waiting_jobs_to_the_queue() {
+    let disk = SmallDisk::mount("4m");
+    let store_file = disk.path.join("cm.db");
+    let stack = Stack::with(Options {
+        store_url: Some(format!("sqlite://{}", store_file.display())),
+        step_seconds: (0.2, 0.2),
+        // Running jobs get half of it (3 s), then cm would SIGKILL at 6 s.
+        grace_seconds: 6.0,
+        ..Options::default()
+    });
+    stack.ok(&["queue", "start", "l1"]);
+    let n = 6;
+    stack.publish(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--hosts",
+        &format!("vm[1-{n}]"),
+    ]);
+    eventually(Duration::from_secs(10), "the first job to end", || {
+        finals(&stack) >= 1
+    });
+    let filler = disk.fill();
+    eventually(
+        Duration::from_secs(20),
+        "the worker to say the disk is full",
+        || stack.log("l1").contains("the disk is full"),
+    );
+    let stuck = finals(&stack);
+    let stop = Instant::now();
+    stack.ok(&["queue", "stop", "l1"]);
+    let took = stop.elapsed();
+    let log = stack.log("l1");
+    assert!(
+        log.contains("l1@") && log.contains(" stopped: "),
+        "the worker did not stop by itself in {took:?}:\n{log}"
+    );
+    assert!(
+        log.contains("not acked, returning it to the queue"),
+        "{log}"
+    );
+    assert!(took < Duration::from_secs(6), "stop took {took:?}");
+    assert_eq!(
+        u64::from(queue_depth(&stack.launch)),
+        (n - stuck) as u64,
+        "every job not stored must be back in the queue"
+    );
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    stack.ok(&["queue", "start", "l1"]);
+    eventually(Duration::from_secs(30), "every job to end", || {
+        finals(&stack) == n
+    });
+    stack.ok(&["server", "stop"]);
+    drop(stack);
+    drop(disk);
+}
