@@ -56,12 +56,24 @@ fn stdout_of(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// Whether a name made by a run of this file (`<prefix><pid>-...`) belongs to a run that is gone.
+/// Whether a name made by a run of this file (`<prefix><pid>-...`) belongs to a run that is gone
+/// (a live one's, this run's own included, are left alone: its tests may run side by side).
 fn left_by_a_dead_run(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix)
         .and_then(|rest| rest.split('-').next())
         .and_then(|pid| pid.parse::<i32>().ok())
-        .is_some_and(|pid| pid == std::process::id() as i32 || !alive(pid))
+        .is_some_and(|pid| !alive(pid))
+}
+
+/// This run's pid and a number of its own: names no live run has. One that exists anyway was
+/// left by a dead run whose pid this one got, and may be removed.
+fn run_tag() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -94,15 +106,20 @@ impl Lab {
             }
         }
         let subnet = free_subnet();
-        let pid = std::process::id();
+        let tag = run_tag();
+        // Interface names are at most 15 characters: the pid's last 6 digits, the number.
+        let short = {
+            let (pid, n) = tag.split_once('-').unwrap_or((&tag, "0"));
+            format!("{}x{n}", pid.parse::<u32>().unwrap_or(0) % 1_000_000)
+        };
         let mut lab = Lab { hosts: Vec::new() };
         for k in 0..count {
-            let ns = format!("{NS_PREFIX}{pid}-{k}");
-            // Interface names are at most 15 characters.
-            let veth = format!("cmap{}r{k}", pid % 1_000_000);
-            let peer = format!("cmap{}n{k}", pid % 1_000_000);
+            let ns = format!("{NS_PREFIX}{tag}-{k}");
+            let veth = format!("cm{short}r{k}");
+            let peer = format!("cm{short}n{k}");
             let root_addr = format!("{subnet}.{}", 4 * k + 1);
             let ns_addr = format!("{subnet}.{}", 4 * k + 2);
+            sh_quiet("ip", &["netns", "del", &ns]);
             sh_quiet("ip", &["link", "del", &veth]);
             sh("ip", &["netns", "add", &ns]);
             // Pushed at once, so that drop removes it should a later step fail.
@@ -437,7 +454,7 @@ impl SmallDisk {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("disk");
         std::fs::create_dir(&path).expect("mount point");
-        let source = format!("{FS_PREFIX}{}", std::process::id());
+        let source = format!("{FS_PREFIX}{}", run_tag());
         sh(
             "mount",
             &[
