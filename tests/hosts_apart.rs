@@ -5,8 +5,11 @@
 //! Nothing of the machine's is changed for good: the broker is a RabbitMQ node of the test's
 //! own listening on the veth addresses (scripts/rabbitmq-node.sh), PostgreSQL is reached through
 //! a forwarder thread bound to them, and namespaces, veths and mounts are removed on drop, even
-//! on failure. Their names carry the pid of the run that made them: a later run removes what a
-//! killed one left.
+//! on failure. Their names carry the pid of the run that made them, so runs never collide: a
+//! later run removes the namespaces and mounts a killed (SIGKILL) one left. That run's processes
+//! live on (its workers, in their namespaces, keep its veths; its RabbitMQ node and database too,
+//! as with tests/long_jobs) until someone runs `cm server clean` with its configs: the next run
+//! picks a subnet they do not hold.
 
 mod common;
 
