@@ -1,6 +1,6 @@
 //! Issue 17's faults that need the machine itself (root): hosts apart in network namespaces of
 //! the test's own, one of them cut off for 30 s; and the store's disk full, on a tmpfs of the
-//! test's own. `make test` runs this file alone, after the rest (`--ignored`): about 75 s.
+//! test's own. `make test` runs this file alone, after the rest (`--ignored`): 75–100 s.
 //!
 //! Nothing of the machine's is changed for good: the broker is a RabbitMQ node of the test's
 //! own listening on the veth addresses (scripts/rabbitmq-node.sh), PostgreSQL is reached through
