@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use crate::config::StoreLocation;
-pub use writer::Writer;
+pub use writer::{Hold, Writer};
 
 pub const PENDING: &str = "PENDING";
 pub const RECEIVED: &str = "RECEIVED";

@@ -46,24 +46,34 @@ fn run(id: &str) -> Vec<Event> {
     ]
 }
 
-/// A commit waits for company up to the linger, but not once `enough` commits wait.
+/// A commit waits for company up to the linger while another job is in hand, not once
+/// `enough` commits wait, and not at all when its job is the only one in hand.
 #[tokio::test]
-async fn a_commit_lingers_for_company_until_enough_commits_wait() -> TestResult {
+async fn a_commit_lingers_for_company_only_while_other_jobs_are_in_hand() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
     let events = run("a");
+    let long = Duration::from_secs(30);
 
-    let linger = Duration::from_millis(300);
-    let alone = store.writer_with(2, linger)?;
+    let alone = store.writer_with(2, long)?;
+    let held = alone.hold();
     let t0 = std::time::Instant::now();
     alone.commit(events[0].clone()).await?;
+    assert!(t0.elapsed() < long / 2, "alone, waited {:?}", t0.elapsed());
+    drop(held);
+
+    let linger = Duration::from_millis(300);
+    let with_other = store.writer_with(2, linger)?;
+    let (_mine, _other) = (with_other.hold(), with_other.hold());
+    let t0 = std::time::Instant::now();
+    with_other.commit(events[1].clone()).await?;
     assert!(t0.elapsed() >= linger, "committed after {:?}", t0.elapsed());
 
-    let long = Duration::from_secs(30);
     let pair = store.writer_with(2, long)?;
+    let _held = (pair.hold(), pair.hold(), pair.hold());
     let t0 = std::time::Instant::now();
     let (first, second) = tokio::join!(
-        pair.commit(events[1].clone()),
+        pair.commit(events[2].clone()),
         pair.commit(events[4].clone())
     );
     first?;

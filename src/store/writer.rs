@@ -7,6 +7,7 @@
 //! A transaction the disk has no room for is tried again, with backoff, until there is room (or
 //! the worker stops): its jobs wait unacked meanwhile, and are neither lost nor run again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,11 @@ use super::{batch, postgres, sqlite, Event, StoreError};
 /// The most events one transaction takes; bounds the latency a big backlog adds.
 const MAX_BATCH: usize = 2000;
 
-/// How long a commit waits for more events to join it: under `cm launch` load a worker's
-/// transactions hold several times more jobs, for less CPU per job; a job's ack comes at most
-/// this much later.
+/// How long a commit waits for more events to join it while the worker is busy (its last
+/// transaction held several jobs, or other jobs are in its hands): under `cm launch` load a
+/// worker's transactions hold several times more jobs, for less CPU per job; a job's ack comes
+/// at most this much later. A job alone is committed at once: an idle worker's round trip is not
+/// made longer for company that is not coming.
 pub(super) const LINGER: Duration = Duration::from_millis(2);
 
 /// The first wait before a transaction the disk could not take is tried again; it doubles up
@@ -57,6 +60,18 @@ pub struct Writer {
     /// Set when the worker stops: a transaction waiting for room then fails with its error,
     /// so that its jobs go back to the queue before the worker exits.
     give_up: Arc<watch::Sender<bool>>,
+    /// Jobs between their first event and their final commit ([`Writer::hold`]).
+    in_hand: Arc<AtomicUsize>,
+}
+
+/// A job in the worker's hands until dropped: while others are, a commit waits for them.
+#[derive(Debug)]
+pub struct Hold(Arc<AtomicUsize>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Item {
@@ -66,16 +81,29 @@ impl std::fmt::Debug for Item {
 }
 
 impl Writer {
-    /// A commit waits up to `linger` for more events, unless `enough` events in the batch
-    /// already wait for their commit.
+    /// A commit waits up to `linger` for more events while more jobs are held than wait for
+    /// their commit, unless `enough` events in the batch already wait for it.
     pub(super) fn spawn(sink: Sink, enough: usize, linger: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (give_up, patience) = watch::channel(false);
-        tokio::spawn(run(sink, rx, patience, enough.max(1), linger));
+        let in_hand = Arc::new(AtomicUsize::new(0));
+        let company = Company {
+            enough: enough.max(1),
+            linger,
+            in_hand: in_hand.clone(),
+        };
+        tokio::spawn(run(sink, rx, patience, company));
         Self {
             tx,
             give_up: Arc::new(give_up),
+            in_hand,
         }
+    }
+
+    /// Marks a job as in hand until the guard drops: from its first event to its final commit.
+    pub fn hold(&self) -> Hold {
+        self.in_hand.fetch_add(1, Ordering::Relaxed);
+        Hold(self.in_hand.clone())
     }
 
     /// Stops waiting for room on a full disk: the waiting commit, and every later one the disk
@@ -105,16 +133,26 @@ impl Writer {
     }
 }
 
+/// When a commit waits for others to join it.
+struct Company {
+    enough: usize,
+    linger: Duration,
+    in_hand: Arc<AtomicUsize>,
+}
+
 async fn run(
     mut sink: Sink,
     mut rx: mpsc::UnboundedReceiver<Item>,
     mut patience: watch::Receiver<bool>,
-    enough: usize,
-    linger: Duration,
+    company: Company,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Whether the last transaction held several commits: under load the next deliveries are
+    // on their way from the broker before anyone holds them.
+    let mut busy = false;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        gather(&mut rx, &mut batch, enough, linger).await;
+        gather(&mut rx, &mut batch, &company, busy).await;
+        busy = batch.iter().filter(|i| i.done.is_some()).count() > 1;
         // Each event's log line was queued before the event was sent: out with them first, so
         // a state anyone can read from the store already has its line in the worker's log.
         crate::joblog::flush();
@@ -186,17 +224,23 @@ async fn write_when_room(
     }
 }
 
-/// Adds to `batch` what arrives within `linger`, until `enough` events in it wait for their
-/// commit (or it is full).
+/// Adds to `batch` what arrives within the linger, while the worker is `busy` or more jobs are
+/// in hand than wait in it, until `enough` events in it wait for their commit (or it is full).
 async fn gather(
     rx: &mut mpsc::UnboundedReceiver<Item>,
     batch: &mut Vec<Item>,
-    enough: usize,
-    linger: Duration,
+    company: &Company,
+    busy: bool,
 ) {
-    let deadline = tokio::time::Instant::now() + linger;
+    let deadline = tokio::time::Instant::now() + company.linger;
     let mut waiting = batch.iter().filter(|i| i.done.is_some()).count();
-    while waiting < enough && batch.len() < MAX_BATCH {
+    let others_coming = |waiting: usize| busy || company.in_hand.load(Ordering::Relaxed) > waiting;
+    if !others_coming(waiting) {
+        // The jobs woken meanwhile run first: a worker with deliveries at hand takes the next
+        // one now, and holds it, before this commit decides it is alone.
+        tokio::task::yield_now().await;
+    }
+    while waiting < company.enough && batch.len() < MAX_BATCH && others_coming(waiting) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(item)) => {
                 waiting += usize::from(item.done.is_some());

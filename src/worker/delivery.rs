@@ -64,7 +64,14 @@ pub(super) fn say(node: &str, id: &str, task: &str, event: &str) {
     joblog::line(&[node, " job ", id, " ", task, ": ", event]);
 }
 
-pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePermit) {
+/// `in_hand`: held from when the delivery was taken until its final state is committed, so
+/// that commits meanwhile wait for it (`store::Writer::hold`).
+pub(super) async fn handle(
+    ctx: &Ctx,
+    delivery: Delivery,
+    slot: OwnedSemaphorePermit,
+    in_hand: store::Hold,
+) {
     if delivery.data.len() > ctx.cfg.max_message_bytes {
         let why = format!(
             "body of {} bytes, over [worker] max_message_bytes ({})",
@@ -177,11 +184,12 @@ pub(super) async fn handle(ctx: &Ctx, delivery: Delivery, slot: OwnedSemaphorePe
     // Should the commit fail, the next line says the job goes back to the queue.
     outcome.log(node, id, task, ctx.retries);
     // At least once: the ack goes out only after the final state is durable.
-    if let Err(e) = ctx
+    let committed = ctx
         .writer
         .commit(outcome.event(&shared_id, &ctx.node, finish.output))
-        .await
-    {
+        .await;
+    drop(in_hand);
+    if let Err(e) = committed {
         if lease != Lease::None {
             // Acked already: the lease, no longer renewed, lapses and a reaper publishes it.
             return error!("job {id}: {e}; its lease lapses and it runs again");

@@ -176,10 +176,13 @@ impl Session {
                 next = self.consumer.next() => match next {
                     Some(Ok(delivery)) => {
                         self.ctx.acks.taken(delivery.delivery_tag);
+                        // Before the job's task first runs: a commit the writer makes meanwhile
+                        // already waits for this job.
+                        let in_hand = self.ctx.writer.hold();
                         let ctx = self.ctx.clone();
                         // Boxed: the job's future is large, and spawning moves it about a dozen
                         // times; a box moves as a pointer.
-                        running.spawn(Box::pin(async move { delivery::handle(&ctx, delivery, permit).await }));
+                        running.spawn(Box::pin(async move { delivery::handle(&ctx, delivery, permit, in_hand).await }));
                     }
                     // lapin reports a dead peer (missed heartbeats) or a forced close as an
                     // error, then ends the stream: both mean reconnect, never a silent stall.
