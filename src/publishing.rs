@@ -46,10 +46,12 @@ pub async fn publish_to(
 ) -> anyhow::Result<String> {
     let origin = format!("cm@{}", cfg.node_host);
     // Connect first: with no broker there is nothing to record.
-    let conn = broker::connect(&cfg.broker_url, &format!("cm publisher {origin}")).await?;
+    let conn = std::sync::Arc::new(
+        broker::connect(&cfg.broker_url, &format!("cm publisher {origin}")).await?,
+    );
     let publisher = Publisher::open(&conn, &cfg.broker_url, &origin).await?;
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
-    broker::declare_work_queue(publisher.channel(), &cfg.broker_url, queue).await?;
+    broker::declare_work_queue(&publisher.channel(), &cfg.broker_url, queue).await?;
 
     let batch = uuid::Uuid::new_v4().to_string();
     let now = store::now_ms();
@@ -97,7 +99,7 @@ pub async fn publish_to(
             }
         };
         let (published, next_stored) =
-            tokio::join!(publisher.send_all(&queue.name, chunk), store_next);
+            tokio::join!(publisher.send_all(&queue.name, chunk.iter()), store_next);
         match published {
             Ok(more) => sent.extend(more),
             Err(e) => {

@@ -86,7 +86,7 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
 
 pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let conn = broker::connect(&cfg.broker_url, "cm dead requeue").await?;
+    let conn = std::sync::Arc::new(broker::connect(&cfg.broker_url, "cm dead requeue").await?);
     let publisher = Publisher::open(&conn, &cfg.broker_url, "cm").await?;
     let channel = conn.create_channel().await?;
     let mut moved = 0;

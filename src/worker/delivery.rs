@@ -328,7 +328,7 @@ async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
     let declared = ctx
         .dead_declared
         .get_or_try_init(|| async {
-            broker::declare_queue(ctx.publisher.channel(), &ctx.cfg.broker_url, &dead)
+            broker::declare_queue(&ctx.publisher.channel(), &ctx.cfg.broker_url, &dead)
                 .await
                 .map(|_| ())
         })
