@@ -154,6 +154,59 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
         .any(|l| l.contains(&msg.id) && l.ends_with("(redelivered)")));
 }
 
+/// On a quorum queue every give-back counts toward the delivery limit. One short of it, cm
+/// publishes a fresh copy (no count) and acks the original instead, so that returns of cm's
+/// own (here: the store locked) never dead-letter a job its worker did not die on. With
+/// `delivery_limit = 2` and the store locked for several give-backs, the job still ends SUCCESS.
+#[test]
+fn give_backs_near_the_delivery_limit_publish_a_fresh_copy_and_never_dead_letter() {
+    let stack = Stack::with(Options {
+        launch_queue_extra: "queue_type = \"quorum\"\ndelivery_limit = 2".into(),
+        ..Options::default()
+    });
+    let text = std::fs::read_to_string(&stack.config).expect("config")
+        + "[store]\nbusy_timeout_ms = 100\n";
+    std::fs::write(&stack.config, text).expect("config");
+    stack.ok(&["queue", "start", "l1"]);
+    let locker = rusqlite::Connection::open(stack.store_file()).expect("open the store");
+    locker
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("lock the store");
+    let msg = cm::protocol::TaskMessage::new(
+        "cm.provision",
+        vec!["h1".into(), "ubuntu".into()],
+        serde_json::Map::new(),
+    );
+    publish_message(&stack.launch, &msg);
+    // Delivery 1 comes uncounted, 2 with x-delivery-count 1: one short of the limit, so its
+    // give-back is the fresh copy, and so on. Without it (tried) delivery 3 has count 2, over
+    // the limit: the job is dead-lettered, and this test times out waiting for its end.
+    let gave_back = format!("job {}: ", msg.id);
+    eventually(Duration::from_secs(20), "four give-backs", || {
+        stack
+            .log("l1")
+            .lines()
+            .filter(|l| l.contains(&gave_back) && l.ends_with("returning it to the queue"))
+            .count()
+            >= 4
+    });
+    locker.execute_batch("ROLLBACK").expect("unlock");
+    drop(locker);
+    eventually(Duration::from_secs(20), "the job to end", || {
+        jobs(&stack)
+            .iter()
+            .any(|j| j["state"] == "SUCCESS" || j["state"] == "FAILURE")
+    });
+    let all = jobs(&stack);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["state"], "SUCCESS", "{}", all[0]);
+    let log = stack.log("l1");
+    assert!(!log.contains("delivery_limit"), "{log}");
+    assert_eq!(queue_depth(&format!("{}.dead", stack.launch)), 0);
+    assert_eq!(queue_depth(&stack.launch), 0);
+    stack.ok(&["server", "stop"]);
+}
+
 fn publish_message(queue: &str, msg: &cm::protocol::TaskMessage) {
     let (body, props) = msg.encode("test");
     publish_to(queue, &body, props);
