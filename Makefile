@@ -44,6 +44,8 @@ test: toolchain lint
 	cargo test --test broker_restart -- --ignored --test-threads 1
 	# 75 s against a RabbitMQ node of its own (consumer_timeout = 5000): apart, once.
 	cargo test --test long_jobs -- --ignored --test-threads 1
+	# A three-node RabbitMQ cluster of its own, nodes stopped and killed under the workers: apart, once.
+	cargo test --test cluster -- --ignored --test-threads 1
 
 bench:
 	bash bench/run.sh
