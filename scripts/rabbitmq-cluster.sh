@@ -63,8 +63,8 @@ start)
     out=$(mktemp -d)
     trap 'rm -rf "$out"' EXIT
     # Member 1 first, then 2 and 3 side by side, which find it by their config and join it as
-    # they boot: 19–26 s on two cores (measured), where three standalone boots and two join_clusters after
-    # (stop_app, reset, join_cluster, start_app) took 30 s.
+    # they boot: 14-29 s on two cores (measured), where three standalone boots and two
+    # join_clusters after them (stop_app, reset, join_cluster, start_app) took 30 s.
     boot() {
         (start_member "$1" > "$out/$1" 2> "$out/$1.err"; echo $? > "$out/$1.rc") &
     }
