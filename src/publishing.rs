@@ -51,7 +51,7 @@ pub async fn publish_to(
     );
     let publisher = Publisher::open(&conn, &cfg.broker_url, &origin).await?;
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
-    broker::declare_work_queue(&publisher.channel(), &cfg.broker_url, queue).await?;
+    broker::declare_work_queue(&publisher.channel().await?, &cfg.broker_url, queue).await?;
 
     let batch = uuid::Uuid::new_v4().to_string();
     let now = store::now_ms();

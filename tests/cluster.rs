@@ -180,6 +180,54 @@ impl Drop for Down<'_> {
     }
 }
 
+/// Publishes a body that is no job to `queue` through the node at `url`, confirmed.
+fn publish_poison(url: &str, queue: &str) {
+    common::runtime().block_on(async {
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(Default::default())
+            .await
+            .expect("confirms");
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                Default::default(),
+                b"not a job",
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "the poison message was not taken");
+        let _ = conn.close(200, "".into()).await;
+    });
+}
+
+/// How many messages wait in `queue`, asked through the node at `url` (passive: never creates it).
+fn depth(url: &str, queue: &str) -> Option<u32> {
+    common::runtime().block_on(async {
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+            .await
+            .ok()?;
+        let ch = conn.create_channel().await.ok()?;
+        let passive = lapin::options::QueueDeclareOptions {
+            durable: true,
+            passive: true,
+            ..Default::default()
+        };
+        let q = ch
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .ok();
+        let _ = conn.close(200, "".into()).await;
+        q.map(|q| q.message_count())
+    })
+}
+
 /// The member each worker is connected to, from `cm queue status --json`.
 fn members(stack: &Stack, cluster: &Cluster, workers: &[&str]) -> Vec<Option<usize>> {
     let rows: serde_json::Value =
@@ -262,8 +310,8 @@ fn every_job_once(stack: &Stack, published: &[String], in_flight: usize) -> usiz
 }
 
 /// The node both workers consume through is stopped while they work; a publish made while it
-/// is down goes through another node. Every job ends SUCCESS and the workers are back,
-/// consuming through a surviving node, within seconds.
+/// is down goes through another node. Every job ends SUCCESS, the workers are back, consuming
+/// through a surviving node, within seconds, and a poison message still reaches `.dead`.
 #[test]
 #[ignore = "a RabbitMQ cluster of its own: make test runs this file apart"]
 fn the_workers_node_stopping_mid_run_loses_no_job_and_they_move_to_another() {
@@ -274,9 +322,14 @@ fn the_workers_node_stopping_mid_run_loses_no_job_and_they_move_to_another() {
         members(&stack, c, &["l1", "l2"]) == [Some(0), Some(0)]
     });
     let (mut published, _) = launch(&stack, "vm[1-150]");
-    eventually(Duration::from_secs(30), "some jobs done", || {
-        successes(&stack, &["l1", "l2"]).len() >= 10
-    });
+    // A poison message first: the workers declare the queue's `.dead` through member 1.
+    let dead = format!("{}.dead", stack.launch);
+    publish_poison(&c.urls[0], &stack.launch);
+    eventually(
+        Duration::from_secs(30),
+        "some jobs done, one dead letter",
+        || successes(&stack, &["l1", "l2"]).len() >= 10 && depth(&c.urls[0], &dead) == Some(1),
+    );
 
     let down = c.down(0, Fault::Stop);
     let stopped = Instant::now();
@@ -296,6 +349,14 @@ fn the_workers_node_stopping_mid_run_loses_no_job_and_they_move_to_another() {
     eprintln!(
         "workers on another member {:?} after the stop",
         stopped.elapsed()
+    );
+    // `.dead` is a quorum queue like its work queue: it takes dead letters with member 1 down.
+    // (Classic, it lived on member 1, and this one waited, unmoved, for its return.)
+    publish_poison(&c.urls[1], &stack.launch);
+    eventually(
+        Duration::from_secs(20),
+        "the second dead letter, member 1 down",
+        || depth(&c.urls[1], &dead) == Some(2),
     );
     // Concurrency 1 each: at most one job per worker was running when the node went.
     let twice = every_job_once(&stack, &published, 2);

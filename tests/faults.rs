@@ -207,6 +207,87 @@ fn give_backs_near_the_delivery_limit_publish_a_fresh_copy_and_never_dead_letter
     stack.ok(&["server", "stop"]);
 }
 
+/// A quorum queue's dead letters go to a quorum `.dead` (a classic one would live on one node of a
+/// cluster only). A classic `.dead` left from before refuses that declare, which closes the
+/// worker's publishing channel: the worker must open a new one and move the message once the
+/// old queue is gone, not fail every publish of its connection from then on.
+#[test]
+fn a_refused_dead_letter_declare_costs_the_worker_its_channel_only_until_the_next_try() {
+    let stack = Stack::with(Options {
+        launch_queue_extra: "queue_type = \"quorum\"".into(),
+        ..Options::default()
+    });
+    let dead = format!("{}.dead", stack.launch);
+    queue_depth(&dead); // declares it classic, as cm once did
+    stack.ok(&["queue", "start", "l1"]);
+    publish_to(
+        &stack.launch,
+        b"not a job",
+        lapin::BasicProperties::default(),
+    );
+    eventually(Duration::from_secs(10), "the refused declare", || {
+        stack.log("l1").contains("could not move a poison message")
+    });
+    assert!(
+        stack.log("l1").contains("inequivalent arg 'x-queue-type'"),
+        "{}",
+        stack.log("l1")
+    );
+    delete_queues(&[&dead]);
+    eventually(Duration::from_secs(10), "the dead letter moved", || {
+        existing_depth(&dead) == Some(1)
+    });
+    assert!(
+        stack.log("l1").contains("opening a new one"),
+        "{}",
+        stack.log("l1")
+    );
+    // The channel works for everything else too: a job and a second dead letter.
+    publish_to(
+        &stack.launch,
+        b"not a job either",
+        lapin::BasicProperties::default(),
+    );
+    stack.ok(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--wait",
+        "--timeout",
+        "20",
+    ]);
+    eventually(Duration::from_secs(10), "the second dead letter", || {
+        existing_depth(&dead) == Some(2)
+    });
+    assert_eq!(queue_depth(&stack.launch), 0);
+    stack.ok(&["server", "stop"]);
+}
+
+/// How many messages wait in `queue`, if it exists (a passive declare: unlike `queue_depth`,
+/// never creates it).
+fn existing_depth(queue: &str) -> Option<u32> {
+    runtime().block_on(async {
+        let conn =
+            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let passive = lapin::options::QueueDeclareOptions {
+            durable: true,
+            passive: true,
+            ..Default::default()
+        };
+        let q = ch
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .ok();
+        let _ = conn.close(200, "".into()).await;
+        q.map(|q| q.message_count())
+    })
+}
+
 fn publish_message(queue: &str, msg: &cm::protocol::TaskMessage) {
     let (body, props) = msg.encode("test");
     publish_to(queue, &body, props);

@@ -37,6 +37,11 @@ fn queues<'a>(cfg: &'a Config, only: Option<&'a str>) -> Result<Vec<&'a str>, Cm
     }
 }
 
+/// Whether work queue `name` is a quorum queue, and so its `.dead` (see broker::declare_dead_queue).
+fn quorum(cfg: &Config, name: &str) -> bool {
+    cfg.queues.iter().any(|c| c.name == name && c.quorum)
+}
+
 pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
     let conn = broker::connect(&cfg.broker_url, "cm dead list").await?;
@@ -44,7 +49,7 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
     let mut found = Vec::new();
     for q in queues {
         let dead = format!("{q}.dead");
-        broker::declare_queue(&channel, &cfg.broker_url, &dead).await?;
+        broker::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
         // Peek: take every message unacked, then hand them all back when the channel closes.
         while let Some(msg) = channel
             .basic_get(dead.as_str().into(), BasicGetOptions::default())
@@ -94,7 +99,8 @@ pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
         let dead = format!("{q}.dead");
         // Only what is there now: a message that is still poison comes straight back, and must
         // not be taken again in this same run.
-        let waiting = broker::declare_queue(&channel, &cfg.broker_url, &dead).await?;
+        let waiting =
+            broker::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
         for _ in 0..waiting {
             let Some(msg) = channel
                 .basic_get(dead.as_str().into(), BasicGetOptions::default())
