@@ -262,6 +262,11 @@ fn a_refused_dead_letter_declare_costs_the_worker_its_channel_only_until_the_nex
         existing_depth(&dead) == Some(2)
     });
     assert_eq!(queue_depth(&stack.launch), 0);
+    // `cm dead list` declares the quorum `.dead` alike, and hands back what it showed.
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&stack.ok(&["dead", "list", "--json"])).expect("json");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(existing_depth(&dead), Some(2));
     stack.ok(&["server", "stop"]);
 }
 
