@@ -44,7 +44,9 @@ test: toolchain lint
 	cargo test --test broker_restart -- --ignored --test-threads 1
 	# 75 s against a RabbitMQ node of its own (consumer_timeout = 5000): apart, once.
 	cargo test --test long_jobs -- --ignored --test-threads 1
-	# A three-node RabbitMQ cluster of its own, nodes stopped and killed under the workers: apart, once.
+	# 75–100 s as root: hosts in network namespaces of its own, one cut off for 30 s; a full tmpfs under the store.
+	cargo test --test hosts_apart -- --ignored --test-threads 1
+	# About a minute: a three-node RabbitMQ cluster of its own, nodes stopped and killed under the workers.
 	cargo test --test cluster -- --ignored --test-threads 1
 
 bench:

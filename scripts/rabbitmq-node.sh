@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # A RabbitMQ node of a test's own, beside the machine's broker (which it never touches):
 #
-#   bash scripts/rabbitmq-node.sh start NAME PORT [CONF_LINE...]   # idempotent; prints its URL
-#   bash scripts/rabbitmq-node.sh stop NAME                         # idempotent; removes its data
-#   bash scripts/rabbitmq-node.sh halt NAME                         # stops it, keeps its data
-#   bash scripts/rabbitmq-node.sh kill NAME                         # SIGKILL (a crash), keeps its data
+#   bash scripts/rabbitmq-node.sh start NAME PORT [--listen ADDR]... [CONF_LINE...]
+#                                       # idempotent; prints its URL (at the first address)
+#   bash scripts/rabbitmq-node.sh stop NAME     # idempotent; removes its data
+#   bash scripts/rabbitmq-node.sh halt NAME     # stops it, keeps its data
+#   bash scripts/rabbitmq-node.sh kill NAME     # SIGKILL (a crash), keeps its data
 #
-# NAME becomes the Erlang node NAME@localhost, with AMQP on 127.0.0.1:PORT and distribution on
-# PORT+20000; its data, log and config live in /tmp/cm-rabbit-NAME (owned by the rabbitmq user,
-# whom rabbitmq-server switches to). Each CONF_LINE is a rabbitmq.conf line, e.g.
-# "consumer_timeout = 5000". No plugins, so nothing else (management's 15672) is bound. After
-# `halt` or `kill`, `start` with the same PORT brings the node back with its queues, messages and
-# cluster membership (scripts/rabbitmq-cluster.sh uses these for its fault tests).
+# NAME becomes the Erlang node NAME@localhost, with AMQP on PORT at each --listen address
+# (default 127.0.0.1 alone) and distribution on PORT+20000; its data, log and config live in
+# /tmp/cm-rabbit-NAME (owned by the rabbitmq user, whom rabbitmq-server switches to). Each
+# CONF_LINE is a rabbitmq.conf line, e.g. "consumer_timeout = 5000". No plugins, so nothing
+# else (management's 15672) is bound. After `halt` or `kill`, `start` with the same PORT brings
+# the node back with its queues, messages and cluster membership (scripts/rabbitmq-cluster.sh
+# uses these for its fault tests).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 64; }
 [ $# -ge 2 ] || usage
 action=$1 name=$2
 shift 2
@@ -32,11 +34,16 @@ start)
     [ $# -ge 1 ] || usage
     port=$1
     shift
+    # Addresses to listen on: a test's hosts in network namespaces reach it over veth pairs.
+    listen=()
+    while [ $# -ge 2 ] && [ "$1" = --listen ]; do listen+=("$2"); shift 2; done
+    [ ${#listen[@]} -gt 0 ] || listen=(127.0.0.1)
     command -v rabbitmq-server >/dev/null || bash "$(dirname "${BASH_SOURCE[0]}")/ensure-rabbitmq.sh" >&2
     if ! running; then
         mkdir -p "$dir/mnesia" "$dir/log"
         {
-            echo "listeners.tcp.default = 127.0.0.1:$port"
+            i=0
+            for addr in "${listen[@]}"; do i=$((i + 1)); echo "listeners.tcp.$i = $addr:$port"; done
             echo "loopback_users = none"
             for line in "$@"; do echo "$line"; done
         } > "$dir/rabbitmq.conf"
@@ -52,7 +59,7 @@ start)
     fi
     # Also when it was running already: it may still be booting.
     ctl await_startup
-    echo "amqp://guest:guest@127.0.0.1:$port/%2f"
+    echo "amqp://guest:guest@${listen[0]}:$port/%2f"
     ;;
 stop|halt)
     if running; then ctl stop >/dev/null 2>&1 || true; fi

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind};
 
@@ -566,6 +568,53 @@ impl Publisher {
             context: format!("publishing to queue {queue}"),
             cause,
         }
+    }
+}
+
+/// A private, server-named queue that goes away with the connection.
+pub async fn private_queue(channel: &Channel, url: &str) -> Result<String, BrokerError> {
+    let q = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|cause| protocol(url, "declaring a reply queue", cause))?;
+    Ok(q.name().as_str().to_string())
+}
+
+/// Consumes `queue` without acks: pings and replies are worth nothing once their moment has
+/// passed.
+pub async fn consume_unacked(
+    channel: &Channel,
+    url: &str,
+    queue: &str,
+    context: &str,
+) -> Result<lapin::Consumer, BrokerError> {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|cause| protocol(url, context, cause))
+}
+
+fn protocol(url: &str, context: &str, cause: lapin::Error) -> BrokerError {
+    BrokerError::Protocol {
+        url: redact(url),
+        context: context.to_string(),
+        cause,
     }
 }
 

@@ -92,7 +92,7 @@ pub fn code_for(err: &anyhow::Error) -> Code {
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return match e {
                 StoreError::Unreachable { .. } => Code::Unavailable,
-                StoreError::Busy { .. } => Code::TempFail,
+                StoreError::Busy { .. } | StoreError::Full { .. } => Code::TempFail,
                 StoreError::Migration { .. }
                 | StoreError::Backend { .. }
                 | StoreError::WriterGone(_)

@@ -7,10 +7,7 @@
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use serde::{Deserialize, Serialize};
@@ -72,44 +69,6 @@ async fn declare_exchange(channel: &Channel, url: &str) -> Result<(), BrokerErro
         .map_err(protocol(url, "declaring the control exchange"))
 }
 
-/// A private, server-named queue that goes away with the connection.
-async fn private_queue(channel: &Channel, url: &str) -> Result<String, BrokerError> {
-    let q = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(protocol(url, "declaring a reply queue"))?;
-    Ok(q.name().as_str().to_string())
-}
-
-/// Consumes `queue` without acks: pings and replies are worthless once their moment has passed.
-async fn consume_unacked(
-    channel: &Channel,
-    url: &str,
-    queue: &str,
-    context: &str,
-) -> Result<lapin::Consumer, BrokerError> {
-    channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(protocol(url, context))
-}
-
 /// Worker side: answers pings for `queue` with `status()` until the connection ends.
 pub async fn answer_pings(
     conn: &Connection,
@@ -122,7 +81,7 @@ pub async fn answer_pings(
         .await
         .map_err(protocol(url, "opening the control channel"))?;
     declare_exchange(&channel, url).await?;
-    let inbox = private_queue(&channel, url).await?;
+    let inbox = broker::private_queue(&channel, url).await?;
     channel
         .queue_bind(
             inbox.as_str().into(),
@@ -133,7 +92,8 @@ pub async fn answer_pings(
         )
         .await
         .map_err(protocol(url, "binding to the control exchange"))?;
-    let mut pings = consume_unacked(&channel, url, &inbox, "consuming control messages").await?;
+    let mut pings =
+        broker::consume_unacked(&channel, url, &inbox, "consuming control messages").await?;
     tokio::spawn(async move {
         while let Some(Ok(msg)) = pings.next().await {
             let Ok(ping) = serde_json::from_slice::<Ping>(&msg.data) else {
@@ -171,8 +131,8 @@ pub async fn ping_all(cfg: &Config) -> Result<Vec<RemoteWorker>, BrokerError> {
         .await
         .map_err(protocol(url, "opening a channel"))?;
     declare_exchange(&channel, url).await?;
-    let inbox = private_queue(&channel, url).await?;
-    let mut replies = consume_unacked(&channel, url, &inbox, "consuming replies").await?;
+    let inbox = broker::private_queue(&channel, url).await?;
+    let mut replies = broker::consume_unacked(&channel, url, &inbox, "consuming replies").await?;
     let ping = Ping {
         queues: cfg.queues.iter().map(|q| q.name.clone()).collect(),
     };

@@ -101,11 +101,14 @@ impl TaskMessage {
 
     /// The body and the AMQP properties, exactly as a Celery 5 client would send them.
     pub fn encode(&self, origin: &str) -> (Vec<u8>, BasicProperties) {
-        // args and kwargs are serialised once each, for the body and for argsrepr/kwargsrepr,
-        // not as a `json!` body built from clones: this is `cm launch`'s hot loop. A Value
-        // always serialises.
+        // args and kwargs are serialised once each for the body, not as a `json!` body built
+        // from clones: this is `cm launch`'s hot loop. A Value always serialises. Their reprs
+        // are Python's, as Celery's clients send them: what Flower shows, and a text events
+        // carry without escaping.
         let args = serde_json::to_string(&self.args).unwrap_or_else(|_| "[]".into());
         let kwargs = serde_json::to_string(&self.kwargs).unwrap_or_else(|_| "{}".into());
+        let args_repr = crate::pyrepr::py_repr_list(&self.args);
+        let kwargs_repr = crate::pyrepr::py_repr_map(&self.kwargs);
         let mut body = Vec::with_capacity(args.len() + kwargs.len() + EMBED.len() + 4);
         for part in [
             b"[".as_slice(),
@@ -146,8 +149,8 @@ impl TaskMessage {
                     seconds(self.time_limit.soft),
                 ])),
             ),
-            ("argsrepr", text(&args)),
-            ("kwargsrepr", text(&kwargs)),
+            ("argsrepr", text(&args_repr)),
+            ("kwargsrepr", text(&kwargs_repr)),
             ("origin", text(origin)),
             ("ignore_result", AMQPValue::Boolean(false)),
         ] {
@@ -412,10 +415,10 @@ mod tests {
                 .as_ref()
                 .and_then(|h| h.inner().get(key).and_then(amqp_text))
         };
-        assert_eq!(header("argsrepr").as_deref(), Some(r#"["i1"]"#));
+        assert_eq!(header("argsrepr").as_deref(), Some("['i1']"));
         assert_eq!(
             header("kwargsrepr").as_deref(),
-            Some(r#"{"server":"india_openstack_essex"}"#)
+            Some("{'server': 'india_openstack_essex'}")
         );
         let back = TaskMessage::decode(&props, &body)?;
         assert_eq!(back.id, msg.id);

@@ -2,7 +2,11 @@
 //! launcher): record them PENDING, publish them persistent and confirmed, take the records back
 //! if the broker would not have them.
 
-use crate::broker::{self, Publisher};
+use std::sync::Arc;
+
+use lapin::Connection;
+
+use crate::broker::{self, BrokerError, Publisher};
 use crate::config::{Config, QueueConfig};
 use crate::exit::CmError;
 use crate::jobs;
@@ -44,12 +48,40 @@ pub async fn publish_to(
     queue: &QueueConfig,
     messages: &[TaskMessage],
 ) -> anyhow::Result<String> {
-    let origin = format!("cm@{}", cfg.node_host);
     // Connect first: with no broker there is nothing to record.
-    let conn = std::sync::Arc::new(
-        broker::connect(&cfg.broker_url, &format!("cm publisher {origin}")).await?,
-    );
-    let publisher = Publisher::open(&conn, &cfg.broker_url, &origin).await?;
+    let conn = connect(cfg).await?;
+    let published = publish_on(cfg, &conn, store, queue, messages).await;
+    let why = if published.is_ok() {
+        "published"
+    } else {
+        "publish failed"
+    };
+    let _ = conn.close(200, why.into()).await;
+    published
+}
+
+/// A publisher's connection to the broker, shared (its publisher opens a new channel on it
+/// after a nack, see `broker::Publisher`).
+pub async fn connect(cfg: &Config) -> Result<Arc<Connection>, BrokerError> {
+    let conn = broker::connect(
+        &cfg.broker_url,
+        &format!("cm publisher cm@{}", cfg.node_host),
+    )
+    .await?;
+    Ok(Arc::new(conn))
+}
+
+/// [`publish_to`] on a connection the caller keeps (and closes): `--wait` hears its jobs'
+/// replies on it.
+pub async fn publish_on(
+    cfg: &Config,
+    conn: &Arc<Connection>,
+    store: &Store,
+    queue: &QueueConfig,
+    messages: &[TaskMessage],
+) -> anyhow::Result<String> {
+    let origin = format!("cm@{}", cfg.node_host);
+    let publisher = Publisher::open(conn, &cfg.broker_url, &origin).await?;
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
     broker::declare_work_queue(&publisher.channel().await?, &cfg.broker_url, queue).await?;
 
@@ -74,12 +106,10 @@ pub async fn publish_to(
             if let Err(lost) = publisher.confirmed(&queue.name, sent).await {
                 // The broker failed as well: what it holds runs; no record says PENDING for sure.
                 take_back(store, &batch).await;
-                let _ = conn.close(200, "publish failed".into()).await;
                 return Err(
                     anyhow::Error::from(lost).context(format!("after the store failed: {e}"))
                 );
             }
-            let _ = conn.close(200, "store failed".into()).await;
             let e = anyhow::Error::from(e);
             return Err(if published == 0 {
                 e
@@ -114,10 +144,8 @@ pub async fn publish_to(
     }
     if let Err(e) = outcome {
         take_back(store, &batch).await;
-        let _ = conn.close(200, "publish failed".into()).await;
         return Err(e.into());
     }
-    let _ = conn.close(200, "published".into()).await;
     Ok(batch)
 }
 

@@ -546,3 +546,108 @@ except Exception as e:
         );
     }
 }
+
+/// Takes the next message off `queue`, as a worker would, and puts it back (nack, requeue):
+/// its `reply_to`.
+fn reply_to_of_next(queue: &str) -> Option<String> {
+    runtime().block_on(async {
+        let conn =
+            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let mut got = None;
+        for _ in 0..200 {
+            if let Some(m) = ch
+                .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+                .await
+                .expect("basic.get")
+            {
+                got = Some(m);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let m = got.expect("a message on the queue within 10 s");
+        let reply_to = m.properties.reply_to().as_ref().map(|s| s.to_string());
+        m.nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .expect("nack");
+        let _ = conn.close(200, "".into()).await;
+        reply_to
+    })
+}
+
+/// A small `--wait` gives its jobs a reply queue of its own, which the worker answers once the
+/// final state is stored; a big one (over 100 jobs) is polled and costs the workers no replies.
+#[test]
+fn a_small_wait_is_answered_through_its_reply_queue_and_a_big_one_is_polled() {
+    let stack = Stack::new();
+    stack.ok(&["mq", "setup"]);
+    let waiting = std::process::Command::new(cm_bin())
+        .arg("--config")
+        .arg(&stack.config)
+        .args([
+            "provision",
+            "--hosts",
+            "x1",
+            "--image",
+            "i",
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .env_remove("CM_BROKER_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cm provision --wait");
+    let reply_to = reply_to_of_next(&stack.prov).expect("the message has a reply_to");
+    assert!(
+        reply_to.starts_with("amq.gen-"),
+        "a private queue: {reply_to}"
+    );
+    stack.ok(&["queue", "start"]);
+    let out = waiting.wait_with_output().expect("cm provision --wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all 1 jobs succeeded"));
+    stack.ok(&["server", "stop"]);
+
+    let big = std::process::Command::new(cm_bin())
+        .arg("--config")
+        .arg(&stack.config)
+        .args([
+            "provision",
+            "--hosts",
+            "z[1-101]",
+            "--image",
+            "i",
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .env_remove("CM_BROKER_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn a big --wait");
+    assert_eq!(
+        reply_to_of_next(&stack.prov),
+        None,
+        "over 100 jobs: no replies asked for"
+    );
+    stack.ok(&["queue", "start"]);
+    let out = big.wait_with_output().expect("the big --wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,66 +5,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
+use common::node::{free_port_pair, Node};
 use common::{eventually, jobs, Options, Stack};
-
-/// A RabbitMQ node of this test's own, removed when dropped.
-struct Node {
-    name: String,
-    url: String,
-}
-
-impl Node {
-    fn start(name: &str, port: u16, conf: &[&str]) -> Self {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-node.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(["start", name, &port.to_string()])
-            .args(conf)
-            .output()
-            .expect("bash scripts/rabbitmq-node.sh");
-        assert!(
-            out.status.success(),
-            "starting RabbitMQ node {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            name: name.to_string(),
-            url: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-node.sh");
-        let _ = Command::new("bash")
-            .arg(script)
-            .args(["stop", &self.name])
-            .output();
-    }
-}
-
-/// A port for the node's AMQP listener whose distribution port (it + 20000, as
-/// scripts/rabbitmq-node.sh sets it) is free too, so that runs side by side never collide.
-fn free_port_pair() -> u16 {
-    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-    let start = 20_000 + (std::process::id() % 20_000) as u16;
-    (start..45_000)
-        .chain(20_000..start)
-        .find(|&p| free(p) && free(p + 20_000))
-        .expect("a free pair of ports")
-}
 
 #[test]
 #[ignore = "75 s against a broker of its own: make test runs it apart"]
 fn a_job_longer_than_the_consumer_timeout_runs_once_and_ends_final() {
     let node = Node::start(
         &common::unique("cm_long"),
-        free_port_pair(),
+        free_port_pair(&["127.0.0.1"]),
         &["consumer_timeout = 5000"],
     );
     let dir = tempfile::tempdir().expect("temp dir");

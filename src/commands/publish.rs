@@ -1,11 +1,14 @@
 //! `cm launch` and `cm provision`: publish jobs (persistent, confirmed) and print their ids.
 
 use crate::cli::{CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
-use crate::config::Config;
+use lapin::Connection;
+
+use crate::config::{Config, QueueConfig};
 use crate::exit::{CmError, Code};
 use crate::jobs::{self, launch::Launch, provision::Provision};
 use crate::protocol::TaskMessage;
 use crate::publishing;
+use crate::results::{Replies, PUSHED_UP_TO};
 use crate::store::Store;
 
 fn expand_hosts(hosts: &str) -> Result<Vec<String>, CmError> {
@@ -50,7 +53,7 @@ pub async fn launch(cfg: &Config, args: &LaunchArgs) -> anyhow::Result<Code> {
         };
         TaskMessage::new(jobs::LAUNCH, Vec::new(), job.kwargs())
     });
-    publish(cfg, jobs::LAUNCH, &messages, &args.wait).await
+    publish(cfg, jobs::LAUNCH, messages, &args.wait).await
 }
 
 pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Code> {
@@ -62,7 +65,7 @@ pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Cod
             serde_json::Map::new(),
         )
     });
-    publish(cfg, jobs::PROVISION, &messages, &args.wait).await
+    publish(cfg, jobs::PROVISION, messages, &args.wait).await
 }
 
 /// `cm call TASK`: one job of any task cm runs, its arguments as JSON.
@@ -77,7 +80,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
             args.kwargs
         ))
     })?;
-    let msg = TaskMessage::new(&args.task, positional, keywords);
+    let mut msg = TaskMessage::new(&args.task, positional, keywords);
     // What a worker would refuse is refused here, before anything is stored or published.
     match jobs::Job::from_message(&msg, cfg) {
         Err(e) => return Err(CmError::BadArgument(e.to_string()).into()),
@@ -97,13 +100,27 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         })?,
         None => publishing::queue_for(cfg, &args.task)?,
     };
-    let store = Store::open(&cfg.store_url).await?;
-    let batch = publishing::publish_to(cfg, &store, queue, std::slice::from_ref(&msg)).await?;
-    crate::outln!("{}", msg.id);
+    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publishing::connect(cfg));
+    let (store, conn) = (store?, conn?);
+    let replies = replies_for(cfg, &conn, &args.wait, std::slice::from_mut(&mut msg)).await?;
+    let published =
+        publishing::publish_on(cfg, &conn, &store, queue, std::slice::from_ref(&msg)).await;
+    let code = match published {
+        Ok(batch) => {
+            crate::outln!("{}", msg.id);
+            if args.wait.wait {
+                super::wait::batch(&store, &batch, 1, args.wait.timeout, replies).await
+            } else {
+                Ok(Code::Success)
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let _ = conn.close(200, "done".into()).await;
+    let code = code?;
     if !args.wait.wait {
-        return Ok(Code::Success);
+        return Ok(code);
     }
-    let code = super::wait::batch(&store, &batch, 1, args.wait.timeout).await?;
     if let Some(result) = store.get(&msg.id).await?.and_then(|j| j.result) {
         crate::outln!("{result}");
     }
@@ -116,17 +133,52 @@ fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> V
         .collect()
 }
 
+/// A reply queue for the final states of `messages` if they are to be waited for and few
+/// enough ([`PUSHED_UP_TO`]); their `reply_to` names it.
+async fn replies_for(
+    cfg: &Config,
+    conn: &Connection,
+    wait: &WaitArgs,
+    messages: &mut [TaskMessage],
+) -> anyhow::Result<Option<Replies>> {
+    if !wait.wait || messages.len() > PUSHED_UP_TO {
+        return Ok(None);
+    }
+    let replies = Replies::open(conn, &cfg.broker_url).await?;
+    for m in messages.iter_mut() {
+        m.reply_to = Some(replies.queue().to_string());
+    }
+    Ok(Some(replies))
+}
+
 /// Publishes through [`crate::publishing::publish_jobs`], prints the job ids, and waits if asked.
 async fn publish(
     cfg: &Config,
     task: &str,
-    messages: &[TaskMessage],
+    messages: Vec<TaskMessage>,
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
-    let store = Store::open(&cfg.store_url).await?;
-    let batch = publishing::publish_jobs(cfg, &store, task, messages).await?;
+    let queue = publishing::queue_for(cfg, task)?;
+    // The store is opened while the broker is connected to: a one-job `--wait` is mostly that.
+    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publishing::connect(cfg));
+    let (store, conn) = (store?, conn?);
+    let code = publish_and_wait(cfg, &conn, &store, queue, messages, wait).await;
+    let _ = conn.close(200, "done".into()).await;
+    code
+}
+
+async fn publish_and_wait(
+    cfg: &Config,
+    conn: &std::sync::Arc<Connection>,
+    store: &Store,
+    queue: &QueueConfig,
+    mut messages: Vec<TaskMessage>,
+    wait: &WaitArgs,
+) -> anyhow::Result<Code> {
+    let replies = replies_for(cfg, conn, wait, &mut messages).await?;
+    let batch = publishing::publish_on(cfg, conn, store, queue, &messages).await?;
     let mut out = String::with_capacity(messages.len() * 37);
-    for m in messages {
+    for m in &messages {
         out.push_str(&m.id);
         out.push('\n');
     }
@@ -134,5 +186,5 @@ async fn publish(
     if !wait.wait {
         return Ok(Code::Success);
     }
-    super::wait::batch(&store, &batch, messages.len(), wait.timeout).await
+    super::wait::batch(store, &batch, messages.len(), wait.timeout, replies).await
 }

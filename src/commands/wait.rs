@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
 
 use crate::exit::{CmError, Code};
+use crate::results::Replies;
 use crate::store::{self, JobFilter, Store};
 
 const POLL: Duration = Duration::from_millis(200);
@@ -16,12 +17,16 @@ const POLL_MIN: Duration = Duration::from_millis(20);
 /// Without a terminal, a progress line at most this often.
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
+/// Waits until the `total` jobs of `batch` are final. With `replies` (their messages' reply
+/// queue), the store is read again as soon as the replies say the last one is final.
 pub async fn batch(
     store: &Store,
     batch: &str,
     total: usize,
     timeout_s: f64,
+    mut replies: Option<Replies>,
 ) -> anyhow::Result<Code> {
+    let jobs = total;
     let filter = JobFilter {
         batch: Some(batch.to_string()),
         ..JobFilter::default()
@@ -109,7 +114,13 @@ pub async fn batch(
             }
             .into());
         }
-        tokio::time::sleep(next_poll(done, total, started.elapsed())).await;
+        let pause = next_poll(done, total, started.elapsed());
+        match replies.as_mut() {
+            // Heard of all but not all final in the store: a reply of an older job's, say.
+            // Polling then, as without replies.
+            Some(r) if r.heard() < jobs => r.until(jobs, pause).await,
+            _ => tokio::time::sleep(pause).await,
+        }
     }
 }
 

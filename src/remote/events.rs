@@ -36,18 +36,66 @@ pub fn python_utcoffset(gmtoff_seconds: i64) -> i64 {
     (-gmtoff_seconds).div_euclid(3600)
 }
 
-#[derive(Serialize)]
-struct Envelope<'a, F: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    hostname: &'a str,
-    /// Epoch seconds.
-    timestamp: f64,
-    utcoffset: i64,
-    pid: u32,
-    clock: u64,
-    #[serde(flatten)]
-    fields: &'a F,
+/// Writes a worker's events. What every event of the worker carries besides its type, time and
+/// clock (hostname, utcoffset, pid) is encoded once, when the worker starts; each event adds
+/// only its own fields.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    /// `,"hostname":"...","utcoffset":N,"pid":N,"timestamp":`
+    after_type: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new(origin: &Origin) -> Self {
+        let mut after_type = b",\"hostname\":".to_vec();
+        json_into(&mut after_type, &origin.hostname);
+        after_type.extend_from_slice(b",\"utcoffset\":");
+        json_into(&mut after_type, &origin.utcoffset);
+        after_type.extend_from_slice(b",\"pid\":");
+        json_into(&mut after_type, &origin.pid);
+        after_type.extend_from_slice(b",\"timestamp\":");
+        Self { after_type }
+    }
+
+    /// Appends one event's JSON object to `out`: `{"type":kind, origin..., fields...}`, where
+    /// `fields` serialises as a JSON object (a struct, or a struct-like enum variant).
+    pub fn write<F: Serialize>(
+        &self,
+        out: &mut Vec<u8>,
+        kind: &str,
+        timestamp: f64,
+        clock: u64,
+        fields: &F,
+    ) {
+        out.extend_from_slice(b"{\"type\":");
+        json_into(out, kind);
+        out.extend_from_slice(&self.after_type);
+        json_into(out, &timestamp);
+        out.extend_from_slice(b",\"clock\":");
+        json_into(out, &clock);
+        let at = out.len();
+        json_into(out, fields);
+        // The fields' own object joins the envelope: its `{` becomes the comma after `clock`.
+        match &out[at..] {
+            b"{}" => {
+                out.truncate(at);
+                out.push(b'}');
+            }
+            [b'{', ..] => out[at] = b',',
+            // Not an object: under a key of its own rather than bad JSON.
+            _ => {
+                let value = out.split_off(at);
+                out.extend_from_slice(b",\"fields\":");
+                out.extend_from_slice(&value);
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+/// Appends `value`'s JSON. Strings, numbers and structs of them: serialising cannot fail.
+fn json_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// One event's JSON body.
@@ -58,29 +106,8 @@ pub fn encode<F: Serialize>(
     clock: u64,
     fields: &F,
 ) -> Vec<u8> {
-    let envelope = Envelope {
-        kind,
-        hostname: &origin.hostname,
-        timestamp,
-        utcoffset: origin.utcoffset,
-        pid: origin.pid,
-        clock,
-        fields,
-    };
-    // Strings, numbers and lists of them: serialising cannot fail.
-    serde_json::to_vec(&envelope).unwrap_or_default()
-}
-
-/// Several encoded events as one `task.multi` body: `[e1,e2,...]`.
-pub fn batch<'a>(bodies: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = vec![b'['];
-    for (i, body) in bodies.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(body);
-    }
-    out.push(b']');
+    let mut out = Vec::with_capacity(256);
+    Encoder::new(origin).write(&mut out, kind, timestamp, clock, fields);
     out
 }
 
@@ -186,33 +213,6 @@ impl TaskEvent<'_> {
     }
 }
 
-/// Python's `repr()` of a string, as Celery's `safe_repr` writes an exception's message:
-/// single quotes unless the text holds one and no double quote.
-pub fn py_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,25 +308,24 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_a_json_list_of_events() {
-        let a = encode(
-            "task-started",
-            &origin(),
-            1.0,
-            1,
-            &TaskEvent::Started { uuid: "a" },
-        );
-        let b = encode(
-            "task-started",
-            &origin(),
-            1.0,
-            2,
-            &TaskEvent::Started { uuid: "b" },
-        );
-        let list = parsed(&batch([a.as_slice(), b.as_slice()]));
-        assert_eq!(list[0]["uuid"], "a");
-        assert_eq!(list[1]["clock"], 2);
-        assert_eq!(batch(std::iter::empty()), b"[]");
+    fn fields_that_are_no_object_still_make_one_json_object() {
+        #[derive(Serialize)]
+        struct Nothing {}
+        let e = parsed(&encode("x", &origin(), 1.0, 1, &Nothing {}));
+        assert_eq!(e["type"], "x");
+        assert_eq!(e["clock"], 1);
+        let e = parsed(&encode("x", &origin(), 1.0, 1, &[1, 2]));
+        assert_eq!(e["fields"], json!([1, 2]));
+        assert_eq!(e["pid"], 99);
+    }
+
+    #[test]
+    fn a_hostname_that_needs_escaping_is_escaped_once() {
+        let mut o = origin();
+        o.hostname = "a\"b@h".into();
+        let e = parsed(&encode("x", &o, 1.0, 1, &TaskEvent::Started { uuid: "u" }));
+        assert_eq!(e["hostname"], "a\"b@h");
+        assert_eq!(e["uuid"], "u");
     }
 
     #[test]
@@ -335,14 +334,6 @@ mod tests {
         assert_eq!(python_utcoffset(3600), -1, "UTC+1: time.timezone is -3600");
         assert_eq!(python_utcoffset(-5 * 3600), 5, "UTC-5");
         assert_eq!(python_utcoffset(19_800), -6, "UTC+5:30 floors, as // does");
-    }
-
-    #[test]
-    fn py_repr_quotes_as_python_does() {
-        assert_eq!(py_repr("unknown server 'x'"), "\"unknown server 'x'\"");
-        assert_eq!(py_repr("plain"), "'plain'");
-        assert_eq!(py_repr("both ' and \""), "'both \\' and \"'");
-        assert_eq!(py_repr("a\nb\\"), "'a\\nb\\\\'");
     }
 
     #[test]

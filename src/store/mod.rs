@@ -115,7 +115,12 @@ pub enum StoreError {
     Busy { store: String, cause: String },
     #[error("status store {store}: migrating the schema: {cause} (is the database another program's, or a newer cm's?)")]
     Migration { store: String, cause: String },
-    /// Any other error of the database or its driver (disk full, a constraint, a bug).
+    /// The filesystem under the store has no room left (SQLite's SQLITE_FULL, PostgreSQL's
+    /// 53100): nothing can be written until space is freed. A worker keeps the job waiting,
+    /// unacked, and tries again; a command fails with it (exit 75).
+    #[error("status store {store}: the disk is full ({cause}); free space on the filesystem that holds it")]
+    Full { store: String, cause: String },
+    /// Any other error of the database or its driver (a constraint, a bug).
     #[error("status store {store}: {cause} (check its disk space and the database's own log)")]
     Backend { store: String, cause: String },
     /// The worker's group-commit writer is gone (the worker is shutting down).

@@ -3,10 +3,15 @@
 //! Events are applied in the order sent, so a job's final state is never stored before its steps.
 //! `commit` resolves only once its event is durable: the worker acks after that, never before.
 //! A worker's job log lines are flushed before each transaction (see [`crate::joblog`]).
+//!
+//! A transaction the disk has no room for is tried again, with backoff, until there is room (or
+//! the worker stops): its jobs wait unacked meanwhile, and are neither lost nor run again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use super::{batch, postgres, sqlite, Event, StoreError};
 
@@ -17,6 +22,13 @@ const MAX_BATCH: usize = 2000;
 /// transactions hold several times more jobs, for less CPU per job; a job's ack comes at most
 /// this much later.
 pub(super) const LINGER: Duration = Duration::from_millis(2);
+
+/// The first wait before a transaction the disk could not take is tried again; it doubles up
+/// to [`ROOM_RETRY_MAX`], so that a disk freed is noticed within seconds, without a hot loop.
+const ROOM_RETRY_FIRST: Duration = Duration::from_millis(250);
+const ROOM_RETRY_MAX: Duration = Duration::from_secs(5);
+/// While the disk stays full, its error is logged again this often, not at every try.
+const ROOM_REMIND_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the writer's transactions go.
 pub(super) enum Sink {
@@ -42,6 +54,9 @@ struct Item {
 #[derive(Debug, Clone)]
 pub struct Writer {
     tx: mpsc::UnboundedSender<Item>,
+    /// Set when the worker stops: a transaction waiting for room then fails with its error,
+    /// so that its jobs go back to the queue before the worker exits.
+    give_up: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Item {
@@ -55,8 +70,18 @@ impl Writer {
     /// already wait for their commit.
     pub(super) fn spawn(sink: Sink, enough: usize, linger: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(sink, rx, enough.max(1), linger));
-        Self { tx }
+        let (give_up, patience) = watch::channel(false);
+        tokio::spawn(run(sink, rx, patience, enough.max(1), linger));
+        Self {
+            tx,
+            give_up: Arc::new(give_up),
+        }
+    }
+
+    /// Stops waiting for room on a full disk: the waiting commit, and every later one the disk
+    /// cannot take, fail at once with [`StoreError::Full`].
+    pub fn give_up_waiting(&self) {
+        self.give_up.send_replace(true);
     }
 
     /// Queues an event without waiting (a step between STARTED and the final state).
@@ -83,6 +108,7 @@ impl Writer {
 async fn run(
     mut sink: Sink,
     mut rx: mpsc::UnboundedReceiver<Item>,
+    mut patience: watch::Receiver<bool>,
     enough: usize,
     linger: Duration,
 ) {
@@ -93,7 +119,7 @@ async fn run(
         // a state anyone can read from the store already has its line in the worker's log.
         crate::joblog::flush();
         let events: Vec<&Event> = batch.iter().map(|i: &Item| &i.event).collect();
-        let outcome = sink.write(&events).await;
+        let outcome = write_when_room(&mut sink, &events, &mut patience).await;
         drop(events);
         if let Err(e) = &outcome {
             tracing::error!("status store: writing {} event(s) failed: {e}", batch.len());
@@ -103,6 +129,60 @@ async fn run(
                 let _ = done.send(outcome.clone());
             }
         }
+    }
+}
+
+/// Writes `events`; while the disk is full, waits and tries again (logging why once, then every
+/// [`ROOM_REMIND_EVERY`]) until it has room or the worker gives up waiting. Any other error is
+/// returned at once: busy and unreachable stores have their own handling (the delivery goes back
+/// to the queue).
+async fn write_when_room(
+    sink: &mut Sink,
+    events: &[&Event],
+    patience: &mut watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let mut wait = ROOM_RETRY_FIRST;
+    // When the disk was first found full, and when that was last said.
+    let mut full_since: Option<(Instant, Instant)> = None;
+    loop {
+        let outcome = sink.write(events).await;
+        let e = match (&outcome, full_since) {
+            (Err(e @ StoreError::Full { .. }), _) if !*patience.borrow() => e,
+            (Ok(()), Some((first, _))) => {
+                tracing::info!(
+                    "status store has room again after {:.1}s: the waiting job states are stored, their jobs acked",
+                    first.elapsed().as_secs_f64()
+                );
+                return outcome;
+            }
+            _ => return outcome,
+        };
+        let now = Instant::now();
+        match full_since {
+            None => {
+                tracing::error!(
+                    "{e}; {} event(s) wait unstored and their jobs unacked: trying again until it has room",
+                    events.len()
+                );
+                full_since = Some((now, now));
+            }
+            Some((first, told)) if now - told >= ROOM_REMIND_EVERY => {
+                tracing::error!(
+                    "{e}; still, {:.0}s on: {} event(s) wait unstored and their jobs unacked",
+                    (now - first).as_secs_f64(),
+                    events.len()
+                );
+                full_since = Some((first, now));
+            }
+            Some(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            // Told to give up (or every handle is gone, which ends the wait too): the next
+            // failure is returned.
+            changed = patience.changed() => if changed.is_err() { return outcome },
+        }
+        wait = (wait * 2).min(ROOM_RETRY_MAX);
     }
 }
 

@@ -1,34 +1,76 @@
-//! A worker's Celery events, off the hot path: a job hands its task event (already encoded) to
-//! a bounded channel and goes on; one publisher task sends them on the session's events
-//! channel, several at once as one `task.multi` message when they pile up, and adds the worker
-//! events (online on each connection, a heartbeat every 2 s, offline at the end). When the
-//! broker is slow or gone the channel fills and events are dropped and counted, never waited
-//! for. Formats are `crate::remote::events`.
+//! A worker's Celery events, off the hot path: a job writes its task event, encoded, onto the
+//! end of the pending list and goes on; one publisher task sends what piled up, at most
+//! [`LINGER`] later, as one `task.multi` message (or one event alone under its own routing
+//! key), and adds the worker events (online on each connection, a heartbeat every 2 s,
+//! offline at the end). When the broker is slow or gone the list fills and events are dropped
+//! and counted, never waited for. Formats are `crate::remote::events`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
 use super::running::Running;
 use crate::protocol::TaskMessage;
 use crate::remote::clock::LamportClock;
-use crate::remote::events::{self as wire, Origin, TaskEvent, WorkerFields};
+use crate::remote::events::{self as wire, Encoder, Origin, TaskEvent, WorkerFields};
 
 /// Task events waiting for the publisher; past this a job's events are dropped.
 const QUEUED_EVENTS: usize = 8192;
-/// The most task events in one `task.multi` message (Celery's buffer holds 24; bigger batches
-/// cost the broker less at thousands of jobs a second).
-const BATCH: usize = 128;
+/// How long the first pending event waits for others to join its message. One publish per
+/// event cost a worker more than the events' encoding; Flower and `celery events` show a task
+/// this much later.
+const LINGER: Duration = Duration::from_millis(100);
 
-struct Encoded {
-    routing_key: &'static str,
+/// Task events encoded and not yet sent: `[e1,e2,...`, the closing bracket still to come.
+struct Pending {
     body: Vec<u8>,
+    count: usize,
+    /// The first event's routing key: a message of one event goes under it.
+    first_key: &'static str,
+}
+
+impl Pending {
+    const fn new() -> Self {
+        Self {
+            body: Vec::new(),
+            count: 0,
+            first_key: "",
+        }
+    }
+
+    /// Where the next event is written, after its separator.
+    fn next(&mut self, routing_key: &'static str) -> &mut Vec<u8> {
+        if self.count == 0 {
+            self.body.clear();
+            self.body.push(b'[');
+            self.first_key = routing_key;
+        } else {
+            self.body.push(b',');
+        }
+        self.count += 1;
+        &mut self.body
+    }
+}
+
+/// The message for `count` events taken from a [`Pending`]: one alone under its own routing
+/// key, several as a JSON list under `task.multi` (what `EventReceiver` unpacks).
+fn message<'a>(
+    body: &'a mut Vec<u8>,
+    count: usize,
+    first_key: &'static str,
+) -> (&'static str, &'a [u8]) {
+    if count == 1 {
+        (first_key, &body[1..])
+    } else {
+        body.push(b']');
+        (wire::MULTI_ROUTING_KEY, &body[..])
+    }
 }
 
 enum Ctl {
@@ -45,8 +87,10 @@ pub(super) struct Events {
     task_events: AtomicBool,
     dropped: AtomicU64,
     clock: Arc<LamportClock>,
-    origin: Origin,
-    tx: mpsc::Sender<Encoded>,
+    encoder: Encoder,
+    pending: Mutex<Pending>,
+    /// Told when the first event lands in an empty pending list.
+    ready: Notify,
     ctl: mpsc::UnboundedSender<Ctl>,
 }
 
@@ -58,17 +102,17 @@ impl Events {
         running: Arc<Running>,
         send_events: bool,
     ) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(QUEUED_EVENTS);
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let events = Arc::new(Self {
             task_events: AtomicBool::new(send_events),
             dropped: AtomicU64::new(0),
             clock,
-            origin,
-            tx,
+            encoder: Encoder::new(&origin),
+            pending: Mutex::new(Pending::new()),
+            ready: Notify::new(),
             ctl,
         });
-        tokio::spawn(publish(events.clone(), running, rx, ctl_rx));
+        tokio::spawn(publish(events.clone(), running, origin.hostname, ctl_rx));
         events
     }
 
@@ -86,25 +130,44 @@ impl Events {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Queues a task event if task events are on; drops it (counted) if the queue is full.
+    /// Queues a task event if task events are on; drops it (counted) if the list is full.
     pub(super) fn task(&self, event: &TaskEvent<'_>) {
         if !self.enabled() {
             return;
         }
-        let body = wire::encode(
+        let Ok(mut pending) = self.pending.lock() else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if pending.count >= QUEUED_EVENTS {
+            drop(pending);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let first = pending.count == 0;
+        let out = pending.next(event.routing_key());
+        self.encoder.write(
+            out,
             event.kind(),
-            &self.origin,
             epoch_seconds(),
             self.clock.forward(),
             event,
         );
-        let queued = self.tx.try_send(Encoded {
-            routing_key: event.routing_key(),
-            body,
-        });
-        if queued.is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        drop(pending);
+        if first {
+            self.ready.notify_one();
         }
+    }
+
+    /// The pending events, swapped for `spare` (emptied); how many they are and the first's key.
+    fn take(&self, spare: &mut Vec<u8>) -> (usize, &'static str) {
+        spare.clear();
+        let Ok(mut pending) = self.pending.lock() else {
+            return (0, "");
+        };
+        std::mem::swap(&mut pending.body, spare);
+        let count = std::mem::take(&mut pending.count);
+        (count, pending.first_key)
     }
 
     /// `task-received` for `msg`, with the client's own reprs and ids from its headers.
@@ -121,14 +184,14 @@ impl Events {
         let args = match header("argsrepr") {
             Some(text) => text,
             None => {
-                args = serde_json::to_string(&msg.args).unwrap_or_default();
+                args = crate::pyrepr::py_repr_list(&msg.args);
                 &args
             }
         };
         let kwargs = match header("kwargsrepr") {
             Some(text) => text,
             None => {
-                kwargs = serde_json::to_string(&msg.kwargs).unwrap_or_default();
+                kwargs = crate::pyrepr::py_repr_map(&msg.kwargs);
                 &kwargs
             }
         };
@@ -209,6 +272,8 @@ struct Publisher {
     channel: Option<Channel>,
     props: BasicProperties,
     sw_sys: String,
+    /// The buffer the next pending list is swapped into.
+    spare: Vec<u8>,
     /// Drops already warned about.
     dropped_seen: u64,
 }
@@ -252,9 +317,10 @@ impl Publisher {
             sw_sys: &self.sw_sys,
         };
         let ev = &self.events;
-        let body = wire::encode(
+        let mut body = Vec::with_capacity(512);
+        ev.encoder.write(
+            &mut body,
             kind,
-            &ev.origin,
             epoch_seconds(),
             ev.clock.forward(),
             &fields,
@@ -262,24 +328,18 @@ impl Publisher {
         self.send(&wire::routing_key(kind), &body).await;
     }
 
-    /// One event alone under its own routing key; several as one `task.multi` list.
-    async fn task_events(&mut self, batch: &mut Vec<Encoded>) {
-        let sent = match batch.as_slice() {
-            [] => true,
-            [one] => {
-                let (key, body) = (one.routing_key, std::mem::take(&mut batch[0].body));
-                self.send(key, &body).await
+    /// Sends the pending task events as one message.
+    async fn task_events(&mut self) {
+        let mut body = std::mem::take(&mut self.spare);
+        let (count, first_key) = self.events.take(&mut body);
+        if count > 0 {
+            let (key, message) = message(&mut body, count, first_key);
+            if !self.send(key, message).await {
+                let lost = u64::try_from(count).unwrap_or(u64::MAX);
+                self.events.dropped.fetch_add(lost, Ordering::Relaxed);
             }
-            many => {
-                let body = wire::batch(many.iter().map(|e| e.body.as_slice()));
-                self.send(wire::MULTI_ROUTING_KEY, &body).await
-            }
-        };
-        if !sent {
-            let lost = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-            self.events.dropped.fetch_add(lost, Ordering::Relaxed);
         }
-        batch.clear();
+        self.spare = body;
     }
 
     fn warn_of_drops(&mut self) {
@@ -297,22 +357,22 @@ impl Publisher {
 async fn publish(
     events: Arc<Events>,
     running: Arc<Running>,
-    mut rx: mpsc::Receiver<Encoded>,
+    hostname: String,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
 ) {
-    let props = wire::properties(&events.origin.hostname);
     let mut p = Publisher {
         events,
         running,
         channel: None,
-        props,
+        props: wire::properties(&hostname),
         sw_sys: system_name(),
+        spare: Vec::new(),
         dropped_seen: 0,
     };
     let every = Duration::from_secs_f64(wire::HEARTBEAT_SECONDS);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(BATCH);
+    let events = p.events.clone();
     loop {
         tokio::select! {
             // Worker events first: a heartbeat must not wait behind a flood of task events.
@@ -325,18 +385,7 @@ async fn publish(
                 }
                 Some(Ctl::Heartbeat) => p.worker_event(wire::WORKER_HEARTBEAT).await,
                 Some(Ctl::Offline(done)) => {
-                    loop {
-                        while batch.len() < BATCH {
-                            match rx.try_recv() {
-                                Ok(e) => batch.push(e),
-                                Err(_) => break,
-                            }
-                        }
-                        if batch.is_empty() {
-                            break;
-                        }
-                        p.task_events(&mut batch).await;
-                    }
+                    p.task_events().await;
                     p.worker_event(wire::WORKER_OFFLINE).await;
                     // Close-ok comes after the broker took everything published before it.
                     if let Some(channel) = p.channel.take() {
@@ -352,12 +401,49 @@ async fn publish(
                 p.worker_event(wire::WORKER_HEARTBEAT).await;
                 p.warn_of_drops();
             }
-            n = rx.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
-                    return;
-                }
-                p.task_events(&mut batch).await;
+            () = events.ready.notified() => {
+                // Events that come meanwhile join this message; an offline asked for meanwhile
+                // is answered next, and sends whatever came after.
+                tokio::time::sleep(LINGER).await;
+                p.task_events().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn written(pending: &mut Pending, key: &'static str, uuid: &str) {
+        let out = pending.next(key);
+        out.extend_from_slice(format!(r#"{{"uuid":"{uuid}"}}"#).as_bytes());
+    }
+
+    #[test]
+    fn one_event_goes_alone_under_its_own_key() {
+        let mut p = Pending::new();
+        written(&mut p, "task.started", "a");
+        let (key, body) = message(&mut p.body, p.count, p.first_key);
+        assert_eq!(key, "task.started");
+        let e: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        assert_eq!(e["uuid"], "a");
+    }
+
+    #[test]
+    fn several_events_go_as_one_list_and_the_next_list_starts_afresh() {
+        let mut p = Pending::new();
+        written(&mut p, "task.received", "a");
+        written(&mut p, "task.started", "b");
+        let (key, body) = message(&mut p.body, p.count, p.first_key);
+        assert_eq!(key, wire::MULTI_ROUTING_KEY);
+        let list: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        assert_eq!(list[1]["uuid"], "b");
+        p.count = 0;
+        written(&mut p, "task.succeeded", "c");
+        let (key, body) = message(&mut p.body, p.count, p.first_key);
+        assert_eq!(key, "task.succeeded");
+        assert_eq!(body, br#"{"uuid":"c"}"#);
     }
 }

@@ -15,7 +15,8 @@ use super::events::Events;
 use crate::jobs::cancel::Cancel;
 use crate::jobs::run::Verdict;
 use crate::protocol::TaskMessage;
-use crate::remote::events::{py_repr, TaskEvent};
+use crate::pyrepr::py_repr;
+use crate::remote::events::TaskEvent;
 use crate::store::{self, Event};
 
 pub(super) enum Outcome {

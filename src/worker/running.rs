@@ -113,10 +113,11 @@ impl Running {
             .map(|job| {
                 let msg = &job.msg;
                 let (args, kwargs) = if safe {
-                    // JSON texts: what cm puts in argsrepr and kwargsrepr.
+                    // Python's reprs, as cm and Celery's clients put them in argsrepr and
+                    // kwargsrepr.
                     (
-                        Value::String(serde_json::to_string(&msg.args).unwrap_or_default()),
-                        Value::String(serde_json::to_string(&msg.kwargs).unwrap_or_default()),
+                        Value::String(crate::pyrepr::py_repr_list(&msg.args)),
+                        Value::String(crate::pyrepr::py_repr_map(&msg.kwargs)),
                     )
                 } else {
                     (
@@ -178,7 +179,7 @@ mod tests {
         );
         assert_eq!(listed[0].args, json!(["h1"]));
         assert_eq!(listed[0].delivery_info.routing_key, "launcher");
-        assert_eq!(r.list("l1@h", 7, true)[0].args, json!("[\"h1\"]"));
+        assert_eq!(r.list("l1@h", 7, true)[0].args, json!("['h1']"));
         let first = listed[0].id.clone();
         assert_eq!(r.running_of(&[first.clone(), "not-here".into()]), [first]);
         drop(b);

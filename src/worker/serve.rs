@@ -164,6 +164,8 @@ pub(super) async fn serve(
             () = tokio::time::sleep_until(deadline), if !asked => {
                 warn!("the stop grace is nearly over: stopping {} running job(s); they go back to the queue", running.len());
                 stops.shutdown();
+                // A job whose end waits for room on a full disk goes back to the queue too.
+                kept.writer.give_up_waiting();
                 asked = true;
             }
         }

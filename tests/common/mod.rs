@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod node;
 pub mod web;
 
 use std::path::{Path, PathBuf};
@@ -480,9 +481,14 @@ struct ProxyState {
 
 impl Proxy {
     pub fn to_broker() -> Self {
+        Self::between("127.0.0.1", broker_addr())
+    }
+
+    /// A proxy listening on a free port at `listen` (an address of this machine, e.g. the
+    /// root end of a veth pair) to `upstream_addr` (`host:port`).
+    pub fn between(listen: &str, upstream_addr: String) -> Self {
         use std::net::{Shutdown, TcpListener, TcpStream};
-        let upstream_addr = broker_addr();
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let listener = TcpListener::bind((listen, 0)).expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
             conns: Vec::new(),

@@ -54,6 +54,15 @@ pub(crate) struct Store {
 /// (40001): the same work can succeed when tried again.
 const BUSY_CODES: [&str; 3] = ["55P03", "40P01", "40001"];
 
+/// cm's transactions are a few statements sent back to back: one left idle this long has lost
+/// its client (a host cut off mid-transaction, its COMMIT stuck in the network). The server then
+/// ends it and frees its row locks, which would otherwise stall every other host's commit of
+/// those jobs until TCP gives up (about 15 minutes).
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = '30s'";
+
+/// SQLSTATE disk_full: the server could not extend a file.
+const DISK_FULL: &str = "53100";
+
 /// The database gone (class 08: connection exceptions; 57P01, 57P03: shut down, starting up).
 fn is_connection_code(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
@@ -84,6 +93,10 @@ pub(super) fn error(store: &str, e: sqlx::Error) -> StoreError {
             fix: FIX,
         },
         (_, Some(c)) if BUSY_CODES.contains(&c) => StoreError::Busy {
+            store,
+            cause: e.to_string(),
+        },
+        (_, Some(DISK_FULL)) => StoreError::Full {
             store,
             cause: e.to_string(),
         },
@@ -127,6 +140,15 @@ impl Store {
                 WORKER_CONNECTIONS
             } else {
                 CONNECTIONS
+            })
+            // A SET, not a startup option: PgBouncer refuses startup options it does not know.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(IDLE_IN_TRANSACTION)
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                })
             })
             .connect_lazy_with(options);
         Ok(Self { pool, name })

@@ -97,3 +97,20 @@ async fn an_unreachable_postgres_is_named_without_its_password() {
         "{err:?}"
     );
 }
+
+/// A half-done transaction of a client that is gone (a host cut off) is ended by the server,
+/// not left holding its locks: every pooled connection sets the timeout (PostgreSQL enforces it).
+#[tokio::test]
+async fn on_postgres_every_connection_limits_an_idle_transaction() -> TestResult {
+    with_database(|store| async move {
+        let crate::store::Backend::Postgres(pg) = &store.backend else {
+            return Err("not a PostgreSQL store".into());
+        };
+        let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(&pg.pool)
+            .await?;
+        assert_eq!(timeout, "30s");
+        Ok(())
+    })
+    .await
+}

@@ -65,6 +65,12 @@ pub(super) fn error(store: &str, e: rusqlite::Error) -> StoreError {
             store: store.to_string(),
             cause: e.to_string(),
         }
+    } else if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+        // SQLite's unix VFS reports ENOSPC on the file or its WAL as SQLITE_FULL.
+        StoreError::Full {
+            store: store.to_string(),
+            cause: e.to_string(),
+        }
     } else {
         StoreError::Backend {
             store: store.to_string(),

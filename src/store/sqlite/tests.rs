@@ -301,3 +301,71 @@ async fn an_unreadable_history_row_names_its_job() -> Result<(), Box<dyn std::er
     );
     Ok(())
 }
+
+/// A disk with no room (here SQLite's page limit, which fails the same way: SQLITE_FULL) makes
+/// the writer wait and try again, not fail the commit: it lands once there is room. Told to give
+/// up (the worker stopping), a commit the disk cannot take fails as full.
+#[tokio::test]
+async fn a_full_disk_is_waited_out_and_given_up_on_when_told(
+) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::store::writer::{Sink, Writer};
+    let store = Store::open_memory().await?;
+    let limit = |pages: i64| {
+        store
+            .pool
+            .run(move |c| c.pragma_update(None, "max_page_count", pages))
+    };
+    let full = || async {
+        let pages: i64 = store
+            .pool
+            .run(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0)))
+            .await?;
+        limit(pages).await
+    };
+    // Each needs pages of its own: no free room in a page already there can take it.
+    fn big(id: &str) -> NewJob {
+        NewJob {
+            id: id.into(),
+            args: "x".repeat(20_000),
+            ..NewJob::default()
+        }
+    }
+    fn received(id: &str) -> Event {
+        Event::Received {
+            job: big(id),
+            worker: "w".into(),
+            at: 1,
+        }
+    }
+    full().await?;
+    let err = store.insert_pending(&[big("probe")]).await.err();
+    assert!(
+        matches!(&err, Some(StoreError::Full { cause, .. }) if cause.contains("full")),
+        "the store is not full, the test proves nothing: {err:?}"
+    );
+
+    let writer = Writer::spawn(Sink::Sqlite(store.commit_writer()?), 1, Duration::ZERO);
+    let w = writer.clone();
+    let waiting = tokio::spawn(async move { w.commit(received("a")).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a commit the disk has no room for must wait, not fail"
+    );
+    limit(1_000_000).await?;
+    tokio::time::timeout(Duration::from_secs(10), waiting).await???;
+    assert_eq!(store.state_of("a").await?.as_deref(), Some(RECEIVED));
+
+    full().await?;
+    let w = writer.clone();
+    let waiting = tokio::spawn(async move { w.commit(received("b")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the second commit did not wait");
+    writer.give_up_waiting();
+    let err = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await??
+        .err();
+    assert!(matches!(&err, Some(StoreError::Full { .. })), "{err:?}");
+    assert_eq!(store.state_of("b").await?, None);
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Final states pushed to a waiting publisher. `cm launch/provision/call --wait` of a small
+//! batch gives its jobs a reply queue of its own (`reply_to`, as an rpc:// client does), and a
+//! worker sends each job's final state there once it is stored (`worker::outcome`). The store
+//! stays the truth: a reply only says when to look at it, so `--wait` answers as soon as the
+//! last job is final instead of at its next poll.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::Connection;
+use serde::Deserialize;
+
+use crate::broker::{self, BrokerError};
+
+/// Batches up to this many jobs are told their final states; bigger ones are polled. Each
+/// reply is one more message for the broker and a confirmed publish for the worker, which a
+/// batch of thousands would pay in throughput, and to whom a poll's 200 ms is nothing.
+pub const PUSHED_UP_TO: usize = 100;
+
+/// The reply queue of one `--wait`, and the jobs it has heard of.
+pub struct Replies {
+    consumer: lapin::Consumer,
+    queue: String,
+    heard: HashSet<String>,
+    /// The consumer ended (connection lost): the waiter goes on by polling alone.
+    closed: bool,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    task_id: String,
+}
+
+impl Replies {
+    /// A private queue on `conn` (the publisher's, kept open while waiting), consumed before
+    /// any job is published, so that no reply comes before it is heard.
+    pub async fn open(conn: &Connection, urls: &str) -> Result<Self, BrokerError> {
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|cause| BrokerError::Protocol {
+                url: broker::redact(urls),
+                context: "opening a channel for replies".into(),
+                cause,
+            })?;
+        let queue = broker::private_queue(&channel, urls).await?;
+        let consumer = broker::consume_unacked(&channel, urls, &queue, "consuming replies").await?;
+        Ok(Self {
+            consumer,
+            queue,
+            heard: HashSet::new(),
+            closed: false,
+        })
+    }
+
+    /// Where the jobs' final states are to go: their messages' `reply_to`.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Jobs heard of as final so far.
+    pub fn heard(&self) -> usize {
+        self.heard.len()
+    }
+
+    /// Waits until `total` jobs are heard of, or `within` passed; returns at once once the
+    /// replies stopped coming for good.
+    pub async fn until(&mut self, total: usize, within: Duration) {
+        if self.closed {
+            tokio::time::sleep(within).await;
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while self.heard.len() < total {
+            match tokio::time::timeout_at(deadline, self.consumer.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(delivery))) => {
+                    if let Ok(reply) = serde_json::from_slice::<Reply>(&delivery.data) {
+                        self.heard.insert(reply.task_id);
+                    }
+                }
+                Ok(Some(Err(_)) | None) => {
+                    self.closed = true;
+                    tokio::time::sleep_until(deadline).await;
+                    return;
+                }
+            }
+        }
+    }
+}
