@@ -46,6 +46,8 @@ test: toolchain lint
 	cargo test --test long_jobs -- --ignored --test-threads 1
 	# 75–100 s as root: hosts in network namespaces of its own, one cut off for 30 s; a full tmpfs under the store.
 	cargo test --test hosts_apart -- --ignored --test-threads 1
+	# About a minute: a three-node RabbitMQ cluster of its own, nodes stopped and killed under the workers.
+	cargo test --test cluster -- --ignored --test-threads 1
 
 bench:
 	bash bench/run.sh

@@ -1,6 +1,7 @@
 //! RabbitMQ through lapin: connect (with errors an operator can act on), declare, publish confirmed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::options::{
@@ -31,11 +32,13 @@ pub enum BrokerError {
         context: String,
         cause: lapin::Error,
     },
-    #[error("broker at {url} did not confirm the publish of {id} to queue {queue}")]
+    #[error("broker at {url} did not confirm the publish of {id} to queue {queue} ({how})")]
     Nacked {
         url: String,
         queue: String,
         id: String,
+        /// "nacked" (after retries) or "returned" (unroutable).
+        how: String,
     },
 }
 
@@ -131,6 +134,7 @@ pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> 
         match connect_one(url, name).await {
             Ok(conn) => {
                 PREFERRED.store(i, Ordering::Relaxed);
+                CONNECTED.store(true, Ordering::Relaxed);
                 if k > 0 {
                     tracing::info!("connected to {} (of {} nodes)", redact(url), list.len());
                 }
@@ -150,8 +154,15 @@ pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> 
     }))
 }
 
+/// Whether this process's connection to the node reached last is up: set by `connect`,
+/// cleared by `lost`. Without it a worker between connections showed the node it would try
+/// next as its node (seen in the cluster tests: "another node" 80 ms after its node stopped,
+/// before any reconnect).
+static CONNECTED: AtomicBool = AtomicBool::new(false);
+
 /// The connection to the node reached last was lost: the next connect tries another first.
 pub fn lost() {
+    CONNECTED.store(false, Ordering::Relaxed);
     PREFERRED.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -166,6 +177,14 @@ pub fn host_port(url: &str) -> String {
         ),
         Err(_) => redact(url),
     }
+}
+
+/// The node of the list this process is connected to (redacted), for status lines; `None`
+/// while a lost connection is not yet replaced.
+pub fn connected_node(urls: &str) -> Option<String> {
+    CONNECTED
+        .load(Ordering::Relaxed)
+        .then(|| current_node(urls))
 }
 
 /// The node of the list this process reached last (redacted), for status lines.
@@ -231,15 +250,39 @@ pub async fn declare_work_queue(
     url: &str,
     queue: &QueueConfig,
 ) -> Result<u32, BrokerError> {
+    declare(channel, url, &queue.name, queue_args(queue.quorum)).await
+}
+
+fn queue_args(quorum: bool) -> FieldTable {
     let mut args = FieldTable::default();
-    if queue.quorum {
+    if quorum {
         // A short string here makes the broker drop the connection: it must be a long string.
         args.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
     }
-    declare(channel, url, &queue.name, args).await
+    args
+}
+
+/// Declares `<queue>.dead`, cm's own queue of a work queue's dead letters, of the same type: a
+/// quorum work queue's dead letters must outlive the loss of a node too. (Classic, it lived on
+/// the node that first declared it, and while that node was down no dead letter could be
+/// moved: seen in the cluster tests.) A classic `.dead` left from before refuses the quorum
+/// declare (`inequivalent arg 'x-queue-type'`): delete it once it is empty.
+pub async fn declare_dead_queue(
+    channel: &Channel,
+    url: &str,
+    work_queue: &str,
+    quorum: bool,
+) -> Result<u32, BrokerError> {
+    declare(
+        channel,
+        url,
+        &format!("{work_queue}.dead"),
+        queue_args(quorum),
+    )
+    .await
 }
 
 async fn declare(
@@ -266,41 +309,153 @@ async fn declare(
         })
 }
 
+/// Publishes one body to `queue` through the default exchange, mandatory (an unroutable
+/// message comes back instead of vanishing).
+async fn publish_on(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<lapin::PublisherConfirm, lapin::Error> {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
+        .await
+}
+
+/// A channel of `conn` in confirm mode.
+async fn confirm_channel(conn: &Connection, url: &str) -> Result<Channel, BrokerError> {
+    let err = |context: &str| {
+        let url = url.to_string();
+        let context = context.to_string();
+        move |cause| BrokerError::Protocol {
+            url,
+            context,
+            cause,
+        }
+    };
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(err("opening a channel"))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(err("enabling publisher confirms"))?;
+    Ok(channel)
+}
+
+/// How long nacked publishes are sent again. A quorum queue nacks while it has no leader: seen
+/// after its leader's node was killed, until a surviving node took over (the cluster tests).
+/// A nack means the broker did not take the message, so sending it again costs at most a
+/// duplicate, which the at-least-once design runs anyway.
+pub const NACK_RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// The pauses between sends of nacked messages, up to [`NACK_RETRY_FOR`] in all.
+struct Retry {
+    deadline: tokio::time::Instant,
+    wait: Duration,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + NACK_RETRY_FOR,
+            wait: Duration::from_millis(250),
+        }
+    }
+
+    /// Sleeps before the next send; false once the time is up.
+    async fn wait(&mut self, queue: &str, nacked: usize) -> bool {
+        if tokio::time::Instant::now() + self.wait > self.deadline {
+            return false;
+        }
+        tracing::warn!(
+            "the broker nacked {nacked} message(s) to queue {queue} (a quorum queue between leaders?); sending again in {:?}",
+            self.wait
+        );
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_secs(2));
+        true
+    }
+}
+
+enum Settled {
+    Taken,
+    Nacked,
+    Returned,
+}
+
 /// A channel in confirm mode for persistent, confirmed publishing.
 pub struct Publisher {
-    channel: Channel,
+    /// Kept to open a fresh channel after a nack (see [`Publisher::renew`]).
+    conn: Arc<Connection>,
+    /// Swapped by `renew`; publishes clone it and hold their clone until confirmed, so a swap
+    /// never closes a channel under someone's pending confirm (lapin closes a channel when its
+    /// last handle goes).
+    channel: Mutex<Channel>,
+    /// The node published to, redacted.
     url: String,
     origin: String,
 }
 
 impl Publisher {
-    pub async fn open(conn: &Connection, url: &str, origin: &str) -> Result<Self, BrokerError> {
-        let err = |context: &str| {
-            let url = redact(url);
-            let context = context.to_string();
-            move |cause| BrokerError::Protocol {
-                url,
-                context,
-                cause,
-            }
-        };
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(err("opening a channel"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(err("enabling publisher confirms"))?;
+    pub async fn open(
+        conn: &Arc<Connection>,
+        url: &str,
+        origin: &str,
+    ) -> Result<Self, BrokerError> {
+        // The node of the list `conn` reached (`connect` just made it the preferred one), so
+        // that an error names the node that refused, not the whole list.
+        let url = current_node(url);
+        let channel = confirm_channel(conn, &url).await?;
         Ok(Self {
-            channel,
-            url: url.to_string(),
+            conn: conn.clone(),
+            channel: Mutex::new(channel),
+            url,
             origin: origin.to_string(),
         })
     }
 
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// The publishing channel, a fresh one if the broker closed it. A failed declare or publish
+    /// closes a channel (seen on a cluster: declaring `QUEUE.dead` while the node it lives on
+    /// was down, 404), and a worker's connection, still up, would otherwise publish nothing
+    /// more (dead letters, retries, replies) until it is lost.
+    pub async fn channel(&self) -> Result<Channel, BrokerError> {
+        let current = self
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if current.status().connected() {
+            return Ok(current);
+        }
+        tracing::warn!(
+            "the publishing channel to {} was closed; opening a new one",
+            self.url
+        );
+        self.renew().await
+    }
+
+    /// After a nack, publishes go through a new channel. Seen on RabbitMQ 3.10.8 (the cluster
+    /// tests): once a quorum queue's leader node was killed, a channel that had published to
+    /// it got every later publish to that queue nacked, for the whole 20 s tried, while a new
+    /// channel's publishes were confirmed at once by the new leader.
+    async fn renew(&self) -> Result<Channel, BrokerError> {
+        let fresh = confirm_channel(&self.conn, &self.url).await?;
+        *self
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+        Ok(fresh)
     }
 
     /// Sends every message to `queue` without waiting for the broker: hand the result to
@@ -308,13 +463,22 @@ impl Publisher {
     pub async fn send_all<'m>(
         &self,
         queue: &str,
-        messages: &'m [TaskMessage],
+        messages: impl IntoIterator<Item = &'m TaskMessage>,
     ) -> Result<Vec<(&'m TaskMessage, lapin::PublisherConfirm)>, BrokerError> {
-        let mut pending = Vec::with_capacity(messages.len());
+        self.send_on(&self.channel().await?, queue, messages).await
+    }
+
+    async fn send_on<'m>(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        messages: impl IntoIterator<Item = &'m TaskMessage>,
+    ) -> Result<Vec<(&'m TaskMessage, lapin::PublisherConfirm)>, BrokerError> {
+        let messages = messages.into_iter();
+        let mut pending = Vec::with_capacity(messages.size_hint().0);
         for msg in messages {
             let (body, props) = msg.encode(&self.origin);
-            let confirm = self
-                .publish_raw(queue, &body, props)
+            let confirm = publish_on(channel, queue, &body, props)
                 .await
                 .map_err(|source| self.protocol_error(queue, source))?;
             pending.push((msg, confirm));
@@ -322,76 +486,85 @@ impl Publisher {
         Ok(pending)
     }
 
-    /// Returns once the broker confirmed every message [`Publisher::send_all`] sent.
+    /// Returns once the broker confirmed every message [`Publisher::send_all`] sent. Messages
+    /// the broker nacks are sent again for a while (see [`NACK_RETRY_FOR`]).
     pub async fn confirmed(
         &self,
         queue: &str,
-        pending: Vec<(&TaskMessage, lapin::PublisherConfirm)>,
+        mut pending: Vec<(&TaskMessage, lapin::PublisherConfirm)>,
     ) -> Result<(), BrokerError> {
-        for (msg, confirm) in pending {
-            let outcome = confirm
-                .await
-                .map_err(|source| self.protocol_error(queue, source))?;
-            if !outcome.is_ack() || outcome.take_message().is_some() {
-                return Err(BrokerError::Nacked {
-                    url: redact(&self.url),
-                    queue: queue.to_string(),
-                    id: msg.id.clone(),
-                });
+        let mut retry = Retry::new();
+        loop {
+            let mut nacked = Vec::new();
+            for (msg, confirm) in pending {
+                match self.settle(queue, confirm).await? {
+                    Settled::Taken => {}
+                    Settled::Nacked => nacked.push(msg),
+                    Settled::Returned => return Err(self.refused(queue, &msg.id, "returned")),
+                }
             }
+            let Some(first) = nacked.first() else {
+                return Ok(());
+            };
+            if !retry.wait(queue, nacked.len()).await {
+                return Err(self.refused(queue, &first.id, "nacked"));
+            }
+            let channel = self.renew().await?;
+            pending = self.send_on(&channel, queue, nacked).await?;
         }
-        Ok(())
     }
 
-    /// Publishes one body (mandatory, so an unroutable message comes back instead of vanishing).
-    pub async fn publish_raw(
-        &self,
-        queue: &str,
-        body: &[u8],
-        props: BasicProperties,
-    ) -> Result<lapin::PublisherConfirm, lapin::Error> {
-        self.channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                props,
-            )
-            .await
-    }
-
-    /// Publishes one body and waits for its confirm.
+    /// Publishes one body and waits for its confirm; a nack is sent again on a fresh channel,
+    /// as in [`Publisher::confirmed`].
     pub async fn publish_confirmed(
         &self,
         queue: &str,
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
-        let confirm = self
-            .publish_raw(queue, body, props)
-            .await
-            .map_err(|source| self.protocol_error(queue, source))?;
+        let mut retry = Retry::new();
+        let mut channel = self.channel().await?;
+        loop {
+            let confirm = publish_on(&channel, queue, body, props.clone())
+                .await
+                .map_err(|source| self.protocol_error(queue, source))?;
+            match self.settle(queue, confirm).await? {
+                Settled::Taken => return Ok(()),
+                Settled::Returned => return Err(self.refused(queue, "", "returned")),
+                Settled::Nacked if retry.wait(queue, 1).await => channel = self.renew().await?,
+                Settled::Nacked => return Err(self.refused(queue, "", "nacked")),
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        queue: &str,
+        confirm: lapin::PublisherConfirm,
+    ) -> Result<Settled, BrokerError> {
         let outcome = confirm
             .await
             .map_err(|source| self.protocol_error(queue, source))?;
-        if outcome.is_ack() && outcome.take_message().is_none() {
-            Ok(())
-        } else {
-            Err(BrokerError::Nacked {
-                url: redact(&self.url),
-                queue: queue.to_string(),
-                id: String::new(),
-            })
+        Ok(match outcome {
+            lapin::Confirmation::Ack(None) => Settled::Taken,
+            lapin::Confirmation::Nack(_) => Settled::Nacked,
+            // Unroutable (mandatory), or, never on a confirm channel, not confirmed at all.
+            _ => Settled::Returned,
+        })
+    }
+
+    fn refused(&self, queue: &str, id: &str, how: &str) -> BrokerError {
+        BrokerError::Nacked {
+            url: self.url.clone(),
+            queue: queue.to_string(),
+            id: id.to_string(),
+            how: how.to_string(),
         }
     }
 
     fn protocol_error(&self, queue: &str, cause: lapin::Error) -> BrokerError {
         BrokerError::Protocol {
-            url: redact(&self.url),
+            url: self.url.clone(),
             context: format!("publishing to queue {queue}"),
             cause,
         }

@@ -2,6 +2,8 @@
 //! launcher): record them PENDING, publish them persistent and confirmed, take the records back
 //! if the broker would not have them.
 
+use std::sync::Arc;
+
 use lapin::Connection;
 
 use crate::broker::{self, BrokerError, Publisher};
@@ -58,20 +60,22 @@ pub async fn publish_to(
     published
 }
 
-/// A publisher's connection to the broker.
-pub async fn connect(cfg: &Config) -> Result<Connection, BrokerError> {
-    broker::connect(
+/// A publisher's connection to the broker, shared (its publisher opens a new channel on it
+/// after a nack, see `broker::Publisher`).
+pub async fn connect(cfg: &Config) -> Result<Arc<Connection>, BrokerError> {
+    let conn = broker::connect(
         &cfg.broker_url,
         &format!("cm publisher cm@{}", cfg.node_host),
     )
-    .await
+    .await?;
+    Ok(Arc::new(conn))
 }
 
 /// [`publish_to`] on a connection the caller keeps (and closes): `--wait` hears its jobs'
 /// replies on it.
 pub async fn publish_on(
     cfg: &Config,
-    conn: &Connection,
+    conn: &Arc<Connection>,
     store: &Store,
     queue: &QueueConfig,
     messages: &[TaskMessage],
@@ -79,7 +83,7 @@ pub async fn publish_on(
     let origin = format!("cm@{}", cfg.node_host);
     let publisher = Publisher::open(conn, &cfg.broker_url, &origin).await?;
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
-    broker::declare_work_queue(publisher.channel(), &cfg.broker_url, queue).await?;
+    broker::declare_work_queue(&publisher.channel().await?, &cfg.broker_url, queue).await?;
 
     let batch = uuid::Uuid::new_v4().to_string();
     let now = store::now_ms();
@@ -125,7 +129,7 @@ pub async fn publish_on(
             }
         };
         let (published, next_stored) =
-            tokio::join!(publisher.send_all(&queue.name, chunk), store_next);
+            tokio::join!(publisher.send_all(&queue.name, chunk.iter()), store_next);
         match published {
             Ok(more) => sent.extend(more),
             Err(e) => {

@@ -154,6 +154,145 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
         .any(|l| l.contains(&msg.id) && l.ends_with("(redelivered)")));
 }
 
+/// On a quorum queue every give-back counts toward the delivery limit. One short of it, cm
+/// publishes a fresh copy (no count) and acks the original instead, so that returns of cm's
+/// own (here: the store locked) never dead-letter a job its worker did not die on. With
+/// `delivery_limit = 2` and the store locked for several give-backs, the job still ends SUCCESS.
+#[test]
+fn give_backs_near_the_delivery_limit_publish_a_fresh_copy_and_never_dead_letter() {
+    let stack = Stack::with(Options {
+        launch_queue_extra: "queue_type = \"quorum\"\ndelivery_limit = 2".into(),
+        ..Options::default()
+    });
+    let text = std::fs::read_to_string(&stack.config).expect("config")
+        + "[store]\nbusy_timeout_ms = 100\n";
+    std::fs::write(&stack.config, text).expect("config");
+    stack.ok(&["queue", "start", "l1"]);
+    let locker = rusqlite::Connection::open(stack.store_file()).expect("open the store");
+    locker
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("lock the store");
+    let msg = cm::protocol::TaskMessage::new(
+        "cm.provision",
+        vec!["h1".into(), "ubuntu".into()],
+        serde_json::Map::new(),
+    );
+    publish_message(&stack.launch, &msg);
+    // Delivery 1 comes uncounted, 2 with x-delivery-count 1: one short of the limit, so its
+    // give-back is the fresh copy, and so on. Without it (tried) delivery 3 has count 2, over
+    // the limit: the job is dead-lettered, and this test times out waiting for its end.
+    let gave_back = format!("job {}: ", msg.id);
+    eventually(Duration::from_secs(20), "four give-backs", || {
+        stack
+            .log("l1")
+            .lines()
+            .filter(|l| l.contains(&gave_back) && l.ends_with("returning it to the queue"))
+            .count()
+            >= 4
+    });
+    locker.execute_batch("ROLLBACK").expect("unlock");
+    drop(locker);
+    eventually(Duration::from_secs(20), "the job to end", || {
+        jobs(&stack)
+            .iter()
+            .any(|j| j["state"] == "SUCCESS" || j["state"] == "FAILURE")
+    });
+    let all = jobs(&stack);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["state"], "SUCCESS", "{}", all[0]);
+    let log = stack.log("l1");
+    assert!(!log.contains("delivery_limit"), "{log}");
+    assert_eq!(queue_depth(&format!("{}.dead", stack.launch)), 0);
+    assert_eq!(queue_depth(&stack.launch), 0);
+    stack.ok(&["server", "stop"]);
+}
+
+/// A quorum queue's dead letters go to a quorum `.dead` (a classic one would live on one node of a
+/// cluster only). A classic `.dead` left from before refuses that declare, which closes the
+/// worker's publishing channel: the worker must open a new one and move the message once the
+/// old queue is gone, not fail every publish of its connection from then on.
+#[test]
+fn a_refused_dead_letter_declare_costs_the_worker_its_channel_only_until_the_next_try() {
+    let stack = Stack::with(Options {
+        launch_queue_extra: "queue_type = \"quorum\"".into(),
+        ..Options::default()
+    });
+    let dead = format!("{}.dead", stack.launch);
+    queue_depth(&dead); // declares it classic, as cm once did
+    stack.ok(&["queue", "start", "l1"]);
+    publish_to(
+        &stack.launch,
+        b"not a job",
+        lapin::BasicProperties::default(),
+    );
+    eventually(Duration::from_secs(10), "the refused declare", || {
+        stack.log("l1").contains("could not move a poison message")
+    });
+    assert!(
+        stack.log("l1").contains("inequivalent arg 'x-queue-type'"),
+        "{}",
+        stack.log("l1")
+    );
+    delete_queues(&[&dead]);
+    eventually(Duration::from_secs(10), "the dead letter moved", || {
+        existing_depth(&dead) == Some(1)
+    });
+    assert!(
+        stack.log("l1").contains("opening a new one"),
+        "{}",
+        stack.log("l1")
+    );
+    // The channel works for everything else too: a job and a second dead letter.
+    publish_to(
+        &stack.launch,
+        b"not a job either",
+        lapin::BasicProperties::default(),
+    );
+    stack.ok(&[
+        "launch",
+        "--server",
+        "india_openstack_essex",
+        "--recipe",
+        "Hadoop",
+        "--wait",
+        "--timeout",
+        "20",
+    ]);
+    eventually(Duration::from_secs(10), "the second dead letter", || {
+        existing_depth(&dead) == Some(2)
+    });
+    assert_eq!(queue_depth(&stack.launch), 0);
+    // `cm dead list` declares the quorum `.dead` alike, and hands back what it showed.
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&stack.ok(&["dead", "list", "--json"])).expect("json");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(existing_depth(&dead), Some(2));
+    stack.ok(&["server", "stop"]);
+}
+
+/// How many messages wait in `queue`, if it exists (a passive declare: unlike `queue_depth`,
+/// never creates it).
+fn existing_depth(queue: &str) -> Option<u32> {
+    runtime().block_on(async {
+        let conn =
+            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        let passive = lapin::options::QueueDeclareOptions {
+            durable: true,
+            passive: true,
+            ..Default::default()
+        };
+        let q = ch
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .ok();
+        let _ = conn.close(200, "".into()).await;
+        q.map(|q| q.message_count())
+    })
+}
+
 fn publish_message(queue: &str, msg: &cm::protocol::TaskMessage) {
     let (body, props) = msg.encode("test");
     publish_to(queue, &body, props);

@@ -37,19 +37,26 @@ fn queues<'a>(cfg: &'a Config, only: Option<&'a str>) -> Result<Vec<&'a str>, Cm
     }
 }
 
+/// Whether work queue `name` is a quorum queue, and so its `.dead` (see broker::declare_dead_queue).
+fn quorum(cfg: &Config, name: &str) -> bool {
+    cfg.queues.iter().any(|c| c.name == name && c.quorum)
+}
+
 pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
     let conn = broker::connect(&cfg.broker_url, "cm dead list").await?;
     let channel = conn.create_channel().await?;
     let mut found = Vec::new();
+    let mut last_tag = None;
     for q in queues {
         let dead = format!("{q}.dead");
-        broker::declare_queue(&channel, &cfg.broker_url, &dead).await?;
-        // Peek: take every message unacked, then hand them all back when the channel closes.
+        broker::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
+        // Peek: take every message unacked, then hand them all back at the end.
         while let Some(msg) = channel
             .basic_get(dead.as_str().into(), BasicGetOptions::default())
             .await?
         {
+            last_tag = Some(msg.delivery.delivery_tag);
             let headers = msg.delivery.properties.headers().as_ref();
             found.push(DeadLetter {
                 queue: q.to_string(),
@@ -63,6 +70,18 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
                     .collect(),
             });
         }
+    }
+    // Handed back by an explicit nack, not left to the channel's close: from RabbitMQ 4.3 a
+    // nack is documented not to count toward a quorum queue's delivery limit ("Negative
+    // Acknowledgements"), and a quorum `.dead` must survive any number of `cm dead list`s.
+    // Before 4.3 every return counts (4.0-4.2 then drop at 20 by default; 3.x sets no limit):
+    // docs/deploy/several-hosts.md says what to set there.
+    if let Some(tag) = last_tag {
+        let back = BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        };
+        channel.basic_nack(tag, back).await?;
     }
     let _ = channel.close(200, "peeked".into()).await;
     let _ = conn.close(200, "done".into()).await;
@@ -86,7 +105,7 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
 
 pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let conn = broker::connect(&cfg.broker_url, "cm dead requeue").await?;
+    let conn = std::sync::Arc::new(broker::connect(&cfg.broker_url, "cm dead requeue").await?);
     let publisher = Publisher::open(&conn, &cfg.broker_url, "cm").await?;
     let channel = conn.create_channel().await?;
     let mut moved = 0;
@@ -94,7 +113,8 @@ pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
         let dead = format!("{q}.dead");
         // Only what is there now: a message that is still poison comes straight back, and must
         // not be taken again in this same run.
-        let waiting = broker::declare_queue(&channel, &cfg.broker_url, &dead).await?;
+        let waiting =
+            broker::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
         for _ in 0..waiting {
             let Some(msg) = channel
                 .basic_get(dead.as_str().into(), BasicGetOptions::default())

@@ -169,7 +169,7 @@ async fn publish(
 
 async fn publish_and_wait(
     cfg: &Config,
-    conn: &Connection,
+    conn: &std::sync::Arc<Connection>,
     store: &Store,
     queue: &QueueConfig,
     mut messages: Vec<TaskMessage>,

@@ -37,6 +37,8 @@ pub(super) struct Ctx {
     pub(super) node: store::Shared,
     pub(super) queue: String,
     pub(super) retries: u32,
+    /// A quorum queue (its `.dead` is one too).
+    pub(super) quorum: bool,
     /// A message the broker returned this many times is dead-lettered, not run (quorum queues).
     pub(super) delivery_limit: u32,
     pub(super) retry_backoff: Duration,
@@ -336,7 +338,8 @@ async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
     let declared = ctx
         .dead_declared
         .get_or_try_init(|| async {
-            broker::declare_queue(ctx.publisher.channel(), &ctx.cfg.broker_url, &dead)
+            let channel = ctx.publisher.channel().await?;
+            broker::declare_dead_queue(&channel, &ctx.cfg.broker_url, &ctx.queue, ctx.quorum)
                 .await
                 .map(|_| ())
         })

@@ -177,7 +177,7 @@ impl Remote {
             memory_bytes: crate::control::procs::rss_bytes(me),
             jobs_done: s.jobs_done,
             jobs_failed: s.jobs_failed,
-            broker: Some(broker::current_node(&self.broker_urls)),
+            broker: broker::connected_node(&self.broker_urls),
         }
     }
 

@@ -129,6 +129,7 @@ impl Session {
             node: node.as_str().into(),
             queue: queue.name.clone(),
             retries: queue.retries,
+            quorum: queue.quorum,
             delivery_limit: queue.delivery_limit,
             retry_backoff: queue.retry_backoff,
             publisher,
