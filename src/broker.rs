@@ -445,6 +445,19 @@ impl Publisher {
         self.renew().await
     }
 
+    /// Closes the publishing channel. One only dropped is closed behind the connection's back,
+    /// and a connection closed meanwhile has lapin log the race as a connection error.
+    pub async fn close(&self) {
+        let current = self
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if current.status().connected() {
+            let _ = current.close(200, "done".into()).await;
+        }
+    }
+
     /// After a nack, publishes go through a new channel. Seen on RabbitMQ 3.10.8 (the cluster
     /// tests): once a quorum queue's leader node was killed, a channel that had published to
     /// it got every later publish to that queue nacked, for the whole 20 s tried, while a new

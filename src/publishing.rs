@@ -82,6 +82,18 @@ pub async fn publish_on(
 ) -> anyhow::Result<String> {
     let origin = format!("cm@{}", cfg.node_host);
     let publisher = Publisher::open(conn, &cfg.broker_url, &origin).await?;
+    let published = publish_with(cfg, &publisher, store, queue, messages).await;
+    publisher.close().await;
+    published
+}
+
+async fn publish_with(
+    cfg: &Config,
+    publisher: &Publisher,
+    store: &Store,
+    queue: &QueueConfig,
+    messages: &[TaskMessage],
+) -> anyhow::Result<String> {
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
     broker::declare_work_queue(&publisher.channel().await?, &cfg.broker_url, queue).await?;
 
