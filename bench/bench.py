@@ -31,9 +31,12 @@ ROOT = os.path.dirname(HERE)
 
 SIZES = {
     # cm jobs per throughput run, Celery tasks per run, raw-ceiling messages, workers per queue
-    # (4 queues) for the scale figure, jobs seeded for the first-page figure.
-    "full": dict(cm_jobs=20000, celery_jobs=3000, raw_jobs=30000, scale=[1, 2, 4, 10], db_jobs=100000),
-    "smoke": dict(cm_jobs=300, celery_jobs=200, raw_jobs=2000, scale=[1, 2], db_jobs=2000),
+    # (4 queues) for the scale figure, jobs seeded for the first-page figure, one-job commands
+    # and Python round trips per run of the latency figure.
+    "full": dict(cm_jobs=20000, celery_jobs=3000, raw_jobs=30000, scale=[1, 2, 4, 10], db_jobs=100000,
+                 one_job=30, round_trips=300),
+    "smoke": dict(cm_jobs=300, celery_jobs=200, raw_jobs=2000, scale=[1, 2], db_jobs=2000,
+                  one_job=3, round_trips=10),
 }
 SERVER, RECIPE = "india_openstack_essex", "Hadoop"
 LAUNCH_KWARGS = {"server": SERVER, "recipe": RECIPE, "kind": "vm", "hosts": "x", "user": None}
@@ -824,6 +827,55 @@ class Bench:
 
     # ----- cleanup -----
 
+    def latency(self):
+        """Figure 7, one job at a time: `cm provision/call --wait` of one job (whole command), and a
+        Python Celery client's `send_task(...).get()` over rpc:// to a cm worker and to a Celery
+        worker (solo pool, no-op task), one after another, alternating run by run."""
+        from celery import Celery
+
+        q_cm, q_celery = f"{self.run}_lat", f"{self.run}_latcelery"
+        self.queues.append(q_celery)
+        s = self.stack("latency", [(q_cm, ["lat1"], ["cm.provision"])])
+        self.cm(s, "queue", "start", label="cm queue start")
+        d = self.celery_dir("celery-latency")
+        env = dict(self.env, BENCH_RESULT_BACKEND="rpc://")
+        node = f"lat@{self.host}"
+        self.celery_start([node], d, ["-P", "solo", "-Q", q_celery], label="celery (round trips)", env=env)
+        client = Celery("cm_bench_client", broker=self.celery_broker, backend="rpc://")
+        client.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+        n, trips = self.sizes["one_job"], self.sizes["round_trips"]
+        self.commands.setdefault(
+            "round trips", f"python: client.send_task('cm.provision', args=['h', 'i'], queue=Q).get(timeout=30), "
+            f"{trips} one after another per run (10 untimed first), client backend rpc://")
+
+        def round_trips(queue, key):
+            for _ in range(10):
+                client.send_task("cm.provision", args=["h", "i"], queue=queue).get(timeout=30)
+            ts = []
+            for _ in range(trips):
+                t0 = time.perf_counter()
+                client.send_task("cm.provision", args=["h", "i"], queue=queue).get(timeout=30)
+                ts.append(1000 * (time.perf_counter() - t0))
+            ts.sort()
+            self.add(f"rtt.{key}.p50", median(ts))
+            self.add(f"rtt.{key}.p99", ts[min(len(ts) - 1, int(0.99 * len(ts)))])
+
+        for i in range(self.repeat):
+            self.log(f"latency, run {i + 1}/{self.repeat}: one job --wait, Python round trips")
+            self.settle()
+            for _ in range(n):
+                dt, _ = self.cm(s, "provision", "--hosts", "x1", "--image", "i", "--wait", "--quiet",
+                                label="cm provision --wait (one job)")
+                self.add("lat.provision", 1000 * dt)
+            for _ in range(n):
+                dt, _ = self.cm(s, "call", "cm.provision", "--args", '["h", "i"]', "--wait", "--quiet",
+                                label="cm call --wait (one job)")
+                self.add("lat.call", 1000 * dt)
+            for queue, key in ([(q_cm, "cm"), (q_celery, "celery")] if i % 2 == 0
+                               else [(q_celery, "celery"), (q_cm, "cm")]):
+                round_trips(queue, key)
+        self.kill_celery(d)
+
     def cleanup(self):
         for proc in self.started_procs:
             if proc.poll() is None:
@@ -955,6 +1007,21 @@ class Bench:
         row(6, f"cm jobs --limit 50 (whole process), {page} jobs, SQLite", "ms", "page.sqlite", fmt="{:.1f}")
         row(6, f"cm jobs --limit 50 (whole process), {page} jobs, PostgreSQL", "ms", "page.pg", fmt="{:.1f}")
 
+        n1 = sz["one_job"]
+        row(7, f"cm provision --wait, one job, whole command ({n1} per run)", "ms", "lat.provision",
+            fmt="{:.1f}")
+        row(7, f"cm call cm.provision --wait, one job, whole command ({n1} per run)", "ms", "lat.call",
+            fmt="{:.1f}")
+        trips = sz["round_trips"]
+        row(7, f"Python send_task().get() over rpc:// to a cm worker, p50 of {trips}", "ms", "rtt.cm.p50",
+            "rtt.celery.p50", "{:.2f}")
+        row(7, f"Python send_task().get() over rpc:// to a cm worker, p99 of {trips}", "ms", "rtt.cm.p99",
+            "rtt.celery.p99", "{:.2f}")
+        row(7, f"Python send_task().get() over rpc:// to a Celery worker (solo, no-op), p50 of {trips}", "ms",
+            "rtt.celery.p50", fmt="{:.2f}")
+        row(7, f"Python send_task().get() over rpc:// to a Celery worker (solo, no-op), p99 of {trips}", "ms",
+            "rtt.celery.p99", fmt="{:.2f}")
+
         def target(name, ok_value, goal, met):
             return f"| {name} | {ok_value} | {goal} | {'met' if met else '**not met**'} |"
 
@@ -970,25 +1037,28 @@ class Bench:
             targets.append(target("memory per worker (PSS)", f"1/{x:.1f} of a solo worker ({m('pss.cm'):.1f} vs "
                                   f"{m('pss.celery_solo'):.1f} MiB PSS; RSS {m('rss.cm'):.1f} vs "
                                   f"{m('rss.celery_solo'):.1f} MiB)", "<= 1/7 of a Celery solo worker", x >= 7))
-        if R.get("tput.cm_sqlite"):
-            t = m("tput.cm_sqlite")
-            measured = f"{t:,.0f} jobs/s"
-            if R.get("tput.raw") and m("tput.raw") < 10000:
-                # Then no cm change can meet it here: say so next to the figure.
-                measured += f" (this machine's raw broker ceiling is {m('tput.raw'):,.0f} msgs/s)"
-            targets.append(target("throughput, SQLite", measured, ">= 10,000 jobs/s", t >= 10000))
-            if R.get("tput.celery"):
-                x = t / m("tput.celery")
-                targets.append(target("throughput vs Celery", f"{x:.1f}x Celery", ">= 10x Celery", x >= 10))
-            if R.get("tput.raw"):
-                x = t / m("tput.raw")
-                measured = f"{100 * x:.0f}% of raw"
-                if R.get("tput.raw_celery"):
-                    # The broker's own ceiling for the message format cm must send, beside the target.
-                    measured += (f" ({100 * t / m('tput.raw_celery'):.0f}% of the raw ceiling with cm's Celery-format "
-                                 f"messages, {m('tput.raw_celery'):,.0f} msgs/s)")
-                targets.append(target("throughput vs raw ceiling", measured, ">= 75% of the raw ceiling",
-                                      x >= 0.75))
+        # Throughput is judged against the broker's own ceiling with cm's messages, measured in the
+        # same run (the round-one "10x Celery" target is retired: it was above that ceiling).
+        ceiling = m("tput.raw_celery") if R.get("tput.raw_celery") else None
+        for key, name, goal in (("tput.cm_sqlite", "throughput, SQLite", 0.90),
+                                ("tput.cm_pg", "throughput, PostgreSQL", 0.85)):
+            if R.get(key) and ceiling:
+                x = m(key) / ceiling
+                targets.append(target(name, f"{m(key):,.0f} jobs/s = {100 * x:.0f}% of the ceiling with cm's "
+                                      f"messages ({ceiling:,.0f} msgs/s)", f">= {100 * goal:.0f}% of that ceiling",
+                                      x >= goal))
+        if R.get("tput.cm_sqlite_ev") and R.get("tput.cm_sqlite"):
+            x = m("tput.cm_sqlite_ev") / m("tput.cm_sqlite")
+            targets.append(target("task events on", f"{100 * x:.0f}% of events off", ">= 95% of events off",
+                                  x >= 0.95))
+        for key, name in (("lat.provision", "one job, `cm provision --wait`"), ("lat.call", "one job, `cm call --wait`")):
+            if R.get(key):
+                targets.append(target(name, f"{m(key):.1f} ms median", "<= 20 ms median", m(key) <= 20))
+        for p in ("p50", "p99"):
+            cm_key, celery_key = f"rtt.cm.{p}", f"rtt.celery.{p}"
+            if R.get(cm_key) and R.get(celery_key):
+                targets.append(target(f"Python round trip {p}", f"cm {m(cm_key):.2f} ms, Celery {m(celery_key):.2f} ms",
+                                      "cm at or below Celery", m(cm_key) <= m(celery_key)))
 
         mach, ver = self.machine(), self.versions()
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -1043,6 +1113,12 @@ class Bench:
               "running a task, cm after its final state is committed). Raw: `raw_ceiling N` "
               "(examples/raw_ceiling.rs), time from its first publish to its last ack.",
               "- Scale (5): 4 queues with 1, 2, 4 and 10 workers each; RSS right after start.",
+              "- Latency (7): one job at a time on an idle worker (1 worker, `concurrency = 1`). The whole "
+              "`cm provision --wait` / `cm call --wait` command, process start to exit, with zero-length steps: "
+              "small batches are told each final state on a reply queue of their own, once it is stored. Round "
+              "trips: a Python Celery 5 client (`backend='rpc://'`) sends `cm.provision` and waits for its "
+              "result, to the cm worker (which stores every state first) and to a Celery worker (`-P solo`, a "
+              "no-op task, rpc:// result backend), the two alternating from run to run.",
               "- The machine is shared: other work running at the same time shows as \"other\" CPU in the "
               "profile tables and slows every figure, cm's and Celery's alike.",
               ""]
@@ -1209,6 +1285,7 @@ def main():
         b.throughput()
         b.scale()
         b.first_page()
+        b.latency()
     finally:
         b.log("cleaning up")
         b.cleanup()

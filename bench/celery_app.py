@@ -1,6 +1,6 @@
 """No-op Celery 5 tasks named like cm's, for bench/run.sh (the Celery side of docs/BENCHMARKS.md).
 
-Broker from $BENCH_BROKER; no result backend. If $BENCH_DONE_FILE is set, every task appends one
+Broker from $BENCH_BROKER; no result backend unless $BENCH_RESULT_BACKEND names one. If $BENCH_DONE_FILE is set, every task appends one
 byte to it (O_APPEND, so concurrent workers never lose a write): the driver counts finished tasks
 by the file size, without a result backend.
 """
@@ -9,11 +9,14 @@ import os
 
 from celery import Celery
 
-app = Celery("cm_bench", broker=os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672//"))
+# $BENCH_RESULT_BACKEND (rpc://) for the round-trip figure's worker; the others keep none.
+_backend = os.environ.get("BENCH_RESULT_BACKEND")
+app = Celery("cm_bench", broker=os.environ.get("BENCH_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
+             backend=_backend)
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],
-    task_ignore_result=True,
+    task_ignore_result=not _backend,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
     # bench.py sets it for the throughput workers, as it sets cm's prefetch (TPUT_PREFETCH).
