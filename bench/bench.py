@@ -32,11 +32,11 @@ ROOT = os.path.dirname(HERE)
 SIZES = {
     # cm jobs per throughput run, Celery tasks per run, raw-ceiling messages, workers per queue
     # (4 queues) for the scale figure, jobs seeded for the first-page figure, one-job commands
-    # and Python round trips per run of the latency figure.
+    # and Python round trips per run of the latency figure, /bin/true jobs per command-jobs run.
     "full": dict(cm_jobs=20000, celery_jobs=3000, raw_jobs=30000, scale=[1, 2, 4, 10], db_jobs=100000,
-                 one_job=30, round_trips=300),
+                 one_job=30, round_trips=300, command_jobs=2000),
     "smoke": dict(cm_jobs=300, celery_jobs=200, raw_jobs=2000, scale=[1, 2], db_jobs=2000,
-                  one_job=3, round_trips=10),
+                  one_job=3, round_trips=10, command_jobs=40),
 }
 SERVER, RECIPE = "india_openstack_essex", "Hadoop"
 LAUNCH_KWARGS = {"server": SERVER, "recipe": RECIPE, "kind": "vm", "hosts": "x", "user": None}
@@ -227,7 +227,7 @@ class Bench:
         self.pg_dbs = []
         self.started_procs = []
         self.results = {}  # key -> list of floats
-        self.notes = {}  # key -> text
+        self.notes = {"cmd.pueue": "not measured: pueue is not installed (`cargo install pueue`)"}  # key -> text
         self.commands = {}  # label -> command line (first time it ran)
         self.profiles = {}  # key -> list of CpuMeter results
         self.phases = {}  # key -> list of (publish_s, total_s, last_final_s)
@@ -281,7 +281,7 @@ class Bench:
     def cm(self, stack, *args, label=None, check=True):
         return self.sh([self.a.cm, "--config", stack.path, *args], label=label, check=check)
 
-    def stack(self, name, queues, store_url=None, prefetch=None, events=False):
+    def stack(self, name, queues, store_url=None, prefetch=None, events=False, concurrency=1):
         """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]."""
         d = os.path.join(self.tmp, name)
         os.makedirs(d)
@@ -296,7 +296,7 @@ class Bench:
         for q, ws, tasks in queues:
             self.queues += [q, q + ".dead"]
             workers += ws
-            parts.append(f"[queues.{q}]\nworkers = {json.dumps(ws)}\ntasks = {json.dumps(tasks)}\nconcurrency = 1"
+            parts.append(f"[queues.{q}]\nworkers = {json.dumps(ws)}\ntasks = {json.dumps(tasks)}\nconcurrency = {concurrency}"
                          + (f"\nprefetch = {prefetch}" if prefetch else ""))
         # A task that is not cm's own needs a definition; these queues only start and stop.
         for name in sorted({t for _, _, tasks in queues for t in tasks if not t.startswith("cm.")}):
@@ -876,6 +876,81 @@ class Bench:
                 round_trips(queue, key)
         self.kill_celery(d)
 
+    def command_jobs(self):
+        """Figure 8: N jobs of /bin/true on 4 workers with concurrency 2 (8 at once): cm
+        (`cm call bench.true --count N --wait`), Celery (a task that calls
+        `subprocess.run(["/bin/true"])`, 4 prefork workers `-c 2`, counted by a done-file), pueue
+        (`pueue add` N times, 8 in parallel, then `pueue wait`) where installed, and a bare loop that
+        spawns /bin/true N times, 8 at once (`xargs -P 8`): the machine's limit."""
+        n = self.sizes["command_jobs"]
+        q = f"{self.run}_cmd"
+        s = self.stack("commands", [(q, ["c1", "c2", "c3", "c4"], ["bench.true"])], prefetch=64, concurrency=2)
+        self.cm(s, "queue", "start", label="cm queue start")
+        cq = f"{self.run}_cmdcelery"
+        self.queues.append(cq)
+        d = self.celery_dir("celery-commands")
+        done = os.path.join(d, "done")
+        open(done, "w").close()
+        env = dict(self.env, BENCH_DONE_FILE=done)
+        nodes = [f"c{k}@{self.host}" for k in range(1, 5)]
+        self.celery_start(nodes, d, ["-c", "2", "-Q", cq], label="4 celery -c 2 (command jobs)", env=env)
+        self.commands.setdefault("8 celery", f"python: app.send_task('bench.true', queue=Q) x {n}, then wait until "
+                                 "the done-file has N bytes")
+        bare = ["bash", "-c", f"seq {n} | xargs -P 8 -n 1 /bin/true"]
+        pueue = self.pueue_start()
+        for i in range(self.repeat):
+            self.log(f"command jobs, run {i + 1}/{self.repeat}: {n} x /bin/true, cm, Celery, bare loop")
+            self.settle()
+            dt, _ = self.cm(s, "call", "bench.true", "--count", str(n), "--wait", "--quiet", "--timeout", "900",
+                            label="8 cm")
+            self.add("cmd.cm", n / dt)
+            self.settle()
+            os.truncate(done, 0)
+            t0 = time.perf_counter()
+            with self.app.producer_or_acquire() as producer:
+                for _ in range(n):
+                    self.app.send_task("bench.true", queue=cq, producer=producer)
+            self.celery_wait_done(done, n, t0)
+            self.add("cmd.celery", n / (time.perf_counter() - t0))
+            self.settle()
+            dt, _ = self.sh(bare, label="8 bare loop")
+            self.add("cmd.bare", n / dt)
+            if pueue:
+                self.settle()
+                self.sh(pueue + ["clean"])
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    self.sh(pueue + ["add", "--", "/bin/true"], label="8 pueue add")
+                self.sh(pueue + ["wait"], label="8 pueue wait")
+                self.add("cmd.pueue", n / (time.perf_counter() - t0))
+        self.kill_celery(d)
+        if pueue:
+            self.sh(pueue + ["shutdown"], check=False)
+
+    def pueue_start(self):
+        """A pueue daemon of the run's own (its own directory and socket), 8 tasks at once; the
+        client's argv, or None where pueue is not installed (then the row says so)."""
+        found = shutil.which("pueue") or os.path.expanduser("~/.cargo/bin/pueue")
+        daemon = shutil.which("pueued") or os.path.expanduser("~/.cargo/bin/pueued")
+        if not (os.access(found, os.X_OK) and os.access(daemon, os.X_OK)):
+            return None
+        d = os.path.join(self.tmp, "pueue")
+        os.makedirs(d)
+        cfg = os.path.join(d, "pueue.yml")
+        with open(cfg, "w") as f:
+            f.write(f"shared:\n  pueue_directory: {d}\n  runtime_directory: {d}\n  use_unix_socket: true\n"
+                    f"  unix_socket_path: {d}/pueue.socket\ndaemon:\n  default_parallel_tasks: 8\n")
+        client = [found, "-c", cfg]
+        self.sh([daemon, "-c", cfg, "-d"], label="8 pueued")
+        deadline = time.perf_counter() + 30
+        while self.sh(client + ["status"], check=False)[1].returncode != 0:
+            if time.perf_counter() > deadline:
+                self.notes["cmd.pueue"] = "not measured: pueued did not answer within 30 s"
+                return None
+            time.sleep(0.1)
+        self.sh(client + ["parallel", "8"], label="8 pueue parallel")
+        return client
+
     def cleanup(self):
         for proc in self.started_procs:
             if proc.poll() is None:
@@ -1022,6 +1097,14 @@ class Bench:
         row(7, f"Python send_task().get() over rpc:// to a Celery worker (solo, no-op), p99 of {trips}", "ms",
             "rtt.celery.p99", fmt="{:.2f}")
 
+        nc = sz["command_jobs"]
+        row(8, f"cm: {nc:,} jobs of /bin/true, 4 workers x concurrency 2, call --count --wait", "jobs/s", "cmd.cm",
+            "cmd.celery", "{:,.0f}")
+        row(8, f"Celery: {nc:,} tasks calling subprocess.run(['/bin/true']), 4 workers -c 2", "jobs/s", "cmd.celery",
+            fmt="{:,.0f}")
+        row(8, f"pueue: {nc:,} x pueue add /bin/true, parallel 8, pueue wait", "jobs/s", "cmd.pueue", fmt="{:,.0f}")
+        row(8, f"bare loop: /bin/true {nc:,} times, 8 at once (xargs -P 8)", "jobs/s", "cmd.bare", fmt="{:,.0f}")
+
         def target(name, ok_value, goal, met):
             return f"| {name} | {ok_value} | {goal} | {'met' if met else '**not met**'} |"
 
@@ -1059,6 +1142,14 @@ class Bench:
             if R.get(cm_key) and R.get(celery_key):
                 targets.append(target(f"Python round trip {p}", f"cm {m(cm_key):.2f} ms, Celery {m(celery_key):.2f} ms",
                                       "cm at or below Celery", m(cm_key) <= m(celery_key)))
+
+        if R.get("cmd.cm") and R.get("cmd.bare"):
+            x = m("cmd.cm") / m("cmd.bare")
+            peers = [k for k in ("cmd.celery", "cmd.pueue") if R.get(k)]
+            ahead = all(m("cmd.cm") > m(k) for k in peers)
+            targets.append(target("command jobs", f"{100 * x:.0f}% of the bare loop; "
+                                  + ", ".join(f"{m('cmd.cm') / m(k):.1f}x {k[4:]}" for k in peers),
+                                  ">= 50% of the bare loop, ahead of Celery and pueue", x >= 0.5 and ahead))
 
         mach, ver = self.machine(), self.versions()
         now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -1286,6 +1377,7 @@ def main():
         b.scale()
         b.first_page()
         b.latency()
+        b.command_jobs()
     finally:
         b.log("cleaning up")
         b.cleanup()

@@ -299,6 +299,9 @@ pub struct CallArgs {
     /// Publish to this configured queue instead of the first one listing the task
     #[arg(long)]
     pub queue: Option<String>,
+    /// Publish this many jobs of it (each its own id); the result is printed for one job only
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
     #[command(flatten)]
     pub wait: WaitArgs,
 }

@@ -133,6 +133,37 @@ cwd = "{dir}"
     stack.ok(&["server", "stop"]);
 }
 
+/// `cm call --count N` publishes N jobs of the task, each with an id of its own, and `--wait`
+/// waits for them all; each runs its command once.
+#[test]
+fn call_count_publishes_that_many_jobs_and_waits_for_all() {
+    let c = Commands::new(
+        r#"[tasks."t.mark"]
+command = ["/bin/sh", "-c", "echo x >> {dir}/marks"]
+"#,
+        30.0,
+    );
+    let stack = &c.stack;
+    stack.ok(&["queue", "start", "c1"]);
+    let out = stack.ok(&[
+        "call",
+        "t.mark",
+        "--count",
+        "5",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    let ids: std::collections::BTreeSet<&str> = out.lines().collect();
+    assert_eq!(ids.len(), 5, "five distinct ids, no result line: {out}");
+    for id in &ids {
+        assert_eq!(job(stack, id)["state"], "SUCCESS");
+    }
+    let marks = std::fs::read_to_string(c.file("marks")).expect("the commands ran");
+    assert_eq!(marks.lines().count(), 5, "each job ran once");
+    stack.ok(&["server", "stop"]);
+}
+
 #[test]
 fn bad_values_and_exits_fail_naming_why_and_run_nothing() {
     let c = Commands::new(

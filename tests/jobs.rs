@@ -555,16 +555,20 @@ fn reply_to_of_next(queue: &str) -> Option<String> {
             lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
                 .await
                 .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
+        let mut ch = conn.create_channel().await.expect("channel");
         let mut got = None;
         for _ in 0..200 {
-            if let Some(m) = ch
+            match ch
                 .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
                 .await
-                .expect("basic.get")
             {
-                got = Some(m);
-                break;
+                Ok(Some(m)) => {
+                    got = Some(m);
+                    break;
+                }
+                Ok(None) => {}
+                // Not declared yet (the publisher declares it): the broker closed the channel.
+                Err(_) => ch = conn.create_channel().await.expect("channel"),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -581,19 +585,15 @@ fn reply_to_of_next(queue: &str) -> Option<String> {
     })
 }
 
-/// A small `--wait` gives its jobs a reply queue of its own, which the worker answers once the
-/// final state is stored; a big one (over 100 jobs) is polled and costs the workers no replies.
-#[test]
-fn a_small_wait_is_answered_through_its_reply_queue_and_a_big_one_is_polled() {
-    let stack = Stack::new();
-    stack.ok(&["mq", "setup"]);
-    let waiting = std::process::Command::new(cm_bin())
+/// `cm provision --hosts HOSTS --image i --wait`, started and left running.
+fn provision_waiting(stack: &Stack, hosts: &str) -> std::process::Child {
+    std::process::Command::new(cm_bin())
         .arg("--config")
         .arg(&stack.config)
         .args([
             "provision",
             "--hosts",
-            "x1",
+            hosts,
             "--image",
             "i",
             "--wait",
@@ -604,7 +604,16 @@ fn a_small_wait_is_answered_through_its_reply_queue_and_a_big_one_is_polled() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn cm provision --wait");
+        .expect("spawn cm provision --wait")
+}
+
+/// A small `--wait` gives its jobs a reply queue of its own, which the worker answers once the
+/// final state is stored; a big one (over 100 jobs) is polled and costs the workers no replies.
+#[test]
+fn a_small_wait_is_answered_through_its_reply_queue_and_a_big_one_is_polled() {
+    let stack = Stack::new();
+    stack.ok(&["mq", "setup"]);
+    let waiting = provision_waiting(&stack, "x1");
     let reply_to = reply_to_of_next(&stack.prov).expect("the message has a reply_to");
     assert!(
         reply_to.starts_with("amq.gen-"),
@@ -620,24 +629,7 @@ fn a_small_wait_is_answered_through_its_reply_queue_and_a_big_one_is_polled() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("all 1 jobs succeeded"));
     stack.ok(&["server", "stop"]);
 
-    let big = std::process::Command::new(cm_bin())
-        .arg("--config")
-        .arg(&stack.config)
-        .args([
-            "provision",
-            "--hosts",
-            "z[1-101]",
-            "--image",
-            "i",
-            "--wait",
-            "--timeout",
-            "60",
-        ])
-        .env_remove("CM_BROKER_URL")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn a big --wait");
+    let big = provision_waiting(&stack, "z[1-101]");
     assert_eq!(
         reply_to_of_next(&stack.prov),
         None,

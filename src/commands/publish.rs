@@ -68,7 +68,7 @@ pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Cod
     publish(cfg, jobs::PROVISION, messages, &args.wait).await
 }
 
-/// `cm call TASK`: one job of any task cm runs, its arguments as JSON.
+/// `cm call TASK`: a job of any task cm runs (or `--count` of them), its arguments as JSON.
 pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
     let positional: Vec<serde_json::Value> = serde_json::from_str(&args.args).map_err(|e| {
         CmError::BadArgument(format!("--args {:?} is not a JSON list: {e}", args.args))
@@ -80,7 +80,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
             args.kwargs
         ))
     })?;
-    let mut msg = TaskMessage::new(&args.task, positional, keywords);
+    let msg = TaskMessage::new(&args.task, positional, keywords);
     // What a worker would refuse is refused here, before anything is stored or published.
     match jobs::Job::from_message(&msg, cfg) {
         Err(e) => return Err(CmError::BadArgument(e.to_string()).into()),
@@ -100,28 +100,25 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         })?,
         None => publishing::queue_for(cfg, &args.task)?,
     };
+    let first = msg.id.clone();
+    let mut messages = Vec::with_capacity(args.count as usize);
+    for _ in 1..args.count {
+        messages.push(TaskMessage::new(
+            &msg.task,
+            msg.args.clone(),
+            msg.kwargs.clone(),
+        ));
+    }
+    messages.insert(0, msg);
     let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publishing::connect(cfg));
     let (store, conn) = (store?, conn?);
-    let replies = replies_for(cfg, &conn, &args.wait, std::slice::from_mut(&mut msg)).await?;
-    let published =
-        publishing::publish_on(cfg, &conn, &store, queue, std::slice::from_ref(&msg)).await;
-    let code = match published {
-        Ok(batch) => {
-            crate::outln!("{}", msg.id);
-            if args.wait.wait {
-                super::wait::batch(&store, &batch, 1, args.wait.timeout, replies).await
-            } else {
-                Ok(Code::Success)
-            }
-        }
-        Err(e) => Err(e),
-    };
+    let code = publish_and_wait(cfg, &conn, &store, queue, messages, &args.wait).await;
     let _ = conn.close(200, "done".into()).await;
     let code = code?;
-    if !args.wait.wait {
+    if !args.wait.wait || args.count > 1 {
         return Ok(code);
     }
-    if let Some(result) = store.get(&msg.id).await?.and_then(|j| j.result) {
+    if let Some(result) = store.get(&first).await?.and_then(|j| j.result) {
         crate::outln!("{result}");
     }
     Ok(code)
