@@ -942,7 +942,11 @@ class Bench:
             f.write(f"shared:\n  pueue_directory: {d}\n  runtime_directory: {d}\n  use_unix_socket: true\n"
                     f"  unix_socket_path: {d}/pueue.socket\ndaemon:\n  default_parallel_tasks: 8\n")
         client = [found, "-c", cfg]
-        self.sh([daemon, "-c", cfg, "-d"], label="8 pueued")
+        # In the foreground, as a child of the run's own: `pueued -d` forks a daemon that keeps
+        # the driver's output pipes open, and cleanup kills it like the run's other processes.
+        self.note_cmd("8 pueued", [daemon, "-c", cfg])
+        self.started_procs.append(subprocess.Popen([daemon, "-c", cfg], env=self.env, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL, start_new_session=True))
         deadline = time.perf_counter() + 30
         while self.sh(client + ["status"], check=False)[1].returncode != 0:
             if time.perf_counter() > deadline:
