@@ -4,18 +4,20 @@
 #   bash bench/run.sh                 # the real run: every figure BENCH_REPEAT times (default 5)
 #   bash bench/run.sh --smoke         # 1 repeat, tiny sizes, < 60 s: that the script still works
 #   bash bench/run.sh --out FILE      # write the report elsewhere (the smoke test does)
+#   bash bench/run.sh --only NAME     # one figure alone (lifecycle, throughput, scale, first_page, latency,
+#                                     # command_jobs); repeat it for several
 #
 # Builds target/release/cm and the raw_ceiling example unless CM_BIN and RAW_CEILING_BIN name
 # ready binaries. Needs RabbitMQ at 127.0.0.1:5672 (BENCH_BROKER_URL) and PostgreSQL at
 # 127.0.0.1:5432 (BENCH_PG_URL; without it the PostgreSQL rows say skipped). Sizes:
-# BENCH_CM_JOBS, BENCH_CELERY_JOBS, BENCH_RAW_JOBS, BENCH_DB_JOBS.
+# BENCH_CM_JOBS, BENCH_CELERY_JOBS, BENCH_RAW_JOBS, BENCH_DB_JOBS (comma-separated store sizes).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 usage() {
-    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 out=docs/BENCHMARKS.md
@@ -26,6 +28,8 @@ while [ $# -gt 0 ]; do
         --out) [ $# -ge 2 ] || { echo "bench: --out needs a path" >&2; exit 64; }
                out=$2; shift ;;
         --out=*) out=${1#--out=} ;;
+        --only) [ $# -ge 2 ] || { echo "bench: --only needs a figure name" >&2; exit 64; }
+                args+=(--only "$2"); shift ;;
         --repeat) [ $# -ge 2 ] || { echo "bench: --repeat needs a number" >&2; exit 64; }
                   args+=(--repeat "$2"); shift ;;
         -h|--help) usage; exit 0 ;;

@@ -307,6 +307,19 @@ impl JobFilter {
         .into_iter()
         .filter_map(|(column, value)| Some((column, value.as_deref().filter(|v| !v.is_empty())?)))
     }
+
+    /// `Some` when the counts the store keeps per state answer this filter: no column but
+    /// `state` narrows it. Inside, the state it narrows to (`None`: every state).
+    fn kept_counts(&self) -> Option<Option<&str>> {
+        let mut state = None;
+        for (column, value) in self.columns() {
+            if column != "state" {
+                return None;
+            }
+            state = Some(value);
+        }
+        Some(state)
+    }
 }
 
 /// Run times (`finished_ms - started_ms`) of every job that has both, bucketed by the database.
@@ -421,30 +434,41 @@ impl Store {
         on_backend!(self, b => b.list(filter).await)
     }
 
+    /// How many jobs match `filter`. Unfiltered or by state alone, read off the counts the
+    /// store keeps as jobs change (a few rows, whatever the history's size); with any other
+    /// filter, counted.
     pub async fn count(&self, filter: &JobFilter) -> Result<i64, StoreError> {
-        on_backend!(self, b => b.count(filter).await)
+        match filter.kept_counts() {
+            Some(state) => on_backend!(self, b => b.kept_count(state).await),
+            None => on_backend!(self, b => b.count(filter).await),
+        }
     }
 
-    /// (state, count) for the jobs matching `filter`, states with no job left out.
+    /// (state, count) for the jobs matching `filter`, states with no job left out. Kept
+    /// counts, as for [`Store::count`], where the filter allows.
     pub async fn counts_by_state(
         &self,
         filter: &JobFilter,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        on_backend!(self, b => b.counts_by_state(filter).await)
+        match filter.kept_counts() {
+            Some(state) => on_backend!(self, b => b.kept_counts_by_state(state).await),
+            None => on_backend!(self, b => b.counts_by_state(filter).await),
+        }
     }
 
-    /// (worker node, finished jobs) over every job that has a worker.
+    /// (worker node, jobs) over every job that has a worker, from the counts the store keeps.
     pub async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
         on_backend!(self, b => b.counts_by_worker().await)
     }
 
-    /// Jobs finished in each of the last `minutes` minutes, oldest first.
+    /// Jobs finished in each of the last `minutes` clock minutes, oldest first, the last the
+    /// current minute so far: from counts the store keeps per minute, for a day (the last 1440).
     pub async fn finished_per_minute(&self, minutes: i64) -> Result<Vec<i64>, StoreError> {
-        let since = now_ms() - minutes * 60_000;
-        let per_minute = on_backend!(self, b => b.finished_per_minute(since).await)?;
+        let first = now_ms() / 60_000 - (minutes - 1);
+        let per_minute = on_backend!(self, b => b.finished_per_minute(first).await)?;
         let mut buckets = vec![0; usize::try_from(minutes).unwrap_or(0)];
         for (minute, n) in per_minute {
-            if let Some(slot) = usize::try_from(minute)
+            if let Some(slot) = usize::try_from(minute - first)
                 .ok()
                 .and_then(|i| buckets.get_mut(i))
             {

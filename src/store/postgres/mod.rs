@@ -294,26 +294,53 @@ impl Store {
         q.fetch_all(&self.pool).await.map_err(self.fail())
     }
 
+    /// The kept counts (see migration 0006: each is the sum of its rows, folded or not), of
+    /// `state` alone or of every state.
+    pub(crate) async fn kept_count(&self, state: Option<&str>) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_state_counts \
+             WHERE $1::TEXT IS NULL OR state = $1",
+        )
+        .bind(state)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.fail())
+    }
+
+    pub(crate) async fn kept_counts_by_state(
+        &self,
+        state: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT state, CAST(SUM(n) AS BIGINT) FROM job_state_counts \
+             WHERE $1::TEXT IS NULL OR state = $1 GROUP BY state HAVING SUM(n) > 0 ORDER BY state",
+        )
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())
+    }
+
     pub(crate) async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
         sqlx::query_as(
-            "SELECT worker, COUNT(*) FROM jobs WHERE worker IS NOT NULL \
-             GROUP BY worker ORDER BY worker",
+            "SELECT worker, CAST(SUM(n) AS BIGINT) FROM job_worker_counts \
+             GROUP BY worker HAVING SUM(n) > 0 ORDER BY worker",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(self.fail())
     }
 
-    /// (minutes since `since_ms`, jobs finished in that minute), for the minutes that have any.
+    /// (clock minute, jobs finished in it) from minute `first` on, for the minutes that have any.
     pub(crate) async fn finished_per_minute(
         &self,
-        since_ms: i64,
+        first: i64,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         sqlx::query_as(
-            "SELECT (finished_ms - $1) / 60000, COUNT(*) FROM jobs \
-             WHERE finished_ms >= $1 GROUP BY 1",
+            "SELECT minute, CAST(SUM(n) AS BIGINT) FROM job_finished_minutes \
+             WHERE minute >= $1 GROUP BY minute HAVING SUM(n) > 0",
         )
-        .bind(since_ms)
+        .bind(first)
         .fetch_all(&self.pool)
         .await
         .map_err(self.fail())
@@ -642,12 +669,27 @@ impl Store {
     pub(crate) async fn reset(&self) -> Result<u64, StoreError> {
         let run = async {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("DELETE FROM job_events")
+            // Every job goes, so every kept count is 0. A DELETE would hand all its rows to
+            // the delete trigger to sum (reset of 1,000,000 jobs: 2.7 s, 0.7 s without the
+            // trigger); TRUNCATE fires no row triggers and empties the tables at once. Its lock
+            // waits for the transactions using `jobs` and keeps the others out until the
+            // commit, so the count taken under it is what goes, and no change falls between.
+            sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
                 .execute(&mut *tx)
                 .await?;
-            let done = sqlx::query("DELETE FROM jobs").execute(&mut *tx).await?;
+            let removed: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM job_state_counts",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "TRUNCATE jobs, job_events, job_state_counts, job_worker_counts, \
+                 job_finished_minutes",
+            )
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
-            Ok(done.rows_affected())
+            Ok(u64::try_from(removed).unwrap_or(0))
         };
         run.await.map_err(self.fail())
     }

@@ -5,16 +5,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Connection;
 
-use crate::store::{tests, Store, StoreLocation};
+use crate::store::{tests, Backend, JobFilter, NewJob, Store, StoreLocation};
 
 const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// A new database, dropped when `f` is done.
-async fn with_database<F, Fut>(f: F) -> TestResult
+/// A new, empty database, dropped when `f` (given its URL) is done.
+async fn with_url<F, Fut>(f: F) -> TestResult
 where
-    F: FnOnce(Store) -> Fut,
+    F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = TestResult>,
 {
     // Tests run at once in one process: the counter keeps their names apart.
@@ -29,19 +29,26 @@ where
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await?;
-    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    let outcome = match Store::open(&StoreLocation::Postgres(url)).await {
-        Ok(store) => {
-            let outcome = f(store.clone()).await;
-            store.close().await;
-            outcome
-        }
-        Err(e) => Err(e.into()),
-    };
+    let outcome = f(format!("postgres://postgres@127.0.0.1:5432/{name}")).await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await?;
     outcome
+}
+
+/// A new database with the store in it, dropped when `f` is done.
+async fn with_database<F, Fut>(f: F) -> TestResult
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = TestResult>,
+{
+    with_url(|url| async move {
+        let store = Store::open(&StoreLocation::Postgres(url)).await?;
+        let outcome = f(store.clone()).await;
+        store.close().await;
+        outcome
+    })
+    .await
 }
 
 #[tokio::test]
@@ -110,6 +117,113 @@ async fn on_postgres_every_connection_limits_an_idle_transaction() -> TestResult
             .fetch_one(&pg.pool)
             .await?;
         assert_eq!(timeout, "30s");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn on_postgres_kept_counts_are_the_rows_counted() -> TestResult {
+    with_database(|store| async move { tests::kept_counts_are_the_rows_counted(&store).await })
+        .await
+}
+
+fn pool(store: &Store) -> Result<&sqlx::PgPool, Box<dyn std::error::Error>> {
+    match &store.backend {
+        Backend::Postgres(pg) => Ok(&pg.pool),
+        Backend::Sqlite(_) => Err("not a PostgreSQL store".into()),
+    }
+}
+
+fn pending(id: &str) -> NewJob {
+    NewJob {
+        id: id.into(),
+        task: "cm.launch".into(),
+        queue: "q".into(),
+        args: "[]".into(),
+        ..NewJob::default()
+    }
+}
+
+/// A fold replaces the logs of the kept counts by their sums, one row per state and worker,
+/// and the counts read the same; a transaction that inserts jobs while another folds keeps its
+/// rows apart from the fold, and once it commits they count.
+#[tokio::test]
+async fn on_postgres_a_fold_keeps_the_counts_and_shortens_the_logs() -> TestResult {
+    with_database(|store| async move {
+        let pool = pool(&store)?;
+        for i in 0..20 {
+            store.insert_pending(&[pending(&format!("j{i}"))]).await?;
+        }
+        store.revoke(&["j0".into()], false, None, "cm@ops").await?;
+        let all = JobFilter::default();
+        let before = store.counts_by_state(&all).await?;
+        assert_eq!(before, [("PENDING".into(), 19), ("REVOKED".into(), 1)]);
+
+        let mut open = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, task, queue, state) VALUES ('late', 't', 'q', 'PENDING')",
+        )
+        .execute(&mut *open)
+        .await?;
+        sqlx::query("SELECT job_counts_fold()")
+            .execute(pool)
+            .await?;
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_state_counts")
+            .fetch_one(pool)
+            .await?;
+        assert_eq!(rows, 2, "one row per state after the fold");
+        assert_eq!(store.counts_by_state(&all).await?, before);
+        open.commit().await?;
+        assert_eq!(
+            store.counts_by_state(&all).await?,
+            [("PENDING".into(), 20), ("REVOKED".into(), 1)]
+        );
+        assert_eq!(store.count(&all).await?, 21);
+        Ok(())
+    })
+    .await
+}
+
+/// A store from before the kept counts (migrations 1 to 5) gets them from its rows when it is
+/// migrated.
+#[tokio::test]
+async fn on_postgres_a_store_with_jobs_gets_its_counts_when_migrated() -> TestResult {
+    with_url(|url| async move {
+        let all =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
+        let old = tempfile::tempdir()?;
+        for entry in std::fs::read_dir(&all)? {
+            let path = entry?.path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().as_ref() < "0006")
+            {
+                std::fs::copy(&path, old.path().join(path.file_name().unwrap_or_default()))?;
+            }
+        }
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        sqlx::migrate::Migrator::new(old.path())
+            .await?
+            .run(&mut conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, task, queue, state, worker) VALUES ('a', 't', 'q', 'SUCCESS', \
+             'w1'), ('b', 't', 'q', 'SUCCESS', 'w2'), ('c', 't', 'q', 'PENDING', NULL)",
+        )
+        .execute(&mut conn)
+        .await?;
+        conn.close().await?;
+        let store = Store::open(&StoreLocation::Postgres(url)).await?;
+        assert_eq!(
+            store.counts_by_state(&JobFilter::default()).await?,
+            [("PENDING".into(), 1), ("SUCCESS".into(), 2)]
+        );
+        assert_eq!(
+            store.counts_by_worker().await?,
+            [("w1".into(), 1), ("w2".into(), 1)]
+        );
+        store.close().await;
         Ok(())
     })
     .await

@@ -369,3 +369,89 @@ async fn a_full_disk_is_waited_out_and_given_up_on_when_told(
     assert_eq!(store.state_of("b").await?, None);
     Ok(())
 }
+
+/// A store from before the kept counts (migrations 1 to 5) gets them from its rows when it is
+/// migrated.
+#[tokio::test]
+async fn a_store_with_jobs_gets_its_counts_when_migrated() -> Result<(), Box<dyn std::error::Error>>
+{
+    let (_dir, path) = temp_store()?;
+    let mut conn = Connection::open(&path)?;
+    let before: Vec<_> = migrate::MIGRATIONS[..5]
+        .iter()
+        .map(|sql| rusqlite_migration::M::up(sql))
+        .collect();
+    rusqlite_migration::Migrations::new(before).to_latest(&mut conn)?;
+    conn.execute_batch(
+        "INSERT INTO jobs (id, task, queue, state, worker) VALUES ('a', 't', 'q', 'SUCCESS', 'w1'), \
+         ('b', 't', 'q', 'SUCCESS', 'w2'), ('c', 't', 'q', 'PENDING', NULL)",
+    )?;
+    drop(conn);
+    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path)).await?;
+    assert_eq!(
+        store
+            .counts_by_state(&crate::store::JobFilter::default())
+            .await?,
+        [("PENDING".into(), 1), ("SUCCESS".into(), 2)]
+    );
+    assert_eq!(
+        store.counts_by_worker().await?,
+        [("w1".into(), 1), ("w2".into(), 1)]
+    );
+    Ok(())
+}
+
+/// The changes the triggers record are folded into the counts once they are many: the log is
+/// empty again after a publish of more than `FOLD_AT` jobs, the counts those of the rows; a few
+/// changes wait in the log, and the counts read them too; many written by another program are
+/// folded by the next read.
+#[tokio::test]
+async fn many_changes_are_folded_into_the_counts() -> Result<(), Box<dyn std::error::Error>> {
+    let (_dir, path) = temp_store()?;
+    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
+    let job = |id: String| NewJob {
+        id,
+        task: "t".into(),
+        queue: "q".into(),
+        ..NewJob::default()
+    };
+    let many: Vec<NewJob> = (0..1100).map(|i| job(format!("j{i}"))).collect();
+    store.insert_pending(&many).await?;
+    let conn = Connection::open(&path)?;
+    let waiting = || -> rusqlite::Result<i64> {
+        conn.query_row("SELECT COUNT(*) FROM job_count_changes", [], |r| r.get(0))
+    };
+    assert_eq!(waiting()?, 0);
+    let all = crate::store::JobFilter::default();
+    assert_eq!(
+        store.counts_by_state(&all).await?,
+        [("PENDING".into(), 1100)]
+    );
+    store.insert_pending(&[job("one more".into())]).await?;
+    store.revoke(&["j0".into()], false, None, "cm@ops").await?;
+    assert_eq!(waiting()?, 2);
+    assert_eq!(
+        store.counts_by_state(&all).await?,
+        [("PENDING".into(), 1100), ("REVOKED".into(), 1)]
+    );
+    assert_eq!(store.count(&all).await?, 1101);
+
+    // Rows that another program inserts are counted by the triggers; the first read folds them.
+    conn.execute_batch(
+        "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 1100) \
+         INSERT INTO jobs (id, task, queue, state, worker) \
+         SELECT 'bulk' || i, 't', 'q', 'SUCCESS', 'w1' FROM g",
+    )?;
+    assert!(waiting()? > 1100);
+    assert_eq!(store.counts_by_worker().await?, [("w1".into(), 1100)]);
+    assert_eq!(waiting()?, 0);
+    assert_eq!(
+        store.counts_by_state(&all).await?,
+        [
+            ("PENDING".into(), 1100),
+            ("REVOKED".into(), 1),
+            ("SUCCESS".into(), 1100)
+        ]
+    );
+    Ok(())
+}
