@@ -39,6 +39,15 @@ while [ $# -gt 0 ]; do
 done
 
 bash scripts/ensure-celery-venv.sh >&2
+# pueue, figure 8's peer, from crates.io (once; minutes to build). The smoke run goes without it,
+# and the row then says it was not measured.
+case " ${args[*]-} " in
+    *" --smoke "*) ;;
+    *) if ! command -v pueue >/dev/null && [ ! -x "$HOME/.cargo/bin/pueue" ]; then
+           echo "==> cargo install pueue --locked (figure 8's peer)" >&2
+           cargo install pueue --locked --quiet || echo "bench: pueue did not install; figure 8 goes without it" >&2
+       fi ;;
+esac
 
 if [ -z "${CM_BIN:-}" ] || [ -z "${RAW_CEILING_BIN:-}" ]; then
     # Two builds: with the example in the same build, dev-dependency features change the
