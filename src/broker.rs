@@ -623,7 +623,8 @@ pub async fn consume_unacked(
         .map_err(|cause| protocol(url, context, cause))
 }
 
-fn protocol(url: &str, context: &str, cause: lapin::Error) -> BrokerError {
+/// A protocol error of the broker at `url` (redacted), while doing `context`.
+pub fn protocol(url: &str, context: &str, cause: lapin::Error) -> BrokerError {
     BrokerError::Protocol {
         url: redact(url),
         context: context.to_string(),

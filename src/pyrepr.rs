@@ -11,14 +11,6 @@ pub fn py_repr(text: &str) -> String {
     out
 }
 
-/// Python's `repr()` of what `value` loads as in Python (`json.loads`): `None`, `True`,
-/// `['a', 1]`, `{'k': 'v'}`.
-pub fn py_repr_value(value: &Value) -> String {
-    let mut out = String::new();
-    push_value(&mut out, value);
-    out
-}
-
 /// Python's `repr()` of a task's positional arguments, as a list.
 pub fn py_repr_list(items: &[Value]) -> String {
     let mut out = String::new();
@@ -98,6 +90,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
     #[test]
     fn py_repr_quotes_as_python_does() {
         assert_eq!(py_repr("unknown server 'x'"), "\"unknown server 'x'\"");
@@ -109,13 +105,13 @@ mod tests {
     #[test]
     fn values_read_as_python_prints_what_json_loads_gives() {
         assert_eq!(
-            py_repr_value(&json!(["i1", 2, 1.5, null])),
+            py_repr_list(&[json!("i1"), json!(2), json!(1.5), json!(null)]),
             "['i1', 2, 1.5, None]"
         );
         assert_eq!(
-            py_repr_value(&json!({"server": "x", "dry": true, "n": [], "o": {}})),
+            py_repr_map(&map(json!({"server": "x", "dry": true, "n": [], "o": {}}))),
             "{'dry': True, 'n': [], 'o': {}, 'server': 'x'}"
         );
-        assert_eq!(py_repr_value(&json!(false)), "False");
+        assert_eq!(py_repr_list(&[json!(false)]), "[False]");
     }
 }

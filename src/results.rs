@@ -39,11 +39,7 @@ impl Replies {
         let channel = conn
             .create_channel()
             .await
-            .map_err(|cause| BrokerError::Protocol {
-                url: broker::redact(urls),
-                context: "opening a channel for replies".into(),
-                cause,
-            })?;
+            .map_err(|cause| broker::protocol(urls, "opening a channel for replies", cause))?;
         let queue = broker::private_queue(&channel, urls).await?;
         let consumer = broker::consume_unacked(&channel, urls, &queue, "consuming replies").await?;
         Ok(Self {
@@ -64,8 +60,8 @@ impl Replies {
         self.heard.len()
     }
 
-    /// Waits until `total` jobs are heard of, or `within` passed; returns at once once the
-    /// replies stopped coming for good.
+    /// Waits until `total` jobs are heard of, or `within` passed. Once the replies stopped for
+    /// good (the connection went), it only waits out `within`: the caller polls.
     pub async fn until(&mut self, total: usize, within: Duration) {
         if self.closed {
             tokio::time::sleep(within).await;
