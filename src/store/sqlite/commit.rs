@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, Statement, ToSql, TransactionBehavior};
 
+use super::checkpoint::Checkpointer;
 use super::pool::Pool;
 use super::{error, is_busy, settings};
 use crate::store::batch::{self, Commit, FoldedHistory, WholeRun};
@@ -42,6 +43,8 @@ pub(crate) enum CommitWriter {
         /// How long a commit may wait for another writer's lock before it fails.
         busy: Duration,
         name: Arc<str>,
+        /// Checkpoints the WAL off this connection; `None` leaves them to SQLite's own.
+        checkpoints: Option<Checkpointer>,
     },
     /// An in-memory database: the store's one connection, which no other process can lock.
     Shared(Pool),
@@ -58,7 +61,17 @@ impl CommitWriter {
         let conn = Connection::open(path).map_err(unreachable)?;
         settings(&conn, Duration::ZERO).map_err(unreachable)?;
         conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
-        Ok(Self::Own { conn, busy, name })
+        let checkpoints = Checkpointer::start(path, &name);
+        if checkpoints.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(unreachable)?;
+        }
+        Ok(Self::Own {
+            conn,
+            busy,
+            name,
+            checkpoints,
+        })
     }
 
     pub(super) fn shared(pool: Pool) -> Self {
@@ -67,14 +80,24 @@ impl CommitWriter {
 
     /// Writes `commit` in one transaction; waits (async) while another writer holds the lock.
     pub(crate) async fn write(&mut self, commit: &Commit<'_>) -> Result<(), StoreError> {
-        let (conn, busy, name) = match self {
-            Self::Own { conn, busy, name } => (conn, *busy, name),
+        let (conn, busy, name, checkpoints) = match self {
+            Self::Own {
+                conn,
+                busy,
+                name,
+                checkpoints,
+            } => (conn, *busy, name, checkpoints),
             Self::Shared(pool) => return pool.run_here(|conn| write(conn, commit)).await,
         };
         let deadline = Instant::now() + busy;
         loop {
             match write(conn, commit) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(checkpoints) = checkpoints {
+                        checkpoints.committed();
+                    }
+                    return Ok(());
+                }
                 Err(e) if is_busy(&e) && Instant::now() < deadline => {
                     tokio::time::sleep(BUSY_RETRY).await;
                 }

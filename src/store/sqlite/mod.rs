@@ -8,6 +8,7 @@
 //! method per `Store` call, in the order of `store/mod.rs`, so that it reads side by side with
 //! `postgres/mod.rs`. Splitting it by topic would scatter that mirror.
 
+mod checkpoint;
 mod commit;
 mod migrate;
 mod pool;

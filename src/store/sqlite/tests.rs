@@ -455,3 +455,48 @@ async fn many_changes_are_folded_into_the_counts() -> Result<(), Box<dyn std::er
     );
     Ok(())
 }
+
+/// A worker's commits leave the WAL to its checkpoint thread: right after a commit the jobs are
+/// in the WAL only (the database file has not grown), and within a few pauses the thread has
+/// copied them into the file.
+#[tokio::test]
+async fn the_writers_commits_are_checkpointed_by_a_thread_of_their_own(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (_dir, path) = temp_store()?;
+    let store = Store::open_file(&path, Duration::from_secs(5), true).await?;
+    let before = std::fs::metadata(&path)?.len();
+    let events: Vec<Event> = (0..5000)
+        .map(|i| Event::Received {
+            job: NewJob {
+                id: format!("job-{i:04}"),
+                task: "t".into(),
+                queue: "q".into(),
+                args: "x".repeat(1000),
+                ..NewJob::default()
+            },
+            worker: "w".into(),
+            at: i,
+        })
+        .collect();
+    let refs: Vec<&Event> = events.iter().collect();
+    let mut writer = store.commit_writer()?;
+    writer.write(&batch::plan(&refs)).await?;
+    assert_eq!(
+        std::fs::metadata(&path)?.len(),
+        before,
+        "the commit checkpointed inline"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&path)?.len() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 10 s of the commit"
+        );
+        tokio::time::sleep(super::checkpoint::PAUSE).await;
+    }
+    assert_eq!(
+        store.get("job-4999").await?.map(|r| r.state),
+        Some(RECEIVED.to_string())
+    );
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! A worker's WAL checkpoints, on a thread of their own instead of inside its commits.
+//!
+//! Why: SQLite's automatic checkpoint runs in the commit that takes the WAL past 1,000 pages,
+//! and a checkpoint syncs the WAL and then the database file. Inline on the worker's runtime
+//! (see [`super::commit`]), that commit, and every job waiting for it, took milliseconds more:
+//! one job in about eighty, which made the tail of one-at-a-time round trips (issue 18). Here
+//! the writer's connection checkpoints never, and tells this thread that it committed; the
+//! thread checkpoints (PASSIVE: it never waits for, nor blocks, a writer or a reader) at most
+//! once per [`PAUSE`] while commits come.
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::settings;
+
+/// Between two checkpoints. Under a one-job-at-a-time load the WAL grows by a few thousand
+/// pages a second, so it stays about as long as SQLite's own limit of 1,000 pages keeps it.
+pub(super) const PAUSE: Duration = Duration::from_millis(200);
+
+/// The writer's side: [`Checkpointer::committed`] after each commit. Dropping it ends the
+/// thread (after the checkpoint it may be waiting for).
+pub(crate) struct Checkpointer {
+    wake: SyncSender<()>,
+}
+
+impl Checkpointer {
+    /// Starts the thread with a connection of its own to `path`. `None` (and a warning) when
+    /// either fails: the writer then keeps SQLite's automatic checkpoints.
+    pub(super) fn start(path: &Path, store: &Arc<str>) -> Option<Self> {
+        let conn = match Connection::open(path)
+            .and_then(|c| settings(&c, Duration::ZERO).map(|()| c))
+        {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(store = %store, "checkpoints stay in the commits: opening a connection for them failed: {e}");
+                return None;
+            }
+        };
+        // One pending wake-up is enough: the thread checkpoints everything committed by then.
+        let (wake, woken) = mpsc::sync_channel(1);
+        let name = store.clone();
+        let spawned = thread::Builder::new()
+            .name("cm-checkpoint".into())
+            .spawn(move || run(conn, woken, &name));
+        match spawned {
+            Ok(_) => Some(Self { wake }),
+            Err(e) => {
+                tracing::warn!(store = %store, "checkpoints stay in the commits: starting their thread failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// A commit is in the WAL. Cheap when the thread already has a wake-up waiting (no
+    /// system call); a thread that ended (it never does before this side drops) is ignored.
+    pub(crate) fn committed(&self) {
+        match self.wake.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
+        }
+    }
+}
+
+fn run(conn: Connection, woken: Receiver<()>, store: &str) {
+    while woken.recv().is_ok() {
+        // Wait first: the commits of the pause share one checkpoint.
+        thread::sleep(PAUSE);
+        if let Err(e) = checkpoint(&conn) {
+            // The next commit tries again; a checkpoint that cannot run (a full disk) only
+            // lets the WAL grow, as SQLite's own would.
+            tracing::debug!(store, "WAL checkpoint failed: {e}");
+        }
+    }
+}
+
+/// One PASSIVE checkpoint: copies what no reader still needs from the WAL into the database.
+pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
