@@ -5,35 +5,142 @@
 
 use std::sync::Arc;
 
-use sqlx::postgres::PgPool;
-use sqlx::PgConnection;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgPool};
+use sqlx::query::Query;
+use sqlx::{Acquire, PgConnection, Postgres};
 
 use super::error;
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
 use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, STARTED};
 
+/// The upsert of whole runs, their columns the parameters $1 to $16 ([`RunColumns`]).
+macro_rules! upsert_whole_runs_sql {
+    () => {
+        // lease_* are NULL in `excluded`: a finished run holds no lease.
+        concat!(
+            "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
+             submitted_ms, started_ms, finished_ms, result, error, output, deliveries) \
+             SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
+             $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[]) \
+             ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+             state = excluded.state, worker = excluded.worker, started_ms = excluded.started_ms, \
+             finished_ms = excluded.finished_ms, result = excluded.result, \
+             error = excluded.error, output = excluded.output, lease_owner = NULL, \
+             lease_until = NULL",
+            live_row!()
+        )
+    };
+}
+
+/// The insert of history rows, their six columns ([`HistoryColumns`]) the parameters named.
+/// WITH ORDINALITY ... ORDER BY: the rows take their `seq` in the commit's order.
+macro_rules! insert_history_sql {
+    ($job_id:literal, $state:literal, $worker:literal, $at:literal, $detail:literal, $later:literal) => {
+        concat!(
+            "INSERT INTO job_events (job_id, state, worker, at_ms, detail, later) \
+             SELECT job_id, state, worker, at_ms, detail, later FROM UNNEST(",
+            $job_id,
+            "::text[], ",
+            $state,
+            "::text[], ",
+            $worker,
+            "::text[], ",
+            $at,
+            "::bigint[], ",
+            $detail,
+            "::text[], ",
+            $later,
+            "::text[]) WITH ORDINALITY \
+             AS r(job_id, state, worker, at_ms, detail, later, n) ORDER BY n"
+        )
+    };
+}
+
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
 pub(crate) struct CommitWriter {
     pool: PgPool,
     name: Arc<str>,
+    /// The last commit's connection, kept for the next: the pool hands a connection out only
+    /// after a ping, one more round trip per commit. Dropped (back to the pool, which pings it
+    /// before any other use) after a failed commit.
+    conn: Option<PoolConnection<Postgres>>,
 }
 
 impl CommitWriter {
     pub(super) fn new(pool: PgPool, name: Arc<str>) -> Self {
-        Self { pool, name }
+        Self {
+            pool,
+            name,
+            conn: None,
+        }
     }
 
-    /// Writes `commit` in one transaction.
+    /// Writes `commit` atomically. A commit of whole runs alone (a no-op job's usual commit) is
+    /// one statement, its own transaction: one round trip to the server instead of four.
     pub(crate) async fn write(&mut self, commit: &Commit<'_>) -> Result<(), StoreError> {
-        let run = async {
-            let mut tx = self.pool.begin().await?;
-            for ev in &commit.updates {
-                update(&mut tx, ev).await?;
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(|e| error(&self.name, e))?;
+                self.conn.insert(conn)
             }
-            upsert_whole_runs(&mut tx, &commit.whole_runs).await?;
-            insert_history(&mut tx, &commit.history).await?;
-            tx.commit().await
         };
-        run.await.map_err(|e| error(&self.name, e))
+        let written = if commit.updates.is_empty() {
+            write_runs(conn, &commit.whole_runs, &commit.history).await
+        } else {
+            write_in_transaction(conn, commit).await
+        };
+        written.map_err(|e| {
+            self.conn = None;
+            error(&self.name, e)
+        })
+    }
+}
+
+async fn write_in_transaction(
+    conn: &mut PgConnection,
+    commit: &Commit<'_>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    for ev in &commit.updates {
+        update(&mut tx, ev).await?;
+    }
+    upsert_whole_runs(&mut tx, &commit.whole_runs).await?;
+    insert_history(&mut tx, &commit.history).await?;
+    tx.commit().await
+}
+
+/// Whole runs and their history rows in one statement (the history insert's data-modifying
+/// CTE runs whether or not the outer statement reads it).
+async fn write_runs(
+    conn: &mut PgConnection,
+    runs: &[WholeRun<'_>],
+    history: &[FoldedHistory<'_>],
+) -> Result<(), sqlx::Error> {
+    match (runs.is_empty(), history.is_empty()) {
+        (true, true) => Ok(()),
+        (false, true) => upsert_whole_runs(conn, runs).await,
+        (true, false) => insert_history(conn, history).await,
+        (false, false) => {
+            let q = sqlx::query(concat!(
+                "WITH history AS (",
+                insert_history_sql!("$17", "$18", "$19", "$20", "$21", "$22"),
+                ") ",
+                upsert_whole_runs_sql!()
+            ));
+            HistoryColumns::of(history)
+                .bind(RunColumns::of(runs).bind(q))
+                .execute(conn)
+                .await
+                .map(drop)
+        }
     }
 }
 
@@ -152,10 +259,7 @@ impl<'a> JobColumns<'a> {
     }
 
     /// Binds the arrays as the statement's $1 to $8.
-    fn bind<'q>(
-        self,
-        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    fn bind<'q>(self, q: PgQuery<'q>) -> PgQuery<'q>
     where
         'a: 'q,
     {
@@ -170,6 +274,107 @@ impl<'a> JobColumns<'a> {
     }
 }
 
+/// Whole runs as arrays, the parameters $1 to $16 of [`upsert_whole_runs_sql`].
+struct RunColumns<'a> {
+    jobs: JobColumns<'a>,
+    state: Vec<&'a str>,
+    worker: Vec<&'a str>,
+    received: Vec<i64>,
+    started: Vec<i64>,
+    finished: Vec<i64>,
+    result: Vec<Option<&'a str>>,
+    error: Vec<Option<&'a str>>,
+    output: Vec<Option<&'a str>>,
+}
+
+impl<'a> RunColumns<'a> {
+    fn of(runs: &'a [WholeRun<'a>]) -> Self {
+        let mut c = Self {
+            jobs: JobColumns::default(),
+            state: Vec::with_capacity(runs.len()),
+            worker: Vec::with_capacity(runs.len()),
+            received: Vec::with_capacity(runs.len()),
+            started: Vec::with_capacity(runs.len()),
+            finished: Vec::with_capacity(runs.len()),
+            result: Vec::with_capacity(runs.len()),
+            error: Vec::with_capacity(runs.len()),
+            output: Vec::with_capacity(runs.len()),
+        };
+        for r in runs {
+            c.jobs.push(r.job);
+            c.state.push(r.state);
+            c.worker.push(r.worker);
+            c.received.push(r.received_ms);
+            c.started.push(r.started_ms);
+            c.finished.push(r.finished_ms);
+            c.result.push(r.result);
+            c.error.push(r.error);
+            c.output.push(r.output);
+        }
+        c
+    }
+
+    fn bind<'q>(self, q: PgQuery<'q>) -> PgQuery<'q>
+    where
+        'a: 'q,
+    {
+        self.jobs
+            .bind(q)
+            .bind(self.state)
+            .bind(self.worker)
+            .bind(self.received)
+            .bind(self.started)
+            .bind(self.finished)
+            .bind(self.result)
+            .bind(self.error)
+            .bind(self.output)
+    }
+}
+
+/// History rows as arrays, bound after whatever the statement binds first.
+struct HistoryColumns<'a> {
+    job_id: Vec<&'a str>,
+    state: Vec<&'a str>,
+    worker: Vec<&'a str>,
+    at: Vec<i64>,
+    detail: Vec<Option<&'a str>>,
+    later: Vec<Option<&'a str>>,
+}
+
+impl<'a> HistoryColumns<'a> {
+    fn of(rows: &'a [FoldedHistory<'a>]) -> Self {
+        let mut c = Self {
+            job_id: Vec::with_capacity(rows.len()),
+            state: Vec::with_capacity(rows.len()),
+            worker: Vec::with_capacity(rows.len()),
+            at: Vec::with_capacity(rows.len()),
+            detail: Vec::with_capacity(rows.len()),
+            later: Vec::with_capacity(rows.len()),
+        };
+        for h in rows {
+            c.job_id.push(h.job_id);
+            c.state.push(h.state);
+            c.worker.push(h.worker);
+            c.at.push(h.at_ms);
+            c.detail.push(h.detail.as_deref());
+            c.later.push(h.later.as_deref());
+        }
+        c
+    }
+
+    fn bind<'q>(self, q: PgQuery<'q>) -> PgQuery<'q>
+    where
+        'a: 'q,
+    {
+        q.bind(self.job_id)
+            .bind(self.state)
+            .bind(self.worker)
+            .bind(self.at)
+            .bind(self.detail)
+            .bind(self.later)
+    }
+}
+
 async fn upsert_whole_runs(
     conn: &mut PgConnection,
     runs: &[WholeRun<'_>],
@@ -177,44 +382,8 @@ async fn upsert_whole_runs(
     if runs.is_empty() {
         return Ok(());
     }
-    let mut jobs = JobColumns::default();
-    let (mut state, mut worker, mut submitted, mut started, mut finished) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut result, mut error, mut output) = (vec![], vec![], vec![]);
-    for r in runs {
-        jobs.push(r.job);
-        state.push(r.state);
-        worker.push(r.worker);
-        submitted.push(r.received_ms);
-        started.push(r.started_ms);
-        finished.push(r.finished_ms);
-        result.push(r.result);
-        error.push(r.error);
-        output.push(r.output);
-    }
-    // lease_* are NULL in `excluded`: a finished run holds no lease.
-    let q = sqlx::query(concat!(
-        "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
-         submitted_ms, started_ms, finished_ms, result, error, output, deliveries) \
-         SELECT *, 1 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
-         $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[]) \
-         ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
-             state = excluded.state, worker = excluded.worker, started_ms = excluded.started_ms, \
-             finished_ms = excluded.finished_ms, result = excluded.result, \
-             error = excluded.error, output = excluded.output, lease_owner = NULL, \
-             lease_until = NULL",
-        live_row!()
-    ));
-    jobs.bind(q)
-        .bind(state)
-        .bind(worker)
-        .bind(submitted)
-        .bind(started)
-        .bind(finished)
-        .bind(result)
-        .bind(error)
-        .bind(output)
+    RunColumns::of(runs)
+        .bind(sqlx::query(upsert_whole_runs_sql!()))
         .execute(conn)
         .await
         .map(drop)
@@ -228,32 +397,13 @@ pub(super) async fn insert_history(
     if rows.is_empty() {
         return Ok(());
     }
-    let (mut job_id, mut state, mut worker, mut at, mut detail, mut later) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for h in rows {
-        job_id.push(h.job_id);
-        state.push(h.state);
-        worker.push(h.worker);
-        at.push(h.at_ms);
-        detail.push(h.detail.as_deref());
-        later.push(h.later.as_deref());
-    }
-    // WITH ORDINALITY ... ORDER BY: the rows take their `seq` in the commit's order.
-    sqlx::query(
-        "INSERT INTO job_events (job_id, state, worker, at_ms, detail, later) \
-         SELECT job_id, state, worker, at_ms, detail, later FROM UNNEST($1::text[], $2::text[], \
-         $3::text[], $4::bigint[], $5::text[], $6::text[]) WITH ORDINALITY \
-         AS r(job_id, state, worker, at_ms, detail, later, n) ORDER BY n",
-    )
-    .bind(job_id)
-    .bind(state)
-    .bind(worker)
-    .bind(at)
-    .bind(detail)
-    .bind(later)
-    .execute(conn)
-    .await
-    .map(drop)
+    HistoryColumns::of(rows)
+        .bind(sqlx::query(insert_history_sql!(
+            "$1", "$2", "$3", "$4", "$5", "$6"
+        )))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// The `jobs` rows of published jobs, PENDING (a row already there is left alone).

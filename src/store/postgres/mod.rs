@@ -38,9 +38,9 @@ const FIX: &str = "start the database, or fix [store] url";
 /// How long opening waits for the server's answer (a pool waits as long for a connection).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connections of a worker (its group-commit writer, and reads on redeliveries) and of a
-/// command or the web server.
-const WORKER_CONNECTIONS: u32 = 2;
+/// Connections of a worker (one its group-commit writer keeps, the others for reads on
+/// redeliveries, leases and revokes) and of a command or the web server.
+const WORKER_CONNECTIONS: u32 = 3;
 const CONNECTIONS: u32 = 8;
 
 #[derive(Debug, Clone)]
