@@ -395,7 +395,11 @@ impl Store {
     /// opens a connection of its own. A commit waits a moment for more events, unless `enough`
     /// of them already wait (a worker passes half its prefetch).
     pub fn writer(&self, enough: usize) -> Result<Writer, StoreError> {
-        self.writer_with(enough, writer::LINGER)
+        let linger = match &self.backend {
+            Backend::Sqlite(_) => writer::LINGER,
+            Backend::Postgres(_) => writer::LINGER_POSTGRES,
+        };
+        self.writer_with(enough, linger)
     }
 
     fn writer_with(&self, enough: usize, linger: Duration) -> Result<Writer, StoreError> {
