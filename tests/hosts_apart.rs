@@ -16,7 +16,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -434,6 +434,19 @@ fn hosts_apart_one_cut_off_for_30_s_lose_nothing_and_it_comes_back() {
 const FS_PREFIX: &str = "cm-full-";
 
 /// A tmpfs of `size` on a temp dir of its own, unmounted on drop.
+/// A read transaction on the store, held until dropped. A worker checkpoints its WAL within a
+/// fraction of a second and then writes over the same file again, which needs no new space; a
+/// reader's snapshot keeps the WAL from starting over, so the next commits must grow it, as
+/// they do on a disk that filled up with jobs. The disk being full is then certain to be met.
+fn hold_snapshot(store_file: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(store_file).expect("open the store");
+    conn.execute_batch("BEGIN").expect("begin a read");
+    let _: i64 = conn
+        .query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))
+        .expect("read the store");
+    conn
+}
+
 struct SmallDisk {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -556,6 +569,7 @@ fn a_full_store_disk_acks_nothing_unstored_says_so_and_the_jobs_end_once_there_i
     eventually(Duration::from_secs(10), "the first job to end", || {
         finals(&stack) >= 1
     });
+    let reader = hold_snapshot(&store_file);
     let filler = disk.fill();
     assert!(
         disk.free_bytes() < 64 * 1024,
@@ -614,6 +628,7 @@ fn a_full_store_disk_acks_nothing_unstored_says_so_and_the_jobs_end_once_there_i
     );
     assert_eq!(stack.worker_pids(), pids, "a worker died on the full disk");
 
+    drop(reader);
     std::fs::remove_file(&filler).expect("remove the filler");
     let freed = Instant::now();
     eventually(
@@ -679,6 +694,7 @@ fn a_stop_while_the_store_disk_is_full_returns_the_waiting_jobs_to_the_queue() {
     eventually(Duration::from_secs(10), "the first job to end", || {
         finals(&stack) >= 1
     });
+    let reader = hold_snapshot(&store_file);
     let filler = disk.fill();
     eventually(
         Duration::from_secs(20),
@@ -705,6 +721,7 @@ fn a_stop_while_the_store_disk_is_full_returns_the_waiting_jobs_to_the_queue() {
         "every job not stored must be back in the queue"
     );
 
+    drop(reader);
     std::fs::remove_file(&filler).expect("remove the filler");
     stack.ok(&["queue", "start", "l1"]);
     eventually(Duration::from_secs(30), "every job to end", || {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::settings;
+use super::{error, settings};
 
 /// Between two checkpoints. Under a one-job-at-a-time load the WAL grows by a few thousand
 /// pages a second, so it stays about as long as SQLite's own limit of 1,000 pages keeps it.
@@ -66,13 +66,27 @@ impl Checkpointer {
 }
 
 fn run(conn: Connection, woken: Receiver<()>, store: &str) {
+    let mut failing = false;
     while woken.recv().is_ok() {
         // Wait first: the commits of the pause share one checkpoint.
         thread::sleep(PAUSE);
-        if let Err(e) = checkpoint(&conn) {
-            // The next commit tries again; a checkpoint that cannot run (a full disk) only
-            // lets the WAL grow, as SQLite's own would.
-            tracing::debug!(store, "WAL checkpoint failed: {e}");
+        match checkpoint(&conn) {
+            Ok(()) if failing => {
+                tracing::info!("WAL checkpoints of {store} run again");
+                failing = false;
+            }
+            Ok(()) => {}
+            // Said once per streak: the next commit tries again. A checkpoint that cannot run
+            // (a full disk) only lets the WAL grow, as SQLite's own would, until a commit
+            // meets the full disk itself and waits for room (see the store's writer).
+            Err(e) if !failing => {
+                tracing::warn!(
+                    "{}; the WAL is not checkpointed until it passes",
+                    error(store, e)
+                );
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }
