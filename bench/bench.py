@@ -1307,8 +1307,8 @@ class Bench:
         if isinstance(self.perf, dict):
             L += ["", f"`perf record -g -p <the 4 workers>` over one more 4-worker SQLite drain of {4 * self.drain['jobs']:,} jobs (untimed): share of "
                   "the workers' samples by thread and object, then the hottest symbols (thread `cm` is the "
-                  "worker's tokio runtime, which also runs its SQLite writes; `sqlx-sqlite-wor` are sqlx's "
-                  "SQLite threads, which only the rare reads use):", "", "```"]
+                  "worker's tokio runtime, which also runs its SQLite writes; `cm-checkpoint` checkpoints "
+                  "its WAL, `lapin-io-loop` is the broker connection's I/O):", "", "```"]
             L += [f"{x:6.2f}%  {name}" for x, name in self.perf["threads"]] + ["..."]
             L += [f"{x:6.2f}%  {name}" for x, name in self.perf["syms"]] + ["```"]
         elif self.perf:
@@ -1390,6 +1390,24 @@ class Bench:
                          f"of CPU per job ({parts}); 10,000 jobs/s on {self.cores()} cores leaves "
                          f"{self.cores() * 100:.0f} µs per job for all of it.")
             out.append(text)
+        ceiling = self.profiles.get("raw_celery")
+        if ceiling:
+            # The machine is near its limit in these runs: the share of the ceiling a store can reach
+            # is about the ceiling's CPU per message over cm's CPU per job, at a like busy share.
+            def per_item(profs, n):
+                return (1e6 * median([p["busy"] for p in profs]) / n,
+                        median([p["busy"] / (self.cores() * p["wall"]) for p in profs]))
+            c_us, c_share = per_item(ceiling, self.sizes["raw_jobs"])
+            parts = []
+            for kind, label in (("sqlite", "SQLite"), ("pg", "PostgreSQL")):
+                if self.profiles.get(kind):
+                    us, share = per_item(self.profiles[kind], self.sizes["cm_jobs"])
+                    parts.append(f"{label} {us:.0f} µs per job ({100 * share:.0f}% busy), "
+                                 f"so at most ~{100 * c_us / us:.0f}% of the ceiling")
+            out.append(f"- What bounds the ratio to the ceiling: the ceiling run with cm's messages used {c_us:.0f} µs "
+                       f"of the machine's CPU per message ({100 * c_share:.0f}% busy); cm end to end used "
+                       + "; ".join(parts) + ". The CPU cm's processes add per job (the producer's PENDING rows, "
+                       "the workers' commits and wake-ups, the store's server on PostgreSQL) is what is left to win.")
         if isinstance(self.perf, dict):
             p = self.perf
             top = ", ".join(f"{name} {100 * x:.0f}%" for x, name in p["top_kernel"])
