@@ -4,6 +4,7 @@
 //! one statement text whatever the row count, so each is prepared once per connection.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgPool};
@@ -63,44 +64,55 @@ type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 pub(crate) struct CommitWriter {
     pool: PgPool,
     name: Arc<str>,
-    /// The last commit's connection, kept for the next: the pool hands a connection out only
-    /// after a ping, one more round trip per commit. Dropped (back to the pool, which pings it
-    /// before any other use) after a failed commit.
-    conn: Option<PoolConnection<Postgres>>,
+    /// The last commit's connection and when that commit ended, kept for the next: the pool
+    /// hands a connection out only after a ping, one more round trip per commit. Used again
+    /// only within [`KEEP_FOR`]; otherwise, and after a failed commit, it goes back to the
+    /// pool, whose ping finds a connection the server dropped meanwhile (a restart, an idle
+    /// timeout) before a commit fails on it and its jobs go back to the queue.
+    kept: Option<(PoolConnection<Postgres>, Instant)>,
 }
+
+/// How long after a commit its connection is used for the next without a ping: under load the
+/// next commit comes within milliseconds.
+pub(super) const KEEP_FOR: Duration = Duration::from_secs(1);
 
 impl CommitWriter {
     pub(super) fn new(pool: PgPool, name: Arc<str>) -> Self {
         Self {
             pool,
             name,
-            conn: None,
+            kept: None,
         }
     }
 
     /// Writes `commit` atomically. A commit of whole runs alone (a no-op job's usual commit) is
     /// one statement, its own transaction: one round trip to the server instead of four.
     pub(crate) async fn write(&mut self, commit: &Commit<'_>) -> Result<(), StoreError> {
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => {
-                let conn = self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(|e| error(&self.name, e))?;
-                self.conn.insert(conn)
-            }
+        // A stale connection goes back to the pool before one is taken from it.
+        let fresh = self
+            .kept
+            .take()
+            .filter(|(_, ended)| ended.elapsed() < KEEP_FOR);
+        let mut conn = match fresh {
+            Some((conn, _)) => conn,
+            None => self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| error(&self.name, e))?,
         };
         let written = if commit.updates.is_empty() {
-            write_runs(conn, &commit.whole_runs, &commit.history).await
+            write_runs(&mut conn, &commit.whole_runs, &commit.history).await
         } else {
-            write_in_transaction(conn, commit).await
+            write_in_transaction(&mut conn, commit).await
         };
-        written.map_err(|e| {
-            self.conn = None;
-            error(&self.name, e)
-        })
+        match written {
+            Ok(()) => {
+                self.kept = Some((conn, Instant::now()));
+                Ok(())
+            }
+            Err(e) => Err(error(&self.name, e)),
+        }
     }
 }
 

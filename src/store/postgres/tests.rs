@@ -228,3 +228,39 @@ async fn on_postgres_a_store_with_jobs_gets_its_counts_when_migrated() -> TestRe
     })
     .await
 }
+
+/// A writer's connection that the server dropped while the worker was idle (a restart, an idle
+/// timeout) does not fail the next commit: a commit after a pause takes a connection the pool
+/// checked first.
+#[tokio::test]
+async fn on_postgres_a_commit_after_a_pause_survives_the_server_dropping_the_writers_connection(
+) -> TestResult {
+    with_database(|store| async move {
+        let Backend::Postgres(pg) = &store.backend else {
+            return Err("not a PostgreSQL store".into());
+        };
+        let received = |id: &str| crate::store::Event::Received {
+            job: pending(id),
+            worker: "w".into(),
+            at: 1,
+        };
+        let mut writer = pg.commit_writer();
+        let first = received("before");
+        writer.write(&crate::store::batch::plan(&[&first])).await?;
+        // Every other connection to this database, the writer's among them.
+        let dropped: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(pool(&store)?)
+        .await?;
+        assert!(dropped.iter().any(|&d| d), "no connection was dropped");
+        tokio::time::sleep(super::commit::KEEP_FOR).await;
+        let second = received("after");
+        writer.write(&crate::store::batch::plan(&[&second])).await?;
+        let state = store.get("after").await?.map(|r| r.state);
+        assert_eq!(state.as_deref(), Some(crate::store::RECEIVED));
+        Ok(())
+    })
+    .await
+}

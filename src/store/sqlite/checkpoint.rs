@@ -9,7 +9,7 @@
 //! once per [`PAUSE`] while commits come.
 
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -59,9 +59,7 @@ impl Checkpointer {
     /// A commit is in the WAL. Cheap when the thread already has a wake-up waiting (no
     /// system call); a thread that ended (it never does before this side drops) is ignored.
     pub(crate) fn committed(&self) {
-        match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-        }
+        let _ = self.wake.try_send(());
     }
 }
 
@@ -92,6 +90,6 @@ fn run(conn: Connection, woken: Receiver<()>, store: &str) {
 }
 
 /// One PASSIVE checkpoint: copies what no reader still needs from the WAL into the database.
-pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
