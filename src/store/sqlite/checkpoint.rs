@@ -18,9 +18,11 @@ use rusqlite::Connection;
 
 use super::{error, settings};
 
-/// Between two checkpoints. Under a one-job-at-a-time load the WAL grows by a few thousand
-/// pages a second, so it stays about as long as SQLite's own limit of 1,000 pages keeps it.
-pub(super) const PAUSE: Duration = Duration::from_millis(200);
+/// Between two checkpoints. A checkpoint syncs the WAL, and the writer's next append to it
+/// waits for that sync (the file system's journal commit): one commit in each pause pays it, so
+/// the pause sets how many jobs in a thousand meet it. The WAL grows for a pause's commits and
+/// is then written over from its start.
+pub(super) const PAUSE: Duration = Duration::from_millis(1000);
 
 /// The writer's side: [`Checkpointer::committed`] after each commit. Dropping it ends the
 /// thread (after the checkpoint it may be waiting for).
