@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -594,6 +595,7 @@ class Bench:
             self.log(f"throughput, run {i + 1}/{self.repeat}: raw ceiling with cm's messages")
             self.raw_ceiling(i, celery=True)
         self.add("rss_load.celery_prefork", median([tree_rss_kb(p) / 1024 for p in self.celery_pids(pool["d"])]))
+        self.e2e_profile()
         self.drain_profile(pool, pg_missing)
         self.kill_celery(pool["d"])
 
@@ -601,8 +603,7 @@ class Bench:
 
     def drain_profile(self, pool, pg_missing):
         """Publish with no worker running (the producer alone), then time draining the queue with 1 and
-        with 4 workers (the workers and the store alone). Then, untimed, one more 4-worker SQLite drain
-        under `perf record -p <workers>`."""
+        with 4 workers (the workers and the store alone)."""
         m = max(100, self.sizes["cm_jobs"] // 2)
         self.drain = {"jobs": m}
         kinds = [("sqlite", None)]
@@ -614,42 +615,27 @@ class Bench:
         for kind, url in kinds:
             s = self.stack(f"drain-{kind}", [(f"{self.run}_d{kind}", four, ["cm.launch"])], url,
                            prefetch=TPUT_PREFETCH)
-            rounds = [(["w1"], False), (four, False)]
-            if kind == "sqlite" and not self.a.smoke and shutil.which("perf"):
-                rounds.append((four, True))
-            for workers, perf in rounds:
+            for workers in (["w1"], four):
                 w = len(workers)
-                what = "under perf record" if perf else f"drain with {w}"
-                # perf attaches only once the workers run: a drain of m jobs on a fast machine was
-                # nearly over by then (50 samples); the untimed perf round drains 4x as many.
-                jobs = 4 * m if perf else m
-                self.log(f"profile: cm/{kind}: publish {jobs} jobs with no worker, {what}")
+                self.log(f"profile: cm/{kind}: publish {m} jobs with no worker, drain with {w}")
                 self.settle()
-                dt, _ = self.sh(self.launch_argv(s, jobs, wait=False), label="profile: publish only")
-                if not perf:
-                    self.drain[f"publish.{kind}.{w}"] = m / dt
+                dt, _ = self.sh(self.launch_argv(s, m, wait=False), label="profile: publish only")
+                self.drain[f"publish.{kind}.{w}"] = m / dt
                 done = "SELECT COUNT(*) FROM jobs WHERE state = 'SUCCESS'"
-                target = (self.store_query(s, url, done) or 0) + jobs
+                target = (self.store_query(s, url, done) or 0) + m
                 meter = CpuMeter({"cm workers": s.pids, "RabbitMQ (beam.smp)": self.broker_pids,
                                   "PostgreSQL": lambda: pids_named("postgres")})
                 self.settle()
                 meter.start()
                 t0 = time.perf_counter()
                 self.cm(s, "queue", "start", *workers, label=f"profile: drain with {w}")
-                if perf:
-                    perf_data = os.path.join(self.tmp, "perf.data")
-                    perf_proc = self.perf_start(perf_data, s.pids())
                 while (self.store_query(s, url, done) or 0) < target:
                     if time.perf_counter() > t0 + 900:
                         die(f"cm/{kind} workers did not drain {m} jobs in 900 s")
                     time.sleep(0.02)
                 dt = time.perf_counter() - t0
-                cpu = meter.stop()
-                if perf:
-                    self.perf = self.perf_stop(perf_proc, perf_data)
-                else:
-                    self.drain[f"cpu.{kind}.{w}"] = cpu
-                    self.drain[f"drain.{kind}.{w}"] = m / dt
+                self.drain[f"cpu.{kind}.{w}"] = meter.stop()
+                self.drain[f"drain.{kind}.{w}"] = m / dt
                 self.cm(s, "server", "stop")
         if pg_name:
             self.pg_drop(pg_name)
@@ -666,12 +652,38 @@ class Bench:
         self.celery_wait_done(pool["done"], n, t0)
         self.drain["drain.celery"] = n / (time.perf_counter() - t0)
 
-    def perf_start(self, data, pids):
-        argv = ["perf", "record", "-g", "-F", "999", "-o", data, "-p", ",".join(str(p) for p in pids)]
+    def e2e_profile(self):
+        """Untimed: one more end-to-end SQLite run of figure 4 under `perf record` with DWARF call
+        graphs on the 4 workers: what share of their CPU each part of the work takes, inclusive."""
+        if self.a.smoke or not shutil.which("perf"):
+            return
+        n = self.sizes["cm_jobs"]
+        self.log(f"profile: cm/SQLite end to end, {n} jobs, workers under perf record")
+        s = self.stack("perf-sqlite", [(f"{self.run}_psqlite", ["w1", "w2", "w3", "w4"], ["cm.launch"])],
+                       prefetch=TPUT_PREFETCH)
+        self.cm(s, "queue", "start", label="profile: perf (workers)")
+        data = os.path.join(self.tmp, "perf.data")
+        # 16 KiB of stack per sample unwinds through tokio and SQLite; 499 Hz keeps the file small.
+        argv = ["perf", "record", "--call-graph", "dwarf,16384", "-F", "499", "-o", data,
+                "-p", ",".join(str(p) for p in s.pids())]
         self.note_cmd("profile: perf", argv)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.started_procs.append(proc)
-        return proc
+        time.sleep(0.5)  # perf attaches to every thread before the first job
+        self.settle()
+        self.sh(self.launch_argv(s, n, wait=True), label="profile: perf (launch)")
+        self.perf = self.perf_stop(proc, data)
+        self.cm(s, "server", "stop")
+
+    # What the inclusive profile is cut into: (key, what, frame it is under).
+    PERF_PARTS = [
+        ("commit", "the store's commits (the group commit's SQLite transactions)", "cm::store::writer::run"),
+        ("wal", "of which appending pages to the WAL", "pagerWalFrames"),
+        ("reread", "of which reading pages back (another worker's commit changed the file)", "readDbPage"),
+        ("jobs", "the jobs' own handling (decode, run, log lines, events, ack)", "cm::worker::delivery::handle"),
+        ("park", "the runtime parking and waking (epoll, timers, the job log's write)",
+         "current_thread::Context::park"),
+    ]
 
     def perf_stop(self, proc, data):
         try:
@@ -681,32 +693,26 @@ class Bench:
             return f"perf record did not stop: {e}"
 
         def report(*args):
-            p = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none", *args],
+            p = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none", *args],
                                capture_output=True, text=True)
             out = []
             for line in p.stdout.splitlines():
-                head, _, rest = line.strip().partition("%")
-                try:
-                    out.append((float(head), " ".join(rest.split())))
-                except ValueError:
-                    pass
+                m = re.match(r"\s*([\d.]+)%\s+(?:([\d.]+)%\s+)?(.*)$", line)
+                if m:
+                    out.append((float(m.group(1)), " ".join(m.group(3).split())))
             return out
 
-        dsos = report("--sort", "dso")
-        if not dsos:
+        threads = report("--no-children", "--sort", "comm")
+        if not threads:
             return "perf report gave nothing (perf_event_paranoid?)"
-        syms = report("--sort", "sym")
-        total = sum(x for x, _ in dsos) or 1.0
-        pick = lambda rows, pred: sum(x for x, name in rows if pred(name)) / total  # noqa: E731
-        return {
-            "threads": report("--sort", "comm,dso", "--percent-limit", "1"),
-            "syms": report("--sort", "comm,dso,sym", "--percent-limit", "1")[:14],
-            "kernel": pick(dsos, lambda d: "kernel" in d),
-            "sqlite": pick(syms, lambda s: s.startswith("[.] sqlite3")),
-            "mutex": pick(syms, lambda s: "lock_contended" in s or "futex" in s),
-            "alloc": pick(syms, lambda s: any(k in s for k in ("malloc", "_int_free", "cfree", "realloc"))),
-            "top_kernel": [(x / total, name[4:]) for x, name in syms if name.startswith("[k]")][:3],
-        }
+        total = sum(x for x, _ in threads) or 1.0
+        rows = report("--children", "--sort", "comm,sym")
+        main = os.path.basename(self.a.cm)[:15]  # the runtime thread keeps the binary's name
+        # A frame can appear more than once (closures, inlined copies): its largest share counts.
+        parts = {key: max([x for x, name in rows if name.startswith(main + " ") and frame in name] or [0.0]) / total
+                 for key, _, frame in self.PERF_PARTS}
+        return {"threads": [(x / total, name) for x, name in threads if x / total >= 0.005],
+                "parts": parts, "main": main}
 
     # ----- figure 5: scale -----
 
@@ -1306,12 +1312,15 @@ class Bench:
                 L.append(f"| Celery, no backend | {d['publish.celery']:,.0f} | | {d['drain.celery']:,.0f} | |")
         L += ["", "Findings:", ""] + self.findings()
         if isinstance(self.perf, dict):
-            L += ["", f"`perf record -g -p <the 4 workers>` over one more 4-worker SQLite drain of {4 * self.drain['jobs']:,} jobs (untimed): share of "
-                  "the workers' samples by thread and object, then the hottest symbols (thread `cm` is the "
-                  "worker's tokio runtime, which also runs its SQLite writes; `cm-checkpoint` checkpoints "
-                  "its WAL, `lapin-io-loop` is the broker connection's I/O):", "", "```"]
-            L += [f"{x:6.2f}%  {name}" for x, name in self.perf["threads"]] + ["..."]
-            L += [f"{x:6.2f}%  {name}" for x, name in self.perf["syms"]] + ["```"]
+            p = self.perf
+            L += ["", f"`perf record --call-graph dwarf -p <the 4 workers>` over one more end-to-end SQLite run of "
+                  f"figure 4 ({self.sizes['cm_jobs']:,} jobs, untimed): the workers' CPU by thread (`{p['main']}` is "
+                  "the worker's tokio runtime, which also runs its SQLite writes; `lapin-io-loop` is the broker "
+                  "connection's I/O, `cm-checkpoint` checkpoints the WAL), then by what the runtime thread was "
+                  "doing (inclusive: a part's callees count in it):", "", "| Part | Share of the workers' CPU |",
+                  "| --- | ---: |"]
+            L += [f"| thread `{name}` | {100 * x:.1f}% |" for x, name in p["threads"]]
+            L += [f"| {what} | {100 * p['parts'][key]:.1f}% |" for key, what, _ in self.PERF_PARTS]
         elif self.perf:
             L += ["", f"(perf: {self.perf})"]
         return L
@@ -1409,13 +1418,21 @@ class Bench:
                        f"of the machine's CPU per message ({100 * c_share:.0f}% busy); cm end to end used "
                        + "; ".join(parts) + ". The CPU cm's processes add per job (the producer's PENDING rows, "
                        "the workers' commits and wake-ups, the store's server on PostgreSQL) is what is left to win.")
-        if isinstance(self.perf, dict):
-            p = self.perf
-            top = ", ".join(f"{name} {100 * x:.0f}%" for x, name in p["top_kernel"])
-            out.append(f"- perf on the workers: {100 * p['kernel']:.0f}% of their CPU is in the kernel (top: {top}: "
-                       "wake-ups between the worker's runtime and lapin's I/O thread, and "
-                       f"SQLite's WAL reads and writes); SQLite's own code {100 * p['sqlite']:.0f}%, lock "
-                       f"contention {100 * p['mutex']:.0f}%, malloc/free {100 * p['alloc']:.0f}%.")
+        e2e = self.profiles.get("sqlite")
+        if isinstance(self.perf, dict) and e2e and ceiling:
+            p, n = self.perf, self.sizes["cm_jobs"]
+            workers_us = 1e6 * self.cpu_groups(e2e).get("cm workers", 0) / n
+            busy_us = 1e6 * median([p_["busy"] for p_ in e2e]) / n
+            commit_us = p["parts"]["commit"] * workers_us
+            c_us = 1e6 * median([p_["busy"] for p_ in ceiling]) / self.sizes["raw_jobs"]
+            out.append(f"- Where the workers' CPU goes end to end (the profile below): the store's commits take "
+                       f"{100 * p['parts']['commit']:.0f}% of it, ~{commit_us:.0f} µs of the workers' {workers_us:.0f} µs "
+                       f"per job (appending pages to the WAL {100 * p['parts']['wal']:.0f}%, reading back pages another "
+                       f"worker's commit changed {100 * p['parts']['reread']:.0f}%); the jobs' own handling "
+                       f"{100 * p['parts']['jobs']:.0f}%, parking and waking {100 * p['parts']['park']:.0f}%. Without "
+                       f"those commits cm would use ~{busy_us - commit_us:.0f} µs of machine CPU per job, "
+                       f"~{100 * c_us / max(busy_us - commit_us, 1):.0f}% of the ceiling's: the store's writes are the gap "
+                       "(the producer's PENDING rows are more of it, not counted here).")
         if "drain.celery" in d and R.get("tput.celery"):
             out.append(f"- Celery: its workers alone drain {d['drain.celery']:,.0f} tasks/s; its Python producer "
                        f"alone sends {d['publish.celery']:,.0f}/s, so its end-to-end {median(R['tput.celery']):,.0f}/s "
