@@ -500,3 +500,84 @@ async fn the_writers_commits_are_checkpointed_by_a_thread_of_their_own(
     );
     Ok(())
 }
+
+/// A store at migration 7 keeps its history through 8 (same seqs, same order), and a commit of
+/// a job with no batch and no server (what a Celery client sends) then writes 7 pages to the
+/// WAL, not 10: no entry in the batch and server indexes, no `sqlite_sequence` row.
+#[tokio::test]
+async fn a_celery_clients_job_commits_in_seven_pages() -> Result<(), Box<dyn std::error::Error>> {
+    let (_dir, path) = temp_store()?;
+    let mut conn = Connection::open(&path)?;
+    let before: Vec<_> = migrate::MIGRATIONS[..7]
+        .iter()
+        .map(|sql| rusqlite_migration::M::up(sql))
+        .collect();
+    rusqlite_migration::Migrations::new(before).to_latest(&mut conn)?;
+    conn.execute_batch(
+        "INSERT INTO jobs (id, task, queue, state) VALUES ('old', 't', 'q', 'SUCCESS'); \
+         INSERT INTO job_events (job_id, state, at_ms) VALUES ('old', 'RECEIVED', 1), \
+         ('old', 'STARTED', 2), ('old', 'SUCCESS', 3);",
+    )?;
+    drop(conn);
+    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
+    let states: Vec<String> = store
+        .history("old")
+        .await?
+        .into_iter()
+        .map(|e| e.state)
+        .collect();
+    assert_eq!(states, ["RECEIVED", "STARTED", "SUCCESS"]);
+    let conn = Connection::open(&path)?;
+    let table: String = conn.query_row(
+        "SELECT sql FROM sqlite_master WHERE name = 'job_events'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert!(!table.contains("AUTOINCREMENT"), "{table}");
+    let plan = |sql: &str| -> rusqlite::Result<String> {
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let rows = st.query_map(["x"], |r| r.get::<_, String>(3))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
+    };
+    // The partial indexes still serve the queries that filter on them.
+    assert!(plan("SELECT id FROM jobs WHERE batch = ?1")?.contains("jobs_batch"));
+    assert!(
+        plan("SELECT id FROM jobs WHERE server = ?1 ORDER BY submitted_ms DESC, id LIMIT 50")?
+            .contains("jobs_server_submitted")
+    );
+
+    // Counted as the WAL's frames after one commit into an emptied WAL.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    assert_eq!(busy, 0, "the WAL was not truncated");
+    let mut writer = CommitWriter::own(&path, Duration::from_secs(5), "s".into())?;
+    let job = NewJob {
+        id: "celery".into(),
+        task: "cm.provision".into(),
+        queue: "q".into(),
+        ..NewJob::default()
+    };
+    let run = [
+        Event::Received {
+            job,
+            worker: "w".into(),
+            at: 10,
+        },
+        Event::Finished {
+            id: "celery".into(),
+            state: crate::store::SUCCESS,
+            worker: "w".into(),
+            at: 11,
+            result: Some("{}".into()),
+            error: None,
+            output: None,
+        },
+    ];
+    writer
+        .write(&batch::plan(&run.iter().collect::<Vec<_>>()))
+        .await?;
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))?.len();
+    let frame = 24 + 4096;
+    assert_eq!((wal - 32) / frame, 7, "WAL of {wal} bytes");
+    Ok(())
+}
