@@ -527,6 +527,7 @@ fn command_stack(tasks: &str, worker_extra: &str) -> (Stack, String, String, tem
         extra: extra.replace("{dir}", &dir.path().display().to_string()),
         ..Options::default()
     });
+    stack.delete_on_drop(&queue);
     (stack, host, queue, dir)
 }
 
@@ -705,6 +706,7 @@ fn a_celery_worker_and_a_cm_worker_share_the_broker_and_leave_each_other_alone()
     );
     stack.ok(&["queue", "start", "c1"]);
     let py_queue = unique("t_py");
+    stack.delete_on_drop(&py_queue);
     let py_node = format!("py@{host}");
     std::fs::write(
         dir.path().join("mixed_app.py"),

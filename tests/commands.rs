@@ -42,6 +42,7 @@ impl Commands {
             extra: extra.replace("{dir}", &dir.path().display().to_string()),
             ..Options::default()
         });
+        stack.delete_on_drop(&queue);
         Self { stack, dir, queue }
     }
 

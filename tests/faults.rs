@@ -567,6 +567,7 @@ fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
         extra: format!("[queues.{pair}]\nworkers = [\"c1\"]\nconcurrency = 2\n"),
         ..Options::default()
     });
+    stack.delete_on_drop(&pair);
     let dead = format!("{pair}.dead");
     stack.ok(&["queue", "start", "c1"]);
     let long = cm::protocol::TaskMessage::new(

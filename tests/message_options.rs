@@ -55,6 +55,7 @@ kill_grace = 1
             worker_extra: format!("allow_root = true\n{worker_keys}"),
             ..Options::default()
         });
+        stack.delete_on_drop(&queue);
         Self {
             stack,
             dir,

@@ -116,6 +116,8 @@ pub struct Stack {
     pub config: PathBuf,
     pub prov: String,
     pub launch: String,
+    /// More queues of the test's own (and their `.dead`), deleted with the stack's.
+    also: std::sync::Mutex<Vec<String>>,
 }
 
 pub struct Options {
@@ -197,6 +199,14 @@ step_seconds = [{lo}, {hi}]
             config,
             prov,
             launch,
+            also: Default::default(),
+        }
+    }
+
+    /// Deletes `queue` and its `.dead` when the stack is dropped, once its workers are gone.
+    pub fn delete_on_drop(&self, queue: &str) {
+        if let Ok(mut also) = self.also.lock() {
+            also.push(queue.to_string());
         }
     }
 
@@ -286,12 +296,13 @@ step_seconds = [{lo}, {hi}]
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.cm(&["server", "clean"]);
-        delete_queues(&[
-            &self.prov,
-            &self.launch,
-            &format!("{}.dead", self.prov),
-            &format!("{}.dead", self.launch),
-        ]);
+        let also = self.also.lock().map(|a| a.clone()).unwrap_or_default();
+        let names: Vec<String> = [&self.prov, &self.launch]
+            .into_iter()
+            .chain(also.iter())
+            .flat_map(|q| [q.clone(), format!("{q}.dead")])
+            .collect();
+        delete_queues(&names.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 
@@ -565,6 +576,7 @@ impl Stack {
             config,
             prov: self.prov.clone(),
             launch: self.launch.clone(),
+            also: Default::default(),
         }
     }
 }
