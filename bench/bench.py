@@ -1462,7 +1462,7 @@ class Bench:
                        f"is indexed (the listings by state need it), so every update of a job writes a new row version "
                        f"and an entry in each index it qualifies for ({indexes} on the table; the partial ones hold "
                        "only rows with a batch, a server, a lease or an eta), as its insert did. SQLite rewrites the row "
-                       "in place and changes only the entries of the columns that changed.")
+                       "in place and changes only the index entries of the columns it sets.")
         e2e = self.profiles.get("sqlite")
         if isinstance(self.perf, dict) and e2e and ceiling:
             p, n = self.perf, self.sizes["cm_jobs"]
