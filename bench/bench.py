@@ -1400,7 +1400,8 @@ class Bench:
             out.append(f"- The message format costs the broker: the raw pattern (lapin alone, no store, no job) moves "
                        f"{plain:,.0f} msgs/s with a bare JSON body but {celery:,.0f} msgs/s with cm's messages, which "
                        f"carry the 14 headers and the properties of Celery's protocol v2. cm end to end, with the store, reaches {100 * cm / celery:.0f}% "
-                       f"of the latter and {100 * cm / plain:.0f}% of the former.")
+                       f"of the latter and {100 * cm / plain:.0f}% of the former (medians over medians; the targets "
+                       "table pairs each run with the ceiling run beside it).")
         if "drain.sqlite.4" in d:
             one, four = d["drain.sqlite.1"], d["drain.sqlite.4"]
             x = four / one
