@@ -577,7 +577,8 @@ async fn a_celery_clients_job_commits_in_seven_pages() -> Result<(), Box<dyn std
         .write(&batch::plan(&run.iter().collect::<Vec<_>>()))
         .await?;
     let wal = std::fs::metadata(format!("{}-wal", path.display()))?.len();
-    let frame = 24 + 4096;
+    let page: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let frame = 24 + page;
     assert_eq!((wal - 32) / frame, 7, "WAL of {wal} bytes");
     Ok(())
 }
