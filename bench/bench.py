@@ -683,7 +683,14 @@ class Bench:
         self.note_cmd("profile: perf", argv)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.started_procs.append(proc)
-        time.sleep(0.5)  # perf attaches to every thread before the first job
+        # perf writes its file's header after opening its events on the workers' threads: no job before.
+        deadline = time.perf_counter() + 30
+        while not (os.path.exists(data) and os.path.getsize(data) > 0):
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                self.perf = f"perf record did not start (exit {proc.poll()})"
+                self.cm(s, "server", "stop")
+                return
+            time.sleep(0.05)
         self.settle()
         self.sh(self.launch_argv(s, n, wait=True), label="profile: perf (launch)")
         self.perf = self.perf_stop(proc, data)

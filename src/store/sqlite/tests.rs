@@ -370,18 +370,24 @@ async fn a_full_disk_is_waited_out_and_given_up_on_when_told(
     Ok(())
 }
 
+/// A store file with only the first `count` migrations applied, as an older cm left it.
+fn migrated_to(path: &Path, count: usize) -> Result<Connection, rusqlite_migration::Error> {
+    let mut conn = Connection::open(path)?;
+    let before: Vec<_> = migrate::MIGRATIONS[..count]
+        .iter()
+        .map(|sql| rusqlite_migration::M::up(sql))
+        .collect();
+    rusqlite_migration::Migrations::new(before).to_latest(&mut conn)?;
+    Ok(conn)
+}
+
 /// A store from before the kept counts (migrations 1 to 5) gets them from its rows when it is
 /// migrated.
 #[tokio::test]
 async fn a_store_with_jobs_gets_its_counts_when_migrated() -> Result<(), Box<dyn std::error::Error>>
 {
     let (_dir, path) = temp_store()?;
-    let mut conn = Connection::open(&path)?;
-    let before: Vec<_> = migrate::MIGRATIONS[..5]
-        .iter()
-        .map(|sql| rusqlite_migration::M::up(sql))
-        .collect();
-    rusqlite_migration::Migrations::new(before).to_latest(&mut conn)?;
+    let conn = migrated_to(&path, 5)?;
     conn.execute_batch(
         "INSERT INTO jobs (id, task, queue, state, worker) VALUES ('a', 't', 'q', 'SUCCESS', 'w1'), \
          ('b', 't', 'q', 'SUCCESS', 'w2'), ('c', 't', 'q', 'PENDING', NULL)",
@@ -507,12 +513,7 @@ async fn the_writers_commits_are_checkpointed_by_a_thread_of_their_own(
 #[tokio::test]
 async fn a_celery_clients_job_commits_in_seven_pages() -> Result<(), Box<dyn std::error::Error>> {
     let (_dir, path) = temp_store()?;
-    let mut conn = Connection::open(&path)?;
-    let before: Vec<_> = migrate::MIGRATIONS[..7]
-        .iter()
-        .map(|sql| rusqlite_migration::M::up(sql))
-        .collect();
-    rusqlite_migration::Migrations::new(before).to_latest(&mut conn)?;
+    let conn = migrated_to(&path, 7)?;
     conn.execute_batch(
         "INSERT INTO jobs (id, task, queue, state) VALUES ('old', 't', 'q', 'SUCCESS'); \
          INSERT INTO job_events (job_id, state, at_ms) VALUES ('old', 'RECEIVED', 1), \

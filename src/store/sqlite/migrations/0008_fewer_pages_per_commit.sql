@@ -1,5 +1,6 @@
--- Every page a commit changes is written to the WAL whole: a commit of one job sent by a Celery
--- client (or `cm call`, `cm provision`) wrote 10 pages, three of them for nothing.
+-- Every page a commit changes is written to the WAL whole, so a page changed for nothing costs
+-- a commit as much as one it needs: for a job sent by a Celery client (or `cm call`,
+-- `cm provision`), its NULL entries in the batch and server indexes and `sqlite_sequence`.
 --
 -- A job with no batch or no server has no entry in their indexes: every query on them asks for
 -- one (`batch = ?`, `server = ?`), which implies IS NOT NULL, so these partial indexes serve it.
