@@ -3,6 +3,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -131,10 +132,15 @@ struct Follower {
 
 impl Follower {
     fn start(stack: &Stack, name: &str) -> Self {
+        Self::with(stack, &["logs", name, "-f", "-n", "0"])
+    }
+
+    /// `cm ARGS`: a following `cm logs`.
+    fn with(stack: &Stack, args: &[&str]) -> Self {
         let mut child = Command::new(cm_bin())
             .arg("--config")
             .arg(&stack.config)
-            .args(["logs", name, "-f", "-n", "0"])
+            .args(args)
             .env_remove("CM_CONFIG")
             .stdout(Stdio::piped())
             .spawn()
@@ -149,6 +155,28 @@ impl Follower {
             }
         });
         Self { child, lines }
+    }
+
+    /// `-n 0` starts at the end the follower finds when it opens `log`: lines written before
+    /// that go unseen. Appends a line of our own until one comes through.
+    fn wait_following(&self, log: &Path) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .expect("open the log");
+        while std::time::Instant::now() < deadline {
+            std::io::Write::write_all(&mut file, b"following now\n").expect("append");
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains("following now") {
+                    return;
+                }
+            }
+        }
+        panic!(
+            "cm logs -f printed nothing of {} within 30 s",
+            log.display()
+        );
     }
 
     /// Waits for a line containing all of `needles`.
@@ -181,11 +209,12 @@ fn follow_prints_new_lines_and_survives_rotation_and_truncation() {
     let stack = Stack::new();
     stack.ok(&["queue", "start", "l1"]);
     let follower = Follower::start(&stack, "l1");
+    let log = stack.log_file("l1");
+    follower.wait_following(&log);
     let id = launch_one(&stack, true);
     follower.expect(&[&id, "SUCCESS"]);
 
     // Rotation: the file moves away and a new one takes its name (what logrotate does).
-    let log = stack.log_file("l1");
     std::fs::rename(&log, log.with_extension("log.1")).expect("rotate");
     std::fs::write(&log, "after rotation\n").expect("new log");
     follower.expect(&["after rotation"]);
@@ -294,22 +323,8 @@ fn a_queues_logs_merge_in_time_order_and_follow() {
     );
     assert!(out.contains("l1@") && out.contains("l2@"), "{out}");
 
-    let mut follow = Command::new(cm_bin())
-        .arg("--config")
-        .arg(&stack.config)
-        .args(["logs", "--queue", &stack.launch, "-n", "0", "-f"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cm logs -f");
-    let stdout = follow.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let follower = Follower::with(&stack, &["logs", "--queue", &stack.launch, "-n", "0", "-f"]);
+    follower.wait_following(&stack.log_file("l1"));
     let id = launch_one(&stack, true);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
@@ -318,12 +333,11 @@ fn a_queues_logs_merge_in_time_order_and_follow() {
         .any(|l: &String| l.contains(&id) && l.ends_with("SUCCESS"))
     {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
+        match follower.lines.recv_timeout(left) {
             Ok(line) => seen.push(line),
             Err(_) => panic!("no SUCCESS line for {id} followed; saw {seen:?}"),
         }
     }
-    let _ = follow.kill();
-    let _ = follow.wait();
+    drop(follower);
     stack.ok(&["server", "stop"]);
 }
