@@ -1466,11 +1466,13 @@ class Bench:
             upd, hot, indexes = self.pg_stats[-1]
             server_us = 1e6 * self.cpu_groups(pg).get("PostgreSQL", 0) / n
             out.append(f"- What PostgreSQL does per job: the server's processes used {server_us:.0f} µs of CPU per job "
-                       f"(the CPU table above). Of the last run's {upd:,} updates of `jobs`, {hot:,} were HOT: `state` "
-                       f"is indexed (the listings by state need it), so every update of a job writes a new row version "
-                       f"and an entry in each index it qualifies for ({indexes} on the table; the partial ones hold "
-                       "only rows with a batch, a server, a lease or an eta), as its insert did. SQLite rewrites the row "
-                       "in place and changes only the index entries of the columns it sets.")
+                       f"(the CPU table above). Of the last run's {upd:,} updates of `jobs`, {hot:,} were HOT (the new row "
+                       "version on the same page and no new index entry): no index reads a column a job's usual "
+                       "update changes (`state` only through `unusual_state`, NULL for PENDING and SUCCESS alike), "
+                       "and pages are filled to half by inserts so that the new versions find room; the others "
+                       f"wrote an entry in each index they qualify for ({indexes} on the table; the partial ones hold "
+                       "only rows with a batch, a server, a lease, an eta or an unusual state). SQLite rewrites the "
+                       "row in place and changes only the index entries of the columns it sets.")
         e2e = self.profiles.get("sqlite")
         if isinstance(self.perf, dict) and e2e and ceiling:
             p, n = self.perf, self.sizes["cm_jobs"]

@@ -145,6 +145,48 @@ fn pending(id: &str) -> NewJob {
     }
 }
 
+/// A job's usual update, its whole run in one commit, can be HOT (no new index entries): no
+/// index of `jobs` reads a column that update writes, in its keys or its predicate, and the
+/// table leaves room on its pages for the new versions.
+#[tokio::test]
+async fn on_postgres_a_jobs_usual_update_changes_no_indexed_column() -> TestResult {
+    with_database(|store| async move {
+        let pool = pool(&store)?;
+        let defs: Vec<(String, String)> =
+            sqlx::query_as("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'")
+                .fetch_all(pool)
+                .await?;
+        assert!(defs.len() >= 5, "{defs:?}");
+        // The columns the upsert of a whole run sets (commit.rs), but the lease's, which it
+        // sets to the NULL they already are.
+        let written = [
+            "state",
+            "worker",
+            "started_ms",
+            "finished_ms",
+            "result",
+            "error",
+            "output",
+            "deliveries",
+        ];
+        for (name, def) in &defs {
+            let words: Vec<&str> = def
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .collect();
+            for column in written {
+                assert!(!words.contains(&column), "{name} reads {column}: {def}");
+            }
+        }
+        let options: Option<Vec<String>> =
+            sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE relname = 'jobs'")
+                .fetch_one(pool)
+                .await?;
+        assert_eq!(options, Some(vec!["fillfactor=50".to_string()]));
+        Ok(())
+    })
+    .await
+}
+
 /// A fold replaces the logs of the kept counts by their sums, one row per state and worker,
 /// and the counts read the same; a transaction that inserts jobs while another folds keeps its
 /// rows apart from the fold, and once it commits they count.
@@ -186,9 +228,10 @@ async fn on_postgres_a_fold_keeps_the_counts_and_shortens_the_logs() -> TestResu
 }
 
 /// A store from before the kept counts (migrations 1 to 5) gets them from its rows when it is
-/// migrated.
+/// migrated, and its rows' `unusual_state` (migration 0009).
 #[tokio::test]
-async fn on_postgres_a_store_with_jobs_gets_its_counts_when_migrated() -> TestResult {
+async fn on_postgres_a_store_with_jobs_gets_its_counts_and_state_lookups_when_migrated(
+) -> TestResult {
     with_url(|url| async move {
         let all =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
@@ -209,7 +252,8 @@ async fn on_postgres_a_store_with_jobs_gets_its_counts_when_migrated() -> TestRe
             .await?;
         sqlx::query(
             "INSERT INTO jobs (id, task, queue, state, worker) VALUES ('a', 't', 'q', 'SUCCESS', \
-             'w1'), ('b', 't', 'q', 'SUCCESS', 'w2'), ('c', 't', 'q', 'PENDING', NULL)",
+             'w1'), ('b', 't', 'q', 'SUCCESS', 'w2'), ('c', 't', 'q', 'PENDING', NULL), \
+             ('d', 't', 'q', 'FAILURE', 'w2')",
         )
         .execute(&mut conn)
         .await?;
@@ -217,11 +261,27 @@ async fn on_postgres_a_store_with_jobs_gets_its_counts_when_migrated() -> TestRe
         let store = Store::open(&StoreLocation::Postgres(url)).await?;
         assert_eq!(
             store.counts_by_state(&JobFilter::default()).await?,
-            [("PENDING".into(), 1), ("SUCCESS".into(), 2)]
+            [
+                ("FAILURE".into(), 1),
+                ("PENDING".into(), 1),
+                ("SUCCESS".into(), 2)
+            ]
         );
         assert_eq!(
             store.counts_by_worker().await?,
-            [("w1".into(), 1), ("w2".into(), 1)]
+            [("w1".into(), 1), ("w2".into(), 2)]
+        );
+        // A state that migration 0009 looks up by `unusual_state`, which it computed for the
+        // rows there.
+        let failed = store
+            .list(&JobFilter {
+                state: Some("FAILURE".into()),
+                ..JobFilter::default()
+            })
+            .await?;
+        assert_eq!(
+            failed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["d"]
         );
         store.close().await;
         Ok(())
