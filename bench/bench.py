@@ -1303,7 +1303,7 @@ class Bench:
               "and a `GET /cm/launch/db_stats` from a `cm web` on that store, each after one untimed warm-up.",
               "- Latency (7): one job at a time on an idle worker (1 worker, `concurrency = 1`). The whole "
               "`cm provision --wait` / `cm call --wait` command, process start to exit, with zero-length steps: "
-              "small batches are told each final state on a reply queue of their own, once it is stored. Round "
+              "small batches are told each final state on their own channel (direct reply-to), once it is stored. Round "
               "trips: a Python Celery 5 client (`backend='rpc://'`) sends `cm.provision` and waits for its "
               "result, to the cm worker (which stores every state first) and to a Celery worker (`-P solo`, a "
               "no-op task, rpc:// result backend), the two alternating from run to run.",

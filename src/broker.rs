@@ -394,6 +394,11 @@ enum Settled {
     Returned,
 }
 
+/// RabbitMQ's direct reply-to: a client that consumes this pseudo-queue on a channel (no acks)
+/// and publishes there with it as `reply_to` gets the replies on that channel, with no queue of
+/// its own to declare (the broker fills in an address of the channel for the worker to answer).
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
 /// A channel in confirm mode for persistent, confirmed publishing.
 pub struct Publisher {
     /// Kept to open a fresh channel after a nack (see [`Publisher::renew`]).
@@ -405,6 +410,9 @@ pub struct Publisher {
     /// The node published to, redacted.
     url: String,
     origin: String,
+    /// The current channel consumes [`DIRECT_REPLY_TO`] ([`Publisher::direct_replies`]); a
+    /// renewed one does not, and the broker closes a channel that publishes with it unconsumed.
+    direct_replies: AtomicBool,
 }
 
 impl Publisher {
@@ -422,7 +430,18 @@ impl Publisher {
             channel: Mutex::new(channel),
             url,
             origin: origin.to_string(),
+            direct_replies: AtomicBool::new(false),
         })
+    }
+
+    /// Replies to the messages published from now on with `reply_to` = [`DIRECT_REPLY_TO`].
+    /// Should the channel be renewed, messages go without `reply_to` and the consumer ends.
+    pub async fn direct_replies(&self) -> Result<lapin::Consumer, BrokerError> {
+        let channel = self.channel().await?;
+        let consumer =
+            consume_unacked(&channel, &self.url, DIRECT_REPLY_TO, "consuming replies").await?;
+        self.direct_replies.store(true, Ordering::SeqCst);
+        Ok(consumer)
     }
 
     /// The publishing channel, a fresh one if the broker closed it. A failed declare or publish
@@ -464,6 +483,7 @@ impl Publisher {
     /// channel's publishes were confirmed at once by the new leader.
     async fn renew(&self) -> Result<Channel, BrokerError> {
         let fresh = confirm_channel(&self.conn, &self.url).await?;
+        self.direct_replies.store(false, Ordering::SeqCst);
         *self
             .channel
             .lock()
@@ -489,8 +509,17 @@ impl Publisher {
     ) -> Result<Vec<(&'m TaskMessage, lapin::PublisherConfirm)>, BrokerError> {
         let messages = messages.into_iter();
         let mut pending = Vec::with_capacity(messages.size_hint().0);
+        let replies = self.direct_replies.load(Ordering::SeqCst);
         for msg in messages {
-            let (body, props) = msg.encode(&self.origin);
+            let (body, props) = if !replies && msg.reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
+                TaskMessage {
+                    reply_to: None,
+                    ..msg.clone()
+                }
+                .encode(&self.origin)
+            } else {
+                msg.encode(&self.origin)
+            };
             let confirm = publish_on(channel, queue, &body, props)
                 .await
                 .map_err(|source| self.protocol_error(queue, source))?;
@@ -634,6 +663,74 @@ pub fn protocol(url: &str, context: &str, cause: lapin::Error) -> BrokerError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+
+    use super::{Publisher, DIRECT_REPLY_TO};
+    use crate::protocol::TaskMessage;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A message published with [`DIRECT_REPLY_TO`] after [`Publisher::direct_replies`] carries
+    /// the broker's address of the publisher's channel, and what is sent there is consumed; once
+    /// the channel is renewed, such a message goes without `reply_to` (the broker would close
+    /// the new channel over it) and is still confirmed.
+    #[tokio::test]
+    async fn direct_replies_reach_the_publisher_until_its_channel_is_renewed() -> TestResult {
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let conn = Arc::new(super::connect(url, "cm unit test").await?);
+        let queue = format!("cm_unit_replies_{}", std::process::id());
+        let other = conn.create_channel().await?;
+        // Gone with the connection.
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        other
+            .queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await?;
+        let publisher = Publisher::open(&conn, url, "cm@test").await?;
+        let mut replies = publisher.direct_replies().await?;
+        let mut msg = TaskMessage::new("cm.provision", Vec::new(), serde_json::Map::new());
+        msg.reply_to = Some(DIRECT_REPLY_TO.into());
+        let take = || async {
+            let got = other
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await?
+                .ok_or("no message on the queue")?;
+            Ok::<_, Box<dyn std::error::Error>>(got.properties.reply_to().clone())
+        };
+
+        let sent = publisher.send_all(&queue, [&msg]).await?;
+        publisher.confirmed(&queue, sent).await?;
+        let address = take().await?.ok_or("no reply_to")?.to_string();
+        assert!(address.starts_with("amq.rabbitmq.reply-to."), "{address}");
+        other
+            .basic_publish(
+                "".into(),
+                address.as_str().into(),
+                Default::default(),
+                b"answer",
+                Default::default(),
+            )
+            .await?;
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(10), replies.next())
+            .await?
+            .ok_or("the replies ended")??;
+        assert_eq!(reply.data, b"answer");
+
+        publisher.renew().await?;
+        let sent = publisher.send_all(&queue, [&msg]).await?;
+        publisher.confirmed(&queue, sent).await?;
+        assert_eq!(take().await?, None);
+        publisher.close().await;
+        conn.close(200, "done".into()).await?;
+        Ok(())
+    }
+
     #[test]
     fn redact_hides_the_password_only() {
         assert_eq!(

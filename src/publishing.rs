@@ -80,14 +80,20 @@ pub async fn publish_on(
     queue: &QueueConfig,
     messages: &[TaskMessage],
 ) -> anyhow::Result<String> {
-    let origin = format!("cm@{}", cfg.node_host);
-    let publisher = Publisher::open(conn, &cfg.broker_url, &origin).await?;
+    let publisher = publisher(cfg, conn).await?;
     let published = publish_with(cfg, &publisher, store, queue, messages).await;
     publisher.close().await;
     published
 }
 
-async fn publish_with(
+/// The publisher [`publish_on`] publishes through, for a caller that needs it beyond (replies
+/// on its channel, see `results::Replies`): then publish with [`publish_with`].
+pub async fn publisher(cfg: &Config, conn: &Arc<Connection>) -> Result<Publisher, BrokerError> {
+    Publisher::open(conn, &cfg.broker_url, &format!("cm@{}", cfg.node_host)).await
+}
+
+/// [`publish_on`] through `publisher`, left open.
+pub async fn publish_with(
     cfg: &Config,
     publisher: &Publisher,
     store: &Store,

@@ -1,27 +1,26 @@
 //! Final states pushed to a waiting publisher. `cm launch/provision/call --wait` of a small
-//! batch gives its jobs a reply queue of its own (`reply_to`, as an rpc:// client does), and a
-//! worker sends each job's final state there once it is stored (`worker::outcome`). The store
-//! stays the truth: a reply only says when to look at it, so `--wait` answers as soon as the
-//! last job is final instead of at its next poll.
+//! batch has its jobs answered on its publishing channel (`reply_to` is RabbitMQ's direct
+//! reply-to, as an rpc:// client's is a queue of its own), and a worker sends each job's final
+//! state there once it is stored (`worker::outcome`). The store stays the truth: a reply only
+//! says when to look at it, so `--wait` answers as soon as the last job is final instead of at
+//! its next poll.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
-use lapin::Connection;
 use serde::Deserialize;
 
-use crate::broker::{self, BrokerError};
+use crate::broker::{self, BrokerError, Publisher};
 
 /// Batches up to this many jobs are told their final states; bigger ones are polled. Each
 /// reply is one more message for the broker and a confirmed publish for the worker, which a
 /// batch of thousands would pay in throughput, and to whom a poll's 200 ms is nothing.
 pub const PUSHED_UP_TO: usize = 100;
 
-/// The reply queue of one `--wait`, and the jobs it has heard of.
+/// The replies of one `--wait`, and the jobs it has heard of.
 pub struct Replies {
     consumer: lapin::Consumer,
-    queue: String,
     heard: HashSet<String>,
     /// The consumer ended (connection lost): the waiter goes on by polling alone.
     closed: bool,
@@ -33,26 +32,21 @@ struct Reply {
 }
 
 impl Replies {
-    /// A private queue on `conn` (the publisher's, kept open while waiting), consumed before
-    /// any job is published, so that no reply comes before it is heard.
-    pub async fn open(conn: &Connection, urls: &str) -> Result<Self, BrokerError> {
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|cause| broker::protocol(urls, "opening a channel for replies", cause))?;
-        let queue = broker::private_queue(&channel, urls).await?;
-        let consumer = broker::consume_unacked(&channel, urls, &queue, "consuming replies").await?;
+    /// Replies to the messages `publisher` sends from now on with [`Replies::address`] as
+    /// their `reply_to`: consumed before any job is published, so that no reply comes unheard.
+    /// No queue is declared: a private one took the broker longer to make than the rest of a
+    /// one-job `--wait` took to publish.
+    pub async fn on(publisher: &Publisher) -> Result<Self, BrokerError> {
         Ok(Self {
-            consumer,
-            queue,
+            consumer: publisher.direct_replies().await?,
             heard: HashSet::new(),
             closed: false,
         })
     }
 
     /// Where the jobs' final states are to go: their messages' `reply_to`.
-    pub fn queue(&self) -> &str {
-        &self.queue
+    pub fn address(&self) -> &'static str {
+        broker::DIRECT_REPLY_TO
     }
 
     /// Jobs heard of as final so far.

@@ -607,17 +607,19 @@ fn provision_waiting(stack: &Stack, hosts: &str) -> std::process::Child {
         .expect("spawn cm provision --wait")
 }
 
-/// A small `--wait` gives its jobs a reply queue of its own, which the worker answers once the
-/// final state is stored; a big one (over 100 jobs) is polled and costs the workers no replies.
+/// A small `--wait` has its jobs answered on its own channel (RabbitMQ's direct reply-to),
+/// which the worker does once the final state is stored; a big one (over 100 jobs) is polled
+/// and costs the workers no replies.
 #[test]
-fn a_small_wait_is_answered_through_its_reply_queue_and_a_big_one_is_polled() {
+fn a_small_wait_is_answered_on_its_channel_and_a_big_one_is_polled() {
     let stack = Stack::new();
     stack.ok(&["mq", "setup"]);
     let waiting = provision_waiting(&stack, "x1");
     let reply_to = reply_to_of_next(&stack.prov).expect("the message has a reply_to");
+    // The broker's address of the waiting publisher's channel.
     assert!(
-        reply_to.starts_with("amq.gen-"),
-        "a private queue: {reply_to}"
+        reply_to.starts_with("amq.rabbitmq.reply-to."),
+        "a direct reply-to: {reply_to}"
     );
     stack.ok(&["queue", "start"]);
     let out = waiting.wait_with_output().expect("cm provision --wait");

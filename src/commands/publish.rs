@@ -1,7 +1,7 @@
 //! `cm launch` and `cm provision`: publish jobs (persistent, confirmed) and print their ids.
 
+use crate::broker::Publisher;
 use crate::cli::{CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
-use lapin::Connection;
 
 use crate::config::{Config, QueueConfig};
 use crate::exit::{CmError, Code};
@@ -130,20 +130,19 @@ fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> V
         .collect()
 }
 
-/// A reply queue for the final states of `messages` if they are to be waited for and few
-/// enough ([`PUSHED_UP_TO`]); their `reply_to` names it.
+/// Replies with the final states of `messages` if they are to be waited for and few enough
+/// ([`PUSHED_UP_TO`]); their `reply_to` says so.
 async fn replies_for(
-    cfg: &Config,
-    conn: &Connection,
+    publisher: &Publisher,
     wait: &WaitArgs,
     messages: &mut [TaskMessage],
 ) -> anyhow::Result<Option<Replies>> {
     if !wait.wait || messages.len() > PUSHED_UP_TO {
         return Ok(None);
     }
-    let replies = Replies::open(conn, &cfg.broker_url).await?;
+    let replies = Replies::on(publisher).await?;
     for m in messages.iter_mut() {
-        m.reply_to = Some(replies.queue().to_string());
+        m.reply_to = Some(replies.address().to_string());
     }
     Ok(Some(replies))
 }
@@ -166,22 +165,29 @@ async fn publish(
 
 async fn publish_and_wait(
     cfg: &Config,
-    conn: &std::sync::Arc<Connection>,
+    conn: &std::sync::Arc<lapin::Connection>,
     store: &Store,
     queue: &QueueConfig,
     mut messages: Vec<TaskMessage>,
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
-    let replies = replies_for(cfg, conn, wait, &mut messages).await?;
-    let batch = publishing::publish_on(cfg, conn, store, queue, &messages).await?;
-    let mut out = String::with_capacity(messages.len() * 37);
-    for m in &messages {
-        out.push_str(&m.id);
-        out.push('\n');
+    let publisher = publishing::publisher(cfg, conn).await?;
+    // The replies come on the publisher's channel: it stays open until they are all in.
+    let done = async {
+        let replies = replies_for(&publisher, wait, &mut messages).await?;
+        let batch = publishing::publish_with(cfg, &publisher, store, queue, &messages).await?;
+        let mut out = String::with_capacity(messages.len() * 37);
+        for m in &messages {
+            out.push_str(&m.id);
+            out.push('\n');
+        }
+        crate::out!("{out}");
+        if !wait.wait {
+            return Ok(Code::Success);
+        }
+        super::wait::batch(store, &batch, messages.len(), wait.timeout, replies).await
     }
-    crate::out!("{out}");
-    if !wait.wait {
-        return Ok(Code::Success);
-    }
-    super::wait::batch(store, &batch, messages.len(), wait.timeout, replies).await
+    .await;
+    publisher.close().await;
+    done
 }
