@@ -228,7 +228,7 @@ async fn on_postgres_a_fold_keeps_the_counts_and_shortens_the_logs() -> TestResu
 }
 
 /// A store from before the kept counts (migrations 1 to 5) gets them from its rows when it is
-/// migrated, and its rows' `unusual_state` (migration 0009).
+/// migrated, its rows' `unusual_state` (migration 0009) and its history's new key (0010).
 #[tokio::test]
 async fn on_postgres_a_store_with_jobs_gets_its_counts_and_state_lookups_when_migrated(
 ) -> TestResult {
@@ -254,6 +254,12 @@ async fn on_postgres_a_store_with_jobs_gets_its_counts_and_state_lookups_when_mi
             "INSERT INTO jobs (id, task, queue, state, worker) VALUES ('a', 't', 'q', 'SUCCESS', \
              'w1'), ('b', 't', 'q', 'SUCCESS', 'w2'), ('c', 't', 'q', 'PENDING', NULL), \
              ('d', 't', 'q', 'FAILURE', 'w2')",
+        )
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO job_events (job_id, state, worker, at_ms) VALUES ('a', 'STARTED', \
+             'w1', 1), ('b', 'SUCCESS', 'w2', 2), ('a', 'SUCCESS', 'w1', 3)",
         )
         .execute(&mut conn)
         .await?;
@@ -283,6 +289,14 @@ async fn on_postgres_a_store_with_jobs_gets_its_counts_and_state_lookups_when_mi
             failed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
             ["d"]
         );
+        // Its history, keyed by (job_id, seq) since migration 0010, in its order.
+        let history: Vec<_> = store
+            .history("a")
+            .await?
+            .into_iter()
+            .map(|e| (e.state, e.at_ms))
+            .collect();
+        assert_eq!(history, [("STARTED".into(), 1), ("SUCCESS".into(), 3)]);
         store.close().await;
         Ok(())
     })
