@@ -780,6 +780,22 @@ async fn assert_kept_counts_are_counted(store: &Store, when: &str) -> TestResult
         let listed = store.list(&one).await?;
         assert_eq!(listed.len() as i64, *n, "{when}: {state}, listed");
         assert!(listed.iter().all(|j| &j.state == state), "{when}: {state}");
+        let past_the_last = JobFilter {
+            offset: *n,
+            ..one.clone()
+        };
+        assert_eq!(
+            store.list(&past_the_last).await?.len(),
+            0,
+            "{when}: {state}"
+        );
+        if *n > 0 {
+            let last = JobFilter {
+                offset: n - 1,
+                ..one.clone()
+            };
+            assert_eq!(store.list(&last).await?.len(), 1, "{when}: {state}, last");
+        }
         let expected: Vec<_> = by_state
             .iter()
             .filter(|(s, _)| s == state)
