@@ -238,6 +238,13 @@ impl Store {
     }
 
     pub(crate) async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        // PENDING and SUCCESS have no index (see `where_clause`): by one of them alone, the
+        // kept count says when no row is left to find, which a scan would read every row for.
+        if let Some(Some(state @ (PENDING | SUCCESS))) = filter.kept_counts() {
+            if self.kept_count(Some(state)).await? <= filter.offset {
+                return Ok(Vec::new());
+            }
+        }
         let (clause, binds) = where_clause(filter);
         let limit = if filter.limit > 0 {
             filter.limit
