@@ -6,7 +6,7 @@
 //! Prints one JSON line: messages, seconds (first publish to last ack), publish_seconds, rate.
 //!
 //! `--celery` sends cm's own messages (Celery protocol v2: a fresh task id, 14 headers and the
-//! properties a Celery client sets, from `cm::protocol`) instead of the same body with only a
+//! properties a Celery client sets, from `cm::celery::message`) instead of the same body with only a
 //! content type: what the broker itself can do with the message format cm must speak.
 
 use std::time::Instant;
@@ -104,7 +104,7 @@ async fn run(n: usize, queue: &str, url: &str, celery: bool) -> anyhow::Result<(
         let encoded;
         let (body, props) = if celery {
             let kwargs = kwargs.as_object().cloned().unwrap_or_default();
-            encoded = cm::protocol::TaskMessage::new("cm.launch", Vec::new(), kwargs)
+            encoded = cm::celery::message::TaskMessage::new("cm.launch", Vec::new(), kwargs)
                 .encode("raw_ceiling");
             (encoded.0.as_slice(), encoded.1)
         } else {

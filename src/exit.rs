@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::broker::BrokerError;
+use crate::amqp::BrokerError;
 use crate::config::ConfigError;
 use crate::store::StoreError;
 

@@ -1,24 +1,31 @@
-//! cm: an ops CLI, worker and web launcher for a RabbitMQ job queue (Celery protocol v2).
+//! cm: an ops CLI, worker and web console for a RabbitMQ job queue (Celery protocol v2).
+//!
+//! The crate in the order a job meets it:
+//!
+//! - `cli`, `commands`: the `cm` command line (clap types) and each command family's work.
+//! - `config`: `fabfile.toml`, read once into types (queues, workers, tasks, URLs, limits).
+//! - `client`: what a front end does with jobs: publish a batch, wait for results, revoke.
+//! - `celery`: Celery's wire formats: the task message, remote control, events, Python reprs.
+//! - `amqp`: RabbitMQ through lapin: connect (failover over a list), declare, publish confirmed.
+//! - `control`: the supervisor of what cm starts detached: workers, the web, jobs' commands.
+//! - `worker`: one worker process: its session with the broker, one delivery's pipeline.
+//! - `jobs`: the job kinds and how each runs (the simulations, command tasks).
+//! - `store`: the status store, SQLite or PostgreSQL: job states, history, revokes, leases.
+//! - `web`: the web console and `/api/`.
+//! - `joblog`: the worker's job lines (`[time] node job id task: STATE`), batched.
+//! - `output`, `exit`: what a command prints, and its exit code.
 
-pub mod broker;
+pub mod amqp;
+pub mod celery;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod config;
 pub mod control;
 pub mod exit;
-pub mod inspect;
 pub mod joblog;
 pub mod jobs;
-pub mod mq;
 pub mod output;
-pub mod privileges;
-pub mod protocol;
-pub mod publishing;
-pub mod pyrepr;
-pub mod remote;
-pub mod results;
-pub mod revoking;
 pub mod store;
-pub mod timestamp;
 pub mod web;
 pub mod worker;

@@ -114,7 +114,7 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
         .expect("lock the store");
 
     // A Celery-style client's job (no PENDING record) arrives while the store is locked.
-    let msg = cm::protocol::TaskMessage::new(
+    let msg = cm::celery::message::TaskMessage::new(
         "cm.provision",
         vec!["h1".into(), "ubuntu".into()],
         serde_json::Map::new(),
@@ -172,7 +172,7 @@ fn give_backs_near_the_delivery_limit_publish_a_fresh_copy_and_never_dead_letter
     locker
         .execute_batch("BEGIN EXCLUSIVE")
         .expect("lock the store");
-    let msg = cm::protocol::TaskMessage::new(
+    let msg = cm::celery::message::TaskMessage::new(
         "cm.provision",
         vec!["h1".into(), "ubuntu".into()],
         serde_json::Map::new(),
@@ -293,7 +293,7 @@ fn existing_depth(queue: &str) -> Option<u32> {
     })
 }
 
-fn publish_message(queue: &str, msg: &cm::protocol::TaskMessage) {
+fn publish_message(queue: &str, msg: &cm::celery::message::TaskMessage) {
     let (body, props) = msg.encode("test");
     publish_to(queue, &body, props);
 }
@@ -570,7 +570,7 @@ fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
     stack.delete_on_drop(&pair);
     let dead = format!("{pair}.dead");
     stack.ok(&["queue", "start", "c1"]);
-    let long = cm::protocol::TaskMessage::new(
+    let long = cm::celery::message::TaskMessage::new(
         "cm.provision",
         vec!["h1".into(), "ubuntu".into()],
         serde_json::Map::new(),

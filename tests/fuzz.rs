@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use cm::celery::message::TaskMessage;
 use cm::config::{Config, ConfigError};
 use cm::jobs::Job;
-use cm::protocol::TaskMessage;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 use proptest::prelude::*;

@@ -4,7 +4,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
-use crate::broker::{self, Publisher};
+use crate::amqp::{self, Publisher};
 use crate::config::Config;
 use crate::exit::{CmError, Code};
 
@@ -37,20 +37,20 @@ fn queues<'a>(cfg: &'a Config, only: Option<&'a str>) -> Result<Vec<&'a str>, Cm
     }
 }
 
-/// Whether work queue `name` is a quorum queue, and so its `.dead` (see broker::declare_dead_queue).
+/// Whether work queue `name` is a quorum queue, and so its `.dead` (see amqp::declare_dead_queue).
 fn quorum(cfg: &Config, name: &str) -> bool {
     cfg.queues.iter().any(|c| c.name == name && c.quorum)
 }
 
 pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let conn = broker::connect(&cfg.broker_url, "cm dead list").await?;
+    let conn = amqp::connect(&cfg.broker_url, "cm dead list").await?;
     let channel = conn.create_channel().await?;
     let mut found = Vec::new();
     let mut last_tag = None;
     for q in queues {
         let dead = format!("{q}.dead");
-        broker::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
+        amqp::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
         // Peek: take every message unacked, then hand them all back at the end.
         while let Some(msg) = channel
             .basic_get(dead.as_str().into(), BasicGetOptions::default())
@@ -105,7 +105,7 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
 
 pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let conn = std::sync::Arc::new(broker::connect(&cfg.broker_url, "cm dead requeue").await?);
+    let conn = std::sync::Arc::new(amqp::connect(&cfg.broker_url, "cm dead requeue").await?);
     let publisher = Publisher::open(&conn, &cfg.broker_url, "cm").await?;
     let channel = conn.create_channel().await?;
     let mut moved = 0;
@@ -114,7 +114,7 @@ pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
         // Only what is there now: a message that is still poison comes straight back, and must
         // not be taken again in this same run.
         let waiting =
-            broker::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
+            amqp::declare_dead_queue(&channel, &cfg.broker_url, q, quorum(cfg, q)).await?;
         for _ in 0..waiting {
             let Some(msg) = channel
                 .basic_get(dead.as_str().into(), BasicGetOptions::default())

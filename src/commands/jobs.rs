@@ -110,13 +110,13 @@ pub async fn revoke(
     json: bool,
 ) -> anyhow::Result<Code> {
     let signal = signal
-        .map(crate::revoking::signal_name)
+        .map(crate::client::revoke::signal_name)
         .transpose()
         .map_err(CmError::BadArgument)?;
     let store = Store::open(&cfg.store_url).await?;
     let by = format!("cm@{}", cfg.node_host);
     let terminate = terminate || signal.is_some();
-    let reports = crate::revoking::revoke(&store, ids, terminate, signal, &by).await?;
+    let reports = crate::client::revoke::revoke(&store, ids, terminate, signal, &by).await?;
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

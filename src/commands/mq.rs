@@ -7,10 +7,11 @@ use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{self, redact};
+use crate::amqp;
+use crate::amqp::node::{self, Ctl, CtlError};
+use crate::config::urls::redact;
 use crate::config::Config;
 use crate::exit::{CmError, Code};
-use crate::mq::{self, Ctl, CtlError};
 
 /// How long a starting node may take to answer, then to finish booting, then to listen.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -53,7 +54,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
         crate::outln!("RabbitMQ is already running");
         return Ok(Code::Success);
     }
-    let server = mq::find_tool("rabbitmq-server").map_err(ctl_error)?;
+    let server = node::find_tool("rabbitmq-server").map_err(ctl_error)?;
     // No systemd on every machine: start the node directly, as the fabfile did (the Debian
     // wrapper drops to the rabbitmq user by itself). `-detached` returns once the VM forked.
     let status = tokio::process::Command::new(&server)
@@ -94,7 +95,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
     // The node can answer rabbitmqctl before its AMQP listener is bound.
     let uri = broker_uri(cfg)?;
     let (host, port) = (uri.authority.host.as_str(), uri.authority.port);
-    if mq::is_local_host(host) {
+    if node::is_local_host(host) {
         let addr = format!("{host}:{port}");
         while tokio::net::TcpStream::connect(&addr).await.is_err() {
             if Instant::now() >= deadline {
@@ -174,7 +175,7 @@ fn queue_names(cfg: &Config) -> Vec<(String, String)> {
 
 pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<Code> {
     let shown = redact(&cfg.broker_url);
-    let conn = match broker::connect(&cfg.broker_url, "cm mq status").await {
+    let conn = match amqp::connect(&cfg.broker_url, "cm mq status").await {
         Ok(c) => c,
         Err(e) => {
             if json {
@@ -251,7 +252,7 @@ fn print_status(report: &BrokerStatus) {
 
 /// Counts with unacked, where this is the broker's host and `rabbitmqctl` may talk to the node.
 async fn counts_from_ctl(uri: &AMQPUri, names: &[(String, String)]) -> Option<Vec<QueueCounts>> {
-    if !nix::unistd::geteuid().is_root() || !mq::is_local_host(&uri.authority.host) {
+    if !nix::unistd::geteuid().is_root() || !node::is_local_host(&uri.authority.host) {
         return None;
     }
     let ctl = Ctl::find().ok()?;
@@ -332,7 +333,7 @@ struct ListedUser {
 pub async fn setup(cfg: &Config) -> anyhow::Result<Code> {
     let uri = broker_uri(cfg)?;
     let host = &uri.authority.host;
-    if !mq::is_local_host(host) {
+    if !node::is_local_host(host) {
         return Err(CmError::BadArgument(format!(
             "[broker] url points at {host}, not this machine: run `sudo cm mq setup` on the broker's host (rabbitmqctl manages the local node)"
         ))
@@ -399,7 +400,7 @@ pub async fn setup(cfg: &Config) -> anyhow::Result<Code> {
         }
         .into());
     }
-    let conn = broker::connect(&cfg.broker_url, "cm mq setup").await?;
+    let conn = amqp::connect(&cfg.broker_url, "cm mq setup").await?;
     let _ = conn.close(200, "setup checked".into()).await;
     crate::outln!("ok: {} accepts the login", redact(&cfg.broker_url));
     Ok(Code::Success)

@@ -1,14 +1,14 @@
 //! `cm launch` and `cm provision`: publish jobs (persistent, confirmed) and print their ids.
 
-use crate::broker::Publisher;
+use crate::amqp::Publisher;
 use crate::cli::{CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
 
+use crate::celery::message::TaskMessage;
+use crate::client::publish;
+use crate::client::results::{Replies, PUSHED_UP_TO};
 use crate::config::{Config, QueueConfig};
 use crate::exit::{CmError, Code};
 use crate::jobs::{self, launch::Launch, provision::Provision};
-use crate::protocol::TaskMessage;
-use crate::publishing;
-use crate::results::{Replies, PUSHED_UP_TO};
 use crate::store::Store;
 
 fn expand_hosts(hosts: &str) -> Result<Vec<String>, CmError> {
@@ -98,7 +98,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
                     .join(", ")
             ))
         })?,
-        None => publishing::queue_for(cfg, &args.task)?,
+        None => publish::queue_for(cfg, &args.task)?,
     };
     let first = msg.id.clone();
     let mut messages = Vec::with_capacity(args.count as usize);
@@ -110,7 +110,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         ));
     }
     messages.insert(0, msg);
-    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publishing::connect(cfg));
+    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg));
     let (store, conn) = (store?, conn?);
     let code = publish_and_wait(cfg, &conn, &store, queue, messages, &args.wait).await;
     let _ = conn.close(200, "done".into()).await;
@@ -147,16 +147,16 @@ async fn replies_for(
     Ok(Some(replies))
 }
 
-/// Publishes through [`crate::publishing::publish_jobs`], prints the job ids, and waits if asked.
+/// Publishes through [`crate::client::publish::publish_jobs`], prints the job ids, and waits if asked.
 async fn publish(
     cfg: &Config,
     task: &str,
     messages: Vec<TaskMessage>,
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
-    let queue = publishing::queue_for(cfg, task)?;
+    let queue = publish::queue_for(cfg, task)?;
     // The store is opened while the broker is connected to: a one-job `--wait` is mostly that.
-    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publishing::connect(cfg));
+    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg));
     let (store, conn) = (store?, conn?);
     let code = publish_and_wait(cfg, &conn, &store, queue, messages, wait).await;
     let _ = conn.close(200, "done".into()).await;
@@ -171,11 +171,11 @@ async fn publish_and_wait(
     mut messages: Vec<TaskMessage>,
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
-    let publisher = publishing::publisher(cfg, conn).await?;
+    let publisher = publish::publisher(cfg, conn).await?;
     // The replies come on the publisher's channel: it stays open until they are all in.
     let done = async {
         let replies = replies_for(&publisher, wait, &mut messages).await?;
-        let batch = publishing::publish_with(cfg, &publisher, store, queue, &messages).await?;
+        let batch = publish::publish_with(cfg, &publisher, store, queue, &messages).await?;
         let mut out = String::with_capacity(messages.len() * 37);
         for m in &messages {
             out.push_str(&m.id);

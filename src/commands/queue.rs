@@ -150,14 +150,14 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
             }),
             r.broker
                 .as_deref()
-                .map_or_else(dash, crate::broker::host_port),
+                .map_or_else(dash, crate::config::urls::host_port),
         );
     }
     Ok(Code::Success)
 }
 
 pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code> {
-    let workers = crate::inspect::ping_all(cfg).await?;
+    let workers = crate::amqp::inspect::ping_all(cfg).await?;
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&workers)?);
         return Ok(Code::Success);
@@ -189,7 +189,7 @@ pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code>
             w.jobs_done,
             w.broker
                 .as_deref()
-                .map_or_else(|| "-".into(), crate::broker::host_port),
+                .map_or_else(|| "-".into(), crate::config::urls::host_port),
         );
     }
     Ok(Code::Success)

@@ -182,7 +182,7 @@ pub async fn status(cfg: &Config, json: bool, all: bool) -> anyhow::Result<Code>
     let web = web::status(cfg);
     if json {
         let workers = if all {
-            serde_json::to_value(crate::inspect::ping_all(cfg).await?)?
+            serde_json::to_value(crate::amqp::inspect::ping_all(cfg).await?)?
         } else {
             let workers = control::select(cfg, &[])?;
             serde_json::to_value(control::status(cfg, &workers))?

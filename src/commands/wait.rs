@@ -6,8 +6,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
 
+use crate::client::results::Replies;
 use crate::exit::{CmError, Code};
-use crate::results::Replies;
 use crate::store::{self, JobFilter, Store};
 
 const POLL: Duration = Duration::from_millis(200);

@@ -13,6 +13,7 @@ mod queues;
 mod raw;
 mod store_location;
 mod tasks;
+pub mod urls;
 
 pub use raw::Described;
 pub use store_location::StoreLocation;
@@ -164,7 +165,7 @@ impl Config {
 
         let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
         let broker_url = env("CM_BROKER_URL").unwrap_or_else(|| raw.broker.url.get_ref().joined());
-        let urls = crate::broker::split_urls(&broker_url);
+        let urls = crate::config::urls::split_urls(&broker_url);
         if urls.is_empty() {
             return Err(at(
                 Some(raw.broker.url.span()),

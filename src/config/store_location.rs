@@ -26,7 +26,7 @@ impl StoreLocation {
         let Some(rest) = url.strip_prefix("sqlite:") else {
             return Err(format!(
                 "unknown store {:?}: {STORE_FORMS}",
-                crate::broker::redact(url)
+                crate::config::urls::redact(url)
             ));
         };
         let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -60,7 +60,7 @@ impl std::fmt::Display for StoreLocation {
         match self {
             Self::SqliteFile(path) => write!(f, "sqlite://{}", path.display()),
             Self::SqliteMemory => f.write_str("sqlite::memory:"),
-            Self::Postgres(url) => f.write_str(&crate::broker::redact(url)),
+            Self::Postgres(url) => f.write_str(&crate::config::urls::redact(url)),
         }
     }
 }

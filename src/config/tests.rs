@@ -288,7 +288,7 @@ fn the_broker_may_be_a_list_of_nodes_each_checked() -> Result<(), ConfigError> {
     );
     let c = parse(&list)?;
     assert_eq!(
-        crate::broker::split_urls(&c.broker_url),
+        crate::config::urls::split_urls(&c.broker_url),
         [
             "amqp://guest:guest@10.0.0.1:5672/%2f",
             "amqp://guest:guest@10.0.0.2:5672/%2f"

@@ -10,6 +10,7 @@
 //!   found), and stopping them.
 //! - `kill`: the one stop-with-deadline: first signal, grace, SIGKILL, kill wait.
 //! - `group`: a child in its own process group, stopped as a group (for jobs' commands).
+//! - `privileges`: dropping root to the configured user once a process has opened its files.
 //! - `workers` / `web`: what `cm queue` and `cm server` do with those pieces.
 
 pub mod detach;
@@ -17,6 +18,7 @@ pub mod group;
 pub mod kill;
 pub mod leftovers;
 pub mod pidfile;
+pub mod privileges;
 pub mod procs;
 pub mod role;
 pub mod spawn;

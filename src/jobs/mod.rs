@@ -16,8 +16,8 @@ pub mod run;
 
 use std::sync::Arc;
 
+use crate::celery::message::TaskMessage;
 use crate::config::{CommandSpec, Config};
-use crate::protocol::TaskMessage;
 use crate::store::NewJob;
 
 pub const PROVISION: &str = "cm.provision";

@@ -58,7 +58,7 @@ pub struct Context<'a> {
     pub result_dir: &'a Path,
     pub cancel: CancelRx,
     /// The message's own time limit (its `timelimit` header, see
-    /// [`crate::protocol::TimeLimit::enforced`]); a command's configured `time_limit` also
+    /// [`crate::celery::message::TimeLimit::enforced`]); a command's configured `time_limit` also
     /// holds, and the smaller of the two wins.
     pub time_limit: Option<Duration>,
 }

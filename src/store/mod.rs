@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use crate::config::StoreLocation;
-pub use writer::{Hold, Writer};
+pub use writer::{InFlight, Writer};
 
 pub const PENDING: &str = "PENDING";
 pub const RECEIVED: &str = "RECEIVED";
@@ -155,28 +155,28 @@ pub struct NewJob {
 
 /// Text a job's events share: its id, the worker's node name. Cloned into each of a job's six
 /// events without a copy.
-pub type Shared = std::sync::Arc<str>;
+pub type SharedText = std::sync::Arc<str>;
 
 /// One state transition, as a worker reports it.
 #[derive(Debug, Clone)]
 pub enum Event {
     Received {
         job: NewJob,
-        worker: Shared,
+        worker: SharedText,
         at: i64,
     },
     /// STARTED, or a step: the simulations' are borrowed, a command's `cm-state:` lines owned.
     State {
-        id: Shared,
+        id: SharedText,
         state: Cow<'static, str>,
-        worker: Shared,
+        worker: SharedText,
         at: i64,
     },
     /// SUCCESS, FAILURE, or REVOKED (a command terminated by a revoke). Clears the lease.
     Finished {
-        id: Shared,
+        id: SharedText,
         state: &'static str,
-        worker: Shared,
+        worker: SharedText,
         at: i64,
         result: Option<String>,
         error: Option<String>,
@@ -184,25 +184,25 @@ pub enum Event {
         output: Option<String>,
     },
     Retry {
-        id: Shared,
-        worker: Shared,
+        id: SharedText,
+        worker: SharedText,
         at: i64,
         error: String,
         retries: i64,
     },
     /// A redelivery of a job that is already final: counted, recorded, not run again.
     Redelivered {
-        id: Shared,
+        id: SharedText,
         state: String,
-        worker: Shared,
+        worker: SharedText,
         at: i64,
     },
     /// A long job's worker holds it until `until` (ms since the epoch), renewing as it runs, and
     /// acks its message once this is committed; should the lease lapse, a reaper publishes the
     /// job again. Does not change the job's state.
     Leased {
-        id: Shared,
-        worker: Shared,
+        id: SharedText,
+        worker: SharedText,
         at: i64,
         until: i64,
     },

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 
 use super::batch::{event_id, history_of, published, unfold, Commit, FoldedHistory, WholeRun};
 use super::{
-    is_final, Event, EventRow, JobRow, NewJob, Shared, FAILURE, PENDING, RECEIVED, RETRY, REVOKED,
-    STARTED, SUCCESS,
+    is_final, Event, EventRow, JobRow, NewJob, SharedText, FAILURE, PENDING, RECEIVED, RETRY,
+    REVOKED, STARTED, SUCCESS,
 };
 
 pub(super) const WORKERS: [&str; 2] = ["w1@h", "w2@h"];
@@ -115,7 +115,7 @@ fn new_job(i: usize, published: bool) -> NewJob {
 /// One job's events, in order, each with its worker, times left at 0.
 fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
     const STEPS: [&str; 3] = ["running", "deploy", "active"];
-    let id = Shared::from(format!("job-{i}"));
+    let id = SharedText::from(format!("job-{i}"));
     let mut out = VecDeque::new();
     let mut final_state: Option<&str> = None;
     let mut retries = 0;
@@ -128,7 +128,7 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
             _ => d.worker,
         };
         last_worker = Some(at);
-        let worker = Shared::from(WORKERS[at]);
+        let worker = SharedText::from(WORKERS[at]);
         let mut push = |ev| out.push_back((at, ev));
         if let (Some(state), false) = (final_state, d.blind) {
             // A worker looks a redelivered job up, finds it final, and only notes it.

@@ -11,7 +11,7 @@ use super::*;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn run(id: &str) -> Vec<Event> {
-    let w = Shared::from("l1@h");
+    let w = SharedText::from("l1@h");
     let state = |s: &'static str, at| Event::State {
         id: id.into(),
         state: s.into(),
@@ -56,7 +56,7 @@ async fn a_commit_lingers_for_company_only_while_other_jobs_are_in_hand() -> Tes
     let long = Duration::from_secs(30);
 
     let alone = store.writer_with(2, long)?;
-    let held = alone.hold();
+    let held = alone.in_flight();
     let t0 = std::time::Instant::now();
     alone.commit(events[0].clone()).await?;
     assert!(t0.elapsed() < long / 2, "alone, waited {:?}", t0.elapsed());
@@ -64,13 +64,13 @@ async fn a_commit_lingers_for_company_only_while_other_jobs_are_in_hand() -> Tes
 
     let linger = Duration::from_millis(300);
     let with_other = store.writer_with(2, linger)?;
-    let (_mine, _other) = (with_other.hold(), with_other.hold());
+    let (_mine, _other) = (with_other.in_flight(), with_other.in_flight());
     let t0 = std::time::Instant::now();
     with_other.commit(events[1].clone()).await?;
     assert!(t0.elapsed() >= linger, "committed after {:?}", t0.elapsed());
 
     let pair = store.writer_with(2, long)?;
-    let _held = (pair.hold(), pair.hold(), pair.hold());
+    let _held = (pair.in_flight(), pair.in_flight(), pair.in_flight());
     let t0 = std::time::Instant::now();
     let (first, second) = tokio::join!(
         pair.commit(events[2].clone()),
@@ -229,7 +229,7 @@ fn run_on(
     steps: &[&'static str],
     end: &'static str,
 ) -> Vec<Event> {
-    let w = Shared::from(worker);
+    let w = SharedText::from(worker);
     let mut events = vec![Event::Received {
         job: published(id),
         worker: w.clone(),
@@ -270,7 +270,7 @@ pub(super) async fn a_final_state_is_never_overwritten(store: &Store) -> TestRes
         }
     }
     let first = store.get("a").await?.ok_or("job a is gone")?;
-    let l2 = Shared::from("l2@h");
+    let l2 = SharedText::from("l2@h");
     // Run 2 of "a", each event a commit of its own: its step, a lease, a retry, its end.
     let mut second = run_on("a", "l2@h", 100, &["active"], FAILURE);
     second.insert(
@@ -364,7 +364,7 @@ pub(super) async fn revokes_are_kept_and_end_the_jobs_no_worker_holds(store: &St
     let ids = ["pending", "retry", "running", "done"];
     store.insert_pending(&ids.map(published)).await?;
     let writer = store.writer(1)?;
-    let w = Shared::from("l1@h");
+    let w = SharedText::from("l1@h");
     for ev in run_on("done", "l1@h", 10, &[], SUCCESS) {
         writer.commit(ev).await?;
     }

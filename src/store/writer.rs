@@ -65,14 +65,14 @@ pub struct Writer {
     /// so that its jobs go back to the queue before the worker exits.
     give_up: Arc<watch::Sender<bool>>,
     /// Jobs between their first event and their final commit ([`Writer::hold`]).
-    in_hand: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// A job in the worker's hands until dropped: while others are, a commit waits for them.
 #[derive(Debug)]
-pub struct Hold(Arc<AtomicUsize>);
+pub struct InFlight(Arc<AtomicUsize>);
 
-impl Drop for Hold {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -90,24 +90,24 @@ impl Writer {
     pub(super) fn spawn(sink: Sink, enough: usize, linger: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (give_up, patience) = watch::channel(false);
-        let in_hand = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let company = Company {
             enough: enough.max(1),
             linger,
-            in_hand: in_hand.clone(),
+            in_flight: in_flight.clone(),
         };
         tokio::spawn(run(sink, rx, patience, company));
         Self {
             tx,
             give_up: Arc::new(give_up),
-            in_hand,
+            in_flight,
         }
     }
 
     /// Marks a job as in hand until the guard drops: from its first event to its final commit.
-    pub fn hold(&self) -> Hold {
-        self.in_hand.fetch_add(1, Ordering::Relaxed);
-        Hold(self.in_hand.clone())
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
     }
 
     /// Stops waiting for room on a full disk: the waiting commit, and every later one the disk
@@ -141,7 +141,7 @@ impl Writer {
 struct Company {
     enough: usize,
     linger: Duration,
-    in_hand: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 async fn run(
@@ -238,7 +238,8 @@ async fn gather(
 ) {
     let deadline = tokio::time::Instant::now() + company.linger;
     let mut waiting = batch.iter().filter(|i| i.done.is_some()).count();
-    let others_coming = |waiting: usize| busy || company.in_hand.load(Ordering::Relaxed) > waiting;
+    let others_coming =
+        |waiting: usize| busy || company.in_flight.load(Ordering::Relaxed) > waiting;
     if !others_coming(waiting) {
         // The jobs woken meanwhile run first: a worker with deliveries at hand takes the next
         // one now, and holds it, before this commit decides it is alone.

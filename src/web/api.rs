@@ -15,10 +15,10 @@ use super::data::{
 use super::input::{self, Invalid, LaunchInput, ProvisionInput};
 use super::render::json_error;
 use super::state::AppState;
+use crate::celery::message::TaskMessage;
+use crate::client::publish::publish_jobs;
+use crate::client::revoke;
 use crate::jobs;
-use crate::protocol::TaskMessage;
-use crate::publishing::publish_jobs;
-use crate::revoking;
 
 /// A health check answers well within a load balancer's patience, broker down or not.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -84,7 +84,7 @@ struct RevokeInput {
 }
 
 /// `POST /api/jobs/{id}/revoke` with `{terminate, signal}` or no body (still JSON-typed):
-/// what the revoke came to (`revoking::Report`). An id no job has yet is revoked for later.
+/// what the revoke came to (`revoke::Report`). An id no job has yet is revoked for later.
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -100,7 +100,7 @@ pub async fn revoke(
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let signal = match req.signal.as_deref().map(revoking::signal_name).transpose() {
+    let signal = match req.signal.as_deref().map(revoke::signal_name).transpose() {
         Ok(s) => s,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e, Some("signal")),
     };
@@ -198,15 +198,10 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
     let cfg = state.cfg();
     let name = format!("cm web healthz@{}", cfg.node_host);
-    match tokio::time::timeout(
-        HEALTH_TIMEOUT,
-        crate::broker::connect(&cfg.broker_url, &name),
-    )
-    .await
-    {
+    match tokio::time::timeout(HEALTH_TIMEOUT, crate::amqp::connect(&cfg.broker_url, &name)).await {
         Err(_) => unhealthy(format!(
             "broker at {}: no answer within 3s",
-            crate::broker::redact(&cfg.broker_url)
+            crate::config::urls::redact(&cfg.broker_url)
         )),
         Ok(Err(e)) => unhealthy(e.to_string()),
         Ok(Ok(conn)) => {

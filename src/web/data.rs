@@ -183,10 +183,11 @@ pub async fn revoke(
     id: &str,
     terminate: bool,
     signal: Option<&str>,
-) -> anyhow::Result<crate::revoking::Report> {
+) -> anyhow::Result<crate::client::revoke::Report> {
     let by = format!("web@{}", state.cfg().node_host);
     let ids = [id.to_string()];
-    let mut reports = crate::revoking::revoke(state.store(), &ids, terminate, signal, &by).await?;
+    let mut reports =
+        crate::client::revoke::revoke(state.store(), &ids, terminate, signal, &by).await?;
     tracing::info!("revoke of job {id} from the web (terminate: {terminate})");
     // One id asked, one answer.
     reports

@@ -3,9 +3,9 @@
 
 use serde::Deserialize;
 
+use crate::celery::message::TaskMessage;
 use crate::config::Config;
 use crate::jobs::{self, launch::Launch, provision::Provision};
-use crate::protocol::TaskMessage;
 
 /// A bad value, and the form field it came from.
 #[derive(Debug, Clone, PartialEq)]

@@ -91,7 +91,7 @@ fn gauges<'a>(values: impl IntoIterator<Item = (&'a str, String, i64)>) -> Famil
 async fn queue_depths(cfg: &Config) -> Option<Vec<(String, u32)>> {
     let name = format!("cm web metrics@{}", cfg.node_host);
     let work = async {
-        let conn = crate::broker::connect(&cfg.broker_url, &name).await.ok()?;
+        let conn = crate::amqp::connect(&cfg.broker_url, &name).await.ok()?;
         let mut depths = Vec::new();
         for q in &cfg.queues {
             // A passive declare of a missing queue closes its channel: one channel per queue.

@@ -127,7 +127,7 @@ async fn serve(
     if let Some(lock) = pid_lock {
         files.push(lock.file());
     }
-    if let Some(user) = crate::privileges::drop_if_root(cfg, &files, &[&cfg.pid_dir])? {
+    if let Some(user) = crate::control::privileges::drop_if_root(cfg, &files, &[&cfg.pid_dir])? {
         tracing::info!("dropped privileges to {user}");
     }
     let store = Store::open(&cfg.store_url).await?;

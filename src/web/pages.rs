@@ -14,8 +14,8 @@ use super::render::{
 };
 use super::state::AppState;
 use super::view::{self, Choice, JobView, WorkerView};
+use crate::client::publish::publish_jobs;
 use crate::jobs;
-use crate::publishing::publish_jobs;
 use crate::store::JobFilter;
 
 pub async fn root() -> Redirect {
@@ -181,7 +181,7 @@ pub async fn provision(State(state): State<AppState>, headers: HeaderMap, body: 
 async fn publish_and_watch(
     state: &AppState,
     task: &str,
-    messages: &[crate::protocol::TaskMessage],
+    messages: &[crate::celery::message::TaskMessage],
 ) -> Response {
     match publish_jobs(state.cfg(), state.store(), task, messages).await {
         Ok(batch) => {

@@ -20,21 +20,21 @@ use super::revokes::{self, Revocations};
 use super::running::RunningJob;
 use super::schedule;
 use super::stats::Counters;
-use crate::broker::{self, Publisher};
+use crate::amqp::{self, Publisher};
+use crate::celery::event_format::TaskEvent;
+use crate::celery::message::TaskMessage;
 use crate::config::Config;
 use crate::joblog;
 use crate::jobs::cancel::Stops;
 use crate::jobs::run::{Context, Verdict};
 use crate::jobs::{self, Job};
-use crate::protocol::TaskMessage;
-use crate::remote::events::TaskEvent;
 use crate::store::{self, Event, Store, Writer};
 
 /// What every job handler of a session shares.
 pub(super) struct Ctx {
     pub(super) cfg: Config,
     /// `name@host`, shared by every event this worker sends.
-    pub(super) node: store::Shared,
+    pub(super) node: store::SharedText,
     pub(super) queue: String,
     pub(super) retries: u32,
     /// A quorum queue (its `.dead` is one too).
@@ -66,13 +66,13 @@ pub(super) fn say(node: &str, id: &str, task: &str, event: &str) {
     joblog::line(&[node, " job ", id, " ", task, ": ", event]);
 }
 
-/// `in_hand`: held from when the delivery was taken until its final state is committed, so
+/// `in_flight`: held from when the delivery was taken until its final state is committed, so
 /// that commits meanwhile wait for it (`store::Writer::hold`).
 pub(super) async fn handle(
     ctx: &Ctx,
     delivery: Delivery,
     slot: OwnedSemaphorePermit,
-    in_hand: store::Hold,
+    in_flight: store::InFlight,
 ) {
     if delivery.data.len() > ctx.cfg.max_message_bytes {
         let why = format!(
@@ -96,7 +96,7 @@ pub(super) async fn handle(
     };
     let (node, id, task) = (&*ctx.node, msg.id.as_str(), msg.task.as_str());
     // One copy of the id for all of this job's events.
-    let shared_id = store::Shared::from(id);
+    let shared_id = store::SharedText::from(id);
     // Only a redelivery can be a job that already ran: look it up then, and not on the hot path.
     if delivery.redelivered {
         match ctx.store.state_of(id).await {
@@ -190,7 +190,7 @@ pub(super) async fn handle(
         .writer
         .commit(outcome.event(&shared_id, &ctx.node, finish.output))
         .await;
-    drop(in_hand);
+    drop(in_flight);
     if let Err(e) = committed {
         if lease != Lease::None {
             // Acked already: the lease, no longer renewed, lapses and a reaper publishes it.
@@ -208,7 +208,7 @@ pub(super) async fn handle(
 async fn already_final(
     ctx: &Ctx,
     delivery: &Delivery,
-    id: store::Shared,
+    id: store::SharedText,
     task: &str,
     state: String,
 ) {
@@ -231,7 +231,7 @@ async fn already_final(
 }
 
 /// Logs a state and queues it for the store (not awaited: the final state's commit covers it).
-fn state(ctx: &Ctx, id: &store::Shared, task: &str, state: Cow<'static, str>) {
+fn state(ctx: &Ctx, id: &store::SharedText, task: &str, state: Cow<'static, str>) {
     say(&ctx.node, id, task, &state);
     ctx.writer.send(Event::State {
         id: id.clone(),
@@ -313,7 +313,7 @@ async fn over_the_limit(ctx: &Ctx, delivery: Delivery, returned: u64) {
     if let Ok(msg) = TaskMessage::decode(&delivery.properties, &delivery.data) {
         say(&ctx.node, &msg.id, &msg.task, &format!("FAILURE {why}"));
         let failed = Event::Finished {
-            id: store::Shared::from(msg.id.as_str()),
+            id: store::SharedText::from(msg.id.as_str()),
             state: store::FAILURE,
             worker: ctx.node.clone(),
             at: store::now_ms(),
@@ -339,7 +339,7 @@ async fn dead_letter(ctx: &Ctx, delivery: Delivery, reason: &str) {
         .dead_declared
         .get_or_try_init(|| async {
             let channel = ctx.publisher.channel().await?;
-            broker::declare_dead_queue(&channel, &ctx.cfg.broker_url, &ctx.queue, ctx.quorum)
+            amqp::declare_dead_queue(&channel, &ctx.cfg.broker_url, &ctx.queue, ctx.quorum)
                 .await
                 .map(|_| ())
         })

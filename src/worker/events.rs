@@ -3,7 +3,7 @@
 //! [`LINGER`] later, as one `task.multi` message (or one event alone under its own routing
 //! key), and adds the worker events (online on each connection, a heartbeat every 2 s,
 //! offline at the end). When the broker is slow or gone the list fills and events are dropped
-//! and counted, never waited for. Formats are `crate::remote::events`.
+//! and counted, never waited for. Formats are `crate::celery::event_format`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, warn};
 
 use super::running::Running;
-use crate::protocol::TaskMessage;
-use crate::remote::clock::LamportClock;
-use crate::remote::events::{self as wire, Encoder, Origin, TaskEvent, WorkerFields};
+use crate::celery::clock::LamportClock;
+use crate::celery::event_format::{self as wire, Encoder, Origin, TaskEvent, WorkerFields};
+use crate::celery::message::TaskMessage;
 
 /// Task events waiting for the publisher; past this a job's events are dropped.
 const QUEUED_EVENTS: usize = 8192;
@@ -184,14 +184,14 @@ impl Events {
         let args = match header("argsrepr") {
             Some(text) => text,
             None => {
-                args = crate::pyrepr::py_repr_list(&msg.args);
+                args = crate::celery::pyrepr::py_repr_list(&msg.args);
                 &args
             }
         };
         let kwargs = match header("kwargsrepr") {
             Some(text) => text,
             None => {
-                kwargs = crate::pyrepr::py_repr_map(&msg.kwargs);
+                kwargs = crate::celery::pyrepr::py_repr_map(&msg.kwargs);
                 &kwargs
             }
         };

@@ -22,15 +22,15 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::delivery::{say, Ctx};
+use crate::celery::message::TaskMessage;
 use crate::jobs::cancel::Stops;
 use crate::jobs::run::Finish;
-use crate::protocol::TaskMessage;
 use crate::store::{self, Event, Store};
 
 /// The jobs this worker holds by lease, to renew; shared by its sessions.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Held {
-    ids: Arc<Mutex<HashSet<store::Shared>>>,
+    ids: Arc<Mutex<HashSet<store::SharedText>>>,
 }
 
 impl Held {
@@ -38,12 +38,12 @@ impl Held {
         self.lock().iter().map(|id| id.to_string()).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<store::Shared>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<store::SharedText>> {
         // A panic while holding it leaves a set of ids: still the truth.
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, id: store::Shared) {
+    fn insert(&self, id: store::SharedText) {
         self.lock().insert(id);
     }
 
@@ -70,7 +70,7 @@ pub(super) enum Lease {
 /// leased: then its delivery is settled already, and what follows must not ack or nack it.
 pub(super) async fn run_past(
     ctx: &Ctx,
-    id: &store::Shared,
+    id: &store::SharedText,
     task: &str,
     tag: u64,
     job: impl Future<Output = Finish>,
@@ -105,7 +105,7 @@ pub(super) async fn run_past(
 }
 
 /// Commits a lease on job `id` for this worker; true once it is durable.
-async fn take(ctx: &Ctx, id: &store::Shared, task: &str) -> bool {
+async fn take(ctx: &Ctx, id: &store::SharedText, task: &str) -> bool {
     let at = store::now_ms();
     let until = at.saturating_add(millis(ctx.cfg.lease));
     let leased = Event::Leased {
@@ -146,7 +146,7 @@ fn millis(d: Duration) -> i64 {
 /// its job interrupted here (`stops`).
 pub(super) async fn renew(
     store: Store,
-    node: store::Shared,
+    node: store::SharedText,
     held: Held,
     lease: Duration,
     stops: Stops,

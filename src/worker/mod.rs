@@ -14,7 +14,7 @@
 //! - `schedule`: a message's eta and expires: a job not due yet is held SCHEDULED by the store
 //!   and published again when due by each session's scheduler; an expired one never runs.
 //! - `remote`: what the worker answers about itself over the broker: `cm queue status --all`'s
-//!   ping and Celery's remote control (pidbox), whose wire formats are `crate::remote`.
+//!   ping and Celery's remote control (pidbox), whose wire formats are `crate::celery`.
 //! - `pidbox`: the remote control's queue, consumer and replies.
 //! - `events`: Celery's worker and task events, queued by the jobs, sent by one publisher task.
 //! - `running`: the jobs running now (`celery inspect active`) and the counts per task.

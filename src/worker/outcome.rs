@@ -12,11 +12,11 @@ use tracing::{error, warn};
 
 use super::delivery::{give_back, say, Ctx};
 use super::events::Events;
+use crate::celery::event_format::TaskEvent;
+use crate::celery::message::TaskMessage;
+use crate::celery::pyrepr::py_repr;
 use crate::jobs::cancel::Cancel;
 use crate::jobs::run::Verdict;
-use crate::protocol::TaskMessage;
-use crate::pyrepr::py_repr;
-use crate::remote::events::TaskEvent;
 use crate::store::{self, Event};
 
 pub(super) enum Outcome {
@@ -71,8 +71,8 @@ impl Outcome {
     /// RETRY with the failure.
     pub(super) fn event(
         &self,
-        id: &store::Shared,
-        worker: &store::Shared,
+        id: &store::SharedText,
+        worker: &store::SharedText,
         output: Option<String>,
     ) -> Event {
         let (id, worker, at) = (id.clone(), worker.clone(), store::now_ms());

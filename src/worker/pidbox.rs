@@ -15,7 +15,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::remote::{Answer, Remote};
-use crate::remote::pidbox::{self, NotForUs, ReplyTo, Request};
+use crate::celery::control::{self, NotForUs, ReplyTo, Request};
 
 /// Declares `<node>.celery.pidbox` as kombu does (exclusive, auto-delete, expiring) on the
 /// fanout exchange, and answers what arrives there until the connection ends.
@@ -26,21 +26,21 @@ pub(super) async fn listen(
     let channel = conn.create_channel().await?;
     channel
         .exchange_declare(
-            pidbox::EXCHANGE.into(),
+            control::EXCHANGE.into(),
             ExchangeKind::Fanout,
             ExchangeDeclareOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    let queue = pidbox::queue_name(&remote.node);
+    let queue = control::queue_name(&remote.node);
     let mut args = FieldTable::default();
     args.insert(
         "x-expires".into(),
-        AMQPValue::LongLongInt(pidbox::QUEUE_EXPIRES_MS),
+        AMQPValue::LongLongInt(control::QUEUE_EXPIRES_MS),
     );
     args.insert(
         "x-message-ttl".into(),
-        AMQPValue::LongLongInt(pidbox::QUEUE_MESSAGE_TTL_MS),
+        AMQPValue::LongLongInt(control::QUEUE_MESSAGE_TTL_MS),
     );
     let declare = QueueDeclareOptions {
         exclusive: true,
@@ -53,7 +53,7 @@ pub(super) async fn listen(
     channel
         .queue_bind(
             queue.as_str().into(),
-            pidbox::EXCHANGE.into(),
+            control::EXCHANGE.into(),
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -82,7 +82,8 @@ pub(super) async fn listen(
         // Keeps the channel (and so the consumer) for as long as requests come.
         let _channel = channel;
         while let Some(Ok(delivery)) = requests.next().await {
-            me.clock.adjust(pidbox::request_clock(&delivery.properties));
+            me.clock
+                .adjust(control::request_clock(&delivery.properties));
             let request = match Request::decode(&delivery.data) {
                 Ok(r) => r,
                 Err(e) => {
@@ -131,8 +132,8 @@ struct Replier {
 
 impl Replier {
     async fn send(&mut self, remote: &Remote, to: &ReplyTo, ticket: Option<&str>, reply: &Value) {
-        let body = pidbox::reply_body(&remote.node, reply);
-        let props = pidbox::reply_properties(ticket, remote.clock.forward());
+        let body = control::reply_body(&remote.node, reply);
+        let props = control::reply_properties(ticket, remote.clock.forward());
         if let Err(e) = self.publish(to, &body, props).await {
             warn!(
                 "pidbox: replying to {}/{}: {e}",

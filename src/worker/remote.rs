@@ -1,8 +1,8 @@
 //! What this worker tells others over the broker about itself, on each session's connection:
 //!
-//! - the `cm.control` ping of `cm queue status --all` (wire format: `crate::inspect`);
+//! - the `cm.control` ping of `cm queue status --all` (wire format: `crate::amqp::inspect`);
 //! - Celery's remote control: the answers to `celery inspect` / `celery control` / Flower, in
-//!   the shapes of `crate::remote::replies` (the queue and the replies are `pidbox.rs`);
+//!   the shapes of `crate::celery::replies` (the queue and the replies are `pidbox.rs`);
 //! - Celery's events: the session's events channel goes to the publisher (`events.rs`).
 //!
 //! `revoke` and `terminate` are not answered from memory: they go to the status store as
@@ -24,14 +24,14 @@ use super::revokes::Revoker;
 use super::running::Running;
 use super::signals::RemoteStop;
 use super::stats::Counters;
-use crate::broker::{self, BrokerError};
+use crate::amqp::inspect::{answer_pings, RemoteWorker};
+use crate::amqp::{self, BrokerError};
+use crate::celery::clock::LamportClock;
+use crate::celery::control::Request;
+use crate::celery::event_format::Origin;
+use crate::celery::replies::{self, Method, Rusage, Stats};
 use crate::config::{Config, WorkerRef};
-use crate::inspect::{answer_pings, RemoteWorker};
 use crate::jobs::cancel::{signal_named, SIGNALS};
-use crate::remote::clock::LamportClock;
-use crate::remote::events::Origin;
-use crate::remote::pidbox::Request;
-use crate::remote::replies::{self, Method, Rusage, Stats};
 
 /// A worker's remote side, shared by its sessions and its job handlers.
 pub(super) struct Remote {
@@ -69,7 +69,7 @@ pub(super) enum Answer {
 }
 
 impl Remote {
-    /// `utcoffset`: [`crate::remote::events::python_utcoffset`] of this host's zone.
+    /// `utcoffset`: [`crate::celery::event_format::python_utcoffset`] of this host's zone.
     pub(super) fn new(
         cfg: &Config,
         worker: WorkerRef<'_>,
@@ -90,14 +90,14 @@ impl Remote {
         let events = Events::start(origin, clock.clone(), running.clone(), cfg.send_events);
         let queue = worker.queue;
         let conf = json!({
-            "broker_url": broker::redact(&cfg.broker_url),
-            "broker_heartbeat": broker::HEARTBEAT_SECONDS,
+            "broker_url": crate::config::urls::redact(&cfg.broker_url),
+            "broker_heartbeat": amqp::HEARTBEAT_SECONDS,
             "task_serializer": "json",
             "accept_content": ["json"],
             "task_acks_late": true,
             "worker_concurrency": queue.concurrency,
             "worker_send_task_events": cfg.send_events,
-            "event_exchange": crate::remote::events::EXCHANGE,
+            "event_exchange": crate::celery::event_format::EXCHANGE,
             "control_exchange": "celery",
             "task_queues": [queue.name],
             "cm_prefetch": queue.prefetch,
@@ -121,8 +121,8 @@ impl Remote {
             prefetch: queue.prefetch,
             broker: replies::broker_info(
                 &cfg.broker_url,
-                broker::HEARTBEAT_SECONDS,
-                broker::CONNECT_TIMEOUT.as_secs(),
+                amqp::HEARTBEAT_SECONDS,
+                amqp::CONNECT_TIMEOUT.as_secs(),
             ),
             conf,
             tasks: crate::config::BUILT_IN
@@ -177,7 +177,7 @@ impl Remote {
             memory_bytes: crate::control::procs::rss_bytes(me),
             jobs_done: s.jobs_done,
             jobs_failed: s.jobs_failed,
-            broker: broker::connected_node(&self.broker_urls),
+            broker: amqp::connected_node(&self.broker_urls),
         }
     }
 
@@ -201,7 +201,7 @@ impl Remote {
                 let (args, kwargs): (Value, Value) =
                     serde_json::from_str(&job.args).unwrap_or((json!([]), json!({})));
                 json!({
-                    "eta": job.options.eta_ms.map(crate::timestamp::format_ms),
+                    "eta": job.options.eta_ms.map(crate::celery::timestamp::format_ms),
                     "priority": 0,
                     "request": {
                         "id": job.id,

@@ -18,9 +18,9 @@ use tracing::{info, warn};
 
 use super::delivery::{give_back, say, Ctx};
 use super::outcome::Outcome;
+use crate::celery::message::TaskMessage;
 use crate::jobs::cancel::{signal_named, Stops};
 use crate::jobs::{self, Job};
-use crate::protocol::TaskMessage;
 use crate::store::{self, Event, Revoke, Store};
 
 /// How often the store is asked for new revokes.
@@ -155,7 +155,7 @@ impl Known {
 
 /// Revokes asked of this worker over Celery's remote control (`celery control revoke`,
 /// Flower's buttons): kept in the store for every worker the one way `cm jobs revoke` keeps
-/// them (`crate::revoking`), and taken in here at once, so this worker neither starts the job
+/// them (`crate::client::revoke`), and taken in here at once, so this worker neither starts the job
 /// nor waits for its next poll to terminate it.
 pub(super) struct Revoker {
     pub(super) store: Store,
@@ -174,10 +174,11 @@ impl Revoker {
         ids: &[String],
         terminate: bool,
         signal: Option<Signal>,
-    ) -> Result<Vec<crate::revoking::Report>, store::StoreError> {
+    ) -> Result<Vec<crate::client::revoke::Report>, store::StoreError> {
         let signal = terminate.then(|| signal.unwrap_or(Signal::SIGTERM));
         let name = signal.map(Signal::as_str);
-        let reports = crate::revoking::revoke(&self.store, ids, terminate, name, &self.by).await?;
+        let reports =
+            crate::client::revoke::revoke(&self.store, ids, terminate, name, &self.by).await?;
         let at_ms = store::now_ms();
         for report in &reports {
             self.revoked.note(&Revoke {
@@ -267,7 +268,7 @@ pub(super) async fn settle_unrun(
     msg: &TaskMessage,
     job: &Job,
     delivery: &Delivery,
-    id: store::Shared,
+    id: store::SharedText,
     by: &str,
 ) {
     say(&ctx.node, &id, &msg.task, "REVOKED (revoked before it ran)");

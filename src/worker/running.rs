@@ -11,8 +11,8 @@ use lapin::types::ShortString;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
-use crate::protocol::TaskMessage;
-use crate::remote::replies::{DeliveryInfo, TaskInfo};
+use crate::celery::message::TaskMessage;
+use crate::celery::replies::{DeliveryInfo, TaskInfo};
 
 /// One running job.
 pub(super) struct RunningJob {
@@ -116,8 +116,8 @@ impl Running {
                     // Python's reprs, as cm and Celery's clients put them in argsrepr and
                     // kwargsrepr.
                     (
-                        Value::String(crate::pyrepr::py_repr_list(&msg.args)),
-                        Value::String(crate::pyrepr::py_repr_map(&msg.kwargs)),
+                        Value::String(crate::celery::pyrepr::py_repr_list(&msg.args)),
+                        Value::String(crate::celery::pyrepr::py_repr_map(&msg.kwargs)),
                     )
                 } else {
                     (

@@ -22,8 +22,8 @@ use tracing::warn;
 use super::delivery::{give_back, say, Ctx};
 use super::lease;
 use super::outcome::Outcome;
+use crate::celery::message::TaskMessage;
 use crate::jobs::{self, Job};
-use crate::protocol::TaskMessage;
 use crate::store::{self, Event, MessageOptions};
 
 /// An eta at most this far ahead runs now: not worth a round trip through the store.
@@ -41,7 +41,7 @@ pub(super) async fn settles_early(
     msg: &TaskMessage,
     job: &Job,
     delivery: &Delivery,
-    id: &store::Shared,
+    id: &store::SharedText,
 ) -> bool {
     let now = store::now_ms();
     if let Some(expires) = msg.expires_ms.filter(|&e| now > e) {
@@ -75,7 +75,7 @@ async fn hold(
     msg: &TaskMessage,
     job: &Job,
     delivery: &Delivery,
-    id: &store::Shared,
+    id: &store::SharedText,
     eta: i64,
 ) {
     let record = jobs::record(msg, Some(job), &ctx.queue, None, store::now_ms());
@@ -105,7 +105,7 @@ async fn expired(
     msg: &TaskMessage,
     job: &Job,
     delivery: &Delivery,
-    id: &store::Shared,
+    id: &store::SharedText,
     expires: i64,
 ) {
     let now = store::now_ms();

@@ -115,7 +115,7 @@ pub(super) async fn serve(
             Ended::Signal(name) => break (name, Some(session)),
             Ended::Lost(why) => {
                 // The next connect tries another node of the list first.
-                crate::broker::lost();
+                crate::amqp::lost();
                 warn!(
                     "lost the broker connection: {why}; unacked jobs go back to queue {} and run again; reconnecting",
                     queue.name

@@ -21,7 +21,7 @@ use super::revokes::Revocations;
 use super::schedule;
 use super::signals;
 use super::stats::Counters;
-use crate::broker::{self, Publisher};
+use crate::amqp::{self, Publisher};
 use crate::config::{Config, WorkerRef};
 use crate::jobs::cancel::Stops;
 use crate::store::{Store, Writer};
@@ -79,11 +79,11 @@ pub(super) fn backoff(n: u32) -> Duration {
 pub(super) fn is_final_refusal(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
-            c.downcast_ref::<broker::BrokerError>(),
+            c.downcast_ref::<amqp::BrokerError>(),
             Some(
-                broker::BrokerError::Unreachable { .. }
-                    | broker::BrokerError::AccessRefused { .. }
-                    | broker::BrokerError::VhostRefused { .. }
+                amqp::BrokerError::Unreachable { .. }
+                    | amqp::BrokerError::AccessRefused { .. }
+                    | amqp::BrokerError::VhostRefused { .. }
             )
         )
     })
@@ -106,9 +106,9 @@ impl Session {
         } = kept;
         let node = cfg.node_name(worker.name);
         let queue = worker.queue;
-        let conn = Arc::new(broker::connect(&cfg.broker_url, &format!("cm worker {node}")).await?);
+        let conn = Arc::new(amqp::connect(&cfg.broker_url, &format!("cm worker {node}")).await?);
         let channel = conn.create_channel().await.context("opening a channel")?;
-        broker::declare_work_queue(&channel, &cfg.broker_url, queue).await?;
+        amqp::declare_work_queue(&channel, &cfg.broker_url, queue).await?;
         channel
             .basic_qos(queue.prefetch, BasicQosOptions::default())
             .await
@@ -179,11 +179,11 @@ impl Session {
                         self.ctx.acks.taken(delivery.delivery_tag);
                         // Before the job's task first runs: a commit the writer makes meanwhile
                         // already waits for this job.
-                        let in_hand = self.ctx.writer.hold();
+                        let in_flight = self.ctx.writer.in_flight();
                         let ctx = self.ctx.clone();
                         // Boxed: the job's future is large, and spawning moves it about a dozen
                         // times; a box moves as a pointer.
-                        running.spawn(Box::pin(async move { delivery::handle(&ctx, delivery, permit, in_hand).await }));
+                        running.spawn(Box::pin(async move { delivery::handle(&ctx, delivery, permit, in_flight).await }));
                     }
                     // lapin reports a dead peer (missed heartbeats) or a forced close as an
                     // error, then ends the stream: both mean reconnect, never a silent stall.

@@ -48,7 +48,7 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
     })?;
     let lock = pidfile::lock(cfg, &Role::worker(name))?;
     let stderr = std::io::stderr();
-    if let Some(user) = crate::privileges::drop_if_root(
+    if let Some(user) = crate::control::privileges::drop_if_root(
         cfg,
         &[lock.file(), &stderr],
         &owned_paths(cfg)
@@ -77,7 +77,7 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
 /// This host's zone as Celery's events give it; UTC (0) when it cannot be read.
 fn local_utcoffset() -> i64 {
     time::UtcOffset::current_local_offset().map_or(0, |offset| {
-        crate::remote::events::python_utcoffset(i64::from(offset.whole_seconds()))
+        crate::celery::event_format::python_utcoffset(i64::from(offset.whole_seconds()))
     })
 }
 

@@ -55,7 +55,7 @@ pub(super) fn spawn_writer(
         let mut last = None;
         loop {
             let now = WorkerStats {
-                broker: crate::broker::connected_node(&urls),
+                broker: crate::amqp::connected_node(&urls),
                 ..stats.snapshot()
             };
             if last.as_ref() != Some(&now) {

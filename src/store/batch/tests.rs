@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::store::testing::{traffic, Model, Traffic};
-use crate::store::{Shared, FAILURE, SUCCESS};
+use crate::store::{SharedText, FAILURE, SUCCESS};
 
 /// The traffic written commit by commit, and event by event.
 fn both_ways(t: &Traffic) -> (Model, Model) {
@@ -54,7 +54,7 @@ proptest! {
 /// skipped when a later event of the commit sets its state again.
 #[test]
 fn whole_runs_are_one_upsert_and_overwritten_steps_are_skipped() {
-    let w = Shared::from("w");
+    let w = SharedText::from("w");
     let job = NewJob {
         id: "a".into(),
         ..NewJob::default()
@@ -109,8 +109,8 @@ fn whole_runs_are_one_upsert_and_overwritten_steps_are_skipped() {
 /// rest keep their state, time and detail, in order, in `later`.
 #[test]
 fn history_folds_each_jobs_events_into_one_row() {
-    let (w1, w2) = (Shared::from("w1"), Shared::from("w2"));
-    let state = |id: &str, state: &'static str, worker: &Shared, at| Event::State {
+    let (w1, w2) = (SharedText::from("w1"), SharedText::from("w2"));
+    let state = |id: &str, state: &'static str, worker: &SharedText, at| Event::State {
         id: id.into(),
         state: state.into(),
         worker: worker.clone(),
@@ -180,7 +180,7 @@ fn rows_split_into_a_few_recurring_sizes_in_order() {
 /// before it is not skipped for it, and a run with a lease is not one upsert.
 #[test]
 fn a_lease_is_noted_and_keeps_its_run_from_being_one_upsert() {
-    let w = Shared::from("w");
+    let w = SharedText::from("w");
     let state = |state: Cow<'static, str>, at| Event::State {
         id: "a".into(),
         state,

@@ -112,7 +112,7 @@ impl Store {
     /// refused one fails at once with its cause (a pool would retry until its timeout and then
     /// say only that); the pool's connections open when first needed.
     pub(crate) async fn open(url: &str, for_worker: bool) -> Result<Self, StoreError> {
-        let name: Arc<str> = crate::broker::redact(url).into();
+        let name: Arc<str> = crate::config::urls::redact(url).into();
         let unreachable = |cause: String| StoreError::Unreachable {
             store: name.to_string(),
             cause,

@@ -160,7 +160,7 @@ proptest! {
 /// A whole run in one commit takes one history row; event by event it takes six.
 #[test]
 fn a_whole_run_in_one_commit_is_one_history_row() -> rusqlite::Result<()> {
-    let w = crate::store::Shared::from("w");
+    let w = crate::store::SharedText::from("w");
     let job = NewJob {
         id: "a".into(),
         ..NewJob::default()

@@ -12,7 +12,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{self, BrokerError};
+use crate::amqp::{self, BrokerError};
 use crate::config::Config;
 
 pub const CONTROL_EXCHANGE: &str = "cm.control";
@@ -45,7 +45,7 @@ pub struct RemoteWorker {
 }
 
 fn protocol(cfg_url: &str, context: &str) -> impl FnOnce(lapin::Error) -> BrokerError {
-    let url = broker::redact(cfg_url);
+    let url = crate::config::urls::redact(cfg_url);
     let context = context.to_string();
     move |cause| BrokerError::Protocol {
         url,
@@ -81,7 +81,7 @@ pub async fn answer_pings(
         .await
         .map_err(protocol(url, "opening the control channel"))?;
     declare_exchange(&channel, url).await?;
-    let inbox = broker::private_queue(&channel, url).await?;
+    let inbox = amqp::private_queue(&channel, url).await?;
     channel
         .queue_bind(
             inbox.as_str().into(),
@@ -93,7 +93,7 @@ pub async fn answer_pings(
         .await
         .map_err(protocol(url, "binding to the control exchange"))?;
     let mut pings =
-        broker::consume_unacked(&channel, url, &inbox, "consuming control messages").await?;
+        amqp::consume_unacked(&channel, url, &inbox, "consuming control messages").await?;
     tokio::spawn(async move {
         while let Some(Ok(msg)) = pings.next().await {
             let Ok(ping) = serde_json::from_slice::<Ping>(&msg.data) else {
@@ -125,19 +125,19 @@ pub async fn answer_pings(
 /// `cm queue status --all`: every worker of this config's queues that answers, on any host.
 pub async fn ping_all(cfg: &Config) -> Result<Vec<RemoteWorker>, BrokerError> {
     let url = &cfg.broker_url;
-    let conn = broker::connect(url, "cm status --all").await?;
+    let conn = amqp::connect(url, "cm status --all").await?;
     let channel = conn
         .create_channel()
         .await
         .map_err(protocol(url, "opening a channel"))?;
     declare_exchange(&channel, url).await?;
-    let inbox = broker::private_queue(&channel, url).await?;
-    let mut replies = broker::consume_unacked(&channel, url, &inbox, "consuming replies").await?;
+    let inbox = amqp::private_queue(&channel, url).await?;
+    let mut replies = amqp::consume_unacked(&channel, url, &inbox, "consuming replies").await?;
     let ping = Ping {
         queues: cfg.queues.iter().map(|q| q.name.clone()).collect(),
     };
     let body = serde_json::to_vec(&ping).map_err(|e| BrokerError::Protocol {
-        url: broker::redact(url),
+        url: crate::config::urls::redact(url),
         context: "encoding the ping".into(),
         cause: lapin::Error::from(std::io::Error::other(e)),
     })?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_lite::StreamExt;
 use serde::Deserialize;
 
-use crate::broker::{self, BrokerError, Publisher};
+use crate::amqp::{self, BrokerError, Publisher};
 
 /// Batches up to this many jobs are told their final states; bigger ones are polled. Each
 /// reply is one more message for the broker and a confirmed publish for the worker, which a
@@ -46,7 +46,7 @@ impl Replies {
 
     /// Where the jobs' final states are to go: their messages' `reply_to`.
     pub fn address(&self) -> &'static str {
-        broker::DIRECT_REPLY_TO
+        amqp::DIRECT_REPLY_TO
     }
 
     /// Jobs heard of as final so far.

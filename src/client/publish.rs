@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use lapin::Connection;
 
-use crate::broker::{self, BrokerError, Publisher};
+use crate::amqp::{self, BrokerError, Publisher};
+use crate::celery::message::TaskMessage;
 use crate::config::{Config, QueueConfig};
 use crate::exit::CmError;
 use crate::jobs;
-use crate::protocol::TaskMessage;
 use crate::store::{self, Store};
 
 /// Jobs per store transaction. The first of a big batch are on the queue, and running, while
@@ -61,9 +61,9 @@ pub async fn publish_to(
 }
 
 /// A publisher's connection to the broker, shared (its publisher opens a new channel on it
-/// after a nack, see `broker::Publisher`).
+/// after a nack, see `amqp::Publisher`).
 pub async fn connect(cfg: &Config) -> Result<Arc<Connection>, BrokerError> {
-    let conn = broker::connect(
+    let conn = amqp::connect(
         &cfg.broker_url,
         &format!("cm publisher cm@{}", cfg.node_host),
     )
@@ -101,7 +101,7 @@ pub async fn publish_with(
     messages: &[TaskMessage],
 ) -> anyhow::Result<String> {
     // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
-    broker::declare_work_queue(&publisher.channel().await?, &cfg.broker_url, queue).await?;
+    amqp::declare_work_queue(&publisher.channel().await?, &cfg.broker_url, queue).await?;
 
     let batch = uuid::Uuid::new_v4().to_string();
     let now = store::now_ms();

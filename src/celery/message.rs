@@ -7,7 +7,7 @@ use lapin::BasicProperties;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-use crate::timestamp;
+use crate::celery::timestamp;
 
 /// The body's third part: no callbacks, errbacks, chain or chord (keys in serde_json's order).
 const EMBED: &str = r#"{"callbacks":null,"chain":null,"chord":null,"errbacks":null}"#;
@@ -107,8 +107,8 @@ impl TaskMessage {
         // carry without escaping.
         let args = serde_json::to_string(&self.args).unwrap_or_else(|_| "[]".into());
         let kwargs = serde_json::to_string(&self.kwargs).unwrap_or_else(|_| "{}".into());
-        let args_repr = crate::pyrepr::py_repr_list(&self.args);
-        let kwargs_repr = crate::pyrepr::py_repr_map(&self.kwargs);
+        let args_repr = crate::celery::pyrepr::py_repr_list(&self.args);
+        let kwargs_repr = crate::celery::pyrepr::py_repr_map(&self.kwargs);
         let mut body = Vec::with_capacity(args.len() + kwargs.len() + EMBED.len() + 4);
         for part in [
             b"[".as_slice(),

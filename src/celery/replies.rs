@@ -72,7 +72,10 @@ pub fn flagged_as_revoked(ids: &[String]) -> Value {
     let set = if ids.is_empty() {
         "set()".to_string()
     } else {
-        let quoted: Vec<String> = ids.iter().map(|id| crate::pyrepr::py_repr(id)).collect();
+        let quoted: Vec<String> = ids
+            .iter()
+            .map(|id| crate::celery::pyrepr::py_repr(id))
+            .collect();
         format!("{{{}}}", quoted.join(", "))
     };
     ok(&format!("tasks {set} flagged as revoked"))

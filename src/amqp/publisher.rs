@@ -1,313 +1,17 @@
-//! RabbitMQ through lapin: connect (with errors an operator can act on), declare, publish confirmed.
+//! A channel in confirm mode for persistent, confirmed publishing: send a batch without waiting,
+//! then wait for its confirms, sending nacked messages again on a fresh channel for a while.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection};
 
-use crate::config::QueueConfig;
-use crate::protocol::TaskMessage;
-
-/// A blackholed host must not hang `cm queue start`; a live broker answers well within this.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    #[error("no broker at {url}: {reason} (start RabbitMQ with `make up` or `rabbitmq-server -detached`, or fix [broker] url in fabfile.toml)")]
-    Unreachable { url: String, reason: String },
-    #[error(
-        "broker at {url} refused the login: {reason} (check the user and password in [broker] url)"
-    )]
-    AccessRefused { url: String, reason: String },
-    #[error("broker at {url} refused the virtual host: {reason} (create it with `rabbitmqctl add_vhost` or fix [broker] url)")]
-    VhostRefused { url: String, reason: String },
-    #[error("broker at {url}: {context}: {cause}")]
-    Protocol {
-        url: String,
-        context: String,
-        cause: lapin::Error,
-    },
-    #[error("broker at {url} did not confirm the publish of {id} to queue {queue} ({how})")]
-    Nacked {
-        url: String,
-        queue: String,
-        id: String,
-        /// "nacked" (after retries) or "returned" (unroutable).
-        how: String,
-    },
-}
-
-/// The URL with its password hidden, for messages and logs: `amqp://guest:***@host/%2f`. A
-/// list of URLs separated by `;` is redacted one by one. Without credentials a URL is returned
-/// as given; one the `url` crate cannot parse loses everything before its last `@`.
-pub fn redact(url: &str) -> String {
-    split_urls(url)
-        .iter()
-        .map(|u| redact_one(u))
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-/// The URLs of a `;`-separated list, as Celery's `broker_url` takes several nodes of a cluster.
-/// A `;` starts the next URL only where a scheme follows: a password may hold one too.
-pub fn split_urls(list: &str) -> Vec<String> {
-    let mut urls: Vec<String> = Vec::new();
-    for piece in list.split(';') {
-        match urls.last_mut() {
-            Some(last) if !starts_with_scheme(piece) => {
-                last.push(';');
-                last.push_str(piece);
-            }
-            _ if piece.trim().is_empty() => {}
-            _ => urls.push(piece.trim().to_string()),
-        }
-    }
-    urls
-}
-
-fn starts_with_scheme(s: &str) -> bool {
-    s.split_once("://").is_some_and(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    })
-}
-
-fn redact_one(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            // Only fails for URLs that cannot have credentials, and these have none.
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_string(),
-        Err(_) => match (url.split_once("://"), url.rsplit_once('@')) {
-            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
-            _ => url.to_string(),
-        },
-    }
-}
-
-/// Heartbeats let a worker see a dead broker (or a cut link) within ~2x this, instead of
-/// stalling silently.
-pub const HEARTBEAT_SECONDS: u16 = 10;
-/// lapin keeps 32 frames of buffer each way, zero-filled: at RabbitMQ's default 128 KiB frames
-/// that is 8 MiB per process. Job messages are well under 1 KiB; 8 KiB frames keep it at 512 KiB.
-const FRAME_MAX: u32 = 8192;
-
-/// The URL with cm's connection tuning added; a `heartbeat=` or `frame_max=` in the configured
-/// URL wins.
-fn tuned(url: &str) -> String {
-    let mut url = url.to_string();
-    for (key, value) in [
-        ("heartbeat", u32::from(HEARTBEAT_SECONDS)),
-        ("frame_max", FRAME_MAX),
-    ] {
-        if !url.contains(&format!("{key}=")) {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            url = format!("{url}{sep}{key}={value}");
-        }
-    }
-    url
-}
-
-/// Which URL of the list this process reached last: the next connect tries it first, the
-/// next after a loss (`lost`) tries the one after it first.
-static PREFERRED: AtomicUsize = AtomicUsize::new(0);
-
-/// Connects to the first node of `urls` (a `;`-separated list, or one URL) that answers,
-/// beginning with the one reached last; the connection is named so `rabbitmqctl
-/// list_connections` shows who it is. With every node refusing, the error is the last one's.
-pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> {
-    let list = split_urls(urls);
-    let first = PREFERRED.load(Ordering::Relaxed);
-    let mut last_error = None;
-    for k in 0..list.len().max(1) {
-        let i = (first + k) % list.len().max(1);
-        let Some(url) = list.get(i) else { break };
-        match connect_one(url, name).await {
-            Ok(conn) => {
-                PREFERRED.store(i, Ordering::Relaxed);
-                CONNECTED.store(true, Ordering::Relaxed);
-                if k > 0 {
-                    tracing::info!("connected to {} (of {} nodes)", redact(url), list.len());
-                }
-                return Ok(conn);
-            }
-            Err(e) => {
-                if list.len() > 1 {
-                    tracing::warn!("{e}; trying the next node");
-                }
-                last_error = Some(e);
-            }
-        }
-    }
-    Err(last_error.unwrap_or_else(|| BrokerError::Unreachable {
-        url: String::new(),
-        reason: "no broker URL configured".into(),
-    }))
-}
-
-/// Whether this process's connection to the node reached last is up: set by `connect`,
-/// cleared by `lost`. Without it a worker between connections showed the node it would try
-/// next as its node (seen in the cluster tests: "another node" 80 ms after its node stopped,
-/// before any reconnect).
-static CONNECTED: AtomicBool = AtomicBool::new(false);
-
-/// The connection to the node reached last was lost: the next connect tries another first.
-pub fn lost() {
-    CONNECTED.store(false, Ordering::Relaxed);
-    PREFERRED.fetch_add(1, Ordering::Relaxed);
-}
-
-/// `host:port` of a broker URL, the short name a status table shows for a node.
-pub fn host_port(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => format!(
-            "{}:{}",
-            u.host_str().unwrap_or("?"),
-            u.port()
-                .unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 })
-        ),
-        Err(_) => redact(url),
-    }
-}
-
-/// The node of the list this process is connected to (redacted), for status lines; `None`
-/// while a lost connection is not yet replaced.
-pub fn connected_node(urls: &str) -> Option<String> {
-    CONNECTED
-        .load(Ordering::Relaxed)
-        .then(|| current_node(urls))
-}
-
-/// The node of the list this process reached last (redacted), for status lines.
-pub fn current_node(urls: &str) -> String {
-    let list = split_urls(urls);
-    list.get(PREFERRED.load(Ordering::Relaxed) % list.len().max(1))
-        .map(|u| redact(u))
-        .unwrap_or_default()
-}
-
-async fn connect_one(url: &str, name: &str) -> Result<Connection, BrokerError> {
-    let shown = redact(url);
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    let url = tuned(url);
-    let result = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props)).await;
-    match result {
-        Err(_) => Err(BrokerError::Unreachable {
-            url: shown,
-            reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-        }),
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(classify(&shown, e)),
-    }
-}
-
-fn classify(url: &str, e: lapin::Error) -> BrokerError {
-    let url = url.to_string();
-    let text = e.to_string();
-    match e.kind() {
-        ErrorKind::IOError(io) => BrokerError::Unreachable {
-            url,
-            reason: io.to_string(),
-        },
-        ErrorKind::ProtocolError(_) if text.contains("ACCESS_REFUSED") => {
-            BrokerError::AccessRefused { url, reason: text }
-        }
-        ErrorKind::ProtocolError(_) if text.contains("NOT_ALLOWED") => {
-            BrokerError::VhostRefused { url, reason: text }
-        }
-        // RabbitMQ drops the socket on a bad login before AMQP 0-9-1 can say why.
-        ErrorKind::InvalidConnectionState(_) => BrokerError::AccessRefused {
-            url,
-            reason: format!("connection closed during login ({text})"),
-        },
-        _ => BrokerError::Protocol {
-            url,
-            context: "connecting".into(),
-            cause: e,
-        },
-    }
-}
-
-/// Declares a queue durable with no x-arguments, so a Celery client's own declare matches.
-/// Returns how many messages are waiting in it.
-pub async fn declare_queue(channel: &Channel, url: &str, queue: &str) -> Result<u32, BrokerError> {
-    declare(channel, url, queue, FieldTable::default()).await
-}
-
-/// Declares a configured work queue: classic with no arguments, or quorum when configured
-/// (Celery clients then need `queue_arguments={"x-queue-type": "quorum"}`, see the docs).
-pub async fn declare_work_queue(
-    channel: &Channel,
-    url: &str,
-    queue: &QueueConfig,
-) -> Result<u32, BrokerError> {
-    declare(channel, url, &queue.name, queue_args(queue.quorum)).await
-}
-
-fn queue_args(quorum: bool) -> FieldTable {
-    let mut args = FieldTable::default();
-    if quorum {
-        // A short string here makes the broker drop the connection: it must be a long string.
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-    }
-    args
-}
-
-/// Declares `<queue>.dead`, cm's own queue of a work queue's dead letters, of the same type: a
-/// quorum work queue's dead letters must outlive the loss of a node too. (Classic, it lived on
-/// the node that first declared it, and while that node was down no dead letter could be
-/// moved: seen in the cluster tests.) A classic `.dead` left from before refuses the quorum
-/// declare (`inequivalent arg 'x-queue-type'`): delete it once it is empty.
-pub async fn declare_dead_queue(
-    channel: &Channel,
-    url: &str,
-    work_queue: &str,
-    quorum: bool,
-) -> Result<u32, BrokerError> {
-    declare(
-        channel,
-        url,
-        &format!("{work_queue}.dead"),
-        queue_args(quorum),
-    )
-    .await
-}
-
-async fn declare(
-    channel: &Channel,
-    url: &str,
-    queue: &str,
-    args: FieldTable,
-) -> Result<u32, BrokerError> {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .map(|q| q.message_count())
-        .map_err(|cause| BrokerError::Protocol {
-            url: redact(url),
-            context: format!("declaring queue {queue}"),
-            cause,
-        })
-}
+use super::connect::current_node;
+use super::topology::consume_unacked;
+use super::BrokerError;
+use crate::celery::message::TaskMessage;
 
 /// Publishes one body to `queue` through the default exchange, mandatory (an unroutable
 /// message comes back instead of vanishing).
@@ -613,54 +317,6 @@ impl Publisher {
     }
 }
 
-/// A private, server-named queue that goes away with the connection.
-pub async fn private_queue(channel: &Channel, url: &str) -> Result<String, BrokerError> {
-    let q = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|cause| protocol(url, "declaring a reply queue", cause))?;
-    Ok(q.name().as_str().to_string())
-}
-
-/// Consumes `queue` without acks: pings and replies are worth nothing once their moment has
-/// passed.
-pub async fn consume_unacked(
-    channel: &Channel,
-    url: &str,
-    queue: &str,
-    context: &str,
-) -> Result<lapin::Consumer, BrokerError> {
-    channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|cause| protocol(url, context, cause))
-}
-
-/// A protocol error of the broker at `url` (redacted), while doing `context`.
-pub fn protocol(url: &str, context: &str, cause: lapin::Error) -> BrokerError {
-    BrokerError::Protocol {
-        url: redact(url),
-        context: context.to_string(),
-        cause,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -670,7 +326,7 @@ mod tests {
     use lapin::types::FieldTable;
 
     use super::{Publisher, DIRECT_REPLY_TO};
-    use crate::protocol::TaskMessage;
+    use crate::celery::message::TaskMessage;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -681,7 +337,7 @@ mod tests {
     #[tokio::test]
     async fn direct_replies_reach_the_publisher_until_its_channel_is_renewed() -> TestResult {
         let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-        let conn = Arc::new(super::connect(url, "cm unit test").await?);
+        let conn = Arc::new(super::super::connect(url, "cm unit test").await?);
         let queue = format!("cm_unit_replies_{}", std::process::id());
         let other = conn.create_channel().await?;
         // Gone with the connection.
@@ -729,43 +385,5 @@ mod tests {
         publisher.close().await;
         conn.close(200, "done".into()).await?;
         Ok(())
-    }
-
-    #[test]
-    fn redact_hides_the_password_only() {
-        assert_eq!(
-            super::redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(super::redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
-        assert_eq!(
-            super::redact("postgres://postgres@127.0.0.1:5432/cm"),
-            "postgres://postgres:***@127.0.0.1:5432/cm"
-        );
-        assert_eq!(
-            super::redact("amqp://u:p%40ss@h1/v;amqp://h2/v;amqp://w:x@h3:5673/v?heartbeat=5"),
-            "amqp://u:***@h1/v;amqp://h2/v;amqp://w:***@h3:5673/v?heartbeat=5"
-        );
-        assert_eq!(
-            super::redact("sqlite:///srv/cm/var/cm.db"),
-            "sqlite:///srv/cm/var/cm.db"
-        );
-        assert_eq!(super::redact("sqlite::memory:"), "sqlite::memory:");
-        assert_eq!(
-            super::redact("amqp://u:pa;ss@h/v;amqp://h2"),
-            "amqp://u:***@h/v;amqp://h2"
-        );
-        assert_eq!(
-            super::redact("amqp://u:secret@h:99999/v"),
-            "amqp://***@h:99999/v"
-        );
-        assert_eq!(
-            super::tuned("amqp://h/%2f"),
-            "amqp://h/%2f?heartbeat=10&frame_max=8192"
-        );
-        assert_eq!(
-            super::tuned("amqp://h/?heartbeat=3"),
-            "amqp://h/?heartbeat=3&frame_max=8192"
-        );
     }
 }

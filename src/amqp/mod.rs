@@ -1,0 +1,59 @@
+//! RabbitMQ through lapin: connect to a node of a list (with errors an operator can act on),
+//! declare cm's queues, publish confirmed.
+//!
+//! - `connect`: a connection to the first node of the list that answers, and which node that is.
+//! - `topology`: the queues cm declares and consumes without acks.
+//! - `publisher`: a channel in confirm mode: send a batch, wait for its confirms.
+//! - `inspect`: `cm queue status --all`'s ping over the `cm.control` exchange.
+//! - `node`: the local RabbitMQ node through its own tools (`cm mq`).
+
+mod connect;
+pub mod inspect;
+pub mod node;
+mod publisher;
+mod topology;
+
+pub use connect::{
+    connect, connected_node, current_node, lost, CONNECT_TIMEOUT, HEARTBEAT_SECONDS,
+};
+pub use publisher::{Publisher, DIRECT_REPLY_TO, NACK_RETRY_FOR};
+pub use topology::{
+    consume_unacked, declare_dead_queue, declare_queue, declare_work_queue, private_queue,
+};
+
+use crate::config::urls::redact;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("no broker at {url}: {reason} (start RabbitMQ with `make up` or `rabbitmq-server -detached`, or fix [broker] url in fabfile.toml)")]
+    Unreachable { url: String, reason: String },
+    #[error(
+        "broker at {url} refused the login: {reason} (check the user and password in [broker] url)"
+    )]
+    AccessRefused { url: String, reason: String },
+    #[error("broker at {url} refused the virtual host: {reason} (create it with `rabbitmqctl add_vhost` or fix [broker] url)")]
+    VhostRefused { url: String, reason: String },
+    #[error("broker at {url}: {context}: {cause}")]
+    Protocol {
+        url: String,
+        context: String,
+        cause: lapin::Error,
+    },
+    #[error("broker at {url} did not confirm the publish of {id} to queue {queue} ({how})")]
+    Nacked {
+        url: String,
+        queue: String,
+        id: String,
+        /// "nacked" (after retries) or "returned" (unroutable).
+        how: String,
+    },
+}
+
+/// A protocol error of the broker at `url` (redacted), while doing `context`.
+pub fn protocol(url: &str, context: &str, cause: lapin::Error) -> BrokerError {
+    BrokerError::Protocol {
+        url: redact(url),
+        context: context.to_string(),
+        cause,
+    }
+}

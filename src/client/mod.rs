@@ -1,0 +1,9 @@
+//! What a client of the queue does, whichever front end asks (the CLI, the web, `/api/`):
+//!
+//! - `publish`: store jobs PENDING and publish them confirmed, as one batch.
+//! - `results`: the final states a waiting publisher is told (`--wait`).
+//! - `revoke`: revokes kept in the store, so that every worker sees them.
+
+pub mod publish;
+pub mod results;
+pub mod revoke;
