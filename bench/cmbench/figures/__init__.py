@@ -1,0 +1,13 @@
+"""One module per figure, each with `measure(run)`; profiles holds figure 4's untimed aids."""
+
+from . import command_jobs, first_page, latency, lifecycle, scale, throughput
+
+# The figures by name, in the order a run measures them (`--only` picks some).
+MEASURE = {
+    "lifecycle": lifecycle.measure,
+    "throughput": throughput.measure,
+    "scale": scale.measure,
+    "first_page": first_page.measure,
+    "latency": latency.measure,
+    "command_jobs": command_jobs.measure,
+}
