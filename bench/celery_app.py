@@ -20,7 +20,7 @@ app.conf.update(
     task_ignore_result=not _backend,
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
-    # bench.py sets it for the throughput workers, as it sets cm's prefetch (TPUT_PREFETCH).
+    # cmbench/figures/throughput.py sets it for its workers, as it sets cm's prefetch (TPUT_PREFETCH).
     worker_prefetch_multiplier=int(os.environ.get("BENCH_PREFETCH_MULTIPLIER", "4")),
 )
 
