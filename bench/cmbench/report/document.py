@@ -11,6 +11,43 @@ from .results import rows
 from .targets import targets
 
 
+# How each figure is measured: the report's last section, the same in every run.
+METHOD = [
+    "- Start (1): wall time of `cm queue start` (it returns when every worker consumes) vs "
+    "`celery multi start` plus polling `app.control.ping(destination=nodes, timeout=0.1)` until all four "
+    "answer (the driver's connection is opened before the clock starts). Stop (2): wall time of "
+    "`cm server stop` vs `celery multi stopwait`. One untimed warm-up start/stop each first.",
+    "- Memory (3): VmRSS from /proc/PID/status and Pss and Anonymous from /proc/PID/smaps_rollup of "
+    "each worker's pid file, idle right after start; "
+    "prefork sums the parent and its pool child. The solo worker is killed after the reading.",
+    "- Throughput (4): cm: time from spawning `cm launch --count N --hosts x --wait` (which stores N "
+    "PENDING rows, publishes with confirms, then polls the store every 200 ms, sooner when the rate says "
+    "the end is near) until it exits; 4 workers "
+    "on one queue, started untimed before, a fresh store (and PostgreSQL database) per run. Celery: 4 "
+    "workers (`-c 1`, prefork) started once; time from the first `send_task` until the workers have "
+    "appended N bytes to a shared file (each task appends one; no result backend; Celery acks before "
+    "running a task, cm after its final state is committed). Raw: `raw_ceiling N` "
+    "(examples/raw_ceiling.rs), time from its first publish to its last ack.",
+    "- Scale (5): 4 queues with 1, 2, 4 and 10 workers each; RSS right after start.",
+    "- First page (6): a store filled by one `INSERT ... SELECT` (random uuid ids, 10 ms apart, mostly "
+    "SUCCESS, 2% FAILURE, ~1% PENDING, a few RETRY, REVOKED, STARTED, on 4 workers) and grown from one "
+    "size to the next; then `cm jobs` (default options: the newest 50 and the total, whole process) "
+    "and a `GET /cm/launch/db_stats` from a `cm web` on that store, each after one untimed warm-up.",
+    "- Latency (7): one job at a time on an idle worker (1 worker, `concurrency = 1`). The whole "
+    "`cm provision --wait` / `cm call --wait` command, process start to exit, with zero-length steps: "
+    "small batches are told each final state on their own channel (direct reply-to), once it is stored. Round "
+    "trips: a Python Celery 5 client (`backend='rpc://'`) sends `cm.provision` and waits for its "
+    "result, to the cm worker (which stores every state first) and to a Celery worker (`-P solo`, a "
+    "no-op task, rpc:// result backend), the two alternating from run to run.",
+    "- The machine is shared: other work running at the same time shows as \"other\" CPU in the "
+    "profile tables and slows every figure, cm's and Celery's alike.",
+    "- Targets that compare two figures (throughput against the ceiling, events on against off, the "
+    "round trips, command jobs against the bare loop) take the median of the runs' own ratios: each run "
+    "measures both seconds apart, and this machine's speed drifts by a third from one minute to the "
+    "next, which moves a ratio of medians (the table's ratio column) more than it moves a pair.",
+]
+
+
 def write(run, elapsed):
     measured = run.measured
     R = measured.results
@@ -50,39 +87,6 @@ def write(run, elapsed):
           "PostgreSQL databases); `celery` is bench/.venv's, run with `PYTHONPATH=bench` "
           "(`bench/celery_app.py`).", "", "```"]
     L += [f"[{k}] {v}" for k, v in sorted(measured.commands.items())]
-    L += ["```", "", "## Method", "",
-          "- Start (1): wall time of `cm queue start` (it returns when every worker consumes) vs "
-          "`celery multi start` plus polling `app.control.ping(destination=nodes, timeout=0.1)` until all four "
-          "answer (the driver's connection is opened before the clock starts). Stop (2): wall time of "
-          "`cm server stop` vs `celery multi stopwait`. One untimed warm-up start/stop each first.",
-          "- Memory (3): VmRSS from /proc/PID/status and Pss and Anonymous from /proc/PID/smaps_rollup of "
-          "each worker's pid file, idle right after start; "
-          "prefork sums the parent and its pool child. The solo worker is killed after the reading.",
-          "- Throughput (4): cm: time from spawning `cm launch --count N --hosts x --wait` (which stores N "
-          "PENDING rows, publishes with confirms, then polls the store every 200 ms, sooner when the rate says "
-          "the end is near) until it exits; 4 workers "
-          "on one queue, started untimed before, a fresh store (and PostgreSQL database) per run. Celery: 4 "
-          "workers (`-c 1`, prefork) started once; time from the first `send_task` until the workers have "
-          "appended N bytes to a shared file (each task appends one; no result backend; Celery acks before "
-          "running a task, cm after its final state is committed). Raw: `raw_ceiling N` "
-          "(examples/raw_ceiling.rs), time from its first publish to its last ack.",
-          "- Scale (5): 4 queues with 1, 2, 4 and 10 workers each; RSS right after start.",
-          "- First page (6): a store filled by one `INSERT ... SELECT` (random uuid ids, 10 ms apart, mostly "
-          "SUCCESS, 2% FAILURE, ~1% PENDING, a few RETRY, REVOKED, STARTED, on 4 workers) and grown from one "
-          "size to the next; then `cm jobs` (default options: the newest 50 and the total, whole process) "
-          "and a `GET /cm/launch/db_stats` from a `cm web` on that store, each after one untimed warm-up.",
-          "- Latency (7): one job at a time on an idle worker (1 worker, `concurrency = 1`). The whole "
-          "`cm provision --wait` / `cm call --wait` command, process start to exit, with zero-length steps: "
-          "small batches are told each final state on their own channel (direct reply-to), once it is stored. Round "
-          "trips: a Python Celery 5 client (`backend='rpc://'`) sends `cm.provision` and waits for its "
-          "result, to the cm worker (which stores every state first) and to a Celery worker (`-P solo`, a "
-          "no-op task, rpc:// result backend), the two alternating from run to run.",
-          "- The machine is shared: other work running at the same time shows as \"other\" CPU in the "
-          "profile tables and slows every figure, cm's and Celery's alike.",
-          "- Targets that compare two figures (throughput against the ceiling, events on against off, the "
-          "round trips, command jobs against the bare loop) take the median of the runs' own ratios: each run "
-          "measures both seconds apart, and this machine's speed drifts by a third from one minute to the "
-          "next, which moves a ratio of medians (the table's ratio column) more than it moves a pair.",
-          ""]
+    L += ["```", "", "## Method", ""] + METHOD + [""]
     with open(run.a.out, "w") as f:
         f.write("\n".join(L))

@@ -4,6 +4,7 @@ from ..measurements import median
 
 
 def targets(measured):
+    """The table's rows: a target is judged only where both its sides were measured."""
     R = measured.results
     m = lambda k: median(R.get(k, []))  # noqa: E731
 
@@ -25,16 +26,16 @@ def targets(measured):
             return ""
         return " (runs: " + ", ".join(f"{100 * x:.0f}%" if pct else f"{x:.2f}" for x in each) + ")"
 
-    targets = []
+    out = []
     if R.get("start.cm") and R.get("start.celery"):
         x = m("start.celery") / m("start.cm")
-        targets.append(target("start", f"{x:.0f}x faster", ">= 20x faster than celery multi start", x >= 20))
+        out.append(target("start", f"{x:.0f}x faster", ">= 20x faster than celery multi start", x >= 20))
     if R.get("stop.cm") and R.get("stop.celery"):
         x = m("stop.celery") / m("stop.cm")
-        targets.append(target("stop", f"{x:.0f}x faster", ">= 20x faster than stopwait", x >= 20))
+        out.append(target("stop", f"{x:.0f}x faster", ">= 20x faster than stopwait", x >= 20))
     if R.get("pss.cm") and R.get("pss.celery_solo"):
         x = m("pss.celery_solo") / m("pss.cm")
-        targets.append(target("memory per worker (PSS)", f"1/{x:.1f} of a solo worker ({m('pss.cm'):.1f} vs "
+        out.append(target("memory per worker (PSS)", f"1/{x:.1f} of a solo worker ({m('pss.cm'):.1f} vs "
                               f"{m('pss.celery_solo'):.1f} MiB PSS; RSS {m('rss.cm'):.1f} vs "
                               f"{m('rss.celery_solo'):.1f} MiB)", "<= 1/7 of a Celery solo worker", x >= 7))
     # Throughput is judged against the broker's own ceiling with cm's messages, measured in the
@@ -44,21 +45,21 @@ def targets(measured):
                             ("tput.cm_pg", "throughput, PostgreSQL", 0.85)):
         if R.get(key) and ceiling:
             x, each = paired(key, "tput.raw_celery")
-            targets.append(target(name, f"{100 * x:.0f}% of the ceiling with cm's messages{runs(each)}; "
+            out.append(target(name, f"{100 * x:.0f}% of the ceiling with cm's messages{runs(each)}; "
                                   f"medians {m(key):,.0f} jobs/s, ceiling {ceiling:,.0f} msgs/s",
                                   f">= {100 * goal:.0f}% of that ceiling", x >= goal))
     if R.get("tput.cm_sqlite_ev") and R.get("tput.cm_sqlite"):
         x, each = paired("tput.cm_sqlite_ev", "tput.cm_sqlite")
-        targets.append(target("task events on", f"{100 * x:.0f}% of events off{runs(each)}",
+        out.append(target("task events on", f"{100 * x:.0f}% of events off{runs(each)}",
                               ">= 95% of events off", x >= 0.95))
     for key, name in (("lat.provision", "one job, `cm provision --wait`"), ("lat.call", "one job, `cm call --wait`")):
         if R.get(key):
-            targets.append(target(name, f"{m(key):.1f} ms median", "<= 20 ms median", m(key) <= 20))
+            out.append(target(name, f"{m(key):.1f} ms median", "<= 20 ms median", m(key) <= 20))
     for p in ("p50", "p99"):
         cm_key, celery_key = f"rtt.cm.{p}", f"rtt.celery.{p}"
         if R.get(cm_key) and R.get(celery_key):
             x, each = paired(cm_key, celery_key)
-            targets.append(target(f"Python round trip {p}", f"cm/Celery {x:.2f}{runs(each, pct=False)}; medians "
+            out.append(target(f"Python round trip {p}", f"cm/Celery {x:.2f}{runs(each, pct=False)}; medians "
                                   f"cm {m(cm_key):.2f} ms, Celery {m(celery_key):.2f} ms",
                                   "cm at or below Celery (ratio <= 1)", x <= 1))
 
@@ -66,7 +67,7 @@ def targets(measured):
         x, _ = paired("cmd.cm", "cmd.bare")
         peers = [k for k in ("cmd.celery", "cmd.pueue") if R.get(k)]
         ahead = all(m("cmd.cm") > m(k) for k in peers)
-        targets.append(target("command jobs", f"{100 * x:.0f}% of the bare loop; "
+        out.append(target("command jobs", f"{100 * x:.0f}% of the bare loop; "
                               + ", ".join(f"{m('cmd.cm') / m(k):.1f}x {k[4:]}" for k in peers),
                               ">= 50% of the bare loop, ahead of Celery and pueue", x >= 0.5 and ahead))
-    return targets
+    return out
