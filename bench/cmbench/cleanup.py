@@ -17,7 +17,7 @@ def cleanup(run):
             except OSError:
                 pass
     for s in run.stacks:
-        subprocess.run([run.a.cm, "--config", s.path, "server", "clean"], env=run.env,
+        subprocess.run([run.args.cm, "--config", s.path, "server", "clean"], env=run.env,
                        capture_output=True)
     for workers in run.celery_groups:
         workers.kill()

@@ -4,7 +4,7 @@ import shutil
 
 
 def psql(run, sql, db="postgres", check=True):
-    argv = ["psql", f"{run.a.pg}/{db}", "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
+    argv = ["psql", f"{run.args.pg}/{db}", "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
     return run.sh(argv, check=check)[1]
 
 
@@ -13,7 +13,7 @@ def missing(run):
     if not shutil.which("psql"):
         return "psql not installed"
     p = psql(run, "SELECT 1", check=False)
-    return None if p.returncode == 0 else f"PostgreSQL at {run.a.pg} unreachable: {p.stderr.strip()}"
+    return None if p.returncode == 0 else f"PostgreSQL at {run.args.pg} unreachable: {p.stderr.strip()}"
 
 
 def create(run, tag):
@@ -21,7 +21,7 @@ def create(run, tag):
     name = f"cmbench_{run.name}_{tag}".lower()
     psql(run, f"CREATE DATABASE {name}")
     run.pg_dbs.append(name)
-    return name, f"{run.a.pg}/{name}"
+    return name, f"{run.args.pg}/{name}"
 
 
 def drop(run, name):

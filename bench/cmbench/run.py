@@ -19,7 +19,7 @@ def die(msg):
 
 class Run:
     def __init__(self, args):
-        self.a = args
+        self.args = args
         self.sizes = settings.sizes(args.smoke, os.environ)
         self.repeat = args.repeat
         self.name = f"cmb{os.getpid()}x{uuid.uuid4().hex[:6]}"
@@ -52,8 +52,8 @@ class Run:
         """A command line as the report shows it: the run's paths and names as placeholders."""
         text = shlex.join(str(a) for a in argv)
         text = text.replace(self.tmp, "$TMP").replace(self.name, "$RUN")
-        text = text.replace(self.a.cm, "cm").replace(self.celery, "celery")
-        return text.replace(self.a.raw, "target/release/examples/raw_ceiling")
+        text = text.replace(self.args.cm, "cm").replace(self.celery, "celery")
+        return text.replace(self.args.raw, "target/release/examples/raw_ceiling")
 
     def note_cmd(self, label, argv):
         self.measured.commands.setdefault(label, self.shown(argv))

@@ -21,10 +21,10 @@ class CmStack:
         return live_pids(os.path.join(self.dir, "run", f"celery@{w}.pid") for w in self.workers)
 
     def cm(self, *args, label=None, check=True):
-        return self.run.sh([self.run.a.cm, "--config", self.path, *args], label=label, check=check)
+        return self.run.sh([self.run.args.cm, "--config", self.path, *args], label=label, check=check)
 
     def launch_argv(self, n, wait):
-        argv = [self.run.a.cm, "--config", self.path, "launch", "--server", SERVER, "--recipe", RECIPE,
+        argv = [self.run.args.cm, "--config", self.path, "launch", "--server", SERVER, "--recipe", RECIPE,
                 "--hosts", "x", "--count", str(n)]
         return argv + ["--wait", "--timeout", "900"] if wait else argv
 
@@ -47,7 +47,7 @@ def create(run, name, queues, store_url=None, prefetch=None, events=False, concu
     os.makedirs(d)
     store = store_url or "sqlite://" + os.path.join(d, "cm.db")
     parts = [
-        f'[broker]\nurl = "{run.a.broker}"',
+        f'[broker]\nurl = "{run.args.broker}"',
         '[paths]\npid_dir = "run"\nlog_dir = "log"',
         "[worker]\nstop_grace_seconds = 30\nstart_timeout_seconds = 120\nallow_root = true"
         + ("\nsend_events = true" if events else ""),

@@ -117,7 +117,7 @@ def time_first_page(run, s, key, label):
 
 
 def has_web(run):
-    p = subprocess.run([run.a.cm, "web", "--help"], capture_output=True, text=True, env=run.env)
+    p = subprocess.run([run.args.cm, "web", "--help"], capture_output=True, text=True, env=run.env)
     return p.returncode == 0
 
 
@@ -127,7 +127,7 @@ def time_web(run, s, key):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    argv = [run.a.cm, "--config", s.path, "web", "--bind", f"127.0.0.1:{port}"]
+    argv = [run.args.cm, "--config", s.path, "web", "--bind", f"127.0.0.1:{port}"]
     run.note_cmd("6 web", argv)
     proc = subprocess.Popen(argv, env=run.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run.started_procs.append(proc)

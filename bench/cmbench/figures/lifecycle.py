@@ -25,7 +25,7 @@ def measure(run):
     run.log("warm-up start/stop (cm, Celery)")
     s.cm("queue", "start")
     s.cm("server", "stop")
-    if not run.a.smoke:
+    if not run.args.smoke:
         celery.start()
         celery.multi("stopwait")
     for i in range(run.repeat):

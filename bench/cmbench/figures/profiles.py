@@ -93,7 +93,7 @@ def pg_updates(run, db):
 def end_to_end(run):
     """Untimed: one more end-to-end SQLite run of figure 4 under `perf record` with DWARF call
     graphs on the 4 workers: what share of their CPU each part of the work takes, inclusive."""
-    if run.a.smoke or not shutil.which("perf"):
+    if run.args.smoke or not shutil.which("perf"):
         return
     n = run.sizes["cm_jobs"]
     run.log(f"profile: cm/SQLite end to end, {n} jobs, workers under perf record")
@@ -145,7 +145,7 @@ def perf_stop(run, proc, data):
         return "perf report gave nothing (perf_event_paranoid?)"
     total = sum(x for x, _ in threads) or 1.0
     rows = report("--children", "--sort", "comm,sym")
-    main = os.path.basename(run.a.cm)[:15]  # the runtime thread keeps the binary's name
+    main = os.path.basename(run.args.cm)[:15]  # the runtime thread keeps the binary's name
     # A frame can appear more than once (closures, inlined copies): its largest share counts.
     parts = {key: max([x for x, name in rows if name.startswith(main + " ") and frame in name] or [0.0]) / total
              for key, _, frame in PERF_PARTS}

@@ -131,7 +131,7 @@ def ceiling(run, i, celery=False):
     broker.settle(run)
     meter.start()
     flag = ["--celery"] if celery else []
-    _, p = run.sh([run.a.raw, *flag, n, q, run.a.broker], label=f"4 {kind}")
+    _, p = run.sh([run.args.raw, *flag, n, q, run.args.broker], label=f"4 {kind}")
     prof = meter.stop()
     r = json.loads(p.stdout.strip().splitlines()[-1])
     m.add(f"tput.{kind}", r["rate"])

@@ -53,9 +53,9 @@ def write(run, elapsed):
     R = measured.results
     mach, ver = machine(), versions(run)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    mode = "smoke (tiny sizes, not a measurement)" if run.a.smoke else "full"
+    mode = "smoke (tiny sizes, not a measurement)" if run.args.smoke else "full"
     L = ["# Benchmarks: cm vs Celery 5", "",
-         f"Written by `bash bench/run.sh{' --smoke' if run.a.smoke else ''}` (`make bench`) on {now}; "
+         f"Written by `bash bench/run.sh{' --smoke' if run.args.smoke else ''}` (`make bench`) on {now}; "
          f"mode {mode}; every figure repeated {run.repeat}x (`BENCH_REPEAT`), cm and Celery alternating "
          f"on the same broker; whole run {elapsed:.0f} s. Median, min and max over the runs; the ratio "
          "column is cm's median over Celery's (or over the row named).", "",
@@ -88,5 +88,5 @@ def write(run, elapsed):
           "(`bench/celery_app.py`).", "", "```"]
     L += [f"[{k}] {v}" for k, v in sorted(measured.commands.items())]
     L += ["```", "", "## Method", ""] + METHOD + [""]
-    with open(run.a.out, "w") as f:
+    with open(run.args.out, "w") as f:
         f.write("\n".join(L))

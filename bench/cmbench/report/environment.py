@@ -19,7 +19,7 @@ def versions(run):
     import celery
     import kombu
 
-    v = {"cm": out([run.a.cm, "--version"]),
+    v = {"cm": out([run.args.cm, "--version"]),
          "rustc": out(["rustc", "--version"]),
          "Celery": f"celery {celery.__version__}, kombu {kombu.__version__}, Python {platform.python_version()}"}
     try:
