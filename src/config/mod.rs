@@ -14,10 +14,12 @@ mod raw;
 mod store_location;
 mod tasks;
 pub mod urls;
+mod web;
 
 pub use raw::Described;
 pub use store_location::StoreLocation;
 pub use tasks::{CommandSpec, BUILT_IN, PROVISION_VALUES, RECIPE_VALUES};
+pub use web::WebTls;
 
 use limits::in_range;
 use raw::RawConfig;
@@ -83,6 +85,8 @@ pub struct Config {
     pub web_token: Option<String>,
     /// The most jobs one web form or API launch may publish.
     pub web_max_hosts: usize,
+    /// `[web] tls_cert` and `tls_key`: the web serves HTTPS with them.
+    pub web_tls: Option<WebTls>,
     pub servers: IndexMap<String, Described>,
     pub recipes: IndexMap<String, Described>,
     /// `[tasks."NAME"]`: the commands a queue's `tasks` may name besides cm's own.
@@ -244,6 +248,7 @@ impl Config {
             limits::MAX_HOSTS,
         )?
         .unwrap_or(1000);
+        let web_tls = web::tls(&raw.web, base, &at)?;
 
         let pid_dir = env("CM_PID_DIR")
             .map(PathBuf::from)
@@ -320,6 +325,7 @@ impl Config {
             web_bind: raw.web.bind.unwrap_or_else(|| "127.0.0.1:8080".into()),
             web_token: raw.web.token.filter(|t| !t.is_empty()),
             web_max_hosts: usize::try_from(max_hosts).unwrap_or(1000),
+            web_tls,
             servers: raw.servers.unwrap_or_else(defaults::servers),
             recipes,
             tasks,

@@ -136,6 +136,9 @@ pub(super) struct RawWeb {
     pub(super) bind: Option<String>,
     pub(super) token: Option<String>,
     pub(super) max_hosts: Option<Spanned<i64>>,
+    /// PEM files: with both, the web serves HTTPS.
+    pub(super) tls_cert: Option<Spanned<PathBuf>>,
+    pub(super) tls_key: Option<Spanned<PathBuf>>,
 }
 
 /// A server or a recipe: what the launch page offers, with the text shown beside it.
