@@ -1,7 +1,7 @@
 //! The detached web server as a supervised process (its serving is `crate::web`'s): `cm web
 //! --detach` and `cm server start|stop|clean|status` through the same spawn, pid-file, /proc
 //! and stop rules as the workers. It is `cm --config PATH web --detached [--bind ADDR]`; its ready
-//! line is `listening on http://ADDR`; it holds `cm-web.pid`, logs to `cm-web.log`, and writes
+//! line is `listening on http://ADDR` (`https://` with `[web] tls_cert`); it holds `cm-web.pid`, logs to `cm-web.log`, and writes
 //! where it listens to `cm-web.addr`.
 
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ fn log_file(cfg: &Config) -> PathBuf {
     Role::Web.log_file(cfg)
 }
 
-/// `http://ADDR` the detached server listens on, written once it is bound (the pid file holds
+/// `http[s]://ADDR` the detached server listens on, written once it is bound (the pid file holds
 /// only the pid); removed when it exits.
 pub fn addr_file(cfg: &Config) -> PathBuf {
     cfg.pid_dir.join("cm-web.addr")
@@ -55,7 +55,8 @@ pub fn write_addr(cfg: &Config, url: &str) {
 pub fn read_addr(cfg: &Config) -> Option<String> {
     let text = std::fs::read_to_string(addr_file(cfg)).ok()?;
     let url = text.trim();
-    (url.starts_with("http://") && url.len() < 300).then(|| url.to_string())
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    (scheme_ok && url.len() < 300).then(|| url.to_string())
 }
 
 /// Removes the address file once no server holds the pid file.
@@ -120,7 +121,7 @@ pub fn lock_pid_file(cfg: &Config) -> anyhow::Result<PidLock> {
 /// A detached server that said it listens.
 #[derive(Debug, Clone)]
 pub struct Started {
-    /// `http://ADDR`
+    /// `http://ADDR` or `https://ADDR`
     pub url: String,
     pub pid: u32,
     pub pid_file: PathBuf,
@@ -266,7 +267,7 @@ pub fn status(cfg: &Config) -> WebStatus {
     let url = alive
         .then(|| read_addr(cfg))
         .flatten()
-        .unwrap_or_else(|| format!("http://{}", cfg.web_bind));
+        .unwrap_or_else(|| format!("{}://{}", crate::web::scheme(cfg), cfg.web_bind));
     let alive_pid = pid.filter(|_| alive);
     WebStatus {
         url,

@@ -1,85 +1,45 @@
-//! Who may ask: the optional bearer token (or the cookie `/login` sets), and cross-site POSTs.
-//! The form token (CSRF field) is checked where each form is read, in `pages`.
+//! Who may ask: the optional token (as `Authorization: Bearer`, or a session signed in with
+//! it), and cross-site state-changing requests. The form token (CSRF field) is checked where
+//! each form is read, in `pages`.
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
-use cookie::{Cookie, SameSite};
-use serde::Deserialize;
+use axum::response::Response;
 
-use super::render::{json_error, message_page, render, LoginPage};
+use super::render::{json_error, message_page};
+use super::session::{Session, Who};
 use super::state::AppState;
 
-/// The cookie `/login?token=` sets; the same value as `Authorization: Bearer`.
-const TOKEN_COOKIE: &str = "cm_token";
-
-/// The value of the first cookie called `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .and_then(|c| c.value_raw())
-}
-
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    token: Option<String>,
-}
-
-/// `/login?token=T` sets the token cookie, then goes to the launcher.
-pub async fn login(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
-    if state.cfg().web_token.is_none() {
-        return Redirect::to("/cm/launch").into_response();
-    }
-    let page = |wrong| LoginPage {
-        title: "token",
-        nav: "",
-        wrong,
-    };
-    match q.token.as_deref() {
-        Some(t) if state.is_token(t) => {
-            let mut resp = Redirect::to("/cm/launch").into_response();
-            let cookie = Cookie::build((TOKEN_COOKIE, t))
-                .path("/")
-                .http_only(true)
-                .same_site(SameSite::Strict)
-                .build();
-            // A token the header cannot carry sets no cookie; Bearer still works.
-            if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
-                resp.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            resp
-        }
-        Some(_) => render(StatusCode::FORBIDDEN, &page(true)),
-        None => render(StatusCode::OK, &page(false)),
-    }
-}
-
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    bearer.or_else(|| cookie(headers, TOKEN_COOKIE))
+        .map(str::trim)
 }
 
-/// With `[web] token` set, every request but `/login` and the static files needs the token.
+/// With `[web] token` set, every request but signing in and out and the static files needs the
+/// token or a session signed in with it; the response carries who it was, for the access log.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.cfg().web_token.is_none() {
         return next.run(req).await;
     }
     let path = req.uri().path();
-    if path == "/login" || path.starts_with("/static/") {
+    if matches!(path, "/login" | "/logout") || path.starts_with("/static/") {
         return next.run(req).await;
     }
-    if presented_token(req.headers()).is_some_and(|t| state.is_token(t)) {
-        return next.run(req).await;
+    let who = bearer(req.headers())
+        .and_then(|t| state.token_name(t))
+        .or_else(|| {
+            req.extensions()
+                .get::<Session>()
+                .and_then(Session::signed_in)
+        });
+    if let Some(name) = who {
+        let mut resp = next.run(req).await;
+        resp.extensions_mut().insert(Who(name));
+        return resp;
     }
     let mut resp = if wants_json(req.headers(), path) {
         json_error(
@@ -91,7 +51,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         message_page(
             StatusCode::UNAUTHORIZED,
             "token needed",
-            "This launcher needs its token. Open /login?token=<token> once to get a cookie, \
+            "This launcher needs its token: sign in at /login, \
              or send Authorization: Bearer <token>.",
         )
     };
@@ -108,20 +68,26 @@ fn wants_json(headers: &HeaderMap, path: &str) -> bool {
             .is_some_and(|a| a.starts_with("application/json"))
 }
 
-/// Refuses state-changing requests that a browser says come from another site. Forms also
-/// carry the CSRF field; API calls need a JSON content type, which no cross-site form can send.
-pub async fn cross_site(req: Request, next: Next) -> Response {
+/// Refuses state-changing requests that a browser says come from another site or origin
+/// (token or not). Forms also carry the CSRF field; API calls need a JSON content type, which
+/// no cross-site form can send.
+pub async fn cross_site(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    if let Some(why) = cross_site_reason(req.headers()) {
+    let scheme = if state.cfg().web_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(why) = cross_site_reason(req.headers(), scheme) {
         let path = req.uri().path().to_string();
         return forbidden(req.headers(), &path, &why);
     }
     next.run(req).await
 }
 
-fn cross_site_reason(headers: &HeaderMap) -> Option<String> {
+fn cross_site_reason(headers: &HeaderMap, scheme: &str) -> Option<String> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         // same-site is not enough: another app on this host (another port) is same-site.
         if !matches!(site, "same-origin" | "none") {
@@ -137,9 +103,9 @@ fn cross_site_reason(headers: &HeaderMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    if origin_host == Some(host) && !host.is_empty() {
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"));
+    if origin_host.is_some_and(|o| o.eq_ignore_ascii_case(host)) && !host.is_empty() {
         None
     } else {
         Some(format!(
@@ -161,39 +127,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_token_cookie_is_found_among_others() {
-        let mut h = HeaderMap::new();
-        assert_eq!(cookie(&h, TOKEN_COOKIE), None);
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("x=y;  cm_token=s3cret ; cm_token=second"),
-        );
-        assert_eq!(cookie(&h, TOKEN_COOKIE), Some("s3cret"));
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "cm"), None);
-    }
-
-    #[test]
-    fn origin_must_be_this_host() {
+    fn origin_must_be_this_host_and_scheme() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(cross_site_reason(&h).is_none());
+        assert!(cross_site_reason(&h, "http").is_none());
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(cross_site_reason(&h).is_none());
+        assert!(cross_site_reason(&h, "http").is_none());
+        assert!(cross_site_reason(&h, "https").is_some(), "another scheme");
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://evil.example"),
         );
-        assert!(cross_site_reason(&h).is_some());
+        assert!(cross_site_reason(&h, "http").is_some());
         h.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
         h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
-        assert!(cross_site_reason(&h).is_some());
+        assert!(cross_site_reason(&h, "http").is_some());
     }
 }

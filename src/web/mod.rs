@@ -4,22 +4,36 @@
 //! Everything (templates, CSS, JS) is compiled into the binary. Pages are askama templates, so
 //! every value is HTML-escaped; the page script builds DOM nodes with `textContent` only.
 //!
-//! Each module imports only those below it: `state` (what handlers share) ← `data` (what pages
-//! and `/api/` both read) ← `view` (rows the templates show) ← `render` (templates, message and
-//! error pages) ← `guard`, `pages`, `api`; `metrics` reads `data`; `input` checks requests.
+//! A request meets, in order: `access_log` (one line each, added where it is served), `metrics`
+//! (the counter), `headers` (CSP, no framing, nosniff, on every response), `host` (a token-less
+//! web answers to loopback names only), the timeout and body limits, `session` (the cookie and
+//! its form token), `guard` (the token; cross-site requests), then a handler in `pages`,
+//! `login`, `api` or `assets`. `listen` accepts connections (over TLS with `tls`).
+//!
+//! Each module imports only those below it: `session`, `host` ← `state` (what handlers share)
+//! ← `data` (what pages and `/api/` both read) ← `view` (rows the templates show) ← `render`
+//! (templates, message and error pages) ← `guard`, `pages`, `login`, `api`; `metrics` reads
+//! `data`; `input` checks requests.
 
 // Helpers return the ready error page as `Err(Response)`; it is built once per refused request.
 #![allow(clippy::result_large_err)]
 
+mod access_log;
 mod api;
 mod assets;
 mod data;
 mod guard;
+mod headers;
+mod host;
 mod input;
+mod listen;
+mod login;
 mod metrics;
 mod pages;
 mod render;
+mod session;
 mod state;
+mod tls;
 mod view;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -27,6 +41,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -44,11 +59,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Forms and API bodies are a few hundred bytes; anything near this is not ours.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// Every route, with auth, cross-site checks, the timeout and the body limit.
+/// Every route, with the `Host` check, sessions, auth, cross-site checks, the security
+/// headers, the timeout and the body limit (the access log is added where it is served).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::root))
-        .route("/login", get(guard::login))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
         .route("/cm/launch", get(pages::launch_form).post(pages::launch))
         .route("/cm/provision", post(pages::provision))
         .route("/cm/launch/db_stats", get(pages::db_stats))
@@ -67,21 +84,18 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/static/{file}", get(assets::serve))
         .fallback(pages::not_found)
-        .layer(axum::middleware::from_fn(guard::cross_site))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::require_token,
-        ))
+        .layer(from_fn_with_state(state.clone(), guard::cross_site))
+        .layer(from_fn_with_state(state.clone(), guard::require_token))
+        .layer(from_fn_with_state(state.clone(), session::attach))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::count_request,
-        ))
+        .layer(from_fn_with_state(state.clone(), host::check))
+        .layer(axum::middleware::from_fn(headers::secure))
+        .layer(from_fn_with_state(state.clone(), metrics::count_request))
         .with_state(state)
 }
 
@@ -89,6 +103,8 @@ pub fn router(state: AppState) -> Router {
 pub async fn run(cfg: &Config, args: &WebArgs) -> anyhow::Result<Code> {
     let bind = args.bind.clone().unwrap_or_else(|| cfg.web_bind.clone());
     check_exposure(cfg, &bind)?;
+    // Checked here too, so a bad certificate is said before anything detaches.
+    tls::acceptor(cfg)?;
     if args.detach {
         return crate::control::web::start(cfg, args.bind.as_deref()).await;
     }
@@ -115,6 +131,7 @@ async fn serve(
     ready: &mut crate::control::web::Ready,
     pid_lock: Option<&crate::control::pidfile::PidLock>,
 ) -> anyhow::Result<Code> {
+    let tls = tls::acceptor(cfg)?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| CmError::BadArgument(format!("cannot listen on {bind}: {e}")))?;
@@ -131,62 +148,25 @@ async fn serve(
         tracing::info!("dropped privileges to {user}");
     }
     let store = Store::open(&cfg.store_url).await?;
-    let app = router(AppState::new(cfg.clone(), store.clone()));
+    let state = AppState::listening(cfg.clone(), store.clone(), bind, Some(addr));
+    let app = router(state).layer(axum::middleware::from_fn(access_log::record));
+    let url = format!("{}://{addr}", scheme(cfg));
     if pid_lock.is_some() {
-        crate::control::web::write_addr(cfg, &format!("http://{addr}"));
+        crate::control::web::write_addr(cfg, &url);
     }
-    ready.say(&format!("listening on http://{addr}"));
-    tracing::info!("cm web listening on http://{addr}");
-    serve_connections(listener, app, shutdown_signal()).await;
+    ready.say(&format!("listening on {url}"));
+    tracing::info!("cm web listening on {url}");
+    listen::serve_connections(listener, tls, app, shutdown_signal()).await;
     store.close().await;
     Ok(Code::Success)
 }
 
-/// Accepts until `shutdown`, then lets requests in flight finish (within the request timeout).
-/// Not `axum::serve`: it sets no timer, so a client that never finishes its request headers
-/// would hold its connection forever; here it is dropped after the request timeout too.
-async fn serve_connections(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
-    // HTTP/1.1 only: browsers use HTTP/2 only over TLS, and TLS is a proxy's job here.
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(REQUEST_TIMEOUT);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait for some to close.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection: {e}");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(REQUEST_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the shutdown grace; closing them");
+/// `https` with `[web] tls_cert`, else `http`.
+pub fn scheme(cfg: &Config) -> &'static str {
+    if cfg.web_tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -208,6 +188,7 @@ async fn shutdown_signal() {
 /// `cm server start`'s half: the detached server on `[web] bind`, once it listens.
 pub async fn start_detached(cfg: &Config) -> anyhow::Result<crate::control::web::Started> {
     check_exposure(cfg, &cfg.web_bind)?;
+    tls::acceptor(cfg)?;
     crate::control::web::spawn_server(cfg, None).await
 }
 

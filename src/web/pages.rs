@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
 use serde::Deserialize;
 
 use super::data::{pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery};
@@ -12,6 +13,7 @@ use super::input::{self, Invalid, LaunchInput, ProvisionInput};
 use super::render::{
     message_page, render, store_error, LaunchPage, MessagePage, ResetPage, StatsPage,
 };
+use super::session::Session;
 use super::state::AppState;
 use super::view::{self, Choice, JobView, WorkerView};
 use crate::client::publish::publish_jobs;
@@ -35,6 +37,7 @@ pub async fn not_found() -> Response {
 /// The launch page with what was submitted and, when refused, (form, field, why).
 fn launch_page<'a>(
     state: &'a AppState,
+    session: &'a Session,
     launch: &LaunchInput,
     provision: &ProvisionInput,
     error: Option<(&'static str, &'static str, String)>,
@@ -58,7 +61,8 @@ fn launch_page<'a>(
     LaunchPage {
         title: "launch",
         nav: "launch",
-        csrf: state.csrf(),
+        signed_in: session.signed_in().is_some(),
+        csrf: session.csrf(),
         servers: choices(&cfg.servers, &launch.server),
         recipes: choices(&cfg.recipes, &launch.recipe),
         kind: launch.kind.clone().unwrap_or_else(|| "vm".into()),
@@ -71,9 +75,13 @@ fn launch_page<'a>(
 }
 
 /// `GET /cm/launch`: both forms, first server and recipe chosen.
-pub async fn launch_form(State(state): State<AppState>) -> Response {
+pub async fn launch_form(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let page = launch_page(
         &state,
+        &session,
         &LaunchInput::default(),
         &ProvisionInput::default(),
         None,
@@ -95,9 +103,9 @@ struct ProvisionForm {
     input: ProvisionInput,
 }
 
-/// The form's `csrf` field against this process's token.
-fn check_csrf(state: &AppState, field: Option<&str>) -> Result<(), Response> {
-    if state.is_csrf(field) {
+/// The form's `csrf` field against its session's token.
+fn check_csrf(session: &Session, field: Option<&str>) -> Result<(), Response> {
+    if session.is_csrf(field) {
         return Ok(());
     }
     Err(message_page(
@@ -107,7 +115,7 @@ fn check_csrf(state: &AppState, field: Option<&str>) -> Result<(), Response> {
     ))
 }
 
-fn parse_form<T: serde::de::DeserializeOwned>(
+pub(super) fn parse_form<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, Response> {
@@ -132,17 +140,23 @@ fn parse_form<T: serde::de::DeserializeOwned>(
 }
 
 /// `POST /cm/launch`: check, store PENDING, publish, and go watch the batch.
-pub async fn launch(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn launch(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: LaunchForm = match parse_form(&headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&state, form.csrf.as_deref()) {
+    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
         return resp;
     }
     let rejected = |e: Invalid| {
         let page = launch_page(
             &state,
+            &session,
             &form.input,
             &ProvisionInput::default(),
             Some(("launch", e.field, e.message)),
@@ -156,12 +170,17 @@ pub async fn launch(State(state): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 /// `POST /cm/provision`: the same for provisioning jobs.
-pub async fn provision(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn provision(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: ProvisionForm = match parse_form(&headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&state, form.csrf.as_deref()) {
+    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
         return resp;
     }
     match input::provision_messages(state.cfg(), &form.input) {
@@ -169,6 +188,7 @@ pub async fn provision(State(state): State<AppState>, headers: HeaderMap, body: 
         Err(e) => {
             let page = launch_page(
                 &state,
+                &session,
                 &LaunchInput::default(),
                 &form.input,
                 Some(("provision", e.field, e.message)),
@@ -203,7 +223,11 @@ async fn publish_and_watch(
 // ---------- db_stats ----------
 
 /// `GET /cm/launch/db_stats`: the jobs of one query, with its charts and the workers.
-pub async fn db_stats(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Response {
+pub async fn db_stats(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Query(q): Query<JobsQuery>,
+) -> Response {
     let snap = match snapshot(&state, &q).await {
         Ok(s) => s,
         Err(e) => return store_error(e),
@@ -217,7 +241,8 @@ pub async fn db_stats(State(state): State<AppState>, Query(q): Query<JobsQuery>)
     let stats = StatsPage {
         title: "db_stats",
         nav: "db_stats",
-        csrf: state.csrf(),
+        signed_in: session.signed_in().is_some(),
+        csrf: session.csrf(),
         states: view::STATES,
         servers: cfg.servers.keys().cloned().collect(),
         recipes: cfg.recipes.keys().cloned().collect(),
@@ -264,6 +289,7 @@ struct RevokeForm {
 /// `POST /cm/jobs/{id}/revoke`: the db_stats button; says what the revoke came to.
 pub async fn revoke(
     State(state): State<AppState>,
+    Extension(session): Extension<Session>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -272,7 +298,7 @@ pub async fn revoke(
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&state, form.csrf.as_deref()) {
+    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
         return resp;
     }
     let terminate = form.terminate.is_some();
@@ -283,6 +309,7 @@ pub async fn revoke(
                 title: "revoke",
                 message: &report.describe(),
                 nav: "db_stats",
+                signed_in: session.signed_in().is_some(),
             },
         ),
         Err(e) => store_error(format!("{e:#}")),
@@ -292,7 +319,10 @@ pub async fn revoke(
 // ---------- db_reset ----------
 
 /// `GET /cm/db_reset`: how many records there are, and the button that removes them.
-pub async fn db_reset_form(State(state): State<AppState>) -> Response {
+pub async fn db_reset_form(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let count = match state.store().count(&JobFilter::default()).await {
         Ok(n) => n,
         Err(e) => return store_error(e),
@@ -302,7 +332,8 @@ pub async fn db_reset_form(State(state): State<AppState>) -> Response {
         &ResetPage {
             title: "db_reset",
             nav: "db_reset",
-            csrf: state.csrf(),
+            signed_in: session.signed_in().is_some(),
+            csrf: session.csrf(),
             count,
         },
     )
@@ -314,12 +345,17 @@ struct ResetForm {
 }
 
 /// `POST /cm/db_reset`: clears the store (the GET only asks).
-pub async fn db_reset(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn db_reset(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form: ResetForm = match parse_form(&headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&state, form.csrf.as_deref()) {
+    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
         return resp;
     }
     match state.store().reset().await {
@@ -331,6 +367,7 @@ pub async fn db_reset(State(state): State<AppState>, headers: HeaderMap, body: B
                     title: "db_reset",
                     message: &format!("removed {n} records"),
                     nav: "db_reset",
+                    signed_in: session.signed_in().is_some(),
                 },
             )
         }

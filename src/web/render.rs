@@ -35,6 +35,7 @@ pub struct MessagePage<'a> {
     pub title: &'a str,
     pub message: &'a str,
     pub nav: &'a str,
+    pub signed_in: bool,
 }
 
 /// A small page with a title and one message (errors, results, refusals).
@@ -45,6 +46,7 @@ pub fn message_page(status: StatusCode, title: &str, message: &str) -> Response 
             title,
             message,
             nav: "",
+            signed_in: false,
         },
     )
 }
@@ -65,7 +67,10 @@ pub fn store_error(e: impl std::fmt::Display) -> Response {
 pub struct LoginPage<'a> {
     pub title: &'a str,
     pub nav: &'a str,
+    pub signed_in: bool,
     pub wrong: bool,
+    /// The page was asked for with `?token=`, which does not sign in.
+    pub token_in_url: bool,
 }
 
 /// `/cm/launch`: the launch and provision forms, one of them maybe rejected.
@@ -74,6 +79,8 @@ pub struct LoginPage<'a> {
 pub struct LaunchPage<'a> {
     pub title: &'a str,
     pub nav: &'a str,
+    /// The sign-out button shows.
+    pub signed_in: bool,
     pub csrf: &'a str,
     pub servers: Vec<Choice>,
     pub recipes: Vec<Choice>,
@@ -99,6 +106,8 @@ impl LaunchPage<'_> {
 pub struct StatsPage<'a> {
     pub title: &'a str,
     pub nav: &'a str,
+    /// The sign-out button shows.
+    pub signed_in: bool,
     /// For the revoke buttons of a job's details, which the page script builds.
     pub csrf: &'a str,
     pub q: JobsQuery,
@@ -131,6 +140,8 @@ pub struct StatsPage<'a> {
 pub struct ResetPage<'a> {
     pub title: &'a str,
     pub nav: &'a str,
+    /// The sign-out button shows.
+    pub signed_in: bool,
     pub csrf: &'a str,
     pub count: i64,
 }

@@ -1,13 +1,19 @@
-//! What every handler shares: the config, the store, this process's form token and the request
-//! counter; and the two secret comparisons (bearer token, form token) made in constant time.
+//! What every handler shares: the config, the store, the sessions (with their form-token key),
+//! the `Host` names served, and the request counter; and the bearer token's comparison, made in
+//! constant time.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
-use subtle::ConstantTimeEq;
 
+use super::host::ServedHosts;
+use super::session::{same_secret, Sessions};
 use crate::config::Config;
 use crate::store::Store;
+
+/// The name `[web] token` goes by in the access log.
+pub const TOKEN_NAME: &str = "token";
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,19 +23,27 @@ pub struct AppState {
 struct Inner {
     cfg: Config,
     store: Store,
-    /// Per-process CSRF token, embedded in every form and checked on every form POST.
-    csrf: String,
+    sessions: Sessions,
+    hosts: ServedHosts,
     /// Requests answered, for `/metrics`.
     requests: Counter,
 }
 
 impl AppState {
+    /// For a server on `[web] bind`.
     pub fn new(cfg: Config, store: Store) -> Self {
+        let bind = cfg.web_bind.clone();
+        Self::listening(cfg, store, &bind, None)
+    }
+
+    /// For a server asked to listen on `bind` that got `addr`.
+    pub fn listening(cfg: Config, store: Store, bind: &str, addr: Option<SocketAddr>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                sessions: Sessions::new(cfg.web_tls.is_some()),
+                hosts: ServedHosts::new(bind, addr),
                 cfg,
                 store,
-                csrf: uuid::Uuid::new_v4().to_string(),
                 requests: Counter::default(),
             }),
         }
@@ -43,43 +57,24 @@ impl AppState {
         &self.inner.store
     }
 
-    pub fn csrf(&self) -> &str {
-        &self.inner.csrf
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    pub fn served_hosts(&self) -> &ServedHosts {
+        &self.inner.hosts
     }
 
     pub fn requests(&self) -> &Counter {
         &self.inner.requests
     }
 
-    /// Whether `presented` is `[web] token`; false when none is configured.
-    pub fn is_token(&self, presented: &str) -> bool {
+    /// The token's name when `presented` is `[web] token`; none when none is configured.
+    pub fn token_name(&self, presented: &str) -> Option<&'static str> {
         self.cfg()
             .web_token
             .as_deref()
             .is_some_and(|token| same_secret(presented, token))
-    }
-
-    /// Whether a form's `csrf` field is this process's form token.
-    pub fn is_csrf(&self, field: Option<&str>) -> bool {
-        field.is_some_and(|f| same_secret(f, self.csrf()))
-    }
-}
-
-/// Equal in time independent of where the first difference is, so a token cannot be guessed
-/// byte by byte from response times (the length is not secret).
-fn same_secret(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_secret;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("abc", "abc"));
-        assert!(!same_secret("abc", "abd"));
-        assert!(!same_secret("abc", "abcd"));
-        assert!(!same_secret("", "a"));
+            .then_some(TOKEN_NAME)
     }
 }
