@@ -646,25 +646,32 @@ fn a_token_guards_everything_and_beyond_loopback_is_refused_without_one() {
         StatusCode::UNAUTHORIZED
     );
 
-    assert_eq!(
-        web.get("/login?token=wrong").status(),
-        StatusCode::FORBIDDEN
-    );
-    let resp = web.get("/login?token=s3cret-token");
+    // Signing in is a form POST; the cookie holds a session id, not the token.
+    let login = |token: &str| {
+        web.http
+            .post(web.url("/login"))
+            .form(&[("token", token)])
+            .send()
+            .expect("POST")
+    };
+    assert_eq!(login("wrong").status(), StatusCode::FORBIDDEN);
+    let resp = login("s3cret-token");
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     let cookie = resp.headers()["set-cookie"]
         .to_str()
         .expect("cookie")
         .to_string();
-    assert!(cookie.starts_with("cm_token=s3cret-token;"), "{cookie}");
+    assert!(cookie.starts_with("cm_session="), "{cookie}");
+    assert!(!cookie.contains("s3cret-token"), "{cookie}");
     let attributes: Vec<&str> = cookie.split(';').skip(1).map(str::trim).collect();
     for attribute in ["Path=/", "HttpOnly", "SameSite=Strict"] {
         assert!(attributes.contains(&attribute), "{cookie}");
     }
+    let session = cookie.split(';').next().expect("name=value");
     let with_cookie = web
         .http
         .get(web.url("/cm/launch/db_stats"))
-        .header("Cookie", "cm_token=s3cret-token")
+        .header("Cookie", session)
         .send()
         .expect("GET");
     assert_eq!(with_cookie.status(), StatusCode::OK);

@@ -133,14 +133,18 @@ impl Reply {
     }
 }
 
-/// The `Host` of every in-process request (cross-site checks compare `Origin` with it).
-pub const HOST: &str = "cm.test";
+/// The `Host` of every in-process request (cross-site checks compare `Origin` with it; a web
+/// without a token answers only to loopback names).
+pub const HOST: &str = "localhost";
 
 /// The router `cm web` serves, built by `cm::web::router` for a stack's config, in this process.
 pub struct App {
     router: axum::Router,
     store: cm::store::Store,
     rt: tokio::runtime::Runtime,
+    /// The session cookie the router set, sent back as a browser would (form tokens are
+    /// per session).
+    session: std::sync::Mutex<Option<String>>,
 }
 
 impl App {
@@ -166,15 +170,28 @@ impl App {
             .block_on(cm::store::Store::open(&cfg.store_url))
             .expect("the stack's store");
         let router = cm::web::router(cm::web::AppState::new(cfg, store.clone()));
-        Self { router, store, rt }
+        Self {
+            router,
+            store,
+            rt,
+            session: std::sync::Mutex::new(None),
+        }
     }
 
-    /// Sends `req` through the router (with `Host: cm.test` unless it has one).
+    /// Sends `req` through the router (with `Host: localhost` unless it has one, and the
+    /// session cookie unless it has cookies).
     pub fn send(&self, mut req: Request<Body>) -> Reply {
         req.headers_mut()
             .entry(header::HOST)
             .or_insert(HeaderValue::from_static(HOST));
-        self.rt.block_on(async {
+        let mut session = self.session.lock().expect("session cookie");
+        if let Some(c) = session.as_deref() {
+            if !req.headers().contains_key(header::COOKIE) {
+                let c = HeaderValue::from_str(c).expect("cookie");
+                req.headers_mut().insert(header::COOKIE, c);
+            }
+        }
+        let reply = self.rt.block_on(async {
             let resp = self
                 .router
                 .clone()
@@ -190,7 +207,12 @@ impl App {
                 headers: parts.headers,
                 body: String::from_utf8_lossy(&bytes).into_owned(),
             }
-        })
+        });
+        if let Some(set) = reply.headers.get(header::SET_COOKIE) {
+            let set = set.to_str().expect("cookie text");
+            *session = set.split(';').next().map(str::to_string);
+        }
+        reply
     }
 
     pub fn get(&self, path: &str) -> Reply {
