@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::{Error, InconsistentKeys, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError, WebTls};
@@ -31,11 +31,11 @@ fn server_config(files: &WebTls) -> Result<ServerConfig, String> {
     let (cert, key) = (files.cert.as_path(), files.key.as_path());
     let chain = read_chain(cert)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        format!(
-            "[web] tls_key {}: no private key read ({}): it must be a PEM private key",
-            key.display(),
-            pem_reason(&e)
-        )
+        let why = pem_reason(
+            &e,
+            "no private key in it (expected PEM, -----BEGIN PRIVATE KEY-----)",
+        );
+        format!("[web] tls_key {}: {why}", key.display())
     })?;
     // ring, not rustls's default aws-lc-rs: that one's large C build is the price of the
     // post-quantum key exchange ring lacks (hence deprecated), not worth it for this console.
@@ -47,12 +47,17 @@ fn server_config(files: &WebTls) -> Result<ServerConfig, String> {
         .map_err(|e| format!("TLS for the web: {e}"))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            format!(
-                "[web] tls_key {} does not go with tls_cert {} ({e})",
+        .map_err(|e| match e {
+            Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => format!(
+                "[web] tls_key {} is not the key of tls_cert {}",
                 key.display(),
                 cert.display()
-            )
+            ),
+            other => format!(
+                "[web] tls_key {} cannot serve tls_cert {}: {other}",
+                key.display(),
+                cert.display()
+            ),
         })?;
     // The server speaks HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -60,25 +65,23 @@ fn server_config(files: &WebTls) -> Result<ServerConfig, String> {
 }
 
 fn read_chain(cert: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    const NONE: &str = "no certificate in it (expected PEM, -----BEGIN CERTIFICATE-----)";
     let bad = |why: String| format!("[web] tls_cert {}: {why}", cert.display());
     let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(pem_reason(&e)))?
+        .map_err(|e| bad(pem_reason(&e, NONE)))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(pem_reason(&e)))?;
+        .map_err(|e| bad(pem_reason(&e, NONE)))?;
     if chain.is_empty() {
-        return Err(bad(
-            "no certificate in it (expected PEM, -----BEGIN CERTIFICATE-----)".into(),
-        ));
+        return Err(bad(NONE.into()));
     }
     Ok(chain)
 }
 
 /// The reason without the type's own wrapping: an I/O error says what the OS said.
-fn pem_reason(e: &tokio_rustls::rustls::pki_types::pem::Error) -> String {
-    use tokio_rustls::rustls::pki_types::pem::Error;
+fn pem_reason(e: &pem::Error, nothing_found: &str) -> String {
     match e {
-        Error::Io(io) => format!("cannot be read: {io}"),
-        Error::NoItemsFound => "nothing of that kind in it".into(),
+        pem::Error::Io(io) => format!("cannot be read: {io}"),
+        pem::Error::NoItemsFound => nothing_found.into(),
         other => format!("not valid PEM: {other}"),
     }
 }
