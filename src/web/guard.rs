@@ -1,15 +1,67 @@
-//! Who may ask: the optional token (as `Authorization: Bearer`, or a session signed in with
-//! it), and cross-site state-changing requests. The form token (CSRF field) is checked where
-//! each form is read, in `pages`.
+//! Who may ask: the `Host` names a token-less web answers to, the request's session, the
+//! optional token (as `Authorization: Bearer`, or a session signed in with it), and cross-site
+//! state-changing requests. The form token (CSRF field) is checked where each form is read, in
+//! `pages`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::render::{json_error, message_page};
 use super::session::{Session, Who};
 use super::state::AppState;
+
+/// Without `[web] token`: 421 and one line for a request whose `Host` (or absolute URI) names
+/// another server, or that names none.
+pub async fn served_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.cfg().web_token.is_some() {
+        return next.run(req).await;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let served = state.served_hosts();
+    let refused = match (host, req.uri().authority()) {
+        (None, None) => Some("no Host header".to_string()),
+        (_, Some(a)) if !served.serves(a.as_str()) => Some(format!("Host {:?}", a.as_str())),
+        (Some(h), _) if !served.serves(h) => Some(format!("Host {h:?}")),
+        _ => None,
+    };
+    let Some(what) = refused else {
+        return next.run(req).await;
+    };
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "refused: {what} is not this server; without [web] token it answers only to {}\n",
+            served.names().join(", ")
+        ),
+    )
+        .into_response()
+}
+
+/// Finds the request's session and puts it in its extensions; sets the cookie of a new one.
+pub async fn attach_session(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let sessions = state.sessions();
+    let session = sessions.of_request(req.headers(), state.cfg().web_token.is_none());
+    let minted = session.minted().map(str::to_string);
+    req.extensions_mut().insert(session);
+    let mut resp = next.run(req).await;
+    // A handler that set the cookie itself (login, logout) has the last word.
+    if let Some(id) = minted {
+        if !resp.headers().contains_key(header::SET_COOKIE) {
+            resp.headers_mut()
+                .insert(header::SET_COOKIE, sessions.cookie(&id));
+        }
+    }
+    resp
+}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers

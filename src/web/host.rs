@@ -5,13 +5,6 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use super::state::AppState;
-
 /// The names answered to besides the bind address.
 const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
@@ -84,36 +77,6 @@ fn split_host(authority: &str) -> Option<(String, &str)> {
     };
     let valid = name_ok && !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     valid.then(|| (host.to_ascii_lowercase(), port))
-}
-
-/// Without `[web] token`: 421 and one line for a request whose `Host` (or absolute URI) names
-/// another server, or that names none.
-pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.cfg().web_token.is_some() {
-        return next.run(req).await;
-    }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .map(|v| v.to_str().unwrap_or("?"));
-    let served = state.served_hosts();
-    let refused = match (host, req.uri().authority()) {
-        (None, None) => Some("no Host header".to_string()),
-        (_, Some(a)) if !served.serves(a.as_str()) => Some(format!("Host {:?}", a.as_str())),
-        (Some(h), _) if !served.serves(h) => Some(format!("Host {h:?}")),
-        _ => None,
-    };
-    let Some(what) = refused else {
-        return next.run(req).await;
-    };
-    (
-        StatusCode::MISDIRECTED_REQUEST,
-        format!(
-            "refused: {what} is not this server; without [web] token it answers only to {}\n",
-            served.names().join(", ")
-        ),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 //! every value is HTML-escaped; the page script builds DOM nodes with `textContent` only.
 //!
 //! A request meets, in order: `access_log` (one line each, added where it is served), `metrics`
-//! (the counter), `headers` (CSP, no framing, nosniff, on every response), `host` (a token-less
-//! web answers to loopback names only), the timeout and body limits, `session` (the cookie and
-//! its form token), `guard` (the token; cross-site requests), then a handler in `pages`,
-//! `login`, `api` or `assets`. `listen` accepts connections (over TLS with `tls`).
+//! (the counter), `headers` (CSP, no framing, nosniff, on every response), `guard` (a
+//! token-less web answers to the names of `host` only), the timeout and body limits, `guard`
+//! again (the `session` cookie and its form token; the token; cross-site requests), then a
+//! handler in `pages`, `login`, `api` or `assets`. `listen` accepts connections (over TLS with
+//! `tls`).
 //!
 //! Each module imports only those below it: `session`, `host` ← `state` (what handlers share)
 //! ← `data` (what pages and `/api/` both read) ← `view` (rows the templates show) ← `render`
@@ -86,14 +87,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(pages::not_found)
         .layer(from_fn_with_state(state.clone(), guard::cross_site))
         .layer(from_fn_with_state(state.clone(), guard::require_token))
-        .layer(from_fn_with_state(state.clone(), session::attach))
+        .layer(from_fn_with_state(state.clone(), guard::attach_session))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(from_fn_with_state(state.clone(), host::check))
+        .layer(from_fn_with_state(state.clone(), guard::served_host))
         .layer(axum::middleware::from_fn(headers::secure))
         .layer(from_fn_with_state(state.clone(), metrics::count_request))
         .with_state(state)

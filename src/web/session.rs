@@ -9,18 +9,13 @@
 
 use std::sync::Mutex;
 
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
 use cookie::{Cookie, SameSite};
 use hmac::{Hmac, Mac};
 use indexmap::IndexMap;
 use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-
-use super::state::AppState;
 
 pub const COOKIE: &str = "cm_session";
 /// Bytes of randomness in a session id (hex in the cookie).
@@ -71,6 +66,11 @@ impl Session {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The id of a new anonymous session, whose cookie the response must set.
+    pub fn minted(&self) -> Option<&str> {
+        self.minted.then_some(self.id.as_str())
     }
 }
 
@@ -159,23 +159,6 @@ impl Sessions {
         // Ids are hex: the header always takes them.
         HeaderValue::from_str(&c.to_string()).unwrap_or(HeaderValue::from_static(""))
     }
-}
-
-/// Finds the request's session and puts it in its extensions; sets the cookie of a new one.
-pub async fn attach(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let sessions = state.sessions();
-    let session = sessions.of_request(req.headers(), state.cfg().web_token.is_none());
-    let minted = session.minted.then(|| session.id.clone());
-    req.extensions_mut().insert(session);
-    let mut resp = next.run(req).await;
-    // A handler that set the cookie itself (login, logout) has the last word.
-    if let Some(id) = minted {
-        if !resp.headers().contains_key(header::SET_COOKIE) {
-            resp.headers_mut()
-                .insert(header::SET_COOKIE, sessions.cookie(&id));
-        }
-    }
-    resp
 }
 
 /// The value of the first cookie called `name` in the request's `Cookie` headers.
