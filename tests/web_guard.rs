@@ -529,6 +529,18 @@ fn https_serves_the_configured_certificate() {
             .map_or(true, |t| !t.contains("press to launch")),
         "{plain:?}"
     );
+    drop(web);
+
+    // Detached, it says and records where it listens with the scheme.
+    let out = stack.ok(&["web", "--detach", "--bind", "127.0.0.1:0"]);
+    let url = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("listening on "))
+        .expect("listening line");
+    assert!(url.starts_with("https://127.0.0.1:"), "{out}");
+    let status = stack.ok(&["server", "status"]);
+    assert!(status.contains(&format!("web      {url} pid ")), "{status}");
 }
 
 fn assert_config_error(out: &std::process::Output, names: &[&Path]) {
