@@ -2,9 +2,7 @@
 //! `App` drives the same router in this process (no port, no process), against the stack's
 //! SQLite store and the real broker.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,7 +11,7 @@ use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{cm_bin, Stack};
+use super::{cm_bin, lines_of, Stack};
 
 /// The HTTP client of the tests: redirects are answers to check, not to follow.
 pub fn client() -> Client {
@@ -56,14 +54,10 @@ impl Web {
             .stderr(log)
             .spawn()
             .expect("spawn cm web");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let lines = lines_of(child.stdout.take().expect("stdout"));
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_default();
         let Some(base) = line
             .trim()
             .strip_prefix("listening on ")

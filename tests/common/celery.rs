@@ -1,0 +1,80 @@
+//! Celery's own side, from bench/.venv (scripts/ensure-celery-venv.sh, which `make test` runs):
+//! its tools, and Python clients of the test broker.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+
+use super::broker::broker_url;
+use super::procs::Killed;
+
+/// A program of the venv (`python`, `celery`), which must be there.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench/.venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} missing: `make test` installs Celery and Flower (scripts/ensure-celery-venv.sh)",
+        path.display()
+    );
+    path
+}
+
+/// kombu's spelling of the test broker (it writes the vhost `/` as `%2F` or `//`).
+pub fn kombu_url() -> String {
+    broker_url().replace("%2f", "%2F")
+}
+
+/// A script that makes `app`, a Celery client of the test broker whose results come back over
+/// rpc://, then runs `body`.
+pub fn client_with_results(body: &str) -> String {
+    client_app("backend=\"rpc://\"", body)
+}
+
+/// A script that makes `app`, a Celery client of the test broker that asks for no results,
+/// then runs `body`.
+pub fn client(body: &str) -> String {
+    client_app("", body)
+}
+
+fn client_app(backend: &str, body: &str) -> String {
+    format!(
+        "from celery import Celery\n\
+         app = Celery(\"client\", broker={broker:?}, {backend})\n\
+         app.conf.broker_connection_retry_on_startup = False\n\
+         {body}",
+        broker = kombu_url(),
+    )
+}
+
+/// Runs `python -c SCRIPT ARGS` with the venv's Python, which must succeed: its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Starts `python -c SCRIPT ARGS` and leaves it running: it, and its stdout line by line.
+pub fn spawn_python(script: &str, args: &[&str]) -> (Killed, Receiver<String>) {
+    let mut child = Killed::spawn(
+        Command::new(venv_bin("python"))
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped()),
+    );
+    let lines = child.lines();
+    (child, lines)
+}
