@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::celery::{client_with_results, python};
 use common::*;
 
 const LAUNCH_STATES: [&str; 7] = [
@@ -20,42 +21,20 @@ const PROVISION_STATES: [&str; 8] = [
     "SUCCESS",
 ];
 
-fn history(stack: &Stack, id: &str) -> (serde_json::Value, Vec<String>) {
-    let job: serde_json::Value =
-        serde_json::from_str(&stack.ok(&["jobs", "show", id, "--json"])).expect("json");
-    let states = job["history"]
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
-        .collect();
-    (job, states)
-}
-
 /// Launch and provision with --wait; every job ends SUCCESS with every transition recorded.
 fn every_job_is_final_with_complete_history(stack: &Stack) {
-    stack.ok(&["queue", "start"]);
-    let launched = stack.publish(&[
-        "launch",
-        "--server",
-        "sierra_openstack_grizzly",
-        "--recipe",
-        "Slurm Cluster",
-        "--hosts",
-        "vm[1-5]",
-        "--wait",
-    ]);
-    let provisioned = stack.publish(&[
-        "provision",
-        "--hosts",
-        "h[1-5]",
-        "--image",
-        "debian-12",
-        "--wait",
-    ]);
+    stack.start(&[]);
+    let launched = stack
+        .launch()
+        .server("sierra_openstack_grizzly")
+        .recipe("Slurm Cluster")
+        .hosts("vm[1-5]")
+        .wait()
+        .ids();
+    let provisioned = stack.provision("h[1-5]").image("debian-12").wait().ids();
     assert_eq!((launched.len(), provisioned.len()), (5, 5));
 
-    let all = jobs(stack);
+    let all = stack.jobs();
     assert_eq!(all.len(), 10);
     for job in &all {
         assert_eq!(job["state"], "SUCCESS", "{job}");
@@ -66,8 +45,8 @@ fn every_job_is_final_with_complete_history(stack: &Stack) {
         assert!(job["error"].is_null());
     }
     for id in &launched {
-        let (job, states) = history(stack, id);
-        assert_eq!(states, LAUNCH_STATES, "{id}");
+        assert_eq!(stack.history(id), LAUNCH_STATES, "{id}");
+        let job = stack.show(id);
         assert_eq!(job["server"], "sierra_openstack_grizzly");
         assert_eq!(job["recipe"], "Slurm Cluster");
         let worker = job["worker"].as_str().expect("worker");
@@ -78,9 +57,12 @@ fn every_job_is_final_with_complete_history(stack: &Stack) {
         assert_eq!(job["queue"], stack.launch.as_str());
     }
     for id in &provisioned {
-        let (job, states) = history(stack, id);
-        assert_eq!(states, PROVISION_STATES, "{id}");
-        assert!(job["worker"].as_str().is_some_and(|w| w.starts_with('p')));
+        assert_eq!(stack.history(id), PROVISION_STATES, "{id}");
+        let worker = stack.show(id)["worker"].clone();
+        assert!(
+            worker.as_str().is_some_and(|w| w.starts_with('p')),
+            "{worker}"
+        );
     }
 }
 
@@ -106,48 +88,36 @@ fn every_job_reaches_a_final_state_with_complete_history_on_postgres() {
     drop(stack);
 }
 
-const BROKEN_RECIPE: &str = r#"
+/// A stack whose recipe `Broken` always fails to deploy (the launcher queue's `launch_keys`).
+fn broken_recipe_stack(launch_keys: &str) -> Stack {
+    Stack::with(Options {
+        launch_keys: launch_keys.into(),
+        extra: r#"
 [recipes.Hadoop]
 description = "works"
 [recipes.Broken]
 description = "always fails to deploy"
 fail = true
-"#;
+"#
+        .into(),
+        ..Options::default()
+    })
+}
 
 #[test]
 fn wait_exits_non_zero_naming_failed_jobs_and_on_timeout() {
-    let stack = Stack::with(Options {
-        extra: BROKEN_RECIPE.into(),
-        ..Options::default()
-    });
+    let stack = broken_recipe_stack("");
     // No workers yet: the wait cannot end in time.
-    let out = stack.cm(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--wait",
-        "--timeout",
-        "0.5",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    let stderr = stack.launch().timeout(0.5).fails(75);
     assert!(stderr.contains("timed out"), "{stderr}");
 
-    stack.ok(&["queue", "start"]);
-    let out = stack.cm(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Broken",
-        "--hosts",
-        "b[1-2]",
-        "--wait",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stack.start(&[]);
+    let stderr = stack
+        .launch()
+        .recipe("Broken")
+        .hosts("b[1-2]")
+        .wait()
+        .fails(1);
     assert!(stderr.contains("2 of 2 jobs failed"), "{stderr}");
     assert!(stderr.contains("failed to deploy"), "{stderr}");
 
@@ -170,42 +140,38 @@ fn wait_exits_non_zero_naming_failed_jobs_and_on_timeout() {
 #[test]
 fn call_publishes_a_task_with_json_arguments() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start", "p1"]);
-    let out = stack.ok(&[
-        "call",
-        "cm.provision",
-        "--args",
-        r#"["h1", "ubuntu"]"#,
-        "--wait",
-    ]);
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    let result: serde_json::Value = serde_json::from_str(lines[1]).expect("a JSON result");
+    stack.start(&["p1"]);
+    let lines = stack
+        .call("cm.provision")
+        .args(r#"["h1", "ubuntu"]"#)
+        .wait()
+        .ids();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let result: serde_json::Value = serde_json::from_str(&lines[1]).expect("a JSON result");
     assert_eq!(result["host"], "h1");
-    let (row, _) = history(&stack, lines[0]);
+    let row = stack.show(&lines[0]);
     assert_eq!(row["state"], "SUCCESS");
     assert_eq!(row["queue"], stack.prov.as_str());
 
-    let kw = stack.ok(&[
-        "call",
-        "cm.provision",
-        "--kwargs",
-        r#"{"host": "h2", "image": "i"}"#,
-    ]);
-    assert_eq!(kw.lines().count(), 1, "{kw}");
+    let kw = stack
+        .call("cm.provision")
+        .kwargs(r#"{"host": "h2", "image": "i"}"#)
+        .ids();
+    assert_eq!(kw.len(), 1, "{kw:?}");
 
+    // The CLI's own refusals, argv as a user would type it.
     for (args, why) in [
-        (vec!["call", "cm.nope"], "unknown task"),
+        (&["call", "cm.nope"][..], "unknown task"),
         (
-            vec!["call", "cm.provision", "--args", "[1,"],
+            &["call", "cm.provision", "--args", "[1,"],
             "is not a JSON list",
         ),
         (
-            vec!["call", "cm.provision", "--kwargs", "[]"],
+            &["call", "cm.provision", "--kwargs", "[]"],
             "is not a JSON object",
         ),
         (
-            vec![
+            &[
                 "call",
                 "cm.provision",
                 "--args",
@@ -216,56 +182,30 @@ fn call_publishes_a_task_with_json_arguments() {
             "unknown queue",
         ),
         (
-            vec!["call", "cm.provision", "--args", r#"["h"]"#],
+            &["call", "cm.provision", "--args", r#"["h"]"#],
             "missing required argument 'image'",
         ),
     ] {
-        let out = stack.cm(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        let stderr = stack.fails(args, 64);
         assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
 
 #[test]
 fn a_failing_job_is_retried_with_backoff_then_fails() {
-    let stack = Stack::with(Options {
-        extra: BROKEN_RECIPE.into(),
-        launch_queue_extra: "retries = 2\nretry_backoff_seconds = 0.05".into(),
-        ..Options::default()
-    });
-    stack.ok(&["queue", "start", "l1", "l2"]);
-    let out = stack.cm(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Broken",
-        "--wait",
-        "--timeout",
-        "30",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (job, states) = history(&stack, &id);
+    let stack = broken_recipe_stack("retries = 2\nretry_backoff_seconds = 0.05");
+    stack.start(&["l1", "l2"]);
+    let ran = stack.launch().recipe("Broken").timeout(30.0).run();
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    let id = ran.stdout.trim();
+    let job = stack.show(id);
+    let states = stack.history(id);
     assert_eq!(job["state"], "FAILURE");
     assert_eq!(job["retries"], 2);
-    assert_eq!(
-        states.iter().filter(|s| *s == "RETRY").count(),
-        2,
-        "{states:?}"
-    );
-    assert_eq!(
-        states.iter().filter(|s| *s == "RECEIVED").count(),
-        3,
-        "{states:?}"
-    );
+    let count = |state: &str| states.iter().filter(|s| *s == state).count();
+    assert_eq!(count("RETRY"), 2, "{states:?}");
+    assert_eq!(count("RECEIVED"), 3, "{states:?}");
     assert_eq!(states.last().map(String::as_str), Some("FAILURE"));
 }
 
@@ -275,18 +215,9 @@ fn kill_9_of_a_busy_worker_loses_no_job() {
         step_seconds: (0.002, 0.004),
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1", "l2"]);
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Ganglia",
-        "--hosts",
-        "vm[1-500]",
-    ]);
+    stack.start(&["l1", "l2"]);
+    let ids = stack.launch().recipe("Ganglia").hosts("vm[1-500]").ids();
     assert_eq!(ids.len(), 500);
-    let victim = stack.pid_of("l1");
     // Kill while a job is mid-flight on l1 (its last log line is a step, not a final state).
     eventually(
         Duration::from_secs(30),
@@ -298,17 +229,12 @@ fn kill_9_of_a_busy_worker_loses_no_job() {
             done >= 20 && (last.ends_with(": running") || last.ends_with(": deploy"))
         },
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
+    stack.kill9("l1");
 
     eventually(Duration::from_secs(60), "all 500 jobs to be final", || {
-        let all = jobs(&stack);
-        all.len() == 500 && all.iter().all(|j| j["state"] == "SUCCESS")
+        stack.all_succeeded(500)
     });
-    let all = jobs(&stack);
+    let all = stack.jobs();
     for id in &ids {
         assert!(
             all.iter().any(|j| j["id"] == id.as_str()),
@@ -328,8 +254,7 @@ fn kill_9_of_a_busy_worker_loses_no_job() {
         .iter()
         .filter(|j| j["deliveries"].as_i64().unwrap_or(0) >= 2);
     for job in twice {
-        let id = job["id"].as_str().expect("id");
-        let (_, states) = history(&stack, id);
+        let states = stack.history(job["id"].as_str().expect("id"));
         assert!(
             states
                 .iter()
@@ -345,12 +270,13 @@ fn kill_9_of_a_busy_worker_loses_no_job() {
     assert_eq!(queue_depth(&stack.launch), 0);
 }
 
-fn publish_raw(queue: &str, body: &[u8], headers: Option<&[(&str, &str)]>) {
+/// Publishes `body` to `queue` as JSON, with the message headers `headers`.
+fn publish_raw(queue: &str, body: &[u8], headers: &[(&str, &str)]) {
     use lapin::types::{AMQPValue, FieldTable, LongString};
     let mut props = lapin::BasicProperties::default().with_content_type("application/json".into());
-    if let Some(hs) = headers {
+    if !headers.is_empty() {
         let mut table = FieldTable::default();
-        for (k, v) in hs {
+        for (k, v) in headers {
             table.insert(
                 (*k).into(),
                 AMQPValue::LongString(LongString::from(v.as_bytes())),
@@ -364,49 +290,31 @@ fn publish_raw(queue: &str, body: &[u8], headers: Option<&[(&str, &str)]>) {
 #[test]
 fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start", "l1"]);
-    let task = |name: &'static str| Some(vec![("task", name), ("id", "poison-id")]);
-    publish_raw(
-        &stack.launch,
-        b"this is not json",
-        task("cm.launch").as_deref(),
-    );
-    publish_raw(&stack.launch, br#"{"a": 1}"#, task("cm.launch").as_deref());
-    publish_raw(
-        &stack.launch,
-        br#"[[], {}, {}]"#,
-        task("cm.nope").as_deref(),
-    );
-    publish_raw(&stack.launch, br#"[[], {}, {}]"#, None);
+    stack.start(&["l1"]);
+    let task = |name| [("task", name), ("id", "poison-id")];
     let huge = format!(r#"[["{}", "ubuntu"], {{}}, {{}}]"#, "h".repeat(2 << 20));
-    publish_raw(
-        &stack.launch,
-        huge.as_bytes(),
-        task("cm.provision").as_deref(),
-    );
-    // A job whose arguments do not fit is no poison: it ends FAILURE naming the mismatch.
-    publish_raw(
-        &stack.launch,
-        br#"[[], {"server": [5]}, {}]"#,
-        Some(&[("task", "cm.launch"), ("id", "unfit-id")]),
-    );
+    for (body, headers) in [
+        (&b"this is not json"[..], &task("cm.launch")[..]),
+        (br#"{"a": 1}"#, &task("cm.launch")),
+        (br#"[[], {}, {}]"#, &task("cm.nope")),
+        (br#"[[], {}, {}]"#, &[]),
+        (huge.as_bytes(), &task("cm.provision")),
+        // A job whose arguments do not fit is no poison: it ends FAILURE naming the mismatch.
+        (
+            br#"[[], {"server": [5]}, {}]"#,
+            &[("task", "cm.launch"), ("id", "unfit-id")],
+        ),
+    ] {
+        publish_raw(&stack.launch, body, headers);
+    }
 
     // A good job after the poison still runs.
-    stack.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Nagios",
-        "--wait",
-        "--timeout",
-        "20",
-    ]);
+    stack.launch().recipe("Nagios").timeout(20.0).ids();
     let dead = format!("{}.dead", stack.launch);
     eventually(Duration::from_secs(10), "5 dead letters", || {
         queue_depth(&dead) == 5
     });
-    let (unfit, states) = history(&stack, "unfit-id");
+    let unfit = stack.show("unfit-id");
     assert_eq!(unfit["state"], "FAILURE", "{unfit}");
     assert!(
         unfit["error"]
@@ -414,6 +322,7 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
             .is_some_and(|e| e.contains("cm.launch() argument 'server' must be a string")),
         "{unfit}"
     );
+    let states = stack.history("unfit-id");
     assert!(!states.iter().any(|s| s == "running"), "it ran: {states:?}");
 
     let listed: Vec<serde_json::Value> =
@@ -455,53 +364,31 @@ fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
 #[test]
 fn db_reset_asks_first_and_removes_every_record() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start"]);
-    stack.ok(&[
-        "provision",
-        "--hosts",
-        "h[1-3]",
-        "--image",
-        "ubuntu",
-        "--wait",
-    ]);
-    let out = stack.cm(&["db", "reset"]);
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "reset without --yes and no terminal must refuse"
-    );
-    assert_eq!(jobs(&stack).len(), 3);
+    stack.start(&[]);
+    stack.provision("h[1-3]").wait().ids();
+    stack.fails(&["db", "reset"], 64); // without --yes and no terminal: refused
+    assert_eq!(stack.jobs().len(), 3);
     let out = stack.ok(&["db", "reset", "--yes"]);
     assert!(out.contains("removed 3 job records"), "{out}");
-    assert!(jobs(&stack).is_empty());
-}
-
-fn celery_python() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/.venv/bin/python")
+    assert!(stack.jobs().is_empty());
 }
 
 #[test]
 fn a_python_celery_client_hands_jobs_to_cm_and_gets_results_over_rpc() {
-    let python = celery_python();
-    assert!(
-        python.exists(),
-        "{} missing: `make test` installs Celery (scripts/ensure-celery-venv.sh)",
-        python.display()
-    );
     let stack = Stack::new();
-    stack.ok(&["queue", "start"]);
-    let script = format!(
-        r#"
-from celery import Celery
-app = Celery("client", broker="{broker}".replace("%2f", "%2F"), backend="rpc://")
-app.conf.broker_connection_retry_on_startup = False
-launch = app.send_task("cm.launch", kwargs={{"server": "india_openstack_essex", "recipe": "Hadoop", "kind": "vm", "hosts": "c1"}}, queue="{launch}")
-prov = app.send_task("cm.provision", args=["c2", "ubuntu"], queue="{prov}")
+    stack.start(&[]);
+    let out = python(
+        &client_with_results(
+            r#"
+import sys
+launch_q, prov_q = sys.argv[1], sys.argv[2]
+launch = app.send_task("cm.launch", kwargs={"server": "india_openstack_essex", "recipe": "Hadoop", "kind": "vm", "hosts": "c1"}, queue=launch_q)
+prov = app.send_task("cm.provision", args=["c2", "ubuntu"], queue=prov_q)
 print(launch.id)
 print(prov.id)
 print(launch.get(timeout=30)["state"])
 print(prov.get(timeout=30)["state"])
-bad = app.send_task("cm.launch", kwargs={{"server": "nowhere", "recipe": "Hadoop"}}, queue="{launch}")
+bad = app.send_task("cm.launch", kwargs={"server": "nowhere", "recipe": "Hadoop"}, queue=launch_q)
 print(bad.id)
 try:
     bad.get(timeout=30)
@@ -509,26 +396,14 @@ try:
 except Exception as e:
     print("error", type(e).__name__, e)
 "#,
-        broker = broker_url(),
-        launch = stack.launch,
-        prov = stack.prov
+        ),
+        &[&stack.launch, &stack.prov],
     );
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "celery client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(&lines[2..4], ["active", "AVAILABLE"], "{stdout}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[2..4], ["active", "AVAILABLE"], "{out}");
     assert!(
         lines[5].starts_with("error") && lines[5].contains("unknown server"),
-        "{stdout}"
+        "{out}"
     );
 
     for (id, task, state) in [
@@ -536,9 +411,10 @@ except Exception as e:
         (lines[1], "cm.provision", "SUCCESS"),
         (lines[4], "cm.launch", "FAILURE"),
     ] {
-        let (job, states) = history(&stack, id);
+        let job = stack.show(id);
         assert_eq!(job["task"], task);
         assert_eq!(job["state"], state, "{job}");
+        let states = stack.history(id);
         assert_eq!(
             states.first().map(String::as_str),
             Some("RECEIVED"),
@@ -550,11 +426,7 @@ except Exception as e:
 /// Takes the next message off `queue`, as a worker would, and puts it back (nack, requeue):
 /// its `reply_to`.
 fn reply_to_of_next(queue: &str) -> Option<String> {
-    runtime().block_on(async {
-        let conn =
-            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
-                .await
-                .expect("connect");
+    with_broker(&broker_url(), async |conn| {
         let mut ch = conn.create_channel().await.expect("channel");
         let mut got = None;
         for _ in 0..200 {
@@ -580,31 +452,9 @@ fn reply_to_of_next(queue: &str) -> Option<String> {
         })
         .await
         .expect("nack");
-        let _ = conn.close(200, "".into()).await;
         reply_to
     })
-}
-
-/// `cm provision --hosts HOSTS --image i --wait`, started and left running.
-fn provision_waiting(stack: &Stack, hosts: &str) -> std::process::Child {
-    std::process::Command::new(cm_bin())
-        .arg("--config")
-        .arg(&stack.config)
-        .args([
-            "provision",
-            "--hosts",
-            hosts,
-            "--image",
-            "i",
-            "--wait",
-            "--timeout",
-            "60",
-        ])
-        .env_remove("CM_BROKER_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn cm provision --wait")
+    .expect("the test broker")
 }
 
 /// A small `--wait` has its jobs answered on its own channel (RabbitMQ's direct reply-to),
@@ -614,30 +464,27 @@ fn provision_waiting(stack: &Stack, hosts: &str) -> std::process::Child {
 fn a_small_wait_is_answered_on_its_channel_and_a_big_one_is_polled() {
     let stack = Stack::new();
     stack.ok(&["mq", "setup"]);
-    let waiting = provision_waiting(&stack, "x1");
+    let waiting = stack.provision("x1").image("i").timeout(60.0).spawn();
     let reply_to = reply_to_of_next(&stack.prov).expect("the message has a reply_to");
     // The broker's address of the waiting publisher's channel.
     assert!(
         reply_to.starts_with("amq.rabbitmq.reply-to."),
         "a direct reply-to: {reply_to}"
     );
-    stack.ok(&["queue", "start"]);
+    stack.start(&[]);
     let out = waiting.wait_with_output().expect("cm provision --wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("all 1 jobs succeeded"));
-    stack.ok(&["server", "stop"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("all 1 jobs succeeded"), "{stderr}");
+    stack.server_stop();
 
-    let big = provision_waiting(&stack, "z[1-101]");
+    let big = stack.provision("z[1-101]").image("i").timeout(60.0).spawn();
     assert_eq!(
         reply_to_of_next(&stack.prov),
         None,
         "over 100 jobs: no replies asked for"
     );
-    stack.ok(&["queue", "start"]);
+    stack.start(&[]);
     let out = big.wait_with_output().expect("the big --wait");
     assert!(
         out.status.success(),
