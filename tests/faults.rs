@@ -5,11 +5,47 @@ mod common;
 
 use std::time::Duration;
 
+use cm::celery::message::TaskMessage;
 use common::*;
 
-fn all_succeeded(stack: &Stack, n: usize) -> bool {
-    let all = jobs(stack);
-    all.len() == n && all.iter().all(|j| j["state"] == "SUCCESS")
+/// A Celery-style `cm.provision` message for host h1 (no PENDING record in the store).
+fn provision_message() -> TaskMessage {
+    TaskMessage::new(
+        "cm.provision",
+        vec!["h1".into(), "ubuntu".into()],
+        serde_json::Map::new(),
+    )
+}
+
+/// A stack whose SQLite store gives up on a lock after 100 ms (`launch_keys` for its launcher
+/// queue), with `l1` started.
+fn lockable_store_stack(launch_keys: &str) -> Stack {
+    let stack = Stack::with(Options {
+        launch_keys: launch_keys.into(),
+        extra: "[store]\nbusy_timeout_ms = 100".into(),
+        ..Options::default()
+    });
+    stack.start(&["l1"]);
+    stack
+}
+
+/// Holds the SQLite store's write lock until dropped.
+fn lock_store(stack: &Stack) -> rusqlite::Connection {
+    let locker = rusqlite::Connection::open(stack.store_file()).expect("open the store");
+    locker
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("lock the store");
+    locker
+}
+
+/// How many of `l1`'s lines about job `id` end with `ending` (how it gave the job back).
+fn give_backs(stack: &Stack, id: &str, ending: &str) -> usize {
+    let gave_back = format!("job {id}: ");
+    stack
+        .log("l1")
+        .lines()
+        .filter(|l| l.contains(&gave_back) && l.ends_with(ending))
+        .count()
 }
 
 #[test]
@@ -20,19 +56,11 @@ fn workers_reconnect_after_the_broker_link_is_cut_and_lose_no_job() {
         step_seconds: (0.005, 0.01),
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     let pids = stack.worker_pids();
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-200]",
-    ]);
+    let ids = stack.launch().hosts("vm[1-200]").ids();
     eventually(Duration::from_secs(20), "some jobs done", || {
-        successes(&stack, &["l1", "l2"]).len() >= 10
+        stack.successes(&["l1", "l2"]).len() >= 10
     });
 
     // A cut, then the broker unreachable for a while: workers must keep trying, not exit.
@@ -46,80 +74,47 @@ fn workers_reconnect_after_the_broker_link_is_cut_and_lose_no_job() {
     proxy.set_accepting(true);
 
     eventually(Duration::from_secs(60), "all 200 jobs to succeed", || {
-        all_succeeded(&stack, ids.len())
+        stack.all_succeeded(ids.len())
     });
-    let logs = stack.log("l1") + &stack.log("l2");
+    let logs = stack.logs(&["l1", "l2"]);
     assert!(
         logs.contains("lost the broker connection"),
         "the log does not say what happened"
     );
     assert!(logs.contains("reconnected to the broker"), "{logs}");
-    assert!(jobs(&stack).iter().all(|j| j["state"] != "STARTED"));
+    assert!(stack.jobs().iter().all(|j| j["state"] != "STARTED"));
     assert_eq!(
         stack.worker_pids(),
         pids,
         "workers were replaced, not reconnected"
     );
     // Still consuming after the reconnect.
-    stack.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--wait",
-        "--timeout",
-        "20",
-    ]);
+    stack.launch().timeout(20.0).ids();
 }
 
 #[test]
 fn a_publisher_that_cannot_reach_the_broker_stores_nothing() {
     let stack = Stack::with(Options {
-        broker: format!("amqp://guest:guest@127.0.0.1:{}/%2f", closed_port()),
+        broker: dead_broker_url(),
         ..Options::default()
     });
-    let out = stack.cm(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-3]",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    let stderr = stack.launch().hosts("vm[1-3]").fails(69);
     assert!(stderr.contains("no broker at"), "{stderr}");
     assert!(
-        jobs(&stack).is_empty(),
+        stack.jobs().is_empty(),
         "PENDING records for jobs never published"
     );
 }
 
 #[test]
 fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
-    let stack = Stack::with(Options {
-        extra: "".into(),
-        ..Options::default()
-    });
-    let text = std::fs::read_to_string(&stack.config).expect("config")
-        + "[store]\nbusy_timeout_ms = 100\n";
-    std::fs::write(&stack.config, text).expect("config");
-    stack.ok(&["queue", "start", "l1"]);
-    let db = stack.store_file();
-    let locker = rusqlite::Connection::open(&db).expect("open the store");
-    locker
-        .execute_batch("BEGIN EXCLUSIVE")
-        .expect("lock the store");
-
+    let stack = lockable_store_stack("");
+    let locker = lock_store(&stack);
     // A Celery-style client's job (no PENDING record) arrives while the store is locked.
-    let msg = cm::celery::message::TaskMessage::new(
-        "cm.provision",
-        vec!["h1".into(), "ubuntu".into()],
-        serde_json::Map::new(),
-    );
+    let msg = provision_message();
     publish_message(&stack.launch, &msg);
+    // The job ran (its SUCCESS line goes out before the commit) but is not recorded: the
+    // give-back line names it, and it runs again once the store can take it.
     eventually(
         Duration::from_secs(10),
         "the worker to give the job back",
@@ -129,27 +124,22 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
                 .contains("not acked, returning it to the queue")
         },
     );
-    // The job ran (its SUCCESS line goes out before the commit) but is not recorded: the
-    // give-back line names it, and it runs again once the store can take it.
-    let gave_back = format!("job {}: ", msg.id);
-    assert!(stack
-        .log("l1")
-        .lines()
-        .any(|l| l.contains(&gave_back) && l.ends_with("not acked, returning it to the queue")));
-    locker.execute_batch("ROLLBACK").expect("unlock");
+    assert!(
+        give_backs(&stack, &msg.id, "not acked, returning it to the queue") >= 1,
+        "{}",
+        stack.log("l1")
+    );
     drop(locker);
 
     eventually(
         Duration::from_secs(20),
         "the job to be recorded SUCCESS",
-        || all_succeeded(&stack, 1),
+        || stack.all_succeeded(1),
     );
     assert_eq!(queue_depth(&stack.launch), 0);
-    assert!(stack
-        .log("l1")
-        .contains(&format!("{} cm.provision: RECEIVED", msg.id)));
-    assert!(stack
-        .log("l1")
+    let log = stack.log("l1");
+    assert!(log.contains(&format!("{} cm.provision: RECEIVED", msg.id)));
+    assert!(log
         .lines()
         .any(|l| l.contains(&msg.id) && l.ends_with("(redelivered)")));
 }
@@ -160,51 +150,31 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
 /// `delivery_limit = 2` and the store locked for several give-backs, the job still ends SUCCESS.
 #[test]
 fn give_backs_near_the_delivery_limit_publish_a_fresh_copy_and_never_dead_letter() {
-    let stack = Stack::with(Options {
-        launch_queue_extra: "queue_type = \"quorum\"\ndelivery_limit = 2".into(),
-        ..Options::default()
-    });
-    let text = std::fs::read_to_string(&stack.config).expect("config")
-        + "[store]\nbusy_timeout_ms = 100\n";
-    std::fs::write(&stack.config, text).expect("config");
-    stack.ok(&["queue", "start", "l1"]);
-    let locker = rusqlite::Connection::open(stack.store_file()).expect("open the store");
-    locker
-        .execute_batch("BEGIN EXCLUSIVE")
-        .expect("lock the store");
-    let msg = cm::celery::message::TaskMessage::new(
-        "cm.provision",
-        vec!["h1".into(), "ubuntu".into()],
-        serde_json::Map::new(),
-    );
+    let stack = lockable_store_stack("queue_type = \"quorum\"\ndelivery_limit = 2");
+    let locker = lock_store(&stack);
+    let msg = provision_message();
     publish_message(&stack.launch, &msg);
     // Delivery 1 comes uncounted, 2 with x-delivery-count 1: one short of the limit, so its
     // give-back is the fresh copy, and so on. Without it (tried) delivery 3 has count 2, over
     // the limit: the job is dead-lettered, and this test times out waiting for its end.
-    let gave_back = format!("job {}: ", msg.id);
     eventually(Duration::from_secs(20), "four give-backs", || {
-        stack
-            .log("l1")
-            .lines()
-            .filter(|l| l.contains(&gave_back) && l.ends_with("returning it to the queue"))
-            .count()
-            >= 4
+        give_backs(&stack, &msg.id, "returning it to the queue") >= 4
     });
-    locker.execute_batch("ROLLBACK").expect("unlock");
     drop(locker);
     eventually(Duration::from_secs(20), "the job to end", || {
-        jobs(&stack)
+        stack
+            .jobs()
             .iter()
             .any(|j| j["state"] == "SUCCESS" || j["state"] == "FAILURE")
     });
-    let all = jobs(&stack);
+    let all = stack.jobs();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["state"], "SUCCESS", "{}", all[0]);
     let log = stack.log("l1");
     assert!(!log.contains("delivery_limit"), "{log}");
     assert_eq!(queue_depth(&format!("{}.dead", stack.launch)), 0);
     assert_eq!(queue_depth(&stack.launch), 0);
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
 
 /// A quorum queue's dead letters go to a quorum `.dead` (a classic one would live on one node of a
@@ -214,50 +184,28 @@ fn give_backs_near_the_delivery_limit_publish_a_fresh_copy_and_never_dead_letter
 #[test]
 fn a_refused_dead_letter_declare_costs_the_worker_its_channel_only_until_the_next_try() {
     let stack = Stack::with(Options {
-        launch_queue_extra: "queue_type = \"quorum\"".into(),
+        launch_keys: "queue_type = \"quorum\"".into(),
         ..Options::default()
     });
     let dead = format!("{}.dead", stack.launch);
     queue_depth(&dead); // declares it classic, as cm once did
-    stack.ok(&["queue", "start", "l1"]);
-    publish_to(
-        &stack.launch,
-        b"not a job",
-        lapin::BasicProperties::default(),
-    );
+    stack.start(&["l1"]);
+    let poison = |body: &[u8]| publish_to(&stack.launch, body, Default::default());
+    poison(b"not a job");
     eventually(Duration::from_secs(10), "the refused declare", || {
         stack.log("l1").contains("could not move a poison message")
     });
-    assert!(
-        stack.log("l1").contains("inequivalent arg 'x-queue-type'"),
-        "{}",
-        stack.log("l1")
-    );
+    let log = stack.log("l1");
+    assert!(log.contains("inequivalent arg 'x-queue-type'"), "{log}");
     delete_queues(&[&dead]);
     eventually(Duration::from_secs(10), "the dead letter moved", || {
         existing_depth(&dead) == Some(1)
     });
-    assert!(
-        stack.log("l1").contains("opening a new one"),
-        "{}",
-        stack.log("l1")
-    );
+    let log = stack.log("l1");
+    assert!(log.contains("opening a new one"), "{log}");
     // The channel works for everything else too: a job and a second dead letter.
-    publish_to(
-        &stack.launch,
-        b"not a job either",
-        lapin::BasicProperties::default(),
-    );
-    stack.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--wait",
-        "--timeout",
-        "20",
-    ]);
+    poison(b"not a job either");
+    stack.launch().timeout(20.0).ids();
     eventually(Duration::from_secs(10), "the second dead letter", || {
         existing_depth(&dead) == Some(2)
     });
@@ -267,54 +215,23 @@ fn a_refused_dead_letter_declare_costs_the_worker_its_channel_only_until_the_nex
         serde_json::from_str(&stack.ok(&["dead", "list", "--json"])).expect("json");
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert_eq!(existing_depth(&dead), Some(2));
-    stack.ok(&["server", "stop"]);
-}
-
-/// How many messages wait in `queue`, if it exists (a passive declare: unlike `queue_depth`,
-/// never creates it).
-fn existing_depth(queue: &str) -> Option<u32> {
-    runtime().block_on(async {
-        let conn =
-            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
-                .await
-                .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
-        let passive = lapin::options::QueueDeclareOptions {
-            durable: true,
-            passive: true,
-            ..Default::default()
-        };
-        let q = ch
-            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-            .await
-            .ok();
-        let _ = conn.close(200, "".into()).await;
-        q.map(|q| q.message_count())
-    })
-}
-
-fn publish_message(queue: &str, msg: &cm::celery::message::TaskMessage) {
-    let (body, props) = msg.encode("test");
-    publish_to(queue, &body, props);
+    stack.server_stop();
 }
 
 #[test]
 fn two_starts_at_once_leave_exactly_one_worker_per_name() {
     let stack = Stack::new();
-    let spawn = || {
-        std::process::Command::new(cm_bin())
-            .arg("--config")
-            .arg(&stack.config)
-            .args(["queue", "start"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn")
-    };
-    let (mut a, mut b) = (spawn(), spawn());
-    assert!(a.wait().expect("wait").success() && b.wait().expect("wait").success());
+    let (a, b) = (
+        stack.spawn(&["queue", "start"]),
+        stack.spawn(&["queue", "start"]),
+    );
+    for start in [a, b] {
+        let out = start.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{out:?}");
+    }
     let pids = stack.worker_pids();
     assert_eq!(pids.len(), 4, "{pids:?}");
-    for name in ["p1", "p2", "l1", "l2"] {
+    for name in WORKERS {
         assert!(
             pids.contains(&stack.pid_of(name)),
             "{name}'s pid file names a dead process"
@@ -325,21 +242,22 @@ fn two_starts_at_once_leave_exactly_one_worker_per_name() {
 #[test]
 fn start_racing_stop_leaves_no_orphan() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start"]);
-    let run = |args: &[&str]| {
-        std::process::Command::new(cm_bin())
-            .arg("--config")
-            .arg(&stack.config)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn")
-    };
-    let (mut stop, mut start) = (run(&["server", "stop"]), run(&["queue", "start"]));
-    assert!(stop.wait().expect("wait").success() && start.wait().expect("wait").success());
-    let status: Vec<serde_json::Value> =
-        serde_json::from_str(&stack.ok(&["queue", "status", "--json"])).expect("json");
-    let states: Vec<&str> = status.iter().filter_map(|r| r["state"].as_str()).collect();
+    stack.start(&[]);
+    let (stop, start) = (
+        stack.spawn(&["server", "stop"]),
+        stack.spawn(&["queue", "start"]),
+    );
+    for racer in [stop, start] {
+        let out = racer.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let status = stack.status(&[]);
+    let states: Vec<&str> = status
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["state"].as_str())
+        .collect();
     assert!(!states.contains(&"orphan"), "{states:?}");
     let running = states.iter().filter(|s| **s == "running").count();
     assert_eq!(
@@ -358,7 +276,7 @@ fn a_pid_file_symlinked_to_a_system_file_is_never_followed() {
     std::fs::create_dir_all(pid_file.parent().expect("dir")).expect("mkdir");
     std::os::unix::fs::symlink(&target, &pid_file).expect("symlink");
 
-    let out = stack.ok(&["queue", "start"]);
+    let out = stack.start(&[]);
     assert!(out.contains("ready"), "{out}");
     assert_eq!(
         std::fs::read_to_string(&target).expect("read"),
@@ -369,7 +287,7 @@ fn a_pid_file_symlinked_to_a_system_file_is_never_followed() {
         .expect("pid file")
         .file_type()
         .is_symlink());
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
     assert!(target.exists());
 }
 
@@ -379,12 +297,10 @@ fn workers_refuse_to_run_as_root_without_a_user() {
         return; // Only root can be refused; CI runs as root.
     }
     let stack = Stack::with(Options {
-        worker_extra: String::new(),
+        allow_root: false,
         ..Options::default()
     });
-    let out = stack.cm(&["queue", "start", "p1"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    let stderr = stack.fails(&["queue", "start", "p1"], 77);
     assert!(
         stderr.contains("refusing to run workers as root") && stderr.contains("[worker] user"),
         "{stderr}"
@@ -422,14 +338,15 @@ fn started_as_root_with_a_user_workers_run_as_that_user() {
     }
     let (uid, _) = ensure_user("cm-test").expect("useradd cm-test");
     let stack = Stack::with(Options {
-        worker_extra: "user = \"cm-test\"".into(),
+        allow_root: false,
+        worker_keys: "user = \"cm-test\"".into(),
         ..Options::default()
     });
     // The temp dir is root's 0700; the worker user must be able to reach its files.
     std::fs::set_permissions(stack.dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod");
-    stack.ok(&["queue", "start"]);
-    for name in ["p1", "p2", "l1", "l2"] {
+    stack.start(&[]);
+    for name in WORKERS {
         let pid = stack.pid_of(name);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
         let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
@@ -440,42 +357,24 @@ fn started_as_root_with_a_user_workers_run_as_that_user() {
                 .all(|u| u == uid.to_string()),
             "{name}: {uid_line}"
         );
-        assert_eq!(
-            std::fs::metadata(stack.pid_file(name)).expect("pid").uid(),
-            uid
-        );
-        assert_eq!(
-            std::fs::metadata(stack.log_file(name)).expect("log").uid(),
-            uid
-        );
+        for file in [stack.pid_file(name), stack.log_file(name)] {
+            assert_eq!(
+                std::fs::metadata(&file).expect("file").uid(),
+                uid,
+                "{file:?}"
+            );
+        }
     }
     // Jobs run and are recorded by the unprivileged workers.
-    stack.ok(&[
-        "provision",
-        "--hosts",
-        "h[1-2]",
-        "--image",
-        "ubuntu",
-        "--wait",
-        "--timeout",
-        "20",
-    ]);
+    stack.provision("h[1-2]").timeout(20.0).ids();
     // The user itself can read the status.
-    let out = std::process::Command::new("runuser")
-        .args(["-u", "cm-test", "--"])
-        .arg(cm_bin())
-        .arg("--config")
-        .arg(&stack.config)
-        .args(["queue", "status", "--json"])
-        .output()
-        .expect("runuser");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.matches("\"running\"").count(), 4, "{stdout}");
+    let status = stack
+        .cm_via(
+            &["runuser", "-u", "cm-test", "--"],
+            &["queue", "status", "--json"],
+        )
+        .stdout_ok("queue status as cm-test");
+    assert_eq!(status.matches("\"running\"").count(), 4, "{status}");
 }
 
 #[test]
@@ -487,42 +386,24 @@ fn a_full_log_loses_log_lines_not_jobs() {
         ..Options::default()
     });
     // 16 KiB per file for the workers (bash's ulimit -f counts 1 KiB blocks).
-    let start = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -f 16 && exec {} --config {} queue start l1",
-            cm_bin(),
-            stack.config.display()
-        ))
-        .output()
-        .expect("bash");
-    assert!(
-        start.status.success(),
-        "{}",
-        String::from_utf8_lossy(&start.stderr)
-    );
+    stack
+        .cm_via(
+            &["bash", "-c", "ulimit -f 16 && exec \"$@\"", "bash"],
+            &["queue", "start", "l1"],
+        )
+        .stdout_ok("queue start l1 under ulimit -f 16");
     let pid = stack.pid_of("l1");
-    stack.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-150]",
-        "--wait",
-        "--timeout",
-        "60",
-    ]);
+    stack.launch().hosts("vm[1-150]").timeout(60.0).ids();
     assert!(alive(pid), "the worker died at the log size limit");
     let size = std::fs::metadata(stack.log_file("l1")).expect("log").len();
     assert!(size <= 16 * 1024, "the limit did not apply ({size} bytes)");
     assert!(
-        successes(&stack, &["l1"]).len() < 150,
+        stack.successes(&["l1"]).len() < 150,
         "the log was never full; the test proves nothing"
     );
     assert_eq!(
-        jobs(&stack)
+        stack
+            .jobs()
             .iter()
             .filter(|j| j["state"] == "SUCCESS")
             .count(),
@@ -536,7 +417,7 @@ fn a_pid_dir_writable_by_others_is_refused_and_new_dirs_are_0755() {
     use std::os::unix::fs::PermissionsExt;
     let stack = Stack::new();
     stack.ok(&["queue", "status"]);
-    stack.ok(&["queue", "start", "p1"]);
+    stack.start(&["p1"]);
     let run = stack.dir.path().join("run");
     let mode = std::fs::metadata(&run)
         .expect("pid dir")
@@ -544,12 +425,10 @@ fn a_pid_dir_writable_by_others_is_refused_and_new_dirs_are_0755() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o755, "pid dir created with mode {mode:o}");
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let out = stack.cm(&["queue", "start"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    let stderr = stack.fails(&["queue", "start"], 77);
     assert!(
         stderr.contains("writable by others") && stderr.contains("chmod o-w"),
         "{stderr}"
@@ -561,28 +440,27 @@ fn a_pid_dir_writable_by_others_is_refused_and_new_dirs_are_0755() {
 /// while a long job runs is acked at once, so a kill -9 then brings back only the long job.
 #[test]
 fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
-    let pair = unique("t_pair");
     let stack = Stack::with(Options {
         step_seconds: (1.5, 1.5),
-        extra: format!("[queues.{pair}]\nworkers = [\"c1\"]\nconcurrency = 2\n"),
+        // A queue of cm's own tasks, two jobs at a time.
+        own_queue: Some(OwnQueue::commands("")),
         ..Options::default()
     });
-    stack.delete_on_drop(&pair);
+    let pair = stack.queue().to_string();
     let dead = format!("{pair}.dead");
-    stack.ok(&["queue", "start", "c1"]);
-    let long = cm::celery::message::TaskMessage::new(
-        "cm.provision",
-        vec!["h1".into(), "ubuntu".into()],
-        serde_json::Map::new(),
-    );
-    publish_message(&pair, &long);
-    eventually(Duration::from_secs(10), "c1 to start the long job", || {
+    stack.start(&["c1"]);
+    let long = provision_message();
+    let said = |state: &str| {
         stack
             .log("c1")
-            .contains(&format!("{} cm.provision: STARTED", long.id))
+            .contains(&format!("{} cm.provision: {state}", long.id))
+    };
+    publish_message(&pair, &long);
+    eventually(Duration::from_secs(10), "c1 to start the long job", || {
+        said("STARTED")
     });
     // Delivery 2 while delivery 1 runs: a multiple ack for it would ack the long job too.
-    publish_to(&pair, b"not json", lapin::BasicProperties::default());
+    publish_to(&pair, b"not json", Default::default());
     eventually(
         Duration::from_secs(10),
         "the poison message to be dead-lettered",
@@ -595,26 +473,16 @@ fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
         || unacked(&pair) == Some(1),
     );
     assert!(
-        !stack
-            .log("c1")
-            .contains(&format!("{} cm.provision: SUCCESS", long.id)),
+        !said("SUCCESS"),
         "the long job must still be running when c1 is killed"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(stack.pid_of("c1")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
+    stack.kill9("c1");
 
-    stack.ok(&["queue", "start", "c1"]);
+    stack.start(&["c1"]);
     eventually(
         Duration::from_secs(30),
         "the long job to run again and succeed",
-        || {
-            stack
-                .log("c1")
-                .contains(&format!("{} cm.provision: SUCCESS", long.id))
-        },
+        || said("SUCCESS"),
     );
     assert_eq!(queue_depth(&pair), 0);
     assert_eq!(
@@ -622,22 +490,7 @@ fn a_message_settled_while_an_older_job_runs_is_acked_at_once() {
         1,
         "the poison message came back after the kill: its ack was held back"
     );
-    stack.ok(&["server", "stop"]);
-    delete_queues(&[&pair, &dead]);
-}
-
-/// Messages delivered and not yet acked on `queue`, as the broker counts them.
-fn unacked(queue: &str) -> Option<u64> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "name", "messages_unacknowledged"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut cols = line.split_whitespace();
-            (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
-        })
+    stack.server_stop();
 }
 
 /// `[broker] url` may list the nodes of a cluster: a node that does not answer is skipped, by
@@ -648,39 +501,21 @@ fn a_broker_list_whose_first_node_is_down_still_starts_and_publishes() {
         broker: format!("{};{}", dead_broker_url(), broker_url()),
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1"]);
-    stack.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--wait",
-        "--timeout",
-        "30",
-    ]);
-    assert!(
-        stack.log("l1").contains("trying the next node"),
-        "{}",
-        stack.log("l1")
-    );
+    stack.start(&["l1"]);
+    stack.launch().timeout(30.0).ids();
+    let log = stack.log("l1");
+    assert!(log.contains("trying the next node"), "{log}");
     // Status names the node the worker reached: the second of the list.
-    let live = url::Url::parse(&broker_url()).expect("the test broker's URL");
-    let live = format!(
-        "{}:{}",
-        live.host_str().unwrap_or("?"),
-        live.port().unwrap_or(5672)
-    );
-    common::eventually(Duration::from_secs(5), "status to name the node", || {
+    let live = broker_addr();
+    eventually(Duration::from_secs(5), "status to name the node", || {
         let status = stack.ok(&["queue", "status", "l1"]);
         status.contains("BROKER") && status.contains(&live)
     });
-    let rows: serde_json::Value =
-        serde_json::from_str(&stack.ok(&["queue", "status", "l1", "--json"])).expect("JSON");
+    let rows = stack.status(&["l1"]);
     let broker = rows[0]["broker"].as_str().unwrap_or("");
     assert!(
         broker.contains(&live) && !broker.contains("guest:guest"),
         "{rows}"
     );
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
