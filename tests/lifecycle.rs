@@ -7,12 +7,25 @@ use std::time::Duration;
 
 use common::*;
 
-const WORKERS: [&str; 4] = ["p1", "p2", "l1", "l2"];
+/// A stack whose simulated steps take `seconds` each.
+fn slow_stack(seconds: f64) -> Stack {
+    Stack::with(Options {
+        step_seconds: (seconds, seconds),
+        ..Options::default()
+    })
+}
+
+/// Whether one of `stack`'s launcher logs says `id` (the first job of a batch) reached `state`.
+fn launcher_logged(stack: &Stack, id: &str, state: &str) -> bool {
+    stack
+        .logs(&["l1", "l2"])
+        .contains(&format!("{id} cm.launch: {state}"))
+}
 
 #[test]
 fn start_gives_four_consuming_workers_with_locked_pid_files_and_logs() {
     let stack = Stack::new();
-    let out = stack.ok(&["queue", "start"]);
+    let out = stack.start(&[]);
     for name in WORKERS {
         let line = out
             .lines()
@@ -26,16 +39,12 @@ fn start_gives_four_consuming_workers_with_locked_pid_files_and_logs() {
             locked(&stack.pid_file(name)),
             "{name}'s pid file is not locked"
         );
-        assert!(
-            stack.log(name).contains("consuming from queue"),
-            "{name} log: {}",
-            stack.log(name)
-        );
+        let log = stack.log(name);
+        assert!(log.contains("consuming from queue"), "{name} log: {log}");
     }
     assert_eq!(stack.worker_pids().len(), 4);
 
-    let status: serde_json::Value =
-        serde_json::from_str(&stack.ok(&["queue", "status", "--json"])).expect("status json");
+    let status = stack.status(&[]);
     let rows = status.as_array().expect("array");
     assert_eq!(rows.len(), 4);
     for row in rows {
@@ -49,24 +58,16 @@ fn start_gives_four_consuming_workers_with_locked_pid_files_and_logs() {
 #[test]
 fn jobs_run_exactly_once_and_spread_over_the_queue_workers() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start"]);
-    let launched = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-20]",
-    ]);
-    let provisioned = stack.publish(&["provision", "--hosts", "h[1-20]", "--image", "ubuntu"]);
+    stack.start(&[]);
+    let launched = stack.launch().hosts("vm[1-20]").ids();
+    let provisioned = stack.provision("h[1-20]").ids();
     assert_eq!((launched.len(), provisioned.len()), (20, 20));
 
     eventually(Duration::from_secs(30), "40 jobs to succeed", || {
-        successes(&stack, &WORKERS).len() >= 40
+        stack.successes(&WORKERS).len() >= 40
     });
     std::thread::sleep(Duration::from_millis(300)); // a duplicate would show up by now
-    let done = successes(&stack, &WORKERS);
+    let done = stack.successes(&WORKERS);
     let mut seen: HashMap<&str, Vec<&str>> = HashMap::new();
     for (worker, id) in &done {
         seen.entry(id.as_str()).or_default().push(worker.as_str());
@@ -95,18 +96,16 @@ fn jobs_run_exactly_once_and_spread_over_the_queue_workers() {
     }
     assert_eq!(done.len(), 40);
     // Each step and the final state land on a line with the job id.
-    let l1 = stack.log("l1") + &stack.log("l2");
     for state in [
         "RECEIVED", "STARTED", "running", "deploy", "active", "SUCCESS",
     ] {
         assert!(
-            l1.contains(&format!("{}: {state}", launched[0]))
-                || l1.contains(&format!("{} cm.launch: {state}", launched[0])),
+            launcher_logged(&stack, &launched[0], state),
             "no {state} line for {}",
             launched[0]
         );
     }
-    let p = stack.log("p1") + &stack.log("p2");
+    let p = stack.logs(&["p1", "p2"]);
     for state in [
         "INITIATING",
         "PREPARING_IMAGE",
@@ -124,25 +123,15 @@ fn jobs_run_exactly_once_and_spread_over_the_queue_workers() {
 
 #[test]
 fn stop_lets_a_running_job_finish_and_leaves_nothing_behind() {
-    let stack = Stack::with(Options {
-        step_seconds: (0.5, 0.5),
-        ..Options::default()
-    });
-    stack.ok(&["queue", "start"]);
+    let stack = slow_stack(0.5);
+    stack.start(&[]);
     let pids = stack.worker_pids();
     assert_eq!(pids.len(), 4);
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Nagios",
-    ]);
-    let id = &ids[0];
+    let id = stack.launch().recipe("Nagios").id();
     eventually(Duration::from_secs(10), "the job to start", || {
-        (stack.log("l1") + &stack.log("l2")).contains(&format!("{id} cm.launch: STARTED"))
+        launcher_logged(&stack, &id, "STARTED")
     });
-    let out = stack.ok(&["server", "stop"]);
+    let out = stack.server_stop();
     for name in WORKERS {
         assert!(out.contains(&format!("{name:<8} stopped")), "{out}");
         assert!(
@@ -152,39 +141,28 @@ fn stop_lets_a_running_job_finish_and_leaves_nothing_behind() {
     }
     assert!(pids.iter().all(|p| !alive(*p)), "a worker survived stop");
     assert!(stack.worker_pids().is_empty());
-    let logs = stack.log("l1") + &stack.log("l2");
     assert!(
-        logs.contains(&format!("{id} cm.launch: SUCCESS")),
-        "the running job did not finish:\n{logs}"
+        launcher_logged(&stack, &id, "SUCCESS"),
+        "the running job did not finish:\n{}",
+        stack.logs(&["l1", "l2"])
     );
     assert_eq!(queue_depth(&stack.launch), 0, "the job was not acked");
 
     // Stopping again: nothing runs, and that is a success.
-    let again = stack.ok(&["server", "stop"]);
+    let again = stack.server_stop();
     assert!(again.contains("nothing to stop"), "{again}");
 }
 
 #[test]
 fn stop_returns_unstarted_jobs_to_the_queue() {
-    let stack = Stack::with(Options {
-        step_seconds: (0.3, 0.3),
-        ..Options::default()
-    });
-    stack.ok(&["queue", "start", "l1", "l2"]);
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-10]",
-    ]);
+    let stack = slow_stack(0.3);
+    stack.start(&["l1", "l2"]);
+    let ids = stack.launch().hosts("vm[1-10]").ids();
     eventually(Duration::from_secs(10), "a job to start", || {
-        (stack.log("l1") + &stack.log("l2")).contains("STARTED")
+        stack.logs(&["l1", "l2"]).contains("STARTED")
     });
-    stack.ok(&["queue", "stop"]);
-    let finished = successes(&stack, &["l1", "l2"]).len() as u32;
+    stack.stop(&[]);
+    let finished = stack.successes(&["l1", "l2"]).len() as u32;
     assert!(
         finished < 10,
         "all jobs finished before the stop; the test proves nothing"
@@ -195,16 +173,16 @@ fn stop_returns_unstarted_jobs_to_the_queue() {
         "a job was lost or double-acked"
     );
     // And they run once the workers are back.
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     eventually(Duration::from_secs(30), "all 10 jobs done", || {
-        successes(&stack, &["l1", "l2"]).len() >= ids.len()
+        stack.successes(&["l1", "l2"]).len() >= ids.len()
     });
 }
 
 #[test]
 fn clean_kills_an_orphan_whose_pid_file_was_deleted() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start"]);
+    stack.start(&[]);
     let orphan = stack.pid_of("p1");
     std::fs::remove_file(stack.pid_file("p1")).expect("remove pid file");
     let status = stack.ok(&["queue", "status", "p1", "--json"]);
@@ -228,39 +206,35 @@ fn clean_kills_an_orphan_whose_pid_file_was_deleted() {
 #[test]
 fn a_stale_pid_file_naming_a_stranger_is_removed_and_the_stranger_survives() {
     let stack = Stack::new();
-    let mut stranger = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .expect("sleep");
-    let pid = stranger.id();
+    let stranger = stranger();
+    let pid = stranger.pid();
+    let stale = || std::fs::write(stack.pid_file("p1"), format!("{pid}\n")).expect("write");
     std::fs::create_dir_all(stack.pid_file("p1").parent().expect("dir")).expect("mkdir");
-    std::fs::write(stack.pid_file("p1"), format!("{pid}\n")).expect("write");
+    stale();
     std::fs::write(stack.pid_file("p2"), "garbage\0\n").expect("write");
 
     let status = stack.ok(&["queue", "status", "--json"]);
     assert!(status.contains("stale pid"), "{status}");
-    let out = stack.ok(&["server", "stop"]);
+    let out = stack.server_stop();
     assert!(out.contains("stale pid file removed"), "{out}");
     assert!(!stack.pid_file("p1").exists() && !stack.pid_file("p2").exists());
-    std::fs::write(stack.pid_file("p1"), format!("{pid}\n")).expect("write");
+    stale();
     stack.ok(&["server", "clean"]);
     assert!(!stack.pid_file("p1").exists());
     // Start takes over the stale file too.
-    std::fs::write(stack.pid_file("p1"), format!("{pid}\n")).expect("write");
-    stack.ok(&["queue", "start"]);
-    assert_ne!(stack.pid_of("p1"), pid as i32);
+    stale();
+    stack.start(&[]);
+    assert_ne!(stack.pid_of("p1"), pid);
 
-    assert!(alive(pid as i32), "cm signalled a process it does not own");
-    let _ = stranger.kill();
-    let _ = stranger.wait();
+    assert!(alive(pid), "cm signalled a process it does not own");
 }
 
 #[test]
 fn start_twice_leaves_exactly_four_workers() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start"]);
+    stack.start(&[]);
     let first = stack.worker_pids();
-    let out = stack.ok(&["queue", "start"]);
+    let out = stack.start(&[]);
     assert!(
         out.contains("stopped"),
         "second start did not stop the first workers:\n{out}"
@@ -273,7 +247,7 @@ fn start_twice_leaves_exactly_four_workers() {
 #[test]
 fn restart_replaces_each_worker() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start"]);
+    stack.start(&[]);
     let before: Vec<i32> = WORKERS.iter().map(|w| stack.pid_of(w)).collect();
     let out = stack.ok(&["queue", "restart"]);
     assert_eq!(out.matches("ready").count(), 4, "{out}");
@@ -291,9 +265,7 @@ fn start_against_a_closed_port_fails_naming_the_broker() {
         broker: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
         ..Options::default()
     });
-    let out = stack.cm(&["queue", "start"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "stderr: {stderr}");
+    let stderr = stack.fails(&["queue", "start"], 69);
     assert!(
         stderr.contains(&format!("no broker at amqp://guest:***@127.0.0.1:{port}")),
         "{stderr}"
@@ -310,24 +282,12 @@ fn start_against_a_closed_port_fails_naming_the_broker() {
 fn a_malformed_config_fails_with_its_line_and_column() {
     let stack = Stack::new();
     let text = std::fs::read_to_string(&stack.config).expect("read");
-    std::fs::write(
-        &stack.config,
-        text.replace("concurrency = 1\n[queues", "concurrency = = 1\n[queues"),
-    )
-    .expect("write");
-    let out = stack.cm(&["queue", "start"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    stack.edit_config(|t| t.replace("concurrency = 1\n[queues", "concurrency = = 1\n[queues"));
+    let stderr = stack.fails(&["queue", "start"], 78);
     assert!(stderr.contains("fabfile.toml:13:15:"), "{stderr}");
 
-    std::fs::write(
-        &stack.config,
-        text.replace("stop_grace_seconds", "stop_grace_secs"),
-    )
-    .expect("write");
-    let out = stack.cm(&["queue", "status"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    stack.edit_config(|_| text.replace("stop_grace_seconds", "stop_grace_secs"));
+    let stderr = stack.fails(&["queue", "status"], 78);
     assert!(
         stderr.contains("fabfile.toml:7:1: unknown field `stop_grace_secs`"),
         "{stderr}"
@@ -345,24 +305,22 @@ fn an_out_of_range_number_is_refused_by_name_not_a_panic() {
         ("stop_grace_seconds", "nan"),
         ("start_timeout_seconds", "-1"),
     ] {
-        let edited = text
-            .lines()
-            .map(|l| {
-                if l.starts_with(key) {
-                    format!("{key} = {bad}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&stack.config, edited).expect("write");
-        let out = stack.cm(&["queue", "status"]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(78), "{key} = {bad}: {stderr}");
+        stack.edit_config(|_| {
+            text.lines()
+                .map(|l| {
+                    if l.starts_with(key) {
+                        format!("{key} = {bad}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        let stderr = stack.fails(&["queue", "status"], 78);
         assert!(
             stderr.contains(&format!("worker.{key} must be from 0 to 86400 (got")),
-            "{stderr}"
+            "{key} = {bad}: {stderr}"
         );
         assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
     }
@@ -371,74 +329,55 @@ fn an_out_of_range_number_is_refused_by_name_not_a_panic() {
 #[test]
 fn an_unknown_worker_name_is_refused() {
     let stack = Stack::new();
-    let out = stack.cm(&["queue", "start", "p9"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let stderr = stack.fails(&["queue", "start", "p9"], 64);
     assert!(stderr.contains("unknown worker \"p9\""), "{stderr}");
+    assert!(stack.worker_pids().is_empty());
+}
+
+/// A file where the dir `dir` of `[paths] dir` should be: as root no permission bit stops cm,
+/// this does. `cm queue start` must name the dir and the key to set.
+fn a_dir_that_is_a_file_is_named(dir: &str, said: &str) {
+    let stack = Stack::new();
+    std::fs::write(stack.dir.path().join(dir), "not a dir").expect("write");
+    let stderr = stack.fails(&["queue", "start"], 77);
+    assert!(stderr.contains(said), "{stderr}");
+    let key = if dir == "run" { "pid_dir" } else { "log_dir" };
+    assert!(stderr.contains(&format!("set [paths] {key}")), "{stderr}");
     assert!(stack.worker_pids().is_empty());
 }
 
 #[test]
 fn a_pid_dir_that_cannot_be_created_is_named() {
-    let stack = Stack::new();
-    // A file where the pid dir should be: as root no permission bit stops us, this does.
-    std::fs::write(stack.dir.path().join("run"), "not a dir").expect("write");
-    let out = stack.cm(&["queue", "start"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(77), "{stderr}");
-    assert!(
-        stderr.contains("cannot write pid dir") && stderr.contains("set [paths] pid_dir"),
-        "{stderr}"
-    );
+    a_dir_that_is_a_file_is_named("run", "cannot write pid dir");
 }
 
 #[test]
 fn sighup_reopens_the_log_after_rotation() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start", "l1"]);
+    stack.start(&["l1"]);
     let log = stack.log_file("l1");
     let rotated = log.with_extension("log.1");
     std::fs::rename(&log, &rotated).expect("rotate");
     let pid = stack.pid_of("l1");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("hup");
+    signal(pid, Signal::SIGHUP);
     eventually(Duration::from_secs(5), "a new log file", || log.exists());
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--wait",
-    ]);
+    let id = stack.launch().wait().id();
     assert!(
         stack
             .log("l1")
-            .contains(&format!("{} cm.launch: SUCCESS", ids[0])),
+            .contains(&format!("{id} cm.launch: SUCCESS")),
         "{}",
         stack.log("l1")
     );
     assert!(alive(pid), "SIGHUP killed the worker");
     assert!(!std::fs::read_to_string(&rotated)
         .expect("old log")
-        .contains(&ids[0]));
+        .contains(&id));
 }
 
 #[test]
 fn a_log_dir_that_cannot_be_written_is_named() {
-    let stack = Stack::new();
-    std::fs::write(stack.dir.path().join("log"), "not a dir").expect("write");
-    let out = stack.cm(&["queue", "start"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(77), "{stderr}");
-    assert!(
-        stderr.contains("cannot write log dir") && stderr.contains("set [paths] log_dir"),
-        "{stderr}"
-    );
-    assert!(stack.worker_pids().is_empty());
+    a_dir_that_is_a_file_is_named("log", "cannot write log dir");
 }
 
 #[test]
@@ -447,9 +386,7 @@ fn an_invalid_broker_url_is_a_config_error_naming_the_key() {
         broker: "http://127.0.0.1:5672".into(),
         ..Options::default()
     });
-    let out = stack.cm(&["queue", "start"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    let stderr = stack.fails(&["queue", "start"], 78);
     assert!(
         stderr.contains("fabfile.toml:2:7: broker.url: invalid AMQP URL"),
         "{stderr}"
@@ -459,37 +396,14 @@ fn an_invalid_broker_url_is_a_config_error_naming_the_key() {
 #[test]
 fn quiet_mode_prints_only_data() {
     let stack = Stack::new();
-    let out = stack.cm(&["-q", "queue", "start"]);
-    assert!(out.status.success());
-    assert!(
-        out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = stack.ok(&["-q", "queue", "start"]);
+    assert!(out.is_empty(), "{out}");
     assert_eq!(stack.worker_pids().len(), 4);
-    let out = stack.cm(&[
-        "launch",
-        "--quiet",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-2]",
-        "--wait",
-    ]);
-    assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        2,
-        "only the two job ids"
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = stack.cm(&["-q", "server", "stop"]);
-    assert!(out.status.success() && out.stdout.is_empty());
+    let ran = stack.launch().quiet().hosts("vm[1-2]").wait().run();
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(ran.stdout.lines().count(), 2, "only the two job ids");
+    assert!(ran.stderr.is_empty(), "{}", ran.stderr);
+    let out = stack.ok(&["-q", "server", "stop"]);
+    assert!(out.is_empty(), "{out}");
     assert!(stack.worker_pids().is_empty());
 }
