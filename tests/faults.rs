@@ -222,12 +222,12 @@ fn a_refused_dead_letter_declare_costs_the_worker_its_channel_only_until_the_nex
 fn two_starts_at_once_leave_exactly_one_worker_per_name() {
     let stack = Stack::new();
     let (a, b) = (
-        stack.spawn(&["queue", "start"]),
-        stack.spawn(&["queue", "start"]),
+        stack.background(&["queue", "start"]),
+        stack.background(&["queue", "start"]),
     );
     for start in [a, b] {
-        let out = start.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{out:?}");
+        let ran = start.finish();
+        assert_eq!(ran.code, Some(0), "{ran:?}");
     }
     let pids = stack.worker_pids();
     assert_eq!(pids.len(), 4, "{pids:?}");
@@ -244,12 +244,12 @@ fn start_racing_stop_leaves_no_orphan() {
     let stack = Stack::new();
     stack.start(&[]);
     let (stop, start) = (
-        stack.spawn(&["server", "stop"]),
-        stack.spawn(&["queue", "start"]),
+        stack.background(&["server", "stop"]),
+        stack.background(&["queue", "start"]),
     );
     for racer in [stop, start] {
-        let out = racer.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{out:?}");
+        let ran = racer.finish();
+        assert_eq!(ran.code, Some(0), "{ran:?}");
     }
     let status = stack.status(&[]);
     let states: Vec<&str> = status

@@ -464,7 +464,7 @@ fn reply_to_of_next(queue: &str) -> Option<String> {
 fn a_small_wait_is_answered_on_its_channel_and_a_big_one_is_polled() {
     let stack = Stack::new();
     stack.ok(&["mq", "setup"]);
-    let waiting = stack.provision("x1").image("i").timeout(60.0).spawn();
+    let waiting = stack.provision("x1").image("i").timeout(60.0).background();
     let reply_to = reply_to_of_next(&stack.prov).expect("the message has a reply_to");
     // The broker's address of the waiting publisher's channel.
     assert!(
@@ -472,23 +472,26 @@ fn a_small_wait_is_answered_on_its_channel_and_a_big_one_is_polled() {
         "a direct reply-to: {reply_to}"
     );
     stack.start(&[]);
-    let out = waiting.wait_with_output().expect("cm provision --wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("all 1 jobs succeeded"), "{stderr}");
+    let ran = waiting.finish();
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("all 1 jobs succeeded"),
+        "{}",
+        ran.stderr
+    );
     stack.server_stop();
 
-    let big = stack.provision("z[1-101]").image("i").timeout(60.0).spawn();
+    let big = stack
+        .provision("z[1-101]")
+        .image("i")
+        .timeout(60.0)
+        .background();
     assert_eq!(
         reply_to_of_next(&stack.prov),
         None,
         "over 100 jobs: no replies asked for"
     );
     stack.start(&[]);
-    let out = big.wait_with_output().expect("the big --wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ran = big.finish();
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
 }

@@ -2,38 +2,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use common::{cm_bin, Stack};
-
-/// Launches one Hadoop job and returns its id; `wait`: once it is final.
-fn launch_one(stack: &Stack, wait: bool) -> String {
-    let mut args = vec![
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-    ];
-    if wait {
-        args.extend(["--wait", "--timeout", "30"]);
-    }
-    stack
-        .publish(&args)
-        .into_iter()
-        .find(|l| !l.trim().is_empty() && !l.contains(' '))
-        .expect("a job id")
-}
+use common::*;
 
 #[test]
 fn logs_shows_the_success_line_of_a_job() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start", "l1"]);
-    let id = launch_one(&stack, true);
+    stack.start(&["l1"]);
+    let id = stack.launch().timeout(30.0).id();
     let out = stack.ok(&["logs", "l1"]);
     assert!(
         out.lines()
@@ -43,7 +22,7 @@ fn logs_shows_the_success_line_of_a_job() {
     let last = stack.ok(&["logs", "l1", "-n", "1"]);
     assert_eq!(last.lines().count(), 1, "{last}");
     assert_eq!(last.lines().next(), out.lines().last());
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
 
 #[test]
@@ -52,16 +31,9 @@ fn a_job_final_in_the_store_already_has_its_final_line_in_the_log() {
     // reads the logs. So at any moment, every SUCCESS the store holds must have its line in a
     // log: the test reads the store, then the logs, over and over while two workers run jobs.
     let stack = Stack::new();
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     let total = 3000;
-    let mut producer = Command::new(cm_bin())
-        .arg("--config")
-        .arg(&stack.config)
-        .args(["launch", "--server", "india_openstack_essex", "--recipe"])
-        .args(["Hadoop", "--hosts", "i[1-100]", "--count", "30"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run cm launch");
+    let producer = stack.launch().hosts("i[1-100]").count(30).background();
     let conn = rusqlite::Connection::open_with_flags(
         stack.store_file(),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -76,7 +48,7 @@ fn a_job_final_in_the_store_already_has_its_final_line_in_the_log() {
             .prepare_cached("SELECT id FROM jobs WHERE state = 'SUCCESS'")
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .expect("read the store");
-        let logs = stack.log("l1") + &stack.log("l2");
+        let logs = stack.logs(&["l1", "l2"]);
         let logged: std::collections::HashSet<&str> = logs
             .lines()
             .filter_map(|l| l.strip_suffix(" cm.launch: SUCCESS"))
@@ -100,17 +72,16 @@ fn a_job_final_in_the_store_already_has_its_final_line_in_the_log() {
             done.len()
         );
     }
-    assert!(producer.wait().expect("cm launch").success());
+    let ran = producer.finish();
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert!(looks > 1, "the jobs were done before the first look");
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
 
 #[test]
 fn logs_of_an_unknown_worker_names_the_known_ones() {
     let stack = Stack::new();
-    let out = stack.cm(&["logs", "nope"]);
-    assert_eq!(out.status.code(), Some(64), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stack.fails(&["logs", "nope"], 64);
     assert!(stderr.contains("unknown worker \"nope\""), "{stderr}");
     assert!(stderr.contains("p1, p2, l1, l2"), "{stderr}");
 }
@@ -118,43 +89,30 @@ fn logs_of_an_unknown_worker_names_the_known_ones() {
 #[test]
 fn logs_of_a_worker_that_never_ran_says_how_to_start_it() {
     let stack = Stack::new();
-    let out = stack.cm(&["logs", "p2"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stack.fails(&["logs", "p2"], 1);
     assert!(stderr.contains("cm queue start p2"), "{stderr}");
 }
 
-/// `cm logs NAME -f` as a child whose stdout lines arrive on a channel.
+/// `cm logs ... -f` as a child whose stdout lines arrive on a channel.
 struct Follower {
-    child: std::process::Child,
-    lines: mpsc::Receiver<String>,
+    _child: Killed,
+    lines: Receiver<String>,
 }
 
 impl Follower {
+    /// `cm logs NAME -f -n 0`.
     fn start(stack: &Stack, name: &str) -> Self {
         Self::with(stack, &["logs", name, "-f", "-n", "0"])
     }
 
     /// `cm ARGS`: a following `cm logs`.
     fn with(stack: &Stack, args: &[&str]) -> Self {
-        let mut child = Command::new(cm_bin())
-            .arg("--config")
-            .arg(&stack.config)
-            .args(args)
-            .env_remove("CM_CONFIG")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn cm logs -f");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
+        let mut child = Killed(stack.spawn(args));
+        let lines = child.lines();
+        Self {
+            _child: child,
+            lines,
+        }
     }
 
     /// `-n 0` starts at the end the follower finds when it opens `log`: lines written before
@@ -181,37 +139,26 @@ impl Follower {
 
     /// Waits for a line containing all of `needles`.
     fn expect(&self, needles: &[&str]) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if needles.iter().all(|n| line.contains(n)) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no line with {needles:?} from cm logs -f; saw:\n{}",
-            seen.join("\n")
-        );
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        line_within(&self.lines, Duration::from_secs(30), |line| {
+            needles.iter().all(|n| line.contains(n))
+        })
+        .unwrap_or_else(|seen| {
+            panic!(
+                "no line with {needles:?} from cm logs -f; saw:\n{}",
+                seen.join("\n")
+            )
+        })
     }
 }
 
 #[test]
 fn follow_prints_new_lines_and_survives_rotation_and_truncation() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start", "l1"]);
+    stack.start(&["l1"]);
     let follower = Follower::start(&stack, "l1");
     let log = stack.log_file("l1");
     follower.wait_following(&log);
-    let id = launch_one(&stack, true);
+    let id = stack.launch().timeout(30.0).id();
     follower.expect(&[&id, "SUCCESS"]);
 
     // Rotation: the file moves away and a new one takes its name (what logrotate does).
@@ -224,34 +171,37 @@ fn follow_prints_new_lines_and_survives_rotation_and_truncation() {
     std::fs::write(&log, "").expect("truncate");
     std::fs::write(&log, "cut\n").expect("write");
     follower.expect(&["cut"]);
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
+}
+
+/// Whether `l1`'s log has a line for job `id` ending in `: STATE`.
+fn logged(stack: &Stack, worker: &str, id: &str, state: &str) -> bool {
+    let ending = format!(": {state}");
+    stack
+        .log(worker)
+        .lines()
+        .any(|l| l.contains(id) && l.ends_with(&ending))
 }
 
 #[test]
 fn a_running_jobs_lines_reach_the_log_before_it_ends() {
     // Job lines are written in batches (src/joblog.rs); a worker waiting on a slow step must
     // still have written what its job said so far.
-    let stack = Stack::with(common::Options {
+    let stack = Stack::with(Options {
         step_seconds: (3.0, 3.0),
-        ..common::Options::default()
+        ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1"]);
-    let id = launch_one(&stack, false);
-    common::eventually(
+    stack.start(&["l1"]);
+    let id = stack.launch().id();
+    eventually(
         Duration::from_secs(10),
         "the job's first step in the log",
-        || {
-            stack
-                .log("l1")
-                .lines()
-                .any(|l| l.contains(&id) && l.ends_with(": running"))
-        },
+        || logged(&stack, "l1", &id, "running"),
     );
-    let log = stack.log("l1");
     assert!(
-        !log.lines()
-            .any(|l| l.contains(&id) && l.ends_with(": SUCCESS")),
-        "the job should still be in its first 3 s step:\n{log}"
+        !logged(&stack, "l1", &id, "SUCCESS"),
+        "the job should still be in its first 3 s step:\n{}",
+        stack.log("l1")
     );
 }
 
@@ -259,28 +209,20 @@ fn a_running_jobs_lines_reach_the_log_before_it_ends() {
 /// mid-job, and l2, which ran the redelivery; oldest first, nothing of other jobs.
 #[test]
 fn logs_of_one_job_come_from_every_worker_that_ran_it() {
-    let stack = Stack::with(common::Options {
+    let stack = Stack::with(Options {
         step_seconds: (1.0, 1.0),
-        ..common::Options::default()
+        ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1"]);
-    let other = launch_one(&stack, true);
-    let id = launch_one(&stack, false);
-    common::eventually(Duration::from_secs(20), "l1 to start the job", || {
-        stack
-            .log("l1")
-            .contains(&format!("{id} cm.launch: running"))
+    stack.start(&["l1"]);
+    let other = stack.launch().timeout(30.0).id();
+    let id = stack.launch().id();
+    eventually(Duration::from_secs(20), "l1 to start the job", || {
+        logged(&stack, "l1", &id, "running")
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(stack.pid_of("l1")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 l1");
-    stack.ok(&["queue", "start", "l2"]);
-    common::eventually(Duration::from_secs(30), "l2 to finish the job", || {
-        stack
-            .log("l2")
-            .contains(&format!("{id} cm.launch: SUCCESS"))
+    stack.kill9("l1");
+    stack.start(&["l2"]);
+    eventually(Duration::from_secs(30), "l2 to finish the job", || {
+        logged(&stack, "l2", &id, "SUCCESS")
     });
     let out = stack.ok(&["logs", "--job", &id]);
     let lines: Vec<&str> = out.lines().collect();
@@ -298,18 +240,20 @@ fn logs_of_one_job_come_from_every_worker_that_ran_it() {
         "{out}"
     );
 
-    let missing = stack.cm(&["logs", "--job", "01a23325-0000-7000-8000-000000000000"]);
-    assert_eq!(missing.status.code(), Some(1));
-    stack.ok(&["server", "stop"]);
+    stack.fails(
+        &["logs", "--job", "01a23325-0000-7000-8000-000000000000"],
+        1,
+    );
+    stack.server_stop();
 }
 
 /// `cm logs --queue Q` merges the queue's workers' logs in time order; `-f` goes on merging.
 #[test]
 fn a_queues_logs_merge_in_time_order_and_follow() {
     let stack = Stack::new();
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     for _ in 0..4 {
-        launch_one(&stack, true);
+        stack.launch().timeout(30.0).id();
     }
     let out = stack.ok(&["logs", "--queue", &stack.launch, "-n", "1000"]);
     let stamps: Vec<&str> = out
@@ -325,19 +269,8 @@ fn a_queues_logs_merge_in_time_order_and_follow() {
 
     let follower = Follower::with(&stack, &["logs", "--queue", &stack.launch, "-n", "0", "-f"]);
     follower.wait_following(&stack.log_file("l1"));
-    let id = launch_one(&stack, true);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while !seen
-        .iter()
-        .any(|l: &String| l.contains(&id) && l.ends_with("SUCCESS"))
-    {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match follower.lines.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("no SUCCESS line for {id} followed; saw {seen:?}"),
-        }
-    }
+    let id = stack.launch().timeout(30.0).id();
+    follower.expect(&[&id, "SUCCESS"]);
     drop(follower);
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }

@@ -2,13 +2,11 @@
 //! `stack.launch().hosts("vm[1-5]").wait().ids()` publishes the Hadoop recipe on
 //! india_openstack_essex, one job per host, waits for them, and gives their ids.
 
-use std::process::Child;
-
-use super::stack::{Ran, Stack};
+use super::stack::{Ran, Running, Stack};
 
 /// One publishing `cm` command, its options set one by one, run by one of the last words:
-/// `ids`, `stdout`, `fails`, `run` or `spawn`.
-#[must_use = "a publish runs only by ids(), stdout(), fails(), run() or spawn()"]
+/// `ids`, `id`, `stdout`, `fails`, `run` or `background`.
+#[must_use = "a publish runs only by ids(), id(), stdout(), fails(), run() or background()"]
 pub struct Publish<'a> {
     stack: &'a Stack,
     via: Vec<String>,
@@ -167,11 +165,11 @@ impl<'a> Publish<'a> {
         self.run().stderr_of(code, &what)
     }
 
-    /// Starts it and leaves it running, its output piped.
-    pub fn spawn(self) -> Child {
+    /// Starts it and leaves it running; `finish` waits for it.
+    pub fn background(self) -> Running {
         let argv = self.argv();
-        assert!(self.via.is_empty(), "spawn runs cm itself");
+        assert!(self.via.is_empty(), "a background publish runs cm itself");
         self.stack
-            .spawn(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+            .background(&argv.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }

@@ -2,9 +2,11 @@
 //! uses, and the real `cm` run against it; its workers' pid and log files; its jobs as the
 //! store has them. Dropped, it cleans its workers away and deletes its queues.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use serde_json::Value;
 
@@ -99,6 +101,37 @@ impl OwnQueue {
         lines.retain(|l| !l.is_empty());
         lines.join("\n")
     }
+}
+
+/// A `cm` run left going, its output read meanwhile (it never blocks on a full pipe).
+pub struct Running {
+    child: Child,
+    stdout: JoinHandle<String>,
+    stderr: JoinHandle<String>,
+}
+
+impl Running {
+    /// Waits for it to end: what it gave.
+    pub fn finish(mut self) -> Ran {
+        let status = self.child.wait().expect("wait for cm");
+        let text = |h: JoinHandle<String>| h.join().unwrap_or_default();
+        Ran {
+            code: status.code(),
+            stdout: text(self.stdout),
+            stderr: text(self.stderr),
+        }
+    }
+}
+
+/// All that `from` gives, read on a thread of its own.
+fn read_all(from: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut from) = from {
+            let _ = from.read_to_string(&mut text);
+        }
+        text
+    })
 }
 
 /// What a `cm` run gave: its exit code and its output as text.
@@ -281,6 +314,18 @@ impl Stack {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn cm {args:?}: {e}"))
+    }
+
+    /// `cm ARGS` started and left running; `finish` waits for it.
+    pub fn background(&self, args: &[&str]) -> Running {
+        let mut child = self.spawn(args);
+        let stdout = read_all(child.stdout.take());
+        let stderr = read_all(child.stderr.take());
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     fn command(&self, wrapper: &[&str], args: &[&str]) -> Command {
