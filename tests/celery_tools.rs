@@ -5,41 +5,40 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use common::celery::{kombu_url, python, spawn_python, venv_bin};
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-fn venv_bin(name: &str) -> PathBuf {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("bench/.venv/bin")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} missing: `make test` installs Celery and Flower (scripts/ensure-celery-venv.sh)",
-        path.display()
-    );
-    path
-}
-
-/// kombu's spelling of the test broker (it writes the vhost `/` as `%2F` or `//`).
-fn kombu_url() -> String {
-    broker_url().replace("%2f", "%2F")
-}
-
-/// A stack whose workers are `<name>@<a host of its own>`, with `worker_extra` added.
-fn stack(step_seconds: (f64, f64), worker_extra: &str) -> (Stack, String) {
+/// A stack whose workers are `<name>@<a host of its own>`: (stack, host).
+fn stack_of_its_own_host(options: Options) -> (Stack, String) {
     let host = unique("cthost").replace('_', "-");
     let stack = Stack::with(Options {
-        step_seconds,
-        worker_extra: format!("allow_root = true\nnode_host = \"{host}\"\n{worker_extra}"),
-        ..Options::default()
+        node_host: Some(host.clone()),
+        ..options
     });
     (stack, host)
+}
+
+/// [`stack_of_its_own_host`] with simulated steps of `seconds` each.
+fn stack(seconds: f64) -> (Stack, String) {
+    stack_of_its_own_host(Options {
+        step_seconds: (seconds, seconds),
+        ..Options::default()
+    })
+}
+
+/// [`stack_of_its_own_host`] with a queue of command tasks too (worker `c1`), more `[worker]`
+/// keys.
+fn command_stack(tasks: &str, worker_keys: &str) -> (Stack, String) {
+    stack_of_its_own_host(Options {
+        worker_keys: worker_keys.into(),
+        own_queue: Some(OwnQueue::commands(tasks)),
+        ..Options::default()
+    })
 }
 
 /// `celery -b URL ARGS`, run to completion.
@@ -67,231 +66,22 @@ fn ask(node: &str, args: &[&str]) -> Value {
     );
     let replies: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("celery {all:?} printed no JSON ({e}):\n{stdout}"));
-    let mine = match &replies {
-        Value::Array(list) => list.iter().find_map(|r| r.get(node)),
-        other => other.get(node),
-    };
-    mine.cloned()
+    mine(&replies, node)
         .unwrap_or_else(|| panic!("celery {all:?}: no reply from {node}:\n{stdout}"))
 }
 
-/// `cm launch` of one job per host in `hosts`; returns the ids.
-fn launch(stack: &Stack, hosts: &str, wait: bool) -> Vec<String> {
-    let mut args = vec![
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        hosts,
-        "--quiet",
-    ];
-    if wait {
-        args.push("--wait");
+/// `node`'s reply among `replies` (`{node: reply}` or a list of them).
+fn mine(replies: &Value, node: &str) -> Option<Value> {
+    match replies {
+        Value::Array(list) => list.iter().find_map(|r| r.get(node)),
+        other => other.get(node),
     }
-    stack.publish(&args)
+    .cloned()
 }
 
-/// A child process killed (and reaped) when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn celery_inspect_sees_a_cm_worker_ping_stats_registered_queues_conf() {
-    let (stack, host) = stack((0.0, 0.0), "");
-    let node = format!("l1@{host}");
-    stack.ok(&["queue", "start", "l1"]);
-    let pid = stack.pid_of("l1");
-    launch(&stack, "a[1-3]", true);
-
-    assert_eq!(
-        ask(&node, &["inspect", "ping"]),
-        serde_json::json!({"ok": "pong"})
-    );
-
-    let stats = ask(&node, &["inspect", "stats"]);
-    assert_eq!(stats["pid"], pid, "{stats}");
-    assert_eq!(stats["total"]["cm.launch"], 3, "{stats}");
-    assert!(stats["broker"].is_object(), "Flower needs a dict: {stats}");
-    assert_eq!(stats["broker"]["transport"], "amqp");
-    assert!(
-        !stats.to_string().contains("guest:guest"),
-        "no password: {stats}"
-    );
-    assert_eq!(stats["prefetch_count"], 4, "4 x concurrency 1: {stats}");
-    assert_eq!(stats["pool"]["max-concurrency"], 1);
-    assert!(stats["uptime"].as_u64().is_some(), "{stats}");
-    let clock: u64 = stats["clock"]
-        .as_str()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    assert!(clock > 0, "a Lamport clock that moved: {stats}");
-
-    assert_eq!(
-        ask(&node, &["inspect", "registered"]),
-        serde_json::json!(["cm.launch", "cm.provision"])
-    );
-    let queues = ask(&node, &["inspect", "active_queues"]);
-    assert_eq!(queues[0]["name"], stack.launch.as_str(), "{queues}");
-    assert_eq!(queues[0]["durable"], true);
-    for empty in ["reserved", "scheduled", "revoked", "active"] {
-        assert_eq!(
-            ask(&node, &["inspect", empty]),
-            serde_json::json!([]),
-            "{empty}"
-        );
-    }
-    let conf = ask(&node, &["inspect", "conf"]);
-    assert_eq!(conf["worker_concurrency"], 1, "{conf}");
-    let later = ask(&node, &["inspect", "clock"])["clock"]
-        .as_u64()
-        .unwrap_or(0);
-    assert!(
-        later > clock,
-        "the clock moves on with every message: {later} after {clock}"
-    );
-
-    // `celery status`: the worker is online, by its node name.
-    let out = celery(&["status", "-d", &node, "-t", "10"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains(&format!("{node}: OK")), "{text}");
-    assert!(text.contains("1 node online."), "{text}");
-
-    // What cm does not do is an error reply, not silence and not a crash.
-    let grow = ask(&node, &["control", "pool_grow", "1"]);
-    assert!(
-        grow["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("pool_grow")),
-        "{grow}"
-    );
-    // Revoke and terminate answer in Celery's words; the ids are kept (`inspect revoked`).
-    assert_eq!(
-        ask(&node, &["control", "revoke", "some-id"]),
-        serde_json::json!({"ok": "tasks {'some-id'} flagged as revoked"})
-    );
-    assert_eq!(
-        ask(&node, &["control", "terminate", "SIGTERM", "other-id"]),
-        serde_json::json!({"ok": "terminate: tasks unknown"}),
-        "nothing of that id runs here"
-    );
-    let bad = ask(&node, &["control", "terminate", "SIGSTOP", "third-id"]);
-    assert!(
-        bad["error"].as_str().is_some_and(|e| e.contains("STOP")),
-        "{bad}"
-    );
-    assert_eq!(
-        ask(&node, &["inspect", "revoked"]),
-        serde_json::json!(["some-id", "other-id"])
-    );
-    // A message that is no request is dropped; the worker answers the next one.
-    runtime().block_on(async {
-        let conn =
-            lapin::Connection::connect(&broker_url(), lapin::ConnectionProperties::default())
-                .await
-                .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
-        for garbage in [&b"not json"[..], b"[1, 2]", b"{\"method\": 7}"] {
-            ch.basic_publish(
-                "celery.pidbox".into(),
-                "".into(),
-                Default::default(),
-                garbage,
-                Default::default(),
-            )
-            .await
-            .expect("publish");
-        }
-        let _ = conn.close(200, "".into()).await;
-    });
-    assert_eq!(ask(&node, &["inspect", "ping"])["ok"], "pong");
-    assert!(alive(pid), "the worker survived the garbage");
-}
-
-#[test]
-fn celery_inspect_active_shows_the_running_job() {
-    let (stack, host) = stack((1.0, 1.0), "");
-    let node = format!("l1@{host}");
-    stack.ok(&["queue", "start", "l1"]);
-    let pid = stack.pid_of("l1");
-    let ids = launch(&stack, "slow1", false);
-    let id = ids.first().expect("a job id").clone();
-
-    // Three 1 s steps: the job runs for about 3 s.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let active = loop {
-        let active = ask(&node, &["inspect", "active"]);
-        if active.as_array().is_some_and(|a| !a.is_empty()) {
-            break active;
-        }
-        assert!(Instant::now() < deadline, "the job never showed as active");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let job = &active[0];
-    assert_eq!(job["id"], id.as_str(), "{active}");
-    assert_eq!(job["name"], "cm.launch");
-    assert_eq!(job["type"], "cm.launch");
-    assert_eq!(job["hostname"], node.as_str());
-    assert_eq!(job["worker_pid"], pid);
-    assert_eq!(job["kwargs"]["hosts"], "slow1", "{job}");
-    assert_eq!(
-        job["acknowledged"], false,
-        "cm acks after the final state is stored"
-    );
-    assert_eq!(job["delivery_info"]["routing_key"], stack.launch.as_str());
-    assert_eq!(job["delivery_info"]["redelivered"], false);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let started = job["time_start"].as_f64().unwrap_or(0.0);
-    assert!(
-        now - started < 10.0 && now >= started - 1.0,
-        "{started} vs {now}"
-    );
-    assert_eq!(ask(&node, &["inspect", "stats"])["total"]["cm.launch"], 1);
-
-    eventually(Duration::from_secs(20), "the job to end", || {
-        ask(&node, &["inspect", "active"]) == serde_json::json!([])
-    });
-}
-
-#[test]
-fn celery_control_switches_events_and_shuts_the_worker_down_warmly() {
-    let (stack, host) = stack((0.0, 0.0), "");
-    let node = format!("l1@{host}");
-    stack.ok(&["queue", "start", "l1"]);
-    let pid = stack.pid_of("l1");
-    for (command, said) in [
-        ("enable_events", "task events enabled"),
-        ("enable_events", "task events already enabled"),
-        ("disable_events", "task events disabled"),
-        ("disable_events", "task events already disabled"),
-    ] {
-        assert_eq!(ask(&node, &["control", command])["ok"], said, "{command}");
-    }
-    assert_eq!(ask(&node, &["control", "heartbeat"]), Value::Null);
-
-    // As a Celery worker, a cm worker stops without replying: the CLI says nobody did (69).
-    let out = celery(&["control", "shutdown", "-d", &node, "-t", "2"]);
-    assert_eq!(out.status.code(), Some(69), "{out:?}");
-    eventually(Duration::from_secs(10), "the worker to stop", || {
-        !alive(pid)
-    });
-    assert!(!stack.pid_file("l1").exists(), "its pid file goes");
-    let log = stack.log("l1");
-    assert!(log.contains("remote shutdown: warm shutdown"), "{log}");
-    assert!(log.contains("stopped: 0 job(s) done"), "{log}");
-    let out = celery(&["inspect", "ping", "-d", &node, "-t", "1"]);
-    assert!(!out.status.success(), "nobody answers any more");
+/// `cm launch --quiet` of one job per host in `hosts`, waiting for them: the ids.
+fn launch_waiting(stack: &Stack, hosts: &str) -> Vec<String> {
+    stack.launch().hosts(hosts).quiet().wait().ids()
 }
 
 /// Prints each event of `node` as a JSON line after `READY`; ends at its `worker-offline`.
@@ -321,50 +111,239 @@ with app.connection() as conn:
         pass
 "#;
 
-#[test]
-fn an_event_receiver_sees_the_worker_and_its_tasks() {
-    let (stack, host) = stack((0.0, 0.0), "send_events = true");
-    let node = format!("l1@{host}");
-    let mut capture = Command::new(venv_bin("python"))
-        .args(["-c", CAPTURE, &kombu_url(), &node, "40"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the event receiver");
-    let stdout = capture.stdout.take().expect("its stdout");
-    let capture = Killed(capture);
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
+/// An event receiver of `node`'s events (Celery's `app.events.Receiver`), killed when dropped.
+struct Events {
+    _receiver: Killed,
+    lines: Receiver<String>,
+}
+
+impl Events {
+    /// Listens for at most `seconds`; returns once it consumes.
+    fn listen(node: &str, seconds: u32) -> Self {
+        let (receiver, lines) = spawn_python(CAPTURE, &[&kombu_url(), node, &seconds.to_string()]);
+        assert_eq!(
+            lines.recv_timeout(Duration::from_secs(20)).ok().as_deref(),
+            Some("READY")
+        );
+        Self {
+            _receiver: receiver,
+            lines,
         }
-    });
+    }
+
+    /// The events up to the first that `last` takes (with it), which must come within 20 s.
+    fn until(&self, mut last: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut events = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("the event within 20 s");
+            let event: Value = serde_json::from_str(&line).expect("an event as JSON");
+            let done = last(&event);
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+
+    /// The events left: until the worker went offline, or 20 s passed without one.
+    fn rest(self) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(20)) {
+            events.push(serde_json::from_str(&line).expect("an event as JSON"));
+        }
+        events
+    }
+}
+
+#[test]
+fn celery_inspect_sees_a_cm_worker_ping_stats_registered_queues_conf() {
+    let (stack, host) = stack(0.0);
+    let node = format!("l1@{host}");
+    stack.start(&["l1"]);
+    let pid = stack.pid_of("l1");
+    launch_waiting(&stack, "a[1-3]");
+
+    assert_eq!(ask(&node, &["inspect", "ping"]), json!({"ok": "pong"}));
+
+    let stats = ask(&node, &["inspect", "stats"]);
+    assert_eq!(stats["pid"], pid, "{stats}");
+    assert_eq!(stats["total"]["cm.launch"], 3, "{stats}");
+    assert!(stats["broker"].is_object(), "Flower needs a dict: {stats}");
+    assert_eq!(stats["broker"]["transport"], "amqp");
+    assert!(
+        !stats.to_string().contains("guest:guest"),
+        "no password: {stats}"
+    );
+    assert_eq!(stats["prefetch_count"], 4, "4 x concurrency 1: {stats}");
+    assert_eq!(stats["pool"]["max-concurrency"], 1);
+    assert!(stats["uptime"].as_u64().is_some(), "{stats}");
+    let clock: u64 = stats["clock"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(clock > 0, "a Lamport clock that moved: {stats}");
+
     assert_eq!(
-        lines.recv_timeout(Duration::from_secs(20)).ok().as_deref(),
-        Some("READY")
+        ask(&node, &["inspect", "registered"]),
+        json!(["cm.launch", "cm.provision"])
+    );
+    let queues = ask(&node, &["inspect", "active_queues"]);
+    assert_eq!(queues[0]["name"], stack.launch.as_str(), "{queues}");
+    assert_eq!(queues[0]["durable"], true);
+    for empty in ["reserved", "scheduled", "revoked", "active"] {
+        assert_eq!(ask(&node, &["inspect", empty]), json!([]), "{empty}");
+    }
+    let conf = ask(&node, &["inspect", "conf"]);
+    assert_eq!(conf["worker_concurrency"], 1, "{conf}");
+    let later = ask(&node, &["inspect", "clock"])["clock"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        later > clock,
+        "the clock moves on with every message: {later} after {clock}"
     );
 
-    stack.ok(&["queue", "start", "l1"]);
+    // `celery status`: the worker is online, by its node name.
+    let out = celery(&["status", "-d", &node, "-t", "10"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("{node}: OK")), "{text}");
+    assert!(text.contains("1 node online."), "{text}");
+
+    // What cm does not do is an error reply, not silence and not a crash.
+    let grow = ask(&node, &["control", "pool_grow", "1"]);
+    assert!(
+        grow["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("pool_grow")),
+        "{grow}"
+    );
+    // Revoke and terminate answer in Celery's words; the ids are kept (`inspect revoked`).
+    assert_eq!(
+        ask(&node, &["control", "revoke", "some-id"]),
+        json!({"ok": "tasks {'some-id'} flagged as revoked"})
+    );
+    assert_eq!(
+        ask(&node, &["control", "terminate", "SIGTERM", "other-id"]),
+        json!({"ok": "terminate: tasks unknown"}),
+        "nothing of that id runs here"
+    );
+    let bad = ask(&node, &["control", "terminate", "SIGSTOP", "third-id"]);
+    assert!(
+        bad["error"].as_str().is_some_and(|e| e.contains("STOP")),
+        "{bad}"
+    );
+    assert_eq!(
+        ask(&node, &["inspect", "revoked"]),
+        json!(["some-id", "other-id"])
+    );
+    // A message that is no request is dropped; the worker answers the next one.
+    for garbage in [&b"not json"[..], b"[1, 2]", b"{\"method\": 7}"] {
+        publish_via("celery.pidbox", "", garbage, Default::default());
+    }
+    assert_eq!(ask(&node, &["inspect", "ping"])["ok"], "pong");
+    assert!(alive(pid), "the worker survived the garbage");
+}
+
+#[test]
+fn celery_inspect_active_shows_the_running_job() {
+    let (stack, host) = stack(1.0);
+    let node = format!("l1@{host}");
+    stack.start(&["l1"]);
     let pid = stack.pid_of("l1");
-    let with_events = launch(&stack, "e1", true);
+    let id = stack.launch().hosts("slow1").quiet().id();
+
+    // Three 1 s steps: the job runs for about 3 s.
+    let active = eventually_some(Duration::from_secs(10), "the job to show as active", || {
+        let active = ask(&node, &["inspect", "active"]);
+        active
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(active)
+    });
+    let job = &active[0];
+    assert_eq!(job["id"], id.as_str(), "{active}");
+    assert_eq!(job["name"], "cm.launch");
+    assert_eq!(job["type"], "cm.launch");
+    assert_eq!(job["hostname"], node.as_str());
+    assert_eq!(job["worker_pid"], pid);
+    assert_eq!(job["kwargs"]["hosts"], "slow1", "{job}");
+    assert_eq!(
+        job["acknowledged"], false,
+        "cm acks after the final state is stored"
+    );
+    assert_eq!(job["delivery_info"]["routing_key"], stack.launch.as_str());
+    assert_eq!(job["delivery_info"]["redelivered"], false);
+    let now = now_s();
+    let started = job["time_start"].as_f64().unwrap_or(0.0);
+    assert!(
+        now - started < 10.0 && now >= started - 1.0,
+        "{started} vs {now}"
+    );
+    assert_eq!(ask(&node, &["inspect", "stats"])["total"]["cm.launch"], 1);
+
+    eventually(Duration::from_secs(20), "the job to end", || {
+        ask(&node, &["inspect", "active"]) == json!([])
+    });
+}
+
+#[test]
+fn celery_control_switches_events_and_shuts_the_worker_down_warmly() {
+    let (stack, host) = stack(0.0);
+    let node = format!("l1@{host}");
+    stack.start(&["l1"]);
+    let pid = stack.pid_of("l1");
+    for (command, said) in [
+        ("enable_events", "task events enabled"),
+        ("enable_events", "task events already enabled"),
+        ("disable_events", "task events disabled"),
+        ("disable_events", "task events already disabled"),
+    ] {
+        assert_eq!(ask(&node, &["control", command])["ok"], said, "{command}");
+    }
+    assert_eq!(ask(&node, &["control", "heartbeat"]), Value::Null);
+
+    // As a Celery worker, a cm worker stops without replying: the CLI says nobody did (69).
+    let out = celery(&["control", "shutdown", "-d", &node, "-t", "2"]);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    eventually(Duration::from_secs(10), "the worker to stop", || {
+        !alive(pid)
+    });
+    assert!(!stack.pid_file("l1").exists(), "its pid file goes");
+    let log = stack.log("l1");
+    assert!(log.contains("remote shutdown: warm shutdown"), "{log}");
+    assert!(log.contains("stopped: 0 job(s) done"), "{log}");
+    let out = celery(&["inspect", "ping", "-d", &node, "-t", "1"]);
+    assert!(!out.status.success(), "nobody answers any more");
+}
+
+#[test]
+fn an_event_receiver_sees_the_worker_and_its_tasks() {
+    let (stack, host) = stack_of_its_own_host(Options {
+        worker_keys: "send_events = true".into(),
+        ..Options::default()
+    });
+    let node = format!("l1@{host}");
+    let capture = Events::listen(&node, 40);
+
+    stack.start(&["l1"]);
+    let pid = stack.pid_of("l1");
+    let with_events = launch_waiting(&stack, "e1");
     assert_eq!(
         ask(&node, &["control", "disable_events"])["ok"],
         "task events disabled"
     );
-    let without = launch(&stack, "e2", true);
+    let without = launch_waiting(&stack, "e2");
     // One heartbeat now, rather than waiting out the 2 s.
     ask(&node, &["control", "heartbeat"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut events: Vec<Value> = Vec::new();
-    while !events.iter().any(|e| e["type"] == "worker-heartbeat") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("a heartbeat within 20 s");
-        events.push(serde_json::from_str(&line).expect("an event as JSON"));
-    }
-    stack.ok(&["queue", "stop", "l1"]);
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
-        events.push(serde_json::from_str(&line).expect("an event as JSON"));
-    }
-    drop(capture);
+    let mut events = capture.until(|e| e["type"] == "worker-heartbeat");
+    stack.stop(&["l1"]);
+    events.extend(capture.rest());
 
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(kinds.first(), Some(&"worker-online"), "{kinds:?}");
@@ -421,34 +400,24 @@ fn an_event_receiver_sees_the_worker_and_its_tasks() {
     assert!(of(&without[0]).is_empty(), "no task events once disabled");
 }
 
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 #[test]
 fn flower_shows_the_cm_worker_online_and_a_job_it_ran() {
-    let (stack, host) = stack((0.0, 0.0), "");
+    let (stack, host) = stack(0.0);
     let node = format!("l1@{host}");
-    stack.ok(&["queue", "start", "l1"]);
+    stack.start(&["l1"]);
     let pid = stack.pid_of("l1");
 
-    let port = free_port();
-    let flower = Command::new(venv_bin("celery"))
-        .arg(format!("--broker={}", kombu_url()))
-        .args(["flower", "--address=127.0.0.1", &format!("--port={port}")])
-        .env("FLOWER_UNAUTHENTICATED_API", "true")
-        .current_dir(stack.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start flower");
-    let _flower = Killed(flower);
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("http client");
+    let port = closed_port();
+    let _flower = Killed::spawn(
+        Command::new(venv_bin("celery"))
+            .arg(format!("--broker={}", kombu_url()))
+            .args(["flower", "--address=127.0.0.1", &format!("--port={port}")])
+            .env("FLOWER_UNAUTHENTICATED_API", "true")
+            .current_dir(stack.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let http = common::web::client();
     let base = format!("http://127.0.0.1:{port}");
     let get = |path: &str| -> Option<Value> {
         let resp = http.get(format!("{base}{path}")).send().ok()?;
@@ -462,13 +431,12 @@ fn flower_shows_the_cm_worker_online_and_a_job_it_ran() {
 
     // Its inspector asks the worker for stats, queues, tasks... (a reply may lose a race in
     // Flower's first round: ask again).
-    let mut worker = Value::Null;
-    eventually(
+    let worker = eventually_some(
         Duration::from_secs(30),
         "Flower to have the worker's stats",
         || {
-            worker = get("/api/workers?refresh=1").map_or(Value::Null, |w| w[&node].clone());
-            worker["stats"].is_object()
+            let worker = get("/api/workers?refresh=1")?[&node].clone();
+            worker["stats"].is_object().then_some(worker)
         },
     );
     assert_eq!(worker["stats"]["pid"], pid, "{worker}");
@@ -491,44 +459,18 @@ fn flower_shows_the_cm_worker_online_and_a_job_it_ran() {
                 .contains("task events enabled by remote control")
         },
     );
-    let ids = launch(&stack, "f1", true);
-    let id = ids.first().expect("a job id").clone();
-    let mut task = Value::Null;
-    eventually(
+    let id = launch_waiting(&stack, "f1").remove(0);
+    let task = eventually_some(
         Duration::from_secs(15),
         "Flower to see the job succeed",
         || {
-            task = get("/api/tasks").map_or(Value::Null, |t| t[&id].clone());
-            task["state"] == "SUCCESS"
+            let task = get("/api/tasks")?[&id].clone();
+            (task["state"] == "SUCCESS").then_some(task)
         },
     );
     assert_eq!(task["name"], "cm.launch", "{task}");
     assert_eq!(task["worker"], node.as_str(), "{task}");
     assert!(task["runtime"].is_f64(), "{task}");
-}
-
-/// A stack as [`stack`]'s with a queue of command tasks too (worker `c1`), `{dir}` in `tasks`
-/// replaced by a temp dir of the test's own: (stack, host, queue, dir).
-fn command_stack(tasks: &str, worker_extra: &str) -> (Stack, String, String, tempfile::TempDir) {
-    let host = unique("cthost").replace('_', "-");
-    let queue = unique("t_cmd");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let listed: Vec<String> = tasks
-        .lines()
-        .filter_map(|l| l.strip_prefix("[tasks.\"")?.split('"').next())
-        .map(|n| format!("{n:?}"))
-        .collect();
-    let extra = format!(
-        "[queues.{queue}]\nworkers = [\"c1\"]\ntasks = [{}]\nconcurrency = 2\n{tasks}",
-        listed.join(", ")
-    );
-    let stack = Stack::with(Options {
-        worker_extra: format!("allow_root = true\nnode_host = \"{host}\"\n{worker_extra}"),
-        extra: extra.replace("{dir}", &dir.path().display().to_string()),
-        ..Options::default()
-    });
-    stack.delete_on_drop(&queue);
-    (stack, host, queue, dir)
 }
 
 /// `app.control.revoke(ID, terminate=..., destination=[NODE], reply=True)` from a Celery
@@ -543,54 +485,34 @@ replies = app.control.revoke(sys.argv[3], terminate=sys.argv[4] == "terminate",
 print(json.dumps(replies))
 "#;
     let how = if terminate { "terminate" } else { "revoke" };
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", REVOKE, &kombu_url(), node, id, how])
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "app.control.revoke failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replies: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("no JSON from app.control.revoke ({e}):\n{stdout}"));
-    replies
-        .as_array()
-        .and_then(|list| list.iter().find_map(|r| r.get(node)))
-        .cloned()
-        .unwrap_or_else(|| panic!("no reply from {node}: {stdout}"))
-}
-
-fn job_row(stack: &Stack, id: &str) -> Value {
-    jobs(stack)
-        .into_iter()
-        .find(|j| j["id"] == id)
-        .unwrap_or(Value::Null)
+    let out = python(REVOKE, &[&kombu_url(), node, id, how]);
+    let replies: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("no JSON from app.control.revoke ({e}):\n{out}"));
+    mine(&replies, node).unwrap_or_else(|| panic!("no reply from {node}: {out}"))
 }
 
 /// A Celery client's revoke reaches the workers that are not running through the store: the
 /// launcher's worker answers it, and the job queued for a worker not yet started never runs.
 #[test]
 fn app_control_revoke_of_a_job_whose_workers_are_down_keeps_it_from_ever_running() {
-    let (stack, host, _queue, dir) = command_stack(
+    let (stack, host) = command_stack(
         r#"[tasks."t.mark"]
 command = ["/bin/sh", "-c", "touch {dir}/ran"]
 "#,
         "",
     );
     // Declared by cm, then no worker for it.
-    stack.ok(&["queue", "start", "c1"]);
-    stack.ok(&["queue", "stop", "c1"]);
-    let id = stack.ok(&["call", "t.mark"]).trim().to_string();
+    stack.start(&["c1"]);
+    stack.stop(&["c1"]);
+    let id = stack.call("t.mark").id();
     // Only the launcher's worker runs: it is the one Celery's broadcast reaches.
-    stack.ok(&["queue", "start", "l1"]);
+    stack.start(&["l1"]);
     let node = format!("l1@{host}");
     assert_eq!(
         python_revoke(&node, &id, false),
-        serde_json::json!({"ok": format!("tasks {{'{id}'}} flagged as revoked")})
+        json!({"ok": format!("tasks {{'{id}'}} flagged as revoked")})
     );
-    let row = job_row(&stack, &id);
+    let row = stack.job(&id);
     assert_eq!(row["state"], "REVOKED", "queued: revoked at once: {row}");
     assert!(
         row["error"]
@@ -598,20 +520,17 @@ command = ["/bin/sh", "-c", "touch {dir}/ran"]
             .is_some_and(|e| e.contains(&node) && e.contains("remote control")),
         "{row}"
     );
-    assert_eq!(
-        ask(&node, &["inspect", "revoked"]),
-        serde_json::json!([id.as_str()])
-    );
+    assert_eq!(ask(&node, &["inspect", "revoked"]), json!([id.as_str()]));
 
-    stack.ok(&["queue", "start", "c1"]);
+    stack.start(&["c1"]);
     eventually(
         Duration::from_secs(20),
         "the worker to settle the revoked job",
         || stack.log("c1").contains("REVOKED (revoked before it ran)"),
     );
-    assert_eq!(job_row(&stack, &id)["state"], "REVOKED");
-    assert!(!dir.path().join("ran").exists(), "the revoked command ran");
-    stack.ok(&["server", "stop"]);
+    assert_eq!(stack.job(&id)["state"], "REVOKED");
+    assert!(!stack.file("ran").exists(), "the revoked command ran");
+    stack.server_stop();
 }
 
 /// `app.control.revoke(id, terminate=True)` of a running command: the worker that runs it
@@ -619,56 +538,36 @@ command = ["/bin/sh", "-c", "touch {dir}/ran"]
 /// `task-revoked` names the signal.
 #[test]
 fn app_control_revoke_with_terminate_ends_a_running_command() {
-    let (stack, host, _queue, dir) = command_stack(
+    let (stack, host) = command_stack(
         r#"[tasks."t.sleep"]
 command = ["/bin/sh", "-c", "echo $$ > {dir}/pid; exec sleep 30"]
 "#,
         "send_events = true",
     );
     let node = format!("c1@{host}");
-    let mut capture = Command::new(venv_bin("python"))
-        .args(["-c", CAPTURE, &kombu_url(), &node, "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the event receiver");
-    let stdout = capture.stdout.take().expect("its stdout");
-    let capture = Killed(capture);
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    assert_eq!(
-        lines.recv_timeout(Duration::from_secs(20)).ok().as_deref(),
-        Some("READY")
-    );
+    let capture = Events::listen(&node, 60);
 
-    stack.ok(&["queue", "start", "c1"]);
-    let id = stack.ok(&["call", "t.sleep"]).trim().to_string();
-    let pid_file = dir.path().join("pid");
+    stack.start(&["c1"]);
+    let id = stack.call("t.sleep").id();
+    let pid_file = stack.file("pid");
     eventually(Duration::from_secs(20), "the command to start", || {
-        pid_file.exists() && job_row(&stack, &id)["state"] == "STARTED"
+        pid_file.exists() && stack.job(&id)["state"] == "STARTED"
     });
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("the command's pid")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let pid = read_pid(&pid_file);
     assert!(alive(pid));
 
     let asked = Instant::now();
     assert_eq!(
         python_revoke(&node, &id, true),
-        serde_json::json!({"ok": format!("terminate: {id}")})
+        json!({"ok": format!("terminate: {id}")})
     );
     eventually(Duration::from_secs(10), "the job to end REVOKED", || {
-        job_row(&stack, &id)["state"] == "REVOKED"
+        stack.job(&id)["state"] == "REVOKED"
     });
     eventually(Duration::from_secs(5), "the command to be gone", || {
         !alive(pid)
     });
-    let row = job_row(&stack, &id);
+    let row = stack.job(&id);
     assert!(
         row["error"].as_str().is_some_and(|e| e.contains("SIGTERM")),
         "{row}"
@@ -679,12 +578,8 @@ command = ["/bin/sh", "-c", "echo $$ > {dir}/pid; exec sleep 30"]
         asked.elapsed()
     );
 
-    stack.ok(&["queue", "stop", "c1"]);
-    let mut events: Vec<Value> = Vec::new();
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
-        events.push(serde_json::from_str(&line).expect("an event as JSON"));
-    }
-    drop(capture);
+    stack.stop(&["c1"]);
+    let events = capture.rest();
     let task: Vec<&Value> = events.iter().filter(|e| e["uuid"] == id.as_str()).collect();
     let kinds: Vec<&str> = task.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(kinds, ["task-received", "task-started", "task-revoked"]);
@@ -692,7 +587,7 @@ command = ["/bin/sh", "-c", "echo $$ > {dir}/pid; exec sleep 30"]
     assert_eq!(revoked["terminated"], true, "{revoked}");
     assert_eq!(revoked["signum"], 15, "{revoked}");
     assert_eq!(revoked["expired"], false, "{revoked}");
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
 
 /// A Python Celery worker and a cm worker on one broker, each with a queue of its own: a Celery
@@ -700,16 +595,17 @@ command = ["/bin/sh", "-c", "echo $$ > {dir}/pid; exec sleep 30"]
 /// not trouble the Celery worker (nothing in its log but its own task), nor its gossip cm's.
 #[test]
 fn a_celery_worker_and_a_cm_worker_share_the_broker_and_leave_each_other_alone() {
-    let (stack, host, cm_queue, dir) = command_stack(
+    let (stack, host) = command_stack(
         "[tasks.\"t.echo\"]\ncommand = [\"/bin/sh\", \"-c\", \"echo '{{\\\"cm\\\": true}}' > $CM_RESULT\"]\n",
         "send_events = true",
     );
-    stack.ok(&["queue", "start", "c1"]);
+    stack.start(&["c1"]);
     let py_queue = unique("t_py");
     stack.delete_on_drop(&py_queue);
     let py_node = format!("py@{host}");
+    let app_dir = stack.files();
     std::fs::write(
-        dir.path().join("mixed_app.py"),
+        stack.file("mixed_app.py"),
         format!(
             "from celery import Celery\napp = Celery('mixed', broker={:?}, backend='rpc://')\n\
              @app.task(name='py.add')\ndef add(x, y):\n    return x + y\n",
@@ -717,19 +613,17 @@ fn a_celery_worker_and_a_cm_worker_share_the_broker_and_leave_each_other_alone()
         ),
     )
     .expect("write the Celery app");
-    let log = dir.path().join("py.log");
-    let worker = Killed(
+    let log = stack.file("py.log");
+    let worker = Killed::spawn(
         Command::new(venv_bin("celery"))
-            .current_dir(dir.path())
-            .env("PYTHONPATH", dir.path())
+            .current_dir(&app_dir)
+            .env("PYTHONPATH", &app_dir)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .args(["-A", "mixed_app", "worker", "-Q", &py_queue, "-n", &py_node])
             .args(["--pool", "solo", "-E", "-l", "info", "-f"])
             .arg(&log)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a Celery worker"),
+            .stderr(Stdio::null()),
     );
     const CLIENT: &str = r#"
 import json, sys
@@ -747,19 +641,17 @@ cm = app.send_task("t.echo", queue=cm_queue).get(timeout=20)
 print(json.dumps({"seen": sorted(seen), "py": py, "cm": cm}))
 "#;
     let cm_node = format!("c1@{host}");
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", CLIENT])
-        .arg(dir.path())
-        .args([&py_queue, &cm_queue, &py_node, &cm_node])
-        .output()
-        .expect("run the Celery client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the Celery client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = python(
+        CLIENT,
+        &[
+            &app_dir.to_string_lossy(),
+            &py_queue,
+            stack.queue(),
+            &py_node,
+            &cm_node,
+        ],
     );
-    let got: Value = serde_json::from_str(stdout.trim()).expect("the client's JSON");
+    let got: Value = serde_json::from_str(out.trim()).expect("the client's JSON");
     assert_eq!(got["py"], 5, "{got}");
     assert_eq!(got["cm"]["cm"], true, "{got}");
     let seen = got["seen"].as_array().expect("nodes");
@@ -788,36 +680,27 @@ print(json.dumps({"seen": sorted(seen), "py": py, "cm": cm}))
         assert!(!cm_log.contains(bad), "cm's log has {bad}:\n{cm_log}");
     }
     drop(worker);
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
 
 /// `celery inspect scheduled` lists a countdown job the store holds SCHEDULED, with its eta;
 /// `app.control.revoke` of it from Python ends it REVOKED, and it never runs.
 #[test]
 fn celery_inspect_scheduled_lists_a_countdown_job_and_a_python_revoke_ends_it() {
-    let (stack, host, queue, dir) = command_stack(
+    let (stack, host) = command_stack(
         "[tasks.\"t.later\"]\ncommand = [\"/bin/sh\", \"-c\", \"touch {dir}/ran\"]\n",
         "",
     );
-    stack.ok(&["queue", "start", "c1"]);
-    const SEND: &str = r#"
-import sys
-from celery import Celery
-app = Celery(broker=sys.argv[1])
-print(app.send_task("t.later", queue=sys.argv[2], countdown=8).id)
-"#;
-    let out = Command::new(venv_bin("python"))
-        .args(["-c", SEND, &kombu_url(), &queue])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stack.start(&["c1"]);
+    let out = python(
+        &common::celery::client(
+            "import sys\nprint(app.send_task(\"t.later\", queue=sys.argv[1], countdown=8).id)\n",
+        ),
+        &[stack.queue()],
     );
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id = out.trim().to_string();
     eventually(Duration::from_secs(10), "the job to be SCHEDULED", || {
-        job_row(&stack, &id)["state"] == "SCHEDULED"
+        stack.job(&id)["state"] == "SCHEDULED"
     });
     let node = format!("c1@{host}");
     let listed = ask(&node, &["inspect", "scheduled"]);
@@ -837,10 +720,10 @@ print(app.send_task("t.later", queue=sys.argv[2], countdown=8).id)
         reply["ok"].as_str().is_some_and(|t| t.contains(&id)),
         "{reply}"
     );
-    assert_eq!(job_row(&stack, &id)["state"], "REVOKED");
+    assert_eq!(stack.job(&id)["state"], "REVOKED");
     // Past its eta (8 s after sending), and a scheduler round on: still REVOKED, never ran.
     std::thread::sleep(Duration::from_secs(9));
-    assert_eq!(job_row(&stack, &id)["state"], "REVOKED");
-    assert!(!dir.path().join("ran").exists(), "the revoked job ran");
-    stack.ok(&["server", "stop"]);
+    assert_eq!(stack.job(&id)["state"], "REVOKED");
+    assert!(!stack.file("ran").exists(), "the revoked job ran");
+    stack.server_stop();
 }

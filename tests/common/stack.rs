@@ -277,9 +277,14 @@ impl Stack {
             .expect("a stack made with Options::own_queue")
     }
 
-    /// `name` in the folder that `{dir}` stands for in the own queue's tasks.
+    /// The folder that `{dir}` stands for in the own queue's tasks.
+    pub fn files(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    /// `name` in [`Stack::files`].
     pub fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join("files").join(name)
+        self.files().join(name)
     }
 
     /// Deletes `queue` and its `.dead` when the stack is dropped, once its workers are gone.
