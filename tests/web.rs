@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::header::{CONTENT_TYPE, LOCATION, ORIGIN};
 use axum::http::{HeaderValue, Method, StatusCode};
-use common::browser::{screenshot, screenshot_dir, texts, wait_for, Browser};
+use common::browser::{click, open, screenshot, screenshot_dir, text, texts, wait_for, Browser};
 use common::web::{client, form_request, request, App, Web, HOST};
-use common::{dead_broker_url, eventually, jobs, queue_depth, Options, Stack};
+use common::{dead_broker_url, eventually, queue_depth, read_pid, KillOnDrop, Options, Stack};
 use serde_json::{json, Value};
 
 /// A recipe whose description tries to inject a script into the page.
@@ -38,7 +38,7 @@ fn evil_stack() -> Stack {
 fn assert_nothing_published(stack: &Stack) {
     assert_eq!(queue_depth(&stack.launch), 0, "messages were published");
     assert_eq!(queue_depth(&stack.prov), 0, "messages were published");
-    assert_eq!(jobs(stack), Vec::<Value>::new(), "jobs were stored");
+    assert_eq!(stack.jobs(), Vec::<Value>::new(), "jobs were stored");
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn launch_publishes_one_job_per_host_and_shows_the_batch() {
         .expect("redirect to db_stats?batch=")
         .to_string();
     assert_eq!(queue_depth(&stack.launch), 3);
-    let stored = jobs(&stack);
+    let stored = stack.jobs();
     assert_eq!(stored.len(), 3);
     let mut hosts: Vec<_> = stored
         .iter()
@@ -359,15 +359,7 @@ fn posts_without_the_form_token_or_from_another_site_are_refused() {
 #[test]
 fn db_reset_asks_first_and_clears_on_post() {
     let stack = Stack::new();
-    stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "i[1-2]",
-    ]);
+    stack.launch().hosts("i[1-2]").ids();
     let app = App::new(&stack);
 
     let resp = app.get("/cm/db_reset");
@@ -375,13 +367,13 @@ fn db_reset_asks_first_and_clears_on_post() {
     let page = resp.body;
     assert!(page.contains(r#"<form method="post" action="/cm/db_reset""#));
     assert!(page.contains(r#"<strong id="count">2</strong>"#), "{page}");
-    assert_eq!(jobs(&stack).len(), 2, "GET must not clear");
+    assert_eq!(stack.jobs().len(), 2, "GET must not clear");
 
     let csrf = app.csrf();
     let resp = app.post_form("/cm/db_reset", &[("csrf", &csrf)]);
     assert_eq!(resp.status, StatusCode::OK);
     assert!(resp.body.contains("removed 2 records"));
-    assert!(jobs(&stack).is_empty());
+    assert!(stack.jobs().is_empty());
     let resp = app.post_form("/cm/db_reset", &[("csrf", &csrf)]);
     assert!(resp.body.contains("removed 0 records"));
 }
@@ -497,7 +489,7 @@ fn healthz_checks_store_and_broker() {
         ],
     );
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(jobs(&dead).is_empty());
+    assert!(dead.jobs().is_empty());
 }
 
 /// `/metrics` as (series, value): every line that is not a comment must be `name{labels} value`.
@@ -552,17 +544,8 @@ fn metrics_count_jobs_by_state_with_a_run_time_histogram() {
         step_seconds: (0.01, 0.02),
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1", "l2"]);
-    stack.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "i[1-5]",
-        "--wait",
-    ]);
+    stack.start(&["l1", "l2"]);
+    stack.launch().hosts("i[1-5]").wait().ids();
     let web = Web::start(&stack);
     let m = metrics(&web);
     assert_eq!(
@@ -619,9 +602,7 @@ fn metrics_count_jobs_by_state_with_a_run_time_histogram() {
 #[test]
 fn a_token_guards_everything_and_beyond_loopback_is_refused_without_one() {
     let open = Stack::new();
-    let out = open.cm(&["web", "--bind", "0.0.0.0:0"]);
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = open.fails(&["web", "--bind", "0.0.0.0:0"], 64);
     assert!(err.contains("token") && err.lines().count() == 1, "{err}");
 
     let stack = Stack::with(Options {
@@ -687,35 +668,18 @@ fn detach_runs_in_the_background_with_a_pid_file() {
         .and_then(|l| l.strip_prefix("listening on "))
         .expect("listening line")
         .to_string();
-    let pid_file = stack.dir.path().join("run/cm-web.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid");
-    struct Kill(i32);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-    let guard = Kill(pid);
+    let pid_file = stack.web_pid_file();
+    let pid = read_pid(&pid_file);
+    let guard = KillOnDrop(pid);
     assert!(common::locked(&pid_file));
     let resp = client().get(format!("{base}/healthz")).send().expect("GET");
     assert_eq!(resp.status(), StatusCode::OK);
 
     let again = stack.cm(&["web", "--detach", "--bind", "127.0.0.1:0"]);
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+    assert!(again.code != Some(0), "{again:?}");
+    assert!(again.stderr.contains("already running"), "{again:?}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
+    common::signal(pid, common::Signal::SIGTERM);
     eventually(
         Duration::from_secs(10),
         "cm web to exit and release its pid file",
@@ -781,9 +745,9 @@ fn browser_launches_watches_live_and_resets() {
         step_seconds: (0.1, 0.3),
         ..Options::default()
     });
-    stack.ok(&["queue", "start"]);
+    stack.start(&[]);
     // Some other work in the table, so the batch highlight has something to stand out from.
-    stack.publish(&["provision", "--hosts", "n[1-4]", "--image", "ubuntu"]);
+    stack.provision("n[1-4]").ids();
     let web = Web::start(&stack);
     let browser = Browser::start(stack.dir.path());
     let shots = screenshot_dir(stack.dir.path());
@@ -792,9 +756,7 @@ fn browser_launches_watches_live_and_resets() {
     common::runtime().block_on(async {
         let c = browser.session().await;
 
-        c.goto(&format!("{base}/cm/launch"))
-            .await
-            .expect("open launch");
+        open(&c, &format!("{base}/cm/launch")).await;
         let form = c
             .find(Locator::Css("#launch-form"))
             .await
@@ -823,14 +785,11 @@ fn browser_launches_watches_live_and_resets() {
             .await
             .expect("type hosts");
         screenshot(&c, &shots, "launch.png").await;
-        c.find(Locator::XPath(
-            "//button[normalize-space(.)='press to launch']",
-        ))
-        .await
-        .expect("the launch button")
-        .click()
-        .await
-        .expect("press to launch");
+        click(
+            &c,
+            Locator::XPath("//button[normalize-space(.)='press to launch']"),
+        )
+        .await;
 
         let url = wait_for("db_stats?batch=", Duration::from_secs(20), || async {
             c.current_url().await.ok().filter(|u| {
@@ -868,25 +827,14 @@ fn browser_launches_watches_live_and_resets() {
             json!(true),
             "db_stats reloaded instead of updating itself"
         );
-        let batch_text = c
-            .find(Locator::Css("#batch"))
-            .await
-            .expect("batch box")
-            .text()
-            .await
-            .unwrap_or_default();
+        let batch_text = text(&c, "#batch").await;
         assert!(
             batch_text.contains(&batch[..8]) && batch_text.contains("SUCCESS 3"),
             "{batch_text}"
         );
 
         // A click shows the job's history in a row below it.
-        c.find(Locator::Css("#jobs-body tr.job.new"))
-            .await
-            .expect("a launched row")
-            .click()
-            .await
-            .expect("click row");
+        click(&c, Locator::Css("#jobs-body tr.job.new")).await;
         let history = wait_for("the job's history", Duration::from_secs(10), || async {
             let t = texts(&c, "#jobs-body tr.details").await;
             t.into_iter()
@@ -906,26 +854,15 @@ fn browser_launches_watches_live_and_resets() {
         .await;
         screenshot(&c, &shots, "db_stats.png").await;
 
-        c.goto(&format!("{base}/cm/db_reset"))
-            .await
-            .expect("open db_reset");
-        let count = c
-            .find(Locator::Css("#count"))
-            .await
-            .expect("count")
-            .text()
-            .await
-            .unwrap_or_default();
+        open(&c, &format!("{base}/cm/db_reset")).await;
+        let count = text(&c, "#count").await;
         assert_eq!(count, "7");
         screenshot(&c, &shots, "db_reset.png").await;
-        c.find(Locator::XPath(
-            "//button[normalize-space(.)='remove all job records']",
-        ))
-        .await
-        .expect("reset button")
-        .click()
-        .await
-        .expect("confirm reset");
+        click(
+            &c,
+            Locator::XPath("//button[normalize-space(.)='remove all job records']"),
+        )
+        .await;
         let message = wait_for("the reset result", Duration::from_secs(10), || async {
             let t = texts(&c, "#message").await;
             t.into_iter().next().filter(|t| t.starts_with("removed"))
@@ -933,9 +870,7 @@ fn browser_launches_watches_live_and_resets() {
         .await;
         assert_eq!(message, "removed 7 records");
 
-        c.goto(&format!("{base}/cm/launch/db_stats"))
-            .await
-            .expect("open db_stats");
+        open(&c, &format!("{base}/cm/launch/db_stats")).await;
         wait_for("an empty job table", Duration::from_secs(10), || async {
             let rows = texts(&c, "#jobs-body tr.job").await;
             let empty = texts(&c, "#jobs-body tr.empty").await;
@@ -944,7 +879,7 @@ fn browser_launches_watches_live_and_resets() {
         .await;
         c.close().await.expect("close the browser");
     });
-    assert!(jobs(&stack).is_empty());
+    assert!(stack.jobs().is_empty());
 }
 
 /// A queued job's details on db_stats offer a revoke; clicking it ends the job REVOKED.
@@ -954,28 +889,20 @@ fn browser_revokes_a_queued_job_from_its_details() {
 
     // No worker runs: the job stays PENDING until revoked.
     let stack = Stack::new();
-    let ids = stack.publish(&["provision", "--hosts", "r1", "--image", "ubuntu"]);
-    let id = ids.first().expect("an id").clone();
+    let id = stack.provision("r1").id();
     let web = Web::start(&stack);
     let browser = Browser::start(stack.dir.path());
     let base = web.base.clone();
 
     common::runtime().block_on(async {
         let c = browser.session().await;
-        c.goto(&format!("{base}/cm/launch/db_stats"))
-            .await
-            .expect("open db_stats");
+        open(&c, &format!("{base}/cm/launch/db_stats")).await;
         wait_for("the job's row", Duration::from_secs(10), || async {
             let rows = texts(&c, "#jobs-body tr.job").await;
             (rows.len() == 1).then_some(())
         })
         .await;
-        c.find(Locator::Css("#jobs-body tr.job"))
-            .await
-            .expect("the row")
-            .click()
-            .await
-            .expect("click row");
+        click(&c, Locator::Css("#jobs-body tr.job")).await;
         let button = wait_for("the revoke button", Duration::from_secs(10), || async {
             c.find(Locator::XPath(
                 "//tr[contains(@class,'details')]//form[contains(@class,'revoke')]//button[normalize-space(.)='revoke']",
@@ -992,10 +919,7 @@ fn browser_revokes_a_queued_job_from_its_details() {
         .await;
         c.close().await.expect("close the browser");
     });
-    let job = jobs(&stack)
-        .into_iter()
-        .find(|j| j["id"] == id.as_str())
-        .expect("the job");
+    let job = stack.job(&id);
     assert_eq!(job["state"], "REVOKED", "{job}");
 }
 
@@ -1055,15 +979,7 @@ fn slow_or_huge_requests_are_cut_off() {
 #[test]
 fn revoke_from_the_api_and_the_db_stats_form_needs_json_or_the_form_token() {
     let stack = Stack::new();
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "i[1-3]",
-    ]);
+    let ids = stack.launch().hosts("i[1-3]").ids();
     let app = App::new(&stack);
     let state = |id: &str| app.get_json(&format!("/api/jobs/{id}")).1["job"]["state"].clone();
 

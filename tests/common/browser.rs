@@ -127,6 +127,33 @@ where
     }
 }
 
+/// Opens `url` in the window.
+pub async fn open(c: &fantoccini::Client, url: &str) {
+    c.goto(url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+}
+
+/// Clicks what `locator` finds, which must be there.
+pub async fn click(c: &fantoccini::Client, locator: fantoccini::Locator<'_>) {
+    c.find(locator)
+        .await
+        .unwrap_or_else(|e| panic!("no {locator:?} to click: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {locator:?}: {e}"));
+}
+
+/// The text of what `css` finds, which must be there.
+pub async fn text(c: &fantoccini::Client, css: &str) -> String {
+    c.find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
 /// The text of every element `css` matches (none when nothing does yet).
 pub async fn texts(c: &fantoccini::Client, css: &str) -> Vec<String> {
     let mut out = Vec::new();
