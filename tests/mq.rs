@@ -2,34 +2,26 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, unique, Options, Stack};
+use common::*;
+use serde_json::Value;
 
-fn counts<'a>(status: &'a serde_json::Value, queue: &str) -> &'a serde_json::Value {
+fn counts<'a>(status: &'a Value, queue: &str) -> &'a Value {
     status["queues"]
         .as_array()
         .and_then(|qs| qs.iter().find(|q| q["name"] == queue))
         .unwrap_or_else(|| panic!("queue {queue} not in {status:#}"))
 }
 
-fn mq_status(stack: &Stack) -> serde_json::Value {
+fn mq_status(stack: &Stack) -> Value {
     serde_json::from_str(&stack.ok(&["mq", "status", "--json"])).expect("mq status json")
 }
 
 #[test]
 fn status_counts_the_messages_waiting_in_a_queue_without_workers() {
     let stack = Stack::new();
-    stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "i[1-3]",
-    ]);
+    stack.launch().hosts("i[1-3]").ids();
     eventually(Duration::from_secs(10), "3 ready in mq status", || {
         counts(&mq_status(&stack), &stack.launch)["ready"] == 3
     });
@@ -60,15 +52,14 @@ fn status_counts_the_messages_waiting_in_a_queue_without_workers() {
 #[test]
 fn status_of_an_unreachable_broker_exits_69() {
     let stack = Stack::with(Options {
-        broker: format!("amqp://guest:guest@127.0.0.1:{}/%2f", common::closed_port()),
+        broker: dead_broker_url(),
         ..Options::default()
     });
-    let out = stack.cm(&["mq", "status", "--json"]);
-    assert_eq!(out.status.code(), Some(69), "{out:?}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ran = stack.cm(&["mq", "status", "--json"]);
+    assert_eq!(ran.code, Some(69), "{ran:?}");
+    let report: Value = serde_json::from_str(&ran.stdout).expect("json");
     assert_eq!(report["answers"], false);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("cm: no broker at"), "{stderr}");
+    assert!(ran.stderr.starts_with("cm: no broker at"), "{}", ran.stderr);
 }
 
 #[test]
@@ -78,95 +69,75 @@ fn start_when_running_is_a_no_op() {
     assert!(out.contains("already running"), "{out}");
 }
 
-/// Deletes the test's vhost and user, after the stack (declared later, dropped first) is gone.
+/// A vhost and a user of the test's own, deleted when dropped (declared before the stacks
+/// that use them, so dropped after).
 struct BrokerAccount {
     vhost: String,
     user: String,
 }
 
+impl BrokerAccount {
+    fn new() -> Self {
+        Self {
+            vhost: unique("v"),
+            user: unique("u"),
+        }
+    }
+
+    /// A stack whose broker URL logs in as this account with `password` (as written in a URL).
+    fn stack(&self, password: &str) -> Stack {
+        Stack::with(Options {
+            broker: broker_url_as(&self.user, password, &self.vhost),
+            ..Options::default()
+        })
+    }
+}
+
 impl Drop for BrokerAccount {
     fn drop(&mut self) {
         for args in [
-            vec!["delete_vhost", self.vhost.as_str()],
-            vec!["delete_user", self.user.as_str()],
+            ["delete_vhost", self.vhost.as_str()],
+            ["delete_user", self.user.as_str()],
         ] {
-            let _ = Command::new("rabbitmqctl")
-                .args(&args)
+            let _ = std::process::Command::new("rabbitmqctl")
+                .args(args)
                 .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
                 .output();
         }
     }
 }
 
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
-        .output()
-        .expect("rabbitmqctl");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn setup_creates_the_vhost_and_user_of_the_url_so_workers_can_start() {
-    let account = BrokerAccount {
-        vhost: unique("v"),
-        user: unique("u"),
-    };
-    let url = common::broker_url_as(&account.user, "pw%40x", &account.vhost);
-    let stack = Stack::with(Options {
-        broker: url,
-        ..Options::default()
-    });
+    let account = BrokerAccount::new();
+    let stack = account.stack("pw%40x");
     // Before setup the broker refuses the login: exit 77 with the fix.
-    let out = stack.cm(&["queue", "start", "l1"]);
-    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    stack.fails(&["queue", "start", "l1"], 77);
 
-    let first = stack.ok(&["mq", "setup"]);
-    assert!(
-        first.contains(&format!("vhost {:?}: created", account.vhost)),
-        "{first}"
-    );
-    assert!(
-        first.contains(&format!("user {:?}: created", account.user)),
-        "{first}"
-    );
-    let again = stack.ok(&["mq", "setup"]);
-    assert!(
-        again.contains(&format!("vhost {:?}: exists", account.vhost)),
-        "{again}"
-    );
-    assert!(
-        again.contains(&format!("user {:?}: exists", account.user)),
-        "{again}"
-    );
+    for (setup, said) in [(1, "created"), (2, "exists")] {
+        let out = stack.ok(&["mq", "setup"]);
+        for what in [
+            format!("vhost {:?}: {said}", account.vhost),
+            format!("user {:?}: {said}", account.user),
+        ] {
+            assert!(out.contains(&what), "setup {setup}: {out}");
+        }
+    }
     assert!(rabbitmqctl(&["list_vhosts", "name"]).contains(&account.vhost));
 
-    stack.ok(&["queue", "start", "l1"]);
+    stack.start(&["l1"]);
     let listed = rabbitmqctl(&["list_queues", "-p", &account.vhost, "name", "consumers"]);
     assert!(listed.contains(&stack.launch), "{listed}");
     let status = mq_status(&stack);
     assert_eq!(counts(&status, &stack.launch)["consumers"], 1, "{status:#}");
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
 }
 
 #[test]
 fn setup_refuses_a_user_whose_password_differs() {
-    let account = BrokerAccount {
-        vhost: unique("v"),
-        user: unique("u"),
-    };
-    let make = |password: &str| {
-        Stack::with(Options {
-            broker: common::broker_url_as(&account.user, password, &account.vhost),
-            ..Options::default()
-        })
-    };
-    make("right").ok(&["mq", "setup"]);
-    let out = make("wrong").cm(&["mq", "setup"]);
-    assert_eq!(out.status.code(), Some(77), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let account = BrokerAccount::new();
+    account.stack("right").ok(&["mq", "setup"]);
+    let stderr = account.stack("wrong").fails(&["mq", "setup"], 77);
     assert!(stderr.contains("change_password"), "{stderr}");
 }
 
@@ -177,37 +148,29 @@ fn status_without_root_counts_over_amqp() {
         return;
     }
     let stack = Stack::new();
-    stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "i[1-2]",
-    ]);
+    stack.launch().hosts("i[1-2]").ids();
     // nobody must be able to read the config (the temp dir is root's, 0700).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(stack.dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod");
-    let out = Command::new("/usr/bin/setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(common::cm_bin())
-        .arg("--config")
-        .arg(&stack.config)
-        .args(["mq", "status", "--json"])
-        .output()
-        .expect("setpriv cm");
-    assert!(out.status.success(), "{out:?}");
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ran = stack.cm_via(
+        &[
+            "/usr/bin/setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        &["mq", "status", "--json"],
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let status: Value = serde_json::from_str(&ran.stdout).expect("json");
     assert_eq!(status["source"], "amqp", "{status:#}");
     let launch = counts(&status, &stack.launch);
     assert_eq!(launch["ready"], 2, "{status:#}");
-    assert_eq!(launch["unacked"], serde_json::Value::Null);
+    assert_eq!(launch["unacked"], Value::Null);
     assert_eq!(
         counts(&status, &format!("{}.dead", stack.launch))["exists"],
         false
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.is_empty(), "{stderr}");
+    assert!(ran.stderr.is_empty(), "{}", ran.stderr);
 }

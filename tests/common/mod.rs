@@ -38,7 +38,7 @@ pub mod waits;
 pub mod web;
 
 pub use broker::*;
-pub use pg::PgDatabase;
+pub use pg::*;
 pub use procs::*;
 pub use proxy::Proxy;
 pub use stack::*;
