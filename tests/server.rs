@@ -2,10 +2,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{alive, closed_port, eventually, locked, Options, Stack};
+use common::*;
 use serde_json::Value;
 
 /// A stack whose `[web] bind` is a free loopback port (plus `web_extra` in that table).
@@ -18,50 +17,18 @@ fn web_stack(web_extra: &str) -> (Stack, u16) {
     (stack, port)
 }
 
-fn web_pid_file(stack: &Stack) -> PathBuf {
-    stack.dir.path().join("run/cm-web.pid")
-}
-
 fn web_pid(stack: &Stack) -> i32 {
-    std::fs::read_to_string(web_pid_file(stack))
-        .expect("cm-web.pid")
-        .trim()
-        .parse()
-        .expect("pid in cm-web.pid")
+    read_pid(&stack.web_pid_file())
 }
 
 /// Pids of live `cm --config <ours> web --detached` processes, from /proc.
 fn web_pids(stack: &Stack) -> Vec<i32> {
-    let needle = stack.config.to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = raw
-            .split(|b| *b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        if argv.iter().any(|a| a == &needle)
-            && argv.iter().any(|a| a == "web")
-            && argv.iter().any(|a| a == "--detached")
-            && alive(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    pids_running(&[&stack.config.to_string_lossy(), "web", "--detached"])
 }
 
 /// `GET http://127.0.0.1:PORT/healthz`: the status and body, or None if nothing answers.
 fn healthz(port: u16) -> Option<(u16, String)> {
-    let resp = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    let resp = common::web::client()
         .get(format!("http://127.0.0.1:{port}/healthz"))
         .send()
         .ok()?;
@@ -92,7 +59,7 @@ fn server_start_runs_workers_and_the_web_server_and_stop_ends_both() {
     );
     let workers = stack.worker_pids();
     assert_eq!(workers.len(), 4, "{out}");
-    assert!(locked(&web_pid_file(&stack)), "cm-web.pid is not locked");
+    assert!(locked(&stack.web_pid_file()), "cm-web.pid is not locked");
     let pid = web_pid(&stack);
     assert!(alive(pid));
     assert_eq!(healthz(port), Some((200, "ok".to_string())));
@@ -121,9 +88,9 @@ fn server_start_runs_workers_and_the_web_server_and_stop_ends_both() {
     let workers = stack.worker_pids();
     assert_eq!(workers.len(), 4);
 
-    let out = stack.ok(&["server", "stop"]);
+    let out = stack.server_stop();
     assert!(out.contains("web      stopped"), "{out}");
-    for name in ["p1", "p2", "l1", "l2"] {
+    for name in WORKERS {
         assert!(out.contains(&format!("{name:<8} stopped")), "{out}");
     }
     assert!(!alive(pid2), "the web server survived stop");
@@ -135,7 +102,7 @@ fn server_start_runs_workers_and_the_web_server_and_stop_ends_both() {
     let status = stack.ok(&["server", "status"]);
     assert!(status.contains("pid - stopped"), "{status}");
 
-    let again = stack.ok(&["server", "stop"]);
+    let again = stack.server_stop();
     assert!(again.contains("nothing to stop"), "{again}");
 }
 
@@ -144,10 +111,10 @@ fn a_web_server_whose_pid_file_was_deleted_is_stopped_and_cleaned_as_an_orphan()
     let (stack, port) = web_stack("");
     stack.ok(&["server", "start"]);
     let orphan = web_pid(&stack);
-    std::fs::remove_file(web_pid_file(&stack)).expect("remove cm-web.pid");
+    std::fs::remove_file(stack.web_pid_file()).expect("remove cm-web.pid");
     let status = stack.ok(&["server", "status"]);
     assert!(status.contains(&format!("pid {orphan} orphan")), "{status}");
-    let out = stack.ok(&["server", "stop"]);
+    let out = stack.server_stop();
     assert!(
         out.contains("web      stopped orphan (no pid file)"),
         "{out}"
@@ -156,7 +123,7 @@ fn a_web_server_whose_pid_file_was_deleted_is_stopped_and_cleaned_as_an_orphan()
 
     stack.ok(&["server", "start"]);
     let orphan = web_pid(&stack);
-    std::fs::remove_file(web_pid_file(&stack)).expect("remove cm-web.pid");
+    std::fs::remove_file(stack.web_pid_file()).expect("remove cm-web.pid");
     let out = stack.ok(&["server", "clean", "--logs"]);
     assert!(
         out.contains(&format!(
@@ -177,26 +144,21 @@ fn a_web_server_whose_pid_file_was_deleted_is_stopped_and_cleaned_as_an_orphan()
 #[test]
 fn a_stale_web_pid_file_is_removed_and_its_pid_not_signalled() {
     let (stack, _) = web_stack("");
-    let mut stranger = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .expect("sleep");
-    let pid = stranger.id();
+    let stranger = stranger();
+    let pid = stranger.pid();
     std::fs::create_dir_all(stack.dir.path().join("run")).expect("mkdir");
-    std::fs::write(web_pid_file(&stack), format!("{pid}\n")).expect("write");
-    let out = stack.ok(&["server", "stop"]);
+    std::fs::write(stack.web_pid_file(), format!("{pid}\n")).expect("write");
+    let out = stack.server_stop();
     assert!(out.contains("web      stale pid file removed"), "{out}");
-    assert!(!web_pid_file(&stack).exists());
-    std::fs::write(web_pid_file(&stack), format!("{pid}\n")).expect("write");
+    assert!(!stack.web_pid_file().exists());
+    std::fs::write(stack.web_pid_file(), format!("{pid}\n")).expect("write");
     let out = stack.ok(&["server", "clean"]);
     assert!(out.contains("cm-web.pid"), "{out}");
-    assert!(!web_pid_file(&stack).exists());
+    assert!(!stack.web_pid_file().exists());
     assert!(
-        alive(pid as i32),
+        alive(pid),
         "a stranger named in a stale pid file was signalled"
     );
-    let _ = stranger.kill();
-    let _ = stranger.wait();
 }
 
 #[test]
@@ -208,14 +170,14 @@ fn web_enabled_false_leaves_the_web_server_out_of_server_start() {
         "{out}"
     );
     assert_eq!(stack.worker_pids().len(), 4);
-    assert!(!web_pid_file(&stack).exists());
+    assert!(!stack.web_pid_file().exists());
     assert_eq!(healthz(port), None);
     let status = stack.ok(&["server", "status"]);
     assert!(
         status.contains("stopped ([web] enabled = false)"),
         "{status}"
     );
-    let out = stack.ok(&["server", "stop"]);
+    let out = stack.server_stop();
     assert!(!out.contains("web "), "{out}");
     assert!(stack.worker_pids().is_empty());
 }
