@@ -6,9 +6,18 @@ use std::collections::BTreeSet;
 
 use common::*;
 
+/// The hosts in `names`, as a set.
+fn hosts(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|h| h.to_string()).collect()
+}
+
+/// `cm queue status --all --json`: every worker of every host, as the broker reaches them.
+fn status_of_all(stack: &Stack) -> Vec<serde_json::Value> {
+    serde_json::from_str(&stack.ok(&["queue", "status", "--all", "--json"])).expect("json")
+}
+
 fn hosts_in_status(stack: &Stack) -> (usize, BTreeSet<String>) {
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&stack.ok(&["queue", "status", "--all", "--json"])).expect("json");
+    let all = status_of_all(stack);
     let hosts = all
         .iter()
         .filter_map(|w| w["host"].as_str().map(String::from))
@@ -17,7 +26,8 @@ fn hosts_in_status(stack: &Stack) -> (usize, BTreeSet<String>) {
 }
 
 fn worker_hosts(stack: &Stack) -> BTreeSet<String> {
-    jobs(stack)
+    stack
+        .jobs()
         .iter()
         .filter_map(|j| {
             j["worker"]
@@ -34,23 +44,18 @@ fn two_hosts_share_the_queues_and_one_stops_while_the_other_serves() {
     let a = Stack::with(Options {
         store_url: Some(db.url.clone()),
         step_seconds: (0.01, 0.01),
-        worker_extra: "allow_root = true\nnode_host = \"host-a\"".into(),
+        node_host: Some("host-a".into()),
         ..Options::default()
     });
     let b = a.second_host("host-a", "host-b");
-    a.ok(&["queue", "start"]);
-    b.ok(&["queue", "start"]);
+    a.start(&[]);
+    b.start(&[]);
 
-    let (count, hosts) = hosts_in_status(&a);
+    let (count, seen) = hosts_in_status(&a);
     assert_eq!(count, 8, "status --all must list both hosts' workers");
-    assert_eq!(
-        hosts,
-        BTreeSet::from(["host-a".to_string(), "host-b".to_string()])
-    );
+    assert_eq!(seen, hosts(&["host-a", "host-b"]));
     // Each names the broker node it is connected to, its password hidden.
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&a.ok(&["queue", "status", "--all", "--json"])).expect("json");
-    for w in &all {
+    for w in &status_of_all(&a) {
         let broker = w["broker"].as_str().unwrap_or("");
         assert!(
             broker.starts_with("amqp://") && !broker.contains("guest:guest"),
@@ -59,101 +64,45 @@ fn two_hosts_share_the_queues_and_one_stops_while_the_other_serves() {
     }
     assert!(a.ok(&["queue", "status", "--all"]).contains("BROKER"));
 
-    a.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-40]",
-        "--wait",
-        "--timeout",
-        "60",
-    ]);
+    a.launch().hosts("vm[1-40]").timeout(60.0).ids();
     assert_eq!(
         worker_hosts(&a),
-        BTreeSet::from(["host-a".to_string(), "host-b".to_string()]),
+        hosts(&["host-a", "host-b"]),
         "jobs did not spread over both hosts"
     );
 
-    a.ok(&["server", "stop"]);
-    let (count, hosts) = hosts_in_status(&b);
-    assert_eq!((count, hosts), (4, BTreeSet::from(["host-b".to_string()])));
+    a.server_stop();
+    assert_eq!(hosts_in_status(&b), (4, hosts(&["host-b"])));
     a.ok(&["db", "reset", "--yes"]);
-    a.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-10]",
-        "--wait",
-        "--timeout",
-        "60",
-    ]);
-    assert_eq!(worker_hosts(&b), BTreeSet::from(["host-b".to_string()]));
+    a.launch().hosts("vm[1-10]").timeout(60.0).ids();
+    assert_eq!(worker_hosts(&b), hosts(&["host-b"]));
     drop(b);
     drop(a);
 }
 
 #[test]
 fn quorum_queues_work_end_to_end() {
-    let stack = Stack::new();
-    // Turn both queues quorum: a table key after `concurrency`.
-    let text = std::fs::read_to_string(&stack.config)
-        .expect("config")
-        .replace(
-            "concurrency = 1\n",
-            "concurrency = 1\nqueue_type = \"quorum\"\n",
-        );
-    std::fs::write(&stack.config, text).expect("config");
-    stack.ok(&["queue", "start"]);
-    stack.ok(&[
-        "provision",
-        "--hosts",
-        "h[1-4]",
-        "--image",
-        "ubuntu",
-        "--wait",
-        "--timeout",
-        "30",
-    ]);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "name",
-            "type",
-            "--no-table-headers",
-            "--quiet",
-        ])
-        .output()
-        .expect("rabbitmqctl");
-    let listing = String::from_utf8_lossy(&out.stdout);
-    let line = listing
-        .lines()
-        .find(|l| l.starts_with(&format!("{}\t", stack.prov)))
-        .unwrap_or_default();
-    assert!(
-        line.ends_with("quorum"),
-        "queue {} is not quorum: {line:?}",
+    let stack = Stack::with(Options {
+        queue_keys: "queue_type = \"quorum\"".into(),
+        ..Options::default()
+    });
+    stack.start(&[]);
+    stack.provision("h[1-4]").timeout(30.0).ids();
+    let kind = queue_info(&stack.prov, "type", None);
+    assert_eq!(
+        kind.as_deref(),
+        Some("quorum"),
+        "queue {} is not quorum",
         stack.prov
     );
 }
 
 #[test]
 fn a_bad_queue_type_is_a_config_error() {
-    let stack = Stack::new();
-    let text = std::fs::read_to_string(&stack.config)
-        .expect("config")
-        .replacen(
-            "concurrency = 1\n",
-            "concurrency = 1\nqueue_type = \"qourum\"\n",
-            1,
-        );
-    std::fs::write(&stack.config, text).expect("config");
-    let out = stack.cm(&["queue", "status"]);
-    assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("queue_type must be"));
+    let stack = Stack::with(Options {
+        queue_keys: "queue_type = \"qourum\"".into(),
+        ..Options::default()
+    });
+    let stderr = stack.fails(&["queue", "status"], 78);
+    assert!(stderr.contains("queue_type must be"), "{stderr}");
 }
