@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{alive, eventually};
+use common::{alive, eventually, Killed};
 
 fn deploy_file(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,13 +67,11 @@ fn systemd_units_verify_cleanly() {
 
 /// A process that records each SIGHUP it gets in `marker`; killed when dropped, even when the
 /// test fails.
-struct HupRecorder(std::process::Child);
-
-impl HupRecorder {
-    fn start(marker: &Path) -> Self {
-        // Python, not `sh -c trap`: a shell cannot trap a signal that was ignored when it
-        // started (as under nohup), and this recorder must work wherever the suite is run from.
-        let child = Command::new("python3")
+fn hup_recorder(marker: &Path) -> Killed {
+    // Python, not `sh -c trap`: a shell cannot trap a signal that was ignored when it
+    // started (as under nohup), and this recorder must work wherever the suite is run from.
+    let recorder = Killed::spawn(
+        Command::new("python3")
             .arg("-c")
             .arg(
                 "import signal, sys, time\n\
@@ -85,30 +83,16 @@ impl HupRecorder {
             .arg(marker)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn python3");
-        let recorder = Self(child);
-        // Until its handler is set, SIGHUP would kill it: wait for that, however busy the machine.
-        let ready = marker.with_extension("hup.ready");
-        eventually(
-            Duration::from_secs(30),
-            "the SIGHUP recorder to set its trap",
-            || ready.exists(),
-        );
-        recorder
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for HupRecorder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .stderr(Stdio::null()),
+    );
+    // Until its handler is set, SIGHUP would kill it: wait for that, however busy the machine.
+    let ready = marker.with_extension("hup.ready");
+    eventually(
+        Duration::from_secs(30),
+        "the SIGHUP recorder to set its trap",
+        || ready.exists(),
+    );
+    recorder
 }
 
 #[test]
@@ -149,8 +133,8 @@ fn logrotate_rotates_and_signals_only_live_workers() {
     // whose pid now belongs to a stranger: only the first may get SIGHUP.
     let (live_marker, stranger_marker) =
         (dir.path().join("live.hup"), dir.path().join("stranger.hup"));
-    let live = HupRecorder::start(&live_marker);
-    let stranger = HupRecorder::start(&stranger_marker);
+    let live = hup_recorder(&live_marker);
+    let stranger = hup_recorder(&stranger_marker);
     let live_pid = run.join("celery@w1.pid");
     std::fs::write(&live_pid, format!("{}\n", live.pid())).expect("pid file");
     let lock = nix::fcntl::Flock::lock(
@@ -180,6 +164,6 @@ fn logrotate_rotates_and_signals_only_live_workers() {
         !stranger_marker.exists(),
         "a stale pid file's process got SIGHUP"
     );
-    assert!(alive(stranger.pid() as i32));
+    assert!(alive(stranger.pid()));
     drop(lock);
 }
