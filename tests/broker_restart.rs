@@ -3,18 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl");
-    assert!(status.success(), "rabbitmqctl {args:?} failed");
-}
 
 #[test]
 #[ignore = "stops the shared broker; `make test` runs it alone after the suite"]
@@ -23,19 +14,11 @@ fn workers_ride_out_a_broker_restart_and_lose_no_job() {
         step_seconds: (0.01, 0.02),
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     let pids = stack.worker_pids();
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "vm[1-100]",
-    ]);
+    let ids = stack.launch().hosts("vm[1-100]").ids();
     eventually(Duration::from_secs(30), "some jobs done", || {
-        successes(&stack, &["l1", "l2"]).len() >= 5
+        stack.successes(&["l1", "l2"]).len() >= 5
     });
 
     rabbitmqctl(&["stop_app"]);
@@ -48,11 +31,10 @@ fn workers_ride_out_a_broker_restart_and_lose_no_job() {
     rabbitmqctl(&["await_startup"]);
 
     eventually(Duration::from_secs(90), "all 100 jobs to succeed", || {
-        let all = jobs(&stack);
-        all.len() == ids.len() && all.iter().all(|j| j["state"] == "SUCCESS")
+        stack.all_succeeded(ids.len())
     });
     assert_eq!(stack.worker_pids(), pids);
-    let logs = stack.log("l1") + &stack.log("l2");
+    let logs = stack.logs(&["l1", "l2"]);
     assert!(
         logs.contains("lost the broker connection") && logs.contains("reconnected to the broker"),
         "{logs}"

@@ -8,38 +8,35 @@ mod common;
 use std::time::Duration;
 
 use common::node::{free_port_pair, Node};
-use common::{eventually, jobs, Options, Stack};
+use common::*;
 
 #[test]
 #[ignore = "75 s against a broker of its own: make test runs it apart"]
 fn a_job_longer_than_the_consumer_timeout_runs_once_and_ends_final() {
     let node = Node::start(
-        &common::unique("cm_long"),
+        &unique("cm_long"),
         free_port_pair(&["127.0.0.1"]),
         &["consumer_timeout = 5000"],
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let queue = common::unique("t_long");
-    let runs = dir.path().join("runs");
     let stack = Stack::with(Options {
         broker: node.url.clone(),
-        worker_extra: "allow_root = true\nlease_after_seconds = 2\nlease_seconds = 6".into(),
-        extra: format!(
-            "[queues.{queue}]\nworkers = [\"c1\", \"c2\"]\ntasks = [\"t.long\"]\n[tasks.\"t.long\"]\ncommand = [\"/bin/sh\", \"-c\", \"echo $CM_WORKER >> {}; sleep 75\"]\n",
-            runs.display()
-        ),
+        worker_keys: "lease_after_seconds = 2\nlease_seconds = 6".into(),
+        own_queue: Some(OwnQueue {
+            workers: &["c1", "c2"],
+            keys: String::new(),
+            tasks: r#"[tasks."t.long"]
+command = ["/bin/sh", "-c", "echo $CM_WORKER >> {dir}/runs; sleep 75"]
+"#
+            .into(),
+        }),
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "c1", "c2"]);
-    let out = stack.ok(&["call", "t.long", "--wait", "--timeout", "150"]);
-    let id = out.lines().next().expect("an id").to_string();
-    let job = jobs(&stack)
-        .into_iter()
-        .find(|j| j["id"] == id.as_str())
-        .expect("the job");
+    stack.start(&["c1", "c2"]);
+    let id = stack.call("t.long").timeout(150.0).id();
+    let job = stack.job(&id);
     assert_eq!(job["state"], "SUCCESS", "{job}");
     assert_eq!(job["deliveries"], 1, "{job}");
-    let ran = std::fs::read_to_string(&runs).expect("runs");
+    let ran = std::fs::read_to_string(stack.file("runs")).expect("runs");
     assert_eq!(ran.lines().count(), 1, "it ran more than once: {ran}");
     for w in ["c1", "c2"] {
         let log = stack.log(w);
@@ -52,6 +49,6 @@ fn a_job_longer_than_the_consumer_timeout_runs_once_and_ends_final() {
     let status = stack.ok(&["queue", "status", "--json"]);
     assert_eq!(status.matches("\"running\"").count(), 2, "{status}");
     eventually(Duration::from_secs(5), "the stack to stop", || {
-        stack.cm(&["server", "stop"]).status.success()
+        stack.cm(&["server", "stop"]).code == Some(0)
     });
 }
