@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{eventually, jobs, successes, Options, Stack};
+use common::*;
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-cluster.sh")
@@ -34,7 +34,7 @@ struct Cluster {
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let name = common::unique("cmc");
+        let name = unique("cmc");
         // Watch first: a start that fails half way still leaves nodes to stop. Its own process
         // group, so a Ctrl-C of the test run does not take it before it did its work.
         // Never waited for: it must outlive this process (init adopts and reaps it then).
@@ -138,22 +138,7 @@ impl Cluster {
 
     /// The member leading quorum queue `queue`, asked of member `via` (one that is up).
     fn leader(&self, queue: &str, via: usize) -> Option<usize> {
-        let out = Command::new("rabbitmqctl")
-            .args([
-                "-q",
-                "-n",
-                &self.node_name(via),
-                "list_queues",
-                "name",
-                "leader",
-            ])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let leader = text.lines().find_map(|line| {
-            let mut cols = line.split_whitespace();
-            (cols.next() == Some(queue)).then(|| cols.next().map(str::to_string))?
-        })?;
+        let leader = queue_info(queue, "leader", Some(&self.node_name(via)))?;
         (0..3).find(|&i| self.node_name(i) == leader)
     }
 }
@@ -180,58 +165,9 @@ impl Drop for Down<'_> {
     }
 }
 
-/// Publishes a body that is no job to `queue` through the node at `url`, confirmed.
-fn publish_poison(url: &str, queue: &str) {
-    common::runtime().block_on(async {
-        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = conn.create_channel().await.expect("channel");
-        ch.confirm_select(Default::default())
-            .await
-            .expect("confirms");
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                Default::default(),
-                b"not a job",
-                lapin::BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack(), "the poison message was not taken");
-        let _ = conn.close(200, "".into()).await;
-    });
-}
-
-/// How many messages wait in `queue`, asked through the node at `url` (passive: never creates it).
-fn depth(url: &str, queue: &str) -> Option<u32> {
-    common::runtime().block_on(async {
-        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-            .await
-            .ok()?;
-        let ch = conn.create_channel().await.ok()?;
-        let passive = lapin::options::QueueDeclareOptions {
-            durable: true,
-            passive: true,
-            ..Default::default()
-        };
-        let q = ch
-            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-            .await
-            .ok();
-        let _ = conn.close(200, "".into()).await;
-        q.map(|q| q.message_count())
-    })
-}
-
 /// The member each worker is connected to, from `cm queue status --json`.
 fn members(stack: &Stack, cluster: &Cluster, workers: &[&str]) -> Vec<Option<usize>> {
-    let rows: serde_json::Value =
-        serde_json::from_str(&stack.ok(&["queue", "status", "--json"])).expect("status JSON");
+    let rows = stack.status(&[]);
     workers
         .iter()
         .map(|w| {
@@ -249,28 +185,16 @@ fn stack_on(cluster: &Cluster, order: [usize; 3]) -> Stack {
     Stack::with(Options {
         broker: cluster.list(order),
         step_seconds: (0.01, 0.02),
-        launch_queue_extra: "queue_type = \"quorum\"".into(),
+        launch_keys: "queue_type = \"quorum\"".into(),
         ..Options::default()
     })
 }
 
+/// `cm launch` of one job per host of `hosts`: the ids, and what cm said on stderr.
 fn launch(stack: &Stack, hosts: &str) -> (Vec<String>, String) {
-    let out = stack.cm(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        hosts,
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "cm launch {hosts}: {stderr}");
-    let ids = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    (ids, stderr)
+    let ran = stack.launch().hosts(hosts).run();
+    assert_eq!(ran.code, Some(0), "cm launch {hosts}: {}", ran.stderr);
+    (ran.stdout.lines().map(str::to_string).collect(), ran.stderr)
 }
 
 /// Every published job is in the store SUCCESS, and no other; each ran to its end once, but
@@ -280,19 +204,17 @@ fn every_job_once(stack: &Stack, published: &[String], in_flight: usize) -> usiz
     eventually(
         Duration::from_secs(90),
         "every job to be recorded SUCCESS",
-        || {
-            let all = jobs(stack);
-            all.len() == published.len() && all.iter().all(|j| j["state"] == "SUCCESS")
-        },
+        || stack.all_succeeded(published.len()),
     );
-    let stored: std::collections::BTreeSet<String> = jobs(stack)
+    let stored: std::collections::BTreeSet<String> = stack
+        .jobs()
         .iter()
         .filter_map(|j| j["id"].as_str().map(str::to_string))
         .collect();
     let sent: std::collections::BTreeSet<String> = published.iter().cloned().collect();
     assert_eq!(stored, sent, "the store's jobs are not the published ones");
     let mut ends: HashMap<String, usize> = HashMap::new();
-    for (_, id) in successes(stack, &["l1", "l2"]) {
+    for (_, id) in stack.successes(&["l1", "l2"]) {
         *ends.entry(id).or_default() += 1;
     }
     let missing: Vec<_> = published
@@ -317,18 +239,21 @@ fn every_job_once(stack: &Stack, published: &[String], in_flight: usize) -> usiz
 fn the_workers_node_stopping_mid_run_loses_no_job_and_they_move_to_another() {
     let c = cluster();
     let stack = stack_on(c, [0, 1, 2]);
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     eventually(Duration::from_secs(5), "both workers on member 1", || {
         members(&stack, c, &["l1", "l2"]) == [Some(0), Some(0)]
     });
     let (mut published, _) = launch(&stack, "vm[1-150]");
     // A poison message first: the workers declare the queue's `.dead` through member 1.
     let dead = format!("{}.dead", stack.launch);
-    publish_poison(&c.urls[0], &stack.launch);
+    publish_poison_at(&c.urls[0], &stack.launch);
     eventually(
         Duration::from_secs(30),
         "some jobs done, one dead letter",
-        || successes(&stack, &["l1", "l2"]).len() >= 10 && depth(&c.urls[0], &dead) == Some(1),
+        || {
+            stack.successes(&["l1", "l2"]).len() >= 10
+                && existing_depth_at(&c.urls[0], &dead) == Some(1)
+        },
     );
 
     let down = c.down(0, Fault::Stop);
@@ -352,11 +277,11 @@ fn the_workers_node_stopping_mid_run_loses_no_job_and_they_move_to_another() {
     );
     // `.dead` is a quorum queue like its work queue: it takes dead letters with member 1 down.
     // (Classic, it lived on member 1, and this one waited, unmoved, for its return.)
-    publish_poison(&c.urls[1], &stack.launch);
+    publish_poison_at(&c.urls[1], &stack.launch);
     eventually(
         Duration::from_secs(20),
         "the second dead letter, member 1 down",
-        || depth(&c.urls[1], &dead) == Some(2),
+        || existing_depth_at(&c.urls[1], &dead) == Some(2),
     );
     // Concurrency 1 each: at most one job per worker was running when the node went.
     let twice = every_job_once(&stack, &published, 2);
@@ -370,7 +295,7 @@ fn the_workers_node_stopping_mid_run_loses_no_job_and_they_move_to_another() {
         assert!(log.contains("lost the broker connection"), "{w}:\n{log}");
         assert!(log.contains("reconnected to the broker"), "{w}:\n{log}");
     }
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
     drop(down);
 }
 
@@ -385,39 +310,34 @@ fn the_quorum_leaders_node_crashing_costs_no_job() {
     // Declared through member 3, which leads it (RabbitMQ puts a quorum queue's leader on the
     // declaring client's node); the workers list member 1 first, so they use it.
     let led = stack_on(c, [2, 0, 1]);
-    led.ok(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-    ]);
+    led.launch().ids();
     let stack = led.second_host(&c.list([2, 0, 1]), &c.list([0, 1, 2]));
     // The same store as `led`: its jobs (one so far) are this test's too.
-    let db = format!(
-        "[store]\nurl = \"sqlite://{}\"\n",
-        led.store_file().display()
-    );
-    let text = std::fs::read_to_string(&stack.config).expect("config") + &db;
-    std::fs::write(&stack.config, text).expect("config");
+    stack.edit_config(|text| {
+        format!(
+            "{text}[store]\nurl = \"sqlite://{}\"\n",
+            led.store_file().display()
+        )
+    });
     assert_eq!(
         c.leader(&stack.launch, 0),
         Some(2),
         "member 3 leads the queue"
     );
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     eventually(Duration::from_secs(5), "both workers on member 1", || {
         members(&stack, c, &["l1", "l2"]) == [Some(0), Some(0)]
     });
     let pids = stack.worker_pids();
-    let mut published: Vec<String> = jobs(&led)
+    let mut published: Vec<String> = led
+        .jobs()
         .iter()
         .filter_map(|j| j["id"].as_str().map(str::to_string))
         .collect();
     let (more, _) = launch(&stack, "vm[1-150]");
     published.extend(more);
     eventually(Duration::from_secs(30), "some jobs done", || {
-        successes(&stack, &["l1", "l2"]).len() >= 10
+        stack.successes(&["l1", "l2"]).len() >= 10
     });
 
     // Publishing all along, from before the crash to well after: some publishes land while the
@@ -468,6 +388,6 @@ fn the_quorum_leaders_node_crashing_costs_no_job() {
         [Some(0), Some(0)],
         "the workers' node never went"
     );
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
     drop(down);
 }
