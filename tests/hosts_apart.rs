@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::node::{free_port_pair, Node};
@@ -173,29 +173,16 @@ fn free_subnet() -> String {
         .expect("a free 10.213.X.0/24")
 }
 
-/// `cm --config <stack's> ARGS` run inside network namespace `ns`: workers it starts live
-/// there, and reach the broker and the store only over the namespace's veth.
-fn cm_in(ns: &str, stack: &Stack, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, cm_bin(), "--config"])
-        .arg(&stack.config)
-        .args(args)
-        .env_remove("CM_BROKER_URL")
-        .env_remove("CM_CONFIG")
-        .output()
-        .expect("ip netns exec cm")
+/// `ip netns exec NS`: what runs `cm` inside network namespace `ns`, so that the workers it
+/// starts live there, and reach the broker and the store only over the namespace's veth.
+fn inside(ns: &str) -> [&str; 4] {
+    ["ip", "netns", "exec", ns]
 }
 
 fn ok_in(ns: &str, stack: &Stack, args: &[&str]) -> String {
-    let out = cm_in(ns, stack, args);
-    assert!(
-        out.status.success(),
-        "cm {args:?} in {ns} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stack
+        .cm_via(&inside(ns), args)
+        .stdout_ok(&format!("{args:?} in {ns}"))
 }
 
 /// Each worker's host, from `cm queue status --all --json` (asked of every worker over the
@@ -228,32 +215,11 @@ fn stored(ns: &str, stack: &Stack) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
-const WORKERS: [&str; 4] = ["p1", "p2", "l1", "l2"];
-
+/// Launches and provisions `hosts` from inside `ns`: the job ids.
 fn publish_in(ns: &str, stack: &Stack, hosts: &str) -> Vec<String> {
-    let launch = ok_in(
-        ns,
-        stack,
-        &[
-            "launch",
-            "--server",
-            "india_openstack_essex",
-            "--recipe",
-            "Hadoop",
-            "--hosts",
-            hosts,
-        ],
-    );
-    let provision = ok_in(
-        ns,
-        stack,
-        &["provision", "--hosts", hosts, "--image", "ubuntu"],
-    );
-    launch
-        .lines()
-        .chain(provision.lines())
-        .map(String::from)
-        .collect()
+    let mut ids = stack.launch().hosts(hosts).via(&inside(ns)).ids();
+    ids.extend(stack.provision(hosts).via(&inside(ns)).ids());
+    ids
 }
 
 #[test]
@@ -286,27 +252,25 @@ fn hosts_apart_one_cut_off_for_30_s_lose_nothing_and_it_comes_back() {
         broker: url_at(&node.url, &ha.root_addr, port),
         store_url: Some(url_at(&db.url, &ha.root_addr, pg_a.port)),
         step_seconds: (0.05, 0.05),
-        worker_extra: "allow_root = true\nnode_host = \"host-a\"".into(),
+        node_host: Some("host-a".into()),
+        // One delivery per worker at a time: what a cut can leave in flight is one job per worker.
+        queue_keys: "prefetch = 1".into(),
         ..Options::default()
     });
-    // One delivery per worker at a time: what a cut can leave in flight is one job per worker.
-    let text = std::fs::read_to_string(&a.config)
-        .expect("config")
-        .replace("concurrency = 1\n", "concurrency = 1\nprefetch = 1\n");
-    std::fs::write(&a.config, text).expect("config");
     let b = a.second_host("host-a", "host-b");
-    let text = std::fs::read_to_string(&b.config)
-        .expect("config")
-        .replace(
-            &format!("@{}:{port}/", ha.root_addr),
-            &format!("@{}:{port}/", hb.root_addr),
-        )
-        .replace(
-            &format!("@{}:{}/", ha.root_addr, pg_a.port),
-            &format!("@{}:{}/", hb.root_addr, pg_b.port),
-        );
-    assert!(!text.contains(&ha.root_addr), "host b's config: {text}");
-    std::fs::write(&b.config, text).expect("config");
+    b.edit_config(|text| {
+        let text = text
+            .replace(
+                &format!("@{}:{port}/", ha.root_addr),
+                &format!("@{}:{port}/", hb.root_addr),
+            )
+            .replace(
+                &format!("@{}:{}/", ha.root_addr, pg_a.port),
+                &format!("@{}:{}/", hb.root_addr, pg_b.port),
+            );
+        assert!(!text.contains(&ha.root_addr), "host b's config: {text}");
+        text
+    });
 
     ok_in(&ha.ns, &a, &["queue", "start"]);
     ok_in(&hb.ns, &b, &["queue", "start"]);
@@ -397,14 +361,16 @@ fn hosts_apart_one_cut_off_for_30_s_lose_nothing_and_it_comes_back() {
     );
     // At least once, and no more than the cut forces: a job ran twice only if host a held it
     // when cut off (one delivery per worker), and none more than twice.
-    let on_a: BTreeSet<String> = successes(&a, &WORKERS)
+    let on_a: BTreeSet<String> = a
+        .successes(&WORKERS)
         .into_iter()
         .map(|(_, id)| id)
         .collect();
     let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, id) in successes(&a, &WORKERS)
+    for (_, id) in a
+        .successes(&WORKERS)
         .into_iter()
-        .chain(successes(&b, &WORKERS))
+        .chain(b.successes(&WORKERS))
     {
         *runs.entry(id).or_default() += 1;
     }
@@ -520,22 +486,9 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Messages delivered and not yet acked on `queue` of the machine's broker.
-fn unacked(queue: &str) -> u64 {
-    let out = stdout_of(
-        "rabbitmqctl",
-        &["-q", "list_queues", "name", "messages_unacknowledged"],
-    );
-    out.lines()
-        .find_map(|line| {
-            let mut cols = line.split_whitespace();
-            (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
-        })
-        .unwrap_or(0)
-}
-
 fn finals(stack: &Stack) -> usize {
-    jobs(stack)
+    stack
+        .jobs()
         .iter()
         .filter(|j| j["state"] == "SUCCESS")
         .count()
@@ -552,19 +505,11 @@ fn a_full_store_disk_acks_nothing_unstored_says_so_and_the_jobs_end_once_there_i
         step_seconds: (0.2, 0.2),
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1", "l2"]);
+    stack.start(&["l1", "l2"]);
     let pids = stack.worker_pids();
     assert_eq!(pids.len(), 2);
     let n = 20;
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        &format!("vm[1-{n}]"),
-    ]);
+    let ids = stack.launch().hosts(&format!("vm[1-{n}]")).ids();
     assert_eq!(ids.len(), n);
     eventually(Duration::from_secs(10), "the first job to end", || {
         finals(&stack) >= 1
@@ -605,22 +550,12 @@ fn a_full_store_disk_acks_nothing_unstored_says_so_and_the_jobs_end_once_there_i
     assert_eq!(finals(&stack), stuck, "jobs ended on a full disk");
     assert!(stuck < n, "every job ended before the disk was full");
     assert_eq!(
-        u64::from(queue_depth(&stack.launch)) + unacked(&stack.launch),
+        u64::from(queue_depth(&stack.launch)) + unacked(&stack.launch).unwrap_or(0),
         (n - stuck) as u64,
         "a job was acked without its state stored"
     );
     // A command that must write says so in one line too, and publishes nothing.
-    let out = stack.cm(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        "late1",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    let stderr = stack.launch().hosts("late1").fails(75);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(&store_name) && stderr.contains("the disk is full"),
@@ -637,14 +572,14 @@ fn a_full_store_disk_acks_nothing_unstored_says_so_and_the_jobs_end_once_there_i
         || finals(&stack) == n,
     );
     let caught_up = freed.elapsed();
-    let jobs = jobs(&stack);
+    let jobs = stack.jobs();
     assert_eq!(jobs.len(), n, "late1 was recorded though its launch failed");
     // Waited for, not given back: each job was delivered once and ran once.
     for j in &jobs {
         assert_eq!(j["deliveries"], 1, "{j}");
     }
     let mut runs: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, id) in successes(&stack, &["l1", "l2"]) {
+    for (_, id) in stack.successes(&["l1", "l2"]) {
         *runs.entry(id).or_default() += 1;
     }
     assert!(
@@ -660,7 +595,7 @@ fn a_full_store_disk_acks_nothing_unstored_says_so_and_the_jobs_end_once_there_i
         "disk full: all {n} jobs ended {caught_up:?} after the filler went; whole test {:?}",
         began.elapsed()
     );
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
     drop(stack);
     drop(disk);
 }
@@ -680,17 +615,9 @@ fn a_stop_while_the_store_disk_is_full_returns_the_waiting_jobs_to_the_queue() {
         grace_seconds: 6.0,
         ..Options::default()
     });
-    stack.ok(&["queue", "start", "l1"]);
+    stack.start(&["l1"]);
     let n = 6;
-    stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        &format!("vm[1-{n}]"),
-    ]);
+    stack.launch().hosts(&format!("vm[1-{n}]")).ids();
     eventually(Duration::from_secs(10), "the first job to end", || {
         finals(&stack) >= 1
     });
@@ -703,7 +630,7 @@ fn a_stop_while_the_store_disk_is_full_returns_the_waiting_jobs_to_the_queue() {
     );
     let stuck = finals(&stack);
     let stop = Instant::now();
-    stack.ok(&["queue", "stop", "l1"]);
+    stack.stop(&["l1"]);
     let took = stop.elapsed();
     let log = stack.log("l1");
     assert!(
@@ -723,11 +650,11 @@ fn a_stop_while_the_store_disk_is_full_returns_the_waiting_jobs_to_the_queue() {
 
     drop(reader);
     std::fs::remove_file(&filler).expect("remove the filler");
-    stack.ok(&["queue", "start", "l1"]);
+    stack.start(&["l1"]);
     eventually(Duration::from_secs(30), "every job to end", || {
         finals(&stack) == n
     });
-    stack.ok(&["server", "stop"]);
+    stack.server_stop();
     drop(stack);
     drop(disk);
 }
