@@ -22,7 +22,7 @@
 //!   each test that needs one creates its own database beside it and drops it after. Default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`.
 //! - `CM_SCREENSHOTS`: where the browser test saves its screenshots (default: its temp dir).
-// Each test file uses a part of these helpers.
+// Each test file uses a part of these helpers, and of the names re-exported below.
 #![allow(dead_code, unused_imports)]
 
 pub mod broker;
