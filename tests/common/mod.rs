@@ -3,7 +3,8 @@
 //! `stack.launch().hosts("vm[1-5]").wait().ids()`, `stack.job(id)` run the real `cm` binary
 //! against the real broker and store, so each test reads as the scenario it checks.
 //!
-//! - `stack`: the `Stack` and its `Options`: config, `cm` runs, pid and log files, jobs.
+//! - `stack`: the `Stack`: `cm` runs, pid and log files, jobs; `config`: its `Options`, the
+//!   fabfile.toml they make.
 //! - `publish`: `cm launch | provision | call` as a builder (`Stack::launch` and friends).
 //! - `broker`: the test broker's URLs; queue depths and deletes, raw publishes, rabbitmqctl.
 //! - `pg`: PostgreSQL databases of a test's own.
@@ -28,6 +29,7 @@
 pub mod broker;
 pub mod browser;
 pub mod celery;
+pub mod config;
 pub mod node;
 pub mod pg;
 pub mod procs;
@@ -38,6 +40,7 @@ pub mod waits;
 pub mod web;
 
 pub use broker::*;
+pub use config::*;
 pub use pg::*;
 pub use procs::*;
 pub use proxy::Proxy;
