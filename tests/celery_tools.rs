@@ -252,14 +252,15 @@ fn celery_inspect_sees_a_cm_worker_ping_stats_registered_queues_conf() {
 
 #[test]
 fn celery_inspect_active_shows_the_running_job() {
-    let (stack, host) = stack(1.0);
+    // Three 3 s steps: the job runs long enough for a `celery inspect`, a Python start each,
+    // to catch it on a busy machine.
+    let (stack, host) = stack(3.0);
     let node = format!("l1@{host}");
     stack.start(&["l1"]);
     let pid = stack.pid_of("l1");
     let id = stack.launch().hosts("slow1").quiet().id();
 
-    // Three 1 s steps: the job runs for about 3 s.
-    let active = eventually_some(Duration::from_secs(10), "the job to show as active", || {
+    let active = eventually_some(Duration::from_secs(15), "the job to show as active", || {
         let active = ask(&node, &["inspect", "active"]);
         active
             .as_array()
