@@ -11,7 +11,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderValue, Method, StatusCode};
 use common::web::{request, App};
-use common::{jobs, queue_depth, Stack};
+use common::{queue_depth, Stack};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -140,5 +140,5 @@ fn any_host_and_origin_is_answered_only_as_the_rules_say() {
         panic!("{e}");
     }
     assert_eq!(queue_depth(&stack.launch), 0);
-    assert!(jobs(&stack).is_empty());
+    assert!(stack.jobs().is_empty());
 }

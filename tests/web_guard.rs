@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::browser::{wait_for, Browser};
 use common::web::{csrf_of, Web};
-use common::{jobs, queue_depth, Options, Stack};
+use common::{queue_depth, Options, Ran, Stack};
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::header::{CONTENT_TYPE, HOST, LOCATION, ORIGIN, SET_COOKIE};
 use reqwest::StatusCode;
@@ -45,7 +45,7 @@ fn session_cookie(resp: &Response) -> Option<String> {
 
 fn assert_nothing_published(stack: &Stack) {
     assert_eq!(queue_depth(&stack.launch), 0, "messages were published");
-    assert_eq!(jobs(stack), Vec::<Value>::new(), "jobs were stored");
+    assert_eq!(stack.jobs(), Vec::<Value>::new(), "jobs were stored");
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn assert_no_inline_script(path: &str, html: &str) {
 #[test]
 fn every_response_forbids_framing_inline_script_and_sniffing() {
     let stack = Stack::new();
-    stack.publish(&["provision", "--hosts", "h1", "--image", "ubuntu"]);
+    stack.provision("h1").ids();
     let web = Web::start(&stack);
     let check = |resp: Response, what: &str| -> String {
         let h = resp.headers();
@@ -543,9 +543,9 @@ fn https_serves_the_configured_certificate() {
     assert!(status.contains(&format!("web      {url} pid ")), "{status}");
 }
 
-fn assert_config_error(out: &std::process::Output, names: &[&Path]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "stderr: {err}");
+fn assert_config_error(out: &Ran, names: &[&Path]) {
+    let err = &out.stderr;
+    assert_eq!(out.code, Some(78), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     for name in names {
         assert!(err.contains(&name.display().to_string()), "{err}");
