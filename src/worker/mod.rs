@@ -1,42 +1,47 @@
-//! One worker process, in rooms:
+//! One worker, in floors. In the order a message meets them:
 //!
-//! - `setup`: the process: readiness pipe, pid lock, dropping root, runtime, exit code.
-//! - `signals`: SIGTERM/SIGINT start a warm shutdown; SIGHUP reopens the log.
-//! - `serve`: its life over broker sessions: first connect, `ready`, reconnect with backoff,
-//!   warm shutdown.
-//! - `session`: one connection: declare, consume while job slots are free, drain, close.
-//! - `delivery`: one message: decode → record → run → settle (or dead-letter, or give back).
-//! - `outcome`: a job's one outcome, and its store event, log line and follow-up.
-//! - `revokes`: the revoked ids, polled from the store; a revoked job is settled, not run.
+//! - `setup`: the process (`run`, `cm worker NAME`): readiness pipe, pid lock, dropping root,
+//!   runtime, signals (`signals`), stats file; it wraps `serve`.
+//! - `serve`: wiring and warm shutdown: the store, what lasts across sessions, the stop
+//!   grace. [`serve`] runs a worker inside the caller's runtime (tests, embedding).
+//! - `session`: the session loop: connect, consume while job slots are free, reconnect with
+//!   backoff; each session starts its pidbox (remote control), reaper and scheduler.
+//! - `delivery`: one message's pipeline, a file per step: `screen` (is it a job?) → `admit`
+//!   (may it start now?) → `run` → `settle` (the one place that says what happens to the
+//!   message); `outcome` builds every store event of a job.
+//!
+//! What the floors call, each one concern that calls none of them back:
+//!
+//! - `republish`: jobs the store holds go back to the broker: the eta scheduler and the
+//!   reaper of lapsed leases.
+//! - `lease`: jobs longer than the broker allows, held by a lease in the store and renewed.
+//! - `revokes`: the revoked ids, polled from the store; a revoked job never runs.
 //! - `acks`: batched acks that never cover a running delivery.
-//! - `lease`: jobs longer than the broker allows: acked early, held by a lease in the store,
-//!   renewed, and published again by a reaper when their worker died.
-//! - `schedule`: a message's eta and expires: a job not due yet is held SCHEDULED by the store
-//!   and published again when due by each session's scheduler; an expired one never runs.
-//! - `remote`: what the worker answers about itself over the broker: `cm queue status --all`'s
-//!   ping and Celery's remote control (pidbox), whose wire formats are `crate::celery`.
-//! - `pidbox`: the remote control's queue, consumer and replies.
-//! - `events`: Celery's worker and task events, queued by the jobs, sent by one publisher task.
-//! - `running`: the jobs running now (`celery inspect active`) and the counts per task.
-//! - `stats`: jobs done and failed, and the stats file `cm queue status` reads.
+//! - `remote`, `pidbox`, `events`: what the worker tells Celery's tools and `cm queue status
+//!   --all`, and answers over remote control; `running`: the jobs running now.
+//! - `stats`: jobs done and failed; `shutdown`: what asks for a warm shutdown.
+//! - `context`: below all of these: the worker's state, a session's context, the job lines
+//!   of the log. It imports none of the floors.
 //!
 //! How a job runs is `crate::jobs`' business: command tasks run there, each in a process
 //! group of its own under the worker (`control::group`).
 
 mod acks;
+mod context;
 mod delivery;
 mod events;
 mod lease;
-mod outcome;
 mod pidbox;
 mod remote;
+mod republish;
 mod revokes;
 mod running;
-mod schedule;
 mod serve;
 mod session;
 mod setup;
+mod shutdown;
 mod signals;
 mod stats;
 
+pub use serve::serve;
 pub use setup::run;

@@ -22,9 +22,9 @@ use tracing::{info, warn};
 use super::events::Events;
 use super::revokes::Revoker;
 use super::running::Running;
-use super::signals::RemoteStop;
+use super::shutdown::RemoteStop;
 use super::stats::Counters;
-use crate::amqp::inspect::{answer_pings, RemoteWorker};
+use crate::amqp::inspect::{self, RemoteWorker};
 use crate::amqp::{self, BrokerError};
 use crate::celery::clock::LamportClock;
 use crate::celery::control::Request;
@@ -135,23 +135,21 @@ impl Remote {
         })
     }
 
-    /// Starts answering on a new session's connection. Only the `cm.control` ping is required;
-    /// a pidbox or events channel that fails is logged and the worker runs jobs without it.
-    pub(super) async fn attach(
+    /// Starts answering `cm queue status --all`'s ping on a new session's connection: the one
+    /// part of the remote side a session requires.
+    pub(super) async fn answer_pings(
         self: &Arc<Self>,
         conn: &Arc<Connection>,
         url: &str,
     ) -> Result<(), BrokerError> {
         let me = self.clone();
         let status = move || me.cm_status();
-        answer_pings(conn, url, self.queue.clone(), status).await?;
-        match super::pidbox::listen(self, conn).await {
-            Ok(()) => {}
-            Err(e) => warn!(
-                "remote control off for this connection: {e} (another worker named {}?)",
-                self.node
-            ),
-        }
+        inspect::answer_pings(conn, url, self.queue.clone(), status).await
+    }
+
+    /// Sends events on a new session's connection (`worker-online` first); a channel that fails
+    /// is logged and the worker runs jobs without events.
+    pub(super) async fn send_events_on(&self, conn: &Connection) {
         let events = match conn.create_channel().await {
             Ok(channel) => self.events.attach(channel).await,
             Err(e) => Err(e),
@@ -159,7 +157,6 @@ impl Remote {
         if let Err(e) = events {
             warn!("events off for this connection: {e}");
         }
-        Ok(())
     }
 
     /// This worker's answer to `cm queue status --all`.

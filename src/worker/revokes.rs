@@ -1,7 +1,7 @@
 //! Revokes reach every worker through the store (`cm jobs revoke`, `POST /api/jobs/ID/revoke`):
 //! one poller per worker process reads the new ones every second into an in-memory set, which
-//! each delivery checks before it runs (a revoked job is settled REVOKED, never run); a revoke
-//! with terminate also asks the job to end if it runs here. The first read, before consuming,
+//! each delivery's admission checks (`delivery::admit`: a revoked job ends REVOKED, never run);
+//! a revoke with terminate also asks the job to end if it runs here. The first read, before consuming,
 //! takes every revoke ever kept, so a revoke holds across restarts of the workers.
 //!
 //! A job delivered within the poll interval after its revoke may still start: then only a
@@ -11,17 +11,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use lapin::message::Delivery;
 use nix::sys::signal::Signal;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::delivery::{give_back, say, Ctx};
-use super::outcome::Outcome;
-use crate::celery::message::TaskMessage;
 use crate::jobs::cancel::{signal_named, Stops};
-use crate::jobs::{self, Job};
-use crate::store::{self, Event, Revoke, Store};
+use crate::store::{self, Revoke, Store};
 
 /// How often the store is asked for new revokes.
 const POLL: Duration = Duration::from_secs(1);
@@ -260,41 +255,6 @@ fn signal_of(r: &Revoke) -> Signal {
             Signal::SIGTERM
         }
     }
-}
-
-/// A delivery of a revoked job: recorded, REVOKED, answered (rpc://) and acked; never run.
-pub(super) async fn settle_unrun(
-    ctx: &Ctx,
-    msg: &TaskMessage,
-    job: &Job,
-    delivery: &Delivery,
-    id: store::SharedText,
-    by: &str,
-) {
-    say(&ctx.node, &id, &msg.task, "REVOKED (revoked before it ran)");
-    let now = store::now_ms();
-    // A job a Celery client published has no row until a worker receives it; a final row stays.
-    ctx.writer.send(Event::Received {
-        job: jobs::record(msg, Some(job), &ctx.queue, None, now),
-        worker: ctx.node.clone(),
-        at: now,
-    });
-    let why = if by.is_empty() {
-        "revoked".to_string()
-    } else {
-        format!("revoked by {by}")
-    };
-    let outcome = Outcome::Revoked {
-        why,
-        terminated: false,
-        signal: None,
-        expired: false,
-    };
-    if let Err(e) = ctx.writer.commit(outcome.event(&id, &ctx.node, None)).await {
-        return give_back(ctx, delivery, &id, &e.to_string()).await;
-    }
-    outcome.send_event(&ctx.remote.events, &id, 0.0);
-    outcome.follow_up(ctx, msg, Some(delivery)).await;
 }
 
 #[cfg(test)]

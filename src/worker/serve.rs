@@ -1,96 +1,132 @@
-//! A worker's life over its broker sessions: open the store, consume through the first session
-//! (its failure is the start's failure), say `ready`, reconnect with backoff whenever the
-//! connection is lost, and on SIGTERM shut down warmly.
+//! A worker's wiring and shutdown: open the store, start what lasts across broker sessions
+//! (lease renewal, the revoke poller, the remote side), run the sessions (`session`), and on
+//! shutdown let running jobs finish within the stop grace, then close. [`serve`] runs one
+//! worker so inside the caller's tokio runtime; the process entry (`setup::run`) wraps it
+//! with the pid lock, the readiness pipe and the signals.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
-use super::lease::{self, Held};
+use super::context::WorkerState;
+use super::lease::{self, LeasedJobs};
 use super::remote::Remote;
 use super::revokes::{self, Revoker};
-use super::session::{backoff, is_final_refusal, Ended, Kept, Session};
-use super::signals;
-use super::stats::{self, Counters};
+use super::session::Sessions;
+use super::shutdown::Shutdown;
+use super::stats::Counters;
 use crate::config::{Config, WorkerRef};
-use crate::control::detach::ReadyPipe;
+use crate::exit::CmError;
 use crate::jobs::cancel::Stops;
 use crate::store::Store;
 
 /// `worker-offline` goes out within this at shutdown, or not at all.
 const OFFLINE_WITHIN: Duration = Duration::from_secs(2);
 
-pub(super) async fn serve(
+/// Runs worker `name` of `cfg` inside the caller's tokio runtime until `shutdown` completes
+/// (or `celery control shutdown` asks), then shuts down warmly: no new jobs, running ones
+/// finish within the stop grace, their acks go out, the connection closes. Returns then, or
+/// at once with the error if its first broker session cannot start. No pid file, readiness
+/// pipe or signal handler: those are the process's (`run`).
+pub async fn serve(
+    cfg: &Config,
+    name: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let worker = find_worker(cfg, name)?;
+    let shutdown = Shutdown::new(async move {
+        shutdown.await;
+        "shutdown asked"
+    });
+    let stats = Arc::new(Counters::default());
+    serve_worker(cfg, worker, shutdown, stats, local_utcoffset(), || {}).await
+}
+
+/// Worker `name` of `cfg`, or the error that names the known ones.
+pub(super) fn find_worker<'a>(cfg: &'a Config, name: &str) -> Result<WorkerRef<'a>, CmError> {
+    cfg.worker(name).ok_or_else(|| CmError::UnknownWorker {
+        name: name.to_string(),
+        known: cfg.workers().map(|w| w.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// This host's zone as Celery's events give it; UTC (0) when it cannot be read (the time
+/// crate reads it only while the process has one thread).
+pub(super) fn local_utcoffset() -> i64 {
+    time::UtcOffset::current_local_offset().map_or(0, |offset| {
+        crate::celery::event_format::python_utcoffset(i64::from(offset.whole_seconds()))
+    })
+}
+
+/// Aborts the worker-wide tasks however `serve_worker` leaves.
+struct Background(Vec<AbortHandle>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.iter().for_each(AbortHandle::abort);
+    }
+}
+
+/// [`serve`] with what the process entry adds: its counters (for the stats file), its zone,
+/// and `on_ready`, called once the first session consumes.
+pub(super) async fn serve_worker(
     cfg: &Config,
     worker: WorkerRef<'_>,
-    ready: &mut Option<ReadyPipe>,
+    mut shutdown: Shutdown,
     stats: Arc<Counters>,
     utcoffset: i64,
+    on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let node = cfg.node_name(worker.name);
     let queue = worker.queue;
-    let mut stop = signals::Stop::install()?;
-    let _log_signals =
-        signals::handle_log_signals(ready.is_some().then(|| cfg.log_file(worker.name)))?;
-    // This worker's pid lock proves no other worker of its name lives: whatever a job's command
-    // of that name still runs was left by one that died (kill -9) mid-job.
-    let left = crate::control::leftovers::stop(&cfg.path, std::slice::from_ref(&node)).await;
-    if !left.is_empty() {
-        warn!(
-            "stopped {} process(es) a job's command left when {node} last died: {left:?}",
-            left.len()
-        );
-    }
     let store = Store::open_with(&cfg.store_url, cfg.store_busy_timeout, true).await?;
     // While half the prefetch waits for its commit, the broker still has the other half to send.
     let writer = store.writer(usize::from(queue.prefetch) / 2)?;
     let stops = Stops::default();
-    let held = Held::default();
+    let leases = LeasedJobs::default();
     let renewer = tokio::spawn(lease::renew(
         store.clone(),
         node.as_str().into(),
-        held.clone(),
+        leases.clone(),
         cfg.lease,
         stops.clone(),
     ));
+    let mut background = Background(vec![renewer.abort_handle()]);
     // Read before the first delivery, so a job revoked while no worker ran never starts.
     let revoked = revokes::load(&store).await?;
-    let revoke_poller = revokes::spawn(revoked.clone(), store.clone(), stops.clone());
+    let poller = revokes::spawn(revoked.clone(), store.clone(), stops.clone());
+    background.0.push(poller.abort_handle());
     let revoker = Revoker {
         store: store.clone(),
         revoked: revoked.clone(),
         stops: stops.clone(),
         by: format!("{node} (remote control)"),
     };
-    let remote = Remote::new(cfg, worker, &stats, stop.remote(), utcoffset, revoker);
-    let kept = Kept {
+    let remote = Remote::new(cfg, worker, &stats, shutdown.remote(), utcoffset, revoker);
+    let state = Arc::new(WorkerState {
+        cfg: cfg.clone(),
+        node: node.as_str().into(),
+        queue: queue.clone(),
         store,
         writer,
         stats: stats.clone(),
-        stops: stops.clone(),
-        held,
+        stops,
+        leases,
         revoked,
-        remote: remote.clone(),
-    };
-    // The first connection must work: `cm queue start` reports its failure and gives up. Only a
-    // broker-side hiccup gets a few quick retries (seen: INTERNAL_ERROR consuming from a quorum
-    // queue that a sibling worker declared a moment ago); no broker or a refused login fail at once.
-    let mut attempt = 0;
-    let mut session = loop {
-        match Session::open(cfg, worker, &kept).await {
-            Ok(s) => break s,
-            Err(e) if attempt < 3 && !is_final_refusal(&e) => {
-                attempt += 1;
-                warn!("starting to consume, attempt {attempt}: {e:#}; trying again");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(e) => return Err(e),
+        remote,
+        result_dir: std::env::temp_dir(),
+    });
+    let mut sessions = match Sessions::start(state.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Its events task ends with `offline`; nothing went out, nothing waits.
+            state.remote.events.offline(Duration::ZERO).await;
+            return Err(e);
         }
     };
-
     info!(
         "{node} consuming from queue {} (concurrency {}, prefetch {}), pid {}",
         queue.name,
@@ -99,91 +135,45 @@ pub(super) async fn serve(
         std::process::id()
     );
     // Logged before `ready`, so the log says so by the time `cm queue start` returns.
-    if let Some(pipe) = ready.take() {
-        pipe.say(ReadyPipe::READY);
-    }
-    let stats_writer = stats::spawn_writer(
-        stats.clone(),
-        cfg.stats_file(worker.name),
-        cfg.broker_url.clone(),
-    );
+    on_ready();
 
-    let slots = Arc::new(Semaphore::new(usize::from(queue.concurrency)));
-    let mut running = JoinSet::new();
-    let (stopped_by, session_left) = 'serving: loop {
-        match session.consume(&slots, &mut running, &mut stop).await {
-            Ended::Signal(name) => break (name, Some(session)),
-            Ended::Lost(why) => {
-                // The next connect tries another node of the list first.
-                crate::amqp::lost();
-                warn!(
-                    "lost the broker connection: {why}; unacked jobs go back to queue {} and run again; reconnecting",
-                    queue.name
-                );
-                let mut attempt = 0;
-                session = loop {
-                    let wait = backoff(attempt);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        name = stop.next() => break 'serving (name, None),
-                    }
-                    attempt += 1;
-                    match Session::open(cfg, worker, &kept).await {
-                        Ok(s) => {
-                            info!("reconnected to the broker after {attempt} attempt(s); consuming from queue {} again", queue.name);
-                            break s;
-                        }
-                        Err(e) => warn!(
-                            "reconnect attempt {attempt} failed: {e:#}; next in {:?}",
-                            backoff(attempt)
-                        ),
-                    }
-                };
-            }
-        }
-    };
-
+    let stopped_by = sessions.run(&mut shutdown).await;
     info!(
         "{stopped_by}: warm shutdown, taking no new jobs, finishing {} running",
-        running.len()
+        sessions.running.len()
     );
-    // Cancel and hand back the prefetched first, so nothing new arrives while the running
-    // jobs finish; close only after their acks went out (an ack after close is lost).
-    let mut session = session_left;
-    let handed_back = match session.as_mut() {
-        Some(s) => s.drain().await,
-        None => 0,
-    };
-    // Running jobs get the stop grace less a margin: then they are stopped (a command's group
-    // gets TERM, then KILL) and go back to the queue, before `cm` would SIGKILL this worker.
-    let deadline = tokio::time::Instant::now() + jobs_grace(cfg.stop_grace);
-    let mut asked = false;
-    loop {
-        tokio::select! {
-            joined = running.join_next() => if joined.is_none() { break },
-            () = tokio::time::sleep_until(deadline), if !asked => {
-                warn!("the stop grace is nearly over: stopping {} running job(s); they go back to the queue", running.len());
-                stops.shutdown();
-                // A job whose end waits for room on a full disk goes back to the queue too.
-                kept.writer.give_up_waiting();
-                asked = true;
-            }
-        }
-    }
-    stats_writer.abort();
-    renewer.abort();
-    revoke_poller.abort();
+    let handed_back = sessions.drain().await;
+    finish_running(&mut sessions, &state, cfg.stop_grace).await;
+    drop(background);
     // After the last job's events, before the connection closes.
-    remote.events.offline(OFFLINE_WITHIN).await;
-    if let Some(s) = &session {
-        s.disconnect().await;
-    }
+    state.remote.events.offline(OFFLINE_WITHIN).await;
+    sessions.disconnect().await;
     let s = stats.snapshot();
     info!(
         "{node} stopped: {} job(s) done, {} failed, {handed_back} prefetched job(s) handed back",
         s.jobs_done, s.jobs_failed
     );
     Ok(())
+}
+
+/// Lets the running jobs finish within the stop grace less a margin; then they are stopped (a
+/// command's group gets TERM, then KILL) and go back to the queue, before `cm` would SIGKILL
+/// this worker.
+async fn finish_running(sessions: &mut Sessions, state: &WorkerState, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + jobs_grace(grace);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            joined = sessions.running.join_next() => if joined.is_none() { break },
+            () = tokio::time::sleep_until(deadline), if !asked => {
+                warn!("the stop grace is nearly over: stopping {} running job(s); they go back to the queue", sessions.running.len());
+                state.stops.shutdown();
+                // A job whose end waits for room on a full disk goes back to the queue too.
+                state.writer.give_up_waiting();
+                asked = true;
+            }
+        }
+    }
 }
 
 /// How long running jobs may go on after SIGTERM: the stop grace less what stopping a command

@@ -1,6 +1,7 @@
-//! The process around the consumer: a detached worker's session and readiness pipe, the pid
-//! lock, dropping root once its files are open, the runtime; and on failure the exit code and
-//! the one `error` line for `cm queue start`.
+//! The process around a worker (`cm worker NAME`): a detached worker's readiness pipe, the pid
+//! lock, dropping root once its files are open, the runtime, the signals, the stats file; and
+//! on failure the exit code and the one `error` line for `cm queue start`. Inside, the worker
+//! itself is `serve`'s, as a worker run in-process is.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,12 +9,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use tracing::{error, info, warn};
 
-use super::serve::serve;
-use super::stats::Counters;
-use crate::config::Config;
+use super::serve::{find_worker, local_utcoffset, serve_worker};
+use super::shutdown::Shutdown;
+use super::signals;
+use super::stats::{self, Counters};
+use crate::config::{Config, WorkerRef};
 use crate::control::detach::ReadyPipe;
 use crate::control::{pidfile, Role};
-use crate::exit::{code_for, CmError, Code};
+use crate::exit::{code_for, Code};
 use crate::joblog;
 
 /// Runs worker `name` until SIGTERM. `detached`: started by `cm queue start`, whose readiness
@@ -42,10 +45,7 @@ pub fn run(cfg: &Config, name: &str, detached: bool) -> Code {
 }
 
 fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow::Result<()> {
-    let worker = cfg.worker(name).ok_or_else(|| CmError::UnknownWorker {
-        name: name.to_string(),
-        known: cfg.workers().map(|w| w.name).collect::<Vec<_>>().join(", "),
-    })?;
+    let worker = find_worker(cfg, name)?;
     let lock = pidfile::lock(cfg, &Role::worker(name))?;
     let stderr = std::io::stderr();
     if let Some(user) = crate::control::privileges::drop_if_root(
@@ -67,18 +67,52 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
         .build()
         .context("starting the async runtime")?;
     let stats = Arc::new(Counters::default());
-    let result = runtime.block_on(serve(cfg, worker, ready, stats.clone(), utcoffset));
+    let result = runtime.block_on(serve_process(cfg, worker, ready, stats.clone(), utcoffset));
     joblog::flush();
     stats.write(&cfg.stats_file(name));
     lock.release();
     result
 }
 
-/// This host's zone as Celery's events give it; UTC (0) when it cannot be read.
-fn local_utcoffset() -> i64 {
-    time::UtcOffset::current_local_offset().map_or(0, |offset| {
-        crate::celery::event_format::python_utcoffset(i64::from(offset.whole_seconds()))
-    })
+/// The worker, with what only a process has: SIGTERM and SIGINT start its warm shutdown,
+/// SIGHUP reopens its log, what a job's command left when a worker of its name died is
+/// stopped, and once it consumes, `ready` goes down the pipe and the stats file is kept.
+async fn serve_process(
+    cfg: &Config,
+    worker: WorkerRef<'_>,
+    ready: &mut Option<ReadyPipe>,
+    stats: Arc<Counters>,
+    utcoffset: i64,
+) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new(signals::stop_signals()?);
+    let _log_signals =
+        signals::handle_log_signals(ready.is_some().then(|| cfg.log_file(worker.name)))?;
+    // This worker's pid lock proves no other worker of its name lives: whatever a job's command
+    // of that name still runs was left by one that died (kill -9) mid-job.
+    let node = cfg.node_name(worker.name);
+    let left = crate::control::leftovers::stop(&cfg.path, std::slice::from_ref(&node)).await;
+    if !left.is_empty() {
+        warn!(
+            "stopped {} process(es) a job's command left when {node} last died: {left:?}",
+            left.len()
+        );
+    }
+    let mut stats_writer = None;
+    let on_ready = || {
+        if let Some(pipe) = ready.take() {
+            pipe.say(ReadyPipe::READY);
+        }
+        stats_writer = Some(stats::spawn_writer(
+            stats.clone(),
+            cfg.stats_file(worker.name),
+            cfg.broker_url.clone(),
+        ));
+    };
+    let served = serve_worker(cfg, worker, shutdown, stats.clone(), utcoffset, on_ready).await;
+    if let Some(writer) = stats_writer {
+        writer.abort();
+    }
+    served
 }
 
 /// What a worker writes besides its open files: handed to `[worker] user` when dropping root.

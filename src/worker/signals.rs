@@ -1,55 +1,26 @@
-//! A worker's signals: SIGTERM and SIGINT (or `shutdown` over remote control) begin a warm
-//! shutdown, SIGHUP reopens the log after rotation, SIGXFSZ is caught so a full log loses
-//! lines, not the worker.
+//! A worker process's signals: SIGTERM and SIGINT begin a warm shutdown (`shutdown`), SIGHUP
+//! reopens the log after rotation, SIGXFSZ is caught so a full log loses lines, not the worker.
+//! A worker run in-process (`serve`) installs none of them.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
-/// SIGTERM and SIGINT, installed before `ready` so a stop right after start is a warm shutdown;
-/// and `shutdown` over Celery's remote control, which stops the same way.
-pub(super) struct Stop {
-    term: Signal,
-    int: Signal,
-    remote: Arc<Notify>,
-}
-
-/// Asks for the warm shutdown a SIGTERM starts (`celery control shutdown`).
-#[derive(Clone)]
-pub(super) struct RemoteStop(Arc<Notify>);
-
-impl RemoteStop {
-    pub(super) fn request(&self) {
-        // Kept until `Stop::next` looks, if nobody waits right now.
-        self.0.notify_one();
-    }
-}
-
-impl Stop {
-    pub(super) fn install() -> anyhow::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            remote: Arc::new(Notify::new()),
-        })
-    }
-
-    pub(super) fn remote(&self) -> RemoteStop {
-        RemoteStop(self.remote.clone())
-    }
-
-    /// The name of the next stop signal to arrive.
-    pub(super) async fn next(&mut self) -> &'static str {
+/// Installs SIGTERM and SIGINT now (before `ready`, so a stop right after start is a warm
+/// shutdown); the future ends with the name of the first to arrive.
+pub(super) fn stop_signals() -> anyhow::Result<impl Future<Output = &'static str> + Send + 'static>
+{
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-            _ = self.remote.notified() => "remote shutdown",
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         }
-    }
+    })
 }
 
 /// Keeps the log's handlers installed for as long as it lives.

@@ -1,23 +1,67 @@
-//! How a job that ran ended, decided once. From that one value come its store event, its line
-//! in the worker's log and its follow-up: the count, a retry's re-publish, the rpc:// reply, the
-//! ack (or, when the retry cannot be published, giving the delivery back).
+//! A job's record. Every store event of a job is built here, from RECEIVED to its end; and that
+//! end is decided once, as an [`Outcome`], from which come its line in the log, its store
+//! event, its Celery task event, the count and the rpc:// reply. What becomes of its message is
+//! `settle`'s business.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use lapin::message::Delivery;
 use lapin::BasicProperties;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use tracing::{error, warn};
+use tracing::warn;
 
-use super::delivery::{give_back, say, Ctx};
-use super::events::Events;
 use crate::celery::event_format::TaskEvent;
 use crate::celery::message::TaskMessage;
 use crate::celery::pyrepr::py_repr;
+use crate::config::QueueConfig;
 use crate::jobs::cancel::Cancel;
 use crate::jobs::run::Verdict;
-use crate::store::{self, Event};
+use crate::jobs::{self, Job};
+use crate::store::{self, Event, SharedText};
+use crate::worker::context::{job_line, SessionContext, WorkerState};
+use crate::worker::events::Events;
+
+/// The job is received here: its row as the message describes it (a job a Celery client
+/// published has no row until a worker receives it; a final row stays as it is), `at` then.
+pub(super) fn received(w: &WorkerState, msg: &TaskMessage, job: &Job, at: i64) -> Event {
+    Event::Received {
+        job: jobs::record(msg, Some(job), &w.queue.name, None, at),
+        worker: w.node.clone(),
+        at,
+    }
+}
+
+/// A state on its way (STARTED, a step of its kind): queued, never waited for; the final
+/// state's commit covers it.
+pub(super) fn state(w: &WorkerState, id: &SharedText, state: Cow<'static, str>) -> Event {
+    Event::State {
+        id: id.clone(),
+        state,
+        worker: w.node.clone(),
+        at: store::now_ms(),
+    }
+}
+
+/// A redelivery of a job already final (`state`): noted in its history, not run again.
+pub(super) fn redelivered(w: &WorkerState, id: &SharedText, state: String) -> Event {
+    Event::Redelivered {
+        id: id.clone(),
+        state,
+        worker: w.node.clone(),
+        at: store::now_ms(),
+    }
+}
+
+/// A lease on the running job for this worker, from `at` until `until`.
+pub(super) fn leased(w: &WorkerState, id: &SharedText, at: i64, until: i64) -> Event {
+    Event::Leased {
+        id: id.clone(),
+        worker: w.node.clone(),
+        at,
+        until,
+    }
+}
 
 pub(super) enum Outcome {
     /// Its result, as JSON text.
@@ -30,7 +74,8 @@ pub(super) enum Outcome {
     },
     /// Failed for good.
     Failure(String),
-    /// Revoked: ended by a terminate (`terminated`, with the signal if known), or never run.
+    /// Revoked: ended by a terminate (`terminated`, with the signal if known), or never run
+    /// (revoked before it ran, or `expired`).
     Revoked {
         why: String,
         terminated: bool,
@@ -44,13 +89,18 @@ impl Outcome {
     /// What a run that was delivery number `retries + 1` of its message comes to; `asked` is
     /// what the job was asked while it ran (`Stops::forget`'s answer).
     /// The caller settles an interrupted run (it goes back to the queue) before asking.
-    pub(super) fn of(verdict: Verdict, asked: Option<Cancel>, retries: u32, ctx: &Ctx) -> Self {
+    pub(super) fn of(
+        verdict: Verdict,
+        asked: Option<Cancel>,
+        retries: u32,
+        queue: &QueueConfig,
+    ) -> Self {
         match verdict {
             Verdict::Success(result) => Self::Success(result),
-            Verdict::Failure(why) if retries < ctx.retries => Self::Retry {
+            Verdict::Failure(why) if retries < queue.retries => Self::Retry {
                 why,
                 attempt: retries + 1,
-                wait: ctx
+                wait: queue
                     .retry_backoff
                     .saturating_mul(2u32.saturating_pow(retries)),
             },
@@ -71,8 +121,8 @@ impl Outcome {
     /// RETRY with the failure.
     pub(super) fn event(
         &self,
-        id: &store::SharedText,
-        worker: &store::SharedText,
+        id: &SharedText,
+        worker: &SharedText,
         output: Option<String>,
     ) -> Event {
         let (id, worker, at) = (id.clone(), worker.clone(), store::now_ms());
@@ -117,21 +167,44 @@ impl Outcome {
     /// Its line in the worker's log; `of` is how many retries the queue allows.
     pub(super) fn log(&self, node: &str, id: &str, task: &str, of: u32) {
         match self {
-            Self::Success(_) => say(node, id, task, "SUCCESS"),
-            Self::Retry { why, attempt, wait } => say(
+            Self::Success(_) => job_line(node, id, task, "SUCCESS"),
+            Self::Retry { why, attempt, wait } => job_line(
                 node,
                 id,
                 task,
                 &format!("RETRY {attempt} of {of} in {wait:?}: {why}"),
             ),
-            Self::Failure(why) => say(node, id, task, &format!("FAILURE {why}")),
-            Self::Revoked { why, .. } => say(node, id, task, &format!("REVOKED {why}")),
+            Self::Failure(why) => job_line(node, id, task, &format!("FAILURE {why}")),
+            Self::Revoked {
+                terminated: false,
+                expired: false,
+                ..
+            } => job_line(node, id, task, "REVOKED (revoked before it ran)"),
+            Self::Revoked { why, .. } => job_line(node, id, task, &format!("REVOKED {why}")),
+        }
+    }
+
+    /// Once its store event is durable (a monitor never shows an end the store has not): its
+    /// task event, the count, and the rpc:// reply of a job done for good. `runtime`: how long
+    /// it ran, in seconds.
+    pub(super) async fn announce(&self, ctx: &SessionContext, msg: &TaskMessage, runtime: f64) {
+        let w = &*ctx.worker;
+        self.send_event(&w.remote.events, &msg.id, runtime);
+        match self {
+            Self::Success(_) => w.stats.done(),
+            Self::Failure(_) | Self::Revoked { .. } => w.stats.failed(),
+            Self::Retry { .. } => {}
+        }
+        if let Some(reply_to) = &msg.reply_to {
+            if let Some((status, result)) = self.reply() {
+                reply(ctx, msg, reply_to, status, result).await;
+            }
         }
     }
 
     /// Its Celery task event (`task-succeeded`, `-retried`, `-failed`, `-revoked`), if task
     /// events are on.
-    pub(super) fn send_event(&self, events: &Events, uuid: &str, runtime: f64) {
+    fn send_event(&self, events: &Events, uuid: &str, runtime: f64) {
         if !events.enabled() {
             return;
         }
@@ -174,49 +247,6 @@ impl Outcome {
         });
     }
 
-    /// Once the event is durable: count it, publish a retry (after its wait), reply to an
-    /// rpc:// client if the job is done for good, and ack `delivery` (`None`: a leased job's,
-    /// acked when the lease was taken).
-    pub(super) async fn follow_up(
-        &self,
-        ctx: &Ctx,
-        msg: &TaskMessage,
-        delivery: Option<&Delivery>,
-    ) {
-        match self {
-            Self::Success(_) => ctx.stats.done(),
-            Self::Failure(_) | Self::Revoked { .. } => ctx.stats.failed(),
-            Self::Retry { wait, .. } => {
-                tokio::time::sleep(*wait).await;
-                let mut again = msg.clone();
-                again.retries += 1;
-                let (body, props) = again.encode(&ctx.node);
-                if let Err(e) = ctx
-                    .publisher
-                    .publish_confirmed(&ctx.queue, &body, props)
-                    .await
-                {
-                    let why = format!("re-publishing for retry: {e}");
-                    return match delivery {
-                        Some(delivery) => give_back(ctx, delivery, &msg.id, &why).await,
-                        None => error!(
-                            "job {}: {why}; it stays RETRY in the store: run it again with cm call",
-                            msg.id
-                        ),
-                    };
-                }
-            }
-        }
-        if let Some(reply_to) = &msg.reply_to {
-            if let Some((status, result)) = self.reply() {
-                reply(ctx, msg, reply_to, status, result).await;
-            }
-        }
-        if let Some(delivery) = delivery {
-            ctx.acks.ack(delivery.delivery_tag);
-        }
-    }
-
     /// The rpc:// status and result of a job done for good; a retry has none yet.
     fn reply(&self) -> Option<(&'static str, Value)> {
         match self {
@@ -239,7 +269,13 @@ impl Outcome {
 }
 
 /// The rpc:// result backend: a Celery client's `AsyncResult.get()` reads this from `reply_to`.
-async fn reply(ctx: &Ctx, msg: &TaskMessage, reply_to: &str, status: &str, result: Value) {
+async fn reply(
+    ctx: &SessionContext,
+    msg: &TaskMessage,
+    reply_to: &str,
+    status: &str,
+    result: Value,
+) {
     let body = json!({
         "task_id": msg.id, "status": status, "result": result,
         "traceback": null, "children": [],

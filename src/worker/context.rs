@@ -1,0 +1,67 @@
+//! What every floor of a worker shares, below all of them: the worker's state, which lasts
+//! across its broker sessions; one session's context on top of it; and the job lines of the
+//! worker's log. It imports none of the floors (session, delivery steps); they import it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use super::acks::Acks;
+use super::lease::LeasedJobs;
+use super::remote::Remote;
+use super::revokes::Revocations;
+use super::stats::Counters;
+use crate::amqp::Publisher;
+use crate::config::{Config, QueueConfig};
+use crate::joblog;
+use crate::jobs::cancel::Stops;
+use crate::store::{SharedText, Store, Writer};
+
+/// What a worker keeps for its whole life, whatever its broker connection does.
+pub(super) struct WorkerState {
+    pub(super) cfg: Config,
+    /// `name@host`, shared by every event this worker sends.
+    pub(super) node: SharedText,
+    /// The queue it consumes, with that queue's settings (retries, delivery limit, quorum).
+    pub(super) queue: QueueConfig,
+    pub(super) store: Store,
+    /// Group commits to the store; a job's final state is durable once `commit` returns.
+    pub(super) writer: Writer,
+    /// Jobs done and failed.
+    pub(super) stats: Arc<Counters>,
+    /// Ends running jobs early: a revoke with terminate, a lapsed lease, the stop grace's end.
+    pub(super) stops: Stops,
+    /// The jobs it holds by lease (run past `lease_after`), renewed by `lease::renew`.
+    pub(super) leases: LeasedJobs,
+    /// The revoked job ids, kept current by `revokes::spawn`: such a job never runs.
+    pub(super) revoked: Revocations,
+    /// Running jobs, the Lamport clock and the event switch: what Celery's tools are told.
+    pub(super) remote: Arc<Remote>,
+    /// Where commands write their `$CM_RESULT` files.
+    pub(super) result_dir: PathBuf,
+}
+
+/// One broker session's context: the worker's state, and what lives on this connection.
+pub(super) struct SessionContext {
+    pub(super) worker: Arc<WorkerState>,
+    /// Confirmed publishes: retries, dead letters, jobs published again, rpc:// replies.
+    pub(super) publisher: Publisher,
+    /// Settles this session's deliveries; no step acks on the channel itself.
+    pub(super) acks: Acks,
+    /// `<queue>.dead`, declared on this connection at its first dead letter.
+    pub(super) dead_queue: OnceCell<()>,
+}
+
+/// Writes one line for one job event to the worker's log (`[time] node job id task: event`);
+/// what a job prints lands there too.
+pub(super) fn job_line(node: &str, id: &str, task: &str, event: &str) {
+    joblog::line(&[node, " job ", id, " ", task, ": ", event]);
+}
+
+/// A time in ms since the epoch as the log and the store show it (RFC 3339, UTC).
+pub(super) fn log_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}

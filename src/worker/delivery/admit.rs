@@ -1,0 +1,158 @@
+//! The second step: may this job start now? Decided here, before it takes a job slot's time:
+//!
+//! - a redelivery of a job whose final state is stored is acked without running again;
+//! - a revoked job ends REVOKED, unrun (the ids come from the store, `revokes`);
+//! - a job received after its `expires` ends REVOKED, "expired at <time>", as a Celery worker
+//!   ends it (straight from a client, or published again when due);
+//! - a job that must wait ([`must_wait`]: today, its `eta` is ahead) is not run and not held
+//!   unacked (a prefetched message waiting for hours would block a job slot, and run past the
+//!   broker's consumer_timeout): it is recorded SCHEDULED in the store with the options its
+//!   message had, and then acked. The store holds it from then on, across restarts of every
+//!   worker; a revoke ends it at once; each session's scheduler (`republish::schedule`)
+//!   publishes it again when due.
+
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use tracing::warn;
+
+use super::outcome::{self, Outcome};
+use super::screen::ReceivedJob;
+use super::settle::{JobEnd, Settlement};
+use crate::celery::message::TaskMessage;
+use crate::jobs;
+use crate::store::{self, MessageOptions};
+use crate::worker::context::{job_line, log_time, SessionContext};
+use crate::worker::lease::LeaseEnd;
+
+/// An eta at most this far ahead runs now: not worth a round trip through the store.
+const EARLY_MS: i64 = 50;
+
+/// `None`: it may start now. Otherwise how its delivery ends without running here: already
+/// final, revoked, expired, or held in the store until it may start.
+pub(super) async fn admit(
+    ctx: &SessionContext,
+    delivery: &Delivery,
+    received: &ReceivedJob,
+) -> Option<Settlement> {
+    let w = &*ctx.worker;
+    let ReceivedJob { msg, id, .. } = received;
+    // Only a redelivery can be a job that already ran: look it up then, and not on the hot path.
+    if delivery.redelivered {
+        match w.store.state_of(id).await {
+            Ok(Some(state)) if store::is_final(&state) => {
+                return Some(already_final(ctx, received, state).await)
+            }
+            Ok(_) => {}
+            Err(e) => return Some(Settlement::give_back(id, e.to_string())),
+        }
+    }
+    if let Some(by) = w.revoked.revoked_by(id) {
+        let why = if by.is_empty() {
+            "revoked".to_string()
+        } else {
+            format!("revoked by {by}")
+        };
+        return Some(never_runs(ctx, received, why, false));
+    }
+    let now = store::now_ms();
+    if let Some(expires) = msg.expires_ms.filter(|&e| now > e) {
+        let why = format!("expired at {}", log_time(expires));
+        return Some(never_runs(ctx, received, why, true));
+    }
+    let wait = must_wait(msg, now)?;
+    Some(hold(ctx, received, wait).await)
+}
+
+/// Why a job may not start yet.
+enum Wait {
+    /// Its eta (ms since the epoch) is ahead.
+    Eta(i64),
+}
+
+/// Whether this job must wait before it may start, and for what. The seam for flow control:
+/// today a job waits only for its eta. Parents not yet final (dependencies), a rate limit, a
+/// concurrency key and a paused queue each add a reason here; the job then waits in the
+/// store ([`hold`]), in the same transaction that checks the reason (DESIGN: flow control).
+fn must_wait(msg: &TaskMessage, now: i64) -> Option<Wait> {
+    msg.eta_ms
+        .filter(|&eta| eta > now + EARLY_MS)
+        .map(Wait::Eta)
+}
+
+/// Records the job SCHEDULED, then acks its message: the store holds it from then on.
+async fn hold(ctx: &SessionContext, received: &ReceivedJob, wait: Wait) -> Settlement {
+    let w = &*ctx.worker;
+    let ReceivedJob { msg, job, id } = received;
+    let Wait::Eta(eta) = wait;
+    let record = jobs::record(msg, Some(job), &w.queue.name, None, store::now_ms());
+    if let Err(e) = w.store.schedule(&record, &options_of(msg), &w.node).await {
+        return Settlement::give_back(id, format!("cannot schedule it: {e}"));
+    }
+    job_line(
+        &w.node,
+        id,
+        &msg.task,
+        &format!(
+            "SCHEDULED for {} ({}); acked, held by the store",
+            log_time(eta),
+            job.describe()
+        ),
+    );
+    Settlement::Ack
+}
+
+/// What the store keeps of `msg`'s options, to publish it again as it came.
+fn options_of(msg: &TaskMessage) -> MessageOptions {
+    let ms = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    MessageOptions {
+        eta_ms: msg.eta_ms,
+        expires_ms: msg.expires_ms,
+        time_limit_ms: ms(msg.time_limit.hard),
+        soft_time_limit_ms: ms(msg.time_limit.soft),
+        reply_to: msg.reply_to.clone(),
+    }
+}
+
+/// A redelivery of a job whose final state is stored: noted in its history and acked.
+async fn already_final(ctx: &SessionContext, received: &ReceivedJob, state: String) -> Settlement {
+    let w = &*ctx.worker;
+    let ReceivedJob { msg, id, .. } = received;
+    job_line(
+        &w.node,
+        id,
+        &msg.task,
+        &format!("already {state}; acked without running again"),
+    );
+    if let Err(e) = w.writer.commit(outcome::redelivered(w, id, state)).await {
+        warn!("recording the redelivery of job {id}: {e}");
+    }
+    Settlement::Ack
+}
+
+/// A job that will never run (revoked before it ran, or `expired`): received, then ended
+/// REVOKED with `why`.
+fn never_runs(
+    ctx: &SessionContext,
+    received: &ReceivedJob,
+    why: String,
+    expired: bool,
+) -> Settlement {
+    let w = &*ctx.worker;
+    let ReceivedJob { msg, job, id } = received;
+    w.writer
+        .send(outcome::received(w, msg, job, store::now_ms()));
+    Settlement::JobEnded(JobEnd {
+        msg: msg.clone(),
+        id: id.clone(),
+        outcome: Outcome::Revoked {
+            why,
+            terminated: false,
+            signal: None,
+            expired,
+        },
+        output: None,
+        lease: LeaseEnd::NotLeased,
+        started: None,
+    })
+}

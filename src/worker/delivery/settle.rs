@@ -1,0 +1,304 @@
+//! The last step, and the one place that says what happens to a message. Every delivery ends
+//! in one [`Settlement`], carried out here: acked, back to its queue, to the dead letters, or
+//! published again; and for a job that ended, its end committed first, in the one transaction
+//! that also takes what a final state releases ([`commit_end`]).
+//!
+//! At least once: a message is acked only once its job's end is durable in the store (or the
+//! store holds it, SCHEDULED); a leased job's message was acked when its lease was taken.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use tracing::{error, warn};
+
+use super::outcome::Outcome;
+use crate::amqp;
+use crate::celery::message::TaskMessage;
+use crate::store::{InFlight, SharedText, StoreError};
+use crate::worker::context::SessionContext;
+use crate::worker::lease::LeaseEnd;
+use crate::worker::republish;
+
+/// What becomes of one message; each step of the pipeline ends a delivery with at most one.
+pub(super) enum Settlement {
+    /// Done with: acked. Its job was final already, or the store holds it (SCHEDULED).
+    Ack,
+    /// Its job ended, or never will run: the end is committed and told, then the message is
+    /// acked, or for a retry published again first.
+    JobEnded(JobEnd),
+    /// A stop interrupted its job, which must run again: the message goes back to its queue
+    /// unacked; or, leased (acked already), is published again here, or by a reaper once the
+    /// lease lapsed.
+    Interrupted {
+        msg: Arc<TaskMessage>,
+        why: String,
+        lease: LeaseEnd,
+    },
+    /// Back to its queue unacked, after a pause: the store or the broker failed it.
+    GiveBack { id: String, why: String },
+    /// It can never run: moved to `<queue>.dead` with the reason, then acked. Its job, when it
+    /// is known (`(id, task)`), is recorded FAILURE first.
+    DeadLetter {
+        reason: String,
+        job: Option<(SharedText, String)>,
+    },
+}
+
+/// A job's end, to be committed before its message is settled.
+pub(super) struct JobEnd {
+    pub(super) msg: Arc<TaskMessage>,
+    pub(super) id: SharedText,
+    pub(super) outcome: Outcome,
+    /// The tail of a command's output.
+    pub(super) output: Option<String>,
+    pub(super) lease: LeaseEnd,
+    /// When it started running; `None`: it never ran.
+    pub(super) started: Option<Instant>,
+}
+
+impl Settlement {
+    pub(super) fn give_back(id: &str, why: String) -> Self {
+        Self::GiveBack {
+            id: id.to_string(),
+            why,
+        }
+    }
+
+    /// A message that is no job at all.
+    pub(super) fn dead_letter(reason: String) -> Self {
+        Self::DeadLetter { reason, job: None }
+    }
+}
+
+/// Carries out `settlement` for `delivery`. `in_flight` is dropped once the job's end is
+/// committed: until then, commits the writer makes wait for it (`store::Writer::in_flight`).
+pub(super) async fn settle(
+    ctx: &SessionContext,
+    delivery: &Delivery,
+    settlement: Settlement,
+    in_flight: InFlight,
+) {
+    match settlement {
+        Settlement::Ack => ctx.acks.ack(delivery.delivery_tag),
+        Settlement::JobEnded(end) => conclude(ctx, delivery, end, in_flight).await,
+        Settlement::Interrupted { msg, why, lease } => {
+            let id = &msg.id;
+            match lease {
+                LeaseEnd::NotLeased => {
+                    warn!("job {id}: {why}; not acked, it goes back to the queue and runs again");
+                    return_to_queue(ctx, delivery).await;
+                }
+                LeaseEnd::HeldToEnd => {
+                    // Its delivery was acked when the lease was taken: a fresh copy, no eta.
+                    let mut again = (*msg).clone();
+                    again.eta_ms = None;
+                    republish::publish(ctx, &again, &why).await;
+                }
+                LeaseEnd::Lapsed => {
+                    warn!("job {id}: {why}; its lease lapsed, a reaper publishes it again");
+                }
+            }
+        }
+        Settlement::GiveBack { id, why } => give_back(ctx, delivery, &id, &why).await,
+        Settlement::DeadLetter { reason, job } => {
+            if let Some((id, task)) = job {
+                let failed = Outcome::Failure(reason.clone());
+                let w = &*ctx.worker;
+                failed.log(&w.node, &id, &task, w.queue.retries);
+                let committed = commit_end(ctx, &id, &failed, None).await;
+                drop(in_flight);
+                if let Err(e) = committed {
+                    return give_back(ctx, delivery, &id, &e.to_string()).await;
+                }
+            }
+            dead_letter(ctx, delivery, &reason).await;
+        }
+    }
+}
+
+/// A job's end: logged, committed, told; then its message acked, or published again for a
+/// retry.
+async fn conclude(ctx: &SessionContext, delivery: &Delivery, end: JobEnd, in_flight: InFlight) {
+    let w = &*ctx.worker;
+    let JobEnd {
+        msg,
+        id,
+        outcome,
+        output,
+        lease,
+        started,
+    } = end;
+    // The line goes before the commit: the writer flushes the log before each transaction, so
+    // whoever sees the end in the store (`cm launch --wait`) finds its line in the log. Should
+    // the commit fail, the next line says the job goes back to the queue.
+    outcome.log(&w.node, &id, &msg.task, w.queue.retries);
+    let committed = commit_end(ctx, &id, &outcome, output).await;
+    drop(in_flight);
+    if let Err(e) = committed {
+        if lease.acked() {
+            // Acked already: the lease, no longer renewed, lapses and a reaper publishes it.
+            return error!("job {id}: {e}; its lease lapses and it runs again");
+        }
+        return give_back(ctx, delivery, &id, &e.to_string()).await;
+    }
+    let runtime = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    outcome.announce(ctx, &msg, runtime).await;
+    match outcome {
+        Outcome::Retry { wait, .. } => retry(ctx, delivery, &msg, wait, lease.acked()).await,
+        _ if lease.acked() => {}
+        _ => ctx.acks.ack(delivery.delivery_tag),
+    }
+}
+
+/// The one transaction that stores a job's end (its final state, or RETRY). What a final state
+/// releases (the jobs waiting on it whose parents are now all final, a chain's next step, its
+/// errbacks) belongs in this same transaction, as rows of an outbox that any worker publishes:
+/// released exactly when the end is durable, never before it and never twice. Today no job
+/// waits on another, so the end goes alone.
+async fn commit_end(
+    ctx: &SessionContext,
+    id: &SharedText,
+    outcome: &Outcome,
+    output: Option<String>,
+) -> Result<(), StoreError> {
+    let w = &*ctx.worker;
+    w.writer.commit(outcome.event(id, &w.node, output)).await
+}
+
+/// A retry: the message published again as its next attempt after `wait`, then acked
+/// (`acked`: it was, when its lease was taken).
+async fn retry(
+    ctx: &SessionContext,
+    delivery: &Delivery,
+    msg: &TaskMessage,
+    wait: Duration,
+    acked: bool,
+) {
+    tokio::time::sleep(wait).await;
+    let w = &*ctx.worker;
+    let mut again = msg.clone();
+    again.retries += 1;
+    let (body, props) = again.encode(&w.node);
+    if let Err(e) = ctx
+        .publisher
+        .publish_confirmed(&w.queue.name, &body, props)
+        .await
+    {
+        let why = format!("re-publishing for retry: {e}");
+        if acked {
+            return error!(
+                "job {}: {why}; it stays RETRY in the store: run it again with cm call",
+                msg.id
+            );
+        }
+        return give_back(ctx, delivery, &msg.id, &why).await;
+    }
+    if !acked {
+        ctx.acks.ack(delivery.delivery_tag);
+    }
+}
+
+/// Returns a job to its queue unacked-for-good: it runs again, here or on another worker.
+async fn give_back(ctx: &SessionContext, delivery: &Delivery, id: &str, why: &str) {
+    error!("job {id}: {why}; not acked, returning it to the queue");
+    // Not too hot a loop while the store or broker is down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    return_to_queue(ctx, delivery).await;
+}
+
+const DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// How many times the broker returned this message before: a quorum queue's
+/// `x-delivery-count` (a classic queue keeps no count).
+pub(super) fn times_returned(delivery: &Delivery) -> Option<u64> {
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(DELIVERY_COUNT)?;
+    match *count {
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(n)),
+        AMQPValue::ShortUInt(n) => Some(u64::from(n)),
+        AMQPValue::LongUInt(n) => Some(u64::from(n)),
+        AMQPValue::Timestamp(n) => Some(n),
+        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+/// Gives a delivery back to its queue. One more return would reach the delivery limit: a
+/// copy is published and the original acked instead, so that cm's own returns (the store
+/// down, a stop) never use up the limit kept for jobs whose worker dies on them.
+async fn return_to_queue(ctx: &SessionContext, delivery: &Delivery) {
+    let w = &*ctx.worker;
+    let limit = u64::from(w.queue.delivery_limit);
+    let near = times_returned(delivery).is_some_and(|n| n + 1 >= limit);
+    if near {
+        let mut fresh = FieldTable::default();
+        if let Some(headers) = delivery.properties.headers() {
+            for (k, v) in headers.inner() {
+                if k.as_str() != DELIVERY_COUNT {
+                    fresh.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let props = delivery.properties.clone().with_headers(fresh);
+        match ctx
+            .publisher
+            .publish_confirmed(&w.queue.name, &delivery.data, props)
+            .await
+        {
+            Ok(()) => return ctx.acks.ack(delivery.delivery_tag),
+            Err(e) => warn!(
+                "publishing a fresh copy of a message near its delivery limit: {e}; returning it instead"
+            ),
+        }
+    }
+    ctx.acks.nack(delivery.delivery_tag, true);
+}
+
+/// Moves a message that can never run to `<queue>.dead`, with the reason, then acks it.
+async fn dead_letter(ctx: &SessionContext, delivery: &Delivery, reason: &str) {
+    let w = &*ctx.worker;
+    let queue = &w.queue.name;
+    let dead = format!("{queue}.dead");
+    warn!("poison message on queue {queue}: {reason}; moved to {dead}");
+    let declared = ctx
+        .dead_queue
+        .get_or_try_init(|| async {
+            let channel = ctx.publisher.channel().await?;
+            amqp::declare_dead_queue(&channel, &w.cfg.broker_url, queue, w.queue.quorum)
+                .await
+                .map(|_| ())
+        })
+        .await;
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes()));
+    headers.insert("x-cm-reason".into(), text(reason));
+    headers.insert("x-cm-queue".into(), text(queue));
+    headers.insert("x-cm-worker".into(), text(&w.node));
+    let props = delivery.properties.clone().with_headers(headers);
+    let moved = match declared {
+        Ok(()) => {
+            ctx.publisher
+                .publish_confirmed(&dead, &delivery.data, props)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match moved {
+        Ok(()) => ctx.acks.ack(delivery.delivery_tag),
+        Err(e) => {
+            error!("could not move a poison message to {dead}: {e}; returning it to {queue}");
+            // Not too hot a loop while the broker cannot take it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ctx.acks.nack(delivery.delivery_tag, true);
+        }
+    }
+}
