@@ -126,8 +126,10 @@ impl Store {
                 StoreError::Backend { cause, .. } => unreachable(cause),
                 other => other,
             })?;
+        // `run_direct`, not `run`: the same steps, without the `Acquire` bound that keeps the
+        // future from being provably `Send` (sqlx's own workaround), so a worker can be spawned.
         sqlx::migrate!("src/store/postgres/migrations")
-            .run(&mut first)
+            .run_direct(&mut first)
             .await
             .map_err(|e| StoreError::Migration {
                 store: name.to_string(),
