@@ -1,11 +1,14 @@
 //! What every floor of a worker shares, below all of them: the worker's state, which lasts
-//! across its broker sessions; one session's context on top of it; and the job lines of the
-//! worker's log. It imports none of the floors (session, delivery steps); they import it.
+//! across its broker sessions; one session's context on top of it; the job lines of the
+//! worker's log; a delivery's return count. It imports none of the floors (session, delivery
+//! steps): they import it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lapin::message::Delivery;
+use lapin::types::AMQPValue;
 use tokio::sync::OnceCell;
 
 use super::acks::Acks;
@@ -64,4 +67,29 @@ pub(super) fn job_line(node: &str, id: &str, task: &str, event: &str) {
 pub(super) fn log_time(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The header in which a quorum queue counts how often it returned a message.
+pub(super) const DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// How many times the broker returned this message before: a quorum queue's
+/// `x-delivery-count` (a classic queue keeps no count).
+pub(super) fn times_returned(delivery: &Delivery) -> Option<u64> {
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(DELIVERY_COUNT)?;
+    match *count {
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(n)),
+        AMQPValue::ShortUInt(n) => Some(u64::from(n)),
+        AMQPValue::LongUInt(n) => Some(u64::from(n)),
+        AMQPValue::Timestamp(n) => Some(n),
+        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+        _ => None,
+    }
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use lapin::message::Delivery;
 
-use super::settle::{times_returned, Settlement};
+use super::settle::Settlement;
 use crate::celery::message::TaskMessage;
 use crate::jobs::Job;
 use crate::store::SharedText;
-use crate::worker::context::SessionContext;
+use crate::worker::context::{times_returned, SessionContext};
 
 /// A message that is a job: decoded, its task known and its arguments bound.
 pub(super) struct ReceivedJob {

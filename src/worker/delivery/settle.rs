@@ -17,7 +17,7 @@ use super::outcome::Outcome;
 use crate::amqp;
 use crate::celery::message::TaskMessage;
 use crate::store::{InFlight, SharedText, StoreError};
-use crate::worker::context::SessionContext;
+use crate::worker::context::{times_returned, SessionContext, DELIVERY_COUNT};
 use crate::worker::lease::LeaseEnd;
 use crate::worker::republish;
 
@@ -206,30 +206,6 @@ async fn give_back(ctx: &SessionContext, delivery: &Delivery, id: &str, why: &st
     // Not too hot a loop while the store or broker is down.
     tokio::time::sleep(Duration::from_secs(1)).await;
     return_to_queue(ctx, delivery).await;
-}
-
-const DELIVERY_COUNT: &str = "x-delivery-count";
-
-/// How many times the broker returned this message before: a quorum queue's
-/// `x-delivery-count` (a classic queue keeps no count).
-pub(super) fn times_returned(delivery: &Delivery) -> Option<u64> {
-    let count = delivery
-        .properties
-        .headers()
-        .as_ref()?
-        .inner()
-        .get(DELIVERY_COUNT)?;
-    match *count {
-        AMQPValue::ShortShortUInt(n) => Some(u64::from(n)),
-        AMQPValue::ShortUInt(n) => Some(u64::from(n)),
-        AMQPValue::LongUInt(n) => Some(u64::from(n)),
-        AMQPValue::Timestamp(n) => Some(n),
-        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
-        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
-        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
-        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
-        _ => None,
-    }
 }
 
 /// Gives a delivery back to its queue. One more return would reach the delivery limit: a
