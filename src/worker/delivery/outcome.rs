@@ -34,7 +34,7 @@ pub(super) fn received(w: &WorkerState, msg: &TaskMessage, job: &Job, at: i64) -
 
 /// A state on its way (STARTED, a step of its kind): queued, never waited for; the final
 /// state's commit covers it.
-pub(super) fn state(w: &WorkerState, id: &SharedText, state: Cow<'static, str>) -> Event {
+pub(super) fn progress(w: &WorkerState, id: &SharedText, state: Cow<'static, str>) -> Event {
     Event::State {
         id: id.clone(),
         state,

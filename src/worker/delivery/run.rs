@@ -96,7 +96,7 @@ pub(super) async fn run(
 /// Logs a state on the job's way and queues it for the store.
 fn step(w: &WorkerState, id: &SharedText, task: &str, state: Cow<'static, str>) {
     job_line(&w.node, id, task, &state);
-    w.writer.send(outcome::state(w, id, state));
+    w.writer.send(outcome::progress(w, id, state));
 }
 
 /// Runs a job to its end (`job`); should it still run after `[worker] lease_after_seconds`, a
