@@ -60,8 +60,11 @@ pub(super) async fn admit(
         let why = format!("expired at {}", log_time(expires));
         return Some(never_runs(ctx, received, why, true));
     }
-    let wait = must_wait(msg, now)?;
-    Some(hold(ctx, received, wait).await)
+    match must_wait(msg, now) {
+        Some(wait) => Some(hold(ctx, received, wait).await),
+        // Admitted: it runs now.
+        None => None,
+    }
 }
 
 /// Why a job may not start yet.
