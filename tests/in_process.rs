@@ -10,7 +10,8 @@ use common::{eventually, queue_depth, Options, Stack};
 
 /// Job `id`'s state in the stack's store.
 fn state(stack: &Stack, id: &str) -> String {
-    common::jobs(stack)
+    stack
+        .jobs()
         .iter()
         .find(|j| j["id"] == id)
         .and_then(|j| j["state"].as_str())
@@ -19,17 +20,7 @@ fn state(stack: &Stack, id: &str) -> String {
 }
 
 fn launch_one(stack: &Stack, host: &str) -> String {
-    let ids = stack.publish(&[
-        "launch",
-        "--server",
-        "india_openstack_essex",
-        "--recipe",
-        "Hadoop",
-        "--hosts",
-        host,
-    ]);
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    ids[0].clone()
+    stack.launch().hosts(host).id()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
