@@ -18,6 +18,8 @@ pub const DELIVERY_LIMIT: RangeInclusive<i64> = 1..=10_000;
 /// An hour at most.
 pub const BUSY_MS: RangeInclusive<i64> = 0..=3_600_000;
 pub const MAX_HOSTS: RangeInclusive<i64> = 1..=1_000_000;
+pub const MAX_JOBS_PER_PUBLISH: RangeInclusive<i64> = 1..=10_000_000;
+pub const MAX_WORKERS: RangeInclusive<i64> = 1..=100_000;
 /// A command's time limit: a week at most (no limit: leave it out).
 pub const TIME_LIMIT: RangeInclusive<f64> = 0.001..=604_800.0;
 /// A message body: 1 KiB to RabbitMQ's own default limit, 128 MiB.
@@ -28,6 +30,61 @@ pub const LEASE_AFTER: RangeInclusive<f64> = 1.0..=86_400.0;
 pub const LEASE: RangeInclusive<f64> = 3.0..=3_600.0;
 /// Between TERM and KILL: an hour at most.
 pub const KILL_GRACE: RangeInclusive<f64> = 0.0..=3_600.0;
+
+/// `[limits]`: how much one input may ask for, each checked before anything is expanded or
+/// built, so that a typo is refused at once instead of filling the memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most hosts one hostlist may name: `--hosts`, a `cm.launch` message's `hosts`, and the
+    /// web's and `/api/`'s launches (unless `[web] max_hosts` sets the web's own).
+    pub max_hosts: usize,
+    /// The most jobs one `cm launch`, `cm provision` or `cm call` publishes (hosts x `--count`).
+    pub max_jobs_per_publish: usize,
+    /// The most workers the file's `[queues.NAME] workers` may name, all queues together.
+    pub max_workers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_hosts: 1000,
+            max_jobs_per_publish: 100_000,
+            max_workers: 1000,
+        }
+    }
+}
+
+/// `[limits]` as written, each key in its range.
+pub(super) fn resolve(
+    at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
+    raw: &super::raw::RawLimits,
+) -> Result<Limits, ConfigError> {
+    let default = Limits::default();
+    let count = |key: &str, value: Option<&Spanned<i64>>, range, default: usize| {
+        in_range(at, &format!("limits.{key}"), value, range)
+            .map(|n| n.map_or(default, |n| usize::try_from(n).unwrap_or(default)))
+    };
+    Ok(Limits {
+        max_hosts: count(
+            "max_hosts",
+            raw.max_hosts.as_ref(),
+            MAX_HOSTS,
+            default.max_hosts,
+        )?,
+        max_jobs_per_publish: count(
+            "max_jobs_per_publish",
+            raw.max_jobs_per_publish.as_ref(),
+            MAX_JOBS_PER_PUBLISH,
+            default.max_jobs_per_publish,
+        )?,
+        max_workers: count(
+            "max_workers",
+            raw.max_workers.as_ref(),
+            MAX_WORKERS,
+            default.max_workers,
+        )?,
+    })
+}
 
 /// The value of an optional number, if it lies in `range`; else an error at its place naming
 /// `key` and the range (NaN and infinities are in no range).

@@ -8,7 +8,9 @@ use indexmap::IndexMap;
 use toml::Spanned;
 
 mod defaults;
+pub mod hostlist;
 pub mod limits;
+mod names;
 mod queues;
 mod raw;
 mod store_location;
@@ -20,6 +22,8 @@ pub use raw::Described;
 pub use store_location::StoreLocation;
 pub use tasks::{CommandSpec, BUILT_IN, PROVISION_VALUES, RECIPE_VALUES};
 pub use web::WebTls;
+
+pub use limits::Limits;
 
 use limits::in_range;
 use raw::RawConfig;
@@ -83,10 +87,13 @@ pub struct Config {
     pub web_enabled: bool,
     pub web_bind: String,
     pub web_token: Option<String>,
-    /// The most jobs one web form or API launch may publish.
+    /// The most jobs one web form or API launch may publish (`[web] max_hosts`, else
+    /// `[limits] max_hosts`).
     pub web_max_hosts: usize,
     /// `[web] tls_cert` and `tls_key`: the web serves HTTPS with them.
     pub web_tls: Option<WebTls>,
+    /// `[limits]`: what one input may ask for.
+    pub limits: Limits,
     pub servers: IndexMap<String, Described>,
     pub recipes: IndexMap<String, Described>,
     /// `[tasks."NAME"]`: the commands a queue's `tasks` may name besides cm's own.
@@ -194,7 +201,11 @@ impl Config {
                         .into(),
             });
         }
-        let queues = queues::resolve(&raw.queues, &at)?;
+        let limits = limits::resolve(&at, &raw.limits)?;
+        let node_host = env("CM_NODE_HOST")
+            .or(raw.worker.node_host)
+            .unwrap_or_else(local_hostname);
+        let queues = queues::resolve(&raw.queues, &limits, &node_host, &at)?;
         queues::check_tasks(&raw.queues, &raw.tasks, &at)?;
         let tasks = tasks::resolve(&raw.tasks, &queues, base, &at)?;
         let recipes = match &raw.recipes {
@@ -241,13 +252,15 @@ impl Config {
             limits::BUSY_MS,
         )?
         .unwrap_or(10_000);
-        let max_hosts = in_range(
+        let web_max_hosts = in_range(
             &at,
             "web.max_hosts",
             raw.web.max_hosts.as_ref(),
             limits::MAX_HOSTS,
         )?
-        .unwrap_or(1000);
+        .map_or(limits.max_hosts, |n| {
+            usize::try_from(n).unwrap_or(limits.max_hosts)
+        });
         let web_tls = web::tls(&raw.web, base, &at)?;
 
         let pid_dir = env("CM_PID_DIR")
@@ -309,9 +322,7 @@ impl Config {
                 limits::LEASE,
                 30.0,
             )?,
-            node_host: env("CM_NODE_HOST")
-                .or(raw.worker.node_host)
-                .unwrap_or_else(local_hostname),
+            node_host,
             send_events: raw.worker.send_events.unwrap_or(false),
             queues,
             simulation: Simulation {
@@ -324,8 +335,9 @@ impl Config {
             web_enabled: raw.web.enabled.unwrap_or(true),
             web_bind: raw.web.bind.unwrap_or_else(|| "127.0.0.1:8080".into()),
             web_token: raw.web.token.filter(|t| !t.is_empty()),
-            web_max_hosts: usize::try_from(max_hosts).unwrap_or(1000),
+            web_max_hosts,
             web_tls,
+            limits,
             servers: raw.servers.unwrap_or_else(defaults::servers),
             recipes,
             tasks,
@@ -369,13 +381,6 @@ impl Config {
     pub fn node_name(&self, worker: &str) -> String {
         format!("{worker}@{}", self.node_host)
     }
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('.')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A number of seconds in `range`, or `default`, as a duration.

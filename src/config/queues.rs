@@ -1,32 +1,64 @@
 //! `[queues.NAME]`: each queue's workers (a hostlist or a list), tasks, concurrency, prefetch,
 //! retries and type.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use toml::Spanned;
 
-use super::limits::{self, in_range};
+use super::hostlist::{self, HostlistError};
+use super::limits::{self, in_range, Limits};
+use super::names;
 use super::raw::{RawQueue, WorkerList};
-use super::{valid_name, ConfigError, QueueConfig};
+use super::{ConfigError, QueueConfig};
 
 pub(super) fn resolve(
     raw: &IndexMap<String, Spanned<RawQueue>>,
+    limits: &Limits,
+    node_host: &str,
     at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
 ) -> Result<Vec<QueueConfig>, ConfigError> {
     let mut queues: Vec<QueueConfig> = Vec::new();
+    // Each worker name, and the queue that has it: names are unique across queues.
+    let mut taken: HashMap<String, String> = HashMap::new();
     for (name, spanned) in raw {
         let q = spanned.get_ref();
+        if let Some(why) = names::queue_problem(name) {
+            return Err(at(
+                Some(spanned.span()),
+                format!("queues: {name:?} is not a valid queue name: {why}"),
+            ));
+        }
         let workers_span = q.workers.span();
+        let room = limits.max_workers.saturating_sub(taken.len());
+        let too_many = |n: u128| {
+            at(
+                Some(workers_span.clone()),
+                format!(
+                    "queues.{name}.workers: {n} workers, more than the {} of [limits] max_workers for the whole file",
+                    limits.max_workers
+                ),
+            )
+        };
         let workers = match q.workers.get_ref() {
+            WorkerList::List(list) if list.len() > room => {
+                return Err(too_many((taken.len() + list.len()) as u128))
+            }
             WorkerList::List(list) => list.clone(),
-            WorkerList::Pattern(p) => hostlist_parser::parse(p).map_err(|e| {
-                at(
-                    Some(workers_span.clone()),
-                    format!("queues.{name}.workers: bad hostlist {p:?}: {e}"),
-                )
-            })?,
+            WorkerList::Pattern(p) => match hostlist::expand(p, room) {
+                Ok(list) => list,
+                Err(HostlistError::TooMany { hosts, .. }) => {
+                    return Err(too_many(hosts.saturating_add(taken.len() as u128)))
+                }
+                Err(e) => {
+                    return Err(at(
+                        Some(workers_span.clone()),
+                        format!("queues.{name}.workers: bad hostlist {p:?}: it {e}"),
+                    ))
+                }
+            },
         };
         if workers.is_empty() {
             return Err(at(
@@ -35,28 +67,22 @@ pub(super) fn resolve(
             ));
         }
         for w in &workers {
-            if !valid_name(w) {
-                return Err(at(Some(workers_span.clone()), format!(
-                    "queues.{name}.workers: {w:?} is not a valid worker name (letters, digits, '-', '_', '.')"
-                )));
-            }
-            if let Some(other) = queues.iter().find(|o| o.workers.contains(w)) {
+            if let Some(why) = names::worker_problem(w, node_host) {
                 return Err(at(
                     Some(workers_span.clone()),
-                    format!(
-                        "queues.{name}.workers: worker {w:?} is also in queues.{}; each worker consumes one queue",
-                        other.name
-                    ),
+                    format!("queues.{name}.workers: {w:?} is not a valid worker name: {why}"),
                 ));
             }
-        }
-        if !valid_name(name) {
-            return Err(at(
-                Some(spanned.span()),
-                format!(
-                    "queues: {name:?} is not a valid queue name (letters, digits, '-', '_', '.')"
-                ),
-            ));
+            if let Some(other) = taken.insert(w.clone(), name.clone()) {
+                let message = if &other == name {
+                    format!("queues.{name}.workers: worker {w:?} is listed twice")
+                } else {
+                    format!(
+                        "queues.{name}.workers: worker {w:?} is also in queues.{other}; each worker consumes one queue"
+                    )
+                };
+                return Err(at(Some(workers_span.clone()), message));
+            }
         }
         let quorum = match &q.queue_type {
             None => false,

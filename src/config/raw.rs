@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) store: RawStore,
     #[serde(default)]
     pub(super) web: RawWeb,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
     pub(super) servers: Option<IndexMap<String, Described>>,
     pub(super) recipes: Option<IndexMap<String, Spanned<RawCommand>>>,
     #[serde(default)]
@@ -139,6 +141,14 @@ pub(super) struct RawWeb {
     /// PEM files: with both, the web serves HTTPS.
     pub(super) tls_cert: Option<Spanned<PathBuf>>,
     pub(super) tls_key: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_hosts: Option<Spanned<i64>>,
+    pub(super) max_jobs_per_publish: Option<Spanned<i64>>,
+    pub(super) max_workers: Option<Spanned<i64>>,
 }
 
 /// A server or a recipe: what the launch page offers, with the text shown beside it.

@@ -300,3 +300,113 @@ fn the_broker_may_be_a_list_of_nodes_each_checked() -> Result<(), ConfigError> {
     assert!(msg.contains("10.0.0.2:port"), "{msg}");
     Ok(())
 }
+
+/// Names the broker, a file name or a worker's argv would refuse later are refused at their
+/// line: a long or reserved queue name, a worker named like a flag, one too long for a file.
+#[test]
+fn names_that_would_fail_later_are_refused_at_their_line() {
+    let long_queue = "q".repeat(300);
+    let long_worker = "w".repeat(240);
+    for (from, to, expected, line) in [
+        (
+            "[queues.launcher]",
+            format!("[queues.{long_queue}]"),
+            "is not a valid queue name: 300 bytes; at most 250",
+            11,
+        ),
+        (
+            "[queues.launcher]",
+            "[queues.\"amq.launcher\"]".to_string(),
+            "names starting with \"amq.\" are the broker's own",
+            11,
+        ),
+        (
+            "workers = [\"l1\", \"l2\"]",
+            "workers = [\"l1\", \"-rf\"]".to_string(),
+            "\"-rf\" is not a valid worker name: letters, digits",
+            12,
+        ),
+        (
+            "workers = [\"l1\", \"l2\"]",
+            format!("workers = [\"{long_worker}\"]"),
+            "240 bytes; at most 234, so that its files",
+            12,
+        ),
+        (
+            "workers = [\"l1\", \"l2\"]",
+            "workers = [\"l/1\"]".to_string(),
+            "\"l/1\" is not a valid worker name",
+            12,
+        ),
+        (
+            "workers = [\"l1\", \"l2\"]",
+            "workers = [\"l\\n1\"]".to_string(),
+            "is not a valid worker name",
+            12,
+        ),
+        (
+            "workers = [\"l1\", \"l2\"]",
+            "workers = [\"l1\", \"l1\"]".to_string(),
+            "worker \"l1\" is listed twice",
+            12,
+        ),
+    ] {
+        let text = MINIMAL.replacen(from, &to, 1);
+        let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains(expected), "{msg}");
+        let at = format!("/etc/cm/fabfile.toml:{line}:");
+        assert!(msg.starts_with(&at), "not at line {line}: {msg}");
+    }
+    let host = format!("[worker]\nnode_host = \"{}\"\n{MINIMAL}", "h".repeat(250));
+    let msg = parse(&host).map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("remote-control queue"), "{msg}");
+}
+
+/// A hostlist of workers is sized before it is expanded: a typo of a hundred million names is
+/// refused at once, at its place, naming `[limits] max_workers`.
+#[test]
+fn a_huge_worker_hostlist_is_refused_before_it_is_expanded() {
+    let started = std::time::Instant::now();
+    let text = MINIMAL.replace("p[1-2]", "h[1-100000000]");
+    let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_millis(500), "{msg}");
+    assert!(msg.starts_with("/etc/cm/fabfile.toml:8:11:"), "{msg}");
+    assert!(
+        msg.contains("100000000 workers, more than the 1000 of [limits] max_workers"),
+        "{msg}"
+    );
+    // Counted over the whole file: 2 + 2 is over a limit of 3.
+    let text = format!("[limits]\nmax_workers = 3\n{MINIMAL}");
+    let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("queues.launcher.workers: 4 workers"), "{msg}");
+    let text = MINIMAL.replace("p[1-2]", "p[1-");
+    let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+    assert!(msg.contains("bad hostlist \"p[1-\""), "{msg}");
+}
+
+#[test]
+fn limits_have_defaults_ranges_and_the_web_follows_them() -> Result<(), ConfigError> {
+    let c = parse(MINIMAL)?;
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.web_max_hosts, c.limits.max_hosts);
+    let text = format!("[limits]\nmax_hosts = 7\nmax_jobs_per_publish = 70\n{MINIMAL}");
+    let c = parse(&text)?;
+    assert_eq!((c.limits.max_hosts, c.web_max_hosts), (7, 7));
+    assert_eq!(c.limits.max_jobs_per_publish, 70);
+    let text = format!("[web]\nmax_hosts = 5\n[limits]\nmax_hosts = 7\n{MINIMAL}");
+    assert_eq!(parse(&text)?.web_max_hosts, 5);
+    for (key, value) in [
+        ("max_hosts", "0"),
+        ("max_jobs_per_publish", "100000000"),
+        ("max_workers", "-1"),
+    ] {
+        let text = format!("[limits]\n{key} = {value}\n{MINIMAL}");
+        let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("/etc/cm/fabfile.toml:2:")
+                && msg.contains(&format!("limits.{key} must be from")),
+            "{msg}"
+        );
+    }
+    Ok(())
+}
