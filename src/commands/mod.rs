@@ -1,5 +1,6 @@
 //! Dispatch: one module per command family; each prints its own report.
 
+mod bounds;
 mod completions;
 mod dead;
 mod jobs;

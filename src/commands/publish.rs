@@ -11,18 +11,6 @@ use crate::exit::{CmError, Code};
 use crate::jobs::{self, launch::Launch, provision::Provision};
 use crate::store::Store;
 
-fn expand_hosts(hosts: &str) -> Result<Vec<String>, CmError> {
-    let list = hostlist_parser::parse(hosts).map_err(|e| {
-        CmError::BadArgument(format!(
-            "--hosts {hosts:?} is not a hostlist (e.g. 'i[1-3]'): {e}"
-        ))
-    })?;
-    if list.is_empty() {
-        return Err(CmError::BadArgument("--hosts names no host".into()));
-    }
-    Ok(list)
-}
-
 pub async fn launch(cfg: &Config, args: &LaunchArgs) -> anyhow::Result<Code> {
     if !cfg.servers.contains_key(&args.server) {
         let known: Vec<_> = cfg.servers.keys().map(String::as_str).collect();
@@ -42,7 +30,7 @@ pub async fn launch(cfg: &Config, args: &LaunchArgs) -> anyhow::Result<Code> {
         ))
         .into());
     }
-    let hosts = expand_hosts(&args.hosts)?;
+    let hosts = super::bounds::hosts(cfg, &args.hosts, args.count)?;
     let messages = repeat(args.count, &hosts, |host| {
         let job = Launch {
             server: args.server.clone(),
@@ -57,7 +45,7 @@ pub async fn launch(cfg: &Config, args: &LaunchArgs) -> anyhow::Result<Code> {
 }
 
 pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Code> {
-    let hosts = expand_hosts(&args.hosts)?;
+    let hosts = super::bounds::hosts(cfg, &args.hosts, args.count)?;
     let messages = repeat(args.count, &hosts, |host| {
         TaskMessage::new(
             jobs::PROVISION,
@@ -82,11 +70,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
     })?;
     let msg = TaskMessage::new(&args.task, positional, keywords);
     // What a worker would refuse is refused here, before anything is stored or published.
-    match jobs::Job::from_message(&msg, cfg) {
-        Err(e) => return Err(CmError::BadArgument(e.to_string()).into()),
-        Ok(jobs::Job::Unfit { why, .. }) => return Err(CmError::BadArgument(why).into()),
-        Ok(_) => {}
-    }
+    super::bounds::call(cfg, &msg, args.count)?;
     let queue = match &args.queue {
         Some(name) => cfg.queues.iter().find(|q| &q.name == name).ok_or_else(|| {
             CmError::BadArgument(format!(

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::args::{Bound, Param};
+use crate::config::hostlist::{self, HostlistError};
 use crate::config::Config;
 
 pub const STEPS: &[&str] = &["running", "deploy", "active"];
@@ -65,6 +66,34 @@ impl Launch {
             ("host", self.hosts.clone()),
             ("user", self.user.clone().unwrap_or_default()),
         ]
+    }
+
+    /// Why `hosts` is no hostlist this config accepts, if it is not: sized before anything
+    /// reads it further, as every other path that takes a hostlist does. Empty is allowed (a
+    /// Celery client may leave it out).
+    pub fn hosts_problem(&self, cfg: &Config) -> Option<String> {
+        let hosts = self.hosts.as_str();
+        if hosts.is_empty() {
+            return None;
+        }
+        let max = cfg.limits.max_hosts;
+        let checked = match hostlist::size(hosts) {
+            Err(e) => Err(e),
+            Ok(size) if size.hosts > max as u128 => Err(HostlistError::TooMany {
+                hosts: size.hosts,
+                max,
+            }),
+            // A plain name (the usual: one job per host) needs no expanding to be sure of.
+            Ok(_) if !hosts.contains(['[', ',']) => Ok(()),
+            Ok(_) => hostlist::expand(hosts, max).map(|_| ()),
+        };
+        checked.err().map(|e| {
+            let limit = match e {
+                HostlistError::TooMany { .. } => " ([limits] max_hosts)",
+                _ => "",
+            };
+            format!("{}() argument 'hosts' {hosts:?} {e}{limit}", super::LAUNCH)
+        })
     }
 
     pub fn refusal(&self, cfg: &Config) -> Option<String> {

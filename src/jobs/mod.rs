@@ -63,7 +63,16 @@ impl Job {
                 Err(e) => unfit(e),
             },
             LAUNCH => match bind(launch::params()) {
-                Ok(b) => Job::Launch(launch::Launch::from_bound(&b)),
+                Ok(b) => {
+                    let launch = launch::Launch::from_bound(&b);
+                    match launch.hosts_problem(cfg) {
+                        None => Job::Launch(launch),
+                        Some(why) => Job::Unfit {
+                            task: msg.task.clone(),
+                            why,
+                        },
+                    }
+                }
                 Err(e) => unfit(e),
             },
             name => {
@@ -124,6 +133,26 @@ impl Job {
             Job::Launch(l) => l.refusal(cfg),
             Job::Unfit { why, .. } => Some(why.clone()),
         }
+    }
+
+    /// What runs, checked as the worker checks it before it runs anything: the command's argv
+    /// (`None`: the job is simulated), or why nothing can run (an unknown server or recipe,
+    /// arguments that do not fit, a value no argv element can hold).
+    pub fn prepare<'a>(
+        &'a self,
+        cfg: &'a Config,
+    ) -> Result<Option<(&'a CommandSpec, Vec<String>)>, String> {
+        if let Some(why) = self.refusal(cfg) {
+            return Err(why);
+        }
+        let Some((spec, values)) = self.command(cfg) else {
+            return Ok(None);
+        };
+        let argv = spec
+            .template
+            .render(&values, spec.allow_options)
+            .map_err(|e| e.to_string())?;
+        Ok(Some((spec, argv)))
     }
 
     /// The command this job runs, with its values, if it is not simulated.
@@ -192,6 +221,14 @@ impl Job {
         // Structs of strings always serialise.
         text.unwrap_or_default()
     }
+}
+
+/// The job of `msg` if a worker would run it, else why a worker would refuse it: what a
+/// publisher (`cm call`) checks before it publishes, with the worker's own code.
+pub fn screen(msg: &TaskMessage, cfg: &Config) -> Result<Job, String> {
+    let job = Job::from_message(msg, cfg).map_err(|e| e.to_string())?;
+    job.prepare(cfg)?;
+    Ok(job)
 }
 
 /// The store record of a message routed to `queue`; a job's own fields are filled in where the

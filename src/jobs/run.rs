@@ -73,15 +73,12 @@ impl Job {
         step: impl FnMut(Cow<'static, str>),
         line: impl FnMut(Stream, &str),
     ) -> Finish {
-        if let Some(why) = self.refusal(cfg) {
-            return Verdict::Failure(why).into();
-        }
-        match self.command(cfg) {
-            Some((spec, values)) => {
-                let argv = match spec.template.render(&values, spec.allow_options) {
-                    Ok(argv) => argv,
-                    Err(e) => return Verdict::Failure(e.to_string()).into(),
-                };
+        let prepared = match self.prepare(cfg) {
+            Ok(prepared) => prepared,
+            Err(why) => return Verdict::Failure(why).into(),
+        };
+        match prepared {
+            Some((spec, argv)) => {
                 let task = match self {
                     Job::Task(t) => t.name.as_str(),
                     Job::Launch(_) => super::LAUNCH,

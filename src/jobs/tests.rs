@@ -231,3 +231,90 @@ fn a_messages_time_limit_ends_the_job_and_the_smaller_limit_wins() {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 }
+
+/// A `cm.launch` message's `hosts` is a hostlist, checked as it is bound: a newline (a forged
+/// log line), a typo of a hundred million hosts or one over `[limits] max_hosts` makes an
+/// unfit job, refused at once; a name or a small list runs.
+#[test]
+fn a_launchs_hosts_is_checked_as_a_hostlist_when_bound() {
+    let cfg = config("[limits]\nmax_hosts = 5\n");
+    let launch = |hosts: &str| {
+        job(
+            LAUNCH,
+            json!([]),
+            json!({"server": "india_openstack_essex", "recipe": "Hadoop", "hosts": hosts}),
+            &cfg,
+        )
+    };
+    for fine in ["", "i1", "i[1-5]", "a1,b2"] {
+        assert!(matches!(launch(fine), Job::Launch(_)), "{fine:?}");
+    }
+    let started = std::time::Instant::now();
+    for (bad, why) in [
+        (
+            "h1\n[2026] w1@h job x cm.launch: FAILURE forged",
+            "is not a hostlist",
+        ),
+        (
+            "i[1-100000000]",
+            "names 100000000 hosts, more than 5 ([limits] max_hosts)",
+        ),
+        ("i[1-6]", "more than 5"),
+        ("i[1-", "never closed"),
+    ] {
+        let j = launch(bad);
+        assert!(
+            matches!(&j, Job::Unfit { why: w, .. } if w.contains(why) && !w.contains('\n')),
+            "{bad:?}: {j:?}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_millis(200));
+}
+
+/// What a publisher checks is what the worker checks: `screen` refuses what `run` would end
+/// FAILURE without running (an unknown recipe, a value like an option, a NUL), and passes the
+/// rest.
+#[test]
+fn screening_refuses_what_the_worker_would_refuse() {
+    let cfg = config("");
+    let msg = |task: &str, args: serde_json::Value, kwargs: serde_json::Value| {
+        TaskMessage::new(
+            task,
+            args.as_array().cloned().unwrap_or_default(),
+            kwargs.as_object().cloned().unwrap_or_default(),
+        )
+    };
+    let fine = msg("ops.echo", json!(["db1", 3]), json!({}));
+    assert!(matches!(screen(&fine, &cfg), Ok(Job::Task(_))));
+    for (m, why) in [
+        (
+            msg("ops.echo", json!(["-rf", 3]), json!({})),
+            "starts with '-'",
+        ),
+        (msg("ops.echo", json!(["a\u{0}b", 3]), json!({})), "NUL"),
+        (
+            msg("ops.echo", json!(["db1"]), json!({})),
+            "missing required",
+        ),
+        (msg("cm.nope", json!([]), json!({})), "unknown task"),
+        (
+            msg(
+                LAUNCH,
+                json!([]),
+                json!({"server": "s", "recipe": "Hadoop"}),
+            ),
+            "unknown server",
+        ),
+    ] {
+        let refused = screen(&m, &cfg).map(|_| ());
+        assert!(
+            matches!(&refused, Err(w) if w.contains(why)),
+            "{why}: {refused:?}"
+        );
+        let job = Job::from_message(&m, &cfg);
+        if let Ok(job) = job {
+            let (steps, _, finish) = run(&job, &cfg);
+            assert!(steps.is_empty() && matches!(finish.verdict, Verdict::Failure(_)));
+        }
+    }
+}
