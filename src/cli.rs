@@ -14,6 +14,10 @@ pub struct Cli {
     /// For scripts: only data (job ids, JSON, asked-for tables) and errors; no reports or progress
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Also log what the libraries say (lapin, sqlx, hyper) at warn; -vv: info, -vvv: debug
+    /// [default: only cm's own warnings; RUST_LOG wins]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }

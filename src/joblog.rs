@@ -7,6 +7,10 @@
 //! worker runs out of work (`flush` from the runtime's park hook: an idle or slow queue sees each
 //! line at once), before any tracing line (the log keeps its order), and at every `FLUSH_AT`
 //! bytes.
+//!
+//! Every part of a line has its control characters escaped (`\n` as the two characters `\n`),
+//! and so has every tracing line ([`OneLine`]): a value from a message can never start a line
+//! of its own, so no job's history can be forged by another job's arguments.
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
@@ -51,7 +55,7 @@ pub fn line(parts: &[&str]) {
     let Pending { buf, stamp, .. } = &mut *p;
     buf.extend_from_slice(stamp);
     for part in parts {
-        buf.extend_from_slice(part.as_bytes());
+        push_escaped(buf, part, false);
     }
     buf.push(b'\n');
     if buf.len() >= FLUSH_AT {
@@ -72,6 +76,68 @@ fn write_out(buf: &mut Vec<u8>) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(buf).and_then(|()| out.flush());
     buf.clear();
+}
+
+/// Whether `bytes` may hold a control character (the C1 ones are `0xC2 0x80..=0x9F` in
+/// UTF-8): a byte scan, so that the usual line is copied as it is.
+fn may_need_escaping(bytes: &[u8], keep_esc: bool) -> bool {
+    bytes
+        .iter()
+        .any(|&b| (b < 0x20 && !(keep_esc && b == 0x1b)) || b == 0x7f || b == 0xc2)
+}
+
+/// Appends `text` with each control character escaped as Rust writes it (`\n`, `\r`, `\t`,
+/// `\u{1b}`); `keep_esc` lets ESC through (a terminal's colours).
+fn push_escaped(buf: &mut Vec<u8>, text: &str, keep_esc: bool) {
+    if !may_need_escaping(text.as_bytes(), keep_esc) {
+        buf.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut rest = text;
+    while let Some(at) = rest.find(|c: char| c.is_control() && !(keep_esc && c == '\u{1b}')) {
+        buf.extend_from_slice(&rest.as_bytes()[..at]);
+        let c = rest[at..].chars().next().unwrap_or_default();
+        // Writing into a Vec cannot fail.
+        let _ = write!(buf, "{}", c.escape_debug());
+        rest = &rest[at + c.len_utf8()..];
+    }
+    buf.extend_from_slice(rest.as_bytes());
+}
+
+/// A writer for tracing's lines that keeps each one line: every control character before the
+/// line's own final newline is escaped. `keep_esc` is for a terminal with colours.
+pub struct OneLine<W> {
+    inner: W,
+    keep_esc: bool,
+}
+
+impl<W: Write> OneLine<W> {
+    pub fn new(inner: W, keep_esc: bool) -> Self {
+        Self { inner, keep_esc }
+    }
+}
+
+impl<W: Write> Write for OneLine<W> {
+    /// Takes a whole formatted line (tracing writes each event at once).
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end): (&[u8], &[u8]) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, b"\n"),
+            None => (buf, b""),
+        };
+        if !may_need_escaping(body, self.keep_esc) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        push_escaped(&mut out, &String::from_utf8_lossy(body), self.keep_esc);
+        out.extend_from_slice(end);
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -98,5 +164,37 @@ mod tests {
         }
         flush();
         assert!(pending().buf.is_empty());
+    }
+
+    #[test]
+    fn values_cannot_start_a_line_of_their_own() {
+        let forged = "h1\n[2026-01-01T00:00:00.000Z] w@h job other cm.launch: FAILURE forged\r";
+        let mut buf = Vec::new();
+        push_escaped(&mut buf, forged, false);
+        let text = String::from_utf8(buf).expect("utf-8");
+        assert_eq!(
+            text,
+            "h1\\n[2026-01-01T00:00:00.000Z] w@h job other cm.launch: FAILURE forged\\r"
+        );
+        let escaped = |text: &str| {
+            let mut buf = Vec::new();
+            push_escaped(&mut buf, text, false);
+            String::from_utf8(buf).expect("utf-8")
+        };
+        assert_eq!(
+            escaped("a\tb\u{1b}[31m\u{85}\u{7f}é"),
+            "a\\tb\\u{1b}[31m\\u{85}\\u{7f}é"
+        );
+        assert_eq!(escaped("plain: état ©"), "plain: état ©");
+
+        let mut out = OneLine::new(Vec::new(), false);
+        out.write_all(b"WARN job x: a\nb\n")
+            .expect("a Vec takes it");
+        assert_eq!(out.inner, b"WARN job x: a\\nb\n");
+        let mut colours = OneLine::new(Vec::new(), true);
+        colours
+            .write_all(b"\x1b[33mWARN\x1b[0m a\rb\n")
+            .expect("a Vec takes it");
+        assert_eq!(colours.inner, b"\x1b[33mWARN\x1b[0m a\\rb\n");
     }
 }

@@ -8,11 +8,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let cli = cm::cli::Cli::parse();
-    let default_level = match cli.command {
-        cm::cli::Command::Worker { .. } => "info",
-        // `cm mq status` probes queues that may not exist; lapin logs each 404 as an error.
-        cm::cli::Command::Mq(_) => "warn,lapin::channel=off",
-        _ => "warn",
+    let default_level = match (&cli.command, cli.verbose) {
+        // A worker's and the web server's logs keep what their libraries say.
+        (cm::cli::Command::Worker { .. }, _) => "info",
+        (cm::cli::Command::Web(_), 0 | 1) => "warn",
+        // A command's stderr is cm's own: a library's ERROR for a call that succeeded (lapin
+        // on a closing channel, a 404 of a probed queue) is noise there.
+        (_, 0) => "cm=warn",
+        (_, 1) => "warn",
+        (_, 2) => "info",
+        _ => "debug",
     };
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     // `level` or `target=level` lists, as RUST_LOG is usually written. Not EnvFilter: its span
@@ -23,10 +28,11 @@ fn main() -> ExitCode {
         .or_else(|| default_level.parse().ok())
         .unwrap_or_default();
     let log = tracing_subscriber::fmt::layer()
-        // A worker's buffered job lines first, so its log keeps the order things happened in.
-        .with_writer(|| {
+        // A worker's buffered job lines first, so its log keeps the order things happened in;
+        // each line stays one line whatever values it carries.
+        .with_writer(move || {
             cm::joblog::flush();
-            std::io::stderr()
+            cm::joblog::OneLine::new(std::io::stderr(), ansi)
         })
         .with_target(false)
         .with_ansi(ansi);

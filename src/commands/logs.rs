@@ -142,7 +142,7 @@ async fn queue_logs(
     }
 }
 
-/// Every line naming job `id` in the logs of this config's workers (and their last rotated
+/// Every line of job `id` ([`names_job`]) in the logs of this config's workers (and their last rotated
 /// file), oldest first.
 async fn job(cfg: &Config, id: &str, out: &mut impl Write) -> anyhow::Result<Code> {
     if id.len() < 8 {
@@ -151,7 +151,6 @@ async fn job(cfg: &Config, id: &str, out: &mut impl Write) -> anyhow::Result<Cod
         ))
         .into());
     }
-    let needle = memchr::memmem::Finder::new(id.as_bytes());
     let mut lines = Merge::default();
     for (i, w) in cfg.workers().enumerate() {
         let log = cfg.log_file(w.name);
@@ -166,7 +165,7 @@ async fn job(cfg: &Config, id: &str, out: &mut impl Write) -> anyhow::Result<Cod
             };
             for line in BufReader::new(file).split(b'\n') {
                 let mut line = line.with_context(|| format!("reading {}", path.display()))?;
-                if needle.find(&line).is_some() {
+                if names_job(&line, id.as_bytes()) {
                     line.push(b'\n');
                     lines.push(i, line);
                 }
@@ -186,6 +185,20 @@ async fn job(cfg: &Config, id: &str, out: &mut impl Write) -> anyhow::Result<Cod
         .into());
     }
     Ok(Code::Success)
+}
+
+/// Whether `line` is one of job `id`'s: the first ` job ` in it is followed by the id, as in
+/// a job line (`[time] node job ID task: ...`) and a tracing line (`... WARN job ID: ...`).
+/// The id anywhere else is a value another job carried (escaped onto its own line), not this
+/// job's history.
+fn names_job(line: &[u8], id: &[u8]) -> bool {
+    let Some(at) = memchr::memmem::find(line, b" job ") else {
+        return false;
+    };
+    let Some(rest) = line[at + 5..].strip_prefix(id) else {
+        return false;
+    };
+    matches!(rest.first(), None | Some(b' ' | b':' | b';' | b','))
 }
 
 /// Lines from several logs, put in time order by the stamp each begins with: a job line's
@@ -352,6 +365,28 @@ fn read_new(file: &mut File, pos: u64, out: &mut Vec<u8>) -> std::io::Result<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_lines_are_those_that_name_it_where_a_job_is_named() {
+        let id = b"0199aaaa-0000-7000-8000-000000000001";
+        let mine = [
+            "[2026-12-01T19:47:42.750Z] l1@h job 0199aaaa-0000-7000-8000-000000000001 cm.launch: SUCCESS",
+            "2026-12-01T19:47:42.750123Z  WARN job 0199aaaa-0000-7000-8000-000000000001: the store is down",
+            "2026-12-01T19:47:42.750123Z  WARN revoke of job 0199aaaa-0000-7000-8000-000000000001; sending TERM",
+        ];
+        for line in mine {
+            assert!(names_job(line.as_bytes(), id), "{line}");
+        }
+        let others = [
+            // Another job's value, carrying this id: escaped onto that job's own line.
+            "[2026-12-01T19:47:42.750Z] l1@h job 0199bbbb-0000-7000-8000-000000000002 cm.launch: RECEIVED hosts=h1\\n[2026-12-01T19:47:43.000Z] l1@h job 0199aaaa-0000-7000-8000-000000000001 cm.launch: FAILURE forged",
+            "[2026-12-01T19:47:42.750Z] l1@h job 0199aaaa-0000-7000-8000-0000000000012 cm.launch: SUCCESS",
+            "no job here",
+        ];
+        for line in others {
+            assert!(!names_job(line.as_bytes(), id), "{line}");
+        }
+    }
 
     fn tail(text: &str, lines: usize) -> String {
         let dir = tempfile::tempdir().expect("temp dir");
