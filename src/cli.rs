@@ -61,6 +61,7 @@ pub enum Command {
     Logs(LogsArgs),
     /// Print a shell completion script, e.g. `cm completions bash > /etc/bash_completion.d/cm`
     Completions {
+        /// The shell to complete for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -80,6 +81,7 @@ pub enum MqCmd {
     Stop,
     /// Whether the broker answers, and per cm queue (and its .dead) messages ready, unacked, consumers
     Status {
+        /// Print a JSON object instead of a table
         #[arg(long)]
         json: bool,
     },
@@ -125,11 +127,13 @@ pub struct WebArgs {
 pub struct JobsArgs {
     #[command(subcommand)]
     pub show: Option<JobsCmd>,
-    /// Only jobs in this state (PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, ...)
+    /// Only jobs in this state, in any case (PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, a step, ...)
     #[arg(long)]
     pub state: Option<String>,
+    /// Only jobs launched on this server of fabfile.toml [servers]
     #[arg(long)]
     pub server: Option<String>,
+    /// Only jobs of this recipe of fabfile.toml [recipes]
     #[arg(long)]
     pub recipe: Option<String>,
     /// How many, newest first (0: all)
@@ -144,13 +148,16 @@ pub struct JobsArgs {
 pub enum JobsCmd {
     /// One job with its whole history of states and the tail of a command's output
     Show {
+        /// The job's id, or a unique start or end of it (the web shows the last 8 characters)
         id: String,
+        /// Print the job and its history as one JSON object
         #[arg(long)]
         json: bool,
     },
     /// Revoke jobs: a queued one never runs; a running one finishes unless --terminate; kept
     /// for ids not yet known, and across worker restarts
     Revoke {
+        /// Whole job ids (a revoke is kept for an id no worker has seen yet)
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
         /// Also stop a running job: its command's process group gets the signal, then SIGKILL
@@ -169,6 +176,7 @@ pub enum JobsCmd {
 pub enum DbCmd {
     /// Delete every job record (asks first unless --yes)
     Reset {
+        /// Do not ask: delete them (for scripts, or without a terminal)
         #[arg(long)]
         yes: bool,
     },
@@ -181,11 +189,13 @@ pub enum DeadCmd {
         /// Only this work queue's dead letters
         #[arg(long)]
         queue: Option<String>,
+        /// Print a JSON array, one object per message
         #[arg(long)]
         json: bool,
     },
     /// Publish dead-lettered messages back to their work queue
     Requeue {
+        /// Only this work queue's dead letters [default: every queue's]
         #[arg(long)]
         queue: Option<String>,
     },
@@ -205,13 +215,23 @@ pub struct WaitArgs {
 #[derive(Debug, Subcommand)]
 pub enum QueueCmd {
     /// Stop the named workers (all if none) if running, start them, wait until each consumes
-    Start { names: Vec<String> },
+    Start {
+        /// Worker names from fabfile.toml, e.g. p1 l2 [default: every worker]
+        names: Vec<String>,
+    },
     /// SIGTERM, let running jobs finish within the grace period, then SIGKILL
-    Stop { names: Vec<String> },
+    Stop {
+        /// Worker names from fabfile.toml [default: every worker]
+        names: Vec<String>,
+    },
     /// Rolling restart: one worker at a time, so a queue never loses all its consumers
-    Restart { names: Vec<String> },
+    Restart {
+        /// Worker names from fabfile.toml [default: every worker]
+        names: Vec<String>,
+    },
     /// Name, queue, pid, state, uptime, memory and jobs done of each worker
     Status {
+        /// Worker names from fabfile.toml [default: every worker]
         names: Vec<String>,
         /// Print a JSON array instead of a table
         #[arg(long)]
@@ -275,6 +295,7 @@ pub struct LaunchArgs {
     /// Recipe from fabfile.toml [recipes], e.g. "Slurm Cluster"
     #[arg(long)]
     pub recipe: String,
+    /// Machine kind the recipe is launched on
     #[arg(long, value_enum, default_value = "vm")]
     pub kind: MachineKind,
     /// Hostlist: one job per host, e.g. 'i[1-3]'
@@ -333,5 +354,32 @@ fn wait_seconds(text: &str) -> Result<f64, String> {
         Ok(s) if (0.0..=MAX).contains(&s) => Ok(s),
         Ok(_) => Err(format!("{text} is not from 0 to {MAX} seconds")),
         Err(e) => Err(format!("{text:?} is not a number of seconds: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument `--help` lists says what it is for.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "cm", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
     }
 }

@@ -16,6 +16,8 @@ pub enum Code {
     Usage = 2,
     /// Unknown worker name or other bad argument value.
     BadArgument = 64,
+    /// What a command only reads is not there (no status store at the configured path).
+    NoInput = 66,
     /// The broker or the status store is unreachable.
     Unavailable = 69,
     /// A bug in cm.
@@ -35,6 +37,7 @@ impl Code {
             Self::Failure,
             Self::Usage,
             Self::BadArgument,
+            Self::NoInput,
             Self::Unavailable,
             Self::Software,
             Self::TempFail,
@@ -61,6 +64,8 @@ pub enum CmError {
     UnknownWorker { name: String, known: String },
     #[error("{0}")]
     BadArgument(String),
+    #[error("{0}")]
+    NoInput(String),
     #[error("{message}")]
     Partial { message: String, code: Code },
     #[error("{0}")]
@@ -74,6 +79,7 @@ pub fn code_for(err: &anyhow::Error) -> Code {
             return match e {
                 CmError::Permission { .. } => Code::NoPerm,
                 CmError::UnknownWorker { .. } | CmError::BadArgument(_) => Code::BadArgument,
+                CmError::NoInput(_) => Code::NoInput,
                 CmError::Partial { code, .. } => *code,
                 CmError::Other(_) => Code::Failure,
             };

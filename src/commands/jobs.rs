@@ -5,19 +5,85 @@ use std::io::{BufRead, IsTerminal, Write};
 use crate::cli::JobsArgs;
 use crate::config::Config;
 use crate::exit::{CmError, Code};
-use crate::store::{JobFilter, Store};
+use crate::store::{JobFilter, Store, StoreLocation};
 
 fn time(ms: Option<i64>) -> String {
     ms.and_then(crate::output::utc_seconds)
         .unwrap_or_else(|| "-".into())
 }
 
+/// The store, if it is there: a command that only reads never creates one (a typo in
+/// `CM_STORE_URL` would leave an empty database wherever it points).
+async fn open_existing(cfg: &Config) -> anyhow::Result<Store> {
+    if let StoreLocation::SqliteFile(path) = &cfg.store_url {
+        if !path.exists() {
+            return Err(CmError::NoInput(format!(
+                "no status store at {}: nothing was published or run with this config yet (or [store] url / CM_STORE_URL names another file)",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(Store::open(&cfg.store_url).await?)
+}
+
+/// `given` as one of `known`: as written, else the one that differs only in case; else exit
+/// 64 listing them.
+fn one_of<'a>(what: &str, given: &str, known: &[&'a str]) -> Result<&'a str, CmError> {
+    known
+        .iter()
+        .find(|k| **k == given)
+        .or_else(|| known.iter().find(|k| k.eq_ignore_ascii_case(given)))
+        .copied()
+        .ok_or_else(|| {
+            CmError::BadArgument(format!(
+                "unknown {what} {given:?}: known are {}",
+                known.join(", ")
+            ))
+        })
+}
+
+/// Every state a job can be in: cm's own, the simulations' steps, and any other in the
+/// store (a command's own `cm-state: NAME` steps).
+async fn known_states(store: &Store) -> anyhow::Result<Vec<String>> {
+    use crate::store::{FAILURE, PENDING, RECEIVED, RETRY, REVOKED, SCHEDULED, STARTED, SUCCESS};
+    let mut known: Vec<String> = [
+        PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED,
+    ]
+    .iter()
+    .chain(crate::jobs::launch::STEPS)
+    .chain(crate::jobs::provision::STEPS)
+    .map(|s| s.to_string())
+    .collect();
+    for (state, _) in store.counts_by_state(&JobFilter::default()).await? {
+        if !known.contains(&state) {
+            known.push(state);
+        }
+    }
+    Ok(known)
+}
+
 pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
-    let store = Store::open(&cfg.store_url).await?;
+    let store = open_existing(cfg).await?;
+    let keys = |m: &indexmap::IndexMap<String, crate::config::Described>| -> Vec<String> {
+        m.keys().cloned().collect()
+    };
+    let (servers, recipes) = (keys(&cfg.servers), keys(&cfg.recipes));
+    let pick = |what: &str, given: &Option<String>, known: &[String]| {
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        given
+            .as_deref()
+            .map(|g| one_of(what, g, &known).map(str::to_string))
+            .transpose()
+    };
+    let state = match &args.state {
+        Some(_) => pick("state", &args.state, &known_states(&store).await?)?,
+        None => None,
+    };
     let filter = JobFilter {
-        state: args.state.clone(),
-        server: args.server.clone(),
-        recipe: args.recipe.clone(),
+        state,
+        server: pick("server", &args.server, &servers)?,
+        recipe: pick("recipe", &args.recipe, &recipes)?,
         limit: args.limit,
         ..JobFilter::default()
     };
@@ -54,13 +120,44 @@ pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
     Ok(Code::Success)
 }
 
+/// The job `given` names: its whole id, or a unique start or end of one (the web shows ids'
+/// last 8 characters).
+async fn find(store: &Store, given: &str) -> anyhow::Result<crate::store::JobRow> {
+    /// The most ids an ambiguous part lists.
+    const SHOWN: usize = 10;
+    if let Some(job) = store.get(given).await? {
+        return Ok(job);
+    }
+    let ids = match given.trim() {
+        "" => Vec::new(),
+        part => store.ids_around(part, SHOWN as i64 + 1).await?,
+    };
+    let id = match ids.as_slice() {
+        [] => {
+            return Err(CmError::BadArgument(format!(
+                "no job {given:?} in the status store (`cm jobs` lists them)"
+            ))
+            .into())
+        }
+        [id] => id,
+        more => {
+            let listed = more[..more.len().min(SHOWN)].join(", ");
+            let and_more = if more.len() > SHOWN { ", ..." } else { "" };
+            return Err(CmError::BadArgument(format!(
+                "{given:?} begins or ends more than one job id: {listed}{and_more}; give more of it"
+            ))
+            .into());
+        }
+    };
+    store.get(id).await?.ok_or_else(|| {
+        CmError::BadArgument(format!("job {id} is no longer in the status store")).into()
+    })
+}
+
 pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
-    let store = Store::open(&cfg.store_url).await?;
-    let job = store
-        .get(id)
-        .await?
-        .ok_or_else(|| CmError::BadArgument(format!("no job {id} in the status store")))?;
-    let history = store.history(id).await?;
+    let store = open_existing(cfg).await?;
+    let job = find(&store, id).await?;
+    let history = store.history(&job.id).await?;
     if json {
         let mut value = serde_json::to_value(&job)?;
         value["history"] = serde_json::to_value(&history)?;

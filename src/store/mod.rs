@@ -424,6 +424,11 @@ impl Store {
         on_backend!(self, b => b.state_of(id).await)
     }
 
+    /// Up to `limit` ids that begin or end with `part` (a short id, as the web shows them).
+    pub async fn ids_around(&self, part: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        on_backend!(self, b => b.ids_around(part, limit).await)
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
         on_backend!(self, b => b.get(id).await)
     }

@@ -203,6 +203,23 @@ impl Store {
             .map_err(self.fail())
     }
 
+    /// Up to `limit` ids that begin or end with `part`, in order.
+    pub(crate) async fn ids_around(
+        &self,
+        part: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE starts_with(id, $1) OR right(id, char_length($1)) = $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(part)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())
+    }
+
     pub(crate) async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",

@@ -181,6 +181,26 @@ impl Store {
             .await
     }
 
+    /// Up to `limit` ids that begin or end with `part`, in order.
+    pub(crate) async fn ids_around(
+        &self,
+        part: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let part = part.to_string();
+        self.pool
+            .run(move |conn| {
+                let n = part.chars().count() as i64;
+                let mut st = conn.prepare_cached(
+                    "SELECT id FROM jobs WHERE substr(id, 1, ?2) = ?1 OR substr(id, -?2) = ?1 \
+                     ORDER BY id LIMIT ?3",
+                )?;
+                let ids = st.query_map(rusqlite::params![part, n, limit], |r| r.get(0))?;
+                ids.collect()
+            })
+            .await
+    }
+
     pub(crate) async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
         let id = id.to_string();
         self.pool
