@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     // and field filters bring a regex engine into every worker.
     let filter = std::env::var("RUST_LOG")
         .ok()
+        .filter(|spec| !spec.trim().is_empty())
         .and_then(|spec| spec.parse::<Targets>().ok())
         .or_else(|| default_level.parse().ok())
         .unwrap_or_default();
