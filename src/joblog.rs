@@ -115,6 +115,10 @@ impl<W: Write> OneLine<W> {
     pub fn new(inner: W, keep_esc: bool) -> Self {
         Self { inner, keep_esc }
     }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
 }
 
 impl<W: Write> Write for OneLine<W> {
