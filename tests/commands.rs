@@ -141,8 +141,23 @@ command = ["/bin/sh", "-c", "echo first >&2; echo 'disk full' >&2; exit 3"]
 "#,
     );
     stack.start(&["c1"]);
-    let (code, dash) = call_waiting(&stack, "t.echo", r#"["--delete"]"#);
-    assert_eq!(code, Some(1));
+    // cm call refuses it (exit 64, nothing published); a Celery client's message of it fails.
+    let (code, refused) = call_waiting(&stack, "t.echo", r#"["--delete"]"#);
+    assert_eq!((code, refused.as_str()), (Some(64), ""));
+    let msg = cm::celery::message::TaskMessage::new(
+        "t.echo",
+        vec!["--delete".into()],
+        Default::default(),
+    );
+    let dash = msg.id.clone();
+    let (body, props) = msg.encode("a celery client");
+    publish_to(stack.queue(), &body, props);
+    eventually(Duration::from_secs(30), "the job to fail", || {
+        stack
+            .jobs()
+            .iter()
+            .any(|j| j["id"] == dash.as_str() && j["state"] == "FAILURE")
+    });
     let row = stack.job(&dash);
     assert_eq!(row["state"], "FAILURE");
     assert!(
