@@ -54,10 +54,19 @@ impl Default for Limits {
     }
 }
 
+/// `[limits]` as written.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_hosts: Option<Spanned<i64>>,
+    pub(super) max_jobs_per_publish: Option<Spanned<i64>>,
+    pub(super) max_workers: Option<Spanned<i64>>,
+}
+
 /// `[limits]` as written, each key in its range.
 pub(super) fn resolve(
     at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
-    raw: &super::raw::RawLimits,
+    raw: &RawLimits,
 ) -> Result<Limits, ConfigError> {
     let default = Limits::default();
     let count = |key: &str, value: Option<&Spanned<i64>>, range, default: usize| {

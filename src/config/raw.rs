@@ -6,6 +6,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub(super) use super::limits::RawLimits;
 pub(super) use super::tasks::RawCommand;
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,14 +142,6 @@ pub(super) struct RawWeb {
     /// PEM files: with both, the web serves HTTPS.
     pub(super) tls_cert: Option<Spanned<PathBuf>>,
     pub(super) tls_key: Option<Spanned<PathBuf>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawLimits {
-    pub(super) max_hosts: Option<Spanned<i64>>,
-    pub(super) max_jobs_per_publish: Option<Spanned<i64>>,
-    pub(super) max_workers: Option<Spanned<i64>>,
 }
 
 /// A server or a recipe: what the launch page offers, with the text shown beside it.
