@@ -390,31 +390,37 @@ fn reading_a_missing_store_creates_nothing() {
 }
 
 /// `cm jobs show` takes a job by any unique start or end of its id (the web shows the last 8
-/// characters); a part several ids share is exit 64 listing them.
+/// characters); a part several ids share is exit 64 listing them. SQLite and PostgreSQL alike.
 #[test]
 fn a_job_is_shown_by_a_unique_part_of_its_id() {
-    let stack = Stack::new();
-    let ids = stack.publish(&[&LAUNCH[..], &["--hosts", "i[1-2]"]].concat());
-    let [a, b] = [&ids[0], &ids[1]];
-    // The end the web shows; a start long enough to take in some of the id's random bits.
-    for part in [&a[a.len() - 8..], &a[..a.len() - 2], a.as_str()] {
-        let out = stack.ok(&["jobs", "show", part]);
-        assert!(out.starts_with(&format!("job {a} ")), "{part}: {out}");
+    let pg = common::PgDatabase::new();
+    for store_url in [None, Some(pg.url.clone())] {
+        let stack = Stack::with(Options {
+            store_url,
+            ..Options::default()
+        });
+        let ids = stack.publish(&[&LAUNCH[..], &["--hosts", "i[1-2]"]].concat());
+        let [a, b] = [&ids[0], &ids[1]];
+        // The end the web shows; a start long enough to take in some of the id's random bits.
+        for part in [&a[a.len() - 8..], &a[..a.len() - 2], a.as_str()] {
+            let out = stack.ok(&["jobs", "show", part]);
+            assert!(out.starts_with(&format!("job {a} ")), "{part}: {out}");
+        }
+        let shared: String = a
+            .chars()
+            .zip(b.chars())
+            .take_while(|(x, y)| x == y)
+            .map(|(x, _)| x)
+            .collect();
+        assert!(!shared.is_empty(), "{a} {b}");
+        let stderr = refused(&stack, &["jobs", "show", &shared], 64);
+        assert!(
+            stderr.contains(a.as_str()) && stderr.contains(b.as_str()),
+            "{stderr}"
+        );
+        let stderr = refused(&stack, &["jobs", "show", "zzzzzzzz"], 64);
+        assert!(stderr.contains("no job \"zzzzzzzz\""), "{stderr}");
     }
-    let shared: String = a
-        .chars()
-        .zip(b.chars())
-        .take_while(|(x, y)| x == y)
-        .map(|(x, _)| x)
-        .collect();
-    assert!(!shared.is_empty(), "{a} {b}");
-    let stderr = refused(&stack, &["jobs", "show", &shared], 64);
-    assert!(
-        stderr.contains(a.as_str()) && stderr.contains(b.as_str()),
-        "{stderr}"
-    );
-    let stderr = refused(&stack, &["jobs", "show", "zzzzzzzz"], 64);
-    assert!(stderr.contains("no job \"zzzzzzzz\""), "{stderr}");
 }
 
 /// A listener that answers every connection with HTTP, not AMQP: lapin logs errors about it
