@@ -19,7 +19,7 @@ pub(super) fn hosts(cfg: &Config, text: &str, count: u32) -> Result<Vec<String>,
             ),
             _ => String::new(),
         };
-        CmError::BadArgument(format!("--hosts {text:?} {e}{limit}"))
+        CmError::BadArgument(format!("--hosts {} {e}{limit}", hostlist::quoted(text)))
     };
     let size = hostlist::size(text).map_err(bad)?;
     let max = cfg.limits.max_hosts;

@@ -136,6 +136,18 @@ fn range_size(range: &str) -> Result<(u128, usize), HostlistError> {
     Ok((u128::from(lo.abs_diff(hi)) + 1, width))
 }
 
+/// `text` quoted for a message, cut after [`QUOTED`] characters: a refusal names what it
+/// refused without repeating a whole message's worth of it.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED) {
+        Some((at, _)) => format!("{:?}...", &text[..at]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// How much of a refused hostlist a message repeats.
+const QUOTED: usize = 80;
+
 /// The hosts of `text`, refused before expanding when it names more than `max` or names
 /// longer than a host's.
 pub fn expand(text: &str, max: usize) -> Result<Vec<String>, HostlistError> {
@@ -211,6 +223,8 @@ mod tests {
             );
         }
         assert_eq!(size("  "), Err(HostlistError::Empty));
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        assert_eq!(quoted(&"é".repeat(100)), format!("{:?}...", "é".repeat(80)));
         assert!(size(&"a".repeat(MAX_TEXT + 1)).is_err());
     }
 

@@ -55,7 +55,10 @@ pub(super) fn resolve(
                 Err(e) => {
                     return Err(at(
                         Some(workers_span.clone()),
-                        format!("queues.{name}.workers: bad hostlist {p:?}: it {e}"),
+                        format!(
+                            "queues.{name}.workers: bad hostlist {}: it {e}",
+                            hostlist::quoted(p)
+                        ),
                     ))
                 }
             },

@@ -92,7 +92,11 @@ impl Launch {
                 HostlistError::TooMany { .. } => " ([limits] max_hosts)",
                 _ => "",
             };
-            format!("{}() argument 'hosts' {hosts:?} {e}{limit}", super::LAUNCH)
+            format!(
+                "{}() argument 'hosts' {} {e}{limit}",
+                super::LAUNCH,
+                hostlist::quoted(hosts)
+            )
         })
     }
 

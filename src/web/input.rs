@@ -124,7 +124,7 @@ pub fn expand_hosts(hosts: &Option<String>, max: usize) -> Result<Vec<String>, I
             format!("{hosts} hosts is more than the {max} one launch may start ([web] max_hosts)"),
         ),
         HostlistError::Empty => Invalid::new("hosts", "the hostlist names no host"),
-        e => Invalid::new("hosts", format!("{hosts:?} {e}")),
+        e => Invalid::new("hosts", format!("{} {e}", hostlist::quoted(hosts))),
     })
 }
 
