@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cm::celery::message::TaskMessage;
@@ -19,21 +18,14 @@ const AT_ONCE: Duration = Duration::from_secs(1);
 /// that expanded what it was given would take gigabytes.
 const MAX_RSS_KIB: i64 = 200 * 1024;
 
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Runs `cm ARGS` on `stack`, insisting on exit `code` within [`AT_ONCE`]; its stderr.
 fn refused(stack: &Stack, args: &[&str], code: i32) -> String {
     let started = Instant::now();
     let out = stack.cm(args);
     let took = started.elapsed();
-    let (stdout, stderr) = text(&out);
+    let (stdout, stderr) = (out.stdout, out.stderr);
     assert_eq!(
-        out.status.code(),
+        out.code,
         Some(code),
         "cm {args:?}:\nstdout: {stdout}\nstderr: {stderr}"
     );
@@ -254,7 +246,7 @@ fn a_forged_newline_stays_on_its_line_and_fools_no_log_reader() {
     common::publish_to(&queue, &body, props);
 
     eventually(Duration::from_secs(30), "the forged jobs to end", || {
-        let jobs = common::jobs(&stack);
+        let jobs = stack.jobs();
         let ended = |id: &str| {
             jobs.iter().any(|j| {
                 j["id"] == id && matches!(j["state"].as_str(), Some("SUCCESS" | "FAILURE"))
@@ -262,7 +254,8 @@ fn a_forged_newline_stays_on_its_line_and_fools_no_log_reader() {
         };
         ended(&carrier) && ended(&launch_id) && ended(&by_id.id)
     });
-    let launched = common::jobs(&stack)
+    let launched = stack
+        .jobs()
         .into_iter()
         .find(|j| j["id"] == launch_id.as_str())
         .expect("the launch");
@@ -335,7 +328,7 @@ fn cm_call_refuses_what_a_worker_would_and_publishes_nothing() {
 #[test]
 fn states_match_in_any_case_and_unknown_names_are_refused() {
     let stack = Stack::new();
-    let ids = stack.publish(&[&LAUNCH[..], &["--hosts", "i[1-2]"]].concat());
+    let ids = stack.launch().hosts("i[1-2]").ids();
     assert_eq!(ids.len(), 2);
     for state in ["PENDING", "pending", "Pending"] {
         let out = stack.ok(&["jobs", "--state", state, "--json"]);
@@ -407,7 +400,7 @@ fn a_job_is_shown_by_a_unique_part_of_its_id() {
             store_url,
             ..Options::default()
         });
-        let ids = stack.publish(&[&LAUNCH[..], &["--hosts", "i[1-2]"]].concat());
+        let ids = stack.launch().hosts("i[1-2]").ids();
         let [a, b] = [&ids[0], &ids[1]];
         // The end the web shows; a start long enough to take in some of the id's random bits.
         for part in [&a[a.len() - 8..], &a[..a.len() - 2], a.as_str()] {
@@ -476,7 +469,10 @@ fn library_lines_reach_a_commands_stderr_only_with_verbose() {
             .env_remove("CM_BROKER_URL")
             .output()
             .expect("run cm");
-        let (stdout, stderr) = text(&out);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
         assert!(out.status.success(), "{stdout}{stderr}");
         assert!(stderr.contains("trying the next node"), "{stderr}");
         stderr
