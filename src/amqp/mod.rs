@@ -1,7 +1,8 @@
 //! RabbitMQ through lapin: connect to a node of a list (with errors an operator can act on),
 //! declare cm's queues, publish confirmed.
 //!
-//! - `connect`: a connection to the first node of the list that answers, and which node that is.
+//! - `connect`: the broker list as a value: a connection to the first node that answers, and
+//!   which node that is.
 //! - `topology`: the queues cm declares and consumes without acks.
 //! - `publisher`: a channel in confirm mode: send a batch, wait for its confirms.
 //! - `inspect`: `cm queue status --all`'s ping over the `cm.control` exchange.
@@ -13,15 +14,17 @@ pub mod node;
 mod publisher;
 mod topology;
 
-pub use connect::{
-    connect, connected_node, current_node, lost, CONNECT_TIMEOUT, HEARTBEAT_SECONDS,
-};
+pub use connect::{Brokers, CONNECT_TIMEOUT, HEARTBEAT_SECONDS};
 pub use publisher::{Publisher, DIRECT_REPLY_TO, NACK_RETRY_FOR};
 pub use topology::{
     consume_unacked, declare_dead_queue, declare_queue, declare_work_queue, private_queue,
 };
 
 use crate::config::urls::redact;
+
+/// The test broker of the unit tests that need one (`make up`).
+#[cfg(test)]
+pub(crate) const TEST_BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection};
 
-use super::connect::current_node;
 use super::topology::consume_unacked;
 use super::BrokerError;
 use crate::celery::message::TaskMessage;
@@ -103,7 +102,9 @@ enum Settled {
 /// its own to declare (the broker fills in an address of the channel for the worker to answer).
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
-/// A channel in confirm mode for persistent, confirmed publishing.
+/// A channel in confirm mode for persistent, confirmed publishing: under a client's batches
+/// (`client::publish::Publisher`) and a worker's own publishes (re-publishes, dead letters,
+/// replies) alike.
 pub struct Publisher {
     /// Kept to open a fresh channel after a nack (see [`Publisher::renew`]).
     conn: Arc<Connection>,
@@ -120,14 +121,15 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A publisher on `conn`, which reached `node` (`Brokers::current_node` right after the
+    /// connect: an error names the node that refused, not the whole list); `origin` is the
+    /// messages' `origin` header.
     pub async fn open(
         conn: &Arc<Connection>,
-        url: &str,
+        node: &str,
         origin: &str,
     ) -> Result<Self, BrokerError> {
-        // The node of the list `conn` reached (`connect` just made it the preferred one), so
-        // that an error names the node that refused, not the whole list.
-        let url = current_node(url);
+        let url = crate::config::urls::redact(node);
         let channel = confirm_channel(conn, &url).await?;
         Ok(Self {
             conn: conn.clone(),
@@ -336,8 +338,12 @@ mod tests {
     /// the new channel over it) and is still confirmed.
     #[tokio::test]
     async fn direct_replies_reach_the_publisher_until_its_channel_is_renewed() -> TestResult {
-        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
-        let conn = Arc::new(super::super::connect(url, "cm unit test").await?);
+        let url = crate::amqp::TEST_BROKER_URL;
+        let conn = Arc::new(
+            crate::amqp::Brokers::new(url)
+                .connect("cm unit test")
+                .await?,
+        );
         let queue = format!("cm_unit_replies_{}", std::process::id());
         let other = conn.create_channel().await?;
         // Gone with the connection.

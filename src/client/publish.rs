@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use lapin::Connection;
 
-use crate::amqp::{self, BrokerError, Publisher};
+use crate::amqp::{self, BrokerError, Brokers, Publisher};
 use crate::celery::message::TaskMessage;
 use crate::config::{Config, QueueConfig};
 use crate::exit::CmError;
@@ -24,11 +24,12 @@ const CHUNK: usize = 1000;
 /// stored and published (those run).
 pub async fn publish_jobs(
     cfg: &Config,
+    brokers: &Brokers,
     store: &Store,
     task: &str,
     messages: &[TaskMessage],
 ) -> anyhow::Result<String> {
-    publish_to(cfg, store, queue_for(cfg, task)?, messages).await
+    publish_to(cfg, brokers, store, queue_for(cfg, task)?, messages).await
 }
 
 /// The queue that takes `task`: the first whose `tasks` list it.
@@ -44,13 +45,14 @@ pub fn queue_for<'a>(cfg: &'a Config, task: &str) -> Result<&'a QueueConfig, CmE
 /// [`publish_jobs`] to a queue chosen by the caller.
 pub async fn publish_to(
     cfg: &Config,
+    brokers: &Brokers,
     store: &Store,
     queue: &QueueConfig,
     messages: &[TaskMessage],
 ) -> anyhow::Result<String> {
     // Connect first: with no broker there is nothing to record.
-    let conn = connect(cfg).await?;
-    let published = publish_on(cfg, &conn, store, queue, messages).await;
+    let (conn, node) = connect(cfg, brokers).await?;
+    let published = publish_on(cfg, &conn, &node, store, queue, messages).await;
     let why = if published.is_ok() {
         "published"
     } else {
@@ -62,13 +64,14 @@ pub async fn publish_to(
 
 /// A publisher's connection to the broker, shared (its publisher opens a new channel on it
 /// after a nack, see `amqp::Publisher`).
-pub async fn connect(cfg: &Config) -> Result<Arc<Connection>, BrokerError> {
-    let conn = amqp::connect(
-        &cfg.broker_url,
-        &format!("cm publisher cm@{}", cfg.node_host),
-    )
-    .await?;
-    Ok(Arc::new(conn))
+pub async fn connect(
+    cfg: &Config,
+    brokers: &Brokers,
+) -> Result<(Arc<Connection>, String), BrokerError> {
+    let conn = brokers
+        .connect(&format!("cm publisher cm@{}", cfg.node_host))
+        .await?;
+    Ok((Arc::new(conn), brokers.current_node()))
 }
 
 /// [`publish_to`] on a connection the caller keeps (and closes): `--wait` hears its jobs'
@@ -76,11 +79,12 @@ pub async fn connect(cfg: &Config) -> Result<Arc<Connection>, BrokerError> {
 pub async fn publish_on(
     cfg: &Config,
     conn: &Arc<Connection>,
+    node: &str,
     store: &Store,
     queue: &QueueConfig,
     messages: &[TaskMessage],
 ) -> anyhow::Result<String> {
-    let publisher = publisher(cfg, conn).await?;
+    let publisher = publisher(cfg, conn, node).await?;
     let published = publish_with(cfg, &publisher, store, queue, messages).await;
     publisher.close().await;
     published
@@ -88,8 +92,12 @@ pub async fn publish_on(
 
 /// The publisher [`publish_on`] publishes through, for a caller that needs it beyond (replies
 /// on its channel, see `results::Replies`): then publish with [`publish_with`].
-pub async fn publisher(cfg: &Config, conn: &Arc<Connection>) -> Result<Publisher, BrokerError> {
-    Publisher::open(conn, &cfg.broker_url, &format!("cm@{}", cfg.node_host)).await
+pub async fn publisher(
+    cfg: &Config,
+    conn: &Arc<Connection>,
+    node: &str,
+) -> Result<Publisher, BrokerError> {
+    Publisher::open(conn, node, &format!("cm@{}", cfg.node_host)).await
 }
 
 /// [`publish_on`] through `publisher`, left open.

@@ -44,7 +44,9 @@ fn quorum(cfg: &Config, name: &str) -> bool {
 
 pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let conn = amqp::connect(&cfg.broker_url, "cm dead list").await?;
+    let conn = amqp::Brokers::new(&cfg.broker_url)
+        .connect("cm dead list")
+        .await?;
     let channel = conn.create_channel().await?;
     let mut found = Vec::new();
     let mut last_tag = None;
@@ -105,8 +107,9 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
 
 pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let conn = std::sync::Arc::new(amqp::connect(&cfg.broker_url, "cm dead requeue").await?);
-    let publisher = Publisher::open(&conn, &cfg.broker_url, "cm").await?;
+    let brokers = amqp::Brokers::new(&cfg.broker_url);
+    let conn = std::sync::Arc::new(brokers.connect("cm dead requeue").await?);
+    let publisher = Publisher::open(&conn, &brokers.current_node(), "cm").await?;
     let channel = conn.create_channel().await?;
     let mut moved = 0;
     for q in queues {

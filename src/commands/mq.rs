@@ -175,7 +175,10 @@ fn queue_names(cfg: &Config) -> Vec<(String, String)> {
 
 pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<Code> {
     let shown = redact(&cfg.broker_url);
-    let conn = match amqp::connect(&cfg.broker_url, "cm mq status").await {
+    let conn = match amqp::Brokers::new(&cfg.broker_url)
+        .connect("cm mq status")
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             if json {
@@ -400,7 +403,9 @@ pub async fn setup(cfg: &Config) -> anyhow::Result<Code> {
         }
         .into());
     }
-    let conn = amqp::connect(&cfg.broker_url, "cm mq setup").await?;
+    let conn = amqp::Brokers::new(&cfg.broker_url)
+        .connect("cm mq setup")
+        .await?;
     let _ = conn.close(200, "setup checked".into()).await;
     crate::outln!("ok: {} accepts the login", redact(&cfg.broker_url));
     Ok(Code::Success)

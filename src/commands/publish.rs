@@ -94,9 +94,10 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         ));
     }
     messages.insert(0, msg);
-    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg));
-    let (store, conn) = (store?, conn?);
-    let code = publish_and_wait(cfg, &conn, &store, queue, messages, &args.wait).await;
+    let brokers = crate::amqp::Brokers::new(&cfg.broker_url);
+    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg, &brokers));
+    let (store, (conn, node)) = (store?, conn?);
+    let code = publish_and_wait(cfg, &conn, &node, &store, queue, messages, &args.wait).await;
     let _ = conn.close(200, "done".into()).await;
     let code = code?;
     if !args.wait.wait || args.count > 1 {
@@ -140,9 +141,10 @@ async fn publish(
 ) -> anyhow::Result<Code> {
     let queue = publish::queue_for(cfg, task)?;
     // The store is opened while the broker is connected to: a one-job `--wait` is mostly that.
-    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg));
-    let (store, conn) = (store?, conn?);
-    let code = publish_and_wait(cfg, &conn, &store, queue, messages, wait).await;
+    let brokers = crate::amqp::Brokers::new(&cfg.broker_url);
+    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg, &brokers));
+    let (store, (conn, node)) = (store?, conn?);
+    let code = publish_and_wait(cfg, &conn, &node, &store, queue, messages, wait).await;
     let _ = conn.close(200, "done".into()).await;
     code
 }
@@ -150,12 +152,13 @@ async fn publish(
 async fn publish_and_wait(
     cfg: &Config,
     conn: &std::sync::Arc<lapin::Connection>,
+    node: &str,
     store: &Store,
     queue: &QueueConfig,
     mut messages: Vec<TaskMessage>,
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
-    let publisher = publish::publisher(cfg, conn).await?;
+    let publisher = publish::publisher(cfg, conn, node).await?;
     // The replies come on the publisher's channel: it stays open until they are all in.
     let done = async {
         let replies = replies_for(&publisher, wait, &mut messages).await?;

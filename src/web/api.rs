@@ -146,7 +146,7 @@ fn invalid(e: Invalid) -> Response {
 }
 
 async fn publish(state: &AppState, task: &str, messages: Vec<TaskMessage>) -> Response {
-    match publish_jobs(state.cfg(), state.store(), task, &messages).await {
+    match publish_jobs(state.cfg(), state.brokers(), state.store(), task, &messages).await {
         Ok(batch) => {
             let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
             (
@@ -198,7 +198,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
     let cfg = state.cfg();
     let name = format!("cm web healthz@{}", cfg.node_host);
-    match tokio::time::timeout(HEALTH_TIMEOUT, crate::amqp::connect(&cfg.broker_url, &name)).await {
+    match tokio::time::timeout(HEALTH_TIMEOUT, state.brokers().connect(&name)).await {
         Err(_) => unhealthy(format!(
             "broker at {}: no answer within 3s",
             crate::config::urls::redact(&cfg.broker_url)

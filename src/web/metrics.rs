@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 
 use super::data::worker_statuses;
 use super::state::AppState;
+use crate::amqp::Brokers;
 use crate::config::Config;
 use crate::store::{DurationHistogram, JobFilter};
 
@@ -88,10 +89,10 @@ fn gauges<'a>(values: impl IntoIterator<Item = (&'a str, String, i64)>) -> Famil
 
 /// Messages waiting in each configured queue (passive declares: nothing is created); `None`
 /// when the broker does not answer in time. A queue not declared yet is left out.
-async fn queue_depths(cfg: &Config) -> Option<Vec<(String, u32)>> {
+async fn queue_depths(cfg: &Config, brokers: &Brokers) -> Option<Vec<(String, u32)>> {
     let name = format!("cm web metrics@{}", cfg.node_host);
     let work = async {
-        let conn = crate::amqp::connect(&cfg.broker_url, &name).await.ok()?;
+        let conn = brokers.connect(&name).await.ok()?;
         let mut depths = Vec::new();
         for q in &cfg.queues {
             // A passive declare of a missing queue closes its channel: one channel per queue.
@@ -131,7 +132,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
         }
     };
-    let (workers, depths) = tokio::join!(worker_statuses(&state), queue_depths(state.cfg()));
+    let (workers, depths) = tokio::join!(
+        worker_statuses(&state),
+        queue_depths(state.cfg(), state.brokers())
+    );
 
     let mut registry = Registry::default();
     registry.register(

@@ -203,7 +203,7 @@ async fn publish_and_watch(
     task: &str,
     messages: &[crate::celery::message::TaskMessage],
 ) -> Response {
-    match publish_jobs(state.cfg(), state.store(), task, messages).await {
+    match publish_jobs(state.cfg(), state.brokers(), state.store(), task, messages).await {
         Ok(batch) => {
             let to = JobsQuery {
                 batch: Some(batch),

@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::host::ServedHosts;
 use super::session::{same_secret, Sessions};
+use crate::amqp::Brokers;
 use crate::config::Config;
 use crate::store::Store;
 
@@ -25,6 +26,8 @@ struct Inner {
     store: Store,
     sessions: Sessions,
     hosts: ServedHosts,
+    /// `[broker] url`, for every connection the handlers make.
+    brokers: Brokers,
     /// Requests answered, for `/metrics`.
     requests: Counter,
 }
@@ -42,6 +45,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 sessions: Sessions::new(cfg.web_tls.is_some()),
                 hosts: ServedHosts::new(bind, addr),
+                brokers: Brokers::new(&cfg.broker_url),
                 cfg,
                 store,
                 requests: Counter::default(),
@@ -51,6 +55,10 @@ impl AppState {
 
     pub fn cfg(&self) -> &Config {
         &self.inner.cfg
+    }
+
+    pub fn brokers(&self) -> &Brokers {
+        &self.inner.brokers
     }
 
     pub fn store(&self) -> &Store {

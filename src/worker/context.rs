@@ -16,7 +16,7 @@ use super::lease::LeasedJobs;
 use super::remote::Remote;
 use super::revokes::Revocations;
 use super::stats::Counters;
-use crate::amqp::Publisher;
+use crate::amqp::{Brokers, Publisher};
 use crate::config::{Config, QueueConfig};
 use crate::joblog;
 use crate::jobs::cancel::Stops;
@@ -44,6 +44,8 @@ pub(super) struct WorkerState {
     pub(super) remote: Arc<Remote>,
     /// Where commands write their `$CM_RESULT` files.
     pub(super) result_dir: PathBuf,
+    /// `[broker] url`: each session connects to the node reached last, or the next after a loss.
+    pub(super) brokers: Brokers,
 }
 
 /// One broker session's context: the worker's state, and what lives on this connection.

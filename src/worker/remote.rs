@@ -56,7 +56,7 @@ pub(super) struct Remote {
     /// `registered`: cm's own tasks and the config's command tasks.
     tasks: Vec<String>,
     /// `[broker] url`, to name the node connected to now (`cm queue status --all`).
-    broker_urls: String,
+    brokers: amqp::Brokers,
     /// Where `revoke` and `terminate` go: the store, for every worker, and this one at once.
     revoker: Revoker,
 }
@@ -77,6 +77,7 @@ impl Remote {
         stop: RemoteStop,
         utcoffset: i64,
         revoker: Revoker,
+        brokers: &amqp::Brokers,
     ) -> Arc<Self> {
         let node = cfg.node_name(worker.name);
         let pid = std::process::id();
@@ -130,7 +131,7 @@ impl Remote {
                 .map(|t| t.to_string())
                 .chain(cfg.tasks.keys().cloned())
                 .collect(),
-            broker_urls: cfg.broker_url.clone(),
+            brokers: brokers.clone(),
             revoker,
         })
     }
@@ -174,7 +175,7 @@ impl Remote {
             memory_bytes: crate::control::procs::rss_bytes(me),
             jobs_done: s.jobs_done,
             jobs_failed: s.jobs_failed,
-            broker: amqp::connected_node(&self.broker_urls),
+            broker: self.brokers.connected_node(),
         }
     }
 

@@ -18,6 +18,7 @@ use super::revokes::{self, Revoker};
 use super::session::Sessions;
 use super::shutdown::Shutdown;
 use super::stats::Counters;
+use crate::amqp::Brokers;
 use crate::config::{Config, WorkerRef};
 use crate::exit::CmError;
 use crate::jobs::cancel::Stops;
@@ -42,7 +43,17 @@ pub async fn serve(
         "shutdown asked"
     });
     let stats = Arc::new(Counters::default());
-    serve_worker(cfg, worker, shutdown, stats, local_utcoffset(), || {}).await
+    let brokers = Brokers::new(&cfg.broker_url);
+    serve_worker(
+        cfg,
+        worker,
+        shutdown,
+        stats,
+        brokers,
+        local_utcoffset(),
+        || {},
+    )
+    .await
 }
 
 /// Worker `name` of `cfg`, or the error that names the known ones.
@@ -77,6 +88,7 @@ pub(super) async fn serve_worker(
     worker: WorkerRef<'_>,
     mut shutdown: Shutdown,
     stats: Arc<Counters>,
+    brokers: Brokers,
     utcoffset: i64,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
@@ -105,7 +117,15 @@ pub(super) async fn serve_worker(
         stops: stops.clone(),
         by: format!("{node} (remote control)"),
     };
-    let remote = Remote::new(cfg, worker, &stats, shutdown.remote(), utcoffset, revoker);
+    let remote = Remote::new(
+        cfg,
+        worker,
+        &stats,
+        shutdown.remote(),
+        utcoffset,
+        revoker,
+        &brokers,
+    );
     let state = Arc::new(WorkerState {
         cfg: cfg.clone(),
         node: node.as_str().into(),
@@ -118,6 +138,7 @@ pub(super) async fn serve_worker(
         revoked,
         remote,
         result_dir: std::env::temp_dir(),
+        brokers,
     });
     let mut sessions = match Sessions::start(state.clone()).await {
         Ok(s) => s,

@@ -81,7 +81,7 @@ impl Sessions {
                 Ended::Lost(why) => {
                     self.current = None;
                     // The next connect tries another node of the list first.
-                    amqp::lost();
+                    self.worker.brokers.lost();
                     warn!(
                         "lost the broker connection: {why}; unacked jobs go back to queue {queue} and run again; reconnecting"
                     );
@@ -174,7 +174,7 @@ fn is_final_refusal(e: &anyhow::Error) -> bool {
 impl Session {
     async fn open(worker: &Arc<WorkerState>) -> anyhow::Result<Self> {
         let (cfg, node, queue) = (&worker.cfg, &*worker.node, &worker.queue);
-        let conn = Arc::new(amqp::connect(&cfg.broker_url, &format!("cm worker {node}")).await?);
+        let conn = Arc::new(worker.brokers.connect(&format!("cm worker {node}")).await?);
         let channel = conn.create_channel().await.context("opening a channel")?;
         amqp::declare_work_queue(&channel, &cfg.broker_url, queue).await?;
         channel
@@ -190,7 +190,7 @@ impl Session {
             )
             .await
             .with_context(|| format!("consuming from queue {}", queue.name))?;
-        let publisher = Publisher::open(&conn, &cfg.broker_url, node).await?;
+        let publisher = Publisher::open(&conn, &worker.brokers.current_node(), node).await?;
         // Only `cm queue status --all`'s ping is required; without a pidbox or events the
         // worker still runs jobs.
         let remote = &worker.remote;

@@ -97,6 +97,7 @@ async fn serve_process(
             left.len()
         );
     }
+    let brokers = crate::amqp::Brokers::new(&cfg.broker_url);
     let mut stats_writer = None;
     let on_ready = || {
         if let Some(pipe) = ready.take() {
@@ -105,10 +106,19 @@ async fn serve_process(
         stats_writer = Some(stats::spawn_writer(
             stats.clone(),
             cfg.stats_file(worker.name),
-            cfg.broker_url.clone(),
+            brokers.clone(),
         ));
     };
-    let served = serve_worker(cfg, worker, shutdown, stats.clone(), utcoffset, on_ready).await;
+    let served = serve_worker(
+        cfg,
+        worker,
+        shutdown,
+        stats.clone(),
+        brokers.clone(),
+        utcoffset,
+        on_ready,
+    )
+    .await;
     if let Some(writer) = stats_writer {
         writer.abort();
     }

@@ -44,18 +44,18 @@ impl Counters {
     }
 }
 
-/// Rewrites the stats file whenever the counts or the broker node (of the `urls` list) moved,
+/// Rewrites the stats file whenever the counts or the broker node (of `brokers`) moved,
 /// until aborted.
 pub(super) fn spawn_writer(
     stats: Arc<Counters>,
     path: PathBuf,
-    urls: String,
+    brokers: crate::amqp::Brokers,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
         loop {
             let now = WorkerStats {
-                broker: crate::amqp::connected_node(&urls),
+                broker: brokers.connected_node(),
                 ..stats.snapshot()
             };
             if last.as_ref() != Some(&now) {
