@@ -1,6 +1,7 @@
 //! What a client of the queue does, whichever front end asks (the CLI, the web, `/api/`):
 //!
-//! - `publish`: store jobs PENDING and publish them confirmed, as one batch.
+//! - `publish`: the one way to publish: a `Publisher` stores a batch of jobs PENDING and
+//!   publishes it confirmed.
 //! - `results`: the final states a waiting publisher is told (`--wait`).
 //! - `revoke`: revokes kept in the store, so that every worker sees them.
 

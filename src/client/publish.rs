@@ -1,12 +1,13 @@
-//! Publishing jobs the one way every front end does it (`cm launch`, `cm provision`, the web
-//! launcher): record them PENDING, publish them persistent and confirmed, take the records back
-//! if the broker would not have them.
+//! Publishing jobs the one way every front end does it (`cm launch`, `cm provision`, `cm call`,
+//! the web form and `/api/`): a [`Publisher`] records them PENDING, publishes them persistent
+//! and confirmed, and takes the records back if the broker would not have them.
 
 use std::sync::Arc;
 
 use lapin::Connection;
 
-use crate::amqp::{self, BrokerError, Brokers, Publisher};
+use super::results::{Replies, PUSHED_UP_TO};
+use crate::amqp::{self, BrokerError, Brokers};
 use crate::celery::message::TaskMessage;
 use crate::config::{Config, QueueConfig};
 use crate::exit::CmError;
@@ -16,21 +17,6 @@ use crate::store::{self, Store};
 /// Jobs per store transaction. The first of a big batch are on the queue, and running, while
 /// the rest are still being stored.
 const CHUNK: usize = 1000;
-
-/// Stores `messages` PENDING under a new batch id, publishes them confirmed to the queue that
-/// takes `task`, and returns the batch id. Every job is stored before it is published. A broker
-/// failure takes the batch's PENDING records back (the store never shows a job PENDING that was
-/// not published); a store failure stops publishing, and the error says how many jobs were
-/// stored and published (those run).
-pub async fn publish_jobs(
-    cfg: &Config,
-    brokers: &Brokers,
-    store: &Store,
-    task: &str,
-    messages: &[TaskMessage],
-) -> anyhow::Result<String> {
-    publish_to(cfg, brokers, store, queue_for(cfg, task)?, messages).await
-}
 
 /// The queue that takes `task`: the first whose `tasks` list it.
 pub fn queue_for<'a>(cfg: &'a Config, task: &str) -> Result<&'a QueueConfig, CmError> {
@@ -42,137 +28,154 @@ pub fn queue_for<'a>(cfg: &'a Config, task: &str) -> Result<&'a QueueConfig, CmE
     })
 }
 
-/// [`publish_jobs`] to a queue chosen by the caller.
-pub async fn publish_to(
-    cfg: &Config,
-    brokers: &Brokers,
-    store: &Store,
-    queue: &QueueConfig,
-    messages: &[TaskMessage],
-) -> anyhow::Result<String> {
-    // Connect first: with no broker there is nothing to record.
-    let (conn, node) = connect(cfg, brokers).await?;
-    let published = publish_on(cfg, &conn, &node, store, queue, messages).await;
-    let why = if published.is_ok() {
-        "published"
-    } else {
-        "publish failed"
-    };
-    let _ = conn.close(200, why.into()).await;
-    published
+/// A front end's way to the queues: a connection to the broker and a channel in confirm mode
+/// on it, sending batches of jobs. Close it with [`Publisher::close`] once the replies of its
+/// batches are no longer listened to.
+pub struct Publisher<'c> {
+    cfg: &'c Config,
+    /// Shared with `channel`, which opens a new channel on it after a nack.
+    conn: Arc<Connection>,
+    channel: amqp::Publisher,
+    /// The node connected to, redacted, for errors.
+    node: String,
 }
 
-/// A publisher's connection to the broker, shared (its publisher opens a new channel on it
-/// after a nack, see `amqp::Publisher`).
-pub async fn connect(
-    cfg: &Config,
-    brokers: &Brokers,
-) -> Result<(Arc<Connection>, String), BrokerError> {
-    let conn = brokers
-        .connect(&format!("cm publisher cm@{}", cfg.node_host))
-        .await?;
-    Ok((Arc::new(conn), brokers.current_node()))
+/// A batch published: its id (the jobs' `batch` in the store) and, when the caller waits for a
+/// batch of few jobs, the replies telling their final states.
+pub struct Batch {
+    pub id: String,
+    /// On the publisher's channel: they end when it is closed.
+    pub replies: Option<Replies>,
 }
 
-/// [`publish_to`] on a connection the caller keeps (and closes): `--wait` hears its jobs'
-/// replies on it.
-pub async fn publish_on(
-    cfg: &Config,
-    conn: &Arc<Connection>,
-    node: &str,
-    store: &Store,
-    queue: &QueueConfig,
-    messages: &[TaskMessage],
-) -> anyhow::Result<String> {
-    let publisher = publisher(cfg, conn, node).await?;
-    let published = publish_with(cfg, &publisher, store, queue, messages).await;
-    publisher.close().await;
-    published
-}
-
-/// The publisher [`publish_on`] publishes through, for a caller that needs it beyond (replies
-/// on its channel, see `results::Replies`): then publish with [`publish_with`].
-pub async fn publisher(
-    cfg: &Config,
-    conn: &Arc<Connection>,
-    node: &str,
-) -> Result<Publisher, BrokerError> {
-    Publisher::open(conn, node, &format!("cm@{}", cfg.node_host)).await
-}
-
-/// [`publish_on`] through `publisher`, left open.
-pub async fn publish_with(
-    cfg: &Config,
-    publisher: &Publisher,
-    store: &Store,
-    queue: &QueueConfig,
-    messages: &[TaskMessage],
-) -> anyhow::Result<String> {
-    // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
-    amqp::declare_work_queue(&publisher.channel().await?, &cfg.broker_url, queue).await?;
-
-    let batch = uuid::Uuid::new_v4().to_string();
-    let now = store::now_ms();
-    let records = |chunk: &[TaskMessage]| -> Vec<store::NewJob> {
-        chunk
-            .iter()
-            .map(|m| jobs::new_job(m, cfg, &queue.name, Some(batch.clone()), now))
-            .collect()
-    };
-    let chunks: Vec<&[TaskMessage]> = messages.chunks(CHUNK).collect();
-    let mut sent = Vec::with_capacity(messages.len());
-    let mut outcome = Ok(());
-    let mut stored = match chunks.first() {
-        Some(first) => store.insert_pending(&records(first)).await,
-        None => Ok(()),
-    };
-    for (k, chunk) in chunks.iter().enumerate() {
-        if let Err(e) = stored {
-            let published = sent.len();
-            if let Err(lost) = publisher.confirmed(&queue.name, sent).await {
-                // The broker failed as well: what it holds runs; no record says PENDING for sure.
-                take_back(store, &batch).await;
-                return Err(
-                    anyhow::Error::from(lost).context(format!("after the store failed: {e}"))
-                );
+impl<'c> Publisher<'c> {
+    /// Connects to a node of `brokers` and opens the confirm channel. Connecting comes first:
+    /// with no broker there is nothing to record.
+    pub async fn open(cfg: &'c Config, brokers: &Brokers) -> Result<Self, BrokerError> {
+        let origin = format!("cm@{}", cfg.node_host);
+        let conn = Arc::new(brokers.connect(&format!("cm publisher {origin}")).await?);
+        let node = brokers.current_node();
+        match amqp::Publisher::open(&conn, &node, &origin).await {
+            Ok(channel) => Ok(Self {
+                cfg,
+                conn,
+                channel,
+                node,
+            }),
+            Err(e) => {
+                let _ = conn.close(200, "no channel".into()).await;
+                Err(e)
             }
-            let e = anyhow::Error::from(e);
-            return Err(if published == 0 {
-                e
-            } else {
-                e.context(format!(
+        }
+    }
+
+    /// Stores `messages` PENDING under a new batch id and publishes them confirmed to `queue`.
+    /// Every job is stored before it is published. A broker failure takes the batch's PENDING
+    /// records back (the store never shows a job PENDING that was not published); a store
+    /// failure stops publishing, and the error says how many jobs were stored and published
+    /// (those run). With `waited` (the caller waits for the jobs' final states) a batch of up
+    /// to [`PUSHED_UP_TO`] jobs is told them on this publisher's channel ([`Batch::replies`],
+    /// their `reply_to`): one such batch per publisher.
+    pub async fn send(
+        &self,
+        store: &Store,
+        queue: &QueueConfig,
+        messages: &mut [TaskMessage],
+        waited: bool,
+    ) -> anyhow::Result<Batch> {
+        // Consumed before any job is published, so that no reply comes unheard.
+        let replies = if waited && messages.len() <= PUSHED_UP_TO {
+            let replies = Replies::on(&self.channel).await?;
+            for m in messages.iter_mut() {
+                m.reply_to = Some(replies.address().to_string());
+            }
+            Some(replies)
+        } else {
+            None
+        };
+        let id = self.publish(store, queue, messages).await?;
+        Ok(Batch { id, replies })
+    }
+
+    /// Closes the channel, then the connection.
+    pub async fn close(self) {
+        self.channel.close().await;
+        let _ = self.conn.close(200, "done".into()).await;
+    }
+
+    /// [`Publisher::send`] without replies: the batch id.
+    async fn publish(
+        &self,
+        store: &Store,
+        queue: &QueueConfig,
+        messages: &[TaskMessage],
+    ) -> anyhow::Result<String> {
+        // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
+        amqp::declare_work_queue(&self.channel.channel().await?, &self.node, queue).await?;
+
+        let batch = uuid::Uuid::new_v4().to_string();
+        let now = store::now_ms();
+        let records = |chunk: &[TaskMessage]| -> Vec<store::NewJob> {
+            chunk
+                .iter()
+                .map(|m| jobs::new_job(m, self.cfg, &queue.name, Some(batch.clone()), now))
+                .collect()
+        };
+        let chunks: Vec<&[TaskMessage]> = messages.chunks(CHUNK).collect();
+        let mut sent = Vec::with_capacity(messages.len());
+        let mut outcome = Ok(());
+        let mut stored = match chunks.first() {
+            Some(first) => store.insert_pending(&records(first)).await,
+            None => Ok(()),
+        };
+        for (k, chunk) in chunks.iter().enumerate() {
+            if let Err(e) = stored {
+                let published = sent.len();
+                if let Err(lost) = self.channel.confirmed(&queue.name, sent).await {
+                    // The broker failed as well: what it holds runs; no record says PENDING for sure.
+                    take_back(store, &batch).await;
+                    return Err(
+                        anyhow::Error::from(lost).context(format!("after the store failed: {e}"))
+                    );
+                }
+                let e = anyhow::Error::from(e);
+                return Err(if published == 0 {
+                    e
+                } else {
+                    e.context(format!(
                     "{published} of {} jobs of batch {batch} were stored and published and will run (`cm jobs`, or db_stats?batch={batch} on the web); the rest were not published",
                     messages.len()
                 ))
-            });
-        }
-        // The next chunk is stored while this one is published: the store and the broker work
-        // at the same time, and the publisher, which sets the pace, never waits for the store.
-        let store_next = async {
-            match chunks.get(k + 1) {
-                Some(next) => store.insert_pending(&records(next)).await,
-                None => Ok(()),
+                });
             }
-        };
-        let (published, next_stored) =
-            tokio::join!(publisher.send_all(&queue.name, chunk.iter()), store_next);
-        match published {
-            Ok(more) => sent.extend(more),
-            Err(e) => {
-                outcome = Err(e);
-                break;
+            // The next chunk is stored while this one is published: the store and the broker work
+            // at the same time, and the publisher, which sets the pace, never waits for the store.
+            let store_next = async {
+                match chunks.get(k + 1) {
+                    Some(next) => store.insert_pending(&records(next)).await,
+                    None => Ok(()),
+                }
+            };
+            let (published, next_stored) =
+                tokio::join!(self.channel.send_all(&queue.name, chunk.iter()), store_next);
+            match published {
+                Ok(more) => sent.extend(more),
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
+            stored = next_stored;
         }
-        stored = next_stored;
+        if outcome.is_ok() {
+            outcome = self.channel.confirmed(&queue.name, sent).await;
+        }
+        if let Err(e) = outcome {
+            take_back(store, &batch).await;
+            return Err(e.into());
+        }
+        Ok(batch)
     }
-    if outcome.is_ok() {
-        outcome = publisher.confirmed(&queue.name, sent).await;
-    }
-    if let Err(e) = outcome {
-        take_back(store, &batch).await;
-        return Err(e.into());
-    }
-    Ok(batch)
 }
 
 /// Deletes the batch's records still PENDING: the broker may not hold those jobs.
@@ -180,4 +183,20 @@ async fn take_back(store: &Store, batch: &str) {
     if let Err(undo) = store.delete_unpublished(batch).await {
         tracing::error!("taking back the PENDING records of batch {batch}: {undo}");
     }
+}
+
+/// Publishes `messages` to the queue that takes `task` through a [`Publisher`] of its own, and
+/// returns the batch id: for a front end that does not wait (the web form, `/api/`).
+pub async fn once(
+    cfg: &Config,
+    brokers: &Brokers,
+    store: &Store,
+    task: &str,
+    messages: &[TaskMessage],
+) -> anyhow::Result<String> {
+    let queue = queue_for(cfg, task)?;
+    let publisher = Publisher::open(cfg, brokers).await?;
+    let published = publisher.publish(store, queue, messages).await;
+    publisher.close().await;
+    published
 }

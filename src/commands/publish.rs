@@ -1,11 +1,10 @@
-//! `cm launch` and `cm provision`: publish jobs (persistent, confirmed) and print their ids.
+//! `cm launch`, `cm provision` and `cm call`: publish jobs (persistent, confirmed), print their
+//! ids, and wait for them if asked.
 
-use crate::amqp::Publisher;
-use crate::cli::{CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
-
+use crate::amqp::Brokers;
 use crate::celery::message::TaskMessage;
-use crate::client::publish;
-use crate::client::results::{Replies, PUSHED_UP_TO};
+use crate::cli::{CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
+use crate::client::publish::{self, Publisher};
 use crate::config::{Config, QueueConfig};
 use crate::exit::{CmError, Code};
 use crate::jobs::{self, launch::Launch, provision::Provision};
@@ -94,12 +93,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         ));
     }
     messages.insert(0, msg);
-    let brokers = crate::amqp::Brokers::new(&cfg.broker_url);
-    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg, &brokers));
-    let (store, (conn, node)) = (store?, conn?);
-    let code = publish_and_wait(cfg, &conn, &node, &store, queue, messages, &args.wait).await;
-    let _ = conn.close(200, "done".into()).await;
-    let code = code?;
+    let (code, store) = publish_and_wait(cfg, queue, messages, &args.wait).await?;
     if !args.wait.wait || args.count > 1 {
         return Ok(code);
     }
@@ -115,24 +109,7 @@ fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> V
         .collect()
 }
 
-/// Replies with the final states of `messages` if they are to be waited for and few enough
-/// ([`PUSHED_UP_TO`]); their `reply_to` says so.
-async fn replies_for(
-    publisher: &Publisher,
-    wait: &WaitArgs,
-    messages: &mut [TaskMessage],
-) -> anyhow::Result<Option<Replies>> {
-    if !wait.wait || messages.len() > PUSHED_UP_TO {
-        return Ok(None);
-    }
-    let replies = Replies::on(publisher).await?;
-    for m in messages.iter_mut() {
-        m.reply_to = Some(replies.address().to_string());
-    }
-    Ok(Some(replies))
-}
-
-/// Publishes through [`crate::client::publish::publish_jobs`], prints the job ids, and waits if asked.
+/// Publishes `messages` to the queue that takes `task`, prints the job ids, and waits if asked.
 async fn publish(
     cfg: &Config,
     task: &str,
@@ -140,29 +117,35 @@ async fn publish(
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
     let queue = publish::queue_for(cfg, task)?;
-    // The store is opened while the broker is connected to: a one-job `--wait` is mostly that.
-    let brokers = crate::amqp::Brokers::new(&cfg.broker_url);
-    let (store, conn) = tokio::join!(Store::open(&cfg.store_url), publish::connect(cfg, &brokers));
-    let (store, (conn, node)) = (store?, conn?);
-    let code = publish_and_wait(cfg, &conn, &node, &store, queue, messages, wait).await;
-    let _ = conn.close(200, "done".into()).await;
-    code
+    Ok(publish_and_wait(cfg, queue, messages, wait).await?.0)
 }
 
+/// [`publish`] to `queue`; also returns the store, for what the caller reads after.
 async fn publish_and_wait(
     cfg: &Config,
-    conn: &std::sync::Arc<lapin::Connection>,
-    node: &str,
-    store: &Store,
     queue: &QueueConfig,
     mut messages: Vec<TaskMessage>,
     wait: &WaitArgs,
-) -> anyhow::Result<Code> {
-    let publisher = publish::publisher(cfg, conn, node).await?;
+) -> anyhow::Result<(Code, Store)> {
+    let brokers = Brokers::new(&cfg.broker_url);
+    // The store is opened while the broker is connected to: a one-job `--wait` is mostly that.
+    let (store, publisher) =
+        tokio::join!(Store::open(&cfg.store_url), Publisher::open(cfg, &brokers));
+    let store = match store {
+        Ok(store) => store,
+        Err(e) => {
+            if let Ok(publisher) = publisher {
+                publisher.close().await;
+            }
+            return Err(e.into());
+        }
+    };
+    let publisher = publisher?;
     // The replies come on the publisher's channel: it stays open until they are all in.
     let done = async {
-        let replies = replies_for(&publisher, wait, &mut messages).await?;
-        let batch = publish::publish_with(cfg, &publisher, store, queue, &messages).await?;
+        let batch = publisher
+            .send(&store, queue, &mut messages, wait.wait)
+            .await?;
         let mut out = String::with_capacity(messages.len() * 37);
         for m in &messages {
             out.push_str(&m.id);
@@ -172,9 +155,9 @@ async fn publish_and_wait(
         if !wait.wait {
             return Ok(Code::Success);
         }
-        super::wait::batch(store, &batch, messages.len(), wait.timeout, replies).await
+        super::wait::batch(&store, batch, messages.len(), wait.timeout).await
     }
     .await;
     publisher.close().await;
-    done
+    Ok((done?, store))
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
 
-use crate::client::results::Replies;
+use crate::client::publish::Batch;
 use crate::exit::{CmError, Code};
 use crate::store::{self, JobFilter, Store};
 
@@ -17,18 +17,18 @@ const POLL_MIN: Duration = Duration::from_millis(20);
 /// Without a terminal, a progress line at most this often.
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
-/// Waits until the `total` jobs of `batch` are final. With `replies` (their messages' reply
-/// queue), the store is read again as soon as the replies say the last one is final.
+/// Waits until the `total` jobs of `batch` are final. With its replies, the store is read again
+/// as soon as they say the last one is final.
 pub async fn batch(
     store: &Store,
-    batch: &str,
+    batch: Batch,
     total: usize,
     timeout_s: f64,
-    mut replies: Option<Replies>,
 ) -> anyhow::Result<Code> {
+    let Batch { id, mut replies } = batch;
     let jobs = total;
     let filter = JobFilter {
-        batch: Some(batch.to_string()),
+        batch: Some(id),
         ..JobFilter::default()
     };
     let total = total as u64;

@@ -16,7 +16,7 @@ use super::input::{self, Invalid, LaunchInput, ProvisionInput};
 use super::render::json_error;
 use super::state::AppState;
 use crate::celery::message::TaskMessage;
-use crate::client::publish::publish_jobs;
+use crate::client::publish;
 use crate::client::revoke;
 use crate::jobs;
 
@@ -146,7 +146,7 @@ fn invalid(e: Invalid) -> Response {
 }
 
 async fn publish(state: &AppState, task: &str, messages: Vec<TaskMessage>) -> Response {
-    match publish_jobs(state.cfg(), state.brokers(), state.store(), task, &messages).await {
+    match publish::once(state.cfg(), state.brokers(), state.store(), task, &messages).await {
         Ok(batch) => {
             let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
             (

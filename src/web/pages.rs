@@ -16,7 +16,7 @@ use super::render::{
 use super::session::Session;
 use super::state::AppState;
 use super::view::{self, Choice, JobView, WorkerView};
-use crate::client::publish::publish_jobs;
+use crate::client::publish;
 use crate::jobs;
 use crate::store::JobFilter;
 
@@ -203,7 +203,7 @@ async fn publish_and_watch(
     task: &str,
     messages: &[crate::celery::message::TaskMessage],
 ) -> Response {
-    match publish_jobs(state.cfg(), state.brokers(), state.store(), task, messages).await {
+    match publish::once(state.cfg(), state.brokers(), state.store(), task, messages).await {
         Ok(batch) => {
             let to = JobsQuery {
                 batch: Some(batch),
