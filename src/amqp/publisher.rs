@@ -155,11 +155,7 @@ impl Publisher {
     /// was down, 404), and a worker's connection, still up, would otherwise publish nothing
     /// more (dead letters, retries, replies) until it is lost.
     pub async fn channel(&self) -> Result<Channel, BrokerError> {
-        let current = self
-            .channel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let current = self.current();
         if current.status().connected() {
             return Ok(current);
         }
@@ -170,14 +166,18 @@ impl Publisher {
         self.renew().await
     }
 
+    /// The channel publishes go through now (a clone: see `channel`'s field).
+    fn current(&self) -> Channel {
+        self.channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// Closes the publishing channel. One only dropped is closed behind the connection's back,
     /// and a connection closed meanwhile has lapin log the race as a connection error.
     pub async fn close(&self) {
-        let current = self
-            .channel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let current = self.current();
         if current.status().connected() {
             let _ = current.close(200, "done".into()).await;
         }
