@@ -39,12 +39,12 @@ fn tuned(url: &str) -> String {
 /// The broker's nodes (`[broker] url`: one URL or a `;`-separated list) and this process's way
 /// through them: which node was reached last, and whether that connection is up. Built once
 /// from the config; clones share the way, so every connection of a process fails over alike.
-#[derive(Clone, Debug)]
+/// No `Debug`: the URLs hold passwords.
+#[derive(Clone)]
 pub struct Brokers {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     urls: Vec<String>,
     /// Which URL of the list was reached last: the next connect tries it first, the next after
@@ -52,8 +52,8 @@ struct Inner {
     preferred: AtomicUsize,
     /// Whether the connection to the node reached last is up: set by a connect, cleared by
     /// [`Brokers::lost`]. Without it a worker between connections showed the node it would try
-    /// next as its node (seen in the cluster tests: "another node" 80 ms after its node
-    /// stopped, before any reconnect).
+    /// next as its node (seen in the cluster tests: "another node" as soon as its node stopped,
+    /// before any reconnect).
     connected: AtomicBool,
 }
 
