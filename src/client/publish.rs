@@ -200,3 +200,83 @@ pub async fn once(
     publisher.close().await;
     published
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use lapin::options::QueueDeleteOptions;
+    use serde_json::json;
+
+    use super::Publisher;
+    use crate::amqp::{Brokers, DIRECT_REPLY_TO, TEST_BROKER_URL};
+    use crate::celery::message::TaskMessage;
+    use crate::client::results::PUSHED_UP_TO;
+    use crate::config::{Config, StoreLocation};
+    use crate::store::{JobFilter, Store, PENDING};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn provisions(n: usize) -> Vec<TaskMessage> {
+        (0..n)
+            .map(|i| {
+                let args = vec![json!(format!("h{i}")), json!("image")];
+                TaskMessage::new(crate::jobs::PROVISION, args, serde_json::Map::new())
+            })
+            .collect()
+    }
+
+    /// Only a batch of few jobs that is waited for is told its final states (on the
+    /// publisher's channel, each message's `reply_to` says so); every batch is in the store
+    /// PENDING under its id, and on the queue.
+    #[tokio::test]
+    async fn a_small_waited_batch_gets_replies_and_every_batch_is_stored_then_queued() -> TestResult
+    {
+        let queue = format!("cm_unit_publish_{}", std::process::id());
+        let text = format!(
+            "[broker]\nurl = \"{TEST_BROKER_URL}\"\n[queues.{queue}]\nworkers = [\"w1\"]\ntasks = [\"cm.provision\"]\n"
+        );
+        let cfg = Config::parse(Path::new("/etc/cm/fabfile.toml"), &text)?;
+        let target = super::queue_for(&cfg, crate::jobs::PROVISION)?;
+        let store = Store::open(&StoreLocation::SqliteMemory).await?;
+        let brokers = Brokers::new(&cfg.broker_url);
+        let cases = [
+            (1, true, true),
+            (PUSHED_UP_TO, true, true),
+            (PUSHED_UP_TO + 1, true, false),
+            (1, false, false),
+        ];
+        for (n, waited, told) in cases {
+            let publisher = Publisher::open(&cfg, &brokers).await?;
+            let mut messages = provisions(n);
+            let batch = publisher
+                .send(&store, target, &mut messages, waited)
+                .await?;
+            publisher.close().await;
+            let case = format!("{n} jobs, waited: {waited}");
+            assert_eq!(batch.replies.is_some(), told, "{case}");
+            let reply_to = told.then_some(DIRECT_REPLY_TO);
+            assert!(
+                messages.iter().all(|m| m.reply_to.as_deref() == reply_to),
+                "{case}"
+            );
+            let filter = JobFilter {
+                batch: Some(batch.id),
+                ..JobFilter::default()
+            };
+            let counts = store.counts_by_state(&filter).await?;
+            assert_eq!(counts.len(), 1, "{case}: {counts:?}");
+            assert_eq!(counts[0].0, PENDING, "{case}");
+            assert_eq!(counts[0].1 as usize, n, "{case}");
+        }
+
+        let conn = brokers.connect("cm unit test").await?;
+        let channel = conn.create_channel().await?;
+        let queued = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        conn.close(200, "done".into()).await?;
+        assert_eq!(queued as usize, 2 * PUSHED_UP_TO + 3);
+        Ok(())
+    }
+}
