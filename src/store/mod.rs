@@ -84,6 +84,17 @@ macro_rules! is_final_sql {
 }
 pub(crate) use is_final_sql;
 
+/// The `jobs` columns in [`JobRow`]'s order (a macro, so that statements can `concat!` it).
+macro_rules! job_columns {
+    () => {
+        "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
+         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries, output, \
+         lease_owner, lease_until, eta_ms, expires_ms, time_limit_ms, soft_time_limit_ms, \
+         reply_to"
+    };
+}
+pub(crate) use job_columns;
+
 /// The `WHERE` of an upsert's `DO UPDATE`: the row there is not final, so it may change (the
 /// first final state wins; a final row keeps even its `deliveries`, the other run shows in the
 /// history). The row a worker's upsert meets is nearly always its producer's PENDING one:
@@ -92,7 +103,7 @@ macro_rules! live_row {
     () => {
         concat!(
             " WHERE jobs.state = 'PENDING' OR NOT ",
-            is_final_sql!("jobs.state")
+            $crate::store::is_final_sql!("jobs.state")
         )
     };
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, Statement, ToSql, TransactionBehavior};
 
 use super::checkpoint::Checkpointer;
+use super::counts::fold_counts_if_long;
 use super::pool::Pool;
 use super::{error, is_busy, settings};
 use crate::store::batch::{self, Commit, FoldedHistory, WholeRun};
@@ -127,57 +128,6 @@ pub(super) fn write(conn: &mut Connection, commit: &Commit<'_>) -> rusqlite::Res
     insert_history(&tx, &commit.history)?;
     fold_counts_if_long(&tx)?;
     tx.commit()
-}
-
-/// Changes recorded before [`fold_counts_if_long`] folds them. A fold is five statements, as
-/// many instructions as ten jobs' commit (callgrind-drain: 20k a job when each commit folded),
-/// while readers add a thousand unfolded rows in well under a millisecond.
-pub(super) const FOLD_AT: i64 = 1024;
-
-/// About how many changes wait to be folded: each fold empties the log, so its largest rowid
-/// is about how many rows it holds. One B-tree seek, not a count.
-pub(super) fn changes_waiting(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT COALESCE(MAX(rowid), 0) FROM job_count_changes")?
-        .query_row([], |r| r.get(0))
-}
-
-/// [`fold_counts`] once `FOLD_AT` changes wait.
-pub(super) fn fold_counts_if_long(conn: &Connection) -> rusqlite::Result<()> {
-    if changes_waiting(conn)? >= FOLD_AT {
-        fold_counts(conn)?;
-    }
-    Ok(())
-}
-
-/// Adds the changes the triggers recorded in `job_count_changes` to the kept counts, and
-/// empties it (see migration 0006): every change not folded yet, this transaction's or any
-/// earlier writer's. Minutes over a day old are dropped.
-pub(super) fn fold_counts(conn: &Connection) -> rusqlite::Result<()> {
-    // `WHERE true`: an upsert's SELECT needs a WHERE, or SQLite reads ON as a join's.
-    const FOLD: [&str; 5] = [
-        "INSERT INTO job_state_counts (state, n) SELECT state, SUM(n) FROM \
-         (SELECT state, 1 AS n FROM job_count_changes WHERE state IS NOT NULL UNION ALL \
-         SELECT state_was, -1 FROM job_count_changes WHERE state_was IS NOT NULL) \
-         WHERE true GROUP BY state HAVING SUM(n) <> 0 \
-         ON CONFLICT (state) DO UPDATE SET n = n + excluded.n",
-        "INSERT INTO job_worker_counts (worker, n) SELECT worker, SUM(n) FROM \
-         (SELECT worker, 1 AS n FROM job_count_changes WHERE worker IS NOT NULL UNION ALL \
-         SELECT worker_was, -1 FROM job_count_changes WHERE worker_was IS NOT NULL) \
-         WHERE true GROUP BY worker HAVING SUM(n) <> 0 \
-         ON CONFLICT (worker) DO UPDATE SET n = n + excluded.n",
-        "INSERT INTO job_finished_minutes (minute, n) SELECT minute, SUM(n) FROM \
-         (SELECT minute, 1 AS n FROM job_count_changes WHERE minute IS NOT NULL UNION ALL \
-         SELECT minute_was, -1 FROM job_count_changes WHERE minute_was IS NOT NULL) \
-         WHERE true GROUP BY minute HAVING SUM(n) <> 0 \
-         ON CONFLICT (minute) DO UPDATE SET n = n + excluded.n",
-        "DELETE FROM job_finished_minutes \
-         WHERE minute < CAST(strftime('%s', 'now') AS INTEGER) / 60 - 1440",
-        "DELETE FROM job_count_changes",
-    ];
-    for sql in FOLD {
-        conn.prepare_cached(sql)?.execute([])?;
-    }
-    Ok(())
 }
 
 /// Applies one event to its job's `jobs` row (its history is written apart). A final row is

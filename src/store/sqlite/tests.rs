@@ -3,9 +3,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::commit::{insert_history, insert_pending};
+use super::jobs::job_row;
 use super::*;
+use crate::store::batch;
 use crate::store::testing::{traffic, Model, Traffic};
-use crate::store::{Event, StoreLocation, RECEIVED};
+use crate::store::{job_columns, Event, EventRow, JobRow, NewJob, StoreLocation, RECEIVED};
 
 fn temp_store() -> Result<(tempfile::TempDir, PathBuf), std::io::Error> {
     let dir = tempfile::tempdir()?;

@@ -1,0 +1,90 @@
+//! Jobs received before their eta: held as SCHEDULED, then claimed when due by one scheduler.
+
+use rusqlite::{params, TransactionBehavior};
+
+use super::jobs::job_row;
+use super::Store;
+use crate::store::{job_columns, live_row, JobRow, MessageOptions, NewJob, StoreError};
+
+impl Store {
+    pub(crate) async fn schedule(
+        &self,
+        job: &NewJob,
+        options: &MessageOptions,
+        worker: &str,
+        now: i64,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (job, o) = (job.clone(), options.clone());
+        let (worker, detail) = (worker.to_string(), detail.to_string());
+        self.pool
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let changed = tx
+                    .prepare_cached(concat!(
+                        "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, \
+                         state, worker, submitted_ms, deliveries, eta_ms, expires_ms, \
+                         time_limit_ms, soft_time_limit_ms, reply_to) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'SCHEDULED', ?9, ?10, 1, ?11, \
+                         ?12, ?13, ?14, ?15) \
+                         ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+                         state = 'SCHEDULED', worker = excluded.worker, eta_ms = excluded.eta_ms, \
+                         expires_ms = excluded.expires_ms, time_limit_ms = excluded.time_limit_ms, \
+                         soft_time_limit_ms = excluded.soft_time_limit_ms, \
+                         reply_to = excluded.reply_to, lease_owner = NULL, lease_until = NULL",
+                        live_row!()
+                    ))?
+                    .execute(params![
+                        job.id,
+                        job.task,
+                        job.queue,
+                        job.args,
+                        job.server,
+                        job.recipe,
+                        job.kind,
+                        job.hosts,
+                        worker,
+                        job.submitted_ms,
+                        o.eta_ms,
+                        o.expires_ms,
+                        o.time_limit_ms,
+                        o.soft_time_limit_ms,
+                        o.reply_to,
+                    ])?;
+                if changed > 0 {
+                    tx.prepare_cached(
+                        "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
+                         VALUES (?1, 'SCHEDULED', ?2, ?3, ?4)",
+                    )?
+                    .execute(params![job.id, worker, now, detail])?;
+                }
+                tx.commit()
+            })
+            .await
+    }
+
+    pub(crate) async fn claim_due(
+        &self,
+        queue: &str,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let (queue, owner) = (queue.to_string(), owner.to_string());
+        self.pool
+            .run(move |conn| {
+                // One statement, under SQLite's one write lock: a racing claim finds them taken.
+                let mut st = conn.prepare_cached(concat!(
+                    "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 WHERE id IN \
+                     (SELECT id FROM jobs WHERE state = 'SCHEDULED' AND queue = ?3 \
+                     AND eta_ms <= ?4 AND lease_owner IS NULL ORDER BY eta_ms LIMIT ?5) \
+                     AND state = 'SCHEDULED' AND lease_owner IS NULL RETURNING ",
+                    job_columns!()
+                ))?;
+                let rows = st.query_map(params![owner, until_ms, queue, now_ms, limit], job_row)?;
+                rows.collect()
+            })
+            .await
+    }
+}
