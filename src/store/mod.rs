@@ -10,6 +10,7 @@
 
 mod batch;
 mod postgres;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod testing;
@@ -21,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use crate::config::StoreLocation;
+pub(crate) use sql::{is_final_sql, job_columns, live_row};
 pub use writer::{InFlight, Writer};
 
 pub const PENDING: &str = "PENDING";
@@ -65,49 +67,6 @@ pub fn is_cm_state(name: &str) -> bool {
             | REQUEUED
     )
 }
-
-/// SQL that is true when column `$col` holds a final state: [`is_final`] for either backend.
-/// Comparisons, not `IN (...)`: SQLite builds a temporary table for a list of three or more
-/// constants, each time a statement runs.
-macro_rules! is_final_sql {
-    ($col:literal) => {
-        concat!(
-            "(",
-            $col,
-            " = 'SUCCESS' OR ",
-            $col,
-            " = 'FAILURE' OR ",
-            $col,
-            " = 'REVOKED')"
-        )
-    };
-}
-pub(crate) use is_final_sql;
-
-/// The `jobs` columns in [`JobRow`]'s order (a macro, so that statements can `concat!` it).
-macro_rules! job_columns {
-    () => {
-        "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
-         submitted_ms, started_ms, finished_ms, result, error, deliveries, retries, output, \
-         lease_owner, lease_until, eta_ms, expires_ms, time_limit_ms, soft_time_limit_ms, \
-         reply_to"
-    };
-}
-pub(crate) use job_columns;
-
-/// The `WHERE` of an upsert's `DO UPDATE`: the row there is not final, so it may change (the
-/// first final state wins; a final row keeps even its `deliveries`, the other run shows in the
-/// history). The row a worker's upsert meets is nearly always its producer's PENDING one:
-/// tested first, one comparison decides (OR stops there) where the final test takes three.
-macro_rules! live_row {
-    () => {
-        concat!(
-            " WHERE jobs.state = 'PENDING' OR NOT ",
-            $crate::store::is_final_sql!("jobs.state")
-        )
-    };
-}
-pub(crate) use live_row;
 
 /// What went wrong, in the terms a caller acts on: `Unreachable` and `Busy` may pass (exit 69,
 /// 75), the others need a person. Causes are kept as text so that one failed commit can be

@@ -6,8 +6,9 @@ use sqlx::Row;
 
 use super::{commit, Store};
 use crate::store::batch;
+use crate::store::sql::Columns;
 use crate::store::{
-    job_columns, EventRow, JobFilter, JobRow, MessageOptions, NewJob, StoreError, PENDING, SUCCESS,
+    job_columns, EventRow, JobFilter, JobRow, NewJob, StoreError, PENDING, SUCCESS,
 };
 
 impl Store {
@@ -173,57 +174,40 @@ impl Store {
     }
 }
 
+impl Columns for PgRow {
+    type Error = sqlx::Error;
+
+    fn text(&self, i: usize) -> Result<String, sqlx::Error> {
+        self.try_get(i)
+    }
+
+    fn maybe_text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(i)
+    }
+
+    fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(i)
+    }
+
+    fn maybe_int(&self, i: usize) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get(i)
+    }
+}
+
+/// A row of [`job_columns!`].
 pub(super) fn job_row(r: &PgRow) -> Result<JobRow, sqlx::Error> {
-    Ok(JobRow {
-        id: r.try_get(0)?,
-        task: r.try_get(1)?,
-        queue: r.try_get(2)?,
-        args: r.try_get(3)?,
-        server: r.try_get(4)?,
-        recipe: r.try_get(5)?,
-        kind: r.try_get(6)?,
-        hosts: r.try_get(7)?,
-        batch: r.try_get(8)?,
-        state: r.try_get(9)?,
-        worker: r.try_get(10)?,
-        submitted_ms: r.try_get(11)?,
-        started_ms: r.try_get(12)?,
-        finished_ms: r.try_get(13)?,
-        result: r.try_get(14)?,
-        error: r.try_get(15)?,
-        deliveries: r.try_get(16)?,
-        retries: r.try_get(17)?,
-        output: r.try_get(18)?,
-        lease_owner: r.try_get(19)?,
-        lease_until: r.try_get(20)?,
-        options: MessageOptions {
-            eta_ms: r.try_get(21)?,
-            expires_ms: r.try_get(22)?,
-            time_limit_ms: r.try_get(23)?,
-            soft_time_limit_ms: r.try_get(24)?,
-            reply_to: r.try_get(25)?,
-        },
-    })
+    JobRow::read(r)
 }
 
 /// ` WHERE column = $1 AND ...` for the filter's columns, and their values in order.
 pub(super) fn where_clause(filter: &JobFilter) -> (String, Vec<String>) {
-    let (columns, binds): (Vec<String>, Vec<String>) = filter
-        .columns()
-        .enumerate()
-        .map(|(i, (column, value))| {
-            let column = match column {
-                // Only `unusual_state` is indexed (migration 0009); the two states it leaves
-                // out are the common ones, found soon in newest-first order.
-                "state" if value != PENDING && value != SUCCESS => "unusual_state",
-                other => other,
-            };
-            (format!("{column} = ${}", i + 1), value.to_string())
-        })
-        .unzip();
-    if columns.is_empty() {
-        (String::new(), binds)
-    } else {
-        (format!(" WHERE {}", columns.join(" AND ")), binds)
-    }
+    filter.where_clause(|i, column, value| {
+        let column = match column {
+            // Only `unusual_state` is indexed (migration 0009); the two states it leaves
+            // out are the common ones, found soon in newest-first order.
+            "state" if value != PENDING && value != SUCCESS => "unusual_state",
+            other => other,
+        };
+        format!("{column} = ${}", i + 1)
+    })
 }

@@ -5,7 +5,8 @@ use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use super::{commit, counts, Store};
 use crate::store::batch;
-use crate::store::{job_columns, EventRow, JobFilter, JobRow, MessageOptions, NewJob, StoreError};
+use crate::store::sql::Columns;
+use crate::store::{job_columns, EventRow, JobFilter, JobRow, NewJob, StoreError};
 
 impl Store {
     pub(crate) async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
@@ -166,48 +167,33 @@ impl Store {
     }
 }
 
+impl Columns for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+
+    fn maybe_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+
+    fn maybe_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+}
+
+/// A row of [`job_columns!`], for `query_row` and `query_map`.
 pub(super) fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
-    Ok(JobRow {
-        id: r.get(0)?,
-        task: r.get(1)?,
-        queue: r.get(2)?,
-        args: r.get(3)?,
-        server: r.get(4)?,
-        recipe: r.get(5)?,
-        kind: r.get(6)?,
-        hosts: r.get(7)?,
-        batch: r.get(8)?,
-        state: r.get(9)?,
-        worker: r.get(10)?,
-        submitted_ms: r.get(11)?,
-        started_ms: r.get(12)?,
-        finished_ms: r.get(13)?,
-        result: r.get(14)?,
-        error: r.get(15)?,
-        deliveries: r.get(16)?,
-        retries: r.get(17)?,
-        output: r.get(18)?,
-        lease_owner: r.get(19)?,
-        lease_until: r.get(20)?,
-        options: MessageOptions {
-            eta_ms: r.get(21)?,
-            expires_ms: r.get(22)?,
-            time_limit_ms: r.get(23)?,
-            soft_time_limit_ms: r.get(24)?,
-            reply_to: r.get(25)?,
-        },
-    })
+    JobRow::read(r)
 }
 
 /// ` WHERE column = ? AND ...` for the filter's columns, and their values in order.
 pub(super) fn where_clause(filter: &JobFilter) -> (String, Vec<rusqlite::types::Value>) {
-    let (columns, binds): (Vec<String>, Vec<rusqlite::types::Value>) = filter
-        .columns()
-        .map(|(column, value)| (format!("{column} = ?"), value.to_string().into()))
-        .unzip();
-    if columns.is_empty() {
-        (String::new(), binds)
-    } else {
-        (format!(" WHERE {}", columns.join(" AND ")), binds)
-    }
+    let (clause, values) = filter.where_clause(|_, column, _| format!("{column} = ?"));
+    (clause, values.into_iter().map(Into::into).collect())
 }
