@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgArguments, PgPool};
-use sqlx::query::Query;
+use sqlx::postgres::PgPool;
 use sqlx::{Acquire, PgConnection, Postgres};
 
-use super::error;
+use super::{error, PgQuery};
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
 use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, STARTED};
 
@@ -58,8 +57,6 @@ macro_rules! insert_history_sql {
         )
     };
 }
-
-type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
 pub(crate) struct CommitWriter {
     pool: PgPool,

@@ -4,7 +4,7 @@
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::{commit, Store};
+use super::{commit, PgQuery, Store};
 use crate::store::batch;
 use crate::store::sql::Columns;
 use crate::store::{
@@ -133,12 +133,12 @@ impl Store {
         for b in binds {
             q = q.bind(b);
         }
-        let rows = q
-            .bind(limit)
-            .bind(filter.offset)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(self.fail())?;
+        self.fetch_jobs(q.bind(limit).bind(filter.offset)).await
+    }
+
+    /// The jobs a statement that selects (or returns) [`job_columns!`] finds.
+    pub(super) async fn fetch_jobs(&self, q: PgQuery<'_>) -> Result<Vec<JobRow>, StoreError> {
+        let rows = q.fetch_all(&self.pool).await.map_err(self.fail())?;
         rows.iter()
             .map(job_row)
             .collect::<Result<_, _>>()

@@ -1,7 +1,6 @@
 //! Leases on long jobs: renewed by their worker, found lapsed and claimed by one reaper, which
 //! publishes the job again.
 
-use super::jobs::job_row;
 use super::Store;
 use crate::store::{is_final_sql, job_columns, JobRow, StoreError};
 
@@ -33,7 +32,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
         let limit = if limit > 0 { limit } else { i64::MAX };
-        let rows = sqlx::query(concat!(
+        let q = sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
             " FROM jobs WHERE lease_until < $1 AND queue = $2 AND NOT ",
@@ -42,14 +41,8 @@ impl Store {
         ))
         .bind(now_ms)
         .bind(queue)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.fail())?;
-        rows.iter()
-            .map(job_row)
-            .collect::<Result<_, _>>()
-            .map_err(self.fail())
+        .bind(limit);
+        self.fetch_jobs(q).await
     }
 
     pub(crate) async fn claim_lapsed(

@@ -24,8 +24,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::query::Query;
+use sqlx::{Connection, PgConnection, Postgres};
 
 use super::StoreError;
 pub(super) use commit::CommitWriter;
@@ -44,6 +45,9 @@ const CONNECTIONS: u32 = 8;
 /// ends it and frees its row locks, which would otherwise stall every other host's commit of
 /// those jobs until TCP gives up (about 15 minutes).
 const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = '30s'";
+
+/// A statement with its binds, as every file here builds them.
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Store {

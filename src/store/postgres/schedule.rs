@@ -1,6 +1,5 @@
 //! Jobs received before their eta: held as SCHEDULED, then claimed when due by one scheduler.
 
-use super::jobs::job_row;
 use super::Store;
 use crate::store::{job_columns, live_row, JobRow, MessageOptions, NewJob, StoreError};
 
@@ -73,7 +72,7 @@ impl Store {
     ) -> Result<Vec<JobRow>, StoreError> {
         // One UPDATE: a racing claim waits for each row's lock, then re-checks the outer WHERE
         // against the committed row and finds it claimed (READ COMMITTED), so skips it.
-        let rows = sqlx::query(concat!(
+        let q = sqlx::query(concat!(
             "UPDATE jobs SET lease_owner = $1, lease_until = $2 WHERE id IN \
              (SELECT id FROM jobs WHERE unusual_state = 'SCHEDULED' AND queue = $3 \
              AND eta_ms <= $4 \
@@ -85,13 +84,7 @@ impl Store {
         .bind(until_ms)
         .bind(queue)
         .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(self.fail())?;
-        rows.iter()
-            .map(job_row)
-            .collect::<Result<_, _>>()
-            .map_err(self.fail())
+        .bind(limit);
+        self.fetch_jobs(q).await
     }
 }
