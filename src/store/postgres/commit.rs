@@ -10,6 +10,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::{Acquire, PgConnection, Postgres};
 
+use super::jobs::bind_job;
 use super::{error, PgQuery};
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
 use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, STARTED};
@@ -159,24 +160,18 @@ async fn write_runs(
 async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> {
     let q = match ev {
         // A delivery starts with no lease: an older run's, or a reaper's claim, is over.
-        Event::Received { job, worker, at } => sqlx::query(concat!(
-            "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, worker, \
-             submitted_ms, deliveries) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
-             ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, state = 'RECEIVED', \
-             worker = excluded.worker, lease_owner = NULL, lease_until = NULL",
-            live_row!()
-        ))
-        .bind(&job.id)
-        .bind(&job.task)
-        .bind(&job.queue)
-        .bind(&job.args)
-        .bind(&job.server)
-        .bind(&job.recipe)
-        .bind(&job.kind)
-        .bind(&job.hosts)
-        .bind(&**worker)
-        .bind(*at),
+        Event::Received { job, worker, at } => {
+            let q = sqlx::query(concat!(
+                "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, \
+                 worker, submitted_ms, deliveries) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'RECEIVED', $9, $10, 1) \
+                 ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+                 state = 'RECEIVED', worker = excluded.worker, lease_owner = NULL, \
+                 lease_until = NULL",
+                live_row!()
+            ));
+            bind_job(q, job).bind(&**worker).bind(*at)
+        }
         Event::State {
             id,
             state,

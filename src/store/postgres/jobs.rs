@@ -174,6 +174,19 @@ impl Store {
     }
 }
 
+/// Binds a new job's columns, in the order every INSERT here names them first: id, task,
+/// queue, args, server, recipe, kind, hosts.
+pub(super) fn bind_job<'q>(q: PgQuery<'q>, job: &'q NewJob) -> PgQuery<'q> {
+    q.bind(&job.id)
+        .bind(&job.task)
+        .bind(&job.queue)
+        .bind(&job.args)
+        .bind(&job.server)
+        .bind(&job.recipe)
+        .bind(&job.kind)
+        .bind(&job.hosts)
+}
+
 impl Columns for PgRow {
     type Error = sqlx::Error;
 

@@ -1,5 +1,6 @@
 //! Jobs received before their eta: held as SCHEDULED, then claimed when due by one scheduler.
 
+use super::jobs::bind_job;
 use super::Store;
 use crate::store::{job_columns, live_row, JobRow, MessageOptions, NewJob, StoreError};
 
@@ -14,7 +15,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let run = async {
             let mut tx = self.pool.begin().await?;
-            let changed = sqlx::query(concat!(
+            let upsert = sqlx::query(concat!(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, \
                  worker, submitted_ms, deliveries, eta_ms, expires_ms, time_limit_ms, \
                  soft_time_limit_ms, reply_to) \
@@ -26,25 +27,18 @@ impl Store {
                  soft_time_limit_ms = excluded.soft_time_limit_ms, reply_to = excluded.reply_to, \
                  lease_owner = NULL, lease_until = NULL",
                 live_row!()
-            ))
-            .bind(&job.id)
-            .bind(&job.task)
-            .bind(&job.queue)
-            .bind(&job.args)
-            .bind(&job.server)
-            .bind(&job.recipe)
-            .bind(&job.kind)
-            .bind(&job.hosts)
-            .bind(worker)
-            .bind(job.submitted_ms)
-            .bind(o.eta_ms)
-            .bind(o.expires_ms)
-            .bind(o.time_limit_ms)
-            .bind(o.soft_time_limit_ms)
-            .bind(&o.reply_to)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            ));
+            let changed = bind_job(upsert, job)
+                .bind(worker)
+                .bind(job.submitted_ms)
+                .bind(o.eta_ms)
+                .bind(o.expires_ms)
+                .bind(o.time_limit_ms)
+                .bind(o.soft_time_limit_ms)
+                .bind(&o.reply_to)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if changed > 0 {
                 sqlx::query(
                     "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \

@@ -15,10 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, Statement, ToSql, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::checkpoint::Checkpointer;
 use super::counts::fold_counts_if_long;
+use super::jobs::Binder;
 use super::pool::Pool;
 use super::{error, is_busy, settings};
 use crate::store::batch::{self, Commit, FoldedHistory, WholeRun};
@@ -136,19 +137,22 @@ pub(super) fn write(conn: &mut Connection, commit: &Commit<'_>) -> rusqlite::Res
 fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
     match ev {
         // A delivery starts with no lease: an older run's, or a reaper's claim, is over.
-        Event::Received { job, worker, at } => conn
-            .prepare_cached(concat!(
+        Event::Received { job, worker, at } => {
+            let mut st = conn.prepare_cached(concat!(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, \
                  worker, submitted_ms, deliveries) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'RECEIVED', ?9, ?10, 1) \
-                 ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, state = 'RECEIVED', \
-             worker = excluded.worker, lease_owner = NULL, lease_until = NULL",
-            live_row!()
-            ))?
-            .execute(params![
-                job.id, job.task, job.queue, job.args, job.server, job.recipe, job.kind, job.hosts,
-                &**worker, at
-            ]),
+                 ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+                 state = 'RECEIVED', worker = excluded.worker, lease_owner = NULL, \
+                 lease_until = NULL",
+                live_row!()
+            ))?;
+            Binder::new(&mut st)
+                .job(job)?
+                .bind(&**worker)?
+                .bind(at)?
+                .execute()
+        }
         Event::State {
             id,
             state,
@@ -324,41 +328,11 @@ fn multi_row<T>(
 ) -> rusqlite::Result<()> {
     for chunk in batch::chunks(rows, max) {
         let mut st = conn.prepare_cached(&statement.sql(chunk.len()))?;
-        let mut binder = Binder {
-            st: &mut st,
-            next: 1,
-        };
+        let mut binder = Binder::new(&mut st);
         for row in chunk {
             bind(&mut binder, row)?;
         }
         st.raw_execute()?;
     }
     Ok(())
-}
-
-/// Binds a statement's placeholders in order.
-struct Binder<'s, 'c> {
-    st: &'s mut Statement<'c>,
-    next: usize,
-}
-
-impl Binder<'_, '_> {
-    fn bind(&mut self, value: impl ToSql) -> rusqlite::Result<&mut Self> {
-        self.st.raw_bind_parameter(self.next, value)?;
-        self.next += 1;
-        Ok(self)
-    }
-
-    /// A new job's columns, in the order every INSERT here names them first: id, task, queue,
-    /// args, server, recipe, kind, hosts.
-    fn job(&mut self, job: &NewJob) -> rusqlite::Result<&mut Self> {
-        self.bind(&job.id)?
-            .bind(&job.task)?
-            .bind(&job.queue)?
-            .bind(&job.args)?
-            .bind(job.server.as_deref())?
-            .bind(job.recipe.as_deref())?
-            .bind(job.kind.as_deref())?
-            .bind(job.hosts.as_deref())
-    }
 }

@@ -1,7 +1,7 @@
 //! Jobs as commands and the web server write and read them: published (PENDING) or taken
 //! back, looked up one by one with their history, listed by filter, and all deleted.
 
-use rusqlite::{OptionalExtension, TransactionBehavior};
+use rusqlite::{OptionalExtension, Statement, ToSql, TransactionBehavior};
 
 use super::{commit, counts, Store};
 use crate::store::batch;
@@ -164,6 +164,49 @@ impl Store {
                 Ok(removed as u64)
             })
             .await
+    }
+}
+
+/// Binds a statement's placeholders in order.
+pub(super) struct Binder<'s, 'c> {
+    st: &'s mut Statement<'c>,
+    next: usize,
+}
+
+impl<'s, 'c> Binder<'s, 'c> {
+    pub(super) fn new(st: &'s mut Statement<'c>) -> Self {
+        Self { st, next: 1 }
+    }
+
+    pub(super) fn bind(&mut self, value: impl ToSql) -> rusqlite::Result<&mut Self> {
+        self.st.raw_bind_parameter(self.next, value)?;
+        self.next += 1;
+        Ok(self)
+    }
+
+    /// A new job's columns, in the order every INSERT here names them first: id, task, queue,
+    /// args, server, recipe, kind, hosts.
+    pub(super) fn job(&mut self, job: &NewJob) -> rusqlite::Result<&mut Self> {
+        self.bind(&job.id)?
+            .bind(&job.task)?
+            .bind(&job.queue)?
+            .bind(&job.args)?
+            .bind(job.server.as_deref())?
+            .bind(job.recipe.as_deref())?
+            .bind(job.kind.as_deref())?
+            .bind(job.hosts.as_deref())
+    }
+
+    /// Runs the statement once every placeholder is bound.
+    pub(super) fn execute(&mut self) -> rusqlite::Result<usize> {
+        let expected = self.st.parameter_count();
+        if self.next - 1 != expected {
+            return Err(rusqlite::Error::InvalidParameterCount(
+                self.next - 1,
+                expected,
+            ));
+        }
+        self.st.raw_execute()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::jobs::job_row;
+use super::jobs::{job_row, Binder};
 use super::Store;
 use crate::store::{job_columns, live_row, JobRow, MessageOptions, NewJob, StoreError};
 
@@ -20,37 +20,30 @@ impl Store {
         self.pool
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let changed = tx
-                    .prepare_cached(concat!(
-                        "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, \
-                         state, worker, submitted_ms, deliveries, eta_ms, expires_ms, \
-                         time_limit_ms, soft_time_limit_ms, reply_to) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'SCHEDULED', ?9, ?10, 1, ?11, \
-                         ?12, ?13, ?14, ?15) \
-                         ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
-                         state = 'SCHEDULED', worker = excluded.worker, eta_ms = excluded.eta_ms, \
-                         expires_ms = excluded.expires_ms, time_limit_ms = excluded.time_limit_ms, \
-                         soft_time_limit_ms = excluded.soft_time_limit_ms, \
-                         reply_to = excluded.reply_to, lease_owner = NULL, lease_until = NULL",
-                        live_row!()
-                    ))?
-                    .execute(params![
-                        job.id,
-                        job.task,
-                        job.queue,
-                        job.args,
-                        job.server,
-                        job.recipe,
-                        job.kind,
-                        job.hosts,
-                        worker,
-                        job.submitted_ms,
-                        o.eta_ms,
-                        o.expires_ms,
-                        o.time_limit_ms,
-                        o.soft_time_limit_ms,
-                        o.reply_to,
-                    ])?;
+                let mut upsert = tx.prepare_cached(concat!(
+                    "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, \
+                     state, worker, submitted_ms, deliveries, eta_ms, expires_ms, \
+                     time_limit_ms, soft_time_limit_ms, reply_to) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'SCHEDULED', ?9, ?10, 1, ?11, \
+                     ?12, ?13, ?14, ?15) \
+                     ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
+                     state = 'SCHEDULED', worker = excluded.worker, eta_ms = excluded.eta_ms, \
+                     expires_ms = excluded.expires_ms, time_limit_ms = excluded.time_limit_ms, \
+                     soft_time_limit_ms = excluded.soft_time_limit_ms, \
+                     reply_to = excluded.reply_to, lease_owner = NULL, lease_until = NULL",
+                    live_row!()
+                ))?;
+                let changed = Binder::new(&mut upsert)
+                    .job(&job)?
+                    .bind(&worker)?
+                    .bind(job.submitted_ms)?
+                    .bind(o.eta_ms)?
+                    .bind(o.expires_ms)?
+                    .bind(o.time_limit_ms)?
+                    .bind(o.soft_time_limit_ms)?
+                    .bind(&o.reply_to)?
+                    .execute()?;
+                drop(upsert);
                 if changed > 0 {
                     tx.prepare_cached(
                         "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
