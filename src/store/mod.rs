@@ -10,6 +10,7 @@
 
 mod batch;
 mod postgres;
+mod requests;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub use crate::config::StoreLocation;
+use requests::{Claim, Entry, First, Revoking, Scheduling};
 pub(crate) use sql::{is_final_sql, job_columns, live_row};
 pub use writer::{InFlight, Writer};
 
@@ -478,8 +480,8 @@ impl Store {
         signal: Option<&str>,
         by: &str,
     ) -> Result<Vec<Revoked>, StoreError> {
-        let ids = distinct(ids);
-        on_backend!(self, b => b.revoke(&ids, terminate, signal, by, now_ms()).await)
+        let revoking = Revoking::new(distinct(ids), terminate, signal, by, now_ms());
+        on_backend!(self, b => b.revoke(&revoking).await)
     }
 
     /// The newest `limit` revokes made (or upgraded) after `after_ms`, oldest first: a worker
@@ -504,11 +506,20 @@ impl Store {
         options: &MessageOptions,
         worker: &str,
     ) -> Result<(), StoreError> {
-        let detail = format!(
-            "eta {}",
-            options.eta_ms.map_or_else(|| "none".into(), rfc3339_ms)
-        );
-        on_backend!(self, b => b.schedule(job, options, worker, now_ms(), &detail).await)
+        let scheduling = Scheduling {
+            job: job.clone(),
+            options: options.clone(),
+            entry: Entry {
+                job_id: job.id.clone(),
+                worker: worker.to_string(),
+                at_ms: now_ms(),
+                detail: format!(
+                    "eta {}",
+                    options.eta_ms.map_or_else(|| "none".into(), rfc3339_ms)
+                ),
+            },
+        };
+        on_backend!(self, b => b.schedule(&scheduling).await)
     }
 
     /// Claims the SCHEDULED jobs of `queue` due at `now_ms` (eta reached) and not claimed yet,
@@ -524,7 +535,16 @@ impl Store {
         until_ms: i64,
         limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
-        on_backend!(self, b => b.claim_due(queue, owner, now_ms, until_ms, limit.max(1)).await)
+        let first = First {
+            queue: queue.to_string(),
+            limit: limit.max(1),
+        };
+        let claim = Claim {
+            owner: owner.to_string(),
+            now_ms,
+            until_ms,
+        };
+        on_backend!(self, b => b.claim_due(&first, &claim).await)
     }
 
     /// Moves the leases `owner` still holds on `ids` to `until_ms`; returns how many it holds
@@ -535,8 +555,12 @@ impl Store {
         ids: &[String],
         until_ms: i64,
     ) -> Result<u64, StoreError> {
-        let ids = distinct(ids);
-        on_backend!(self, b => b.renew_leases(owner, &ids, until_ms).await)
+        let claim = Claim {
+            owner: owner.to_string(),
+            now_ms: now_ms(),
+            until_ms,
+        };
+        on_backend!(self, b => b.renew_leases(&distinct(ids), &claim).await)
     }
 
     /// Jobs of `queue` not final whose lease ended before `now_ms`, longest lapsed first, at
@@ -547,7 +571,11 @@ impl Store {
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
-        on_backend!(self, b => b.lapsed_leases(queue, now_ms, limit).await)
+        let first = First {
+            queue: queue.to_string(),
+            limit,
+        };
+        on_backend!(self, b => b.lapsed_leases(&first, now_ms).await)
     }
 
     /// Takes the lapsed lease of job `id` for `owner` until `until_ms`, in one statement: of
@@ -560,14 +588,25 @@ impl Store {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, b => b.claim_lapsed(id, owner, now_ms, until_ms).await)
+        let claim = Claim {
+            owner: owner.to_string(),
+            now_ms,
+            until_ms,
+        };
+        on_backend!(self, b => b.claim_lapsed(id, &claim).await)
     }
 
     /// Records that `by`, which claimed job `id`'s lapsed lease, published it again: the lease
     /// cleared and the job PENDING, unless it is final or `by` no longer holds it (the message
     /// was already received again: that run's row stays); a REQUEUED history row either way.
     pub async fn requeued(&self, id: &str, by: &str, detail: &str) -> Result<(), StoreError> {
-        on_backend!(self, b => b.requeued(id, by, detail, now_ms()).await)
+        let entry = Entry {
+            job_id: id.to_string(),
+            worker: by.to_string(),
+            at_ms: now_ms(),
+            detail: detail.to_string(),
+        };
+        on_backend!(self, b => b.requeued(&entry).await)
     }
 
     /// Deletes every job and its history; returns how many jobs were removed.

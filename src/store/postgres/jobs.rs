@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use super::{commit, PgQuery, Store};
 use crate::store::batch;
+use crate::store::requests::Entry;
 use crate::store::sql::Columns;
 use crate::store::{
     job_columns, EventRow, JobFilter, JobRow, NewJob, StoreError, PENDING, SUCCESS,
@@ -185,6 +186,14 @@ pub(super) fn bind_job<'q>(q: PgQuery<'q>, job: &'q NewJob) -> PgQuery<'q> {
         .bind(&job.recipe)
         .bind(&job.kind)
         .bind(&job.hosts)
+}
+
+/// Binds a history entry's columns: job_id, worker, at_ms, detail.
+pub(super) fn bind_entry<'q>(q: PgQuery<'q>, e: &'q Entry) -> PgQuery<'q> {
+    q.bind(&e.job_id)
+        .bind(&e.worker)
+        .bind(e.at_ms)
+        .bind(&e.detail)
 }
 
 impl Columns for PgRow {

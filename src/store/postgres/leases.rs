@@ -1,24 +1,21 @@
 //! Leases on long jobs: renewed by their worker, found lapsed and claimed by one reaper, which
 //! publishes the job again.
 
+use super::jobs::bind_entry;
 use super::Store;
+use crate::store::requests::{Claim, Entry, First};
 use crate::store::{is_final_sql, job_columns, JobRow, StoreError};
 
 impl Store {
-    pub(crate) async fn renew_leases(
-        &self,
-        owner: &str,
-        ids: &[String],
-        until_ms: i64,
-    ) -> Result<u64, StoreError> {
+    pub(crate) async fn renew_leases(&self, ids: &[String], c: &Claim) -> Result<u64, StoreError> {
         let done = sqlx::query(concat!(
             "UPDATE jobs SET lease_until = $1 \
              WHERE id = ANY($2) AND lease_owner = $3 AND NOT ",
             is_final_sql!("state")
         ))
-        .bind(until_ms)
+        .bind(c.until_ms)
         .bind(ids)
-        .bind(owner)
+        .bind(&c.owner)
         .execute(&self.pool)
         .await
         .map_err(self.fail())?;
@@ -27,11 +24,14 @@ impl Store {
 
     pub(crate) async fn lapsed_leases(
         &self,
-        queue: &str,
+        first: &First,
         now_ms: i64,
-        limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
-        let limit = if limit > 0 { limit } else { i64::MAX };
+        let limit = if first.limit > 0 {
+            first.limit
+        } else {
+            i64::MAX
+        };
         let q = sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
@@ -40,41 +40,30 @@ impl Store {
             " ORDER BY lease_until, id LIMIT $3"
         ))
         .bind(now_ms)
-        .bind(queue)
+        .bind(&first.queue)
         .bind(limit);
         self.fetch_jobs(q).await
     }
 
-    pub(crate) async fn claim_lapsed(
-        &self,
-        id: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> Result<bool, StoreError> {
+    pub(crate) async fn claim_lapsed(&self, id: &str, c: &Claim) -> Result<bool, StoreError> {
         // One UPDATE: a racing claim waits for this row's lock, then finds the lease taken.
         let done = sqlx::query(concat!(
             "UPDATE jobs SET lease_owner = $1, lease_until = $2 \
              WHERE id = $3 AND lease_until < $4 AND NOT ",
             is_final_sql!("state")
         ))
-        .bind(owner)
-        .bind(until_ms)
+        .bind(&c.owner)
+        .bind(c.until_ms)
         .bind(id)
-        .bind(now_ms)
+        .bind(c.now_ms)
         .execute(&self.pool)
         .await
         .map_err(self.fail())?;
         Ok(done.rows_affected() == 1)
     }
 
-    pub(crate) async fn requeued(
-        &self,
-        id: &str,
-        by: &str,
-        detail: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    /// `e.worker` published job `e.job_id` again.
+    pub(crate) async fn requeued(&self, e: &Entry) -> Result<(), StoreError> {
         let run = async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(concat!(
@@ -82,19 +71,19 @@ impl Store {
                  WHERE id = $1 AND lease_owner = $2 AND NOT ",
                 is_final_sql!("state")
             ))
-            .bind(id)
-            .bind(by)
+            .bind(&e.job_id)
+            .bind(&e.worker)
             .execute(&mut *tx)
             .await?;
             // A job deleted meanwhile (db_reset) gets no history row of its own.
-            sqlx::query(
-                "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
-                 SELECT $1, 'REQUEUED', $2, $3, $4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)",
+            bind_entry(
+                sqlx::query(
+                    "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
+                     SELECT $1, 'REQUEUED', $2, $3, $4 \
+                     WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)",
+                ),
+                e,
             )
-            .bind(id)
-            .bind(by)
-            .bind(now)
-            .bind(detail)
             .execute(&mut *tx)
             .await?;
             tx.commit().await

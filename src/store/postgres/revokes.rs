@@ -2,19 +2,11 @@
 //! worker holds; read back by the workers' pollers.
 
 use super::{commit, Store};
-use crate::store::batch::FoldedHistory;
-use crate::store::{Revoke, Revoked, StoreError, REVOKED};
+use crate::store::requests::Revoking;
+use crate::store::{Revoke, Revoked, StoreError};
 
 impl Store {
-    pub(crate) async fn revoke(
-        &self,
-        ids: &[String],
-        terminate: bool,
-        signal: Option<&str>,
-        by: &str,
-        now: i64,
-    ) -> Result<Vec<Revoked>, StoreError> {
-        let why = format!("revoked by {by}");
+    pub(crate) async fn revoke(&self, r: &Revoking) -> Result<Vec<Revoked>, StoreError> {
         let run = async {
             let mut tx = self.pool.begin().await?;
             // A repeat without terminate changes nothing; one with it upgrades the revoke and
@@ -26,11 +18,11 @@ impl Store {
                  at_ms = GREATEST(excluded.at_ms, revokes.at_ms + 1), terminate = TRUE, \
                  signal = excluded.signal, by = excluded.by WHERE excluded.terminate",
             )
-            .bind(ids)
-            .bind(now)
-            .bind(terminate)
-            .bind(signal)
-            .bind(by)
+            .bind(&r.ids)
+            .bind(r.at_ms)
+            .bind(r.terminate)
+            .bind(&r.signal)
+            .bind(&r.by)
             .execute(&mut *tx)
             .await?;
             // Not yet (or no longer) any worker's: those end here.
@@ -39,32 +31,21 @@ impl Store {
                  lease_owner = NULL, lease_until = NULL \
                  WHERE id = ANY($1) AND state IN ('PENDING', 'RETRY', 'SCHEDULED') RETURNING id",
             )
-            .bind(ids)
-            .bind(now)
-            .bind(&why)
+            .bind(&r.ids)
+            .bind(r.at_ms)
+            .bind(&r.why)
             .fetch_all(&mut *tx)
             .await?;
-            let history: Vec<FoldedHistory<'_>> = ended
-                .iter()
-                .map(|id| FoldedHistory {
-                    job_id: id,
-                    state: REVOKED,
-                    worker: by,
-                    at_ms: now,
-                    detail: Some(why.as_str().into()),
-                    later: None,
-                })
-                .collect();
-            commit::insert_history(&mut tx, &history).await?;
+            commit::insert_history(&mut tx, &r.history(&ended)).await?;
             let states: Vec<(String, String)> =
                 sqlx::query_as("SELECT id, state FROM jobs WHERE id = ANY($1)")
-                    .bind(ids)
+                    .bind(&r.ids)
                     .fetch_all(&mut *tx)
                     .await?;
             tx.commit().await?;
             let mut states: std::collections::HashMap<String, String> =
                 states.into_iter().collect();
-            Ok(ids
+            Ok(r.ids
                 .iter()
                 .map(|id| Revoked {
                     id: id.clone(),

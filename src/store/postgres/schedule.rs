@@ -1,18 +1,13 @@
 //! Jobs received before their eta: held as SCHEDULED, then claimed when due by one scheduler.
 
-use super::jobs::bind_job;
+use super::jobs::{bind_entry, bind_job};
 use super::Store;
-use crate::store::{job_columns, live_row, JobRow, MessageOptions, NewJob, StoreError};
+use crate::store::requests::{Claim, First, Scheduling};
+use crate::store::{job_columns, live_row, JobRow, StoreError};
 
 impl Store {
-    pub(crate) async fn schedule(
-        &self,
-        job: &NewJob,
-        o: &MessageOptions,
-        worker: &str,
-        now: i64,
-        detail: &str,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn schedule(&self, s: &Scheduling) -> Result<(), StoreError> {
+        let (job, o, e) = (&s.job, &s.options, &s.entry);
         let run = async {
             let mut tx = self.pool.begin().await?;
             let upsert = sqlx::query(concat!(
@@ -29,7 +24,7 @@ impl Store {
                 live_row!()
             ));
             let changed = bind_job(upsert, job)
-                .bind(worker)
+                .bind(&e.worker)
                 .bind(job.submitted_ms)
                 .bind(o.eta_ms)
                 .bind(o.expires_ms)
@@ -40,30 +35,18 @@ impl Store {
                 .await?
                 .rows_affected();
             if changed > 0 {
-                sqlx::query(
+                let history = sqlx::query(
                     "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
                      VALUES ($1, 'SCHEDULED', $2, $3, $4)",
-                )
-                .bind(&job.id)
-                .bind(worker)
-                .bind(now)
-                .bind(detail)
-                .execute(&mut *tx)
-                .await?;
+                );
+                bind_entry(history, e).execute(&mut *tx).await?;
             }
             tx.commit().await
         };
         run.await.map_err(self.fail())
     }
 
-    pub(crate) async fn claim_due(
-        &self,
-        queue: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<JobRow>, StoreError> {
+    pub(crate) async fn claim_due(&self, f: &First, c: &Claim) -> Result<Vec<JobRow>, StoreError> {
         // One UPDATE: a racing claim waits for each row's lock, then re-checks the outer WHERE
         // against the committed row and finds it claimed (READ COMMITTED), so skips it.
         let q = sqlx::query(concat!(
@@ -74,11 +57,11 @@ impl Store {
              AND state = 'SCHEDULED' AND lease_owner IS NULL RETURNING ",
             job_columns!()
         ))
-        .bind(owner)
-        .bind(until_ms)
-        .bind(queue)
-        .bind(now_ms)
-        .bind(limit);
+        .bind(&c.owner)
+        .bind(c.until_ms)
+        .bind(&f.queue)
+        .bind(c.now_ms)
+        .bind(f.limit);
         self.fetch_jobs(q).await
     }
 }

@@ -5,16 +5,12 @@ use rusqlite::{params, TransactionBehavior};
 
 use super::jobs::job_row;
 use super::Store;
+use crate::store::requests::{Claim, Entry, First};
 use crate::store::{is_final_sql, job_columns, JobRow, StoreError};
 
 impl Store {
-    pub(crate) async fn renew_leases(
-        &self,
-        owner: &str,
-        ids: &[String],
-        until_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let (owner, ids) = (owner.to_string(), ids.to_vec());
+    pub(crate) async fn renew_leases(&self, ids: &[String], c: &Claim) -> Result<u64, StoreError> {
+        let (ids, c) = (ids.to_vec(), c.clone());
         self.pool
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -26,7 +22,7 @@ impl Store {
                         is_final_sql!("state")
                     ))?;
                     for id in &ids {
-                        renewed += st.execute(params![until_ms, id, owner])? as u64;
+                        renewed += st.execute(params![c.until_ms, id, c.owner])? as u64;
                     }
                 }
                 tx.commit()?;
@@ -37,12 +33,11 @@ impl Store {
 
     pub(crate) async fn lapsed_leases(
         &self,
-        queue: &str,
+        first: &First,
         now_ms: i64,
-        limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
-        let queue = queue.to_string();
-        let limit = if limit > 0 { limit } else { -1 };
+        let queue = first.queue.clone();
+        let limit = if first.limit > 0 { first.limit } else { -1 };
         self.pool
             .run(move |conn| {
                 let mut st = conn.prepare_cached(concat!(
@@ -58,14 +53,8 @@ impl Store {
             .await
     }
 
-    pub(crate) async fn claim_lapsed(
-        &self,
-        id: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let (id, owner) = (id.to_string(), owner.to_string());
+    pub(crate) async fn claim_lapsed(&self, id: &str, c: &Claim) -> Result<bool, StoreError> {
+        let (id, c) = (id.to_string(), c.clone());
         self.pool
             .run(move |conn| {
                 let claimed = conn
@@ -74,20 +63,15 @@ impl Store {
                          WHERE id = ?3 AND lease_until < ?4 AND NOT ",
                         is_final_sql!("state")
                     ))?
-                    .execute(params![owner, until_ms, id, now_ms])?;
+                    .execute(params![c.owner, c.until_ms, id, c.now_ms])?;
                 Ok(claimed == 1)
             })
             .await
     }
 
-    pub(crate) async fn requeued(
-        &self,
-        id: &str,
-        by: &str,
-        detail: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let (id, by, detail) = (id.to_string(), by.to_string(), detail.to_string());
+    /// `e.worker` published job `e.job_id` again.
+    pub(crate) async fn requeued(&self, e: &Entry) -> Result<(), StoreError> {
+        let e = e.clone();
         self.pool
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -96,13 +80,13 @@ impl Store {
                      WHERE id = ?1 AND lease_owner = ?2 AND NOT ",
                     is_final_sql!("state")
                 ))?
-                .execute(params![id, by])?;
+                .execute(params![e.job_id, e.worker])?;
                 // A job deleted meanwhile (db_reset) gets no history row of its own.
                 tx.prepare_cached(
                     "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
                      SELECT ?1, 'REQUEUED', ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1)",
                 )?
-                .execute(params![id, by, now, detail])?;
+                .execute(params![e.job_id, e.worker, e.at_ms, e.detail])?;
                 tx.commit()
             })
             .await

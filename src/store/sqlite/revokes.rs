@@ -4,24 +4,16 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{commit, counts, Store};
-use crate::store::batch::FoldedHistory;
-use crate::store::{Revoke, Revoked, StoreError, REVOKED};
+use crate::store::requests::Revoking;
+use crate::store::{Revoke, Revoked, StoreError};
 
 impl Store {
-    pub(crate) async fn revoke(
-        &self,
-        ids: &[String],
-        terminate: bool,
-        signal: Option<&str>,
-        by: &str,
-        now: i64,
-    ) -> Result<Vec<Revoked>, StoreError> {
-        let (ids, signal, by) = (ids.to_vec(), signal.map(str::to_string), by.to_string());
+    pub(crate) async fn revoke(&self, r: &Revoking) -> Result<Vec<Revoked>, StoreError> {
+        let r = r.clone();
         self.pool
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let why = format!("revoked by {by}");
-                let mut answers = Vec::with_capacity(ids.len());
+                let mut answers = Vec::with_capacity(r.ids.len());
                 let mut ended = Vec::new();
                 {
                     // A repeat without terminate changes nothing; one with it upgrades the
@@ -40,9 +32,9 @@ impl Store {
                          WHERE id = ?3 AND (state = 'PENDING' OR state = 'RETRY' OR state = 'SCHEDULED')",
                     )?;
                     let mut state_of = tx.prepare_cached("SELECT state FROM jobs WHERE id = ?1")?;
-                    for id in &ids {
-                        keep.execute(params![id, now, terminate, signal, by])?;
-                        if end.execute(params![now, why, id])? > 0 {
+                    for id in &r.ids {
+                        keep.execute(params![id, r.at_ms, r.terminate, r.signal, r.by])?;
+                        if end.execute(params![r.at_ms, r.why, id])? > 0 {
                             ended.push(id);
                         }
                         let state = state_of.query_row([id], |r| r.get(0)).optional()?;
@@ -52,18 +44,7 @@ impl Store {
                         });
                     }
                 }
-                let history: Vec<FoldedHistory<'_>> = ended
-                    .iter()
-                    .map(|id| FoldedHistory {
-                        job_id: id,
-                        state: REVOKED,
-                        worker: &by,
-                        at_ms: now,
-                        detail: Some(why.as_str().into()),
-                        later: None,
-                    })
-                    .collect();
-                commit::insert_history(&tx, &history)?;
+                commit::insert_history(&tx, &r.history(&ended))?;
                 counts::fold_counts_if_long(&tx)?;
                 tx.commit()?;
                 Ok(answers)

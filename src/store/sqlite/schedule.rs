@@ -4,19 +4,16 @@ use rusqlite::{params, TransactionBehavior};
 
 use super::jobs::{job_row, Binder};
 use super::Store;
-use crate::store::{job_columns, live_row, JobRow, MessageOptions, NewJob, StoreError};
+use crate::store::requests::{Claim, First, Scheduling};
+use crate::store::{job_columns, live_row, JobRow, StoreError};
 
 impl Store {
-    pub(crate) async fn schedule(
-        &self,
-        job: &NewJob,
-        options: &MessageOptions,
-        worker: &str,
-        now: i64,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        let (job, o) = (job.clone(), options.clone());
-        let (worker, detail) = (worker.to_string(), detail.to_string());
+    pub(crate) async fn schedule(&self, s: &Scheduling) -> Result<(), StoreError> {
+        let Scheduling {
+            job,
+            options: o,
+            entry: e,
+        } = s.clone();
         self.pool
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -35,7 +32,7 @@ impl Store {
                 ))?;
                 let changed = Binder::new(&mut upsert)
                     .job(&job)?
-                    .bind(&worker)?
+                    .bind(&e.worker)?
                     .bind(job.submitted_ms)?
                     .bind(o.eta_ms)?
                     .bind(o.expires_ms)?
@@ -49,22 +46,15 @@ impl Store {
                         "INSERT INTO job_events (job_id, state, worker, at_ms, detail) \
                          VALUES (?1, 'SCHEDULED', ?2, ?3, ?4)",
                     )?
-                    .execute(params![job.id, worker, now, detail])?;
+                    .execute(params![e.job_id, e.worker, e.at_ms, e.detail])?;
                 }
                 tx.commit()
             })
             .await
     }
 
-    pub(crate) async fn claim_due(
-        &self,
-        queue: &str,
-        owner: &str,
-        now_ms: i64,
-        until_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<JobRow>, StoreError> {
-        let (queue, owner) = (queue.to_string(), owner.to_string());
+    pub(crate) async fn claim_due(&self, f: &First, c: &Claim) -> Result<Vec<JobRow>, StoreError> {
+        let (f, c) = (f.clone(), c.clone());
         self.pool
             .run(move |conn| {
                 // One statement, under SQLite's one write lock: a racing claim finds them taken.
@@ -75,7 +65,8 @@ impl Store {
                      AND state = 'SCHEDULED' AND lease_owner IS NULL RETURNING ",
                     job_columns!()
                 ))?;
-                let rows = st.query_map(params![owner, until_ms, queue, now_ms, limit], job_row)?;
+                let binds = params![c.owner, c.until_ms, f.queue, c.now_ms, f.limit];
+                let rows = st.query_map(binds, job_row)?;
                 rows.collect()
             })
             .await
