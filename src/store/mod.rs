@@ -294,6 +294,9 @@ impl JobFilter {
     }
 }
 
+/// (name, jobs) pairs in order of name: jobs per state, or per worker.
+pub type Counts = Vec<(String, i64)>;
+
 /// Run times (`finished_ms - started_ms`) of every job that has both, bucketed by the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DurationHistogram {
@@ -427,10 +430,7 @@ impl Store {
 
     /// (state, count) for the jobs matching `filter`, states with no job left out. Kept
     /// counts, as for [`Store::count`], where the filter allows.
-    pub async fn counts_by_state(
-        &self,
-        filter: &JobFilter,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn counts_by_state(&self, filter: &JobFilter) -> Result<Counts, StoreError> {
         match filter.kept_counts() {
             Some(state) => on_backend!(self, b => b.kept_counts_by_state(state).await),
             None => on_backend!(self, b => b.counts_by_state(filter).await),
@@ -438,7 +438,7 @@ impl Store {
     }
 
     /// (worker node, jobs) over every job that has a worker, from the counts the store keeps.
-    pub async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn counts_by_worker(&self) -> Result<Counts, StoreError> {
         on_backend!(self, b => b.counts_by_worker().await)
     }
 
@@ -465,7 +465,8 @@ impl Store {
         &self,
         bounds_ms: &[i64],
     ) -> Result<DurationHistogram, StoreError> {
-        on_backend!(self, b => b.duration_histogram(bounds_ms).await)
+        let columns = on_backend!(self, b => b.run_times(bounds_ms).await)?;
+        Ok(DurationHistogram::from_columns(bounds_ms, &columns))
     }
 
     /// Revokes `ids`, for every worker and across restarts: each is kept in `revokes` (a second

@@ -2,7 +2,7 @@
 //! fragments both dialects write alike, and a `jobs` row read into a [`JobRow`] whichever
 //! driver holds it. Each backend's statements stay its own.
 
-use super::{JobFilter, JobRow, MessageOptions};
+use super::{DurationHistogram, JobFilter, JobRow, MessageOptions};
 
 /// SQL that is true when column `$col` holds a final state: [`is_final`](super::is_final) for either backend.
 /// Comparisons, not `IN (...)`: SQLite builds a temporary table for a list of three or more
@@ -91,6 +91,34 @@ impl JobRow {
             },
         })
     }
+}
+
+impl DurationHistogram {
+    /// The histogram of a row of the count, the sum and the [`duration_buckets`] of `bounds_ms`.
+    pub(super) fn from_columns(bounds_ms: &[i64], columns: &[i64]) -> Self {
+        let column = |i: usize| columns.get(i).copied().unwrap_or(0);
+        Self {
+            at_most: (bounds_ms.iter().enumerate())
+                .map(|(i, bound)| (*bound, column(i + 2)))
+                .collect(),
+            count: column(0),
+            sum_ms: column(1),
+        }
+    }
+}
+
+/// The run-time histogram's bucket columns, after its count and sum: for each of `bounds`
+/// upper bounds, how many jobs ran at most that long, the bound a parameter numbered from 1,
+/// as `placeholder` writes it.
+pub(super) fn duration_buckets(bounds: usize, placeholder: impl Fn(usize) -> String) -> String {
+    (1..=bounds)
+        .map(|i| {
+            format!(
+                ", COUNT(*) FILTER (WHERE finished_ms - started_ms <= {})",
+                placeholder(i)
+            )
+        })
+        .collect()
 }
 
 impl JobFilter {

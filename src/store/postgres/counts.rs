@@ -6,7 +6,8 @@ use sqlx::Row;
 
 use super::jobs::where_clause;
 use super::Store;
-use crate::store::{DurationHistogram, JobFilter, StoreError};
+use crate::store::sql::duration_buckets;
+use crate::store::{Counts, JobFilter, StoreError};
 
 impl Store {
     pub(crate) async fn count(&self, filter: &JobFilter) -> Result<i64, StoreError> {
@@ -19,10 +20,7 @@ impl Store {
         q.fetch_one(&self.pool).await.map_err(self.fail())
     }
 
-    pub(crate) async fn counts_by_state(
-        &self,
-        filter: &JobFilter,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn counts_by_state(&self, filter: &JobFilter) -> Result<Counts, StoreError> {
         let (clause, binds) = where_clause(filter);
         let sql = format!("SELECT state, COUNT(*) FROM jobs{clause} GROUP BY state ORDER BY state");
         let mut q = sqlx::query_as(&sql);
@@ -48,7 +46,7 @@ impl Store {
     pub(crate) async fn kept_counts_by_state(
         &self,
         state: Option<&str>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Counts, StoreError> {
         sqlx::query_as(
             "SELECT state, CAST(SUM(n) AS BIGINT) FROM job_state_counts \
              WHERE $1::TEXT IS NULL OR state = $1 GROUP BY state HAVING SUM(n) > 0 ORDER BY state",
@@ -59,7 +57,7 @@ impl Store {
         .map_err(self.fail())
     }
 
-    pub(crate) async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn counts_by_worker(&self) -> Result<Counts, StoreError> {
         sqlx::query_as(
             "SELECT worker, CAST(SUM(n) AS BIGINT) FROM job_worker_counts \
              GROUP BY worker HAVING SUM(n) > 0 ORDER BY worker",
@@ -84,13 +82,9 @@ impl Store {
         .map_err(self.fail())
     }
 
-    pub(crate) async fn duration_histogram(
-        &self,
-        bounds_ms: &[i64],
-    ) -> Result<DurationHistogram, StoreError> {
-        let buckets: String = (1..=bounds_ms.len())
-            .map(|i| format!(", COUNT(*) FILTER (WHERE finished_ms - started_ms <= ${i})"))
-            .collect();
+    /// The run-time histogram's columns (see [`crate::store::DurationHistogram::from_columns`]).
+    pub(crate) async fn run_times(&self, bounds_ms: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let buckets = duration_buckets(bounds_ms.len(), |i| format!("${i}"));
         // SUM of a BIGINT is NUMERIC: cast back, so that every column is an i64.
         let sql = format!(
             "SELECT COUNT(*), CAST(COALESCE(SUM(finished_ms - started_ms), 0) AS BIGINT){buckets} \
@@ -101,16 +95,9 @@ impl Store {
             q = q.bind(*b);
         }
         let row = q.fetch_one(&self.pool).await.map_err(self.fail())?;
-        let at_most = bounds_ms
-            .iter()
-            .enumerate()
-            .map(|(i, b)| Ok((*b, row.try_get::<i64, _>(i + 2)?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(self.fail())?;
-        Ok(DurationHistogram {
-            at_most,
-            count: row.try_get(0).map_err(self.fail())?,
-            sum_ms: row.try_get(1).map_err(self.fail())?,
-        })
+        (0..bounds_ms.len() + 2)
+            .map(|i| row.try_get(i))
+            .collect::<Result<_, _>>()
+            .map_err(self.fail())
     }
 }

@@ -5,7 +5,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::jobs::where_clause;
 use super::{is_busy, Store};
-use crate::store::{DurationHistogram, JobFilter, StoreError};
+use crate::store::sql::duration_buckets;
+use crate::store::{Counts, JobFilter, StoreError};
 
 impl Store {
     pub(crate) async fn count(&self, filter: &JobFilter) -> Result<i64, StoreError> {
@@ -19,10 +20,7 @@ impl Store {
             .await
     }
 
-    pub(crate) async fn counts_by_state(
-        &self,
-        filter: &JobFilter,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn counts_by_state(&self, filter: &JobFilter) -> Result<Counts, StoreError> {
         let (clause, binds) = where_clause(filter);
         let sql = format!("SELECT state, COUNT(*) FROM jobs{clause} GROUP BY state ORDER BY state");
         self.pool.run(move |conn| pairs(conn, &sql, &binds)).await
@@ -74,7 +72,7 @@ impl Store {
     pub(crate) async fn kept_counts_by_state(
         &self,
         state: Option<&str>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Counts, StoreError> {
         let state: rusqlite::types::Value = state.map(str::to_string).into();
         self.read_counts(move |conn| {
             pairs(
@@ -87,7 +85,7 @@ impl Store {
         .await
     }
 
-    pub(crate) async fn counts_by_worker(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn counts_by_worker(&self) -> Result<Counts, StoreError> {
         self.read_counts(|conn| {
             pairs(
                 conn,
@@ -113,13 +111,9 @@ impl Store {
         .await
     }
 
-    pub(crate) async fn duration_histogram(
-        &self,
-        bounds_ms: &[i64],
-    ) -> Result<DurationHistogram, StoreError> {
-        let buckets: String = (1..=bounds_ms.len())
-            .map(|i| format!(", COUNT(*) FILTER (WHERE finished_ms - started_ms <= ?{i})"))
-            .collect();
+    /// The run-time histogram's columns (see [`crate::store::DurationHistogram::from_columns`]).
+    pub(crate) async fn run_times(&self, bounds_ms: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let buckets = duration_buckets(bounds_ms.len(), |i| format!("?{i}"));
         let sql = format!(
             "SELECT COUNT(*), COALESCE(SUM(finished_ms - started_ms), 0){buckets} FROM jobs \
              WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL"
@@ -129,14 +123,7 @@ impl Store {
             .run(move |conn| {
                 conn.prepare_cached(&sql)?
                     .query_row(rusqlite::params_from_iter(&bounds), |r| {
-                        let at_most = (0..bounds.len())
-                            .map(|i| Ok((bounds[i], r.get(i + 2)?)))
-                            .collect::<rusqlite::Result<_>>()?;
-                        Ok(DurationHistogram {
-                            at_most,
-                            count: r.get(0)?,
-                            sum_ms: r.get(1)?,
-                        })
+                        (0..bounds.len() + 2).map(|i| r.get(i)).collect()
                     })
             })
             .await
@@ -148,7 +135,7 @@ fn pairs(
     conn: &Connection,
     sql: &str,
     binds: &[rusqlite::types::Value],
-) -> rusqlite::Result<Vec<(String, i64)>> {
+) -> rusqlite::Result<Counts> {
     let mut st = conn.prepare_cached(sql)?;
     let rows = st.query_map(rusqlite::params_from_iter(binds), |r| {
         Ok((r.get(0)?, r.get(1)?))
