@@ -54,22 +54,24 @@ where
 #[tokio::test]
 async fn on_postgres_commits_leave_what_events_one_by_one_do_and_reads_answer() -> TestResult {
     with_database(|store| async move {
-        tests::commits_leave_what_events_one_by_one_do(&store, 8).await?;
-        tests::reads_answer_what_was_written(&store).await
+        tests::commit::commits_leave_what_events_one_by_one_do(&store, 8).await?;
+        tests::jobs::reads_answer_what_was_written(&store).await
     })
     .await
 }
 
 #[tokio::test]
 async fn on_postgres_a_final_state_is_never_overwritten() -> TestResult {
-    with_database(|store| async move { tests::a_final_state_is_never_overwritten(&store).await })
-        .await
+    with_database(
+        |store| async move { tests::commit::a_final_state_is_never_overwritten(&store).await },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn on_postgres_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> TestResult {
     with_database(|store| async move {
-        tests::revokes_are_kept_and_end_the_jobs_no_worker_holds(&store).await
+        tests::revokes::revokes_are_kept_and_end_the_jobs_no_worker_holds(&store).await
     })
     .await
 }
@@ -77,7 +79,7 @@ async fn on_postgres_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> Test
 #[tokio::test]
 async fn on_postgres_leases_are_renewed_lapse_and_are_claimed_once() -> TestResult {
     with_database(|store| async move {
-        tests::leases_are_renewed_lapse_and_are_claimed_once(&store).await
+        tests::leases::leases_are_renewed_lapse_and_are_claimed_once(&store).await
     })
     .await
 }
@@ -85,7 +87,7 @@ async fn on_postgres_leases_are_renewed_lapse_and_are_claimed_once() -> TestResu
 #[tokio::test]
 async fn on_postgres_scheduled_jobs_are_held_then_claimed_once_when_due() -> TestResult {
     with_database(|store| async move {
-        tests::scheduled_jobs_are_held_then_claimed_once_when_due(&store).await
+        tests::schedule::scheduled_jobs_are_held_then_claimed_once_when_due(&store).await
     })
     .await
 }
@@ -124,8 +126,10 @@ async fn on_postgres_every_connection_limits_an_idle_transaction() -> TestResult
 
 #[tokio::test]
 async fn on_postgres_kept_counts_are_the_rows_counted() -> TestResult {
-    with_database(|store| async move { tests::kept_counts_are_the_rows_counted(&store).await })
-        .await
+    with_database(
+        |store| async move { tests::counts::kept_counts_are_the_rows_counted(&store).await },
+    )
+    .await
 }
 
 fn pool(store: &Store) -> Result<&sqlx::PgPool, Box<dyn std::error::Error>> {

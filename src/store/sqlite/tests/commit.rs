@@ -1,19 +1,14 @@
+//! A worker's group commits on SQLite: waiting out a lock, the in-memory database, the rows a
+//! commit leaves, the pages it writes, a full disk, and the checkpoints off its thread.
+
 use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::commit::{insert_history, insert_pending};
-use super::jobs::job_row;
 use super::*;
-use crate::store::batch;
+use crate::store::sqlite::commit::{self, insert_history, insert_pending, CommitWriter};
+use crate::store::sqlite::jobs::job_row;
 use crate::store::testing::{traffic, Model, Traffic};
-use crate::store::{job_columns, Event, EventRow, JobRow, NewJob, StoreLocation, RECEIVED};
-
-fn temp_store() -> Result<(tempfile::TempDir, PathBuf), std::io::Error> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("s.db");
-    Ok((dir, path))
-}
 
 /// A writer waits for another connection's write lock (async), then commits; when the lock
 /// outlasts its busy timeout it fails as busy, not as a stopped writer.
@@ -208,102 +203,6 @@ fn a_whole_run_in_one_commit_is_one_history_row() -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The schema as cm's sqlx versions left it: `_sqlx_migrations` with versions 1 to `applied`
-/// (sqlx's own table definition), those migrations run, and a job in it.
-fn sqlx_era_file(path: &Path, applied: usize) -> rusqlite::Result<()> {
-    let conn = Connection::open(path)?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
-            version BIGINT PRIMARY KEY,
-            description TEXT NOT NULL,
-            installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
-            success BOOLEAN NOT NULL,
-            checksum BLOB NOT NULL,
-            execution_time BIGINT NOT NULL
-        );",
-    )?;
-    for (i, sql) in migrate::MIGRATIONS.iter().take(applied).enumerate() {
-        conn.execute_batch(sql)?;
-        conn.execute(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (?1, 'm', TRUE, x'00', 1)",
-            [i as i64 + 1],
-        )?;
-    }
-    conn.execute(
-        "INSERT INTO jobs (id, task, queue, state, submitted_ms) VALUES ('old', 'cm.launch', 'q', 'SUCCESS', 5)",
-        [],
-    )?;
-    Ok(())
-}
-
-/// A file migrated by cm's sqlx versions opens, keeps its jobs, and takes new ones; one that
-/// sqlx left part-way migrated gets the rest.
-#[tokio::test]
-async fn a_file_migrated_by_sqlx_is_adopted() -> Result<(), Box<dyn std::error::Error>> {
-    for applied in [3, 2] {
-        let (_dir, path) = temp_store()?;
-        sqlx_era_file(&path, applied)?;
-        let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
-        assert_eq!(store.state_of("old").await?.as_deref(), Some("SUCCESS"));
-        let writer = store.writer(1)?;
-        writer
-            .commit(Event::Received {
-                job: NewJob {
-                    id: "new".into(),
-                    ..NewJob::default()
-                },
-                worker: "w".into(),
-                at: 1,
-            })
-            .await?;
-        assert_eq!(store.history("new").await?.len(), 1);
-        let conn = Connection::open(&path)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        assert_eq!(version, migrate::MIGRATIONS.len() as i64);
-        // And opening it again changes nothing.
-        drop(store);
-        crate::store::Store::open(&StoreLocation::SqliteFile(path)).await?;
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_migration_sqlx_left_failed_is_refused_by_name() -> Result<(), Box<dyn std::error::Error>>
-{
-    let (_dir, path) = temp_store()?;
-    sqlx_era_file(&path, 2)?;
-    Connection::open(&path)?.execute(
-        "UPDATE _sqlx_migrations SET success = FALSE WHERE version = 2",
-        [],
-    )?;
-    let err = crate::store::Store::open(&StoreLocation::SqliteFile(path))
-        .await
-        .err();
-    assert!(
-        matches!(&err, Some(StoreError::Migration { cause, .. }) if cause.contains("migration 2 failed")),
-        "{err:?}"
-    );
-    Ok(())
-}
-
-/// A `later` column cm did not write is refused by name, not skipped.
-#[tokio::test]
-async fn an_unreadable_history_row_names_its_job() -> Result<(), Box<dyn std::error::Error>> {
-    let (_dir, path) = temp_store()?;
-    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
-    Connection::open(&path)?.execute(
-        "INSERT INTO job_events (job_id, state, at_ms, later) VALUES ('x', 'PENDING', 1, '{')",
-        [],
-    )?;
-    let err = store.history("x").await.err();
-    assert!(
-        matches!(&err, Some(StoreError::BadHistory { id, .. }) if id == "x"),
-        "{err:?}"
-    );
-    Ok(())
-}
-
 /// A disk with no room (here SQLite's page limit, which fails the same way: SQLITE_FULL) makes
 /// the writer wait and try again, not fail the commit: it lands once there is room. Told to give
 /// up (the worker stopping), a commit the disk cannot take fails as full.
@@ -369,98 +268,6 @@ async fn a_full_disk_is_waited_out_and_given_up_on_when_told(
         .err();
     assert!(matches!(&err, Some(StoreError::Full { .. })), "{err:?}");
     assert_eq!(store.state_of("b").await?, None);
-    Ok(())
-}
-
-/// A store file with only the first `count` migrations applied, as an older cm left it.
-fn migrated_to(path: &Path, count: usize) -> Result<Connection, rusqlite_migration::Error> {
-    let mut conn = Connection::open(path)?;
-    let before: Vec<_> = migrate::MIGRATIONS[..count]
-        .iter()
-        .map(|sql| rusqlite_migration::M::up(sql))
-        .collect();
-    rusqlite_migration::Migrations::new(before).to_latest(&mut conn)?;
-    Ok(conn)
-}
-
-/// A store from before the kept counts (migrations 1 to 5) gets them from its rows when it is
-/// migrated.
-#[tokio::test]
-async fn a_store_with_jobs_gets_its_counts_when_migrated() -> Result<(), Box<dyn std::error::Error>>
-{
-    let (_dir, path) = temp_store()?;
-    let conn = migrated_to(&path, 5)?;
-    conn.execute_batch(
-        "INSERT INTO jobs (id, task, queue, state, worker) VALUES ('a', 't', 'q', 'SUCCESS', 'w1'), \
-         ('b', 't', 'q', 'SUCCESS', 'w2'), ('c', 't', 'q', 'PENDING', NULL)",
-    )?;
-    drop(conn);
-    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path)).await?;
-    assert_eq!(
-        store
-            .counts_by_state(&crate::store::JobFilter::default())
-            .await?,
-        [("PENDING".into(), 1), ("SUCCESS".into(), 2)]
-    );
-    assert_eq!(
-        store.counts_by_worker().await?,
-        [("w1".into(), 1), ("w2".into(), 1)]
-    );
-    Ok(())
-}
-
-/// The changes the triggers record are folded into the counts once they are many: the log is
-/// empty again after a publish of more than `FOLD_AT` jobs, the counts those of the rows; a few
-/// changes wait in the log, and the counts read them too; many written by another program are
-/// folded by the next read.
-#[tokio::test]
-async fn many_changes_are_folded_into_the_counts() -> Result<(), Box<dyn std::error::Error>> {
-    let (_dir, path) = temp_store()?;
-    let store = crate::store::Store::open(&StoreLocation::SqliteFile(path.clone())).await?;
-    let job = |id: String| NewJob {
-        id,
-        task: "t".into(),
-        queue: "q".into(),
-        ..NewJob::default()
-    };
-    let many: Vec<NewJob> = (0..1100).map(|i| job(format!("j{i}"))).collect();
-    store.insert_pending(&many).await?;
-    let conn = Connection::open(&path)?;
-    let waiting = || -> rusqlite::Result<i64> {
-        conn.query_row("SELECT COUNT(*) FROM job_count_changes", [], |r| r.get(0))
-    };
-    assert_eq!(waiting()?, 0);
-    let all = crate::store::JobFilter::default();
-    assert_eq!(
-        store.counts_by_state(&all).await?,
-        [("PENDING".into(), 1100)]
-    );
-    store.insert_pending(&[job("one more".into())]).await?;
-    store.revoke(&["j0".into()], false, None, "cm@ops").await?;
-    assert_eq!(waiting()?, 2);
-    assert_eq!(
-        store.counts_by_state(&all).await?,
-        [("PENDING".into(), 1100), ("REVOKED".into(), 1)]
-    );
-    assert_eq!(store.count(&all).await?, 1101);
-
-    // Rows that another program inserts are counted by the triggers; the first read folds them.
-    conn.execute_batch(
-        "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 1100) \
-         INSERT INTO jobs (id, task, queue, state, worker) \
-         SELECT 'bulk' || i, 't', 'q', 'SUCCESS', 'w1' FROM g",
-    )?;
-    assert!(waiting()? > 1100);
-    assert_eq!(store.counts_by_worker().await?, [("w1".into(), 1100)]);
-    assert_eq!(waiting()?, 0);
-    assert_eq!(
-        store.counts_by_state(&all).await?,
-        [
-            ("PENDING".into(), 1100),
-            ("REVOKED".into(), 1),
-            ("SUCCESS".into(), 1100)
-        ]
-    );
     Ok(())
 }
 
