@@ -1,0 +1,204 @@
+//! What callers hand the store and what they read back: a new job, a worker's events, a job's
+//! row and history, revokes, and the filters and counts of the lists.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+/// What is known of a job when it is published (or first received from a Celery client).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewJob {
+    pub id: String,
+    pub task: String,
+    pub queue: String,
+    /// `[args, kwargs]` as JSON.
+    pub args: String,
+    pub server: Option<String>,
+    pub recipe: Option<String>,
+    pub kind: Option<String>,
+    pub hosts: Option<String>,
+    /// All jobs published by one command or one form submission share a batch id.
+    pub batch: Option<String>,
+    pub submitted_ms: i64,
+}
+
+/// Text a job's events share: its id, the worker's node name. Cloned into each of a job's six
+/// events without a copy.
+pub type SharedText = std::sync::Arc<str>;
+
+/// One state transition, as a worker reports it.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Received {
+        job: NewJob,
+        worker: SharedText,
+        at: i64,
+    },
+    /// STARTED, or a step: the simulations' are borrowed, a command's `cm-state:` lines owned.
+    State {
+        id: SharedText,
+        state: Cow<'static, str>,
+        worker: SharedText,
+        at: i64,
+    },
+    /// SUCCESS, FAILURE, or REVOKED (a command terminated by a revoke). Clears the lease.
+    Finished {
+        id: SharedText,
+        state: &'static str,
+        worker: SharedText,
+        at: i64,
+        result: Option<String>,
+        error: Option<String>,
+        /// The tail of a command's output.
+        output: Option<String>,
+    },
+    Retry {
+        id: SharedText,
+        worker: SharedText,
+        at: i64,
+        error: String,
+        retries: i64,
+    },
+    /// A redelivery of a job that is already final: counted, recorded, not run again.
+    Redelivered {
+        id: SharedText,
+        state: String,
+        worker: SharedText,
+        at: i64,
+    },
+    /// A long job's worker holds it until `until` (ms since the epoch), renewing as it runs, and
+    /// acks its message once this is committed; should the lease lapse, a reaper publishes the
+    /// job again. Does not change the job's state.
+    Leased {
+        id: SharedText,
+        worker: SharedText,
+        at: i64,
+        until: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub task: String,
+    pub queue: String,
+    pub args: String,
+    pub server: Option<String>,
+    pub recipe: Option<String>,
+    pub kind: Option<String>,
+    pub hosts: Option<String>,
+    pub batch: Option<String>,
+    pub state: String,
+    pub worker: Option<String>,
+    pub submitted_ms: Option<i64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub deliveries: i64,
+    pub retries: i64,
+    /// The last 64 KiB of a command job's output.
+    pub output: Option<String>,
+    /// The worker that holds the job's lease, and until when (ms since the epoch).
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    /// What the store keeps of the message's options (a scheduled job's, to publish it again).
+    #[serde(flatten)]
+    pub options: MessageOptions,
+}
+
+/// The options of a job's message that the store keeps for a SCHEDULED job, so that its
+/// scheduler publishes it again as it came: times in ms since the epoch, limits in ms.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MessageOptions {
+    pub eta_ms: Option<i64>,
+    pub expires_ms: Option<i64>,
+    pub time_limit_ms: Option<i64>,
+    pub soft_time_limit_ms: Option<i64>,
+    /// Where an rpc:// client waits for the result.
+    pub reply_to: Option<String>,
+}
+
+/// What [`Store::revoke`](super::Store::revoke) did to one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revoked {
+    pub id: String,
+    /// The job's state after; `None`: no such job yet (the revoke is kept for when it comes:
+    /// Celery clients revoke ids before they arrive).
+    pub state: Option<String>,
+}
+
+/// A revoke as workers read it ([`Store::revokes_since`](super::Store::revokes_since)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revoke {
+    pub id: String,
+    /// When it was made or last upgraded to terminate (ms since the epoch).
+    pub at_ms: i64,
+    /// Whether a running job is to be ended, not only kept from starting.
+    pub terminate: bool,
+    /// The signal for a terminate (`None`: the worker's default).
+    pub signal: Option<String>,
+    /// Who revoked (a node, `cm@host`), for the job's error.
+    pub by: Option<String>,
+}
+
+/// One event of a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub state: String,
+    pub worker: Option<String>,
+    pub at_ms: i64,
+    pub detail: Option<String>,
+}
+
+/// Which jobs to list; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<String>,
+    pub queue: Option<String>,
+    pub server: Option<String>,
+    pub recipe: Option<String>,
+    pub batch: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl JobFilter {
+    /// The `jobs` columns this filter narrows, with the value each must equal.
+    pub(super) fn columns(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("state", &self.state),
+            ("queue", &self.queue),
+            ("server", &self.server),
+            ("recipe", &self.recipe),
+            ("batch", &self.batch),
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| Some((column, value.as_deref().filter(|v| !v.is_empty())?)))
+    }
+
+    /// `Some` when the counts the store keeps per state answer this filter: no column but
+    /// `state` narrows it. Inside, the state it narrows to (`None`: every state).
+    pub(super) fn kept_counts(&self) -> Option<Option<&str>> {
+        let mut state = None;
+        for (column, value) in self.columns() {
+            if column != "state" {
+                return None;
+            }
+            state = Some(value);
+        }
+        Some(state)
+    }
+}
+
+/// (name, jobs) pairs in order of name: jobs per state, or per worker.
+pub type Counts = Vec<(String, i64)>;
+
+/// Run times (`finished_ms - started_ms`) of every job that has both, bucketed by the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationHistogram {
+    /// How many jobs ran at most `bound_ms`, for each requested bound (cumulative).
+    pub at_most: Vec<(i64, i64)>,
+    pub count: i64,
+    pub sum_ms: i64,
+}
