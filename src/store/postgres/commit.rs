@@ -10,7 +10,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::{Acquire, PgConnection, Postgres};
 
-use super::jobs::bind_job;
+use super::columns::bind_job;
 use super::{error, PgQuery};
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
 use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, STARTED};

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::jobs::where_clause;
+use super::columns::where_clause;
 use super::Store;
 use crate::store::sql::duration_buckets;
 use crate::store::{Counts, JobFilter, StoreError};

@@ -1,7 +1,7 @@
 //! Leases on long jobs: renewed by their worker, found lapsed and claimed by one reaper, which
 //! publishes the job again.
 
-use super::jobs::bind_entry;
+use super::columns::bind_entry;
 use super::Store;
 use crate::store::requests::{Claim, Entry, First};
 use crate::store::{is_final_sql, job_columns, JobRow, StoreError};

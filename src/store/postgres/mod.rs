@@ -9,9 +9,11 @@
 //! - [`revokes`]: revoking jobs, and the revokes workers poll.
 //! - [`leases`]: a long job's lease renewed, lapsed, claimed, and its job requeued.
 //! - [`schedule`]: jobs held until their eta, and claimed when due.
+//! - [`columns`]: the `jobs` columns as sqlx binds, reads and filters them.
 //! - [`commit`]: a worker's group commits, many rows to a statement.
 //! - [`error`]: what sqlx's errors mean to a caller.
 
+mod columns;
 mod commit;
 mod counts;
 mod error;

@@ -1,6 +1,6 @@
 //! Jobs received before their eta: held as SCHEDULED, then claimed when due by one scheduler.
 
-use super::jobs::{bind_entry, bind_job};
+use super::columns::{bind_entry, bind_job};
 use super::Store;
 use crate::store::requests::{Claim, First, Scheduling};
 use crate::store::{job_columns, live_row, JobRow, StoreError};

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::checkpoint::Checkpointer;
+use super::columns::Binder;
 use super::counts::fold_counts_if_long;
-use super::jobs::Binder;
 use super::pool::Pool;
 use super::{error, is_busy, settings};
 use crate::store::batch::{self, Commit, FoldedHistory, WholeRun};

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::jobs::where_clause;
+use super::columns::where_clause;
 use super::{is_busy, Store};
 use crate::store::sql::duration_buckets;
 use crate::store::{Counts, JobFilter, StoreError};

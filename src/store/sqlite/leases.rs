@@ -3,7 +3,7 @@
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::jobs::job_row;
+use super::columns::job_row;
 use super::Store;
 use crate::store::requests::{Claim, Entry, First};
 use crate::store::{is_final_sql, job_columns, JobRow, StoreError};

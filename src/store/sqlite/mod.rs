@@ -7,6 +7,7 @@
 //! - [`revokes`]: revoking jobs, and the revokes workers poll.
 //! - [`leases`]: a long job's lease renewed, lapsed, claimed, and its job requeued.
 //! - [`schedule`]: jobs held until their eta, and claimed when due.
+//! - [`columns`]: the `jobs` columns as rusqlite binds, reads and filters them.
 //! - [`commit`]: a worker's group commits, on a connection of its own.
 //! - [`error`]: what rusqlite's errors mean to a caller.
 //! - [`pool`]: the pooled connections that reads and the writes of commands run on, off the
@@ -15,6 +16,7 @@
 //! - [`checkpoint`]: a worker's WAL checkpoints, on a thread of their own.
 
 mod checkpoint;
+mod columns;
 mod commit;
 mod counts;
 mod error;

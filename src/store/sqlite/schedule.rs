@@ -2,7 +2,7 @@
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::jobs::{job_row, Binder};
+use super::columns::{job_row, Binder};
 use super::Store;
 use crate::store::requests::{Claim, First, Scheduling};
 use crate::store::{job_columns, live_row, JobRow, StoreError};

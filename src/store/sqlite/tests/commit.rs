@@ -6,8 +6,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::store::sqlite::columns::job_row;
 use crate::store::sqlite::commit::{self, insert_history, insert_pending, CommitWriter};
-use crate::store::sqlite::jobs::job_row;
 use crate::store::testing::{traffic, Model, Traffic};
 
 /// A writer waits for another connection's write lock (async), then commits; when the lock
