@@ -1,10 +1,12 @@
 //! What the two backends' SQL has in common, as text or as code without a driver: the
-//! fragments both dialects write alike, and a `jobs` row read into a [`JobRow`] whichever
-//! driver holds it. Each backend's statements stay its own.
+//! fragments both dialects write alike, a `jobs` row read into a [`JobRow`] whichever driver
+//! holds it, a filter's `WHERE` joined, and the run-time histogram's buckets and result. Each
+//! backend's statements stay its own.
 
 use super::{DurationHistogram, JobFilter, JobRow, MessageOptions};
 
-/// SQL that is true when column `$col` holds a final state: [`is_final`](super::is_final) for either backend.
+/// SQL that is true when column `$col` holds a final state: [`is_final`](super::is_final) for
+/// either backend.
 /// Comparisons, not `IN (...)`: SQLite builds a temporary table for a list of three or more
 /// constants, each time a statement runs.
 macro_rules! is_final_sql {
