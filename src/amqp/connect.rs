@@ -280,13 +280,14 @@ mod tests {
 
     #[test]
     fn tuning_is_added_unless_the_url_sets_it() {
-        assert_eq!(
-            super::tuned("amqp://h/%2f"),
-            "amqp://h/%2f?heartbeat=10&frame_max=8192"
-        );
-        assert_eq!(
-            super::tuned("amqp://h/?heartbeat=3"),
-            "amqp://h/?heartbeat=3&frame_max=8192"
-        );
+        for (url, tuned) in [
+            ("amqp://h/%2f", "amqp://h/%2f?heartbeat=10&frame_max=8192"),
+            (
+                "amqp://h/?heartbeat=3",
+                "amqp://h/?heartbeat=3&frame_max=8192",
+            ),
+        ] {
+            assert_eq!(super::tuned(url), tuned, "{url}");
+        }
     }
 }

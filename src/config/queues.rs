@@ -98,32 +98,28 @@ pub(super) fn resolve(
                 ))
             }
         };
-        let key = |k: &str| format!("queues.{name}.{k}");
-        let concurrency = in_range(
-            &at,
-            &key("concurrency"),
-            q.concurrency.as_ref(),
-            limits::CONCURRENCY,
-        )?
-        .map_or(1, |n| n as u16);
+        let number = |k: &str, value: Option<&Spanned<i64>>, range| {
+            in_range(&at, &format!("queues.{name}.{k}"), value, range)
+        };
+        let concurrency = number("concurrency", q.concurrency.as_ref(), limits::CONCURRENCY)?
+            .map_or(1, |n| n as u16);
         // Celery's default prefetch multiplier: the next jobs are at hand while one is acked.
-        let prefetch = in_range(&at, &key("prefetch"), q.prefetch.as_ref(), limits::PREFETCH)?
+        let prefetch = number("prefetch", q.prefetch.as_ref(), limits::PREFETCH)?
             .map_or(concurrency.saturating_mul(4), |n| n as u16)
             .max(concurrency);
-        let retries = in_range(&at, &key("retries"), q.retries.as_ref(), limits::RETRIES)?
-            .map_or(0, |n| n as u32);
+        let retries =
+            number("retries", q.retries.as_ref(), limits::RETRIES)?.map_or(0, |n| n as u32);
         // RabbitMQ 4 drops a quorum queue's message returned more than 20 times: cm's own
         // limit, at most that by default, dead-letters it with its reason before.
-        let delivery_limit = in_range(
-            &at,
-            &key("delivery_limit"),
+        let delivery_limit = number(
+            "delivery_limit",
             q.delivery_limit.as_ref(),
             limits::DELIVERY_LIMIT,
         )?
         .map_or(20, |n| n as u32);
         let retry_backoff = in_range(
             &at,
-            &key("retry_backoff_seconds"),
+            &format!("queues.{name}.retry_backoff_seconds"),
             q.retry_backoff_seconds.as_ref(),
             limits::SECONDS,
         )?
