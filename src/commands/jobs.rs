@@ -104,11 +104,11 @@ pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
     for j in &jobs {
         crate::outln!(
             "{:<36} {:<12} {:<9} {:<16} {:<20} {:<20} {}",
-            j.id,
-            j.task,
+            j.job.id,
+            j.job.task,
             j.state,
             j.worker.as_deref().unwrap_or("-"),
-            time(j.submitted_ms),
+            time(j.job.submitted_ms),
             time(j.finished_ms),
             j.error.as_deref().unwrap_or("")
         );
@@ -156,31 +156,36 @@ async fn find(store: &Store, given: &str) -> anyhow::Result<crate::store::JobRow
 
 pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     let store = open_existing(cfg).await?;
-    let job = find(&store, id).await?;
-    let history = store.history(&job.id).await?;
+    let row = find(&store, id).await?;
+    let history = store.history(&row.job.id).await?;
     if json {
-        let mut value = serde_json::to_value(&job)?;
+        let mut value = serde_json::to_value(&row)?;
         value["history"] = serde_json::to_value(&history)?;
         crate::outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(Code::Success);
     }
-    crate::outln!("job {} ({}) on queue {}", job.id, job.task, job.queue);
+    crate::outln!(
+        "job {} ({}) on queue {}",
+        row.job.id,
+        row.job.task,
+        row.job.queue
+    );
     crate::outln!(
         "state {}  deliveries {}  retries {}",
-        job.state,
-        job.deliveries,
-        job.retries
+        row.state,
+        row.deliveries,
+        row.retries
     );
-    if let Some(when) = message_options(&job.options) {
+    if let Some(when) = message_options(&row.options) {
         crate::outln!("{when}");
     }
-    if let Some(e) = &job.error {
+    if let Some(e) = &row.error {
         crate::outln!("error {e}");
     }
-    if let Some(r) = &job.result {
+    if let Some(r) = &row.result {
         crate::outln!("result {r}");
     }
-    if let Some(out) = job.output.as_deref().filter(|o| !o.is_empty()) {
+    if let Some(out) = row.output.as_deref().filter(|o| !o.is_empty()) {
         crate::outln!("output (the last 64 KiB):");
         for line in out.lines() {
             crate::outln!("  | {line}");

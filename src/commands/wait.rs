@@ -91,7 +91,7 @@ pub async fn batch(
                 .map(|j| {
                     format!(
                         "{} ({})",
-                        j.id,
+                        j.job.id,
                         j.error.as_deref().unwrap_or("no error text")
                     )
                 })

@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::config::StoreLocation;
 pub use records::{
-    Counts, DurationHistogram, Event, EventRow, JobFilter, JobRow, MessageOptions, NewJob, Revoke,
-    Revoked, SharedText,
+    Counts, DurationHistogram, Event, EventRow, JobFilter, JobRow, JobSpec, MessageOptions, NewJob,
+    Revoke, Revoked, SharedText,
 };
 use requests::{Claim, Entry, First, Revoking, Scheduling};
 pub(crate) use sql::{is_final_sql, job_columns, live_row};

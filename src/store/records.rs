@@ -5,9 +5,11 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-/// What is known of a job when it is published (or first received from a Celery client).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewJob {
+/// What a job is, as it was published (or first received from a Celery client): its id,
+/// task, queue, arguments and labels, and when it came. A new job always has that time; a
+/// stored row's may be unknown, hence the parameter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobSpec<Submitted = i64> {
     pub id: String,
     pub task: String,
     pub queue: String,
@@ -19,8 +21,11 @@ pub struct NewJob {
     pub hosts: Option<String>,
     /// All jobs published by one command or one form submission share a batch id.
     pub batch: Option<String>,
-    pub submitted_ms: i64,
+    pub submitted_ms: Submitted,
 }
+
+/// What is known of a job when it is published (or first received from a Celery client).
+pub type NewJob = JobSpec;
 
 /// Text a job's events share: its id, the worker's node name. Cloned into each of a job's six
 /// events without a copy.
@@ -77,20 +82,15 @@ pub enum Event {
     },
 }
 
+/// A job as the store holds it: what it is, its state and its last run. Serialised as one flat
+/// object, as `cm jobs --json` and `/api/jobs` show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {
-    pub id: String,
-    pub task: String,
-    pub queue: String,
-    pub args: String,
-    pub server: Option<String>,
-    pub recipe: Option<String>,
-    pub kind: Option<String>,
-    pub hosts: Option<String>,
-    pub batch: Option<String>,
+    /// What the job is: the row's columns as its publisher or first receiver wrote them.
+    #[serde(flatten)]
+    pub job: JobSpec<Option<i64>>,
     pub state: String,
     pub worker: Option<String>,
-    pub submitted_ms: Option<i64>,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub result: Option<String>,

@@ -3,7 +3,7 @@
 //! holds it, a filter's `WHERE` joined, and the run-time histogram's buckets and result. Each
 //! backend's statements stay its own.
 
-use super::{DurationHistogram, JobFilter, JobRow, MessageOptions};
+use super::{DurationHistogram, JobFilter, JobRow, JobSpec, MessageOptions};
 
 /// SQL that is true when column `$col` holds a final state: [`is_final`](super::is_final) for
 /// either backend.
@@ -63,18 +63,9 @@ impl JobRow {
     /// A row of [`job_columns!`].
     pub(super) fn read<R: Columns + ?Sized>(r: &R) -> Result<Self, R::Error> {
         Ok(Self {
-            id: r.text(0)?,
-            task: r.text(1)?,
-            queue: r.text(2)?,
-            args: r.text(3)?,
-            server: r.maybe_text(4)?,
-            recipe: r.maybe_text(5)?,
-            kind: r.maybe_text(6)?,
-            hosts: r.maybe_text(7)?,
-            batch: r.maybe_text(8)?,
+            job: JobSpec::read(r)?,
             state: r.text(9)?,
             worker: r.maybe_text(10)?,
-            submitted_ms: r.maybe_int(11)?,
             started_ms: r.maybe_int(12)?,
             finished_ms: r.maybe_int(13)?,
             result: r.maybe_text(14)?,
@@ -91,6 +82,24 @@ impl JobRow {
                 soft_time_limit_ms: r.maybe_int(24)?,
                 reply_to: r.maybe_text(25)?,
             },
+        })
+    }
+}
+
+impl JobSpec<Option<i64>> {
+    /// What the job is, of a row of [`job_columns!`].
+    fn read<R: Columns + ?Sized>(r: &R) -> Result<Self, R::Error> {
+        Ok(Self {
+            id: r.text(0)?,
+            task: r.text(1)?,
+            queue: r.text(2)?,
+            args: r.text(3)?,
+            server: r.maybe_text(4)?,
+            recipe: r.maybe_text(5)?,
+            kind: r.maybe_text(6)?,
+            hosts: r.maybe_text(7)?,
+            batch: r.maybe_text(8)?,
+            submitted_ms: r.maybe_int(11)?,
         })
     }
 }

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 
 use super::batch::{event_id, history_of, published, unfold, Commit, FoldedHistory, WholeRun};
 use super::{
-    is_final, Event, EventRow, JobRow, NewJob, SharedText, FAILURE, PENDING, RECEIVED, RETRY,
-    REVOKED, STARTED, SUCCESS,
+    is_final, Event, EventRow, JobRow, JobSpec, NewJob, SharedText, FAILURE, PENDING, RECEIVED,
+    RETRY, REVOKED, STARTED, SUCCESS,
 };
 
 pub(super) const WORKERS: [&str; 2] = ["w1@h", "w2@h"];
@@ -302,19 +302,19 @@ impl Model {
     pub fn everything(&self) -> Vec<(JobRow, Vec<EventRow>)> {
         self.jobs
             .values()
-            .map(|job| {
-                let history = self.history.get(&job.id).map(|(h, _)| h.clone());
-                (job.clone(), history.unwrap_or_default())
+            .map(|row| {
+                let history = self.history.get(&row.job.id).map(|(h, _)| h.clone());
+                (row.clone(), history.unwrap_or_default())
             })
             .collect()
     }
 
     pub fn insert_pending(&mut self, jobs: &[NewJob]) {
         for job in jobs {
-            self.jobs.entry(job.id.clone()).or_insert_with(|| JobRow {
-                batch: job.batch.clone(),
-                submitted_ms: Some(job.submitted_ms),
-                ..new_row(job, PENDING, None, 0)
+            self.jobs.entry(job.id.clone()).or_insert_with(|| {
+                let mut row = new_row(job, job.submitted_ms, PENDING, None);
+                row.job.batch.clone_from(&job.batch);
+                row
             });
         }
         self.add_history(&published(jobs));
@@ -347,10 +347,10 @@ impl Model {
     fn update(&mut self, ev: &Event) {
         let id = event_id(ev);
         if let Event::Received { job, worker, at } = ev {
-            let row = self.jobs.entry(id.to_string()).or_insert_with(|| JobRow {
-                submitted_ms: Some(*at),
-                ..new_row(job, RECEIVED, Some(worker), 0)
-            });
+            let row = self
+                .jobs
+                .entry(id.to_string())
+                .or_insert_with(|| new_row(job, *at, RECEIVED, Some(worker)));
             if !is_final(&row.state) {
                 row.deliveries += 1;
                 row.state = RECEIVED.into();
@@ -415,10 +415,7 @@ impl Model {
         let row = self
             .jobs
             .entry(run.job.id.clone())
-            .or_insert_with(|| JobRow {
-                submitted_ms: Some(run.received_ms),
-                ..new_row(run.job, RECEIVED, None, 0)
-            });
+            .or_insert_with(|| new_row(run.job, run.received_ms, RECEIVED, None));
         if is_final(&row.state) {
             return;
         }
@@ -449,25 +446,29 @@ impl Model {
     }
 }
 
-fn new_row(job: &NewJob, state: &str, worker: Option<&str>, deliveries: i64) -> JobRow {
+/// The row a first write of `job` at `at` makes: without its batch, which only its publisher
+/// writes.
+fn new_row(job: &NewJob, at: i64, state: &str, worker: Option<&str>) -> JobRow {
     JobRow {
-        id: job.id.clone(),
-        task: job.task.clone(),
-        queue: job.queue.clone(),
-        args: job.args.clone(),
-        server: job.server.clone(),
-        recipe: job.recipe.clone(),
-        kind: job.kind.clone(),
-        hosts: job.hosts.clone(),
-        batch: None,
+        job: JobSpec {
+            id: job.id.clone(),
+            task: job.task.clone(),
+            queue: job.queue.clone(),
+            args: job.args.clone(),
+            server: job.server.clone(),
+            recipe: job.recipe.clone(),
+            kind: job.kind.clone(),
+            hosts: job.hosts.clone(),
+            batch: None,
+            submitted_ms: Some(at),
+        },
         state: state.into(),
         worker: worker.map(Into::into),
-        submitted_ms: None,
         started_ms: None,
         finished_ms: None,
         result: None,
         error: None,
-        deliveries,
+        deliveries: 0,
         retries: 0,
         output: None,
         lease_owner: None,

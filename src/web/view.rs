@@ -74,27 +74,28 @@ pub struct JobView {
 }
 
 impl JobView {
-    pub fn new(job: &JobRow, batch: &str) -> Self {
+    pub fn new(row: &JobRow, batch: &str) -> Self {
         let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         Self {
-            id: job.id.clone(),
-            short_id: short_id(&job.id),
-            task: job
+            id: row.job.id.clone(),
+            short_id: short_id(&row.job.id),
+            task: row
+                .job
                 .task
                 .strip_prefix("cm.")
-                .unwrap_or(&job.task)
+                .unwrap_or(&row.job.task)
                 .to_string(),
-            state: job.state.clone(),
-            state_class: state_class(&job.state),
-            server: dash(&job.server),
-            recipe: dash(&job.recipe),
-            hosts: dash(&job.hosts),
-            worker: dash(&job.worker),
-            submitted: clock(job.submitted_ms),
-            started: clock(job.started_ms),
-            finished: clock(job.finished_ms),
-            error: job.error.clone().unwrap_or_default(),
-            highlight: !batch.is_empty() && job.batch.as_deref() == Some(batch),
+            state: row.state.clone(),
+            state_class: state_class(&row.state),
+            server: dash(&row.job.server),
+            recipe: dash(&row.job.recipe),
+            hosts: dash(&row.job.hosts),
+            worker: dash(&row.worker),
+            submitted: clock(row.job.submitted_ms),
+            started: clock(row.started_ms),
+            finished: clock(row.finished_ms),
+            error: row.error.clone().unwrap_or_default(),
+            highlight: !batch.is_empty() && row.job.batch.as_deref() == Some(batch),
         }
     }
 }

@@ -195,18 +195,18 @@ impl Remote {
         };
         let listed: Vec<Value> = rows
             .iter()
-            .map(|job| {
+            .map(|row| {
                 let (args, kwargs): (Value, Value) =
-                    serde_json::from_str(&job.args).unwrap_or((json!([]), json!({})));
+                    serde_json::from_str(&row.job.args).unwrap_or((json!([]), json!({})));
                 json!({
-                    "eta": job.options.eta_ms.map(crate::celery::timestamp::format_ms),
+                    "eta": row.options.eta_ms.map(crate::celery::timestamp::format_ms),
                     "priority": 0,
                     "request": {
-                        "id": job.id,
-                        "name": job.task,
+                        "id": row.job.id,
+                        "name": row.job.task,
                         "args": args,
                         "kwargs": kwargs,
-                        "type": job.task,
+                        "type": row.job.task,
                         "hostname": self.node,
                         "time_start": Value::Null,
                         // Its message was acked once the store held it.

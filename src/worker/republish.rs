@@ -80,19 +80,19 @@ pub(super) async fn reap(ctx: Arc<SessionContext>) {
                 continue;
             }
         };
-        for job in lapsed {
+        for row in lapsed {
             let until = store::now_ms().saturating_add(millis(lease));
-            match w.store.claim_lapsed(&job.id, &w.node, now, until).await {
+            match w.store.claim_lapsed(&row.job.id, &w.node, now, until).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    warn!("claiming the lapsed lease of job {}: {e}", job.id);
+                    warn!("claiming the lapsed lease of job {}: {e}", row.job.id);
                     continue;
                 }
             }
-            let owner = job.lease_owner.as_deref().unwrap_or("?");
+            let owner = row.lease_owner.as_deref().unwrap_or("?");
             let why = format!("the lease of {owner} lapsed");
-            publish_again(&ctx, &job, &why).await;
+            publish_again(&ctx, &row, &why).await;
         }
     }
 }
@@ -102,17 +102,17 @@ pub(super) async fn reap(ctx: Arc<SessionContext>) {
 /// eta, it is due), then records it REQUEUED. A job received straight away keeps no options:
 /// re-published, it runs without its message's expiry and time limit, and a client waiting on
 /// `.get()` over rpc:// waits in vain (the store has its end).
-async fn publish_again(ctx: &SessionContext, job: &store::JobRow, why: &str) {
+async fn publish_again(ctx: &SessionContext, row: &store::JobRow, why: &str) {
     let msg = (|| {
         let (args, kwargs): (
             Vec<serde_json::Value>,
             serde_json::Map<String, serde_json::Value>,
-        ) = serde_json::from_str(&job.args)
+        ) = serde_json::from_str(&row.job.args)
             .map_err(|e| anyhow::anyhow!("its stored arguments are not [args, kwargs]: {e}"))?;
-        let mut msg = TaskMessage::new(&job.task, args, kwargs);
-        msg.id.clone_from(&job.id);
-        msg.retries = u32::try_from(job.retries).unwrap_or(0);
-        let o = &job.options;
+        let mut msg = TaskMessage::new(&row.job.task, args, kwargs);
+        msg.id.clone_from(&row.job.id);
+        msg.retries = u32::try_from(row.retries).unwrap_or(0);
+        let o = &row.options;
         msg.expires_ms = o.expires_ms;
         let limit = |ms: Option<i64>| {
             ms.and_then(|ms| u64::try_from(ms).ok())
@@ -127,7 +127,7 @@ async fn publish_again(ctx: &SessionContext, job: &store::JobRow, why: &str) {
         Ok(msg) => publish(ctx, &msg, why).await,
         Err(e) => warn!(
             "job {}: {why}, but it cannot be published again: {e:#}",
-            job.id
+            row.job.id
         ),
     }
 }

@@ -290,7 +290,7 @@ async fn on_postgres_a_store_with_jobs_gets_its_counts_and_state_lookups_when_mi
             })
             .await?;
         assert_eq!(
-            failed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            failed.iter().map(|j| j.job.id.as_str()).collect::<Vec<_>>(),
             ["d"]
         );
         // Its history, keyed by (job_id, seq) since migration 0010, in its order.

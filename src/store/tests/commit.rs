@@ -127,7 +127,10 @@ pub(in crate::store) async fn a_final_state_is_never_overwritten(store: &Store) 
     for id in ["a", "b"] {
         let row = store.get(id).await?.ok_or("job is gone")?;
         let expected = JobRow {
-            id: id.into(),
+            job: JobSpec {
+                id: id.into(),
+                ..first.job.clone()
+            },
             deliveries: 1,
             ..first.clone()
         };

@@ -62,7 +62,7 @@ pub(in crate::store) async fn leases_are_renewed_lapse_and_are_claimed_once(
         Some(3_000)
     );
 
-    let lapsed_ids = |rows: Vec<JobRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let lapsed_ids = |rows: Vec<JobRow>| rows.into_iter().map(|r| r.job.id).collect::<Vec<_>>();
     assert!(store.lapsed_leases("q", 3_000, 10).await?.is_empty());
     assert_eq!(
         lapsed_ids(store.lapsed_leases("q", 3_001, 0).await?),

@@ -55,11 +55,11 @@ fn run(id: &str) -> Vec<Event> {
 /// Every job and its history, as the public API reads them.
 async fn everything(store: &Store) -> Result<Vec<(JobRow, Vec<EventRow>)>, StoreError> {
     let mut jobs = store.list(&JobFilter::default()).await?;
-    jobs.sort_by(|a, b| a.id.cmp(&b.id));
+    jobs.sort_by(|a, b| a.job.id.cmp(&b.job.id));
     let mut out = Vec::new();
-    for job in jobs {
-        let history = store.history(&job.id).await?;
-        out.push((job, history));
+    for row in jobs {
+        let history = store.history(&row.job.id).await?;
+        out.push((row, history));
     }
     Ok(out)
 }

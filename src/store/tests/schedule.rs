@@ -49,7 +49,7 @@ pub(in crate::store) async fn scheduled_jobs_are_held_then_claimed_once_when_due
         .revoke(&["s3".to_string()], false, None, "cm@ops")
         .await?;
     assert_eq!(revoked[0].state.as_deref(), Some(REVOKED));
-    let ids = |rows: Vec<JobRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let ids = |rows: Vec<JobRow>| rows.into_iter().map(|r| r.job.id).collect::<Vec<_>>();
     assert!(store
         .claim_due("q", "r1", 4_999, 60_000, 10)
         .await?
