@@ -8,7 +8,9 @@
 //! - `celery`: Celery's wire formats: the task message, remote control, events, Python reprs.
 //! - `amqp`: RabbitMQ through lapin: connect (failover over a list), declare, publish confirmed.
 //! - `control`: the supervisor of what cm starts detached: workers, the web, jobs' commands.
-//! - `worker`: one worker process: its session with the broker, one delivery's pipeline.
+//! - `worker`: one worker process, in floors: the process (`setup`), wiring and warm shutdown
+//!   (`serve`), the broker session (`session`), one delivery's pipeline (`delivery`: screen →
+//!   admit → run → settle), all over the state they share (`context`).
 //! - `jobs`: the job kinds and how each runs (the simulations, command tasks).
 //! - `store`: the status store, SQLite or PostgreSQL: job states, history, revokes, leases.
 //! - `web`: the web console and `/api/`.

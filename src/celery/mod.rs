@@ -6,7 +6,8 @@
 //! `inspector.py`. The worker's side (queues, consumers, the publisher task) is
 //! `crate::worker::remote`.
 //!
-//! - `message`: a task message (protocol v2): headers, body, encode, decode, checks.
+//! - `message`: a task message (protocol v2) and its errors; `encode`, `decode` (with its
+//!   checks), the body read in one pass, the header values.
 //! - `timestamp`: the ISO 8601 times of `eta` and `expires`.
 //! - `pyrepr`: Python reprs (`argsrepr`, an exception's text).
 //! - `clock`: the Lamport clock every reply and event carries.

@@ -1,7 +1,7 @@
 //! Final states pushed to a waiting publisher. `cm launch/provision/call --wait` of a small
 //! batch has its jobs answered on its publishing channel (`reply_to` is RabbitMQ's direct
 //! reply-to, as an rpc:// client's is a queue of its own), and a worker sends each job's final
-//! state there once it is stored (`worker::outcome`). The store stays the truth: a reply only
+//! state there once it is stored (`worker::delivery::outcome`). The store stays the truth: a reply only
 //! says when to look at it, so `--wait` answers as soon as the last job is final instead of at
 //! its next poll.
 
