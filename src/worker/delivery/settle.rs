@@ -95,6 +95,7 @@ pub(super) async fn settle(
                     // Its delivery was acked when the lease was taken: a fresh copy, no eta.
                     let mut again = (*msg).clone();
                     again.eta_ms = None;
+                    let why = format!("given back by {}: {why}", ctx.worker.node);
                     republish::publish(ctx, &again, &why).await;
                 }
                 LeaseEnd::Lapsed => {
