@@ -1,7 +1,8 @@
 //! Property test over what a browser (or an attacker's page) controls in a request to the web:
 //! its `Host` and `Origin`. Through the router `cm web` serves, in this process (`App`): a
 //! token-less web answers only to loopback names, refuses a foreign origin's POST, and every
-//! answer carries the framing and script headers. Bounded, so it stays quick.
+//! answer carries the framing and script headers; and any job name in a job page's path is one
+//! job, none or several, the page and its `/api/` twin alike. Bounded, so it stays quick.
 
 mod common;
 
