@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::browser::{click, open, texts, wait_for, Browser};
+use common::browser::{click, open, screenshot, screenshot_dir, texts, wait_for, Browser};
 use common::web::{App, Web};
 use common::*;
 
@@ -243,35 +243,54 @@ fn each_job_has_a_page_with_its_history_and_revoke_while_not_final() {
     assert!(!page.contains("revoke-form"), "{page}");
 }
 
-/// In Chromium: the id in db_stats opens the job's page, whose revoke button ends it.
+/// In Chromium: the id in db_stats opens the job's page, with its history; a queued job's page
+/// revokes it. (`CM_SCREENSHOTS=docs/screenshots` saves the page as job.png.)
 #[test]
 fn browser_opens_a_job_page_from_db_stats_and_revokes_it_there() {
     use fantoccini::Locator;
 
-    // No worker runs: the job stays PENDING until revoked.
-    let stack = Stack::new();
-    let id = stack.provision("b1").id();
+    let stack = Stack::with(Options {
+        step_seconds: (0.05, 0.1),
+        ..Options::default()
+    });
+    stack.start(&["p1"]);
+    let done = stack.provision("b1").timeout(30.0).id();
+    stack.stop(&["p1"]);
+    // No worker runs now: this one stays PENDING until revoked.
+    let queued = stack.provision("b2").id();
     let web = Web::start(&stack);
     let browser = Browser::start(stack.dir.path());
+    let shots = screenshot_dir(stack.dir.path());
     let base = web.base.clone();
-    let short = id[id.len() - 8..].to_string();
+    let short = done[done.len() - 8..].to_string();
 
     common::runtime().block_on(async {
         let c = browser.session().await;
         open(&c, &format!("{base}/cm/launch/db_stats")).await;
-        wait_for("the job's row", Duration::from_secs(10), || async {
+        wait_for("the jobs' rows", Duration::from_secs(10), || async {
             let rows = texts(&c, "#jobs-body tr.job").await;
-            (rows.len() == 1).then_some(())
+            (rows.len() == 2).then_some(())
         })
         .await;
         click(&c, Locator::LinkText(&short)).await;
         wait_for("the job's page", Duration::from_secs(10), || async {
             let history = texts(&c, "#job-history tbody tr").await;
-            (history.len() == 1 && history[0].contains("PENDING")).then_some(())
+            (history.len() == 8 && history[7].contains("SUCCESS")).then_some(())
         })
         .await;
         let url = c.current_url().await.expect("url");
-        assert_eq!(url.path(), format!("/cm/jobs/{id}"));
+        assert_eq!(url.path(), format!("/cm/jobs/{done}"));
+        assert!(
+            c.find(Locator::Id("revoke-form")).await.is_err(),
+            "final: no revoke"
+        );
+        screenshot(&c, &shots, "job.png").await;
+
+        open(
+            &c,
+            &format!("{base}/cm/jobs/{}", &queued[queued.len() - 8..]),
+        )
+        .await;
         click(
             &c,
             Locator::XPath("//form[@id='revoke-form']//button[normalize-space(.)='revoke']"),
@@ -281,10 +300,11 @@ fn browser_opens_a_job_page_from_db_stats_and_revokes_it_there() {
             let body = texts(&c, "body").await;
             body.into_iter()
                 .next()
-                .filter(|t| t.contains(&id) && t.contains("REVOKED now"))
+                .filter(|t| t.contains(&queued) && t.contains("REVOKED now"))
         })
         .await;
         c.close().await.expect("close the browser");
     });
-    assert_eq!(stack.job(&id)["state"], "REVOKED");
+    assert_eq!(stack.job(&queued)["state"], "REVOKED");
+    assert_eq!(stack.job(&done)["state"], "SUCCESS");
 }
