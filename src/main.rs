@@ -6,6 +6,16 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// lapin's WARN for every message the broker returns, with its body as a list of decimal
+/// bytes. cm reports a return itself, once, where it matters (a publish not confirmed), and an
+/// expected one (a reply whose waiter is gone) at debug.
+const LAPIN_RETURNS: &str = "lapin::returned_messages";
+
+/// Whether `RUST_LOG` asks for lapin's return lines by name; they are off otherwise.
+fn returns_asked() -> bool {
+    std::env::var("RUST_LOG").is_ok_and(|spec| spec.contains(LAPIN_RETURNS))
+}
+
 fn main() -> ExitCode {
     let cli = cm::cli::Cli::parse();
     let default_level = match (&cli.command, cli.verbose) {
@@ -28,6 +38,11 @@ fn main() -> ExitCode {
         .and_then(|spec| spec.parse::<Targets>().ok())
         .or_else(|| default_level.parse().ok())
         .unwrap_or_default();
+    let filter = if returns_asked() {
+        filter
+    } else {
+        filter.with_target(LAPIN_RETURNS, tracing_subscriber::filter::LevelFilter::OFF)
+    };
     let log = tracing_subscriber::fmt::layer()
         // A worker's buffered job lines first, so its log keeps the order things happened in;
         // each line stays one line whatever values it carries.

@@ -129,6 +129,18 @@ fn a_locked_store_means_no_ack_and_the_job_runs_once_it_can_be_recorded() {
         "{}",
         stack.log("l1")
     );
+    // The store cannot be told of the give-back either, and the log says so.
+    eventually(
+        Duration::from_secs(10),
+        "the untold give-back's line",
+        || {
+            let told = format!(
+                "job {}: given back, but the status store was not told",
+                msg.id
+            );
+            stack.log("l1").contains(&told)
+        },
+    );
     drop(locker);
 
     eventually(

@@ -1,7 +1,8 @@
 //! Property test over what a browser (or an attacker's page) controls in a request to the web:
 //! its `Host` and `Origin`. Through the router `cm web` serves, in this process (`App`): a
 //! token-less web answers only to loopback names, refuses a foreign origin's POST, and every
-//! answer carries the framing and script headers. Bounded, so it stays quick.
+//! answer carries the framing and script headers; and any job name in a job page's path is one
+//! job, none or several, the page and its `/api/` twin alike. Bounded, so it stays quick.
 
 mod common;
 
@@ -141,4 +142,68 @@ fn any_host_and_origin_is_answered_only_as_the_rules_say() {
     }
     assert_eq!(queue_depth(&stack.launch), 0);
     assert!(stack.jobs().is_empty());
+}
+
+/// Any name in `/cm/jobs/NAME` and `/api/jobs/NAME` (percent-encoded, any characters, pieces of
+/// real ids): a page and its twin answer alike, 200 for exactly one job (the one the name is,
+/// begins or ends), 404 for none, 409 for several; never an error or a panic.
+#[test]
+fn any_job_name_is_one_job_none_or_several_and_page_and_api_agree() {
+    let stack = Stack::new();
+    let ids = stack.provision("f[1-3]").ids();
+    let app = App::new(&stack);
+    let piece = prop::sample::select(ids.clone()).prop_flat_map(|id| {
+        let n = id.len();
+        (Just(id), 0..=n, 0..=n).prop_map(|(id, a, b)| id[a.min(b)..a.max(b)].to_string())
+    });
+    let name = prop_oneof![
+        piece.clone(),
+        piece.prop_map(|p| format!(" {p}\t")),
+        any::<String>(),
+        "[%_*?.\\-/0-9a-f ]{0,12}",
+    ];
+    let mut runner = TestRunner::new(Config::with_cases(300));
+    let result = runner.run(&name, |name| {
+        let encoded: String = url_escape(&name);
+        let page = app.get(&format!("/cm/jobs/{encoded}"));
+        let api = app.get(&format!("/api/jobs/{encoded}"));
+        prop_assert_eq!(page.status, api.status, "{:?}: {}", name, page.body);
+        // A part is looked up without the blanks around it.
+        let part = name.trim();
+        let matching: Vec<&String> = ids
+            .iter()
+            .filter(|id| !part.is_empty() && (id.starts_with(part) || id.ends_with(part)))
+            .collect();
+        let expected = match matching.len() {
+            0 => StatusCode::NOT_FOUND,
+            1 => StatusCode::OK,
+            _ => StatusCode::CONFLICT,
+        };
+        // The whole id is one job even where it is also part of another.
+        let expected = if ids.contains(&name) {
+            StatusCode::OK
+        } else {
+            expected
+        };
+        prop_assert_eq!(page.status, expected, "{:?}", name);
+        if expected == StatusCode::OK {
+            prop_assert_eq!(&api.json()["job"]["id"], &serde_json::json!(matching[0]));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// `text` as one percent-encoded path segment.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -42,13 +42,22 @@ pub enum BrokerError {
         context: String,
         cause: lapin::Error,
     },
-    #[error("broker at {url} did not confirm the publish of {id} to queue {queue} ({how})")]
+    #[error("broker at {url} did not confirm the publish of {id} to queue {queue} (nacked)")]
     Nacked {
         url: String,
         queue: String,
         id: String,
-        /// "nacked" (after retries) or "returned" (unroutable).
-        how: String,
+    },
+    /// The broker could not route the message (mandatory): no queue of that name, or a
+    /// reply address whose waiter is gone. A reply's is expected; callers tell them apart.
+    #[error("broker at {url} returned the publish of {id} to queue {queue}: {code} {text} (does the queue exist?)")]
+    Returned {
+        url: String,
+        queue: String,
+        id: String,
+        /// The AMQP reply code, 312 (NO_ROUTE) for an unroutable message.
+        code: u16,
+        text: String,
     },
 }
 

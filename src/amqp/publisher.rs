@@ -94,7 +94,8 @@ impl Retry {
 enum Settled {
     Taken,
     Nacked,
-    Returned,
+    /// Unroutable: the broker's reply code and text.
+    Returned(u16, String),
 }
 
 /// RabbitMQ's direct reply-to: a client that consumes this pseudo-queue on a channel (no acks)
@@ -248,14 +249,16 @@ impl Publisher {
                 match self.settle(queue, confirm).await? {
                     Settled::Taken => {}
                     Settled::Nacked => nacked.push(msg),
-                    Settled::Returned => return Err(self.refused(queue, &msg.id, "returned")),
+                    Settled::Returned(code, text) => {
+                        return Err(self.returned(queue, &msg.id, code, text))
+                    }
                 }
             }
             let Some(first) = nacked.first() else {
                 return Ok(());
             };
             if !retry.wait(queue, nacked.len()).await {
-                return Err(self.refused(queue, &first.id, "nacked"));
+                return Err(self.refused(queue, &first.id));
             }
             let channel = self.renew().await?;
             pending = self.send_on(&channel, queue, nacked).await?;
@@ -278,9 +281,9 @@ impl Publisher {
                 .map_err(|source| self.protocol_error(queue, source))?;
             match self.settle(queue, confirm).await? {
                 Settled::Taken => return Ok(()),
-                Settled::Returned => return Err(self.refused(queue, "", "returned")),
+                Settled::Returned(code, text) => return Err(self.returned(queue, "", code, text)),
                 Settled::Nacked if retry.wait(queue, 1).await => channel = self.renew().await?,
-                Settled::Nacked => return Err(self.refused(queue, "", "nacked")),
+                Settled::Nacked => return Err(self.refused(queue, "")),
             }
         }
     }
@@ -296,17 +299,30 @@ impl Publisher {
         Ok(match outcome {
             lapin::Confirmation::Ack(None) => Settled::Taken,
             lapin::Confirmation::Nack(_) => Settled::Nacked,
-            // Unroutable (mandatory), or, never on a confirm channel, not confirmed at all.
-            _ => Settled::Returned,
+            // Unroutable (mandatory): the message comes back with the broker's reason.
+            lapin::Confirmation::Ack(Some(back)) => {
+                Settled::Returned(back.reply_code, back.reply_text.to_string())
+            }
+            // Never on a confirm channel: not confirmed at all.
+            lapin::Confirmation::NotRequested => Settled::Returned(0, "not confirmed".into()),
         })
     }
 
-    fn refused(&self, queue: &str, id: &str, how: &str) -> BrokerError {
+    fn refused(&self, queue: &str, id: &str) -> BrokerError {
         BrokerError::Nacked {
             url: self.url.clone(),
             queue: queue.to_string(),
             id: id.to_string(),
-            how: how.to_string(),
+        }
+    }
+
+    fn returned(&self, queue: &str, id: &str, code: u16, text: String) -> BrokerError {
+        BrokerError::Returned {
+            url: self.url.clone(),
+            queue: queue.to_string(),
+            id: id.to_string(),
+            code,
+            text,
         }
     }
 

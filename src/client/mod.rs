@@ -1,10 +1,12 @@
 //! What a client of the queue does, whichever front end asks (the CLI, the web, `/api/`):
 //!
+//! - `lookup`: a job by its whole id or a unique start or end of one.
 //! - `publish`: the one way to publish: a `Publisher` stores a batch of jobs PENDING and
 //!   publishes it confirmed.
 //! - `results`: the final states a waiting publisher is told (`--wait`).
 //! - `revoke`: revokes kept in the store, so that every worker sees them.
 
+pub mod lookup;
 pub mod publish;
 pub mod results;
 pub mod revoke;

@@ -120,38 +120,12 @@ pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
     Ok(Code::Success)
 }
 
-/// The job `given` names: its whole id, or a unique start or end of one (the web shows ids'
-/// last 8 characters).
+/// The job `given` names (a whole id, or a unique start or end of one), or exit 64 saying why.
 async fn find(store: &Store, given: &str) -> anyhow::Result<crate::store::JobRow> {
-    /// The most ids an ambiguous part lists.
-    const SHOWN: usize = 10;
-    if let Some(job) = store.get(given).await? {
-        return Ok(job);
+    match crate::client::lookup::find(store, given).await? {
+        crate::client::lookup::Found::Job(job) => Ok(*job),
+        other => Err(CmError::BadArgument(other.refusal(given).unwrap_or_default()).into()),
     }
-    let ids = match given.trim() {
-        "" => Vec::new(),
-        part => store.ids_around(part, SHOWN as i64 + 1).await?,
-    };
-    let id = match ids.as_slice() {
-        [] => {
-            return Err(CmError::BadArgument(format!(
-                "no job {given:?} in the status store (`cm jobs` lists them)"
-            ))
-            .into())
-        }
-        [id] => id,
-        more => {
-            let listed = more[..more.len().min(SHOWN)].join(", ");
-            let and_more = if more.len() > SHOWN { ", ..." } else { "" };
-            return Err(CmError::BadArgument(format!(
-                "{given:?} begins or ends more than one job id: {listed}{and_more}; give more of it"
-            ))
-            .into());
-        }
-    };
-    store.get(id).await?.ok_or_else(|| {
-        CmError::BadArgument(format!("job {id} is no longer in the status store")).into()
-    })
 }
 
 pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {

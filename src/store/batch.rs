@@ -15,8 +15,8 @@ use std::borrow::Cow;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::{
-    rfc3339_ms, Event, EventRow, NewJob, StoreError, LEASED, PENDING, RECEIVED, REDELIVERED, RETRY,
-    STARTED,
+    rfc3339_ms, Event, EventRow, NewJob, StoreError, LEASED, PENDING, RECEIVED, REDELIVERED,
+    REQUEUED, RETRY, STARTED,
 };
 
 /// Everything one commit writes, in this order: `updates`, `whole_runs`, `history`. No job is
@@ -174,6 +174,18 @@ pub(super) fn history_of(ev: &Event) -> (&str, &str, &str, i64, Option<Cow<'_, s
                 "redelivered; already {state}, acked without running again"
             ))),
         ),
+        Event::GivenBack {
+            id,
+            worker,
+            at,
+            why,
+        } => (
+            id,
+            REQUEUED,
+            worker,
+            *at,
+            Some(Cow::Owned(given_back(worker, why))),
+        ),
         Event::Leased {
             id,
             worker,
@@ -192,6 +204,11 @@ pub(super) fn history_of(ev: &Event) -> (&str, &str, &str, i64, Option<Cow<'_, s
     }
 }
 
+/// The detail of a give-back's REQUEUED history row.
+pub(super) fn given_back(worker: &str, why: &str) -> String {
+    format!("given back by {worker}: {why}; its message went back to the queue")
+}
+
 /// Whether an event sets the job's `state` column (all but a redelivery note and a lease).
 fn sets_state(ev: &Event) -> bool {
     !matches!(ev, Event::Redelivered { .. } | Event::Leased { .. })
@@ -204,6 +221,7 @@ pub(super) fn event_id(ev: &Event) -> &str {
         | Event::Finished { id, .. }
         | Event::Retry { id, .. }
         | Event::Redelivered { id, .. }
+        | Event::GivenBack { id, .. }
         | Event::Leased { id, .. } => id,
     }
 }

@@ -71,6 +71,16 @@ pub enum Event {
         worker: SharedText,
         at: i64,
     },
+    /// The worker gives the job back unfinished (it is stopping, the store or the broker failed
+    /// it) and returns its message to the queue: the job is PENDING again, with a REQUEUED
+    /// history row saying why. Written before the message goes back, so no later run's RECEIVED
+    /// can come first; a row that is final, or that another worker holds by now, keeps its state.
+    GivenBack {
+        id: SharedText,
+        worker: SharedText,
+        at: i64,
+        why: String,
+    },
     /// A long job's worker holds it until `until` (ms since the epoch), renewing as it runs, and
     /// acks its message once this is committed; should the lease lapse, a reaper publishes the
     /// job again. Does not change the job's state.

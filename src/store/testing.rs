@@ -32,6 +32,8 @@ enum End {
     Retry,
     /// The worker died mid-run: the job comes back on its next delivery.
     Killed,
+    /// The worker gave it back mid-run (stopping, the store failed it): PENDING again.
+    GivenBack,
     /// A command terminated by a revoke.
     Revoked,
 }
@@ -60,6 +62,7 @@ fn delivery() -> impl Strategy<Value = Delivery> {
         1 => Just(End::Failure),
         1 => Just(End::Retry),
         1 => Just(End::Killed),
+        1 => Just(End::GivenBack),
         1 => Just(End::Revoked),
     ];
     (
@@ -192,7 +195,18 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
                 });
                 continue;
             }
+            // A leased job is published again, not given back: that is the lease's business.
+            End::Killed | End::GivenBack if d.long => continue,
             End::Killed => continue,
+            End::GivenBack => {
+                push(Event::GivenBack {
+                    id: id.clone(),
+                    worker,
+                    at: 0,
+                    why: "stopping".into(),
+                });
+                continue;
+            }
         };
         // The first final state is the one a later look finds.
         final_state.get_or_insert(state);
@@ -224,6 +238,7 @@ fn set_time(ev: &mut Event, t: i64) {
         Event::State { at, .. }
         | Event::Finished { at, .. }
         | Event::Retry { at, .. }
+        | Event::GivenBack { at, .. }
         | Event::Redelivered { at, .. } => *at = t,
     }
 }
@@ -403,6 +418,11 @@ impl Model {
                 row.error = Some(error.clone());
                 row.retries = *retries;
                 (row.lease_owner, row.lease_until) = (None, None);
+            }
+            Event::GivenBack { worker, .. } => {
+                if row.worker.as_deref() == Some(&**worker) {
+                    row.state = PENDING.into();
+                }
             }
             Event::Leased { worker, until, .. } => {
                 row.lease_owner = Some(worker.to_string());

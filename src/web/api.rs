@@ -10,7 +10,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::data::{
-    pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery, PER_PAGE,
+    named_job, pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery, Named,
+    PER_PAGE,
 };
 use super::input::{self, Invalid, LaunchInput, ProvisionInput};
 use super::render::json_error;
@@ -58,18 +59,14 @@ pub async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> 
     .into_response()
 }
 
-/// `GET /api/jobs/{id}`: the job and its history of states.
+/// `GET /api/jobs/{id}`: the job and its history of states; the twin of `/cm/jobs/{id}`, and
+/// like it, `id` may be a unique start or end of one (404 none, 409 several).
 pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let store = state.store();
-    let found = match store.get(&id).await {
-        Ok(j) => j,
-        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
-    };
-    let Some(job) = found else {
-        return json_error(StatusCode::NOT_FOUND, format!("no job {id:?}"), None);
-    };
-    match store.history(&id).await {
-        Ok(history) => Json(json!({ "job": job, "history": history })).into_response(),
+    match named_job(&state, &id).await {
+        Ok(Named::Job(job, history)) => {
+            Json(json!({ "job": job, "history": history })).into_response()
+        }
+        Ok(Named::Refused(status, why)) => json_error(status, why, None),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }
 }

@@ -1,13 +1,15 @@
 //! What the pages and `/api/` both read: the jobs query (filters, pagination), one snapshot of
-//! the store for it, the workers' statuses, the HTTP status of a failed publish, and revoking.
+//! the store for it, one job by the name it was asked by, the workers' statuses, the HTTP
+//! status of a failed publish, and revoking.
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::state::AppState;
+use crate::client::lookup::{self, Found};
 use crate::control::WorkerStatus;
 use crate::exit::{code_for, Code};
-use crate::store::{JobFilter, JobRow, StoreError};
+use crate::store::{EventRow, JobFilter, JobRow, StoreError};
 
 /// Rows per page of `/cm/launch/db_stats` and `/api/jobs`.
 pub const PER_PAGE: i64 = 50;
@@ -149,6 +151,33 @@ pub async fn snapshot(state: &AppState, q: &JobsQuery) -> Result<Snapshot, Store
         by_worker,
         batch_counts,
     })
+}
+
+/// One job as `/cm/jobs/ID` and `/api/jobs/ID` show it, or why there is none.
+pub enum Named {
+    Job(Box<JobRow>, Vec<EventRow>),
+    /// 404 for no such job, 409 for a part that several ids begin or end with; the line says.
+    Refused(StatusCode, String),
+}
+
+/// The job `given` names (its id, or a unique start or end of one: the web shows ids' last 8
+/// characters), with its history.
+pub async fn named_job(state: &AppState, given: &str) -> Result<Named, StoreError> {
+    let store = state.store();
+    let found = lookup::find(store, given).await?;
+    let job = match found {
+        Found::Job(job) => job,
+        Found::Nothing => {
+            let why = found.refusal(given).unwrap_or_default();
+            return Ok(Named::Refused(StatusCode::NOT_FOUND, why));
+        }
+        Found::Several { .. } => {
+            let why = found.refusal(given).unwrap_or_default();
+            return Ok(Named::Refused(StatusCode::CONFLICT, why));
+        }
+    };
+    let history = store.history(&job.job.id).await?;
+    Ok(Named::Job(job, history))
 }
 
 /// Pages of `PER_PAGE` rows for `total` rows; no rows is still one (empty) page.

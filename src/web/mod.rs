@@ -1,5 +1,6 @@
 //! The web launcher: `/cm/launch` publishes jobs, `/cm/launch/db_stats` watches them,
-//! `/cm/db_reset` clears the store, `/cm/jobs/ID/revoke` revokes a job, and `/api/` has the JSON twins.
+//! `/cm/db_reset` clears the store, `/cm/jobs/ID` shows a job and `/cm/jobs/ID/revoke` revokes
+//! it, and `/api/` has the JSON twins.
 //!
 //! Everything (templates, CSS, JS) is compiled into the binary. Pages are askama templates, so
 //! every value is HTML-escaped; the page script builds DOM nodes with `textContent` only.
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs", get(api::jobs))
         .route("/api/jobs/{id}", get(api::job))
         .route("/api/jobs/{id}/revoke", post(api::revoke))
+        .route("/cm/jobs/{id}", get(pages::job))
         .route("/cm/jobs/{id}/revoke", post(pages::revoke))
         .route("/api/workers", get(api::workers))
         .route("/api/launch", post(api::launch))

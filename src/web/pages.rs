@@ -1,5 +1,5 @@
-//! The HTML pages' handlers: the launch and provision forms and their POSTs, db_stats,
-//! revoke (the db_stats button), db_reset, and not found. Their templates are in `render`.
+//! The HTML pages' handlers: the launch and provision forms and their POSTs, db_stats, a
+//! job's page, revoke (its button and db_stats'), db_reset, and not found. Their templates are in `render`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -8,14 +8,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use serde::Deserialize;
 
-use super::data::{pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery};
+use super::data::{
+    named_job, pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery, Named,
+};
 use super::input::{self, Invalid, LaunchInput, ProvisionInput};
 use super::render::{
-    message_page, render, store_error, LaunchPage, MessagePage, ResetPage, StatsPage,
+    message_page, render, store_error, JobPage, LaunchPage, MessagePage, ResetPage, StatsPage,
 };
 use super::session::Session;
 use super::state::AppState;
-use super::view::{self, Choice, JobView, WorkerView};
+use super::view::{self, Choice, JobDetail, JobView, WorkerView};
 use crate::client::publish;
 use crate::jobs;
 use crate::store::JobFilter;
@@ -275,6 +277,33 @@ pub async fn db_stats(
         q,
     };
     render(StatusCode::OK, &stats)
+}
+
+// ---------- one job ----------
+
+/// `GET /cm/jobs/{id}`: the job (by its id, or a unique start or end of one), its fields,
+/// result, output and history, and its revoke buttons while it is not final.
+pub async fn job(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Response {
+    let (row, history) = match named_job(&state, &id).await {
+        Ok(Named::Job(row, history)) => (row, history),
+        Ok(Named::Refused(status, why)) => return message_page(status, "no such job", &why),
+        Err(e) => return store_error(e),
+    };
+    let job = JobDetail::new(&row, &history);
+    render(
+        StatusCode::OK,
+        &JobPage {
+            title: &format!("job {}", job.short_id),
+            nav: "db_stats",
+            signed_in: session.signed_in().is_some(),
+            csrf: session.csrf(),
+            job,
+        },
+    )
 }
 
 // ---------- revoke ----------

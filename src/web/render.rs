@@ -7,7 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
 use super::data::JobsQuery;
-use super::view::{Choice, JobView, MinuteBar, StateBar, WorkerView};
+use super::view::{Choice, JobDetail, JobView, MinuteBar, StateBar, WorkerView};
 
 /// The page, or a plain 500 if rendering fails (a template bug, logged).
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
@@ -144,4 +144,16 @@ pub struct ResetPage<'a> {
     pub signed_in: bool,
     pub csrf: &'a str,
     pub count: i64,
+}
+
+/// `/cm/jobs/ID`: one job, its history, and a revoke while it is not final.
+#[derive(Template)]
+#[template(path = "job.html")]
+pub struct JobPage<'a> {
+    pub title: &'a str,
+    pub nav: &'a str,
+    /// The sign-out button shows.
+    pub signed_in: bool,
+    pub csrf: &'a str,
+    pub job: JobDetail,
 }

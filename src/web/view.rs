@@ -4,7 +4,7 @@
 
 use super::data::JobsQuery;
 use crate::control::WorkerStatus;
-use crate::store::JobRow;
+use crate::store::{EventRow, JobRow};
 
 /// The states in the order a job passes through them (the bars and the filter use it).
 pub const STATES: &[&str] = &[
@@ -96,6 +96,109 @@ impl JobView {
             finished: clock(row.finished_ms),
             error: row.error.clone().unwrap_or_default(),
             highlight: !batch.is_empty() && row.job.batch.as_deref() == Some(batch),
+        }
+    }
+}
+
+/// A time to the millisecond (UTC), as a job's history shows it.
+pub fn at_ms(ms: i64) -> String {
+    u64::try_from(ms)
+        .ok()
+        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)))
+        .map_or_else(
+            || ms.to_string(),
+            |t| humantime::format_rfc3339_millis(t).to_string(),
+        )
+}
+
+/// A job's own page: its fields, what it gave back, its history.
+pub struct JobDetail {
+    pub id: String,
+    pub short_id: String,
+    pub task: String,
+    pub queue: String,
+    pub state: String,
+    pub state_class: String,
+    /// Not final: the page offers a revoke.
+    pub open: bool,
+    /// (name, value) of what it has, in a fixed order: worker, server, recipe, ...
+    pub fields: Vec<(&'static str, String)>,
+    pub batch: Option<String>,
+    pub args: String,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub output: Option<String>,
+    pub history: Vec<HistoryView>,
+}
+
+/// One event of a job's history.
+pub struct HistoryView {
+    pub state: String,
+    pub state_class: String,
+    pub worker: String,
+    pub at: String,
+    pub detail: String,
+}
+
+impl JobDetail {
+    pub fn new(row: &JobRow, history: &[EventRow]) -> Self {
+        let full = |ms: Option<i64>| ms.map(at_ms);
+        let o = &row.options;
+        let seconds = |ms: i64| format!("{} s", ms as f64 / 1000.0);
+        let fields = [
+            ("worker", row.worker.clone()),
+            ("server", row.job.server.clone()),
+            ("recipe", row.job.recipe.clone()),
+            ("kind", row.job.kind.clone()),
+            ("hosts", row.job.hosts.clone()),
+            ("submitted", full(row.job.submitted_ms)),
+            ("started", full(row.started_ms)),
+            ("finished", full(row.finished_ms)),
+            ("deliveries", Some(row.deliveries.to_string())),
+            ("retries", Some(row.retries.to_string())),
+            (
+                "lease",
+                row.lease_owner.as_ref().map(|owner| match row.lease_until {
+                    Some(until) => format!("{owner} until {}", at_ms(until)),
+                    None => owner.clone(),
+                }),
+            ),
+            ("eta", full(o.eta_ms)),
+            ("expires", full(o.expires_ms)),
+            ("time limit", o.time_limit_ms.map(seconds)),
+            ("soft time limit", o.soft_time_limit_ms.map(seconds)),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect();
+        Self {
+            id: row.job.id.clone(),
+            short_id: short_id(&row.job.id),
+            task: row.job.task.clone(),
+            queue: row.job.queue.clone(),
+            state: row.state.clone(),
+            state_class: state_class(&row.state),
+            open: !crate::store::is_final(&row.state),
+            fields,
+            batch: row.job.batch.clone(),
+            args: row.job.args.clone(),
+            result: row.result.clone(),
+            error: row.error.clone(),
+            output: row.output.clone().filter(|o| !o.is_empty()),
+            history: history
+                .iter()
+                .map(|e| HistoryView {
+                    state: e.state.clone(),
+                    state_class: state_class(&e.state),
+                    worker: e
+                        .worker
+                        .clone()
+                        .filter(|w| !w.is_empty())
+                        .unwrap_or_else(|| "-".into()),
+                    at: at_ms(e.at_ms),
+                    detail: e.detail.clone().unwrap_or_default(),
+                })
+                .collect(),
         }
     }
 }

@@ -224,6 +224,13 @@ async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> 
         Event::Redelivered { id, .. } => {
             sqlx::query("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = $1").bind(&**id)
         }
+        // Only the giver's own hold ends: another worker may have received it meanwhile.
+        Event::GivenBack { id, worker, .. } => sqlx::query(concat!(
+            "UPDATE jobs SET state = 'PENDING' WHERE id = $1 AND worker = $2 AND NOT ",
+            is_final_sql!("state")
+        ))
+        .bind(&**id)
+        .bind(&**worker),
         Event::Leased {
             id, worker, until, ..
         } => sqlx::query(concat!(

@@ -69,6 +69,14 @@ async fn on_postgres_a_final_state_is_never_overwritten() -> TestResult {
 }
 
 #[tokio::test]
+async fn on_postgres_a_job_given_back_is_pending_and_says_why() -> TestResult {
+    with_database(|store| async move {
+        tests::commit::a_job_given_back_is_pending_and_says_why(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
 async fn on_postgres_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> TestResult {
     with_database(|store| async move {
         tests::revokes::revokes_are_kept_and_end_the_jobs_no_worker_holds(&store).await

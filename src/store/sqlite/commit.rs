@@ -199,6 +199,13 @@ fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
         Event::Redelivered { id, .. } => conn
             .prepare_cached("UPDATE jobs SET deliveries = deliveries + 1 WHERE id = ?1")?
             .execute([&**id]),
+        // Only the giver's own hold ends: another worker may have received it meanwhile.
+        Event::GivenBack { id, worker, .. } => conn
+            .prepare_cached(concat!(
+                "UPDATE jobs SET state = 'PENDING' WHERE id = ?1 AND worker = ?2 AND NOT ",
+                is_final_sql!("state")
+            ))?
+            .execute(params![&**id, &**worker]),
         Event::Leased {
             id, worker, until, ..
         } => conn

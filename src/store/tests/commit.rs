@@ -179,3 +179,72 @@ async fn on_an_sqlite_file_a_final_state_is_never_overwritten() -> TestResult {
     let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
     a_final_state_is_never_overwritten(&store).await
 }
+
+/// A job given back mid-run is PENDING again, its history saying by whom and why, and a revoke
+/// then ends it at once; a give-back never reopens a final job, nor takes a job another worker
+/// received meanwhile.
+pub(in crate::store) async fn a_job_given_back_is_pending_and_says_why(
+    store: &Store,
+) -> TestResult {
+    store
+        .insert_pending(&[published("back"), published("done"), published("moved")])
+        .await?;
+    let writer = store.writer(1)?;
+    let given_back = |id: &str, worker: &str| Event::GivenBack {
+        id: id.into(),
+        worker: worker.into(),
+        at: 50,
+        why: "stopping".into(),
+    };
+    for id in ["back", "done", "moved"] {
+        let mut run = run_on(id, "l1@h", 10, &["running"], SUCCESS);
+        if id != "done" {
+            run.pop();
+        }
+        for ev in run {
+            writer.send(ev);
+        }
+    }
+    // "moved" was received by l2 (its message came back another way) before l1 gives it back.
+    let mut l2 = run_on("moved", "l2@h", 40, &[], SUCCESS);
+    l2.truncate(2);
+    for ev in l2 {
+        writer.send(ev);
+    }
+    for id in ["back", "done"] {
+        writer.send(given_back(id, "l1@h"));
+    }
+    writer.commit(given_back("moved", "l1@h")).await?;
+
+    let state = |row: Option<JobRow>| row.map(|r| (r.state, r.worker));
+    let on = |s: &str, w: &str| Some((s.to_string(), Some(w.to_string())));
+    assert_eq!(state(store.get("back").await?), on(PENDING, "l1@h"));
+    assert_eq!(state(store.get("done").await?), on(SUCCESS, "l1@h"));
+    assert_eq!(state(store.get("moved").await?), on(STARTED, "l2@h"));
+    let last = store.history("back").await?.pop().ok_or("no history")?;
+    assert_eq!(
+        (
+            last.state.as_str(),
+            last.worker.as_deref(),
+            last.detail.as_deref()
+        ),
+        (
+            REQUEUED,
+            Some("l1@h"),
+            Some("given back by l1@h: stopping; its message went back to the queue")
+        )
+    );
+
+    let answers = store
+        .revoke(&["back".to_string()], false, None, "cm@h")
+        .await?;
+    assert_eq!(answers[0].state.as_deref(), Some(REVOKED));
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_an_sqlite_file_a_job_given_back_is_pending_and_says_why() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&StoreLocation::SqliteFile(dir.path().join("s.db"))).await?;
+    a_job_given_back_is_pending_and_says_why(&store).await
+}

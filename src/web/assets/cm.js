@@ -115,6 +115,13 @@
     }
   }
 
+  // The random end of a UUIDv7 (its start is its time), linking to the job's own page.
+  function idCell(id) {
+    const cell = td(null, { class: "id", title: id });
+    cell.append(el("a", { href: "/cm/jobs/" + encodeURIComponent(id) }, id.slice(-8)));
+    return cell;
+  }
+
   function jobRow(j) {
     const tr = el("tr", { class: "job", "data-id": j.id, tabindex: "0" });
     if (batch && j.batch === batch) tr.classList.add("new");
@@ -123,7 +130,7 @@
     st.append(el("span", { class: "st " + stateClass(j.state) }, j.state));
     const timed = (ms) => { const [short, full] = clock(ms); return td(short, full ? { title: full } : {}); };
     tr.append(
-      td(j.id.slice(-8), { class: "id", title: j.id }), // the random end of a UUIDv7; its start is its time
+      idCell(j.id),
       td(j.task.replace(/^cm\./, "")),
       st,
       td(j.server ?? "-"), td(j.recipe ?? "-"), td(j.hosts ?? "-"), td(j.worker ?? "-"),
@@ -212,6 +219,9 @@
     if (j.output) {
       job.append(el("h3", {}, "output"), el("pre", { class: "output" }, j.output));
     }
+    const page = el("p");
+    page.append(el("a", { href: "/cm/jobs/" + encodeURIComponent(j.id) }, "the job's page →"));
+    job.append(page);
     if (!FINAL.includes(j.state)) job.append(revokeForm(j.id));
     grid.append(hist, job);
     cell.append(grid);
@@ -245,6 +255,7 @@
     loadDetails(id);
   }
   body.addEventListener("click", (ev) => {
+    if (ev.target.closest("a")) return; // the id's link goes to the job's page
     const tr = ev.target.closest("tr.job");
     if (tr) toggle(tr);
   });

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lapin::BasicProperties;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::celery::event_format::TaskEvent;
 use crate::celery::message::TaskMessage;
@@ -50,6 +50,16 @@ pub(super) fn redelivered(w: &WorkerState, id: &SharedText, state: String) -> Ev
         state,
         worker: w.node.clone(),
         at: store::now_ms(),
+    }
+}
+
+/// The job given back unfinished, `why`: PENDING again, its message back to the queue.
+pub(super) fn given_back(w: &WorkerState, id: &str, why: &str) -> Event {
+    Event::GivenBack {
+        id: id.into(),
+        worker: w.node.clone(),
+        at: store::now_ms(),
+        why: why.to_string(),
     }
 }
 
@@ -290,7 +300,14 @@ async fn reply(
         .publisher
         .publish_confirmed(reply_to, body.to_string().as_bytes(), props)
         .await;
-    if let Err(e) = sent {
-        warn!("sending the result of job {} to {reply_to}: {e}", msg.id);
+    match sent {
+        Ok(()) => {}
+        // Expected: a `--wait` reads the end from the store and may be gone before its reply,
+        // taking its reply address with it (RabbitMQ returns the reply NO_ROUTE).
+        Err(crate::amqp::BrokerError::Returned { code, text, .. }) => debug!(
+            "job {}: no one waits at {reply_to} any more ({code} {text}); the store has its end",
+            msg.id
+        ),
+        Err(e) => warn!("sending the result of job {} to {reply_to}: {e}", msg.id),
     }
 }

@@ -13,7 +13,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tracing::{error, warn};
 
-use super::outcome::Outcome;
+use super::outcome::{self, Outcome};
 use crate::amqp;
 use crate::celery::message::TaskMessage;
 use crate::store::{InFlight, SharedText, StoreError};
@@ -88,12 +88,14 @@ pub(super) async fn settle(
             match lease {
                 LeaseEnd::NotLeased => {
                     warn!("job {id}: {why}; not acked, it goes back to the queue and runs again");
+                    record_given_back(ctx, id, &why).await;
                     return_to_queue(ctx, delivery).await;
                 }
                 LeaseEnd::HeldToEnd => {
                     // Its delivery was acked when the lease was taken: a fresh copy, no eta.
                     let mut again = (*msg).clone();
                     again.eta_ms = None;
+                    let why = format!("given back by {}: {why}", ctx.worker.node);
                     republish::publish(ctx, &again, &why).await;
                 }
                 LeaseEnd::Lapsed => {
@@ -203,9 +205,21 @@ async fn retry(
 /// Returns a job to its queue unacked-for-good: it runs again, here or on another worker.
 async fn give_back(ctx: &SessionContext, delivery: &Delivery, id: &str, why: &str) {
     error!("job {id}: {why}; not acked, returning it to the queue");
+    record_given_back(ctx, id, why).await;
     // Not too hot a loop while the store or broker is down.
     tokio::time::sleep(Duration::from_secs(1)).await;
     return_to_queue(ctx, delivery).await;
+}
+
+/// Records job `id` as given back (PENDING, with why) before its message goes back: the store
+/// says so rather than the state of a run that is over, and no run the message starts next
+/// can be written before it. A store that is down cannot be told: its row keeps its last
+/// state until a worker receives the job again (nothing writes it once the store is back).
+async fn record_given_back(ctx: &SessionContext, id: &str, why: &str) {
+    let w = &*ctx.worker;
+    if let Err(e) = w.writer.commit(outcome::given_back(w, id, why)).await {
+        warn!("job {id}: given back, but the status store was not told ({e}); it shows its last state until a worker receives it again");
+    }
 }
 
 /// Gives a delivery back to its queue. One more return would reach the delivery limit: a
