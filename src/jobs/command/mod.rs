@@ -1,0 +1,206 @@
+//! Running one job's command: no shell, its own process group tied to the worker, its output
+//! line by line to whoever listens, its time limit, and a stop from outside (a revoke with
+//! terminate, the worker's own shutdown).
+//!
+//! What it runs is already decided ([`super::argv`] made the argv); here is only the process:
+//! stdin gets the job's `[args, kwargs]` as JSON, the environment the task's `env` and
+//! `CM_JOB_ID`, `CM_TASK`, `CM_QUEUE`, `CM_WORKER`, `CM_CONFIG`, `CM_RESULT`. When the leader
+//! exits, whatever it left behind in its group is stopped too: a job leaves nothing running.
+//!
+//! - `ended`: why it ended and what it left (`Ended`, `Ran`, the verdict).
+//! - `output`: its lines: the streams, cutting long lines, the tail kept, `cm-state:` steps.
+//! - `result`: the `$CM_RESULT` file.
+
+mod ended;
+mod output;
+mod result;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use super::cancel::{Cancel, CancelRx};
+use crate::control::group::{self, ProcessGroup};
+use ended::ended_by;
+pub use ended::{Ended, Ran};
+use output::{next_line, valid_state, Tail, STATE_PREFIX};
+pub use output::{Stream, TAIL_BYTES};
+use result::read_result;
+
+/// Between TERM and KILL when the worker stops: its own deadline follows soon.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// How a command is to be run.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub argv: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    /// The task's own variables, then cm's (which win).
+    pub env: Vec<(String, String)>,
+    /// The job's `[args, kwargs]`, written to stdin.
+    pub stdin: String,
+    /// Where the command may write its JSON result (`$CM_RESULT`).
+    pub result_file: PathBuf,
+    pub time_limit: Option<Duration>,
+    /// Between TERM and KILL, for a time limit, a terminate or a shutdown.
+    pub kill_grace: Duration,
+}
+
+/// Runs `inv`; `line` hears every output line (a `cm-state: NAME` line too), `state` every
+/// step NAME announced. `cancel` ends it early. An error: the command could not be started.
+pub async fn run(
+    inv: &Invocation,
+    mut line: impl FnMut(Stream, &str),
+    mut state: impl FnMut(&str),
+    mut cancel: CancelRx,
+) -> std::io::Result<Ran> {
+    let Some((program, args)) = inv.argv.split_first() else {
+        return Err(std::io::Error::other("empty command"));
+    };
+    let _ = std::fs::remove_file(&inv.result_file);
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(inv.env.iter().map(|(k, v)| (k, v)))
+        .env("CM_RESULT", &inv.result_file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &inv.cwd {
+        cmd.current_dir(dir);
+    }
+    let mut group = group::spawn_tied(&mut cmd)?;
+    let leader = group.leader();
+    let (stdin, stdout, stderr) = (
+        leader.stdin.take(),
+        leader.stdout.take(),
+        leader.stderr.take(),
+    );
+    if let Some(mut stdin) = stdin {
+        let input = inv.stdin.clone().into_bytes();
+        // A command that never reads its stdin must not hold up the job.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        });
+    }
+    let mut out = stdout.map(BufReader::new);
+    let mut err = stderr.map(BufReader::new);
+    let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
+    let mut tail = Tail::default();
+    let mut last_stderr = None;
+    let deadline = inv.time_limit.map(|t| Instant::now() + t);
+    let mut exit: Option<ExitStatus> = None;
+    // Why cm is stopping it, and when the KILL follows the first signal.
+    let mut stopping: Option<(Why, Instant)> = None;
+    let mut emit = |stream: Stream, bytes: &[u8], tail: &mut Tail| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim_end_matches(['\n', '\r']);
+        tail.push(stream, text);
+        if stream == Stream::Err && !text.trim().is_empty() {
+            last_stderr = Some(text.to_string());
+        }
+        line(stream, text);
+        if let Some(name) = text.strip_prefix(STATE_PREFIX).map(str::trim) {
+            if valid_state(name) {
+                state(name);
+            }
+        }
+    };
+    loop {
+        if exit.is_some() && out.is_none() && err.is_none() {
+            break;
+        }
+        let kill_at = stopping.as_ref().map(|(_, at)| *at);
+        tokio::select! {
+            read = next_line(out.as_mut(), &mut out_line), if out.is_some() => {
+                if read? { emit(Stream::Out, &out_line, &mut tail) } else { out = None }
+                out_line.clear();
+            }
+            read = next_line(err.as_mut(), &mut err_line), if err.is_some() => {
+                if read? { emit(Stream::Err, &err_line, &mut tail) } else { err = None }
+                err_line.clear();
+            }
+            status = group.wait(), if exit.is_none() => {
+                exit = Some(status?);
+                // What it left behind may hold the pipes open: it goes too.
+                if stopping.is_none() && (out.is_some() || err.is_some()) && !group.is_gone() {
+                    stop_group(&mut group, Signal::SIGTERM)?;
+                    stopping = Some((Why::LeftBehind, Instant::now() + inv.kill_grace));
+                }
+            }
+            () = sleep_until(deadline), if stopping.is_none() && exit.is_none() && deadline.is_some() => {
+                stop_group(&mut group, Signal::SIGTERM)?;
+                stopping = Some((Why::TimeLimit, Instant::now() + inv.kill_grace));
+            }
+            asked = cancel.asked(), if stopping.is_none() && exit.is_none() => {
+                let (signal, why, grace) = match asked {
+                    Cancel::Terminate(sig) => (sig, Why::Terminate(sig), inv.kill_grace),
+                    // The worker's own deadline is near: no time for a long grace.
+                    Cancel::Shutdown => (Signal::SIGTERM, Why::Shutdown, inv.kill_grace.min(SHUTDOWN_GRACE)),
+                };
+                stop_group(&mut group, signal)?;
+                stopping = Some((why, Instant::now() + grace));
+            }
+            () = sleep_until(kill_at), if kill_at.is_some() => {
+                stop_group(&mut group, Signal::SIGKILL)?;
+                if let Some((_, at)) = stopping.as_mut() {
+                    *at = far_future();
+                }
+            }
+        }
+    }
+    // A member that closed its outputs may still run: the group ends with its job.
+    if !group.is_gone() {
+        let _ = group.stop(Signal::SIGTERM, inv.kill_grace).await;
+    }
+    let status = exit.unwrap_or_default();
+    let ended = match stopping.map(|(why, _)| why) {
+        Some(Why::TimeLimit) => Ended::TimeLimit(inv.time_limit.unwrap_or_default()),
+        Some(Why::Terminate(sig)) => Ended::Terminated(sig),
+        Some(Why::Shutdown) => Ended::Shutdown,
+        Some(Why::LeftBehind) | None => ended_by(status),
+    };
+    let result = read_result(&inv.result_file);
+    let _ = std::fs::remove_file(&inv.result_file);
+    Ok(Ran {
+        ended,
+        result,
+        tail: tail.text(),
+        last_stderr,
+    })
+}
+
+/// Why cm signals a command's group.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    TimeLimit,
+    Terminate(Signal),
+    Shutdown,
+    /// The leader exited; members it left behind go with it.
+    LeftBehind,
+}
+
+fn stop_group(group: &mut ProcessGroup, signal: Signal) -> std::io::Result<()> {
+    group
+        .signal(signal)
+        .map(|_| ())
+        .map_err(|e| std::io::Error::other(format!("signalling the command's group: {e}")))
+}
+
+/// Never, as an instant `sleep_until` can wait for.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,197 @@
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::output::MAX_LINE;
+use super::*;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+fn inv(dir: &Path, argv: &[&str]) -> Invocation {
+    Invocation {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        cwd: None,
+        env: vec![("CM_JOB_ID".into(), "j1".into())],
+        stdin: r#"[["a"], {"k": 1}]"#.into(),
+        result_file: dir.join("result.json"),
+        time_limit: None,
+        kill_grace: Duration::from_millis(300),
+    }
+}
+
+/// Runs `inv` with nobody cancelling; the lines heard and the steps announced.
+fn go(inv: &Invocation, cancel: Option<(Duration, Cancel)>) -> (Ran, Vec<String>, Vec<String>) {
+    runtime().block_on(async {
+        let stops = crate::jobs::cancel::Stops::default();
+        let rx = stops.for_job("j1".into());
+        if let Some((after, what)) = cancel {
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                match what {
+                    Cancel::Terminate(sig) => stops.terminate("j1", sig),
+                    Cancel::Shutdown => stops.shutdown(),
+                }
+            });
+        }
+        let (mut lines, mut states) = (Vec::new(), Vec::new());
+        let ran = run(
+            inv,
+            |s, l| lines.push(format!("{}: {l}", s.label())),
+            |n| states.push(n.to_string()),
+            rx,
+        )
+        .await
+        .expect("the command starts");
+        (ran, lines, states)
+    })
+}
+
+#[test]
+fn output_states_stdin_env_and_result_reach_the_job() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = r#"echo "got $(cat) as $CM_JOB_ID"; echo oops >&2; echo 'cm-state: deploy'; echo '{"ok": [1, 2]}' > "$CM_RESULT""#;
+    let (ran, lines, states) = go(&inv(dir.path(), &["/bin/sh", "-c", script]), None);
+    assert_eq!(ran.ended, Ended::Exited(0));
+    assert!(
+        lines.contains(&r#"out: got [["a"], {"k": 1}] as j1"#.to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"err: oops".to_string()), "{lines:?}");
+    assert_eq!(states, ["deploy"]);
+    assert_eq!(ran.verdict(), Some(Ok(r#"{"ok":[1,2]}"#.to_string())));
+    assert!(ran.tail.contains("err: oops\n"), "{}", ran.tail);
+    assert!(
+        !dir.path().join("result.json").exists(),
+        "the result file is cleaned up"
+    );
+}
+
+#[test]
+fn an_argument_holding_shell_syntax_is_printed_not_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let value = "$(touch pwned); `touch pwned` && touch pwned | x > pwned";
+    let mut i = inv(dir.path(), &["/bin/echo", value]);
+    i.cwd = Some(dir.path().to_path_buf());
+    let (ran, lines, _) = go(&i, None);
+    assert_eq!(ran.ended, Ended::Exited(0));
+    assert_eq!(lines, [format!("out: {value}")]);
+    assert!(!dir.path().join("pwned").exists());
+}
+
+#[test]
+fn a_non_zero_exit_fails_naming_the_status_and_the_last_stderr_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ran, _, _) = go(
+        &inv(
+            dir.path(),
+            &[
+                "/bin/sh",
+                "-c",
+                "echo first >&2; echo 'disk full' >&2; exit 3",
+            ],
+        ),
+        None,
+    );
+    assert_eq!(ran.ended, Ended::Exited(3));
+    assert_eq!(ran.verdict(), Some(Err("exit status 3: disk full".into())));
+}
+
+#[test]
+fn a_time_limit_stops_the_whole_group_and_fails_naming_the_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids");
+    let script = format!(
+        "sleep 30 & echo $! > {}; trap '' TERM; sleep 30",
+        pids.display()
+    );
+    let mut i = inv(dir.path(), &["/bin/sh", "-c", &script]);
+    i.time_limit = Some(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (ran, _, _) = go(&i, None);
+    assert_eq!(ran.ended, Ended::TimeLimit(Duration::from_millis(300)));
+    assert_eq!(ran.verdict(), Some(Err("time limit 0.3 s exceeded".into())));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let member: i32 = std::fs::read_to_string(&pids)
+        .expect("the member's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(crate::control::procs::is_dead(nix::unistd::Pid::from_raw(
+        member
+    )));
+}
+
+#[test]
+fn a_terminate_ends_it_with_its_signal_and_no_verdict() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let i = inv(dir.path(), &["/bin/sleep", "30"]);
+    let (ran, _, _) = go(
+        &i,
+        Some((
+            Duration::from_millis(100),
+            Cancel::Terminate(Signal::SIGINT),
+        )),
+    );
+    assert_eq!(ran.ended, Ended::Terminated(Signal::SIGINT));
+    assert_eq!(ran.verdict(), None);
+}
+
+#[test]
+fn what_the_leader_leaves_behind_goes_with_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids");
+    let script = format!("sleep 30 & echo $! > {}; echo done", pids.display());
+    let (ran, lines, _) = go(&inv(dir.path(), &["/bin/sh", "-c", &script]), None);
+    assert_eq!(ran.ended, Ended::Exited(0));
+    assert_eq!(lines, ["out: done"]);
+    let member: i32 = std::fs::read_to_string(&pids)
+        .expect("the member's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(crate::control::procs::is_dead(nix::unistd::Pid::from_raw(
+        member
+    )));
+}
+
+#[test]
+fn a_result_that_is_not_json_fails_the_job() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ran, _, _) = go(
+        &inv(
+            dir.path(),
+            &["/bin/sh", "-c", "echo 'not json' > \"$CM_RESULT\""],
+        ),
+        None,
+    );
+    assert!(
+        matches!(ran.verdict(), Some(Err(why)) if why.starts_with("$CM_RESULT is not JSON")),
+        "{:?}",
+        ran.verdict()
+    );
+}
+
+#[test]
+fn long_lines_are_cut_and_the_tail_keeps_the_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = "head -c 40000 /dev/zero | tr '\\0' x; echo; seq 1 20000";
+    let (ran, lines, _) = go(&inv(dir.path(), &["/bin/sh", "-c", script]), None);
+    assert_eq!(ran.ended, Ended::Exited(0));
+    assert!(
+        lines[0].len() <= MAX_LINE + 5 && lines[1].starts_with("out: x"),
+        "{}",
+        lines[0].len()
+    );
+    assert!(ran.tail.len() <= TAIL_BYTES, "{}", ran.tail.len());
+    assert!(ran.tail.ends_with("19999\n20000\n"));
+}
