@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A RabbitMQ node of a test's own, beside the machine's broker (which it never touches):
 #
-#   bash scripts/rabbitmq-node.sh start NAME PORT [--listen ADDR]... [CONF_LINE...]
+#   bash scripts/rabbitmq-node.sh start NAME PORT [--listen ADDR]... [--tls] [CONF_LINE...]
 #                                       # idempotent; prints its URL (at the first address)
 #   bash scripts/rabbitmq-node.sh stop NAME     # idempotent; removes its data
 #   bash scripts/rabbitmq-node.sh halt NAME     # stops it, keeps its data
@@ -9,7 +9,8 @@
 #
 # NAME becomes the Erlang node NAME@localhost, with AMQP on PORT at each --listen address
 # (default 127.0.0.1 alone) and distribution on PORT+20000; its data, log and config live in
-# /tmp/cm-rabbit-NAME (owned by the rabbitmq user, whom rabbitmq-server switches to). Each
+# /tmp/cm-rabbit-NAME (owned by the rabbitmq user, whom rabbitmq-server switches to). --tls:
+# the listeners are TLS ones only (amqps://; the ssl_options.* lines come as CONF_LINEs). Each
 # CONF_LINE is a rabbitmq.conf line, e.g. "consumer_timeout = 5000". No plugins, so nothing
 # else (management's 15672) is bound. After `halt` or `kill`, `start` with the same PORT brings
 # the node back with its queues, messages and cluster membership (scripts/rabbitmq-cluster.sh
@@ -35,21 +36,32 @@ start)
     port=$1
     shift
     # Addresses to listen on: a test's hosts in network namespaces reach it over veth pairs.
-    listen=()
-    while [ $# -ge 2 ] && [ "$1" = --listen ]; do listen+=("$2"); shift 2; done
+    listen=() tls=
+    while [ $# -ge 1 ]; do
+        case $1 in
+            --listen) [ $# -ge 2 ] || usage; listen+=("$2"); shift 2 ;;
+            --tls) tls=1; shift ;;
+            *) break ;;
+        esac
+    done
     [ ${#listen[@]} -gt 0 ] || listen=(127.0.0.1)
     command -v rabbitmq-server >/dev/null || bash "$(dirname "${BASH_SOURCE[0]}")/ensure-rabbitmq.sh" >&2
     if ! running; then
         mkdir -p "$dir/mnesia" "$dir/log"
         {
             i=0
-            for addr in "${listen[@]}"; do i=$((i + 1)); echo "listeners.tcp.$i = $addr:$port"; done
+            kind=tcp
+            if [ -n "$tls" ]; then kind=ssl; echo "listeners.tcp = none"; fi
+            for addr in "${listen[@]}"; do i=$((i + 1)); echo "listeners.$kind.$i = $addr:$port"; done
             echo "loopback_users = none"
             for line in "$@"; do echo "$line"; done
         } > "$dir/rabbitmq.conf"
         echo '[].' > "$dir/enabled_plugins"
         chown -R rabbitmq:rabbitmq "$dir" 2>/dev/null || true
-        RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000)) \
+        # RABBITMQ_NODE_PORT would add a plain listener to a TLS-only node.
+        node_port=(RABBITMQ_NODE_PORT="$port")
+        [ -z "$tls" ] || node_port=()
+        env "${node_port[@]}" RABBITMQ_NODENAME="$node" RABBITMQ_DIST_PORT=$((port + 20000)) \
         RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
         RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
         RABBITMQ_PID_FILE="$dir/pid" rabbitmq-server -detached >/dev/null 2>&1
@@ -59,7 +71,7 @@ start)
     fi
     # Also when it was running already: it may still be booting.
     ctl await_startup
-    echo "amqp://guest:guest@${listen[0]}:$port/%2f"
+    echo "amqp${tls:+s}://guest:guest@${listen[0]}:$port/%2f"
     ;;
 stop|halt)
     if running; then ctl stop >/dev/null 2>&1 || true; fi

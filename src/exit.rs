@@ -92,6 +92,7 @@ pub fn code_for(err: &anyhow::Error) -> Code {
                 BrokerError::AccessRefused { .. } | BrokerError::VhostRefused { .. } => {
                     Code::NoPerm
                 }
+                BrokerError::Tls { .. } | BrokerError::TlsSetup { .. } => Code::Config,
                 _ => Code::Unavailable,
             };
         }
@@ -99,6 +100,7 @@ pub fn code_for(err: &anyhow::Error) -> Code {
             return match e {
                 StoreError::Unreachable { .. } => Code::Unavailable,
                 StoreError::Busy { .. } | StoreError::Full { .. } => Code::TempFail,
+                StoreError::Tls { .. } => Code::Config,
                 StoreError::Migration { .. }
                 | StoreError::Backend { .. }
                 | StoreError::WriterGone(_)

@@ -2,13 +2,15 @@
 //! beginning with the one reached last, and which node that is for status lines.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use lapin::tcp::RustlsConnector;
 use lapin::{Connection, ConnectionProperties, ErrorKind};
 
-use super::BrokerError;
+use super::{tls, BrokerError};
 use crate::config::urls::{redact, split_urls};
+use crate::config::{BrokerTls, Config};
 
 /// A blackholed host must not hang `cm queue start`; a live broker answers well within this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,18 +57,42 @@ struct Inner {
     /// next as its node (seen in the cluster tests: "another node" as soon as its node stopped,
     /// before any reconnect).
     connected: AtomicBool,
+    /// How `amqps://` nodes are spoken to (`[broker]`'s TLS keys).
+    tls: BrokerTls,
+    /// Built from `tls` on the first `amqps://` connect, then shared by every connection.
+    connector: OnceLock<Result<Arc<RustlsConnector>, String>>,
 }
 
 impl Brokers {
-    /// The nodes of `urls` (a `;`-separated list, or one URL), none reached yet.
+    /// The nodes of `urls` (a `;`-separated list, or one URL), none reached yet; `amqps://`
+    /// ones trust the system's CAs and check the host.
     pub fn new(urls: &str) -> Self {
+        Self::with_tls(urls, BrokerTls::default())
+    }
+
+    /// The broker of `cfg`: its URLs (password included) and its TLS keys.
+    pub fn of(cfg: &Config) -> Self {
+        Self::with_tls(&cfg.broker_url, cfg.broker_tls.clone())
+    }
+
+    fn with_tls(urls: &str, tls: BrokerTls) -> Self {
         Self {
             inner: Arc::new(Inner {
                 urls: split_urls(urls),
                 preferred: AtomicUsize::new(0),
                 connected: AtomicBool::new(false),
+                tls,
+                connector: OnceLock::new(),
             }),
         }
+    }
+
+    /// The TLS connector for `amqps://` nodes, made once; the error names the file at fault.
+    fn connector(&self) -> Result<Arc<RustlsConnector>, String> {
+        self.inner
+            .connector
+            .get_or_init(|| tls::connector(&self.inner.tls).map(Arc::new))
+            .clone()
     }
 
     /// Connects to the first node that answers, beginning with the one reached last; the
@@ -77,7 +103,15 @@ impl Brokers {
         let mut last_error = None;
         for (k, i) in self.order().enumerate() {
             let Some(url) = urls.get(i) else { break };
-            match connect_one(url, name).await {
+            let connector = if url.starts_with("amqps://") {
+                Some(
+                    self.connector()
+                        .map_err(|reason| BrokerError::TlsSetup { reason })?,
+                )
+            } else {
+                None
+            };
+            match connect_one(url, name, connector).await {
                 Ok(conn) => {
                     self.reached(i);
                     if k > 0 {
@@ -143,11 +177,23 @@ impl Brokers {
     }
 }
 
-async fn connect_one(url: &str, name: &str) -> Result<Connection, BrokerError> {
+/// Connects to one node; `connector` is given for an `amqps://` one, which never falls back
+/// to plain AMQP.
+async fn connect_one(
+    url: &str,
+    name: &str,
+    connector: Option<Arc<RustlsConnector>>,
+) -> Result<Connection, BrokerError> {
     let shown = redact(url);
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let url = tuned(url);
-    let result = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props)).await;
+    let connecting = async {
+        match connector {
+            Some(connector) => tls::connect(&url, props, connector).await,
+            None => Connection::connect(&url, props).await,
+        }
+    };
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
     match result {
         Err(_) => Err(BrokerError::Unreachable {
             url: shown,
@@ -160,6 +206,9 @@ async fn connect_one(url: &str, name: &str) -> Result<Connection, BrokerError> {
 
 fn classify(url: &str, e: lapin::Error) -> BrokerError {
     let url = url.to_string();
+    if let Some((reason, fix)) = tls::failure(&e) {
+        return BrokerError::Tls { url, reason, fix };
+    }
     let text = e.to_string();
     match e.kind() {
         ErrorKind::IOError(io) => BrokerError::Unreachable {

@@ -125,7 +125,7 @@ pub async fn answer_pings(
 /// `cm queue status --all`: every worker of this config's queues that answers, on any host.
 pub async fn ping_all(cfg: &Config) -> Result<Vec<RemoteWorker>, BrokerError> {
     let url = &cfg.broker_url;
-    let conn = amqp::Brokers::new(url).connect("cm status --all").await?;
+    let conn = amqp::Brokers::of(cfg).connect("cm status --all").await?;
     let channel = conn
         .create_channel()
         .await

@@ -7,11 +7,13 @@
 //! - `publisher`: a channel in confirm mode: send a batch, wait for its confirms.
 //! - `inspect`: `cm queue status --all`'s ping over the `cm.control` exchange.
 //! - `node`: the local RabbitMQ node through its own tools (`cm mq`).
+//! - `tls`: `amqps://` with rustls: trust, client certificates, what a failed handshake means.
 
 mod connect;
 pub mod inspect;
 pub mod node;
 mod publisher;
+mod tls;
 mod topology;
 
 pub use connect::{Brokers, CONNECT_TIMEOUT, HEARTBEAT_SECONDS};
@@ -36,6 +38,17 @@ pub enum BrokerError {
     AccessRefused { url: String, reason: String },
     #[error("broker at {url} refused the virtual host: {reason} (create it with `rabbitmqctl add_vhost` or fix [broker] url)")]
     VhostRefused { url: String, reason: String },
+    /// `amqps://` the broker could not be reached over: never retried in plain AMQP.
+    #[error("broker at {url} failed TLS: {reason} ({fix})")]
+    Tls {
+        url: String,
+        reason: String,
+        fix: &'static str,
+    },
+    /// `[broker]`'s TLS files cannot be used (unreadable, not PEM, a key that is not the
+    /// certificate's): nothing was sent.
+    #[error("{reason}")]
+    TlsSetup { reason: String },
     #[error("broker at {url}: {context}: {cause}")]
     Protocol {
         url: String,

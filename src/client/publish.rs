@@ -239,7 +239,7 @@ mod tests {
         let cfg = Config::parse(Path::new("/etc/cm/fabfile.toml"), &text)?;
         let target = super::queue_for(&cfg, crate::jobs::PROVISION)?;
         let store = Store::open(&StoreLocation::SqliteMemory).await?;
-        let brokers = Brokers::new(&cfg.broker_url);
+        let brokers = Brokers::of(&cfg);
         let cases = [
             (1, true, true),
             (PUSHED_UP_TO, true, true),

@@ -44,9 +44,7 @@ fn quorum(cfg: &Config, name: &str) -> bool {
 
 pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let conn = amqp::Brokers::new(&cfg.broker_url)
-        .connect("cm dead list")
-        .await?;
+    let conn = amqp::Brokers::of(cfg).connect("cm dead list").await?;
     let channel = conn.create_channel().await?;
     let mut found = Vec::new();
     let mut last_tag = None;
@@ -107,7 +105,7 @@ pub async fn list(cfg: &Config, only: Option<&str>, json: bool) -> anyhow::Resul
 
 pub async fn requeue(cfg: &Config, only: Option<&str>) -> anyhow::Result<Code> {
     let queues = queues(cfg, only)?;
-    let brokers = amqp::Brokers::new(&cfg.broker_url);
+    let brokers = amqp::Brokers::of(cfg);
     let conn = std::sync::Arc::new(brokers.connect("cm dead requeue").await?);
     let publisher = Publisher::open(&conn, &brokers.current_node(), "cm").await?;
     let channel = conn.create_channel().await?;

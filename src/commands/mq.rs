@@ -175,10 +175,7 @@ fn queue_names(cfg: &Config) -> Vec<(String, String)> {
 
 pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<Code> {
     let shown = redact(&cfg.broker_url);
-    let conn = match amqp::Brokers::new(&cfg.broker_url)
-        .connect("cm mq status")
-        .await
-    {
+    let conn = match amqp::Brokers::of(cfg).connect("cm mq status").await {
         Ok(c) => c,
         Err(e) => {
             if json {
@@ -403,9 +400,7 @@ pub async fn setup(cfg: &Config) -> anyhow::Result<Code> {
         }
         .into());
     }
-    let conn = amqp::Brokers::new(&cfg.broker_url)
-        .connect("cm mq setup")
-        .await?;
+    let conn = amqp::Brokers::of(cfg).connect("cm mq setup").await?;
     let _ = conn.close(200, "setup checked".into()).await;
     crate::outln!("ok: {} accepts the login", redact(&cfg.broker_url));
     Ok(Code::Success)

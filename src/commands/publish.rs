@@ -127,7 +127,7 @@ async fn publish_and_wait(
     mut messages: Vec<TaskMessage>,
     wait: &WaitArgs,
 ) -> anyhow::Result<(Code, Store)> {
-    let brokers = Brokers::new(&cfg.broker_url);
+    let brokers = Brokers::of(cfg);
     // The store is opened while the broker is connected to: a one-job `--wait` is mostly that.
     let (store, publisher) =
         tokio::join!(Store::open(&cfg.store_url), Publisher::open(cfg, &brokers));

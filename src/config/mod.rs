@@ -13,12 +13,14 @@ pub mod limits;
 mod names;
 mod queues;
 mod raw;
+mod secrets;
 mod store_location;
 mod tasks;
 pub mod urls;
 mod web;
 
 pub use raw::Described;
+pub use secrets::BrokerTls;
 pub use store_location::StoreLocation;
 pub use tasks::{CommandSpec, BUILT_IN, PROVISION_VALUES, RECIPE_VALUES};
 pub use web::WebTls;
@@ -57,7 +59,11 @@ pub enum ConfigError {
 pub struct Config {
     /// Absolute path of the file; workers are matched to their config by it.
     pub path: PathBuf,
+    /// `[broker] url` (or `CM_BROKER_URL`), with `[broker] password_file`'s password in it:
+    /// shown only through `urls::redact`.
     pub broker_url: String,
+    /// `[broker] ca_file`, `cert_file`, `key_file`, `verify_hostname`: TLS for `amqps://`.
+    pub broker_tls: BrokerTls,
     pub pid_dir: PathBuf,
     pub log_dir: PathBuf,
     pub stop_grace: Duration,
@@ -193,6 +199,30 @@ impl Config {
             }
         }
 
+        let broker_tls = secrets::broker_tls(
+            &secrets::RawTls {
+                ca_file: raw.broker.ca_file.as_ref(),
+                cert_file: raw.broker.cert_file.as_ref(),
+                key_file: raw.broker.key_file.as_ref(),
+                verify_hostname: raw.broker.verify_hostname.as_ref(),
+            },
+            &urls,
+            base,
+            &at,
+        )?;
+        let broker_url = match &raw.broker.password_file {
+            None => broker_url,
+            Some(file) => {
+                let key = "broker.password_file";
+                let password = secrets::read_password(file, key, base, &at)?;
+                urls.iter()
+                    .map(|u| secrets::with_password(u, &password, key))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|message| at(Some(file.span()), message))?
+                    .join(";")
+            }
+        };
+
         if raw.queues.is_empty() {
             return Err(ConfigError::Rule {
                 path: path.to_path_buf(),
@@ -271,21 +301,38 @@ impl Config {
             .map(PathBuf::from)
             .or(raw.paths.log_dir)
             .map_or_else(|| base.join("var/log"), resolve);
+        let store_password = match &raw.store.password_file {
+            None => None,
+            Some(file) => Some((
+                secrets::read_password(file, "store.password_file", base, &at)?,
+                file.span(),
+            )),
+        };
+        let with_store_password = |url: &str| match &store_password {
+            None => Ok(url.to_string()),
+            Some((password, span)) => secrets::with_password(url, password, "store.password_file")
+                .map_err(|message| at(Some(span.clone()), message)),
+        };
         let store_url = match (env("CM_STORE_URL"), &raw.store.url) {
             (Some(url), _) => {
-                StoreLocation::parse(&url, base).map_err(|message| ConfigError::Rule {
-                    path: path.to_path_buf(),
-                    message: format!("CM_STORE_URL (for [store] url): {message}"),
+                StoreLocation::parse(&with_store_password(&url)?, base).map_err(|message| {
+                    ConfigError::Rule {
+                        path: path.to_path_buf(),
+                        message: format!("CM_STORE_URL (for [store] url): {message}"),
+                    }
                 })?
             }
-            (None, Some(url)) => StoreLocation::parse(url.get_ref(), base)
-                .map_err(|message| at(Some(url.span()), format!("[store] url: {message}")))?,
+            (None, Some(url)) => {
+                StoreLocation::parse(&with_store_password(url.get_ref())?, base)
+                    .map_err(|message| at(Some(url.span()), format!("[store] url: {message}")))?
+            }
             (None, None) => StoreLocation::SqliteFile(base.join("var/cm.db")),
         };
 
         Ok(Self {
             path: path.to_path_buf(),
             broker_url,
+            broker_tls,
             pid_dir,
             log_dir,
             stop_grace: seconds(

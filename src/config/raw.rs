@@ -40,6 +40,15 @@ pub(super) struct RawConfig {
 pub(super) struct RawBroker {
     #[serde(default = "default_broker_url")]
     pub(super) url: Spanned<UrlList>,
+    /// The URL's password, from the first line of this file.
+    pub(super) password_file: Option<Spanned<PathBuf>>,
+    /// `amqps://` only: the CAs to trust instead of the system's (PEM).
+    pub(super) ca_file: Option<Spanned<PathBuf>>,
+    /// `amqps://` only: a client certificate and its key (PEM), for mutual TLS.
+    pub(super) cert_file: Option<Spanned<PathBuf>>,
+    pub(super) key_file: Option<Spanned<PathBuf>>,
+    /// `amqps://` only: false accepts a certificate of a trusted CA that names another host.
+    pub(super) verify_hostname: Option<Spanned<bool>>,
 }
 
 /// One broker URL, or the nodes of a cluster: a list, or one string of URLs separated by `;`.
@@ -64,6 +73,11 @@ impl Default for RawBroker {
     fn default() -> Self {
         Self {
             url: Spanned::new(0..0, default_broker_url().into_inner()),
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            verify_hostname: None,
         }
     }
 }
@@ -129,6 +143,8 @@ pub(super) struct RawSimulation {
 pub(super) struct RawStore {
     pub(super) url: Option<Spanned<String>>,
     pub(super) busy_timeout_ms: Option<Spanned<i64>>,
+    /// A `postgres://` URL's password, from the first line of this file.
+    pub(super) password_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

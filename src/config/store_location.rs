@@ -21,6 +21,7 @@ impl StoreLocation {
     /// is wrong and which forms are accepted.
     pub fn parse(url: &str, base: &Path) -> Result<Self, String> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            check_tls_params(url)?;
             return Ok(Self::Postgres(url.to_string()));
         }
         let Some(rest) = url.strip_prefix("sqlite:") else {
@@ -52,6 +53,53 @@ impl StoreLocation {
             Ok(Self::SqliteFile(base.join(path)))
         }
     }
+}
+
+/// The sslmodes cm does as libpq does them; `allow` (plain first, TLS only if the server
+/// insists) is refused rather than done differently.
+const SSLMODES: [&str; 5] = ["disable", "prefer", "require", "verify-ca", "verify-full"];
+
+/// A PostgreSQL URL's TLS parameters, as libpq reads them, are ones cm can honour: a known
+/// sslmode, `sslcert` and `sslkey` together, `sslrootcert=system` only with verify-full.
+fn check_tls_params(url: &str) -> Result<(), String> {
+    let shown = crate::config::urls::redact(url);
+    let parsed = url::Url::parse(url).map_err(|e| format!("{shown}: {e}"))?;
+    let param = |key: &str| {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    };
+    let mode = param("sslmode");
+    if let Some(mode) = &mode {
+        if !SSLMODES.contains(&mode.as_str()) {
+            return Err(format!(
+                "{shown}: sslmode={mode} is not one cm does: use {}",
+                SSLMODES.join(", ")
+            ));
+        }
+    }
+    match (param("sslcert"), param("sslkey")) {
+        (Some(_), None) => {
+            return Err(format!(
+                "{shown}: sslcert needs sslkey (its private key, PEM) beside it"
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "{shown}: sslkey needs sslcert (the client certificate, PEM) beside it"
+            ))
+        }
+        _ => {}
+    }
+    if param("sslrootcert").as_deref() == Some("system")
+        && mode.as_deref().is_some_and(|m| m != "verify-full")
+    {
+        return Err(format!(
+            "{shown}: sslrootcert=system needs sslmode=verify-full (as libpq: the system's CAs sign certificates for any host)"
+        ));
+    }
+    Ok(())
 }
 
 /// The store as an operator would write it, with any password hidden.
@@ -91,6 +139,33 @@ mod tests {
             parse(pg).map(|l| l.to_string()),
             Ok("postgres://cm:***@db:5432/cm".into())
         );
+        for (bad, why) in [
+            (
+                "postgres://h/cm?sslmode=allow",
+                "sslmode=allow is not one cm does",
+            ),
+            (
+                "postgres://h/cm?sslmode=requir",
+                "use disable, prefer, require",
+            ),
+            ("postgres://h/cm?sslcert=c.pem", "sslcert needs sslkey"),
+            ("postgres://h/cm?sslkey=k.pem", "sslkey needs sslcert"),
+            (
+                "postgres://u:pw@h/cm?sslrootcert=system&sslmode=require",
+                "needs sslmode=verify-full",
+            ),
+        ] {
+            let msg = parse(bad).map(|_| ()).unwrap_err();
+            assert!(msg.contains(why), "{bad}: {msg}");
+            assert!(!msg.contains("pw"), "{msg}");
+        }
+        for good in [
+            "postgres://h/cm?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=c&sslkey=k",
+            "postgres://h/cm?sslrootcert=system",
+            "postgresql://h/cm?sslmode=disable",
+        ] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
         for bad in [
             "mysql://u:pw@h/db",
             "sqlite://",

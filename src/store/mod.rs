@@ -84,6 +84,15 @@ pub enum StoreError {
         /// What to check, for this kind of store.
         fix: &'static str,
     },
+    /// The URL asks for TLS the server or its certificate cannot give (no TLS on the server,
+    /// a certificate cm does not trust or that names another host, a file the URL names):
+    /// a configuration to fix, never a reason to go on without TLS (exit 78).
+    #[error("status store {store}: {cause} ({fix})")]
+    Tls {
+        store: String,
+        cause: String,
+        fix: &'static str,
+    },
     /// Another connection held the lock longer than this one would wait.
     #[error("status store {store} is busy: {cause} (another process holds its lock: raise [store] busy_timeout_ms, or find what keeps the database locked)")]
     Busy { store: String, cause: String },

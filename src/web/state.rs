@@ -45,7 +45,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 sessions: Sessions::new(cfg.web_tls.is_some()),
                 hosts: ServedHosts::new(bind, addr),
-                brokers: Brokers::new(&cfg.broker_url),
+                brokers: Brokers::of(&cfg),
                 cfg,
                 store,
                 requests: Counter::default(),

@@ -43,7 +43,7 @@ pub async fn serve(
         "shutdown asked"
     });
     let stats = Arc::new(Counters::default());
-    let brokers = Brokers::new(&cfg.broker_url);
+    let brokers = Brokers::of(cfg);
     serve_worker(
         cfg,
         worker,

@@ -157,13 +157,15 @@ fn backoff(n: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(30))
 }
 
-/// Errors no retry can fix: no broker at the URL, a refused login or vhost.
+/// Errors no retry can fix: no broker at the URL, TLS refused, a refused login or vhost.
 fn is_final_refusal(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<amqp::BrokerError>(),
             Some(
                 amqp::BrokerError::Unreachable { .. }
+                    | amqp::BrokerError::Tls { .. }
+                    | amqp::BrokerError::TlsSetup { .. }
                     | amqp::BrokerError::AccessRefused { .. }
                     | amqp::BrokerError::VhostRefused { .. }
             )

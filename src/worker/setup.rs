@@ -97,7 +97,7 @@ async fn serve_process(
             left.len()
         );
     }
-    let brokers = crate::amqp::Brokers::new(&cfg.broker_url);
+    let brokers = crate::amqp::Brokers::of(cfg);
     let mut stats_writer = None;
     let on_ready = || {
         if let Some(pipe) = ready.take() {

@@ -8,10 +8,14 @@ pub const WORKERS: [&str; 4] = ["p1", "p2", "l1", "l2"];
 
 pub struct Options {
     pub broker: String,
+    /// More `[broker]` keys, e.g. `ca_file = "ca.pem"`.
+    pub broker_keys: String,
     pub step_seconds: (f64, f64),
     pub grace_seconds: f64,
     /// `[store] url`; the default is SQLite in the stack's temp dir.
     pub store_url: Option<String>,
+    /// More `[store]` keys (with `store_url`), e.g. `password_file = "pw"`.
+    pub store_keys: String,
     /// `[worker] allow_root`: tests run as root, so the default allows it.
     pub allow_root: bool,
     /// `[worker] node_host`: the host in the workers' node names (`l1@<host>`).
@@ -32,9 +36,11 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             broker: broker_url(),
+            broker_keys: String::new(),
             step_seconds: (0.0, 0.0),
             grace_seconds: 30.0,
             store_url: None,
+            store_keys: String::new(),
             allow_root: true,
             node_host: None,
             worker_keys: String::new(),
@@ -99,6 +105,7 @@ impl Options {
         let mut lines: Vec<String> = vec![
             "[broker]".into(),
             format!("url = \"{}\"", self.broker),
+            self.broker_keys.clone(),
             "[paths]".into(),
             "pid_dir = \"run\"".into(),
             "log_dir = \"log\"".into(),
@@ -132,7 +139,11 @@ impl Options {
             format!("step_seconds = [{lo}, {hi}]"),
         ]);
         if let Some(url) = &self.store_url {
-            lines.extend(["[store]".into(), format!("url = \"{url}\"")]);
+            lines.extend([
+                "[store]".into(),
+                format!("url = \"{url}\""),
+                self.store_keys.clone(),
+            ]);
         }
         if let (Some(q), Some(name)) = (&self.own_queue, own) {
             lines.push(q.table(name, files));

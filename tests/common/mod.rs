@@ -12,6 +12,8 @@
 //! - `procs`: processes: alive, pid files locked, /proc scans, signals, children killed on drop.
 //! - `waits`: `eventually` and friends.
 //! - `celery`: the Celery venv (bench/.venv): its tools and Python clients.
+//! - `tls`: a CA of a test's own and the certificates it signs; a PostgreSQL server of a
+//!   test's own, with TLS or without.
 //! - `node`: a RabbitMQ node of a test's own; `web`: the web launcher, as a process or
 //!   in-process; `browser`: headless Chromium through WebDriver.
 //!
@@ -36,6 +38,7 @@ pub mod procs;
 pub mod proxy;
 pub mod publish;
 pub mod stack;
+pub mod tls;
 pub mod waits;
 pub mod web;
 

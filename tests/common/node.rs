@@ -20,12 +20,25 @@ impl Node {
         Self::start_on(name, port, &["127.0.0.1"], conf)
     }
 
+    /// Listens on 127.0.0.1:`port` with TLS only (`amqps://`); `conf` gives its
+    /// `ssl_options.*`.
+    pub fn start_tls(name: &str, port: u16, conf: &[&str]) -> Self {
+        Self::launch(name, port, &["127.0.0.1"], true, conf)
+    }
+
     /// Listens on `port` at each of `listen` (addresses of this machine).
     pub fn start_on(name: &str, port: u16, listen: &[&str], conf: &[&str]) -> Self {
+        Self::launch(name, port, listen, false, conf)
+    }
+
+    fn launch(name: &str, port: u16, listen: &[&str], tls: bool, conf: &[&str]) -> Self {
         let mut cmd = Command::new("bash");
         cmd.arg(script()).args(["start", name, &port.to_string()]);
         for addr in listen {
             cmd.args(["--listen", addr]);
+        }
+        if tls {
+            cmd.arg("--tls");
         }
         let out = cmd
             .args(conf)
@@ -40,6 +53,22 @@ impl Node {
             name: name.to_string(),
             url: String::from_utf8_lossy(&out.stdout).trim().to_string(),
         }
+    }
+}
+
+impl Node {
+    /// `rabbitmqctl ARGS` against this node; panics if it fails.
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("rabbitmqctl")
+            .args(["-q", "-n", &format!("{}@localhost", self.name)])
+            .args(args)
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -19,20 +19,20 @@ mod counts;
 mod error;
 mod jobs;
 mod leases;
+mod options;
 mod revokes;
 mod schedule;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Connection, PgConnection, Postgres};
 
 use super::StoreError;
 pub(super) use commit::CommitWriter;
-use error::{error, FIX};
+use error::{error, FIX, TLS_FIX};
 
 /// How long opening waits for the server's answer (a pool waits as long for a connection).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,7 +69,11 @@ impl Store {
             cause,
             fix: FIX,
         };
-        let options = PgConnectOptions::from_str(url).map_err(|e| unreachable(e.to_string()))?;
+        let options = options::connect_options(url).map_err(|cause| StoreError::Tls {
+            store: name.to_string(),
+            cause,
+            fix: TLS_FIX,
+        })?;
         let mut first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
             .await
             .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
