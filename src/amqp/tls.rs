@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use lapin::tcp::{AMQPUriTcpExt, RustlsConnector};
@@ -171,6 +172,20 @@ impl fmt::Display for HandshakeFailed {
 
 impl std::error::Error for HandshakeFailed {}
 
+/// The connection ended right after a TLS handshake that succeeded: under TLS 1.3 that is how
+/// a broker's refusal of cm's client certificate (or of its lack of one) often arrives, as a
+/// reset before its alert can be read.
+#[derive(Debug)]
+struct ClosedAfterHandshake(String);
+
+impl fmt::Display for ClosedAfterHandshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "closed right after the TLS handshake: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClosedAfterHandshake {}
+
 /// AMQP over TLS to `url` (`amqps://`): TCP, then the handshake with `connector`, then AMQP.
 /// Reconnects by lapin (none are asked) would take the same way.
 pub(super) async fn connect(
@@ -182,7 +197,9 @@ pub(super) async fn connect(
         .parse()
         .map_err(|e: String| lapin::Error::from(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let runtime = lapin::runtime::default_runtime()?;
-    Connection::connector(
+    let handshaken = Arc::new(AtomicBool::new(false));
+    let seen = handshaken.clone();
+    let connected = Connection::connector(
         uri,
         runtime,
         async move |uri: AMQPUri, runtime| {
@@ -194,11 +211,27 @@ pub(super) async fn connect(
                 .into_rustls(&connector, &host)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), HandshakeFailed(e)))?;
+            seen.store(true, Ordering::Relaxed);
             Ok(secured)
         },
         props,
     )
-    .await
+    .await;
+    connected.map_err(|e| match e.kind() {
+        lapin::ErrorKind::IOError(io)
+            if handshaken.load(Ordering::Relaxed)
+                && matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                ) =>
+        {
+            io::Error::new(io.kind(), ClosedAfterHandshake(io.to_string())).into()
+        }
+        _ => e,
+    })
 }
 
 /// What a failed `amqps://` connect means and what fixes it, or `None` when TLS had no part
@@ -207,6 +240,15 @@ pub(super) fn failure(e: &lapin::Error) -> Option<(String, &'static str)> {
     let lapin::ErrorKind::IOError(io) = e.kind() else {
         return None;
     };
+    if let Some(closed) = io
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<ClosedAfterHandshake>())
+    {
+        return Some((
+            closed.to_string(),
+            "the broker did not take cm's client certificate: set [broker] cert_file and key_file to one its CA signed (or check the broker's log: it may have refused the login)",
+        ));
+    }
     let handshake = io
         .get_ref()
         .and_then(|i| i.downcast_ref::<HandshakeFailed>());
