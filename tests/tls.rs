@@ -144,6 +144,37 @@ fn workers_run_jobs_over_tls_to_broker_and_store_and_the_passwords_show_nowhere(
     assert_eq!(stack.job(&id)["state"], "SUCCESS");
     let mq = stack.ok(&["mq", "status"]);
     assert!(mq.contains(&stack.launch), "{mq}");
+    // The web, too: its health check reaches both, its launch runs, its answers hold no secret.
+    let web = format!("http://127.0.0.1:{web_port}");
+    let http = reqwest::blocking::Client::new();
+    let health = http
+        .get(format!("{web}/healthz"))
+        .send()
+        .expect("GET /healthz");
+    assert_eq!(health.status().as_u16(), 200, "{:?}", health.text());
+    let launched: serde_json::Value = http
+        .post(format!("{web}/api/launch"))
+        .json(&serde_json::json!({
+            "server": "india_openstack_essex", "recipe": "Hadoop", "hosts": "w1"
+        }))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("POST /api/launch");
+    let web_id = launched["ids"][0].as_str().expect("an id").to_string();
+    eventually(
+        std::time::Duration::from_secs(20),
+        "the web's job to end",
+        || stack.job(&web_id)["state"] == "SUCCESS",
+    );
+    for path in ["/api/jobs", "/api/workers", "/metrics"] {
+        let body = http
+            .get(format!("{web}{path}"))
+            .send()
+            .and_then(|r| r.text())
+            .expect("GET");
+        assert_no_secret(path, &body);
+    }
 
     // The passwords: in no argv of cm's processes, no status, no log.
     for pid in cm_pids(&stack) {
