@@ -105,7 +105,7 @@ fn workers_run_jobs_over_tls_to_broker_and_store_and_the_passwords_show_nowhere(
     node.ctl(&["set_permissions", "-p", "/", "cmtls", ".*", ".*", ".*"]);
 
     let pg_port = free_port_pair(&["127.0.0.1"]);
-    let pg = PgServer::start(pg_port, Some(&server));
+    let pg = PgServer::start(pg_port, Some((&server, &tls.ca.cert)));
     pg.psql(&format!(
         "CREATE ROLE cmtls LOGIN PASSWORD '{STORE_PASSWORD}'"
     ));
@@ -124,8 +124,10 @@ fn workers_run_jobs_over_tls_to_broker_and_store_and_the_passwords_show_nowhere(
             quoted(&tls.client.key),
         ),
         store_url: Some(format!(
-            "postgres://cmtls@localhost:{pg_port}/cmtls?sslmode=verify-full&sslrootcert={}",
-            tls.ca.cert.display()
+            "postgres://cmtls@localhost:{pg_port}/cmtls?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            tls.ca.cert.display(),
+            tls.client.cert.display(),
+            tls.client.key.display(),
         )),
         store_keys: format!("password_file = {}", quoted(&tls.path("store.pw"))),
         extra: format!("[web]\nbind = \"127.0.0.1:{web_port}\""),
@@ -290,6 +292,22 @@ fn workers_run_jobs_over_tls_to_broker_and_store_and_the_passwords_show_nowhere(
         &[
             "status store postgres://cmtls:***@127.0.0.1:",
             "does not name",
+        ],
+    );
+    // ... and the server wants the client certificate (sslcert, sslkey) the URL gives.
+    let store_no_cert = stack.second_host(
+        &format!(
+            "&sslcert={}&sslkey={}",
+            tls.client.cert.display(),
+            tls.client.key.display()
+        ),
+        "",
+    );
+    refused(
+        store_no_cert.cm(&["jobs"]),
+        &[
+            "requires a valid client certificate",
+            "set sslcert and sslkey",
         ],
     );
 

@@ -81,9 +81,10 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    /// `ssl`: TLS with `server` (its certificate names the host), and `hostssl` lines only in
-    /// pg_hba.conf, passwords checked (scram); without, plain `host` lines, trusted.
-    pub fn start(port: u16, ssl: Option<&Pair>) -> Self {
+    /// `ssl`: TLS with the `server` pair (its certificate names the host), and `hostssl`
+    /// lines only in pg_hba.conf: a password (scram) and a client certificate signed by
+    /// `client_ca` (`clientcert=verify-ca`); without, plain `host` lines, trusted.
+    pub fn start(port: u16, ssl: Option<(&Pair, &Path)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
@@ -105,8 +106,12 @@ impl PgServer {
             data.display()
         );
         let hba = match ssl {
-            Some(pair) => {
-                for (from, to) in [(&pair.cert, "server.crt"), (&pair.key, "server.key")] {
+            Some((pair, client_ca)) => {
+                for (from, to) in [
+                    (pair.cert.as_path(), "server.crt"),
+                    (pair.key.as_path(), "server.key"),
+                    (client_ca, "client_ca.crt"),
+                ] {
                     let dest = data.join(to);
                     std::fs::copy(from, &dest).expect("copy the server's TLS files");
                     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
@@ -114,9 +119,9 @@ impl PgServer {
                     chown_postgres(&dest);
                 }
                 conf.push_str(
-                    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+                    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'client_ca.crt'\n",
                 );
-                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n"
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\nhostssl all all ::1/128 scram-sha-256 clientcert=verify-ca\n"
             }
             None => {
                 "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"

@@ -58,7 +58,15 @@ pub(super) fn error(store: &str, e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
         _ => None,
     };
-    if let Some(fix) = tls_fix(&e) {
+    // 28000 invalid_authorization_specification: pg_hba's clientcert wants what was not sent.
+    let wants_certificate =
+        code.as_deref() == Some("28000") && e.to_string().contains("certificate");
+    let fix = if wants_certificate {
+        Some("the server wants a client certificate: set sslcert and sslkey in [store] url to one its ssl_ca_file trusts")
+    } else {
+        tls_fix(&e)
+    };
+    if let Some(fix) = fix {
         return StoreError::Tls {
             store,
             cause: e.to_string(),
