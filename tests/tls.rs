@@ -294,6 +294,9 @@ fn workers_run_jobs_over_tls_to_broker_and_store_and_the_passwords_show_nowhere(
             "does not name",
         ],
     );
+    // Without sslmode (libpq's default, prefer) TLS is used where offered: this server takes
+    // hostssl connections only.
+    stack.second_host("sslmode=verify-full&", "").ok(&["jobs"]);
     // ... and the server wants the client certificate (sslcert, sslkey) the URL gives.
     let store_no_cert = stack.second_host(
         &format!(
