@@ -194,7 +194,10 @@ impl Config {
             if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
                 return Err(at(
                     Some(raw.broker.url.span()),
-                    format!("broker.url: invalid AMQP URL {url:?}: {e} (expected amqp://user:pass@host:5672/vhost)"),
+                    format!(
+                        "broker.url: invalid AMQP URL {:?}: {e} (expected amqp://user:pass@host:5672/vhost)",
+                        crate::config::urls::redact(url)
+                    ),
                 ));
             }
         }

@@ -298,6 +298,7 @@ fn the_broker_may_be_a_list_of_nodes_each_checked() -> Result<(), ConfigError> {
     let msg = parse(&bad).map(|_| ()).unwrap_err().to_string();
     assert!(msg.contains("broker.url: invalid AMQP URL"), "{msg}");
     assert!(msg.contains("10.0.0.2:port"), "{msg}");
+    assert!(!msg.contains("guest@"), "the password shows: {msg}");
     Ok(())
 }
 
