@@ -215,6 +215,10 @@ fn workers_run_jobs_over_tls_to_broker_and_store_and_the_passwords_show_nowhere(
             "ca_file",
         ],
     );
+    // A worker too: `cm queue start` names it and why, with the same exit code.
+    let err = wrong_ca.fails(&["queue", "start", "p1"], 78);
+    assert!(err.contains("p1") && err.contains("ca_file"), "{err}");
+    assert_no_secret("cm queue start's error", &err);
     // The system's roots, where the test's CA is one of them (SSL_CERT_FILE): accepted.
     let system = stack.second_host(&format!("ca_file = {ca}\n"), "");
     let ran = system
