@@ -48,7 +48,7 @@ test: toolchain lint
 	cargo test --test hosts_apart -- --ignored --test-threads 1
 	# About a minute: a three-node RabbitMQ cluster of its own, nodes stopped and killed under the workers.
 	cargo test --test cluster -- --ignored --test-threads 1
-	# TLS: a TLS-only RabbitMQ node and a hostssl-only PostgreSQL of its own, with a CA the test makes.
+	# 20–35 s as root: a TLS-only RabbitMQ node and a hostssl-only PostgreSQL of its own (initdb as user postgres), a CA the test makes.
 	cargo test --test tls -- --ignored --test-threads 1
 
 bench:
