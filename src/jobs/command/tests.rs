@@ -13,15 +13,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// A run of a job of its own: the tests run at once in one process, and a job's strays are
+/// known by its id.
 fn inv(dir: &Path, argv: &[&str]) -> Invocation {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     Invocation {
+        job_id: format!("j{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         argv: argv.iter().map(|s| s.to_string()).collect(),
         cwd: None,
-        env: vec![("CM_JOB_ID".into(), "j1".into())],
+        env: Vec::new(),
         stdin: r#"[["a"], {"k": 1}]"#.into(),
         result_file: dir.join("result.json"),
         time_limit: None,
         kill_grace: Duration::from_millis(300),
+        keep_children: false,
     }
 }
 
@@ -29,12 +34,13 @@ fn inv(dir: &Path, argv: &[&str]) -> Invocation {
 fn go(inv: &Invocation, cancel: Option<(Duration, Cancel)>) -> (Ran, Vec<String>, Vec<String>) {
     runtime().block_on(async {
         let stops = crate::jobs::cancel::Stops::default();
-        let rx = stops.for_job("j1".into());
+        let rx = stops.for_job(inv.job_id.as_str().into());
         if let Some((after, what)) = cancel {
+            let id = inv.job_id.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 match what {
-                    Cancel::Terminate(sig) => stops.terminate("j1", sig),
+                    Cancel::Terminate(sig) => stops.terminate(&id, sig),
                     Cancel::Shutdown => stops.shutdown(),
                 }
             });
@@ -56,10 +62,11 @@ fn go(inv: &Invocation, cancel: Option<(Duration, Cancel)>) -> (Ran, Vec<String>
 fn output_states_stdin_env_and_result_reach_the_job() {
     let dir = tempfile::tempdir().expect("temp dir");
     let script = r#"echo "got $(cat) as $CM_JOB_ID"; echo oops >&2; echo 'cm-state: deploy'; echo '{"ok": [1, 2]}' > "$CM_RESULT""#;
-    let (ran, lines, states) = go(&inv(dir.path(), &["/bin/sh", "-c", script]), None);
+    let i = inv(dir.path(), &["/bin/sh", "-c", script]);
+    let (ran, lines, states) = go(&i, None);
     assert_eq!(ran.ended, Ended::Exited(0));
     assert!(
-        lines.contains(&r#"out: got [["a"], {"k": 1}] as j1"#.to_string()),
+        lines.contains(&format!(r#"out: got [["a"], {{"k": 1}}] as {}"#, i.job_id)),
         "{lines:?}"
     );
     assert!(lines.contains(&"err: oops".to_string()), "{lines:?}");
@@ -162,6 +169,41 @@ fn what_the_leader_leaves_behind_goes_with_it() {
     assert!(crate::control::procs::is_dead(nix::unistd::Pid::from_raw(
         member
     )));
+}
+
+/// Without a subreaper (this test process is none) a stray is found while it is still a
+/// descendant: here at the time limit, while the leader waits for it.
+#[test]
+fn a_stray_that_left_the_group_is_stopped_with_the_job_unless_kept() {
+    for keep in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pids = dir.path().join("pids");
+        let script = format!("setsid sleep 30 & echo $! > {}; wait", pids.display());
+        let mut i = inv(dir.path(), &["/bin/sh", "-c", &script]);
+        i.time_limit = Some(Duration::from_millis(500));
+        i.keep_children = keep;
+        let (ran, _, _) = go(&i, None);
+        assert_eq!(ran.ended, Ended::TimeLimit(Duration::from_millis(500)));
+        let stray = nix::unistd::Pid::from_raw(
+            std::fs::read_to_string(&pids)
+                .expect("the stray's pid")
+                .trim()
+                .parse()
+                .expect("a pid"),
+        );
+        // Signalled, it may still be exiting (no longer a descendant to wait for): a moment.
+        let wait = if keep { 300 } else { 3000 };
+        let until = std::time::Instant::now() + Duration::from_millis(wait);
+        while !crate::control::procs::is_dead(stray) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            crate::control::procs::is_dead(stray),
+            !keep,
+            "keep_children = {keep}"
+        );
+        let _ = nix::sys::signal::kill(stray, Signal::SIGKILL);
+    }
 }
 
 #[test]
