@@ -41,7 +41,7 @@ use stop::{Processes, Why};
 
 /// Between TERM and KILL when the worker stops: its own deadline follows soon.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-/// How long outputs are still read once nothing cm stops can write to them.
+/// How long the outputs may stay quiet once nothing cm stops can write to them.
 const DRAIN: Duration = Duration::from_millis(200);
 
 /// How a command is to be run.
@@ -111,7 +111,8 @@ pub async fn run(
     // Why cm is stopping it, and when the KILL follows the first signal.
     let mut stopping: Option<(Why, Instant)> = None;
     let mut killed = false;
-    // Once nothing cm stops holds the outputs (a kept stray may), how long they are still read.
+    // Once nothing cm stops holds the outputs (a kept stray may), they are read until they have
+    // been quiet this long: what the command wrote before it exited is never cut off.
     let mut drain: Option<Instant> = None;
     let mut emit = |stream: Stream, bytes: &[u8], tail: &mut Tail| {
         let text = String::from_utf8_lossy(bytes);
@@ -136,10 +137,12 @@ pub async fn run(
             read = next_line(out.as_mut(), &mut out_line), if out.is_some() => {
                 if read? { emit(Stream::Out, &out_line, &mut tail) } else { out = None }
                 out_line.clear();
+                drain = drain.map(|_| Instant::now() + DRAIN);
             }
             read = next_line(err.as_mut(), &mut err_line), if err.is_some() => {
                 if read? { emit(Stream::Err, &err_line, &mut tail) } else { err = None }
                 err_line.clear();
+                drain = drain.map(|_| Instant::now() + DRAIN);
             }
             status = procs.wait(), if exit.is_none() => {
                 exit = Some(status?);

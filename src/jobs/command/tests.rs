@@ -207,6 +207,36 @@ fn a_stray_that_left_the_group_is_stopped_with_the_job_unless_kept() {
 }
 
 #[test]
+fn a_kept_stray_holding_the_outputs_does_not_hold_up_the_job() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids");
+    let script = format!("setsid sleep 30 & echo $! > {}; echo done", pids.display());
+    let mut i = inv(dir.path(), &["/bin/sh", "-c", &script]);
+    i.keep_children = true;
+    let started = std::time::Instant::now();
+    let (ran, lines, _) = go(&i, None);
+    assert_eq!(ran.ended, Ended::Exited(0));
+    assert_eq!(lines, ["out: done"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let stray = nix::unistd::Pid::from_raw(
+        std::fs::read_to_string(&pids)
+            .expect("the stray's pid")
+            .trim()
+            .parse()
+            .expect("a pid"),
+    );
+    assert!(
+        !crate::control::procs::is_dead(stray),
+        "the kept stray was stopped"
+    );
+    let _ = nix::sys::signal::kill(stray, Signal::SIGKILL);
+}
+
+#[test]
 fn a_result_that_is_not_json_fails_the_job() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (ran, _, _) = go(
