@@ -175,6 +175,37 @@ kill_grace = 1
 }
 
 #[test]
+fn a_worker_stopped_mid_job_stops_what_the_command_left_outside_its_group() {
+    let m = marker();
+    // A grace of 4 s: the worker stops its running jobs itself half way.
+    let stack = Stack::with(Options {
+        grace_seconds: 4.0,
+        own_queue: Some(OwnQueue::commands(&format!(
+            r#"[tasks."t.long"]
+command = ["/bin/sh", "-c", "setsid sleep {m} > /dev/null 2>&1 & echo $! > {{dir}}/long; exec sleep 60"]
+kill_grace = 1
+"#
+        ))),
+        ..Options::default()
+    });
+    stack.start(&["c1"]);
+    let id = stack.call("t.long").id();
+    let stray = pid_written(&stack, "long");
+    eventually(Duration::from_secs(20), "the job to start", || {
+        stack.job(&id)["state"] == "STARTED"
+    });
+    stack.stop(&["c1"]);
+    eventually(
+        Duration::from_secs(5),
+        "the stray to go with its worker",
+        || !alive(stray),
+    );
+    assert!(sleeping(&m).is_empty());
+    let log = stack.log("c1");
+    assert!(log.contains("it goes back to the queue"), "{log}");
+}
+
+#[test]
 fn keep_children_leaves_them_running_until_the_worker_next_starts() {
     let m = marker();
     let stack = commands(&format!(
