@@ -1,6 +1,7 @@
-//! What a job's command left running when its worker was gone: killed (kill -9, a crash) mid-job,
-//! the members of the command's group and its strays, which the parent-death signal that kills
-//! the command's leader does not reach; or stopped cleanly, what a `keep_children` task kept. They carry the job's environment: `CM_CONFIG` names this
+//! What a job's command left running when its worker was gone: killed (kill -9, a crash)
+//! mid-job, the members of the command's group and its strays, which the parent-death signal
+//! that kills the command's leader does not reach; or stopped cleanly, what a `keep_children`
+//! task kept. They carry the job's environment: `CM_JOB_ID` names the job, `CM_CONFIG` this
 //! config's file and `CM_WORKER` the node that ran them, which is how they are found and how
 //! nothing else is ever signalled. A worker sweeps its own node's at start (its pid lock proves
 //! no other worker of that name lives); `cm server clean` sweeps every node of the config.
