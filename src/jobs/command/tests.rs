@@ -30,6 +30,12 @@ fn inv(dir: &Path, argv: &[&str]) -> Invocation {
     }
 }
 
+/// The pid a command wrote to `file`.
+fn pid_in(file: &Path) -> nix::unistd::Pid {
+    let text = std::fs::read_to_string(file).expect("a pid file the command wrote");
+    nix::unistd::Pid::from_raw(text.trim().parse().expect("a pid"))
+}
+
 /// Runs `inv` with nobody cancelling; the lines heard and the steps announced.
 fn go(inv: &Invocation, cancel: Option<(Duration, Cancel)>) -> (Ran, Vec<String>, Vec<String>) {
     runtime().block_on(async {
@@ -128,14 +134,7 @@ fn a_time_limit_stops_the_whole_group_and_fails_naming_the_limit() {
         "{:?}",
         started.elapsed()
     );
-    let member: i32 = std::fs::read_to_string(&pids)
-        .expect("the member's pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    assert!(crate::control::procs::is_dead(nix::unistd::Pid::from_raw(
-        member
-    )));
+    assert!(crate::control::procs::is_dead(pid_in(&pids)));
 }
 
 #[test]
@@ -161,14 +160,7 @@ fn what_the_leader_leaves_behind_goes_with_it() {
     let (ran, lines, _) = go(&inv(dir.path(), &["/bin/sh", "-c", &script]), None);
     assert_eq!(ran.ended, Ended::Exited(0));
     assert_eq!(lines, ["out: done"]);
-    let member: i32 = std::fs::read_to_string(&pids)
-        .expect("the member's pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    assert!(crate::control::procs::is_dead(nix::unistd::Pid::from_raw(
-        member
-    )));
+    assert!(crate::control::procs::is_dead(pid_in(&pids)));
 }
 
 /// Without a subreaper (this test process is none) a stray is found while it is still a
@@ -184,13 +176,7 @@ fn a_stray_that_left_the_group_is_stopped_with_the_job_unless_kept() {
         i.keep_children = keep;
         let (ran, _, _) = go(&i, None);
         assert_eq!(ran.ended, Ended::TimeLimit(Duration::from_millis(500)));
-        let stray = nix::unistd::Pid::from_raw(
-            std::fs::read_to_string(&pids)
-                .expect("the stray's pid")
-                .trim()
-                .parse()
-                .expect("a pid"),
-        );
+        let stray = pid_in(&pids);
         // Signalled, it may still be exiting (no longer a descendant to wait for): a moment.
         let wait = if keep { 300 } else { 3000 };
         let until = std::time::Instant::now() + Duration::from_millis(wait);
@@ -222,13 +208,7 @@ fn a_kept_stray_holding_the_outputs_does_not_hold_up_the_job() {
         "{:?}",
         started.elapsed()
     );
-    let stray = nix::unistd::Pid::from_raw(
-        std::fs::read_to_string(&pids)
-            .expect("the stray's pid")
-            .trim()
-            .parse()
-            .expect("a pid"),
-    );
+    let stray = pid_in(&pids);
     assert!(
         !crate::control::procs::is_dead(stray),
         "the kept stray was stopped"
