@@ -207,10 +207,11 @@ kill_grace = 1
 
 #[test]
 fn keep_children_leaves_them_running_until_the_worker_next_starts() {
-    let m = marker();
+    let (m1, m2) = (marker(), marker());
+    // One daemonised, one a plain background process in the command's group: both kept.
     let stack = commands(&format!(
         r#"[tasks."t.keep"]
-command = ["/bin/sh", "-c", "setsid sleep {m} > /dev/null 2>&1 & echo $! > {{dir}}/kept"]
+command = ["/bin/sh", "-c", "setsid sleep {m1} > /dev/null 2>&1 & echo $! > {{dir}}/kept; sleep {m2} > /dev/null 2>&1 & echo $! > {{dir}}/kept2"]
 keep_children = true
 "#
     ));
@@ -218,25 +219,35 @@ keep_children = true
     let ran = stack.call("t.keep").timeout(60.0).run();
     assert_eq!(ran.code, Some(0), "{ran:?}");
     let id = ran.stdout.lines().next().unwrap_or_default().to_string();
-    let kept = pid_written(&stack, "kept");
-    let _kill = KillOnDrop(kept);
+    let kept = [pid_written(&stack, "kept"), pid_written(&stack, "kept2")];
+    let _kill = kept.map(KillOnDrop);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(alive(kept), "a kept process was stopped with its job");
-    assert_eq!(sleeping(&m), vec![kept]);
+    assert!(
+        kept.iter().all(|p| alive(*p)),
+        "a kept process was stopped with its job"
+    );
+    assert_eq!([sleeping(&m1), sleeping(&m2)], kept.map(|p| vec![p]));
 
-    // A clean stop leaves it; the next start of c1 stops it, naming the job that left it.
+    // A clean stop leaves them; the next start of c1 stops them, naming the job that left them.
     stack.stop(&["c1"]);
-    assert!(alive(kept), "the worker's stop killed a kept process");
+    assert!(
+        kept.iter().all(|p| alive(*p)),
+        "the worker's stop killed a kept process"
+    );
     stack.start(&["c1"]);
-    eventually(Duration::from_secs(10), "the start to stop it", || {
-        !alive(kept)
+    eventually(Duration::from_secs(10), "the start to stop them", || {
+        kept.iter().all(|p| !alive(*p))
     });
     let log = stack.log("c1");
+    let said = log
+        .lines()
+        .find(|l| l.contains("left behind by"))
+        .unwrap_or_else(|| panic!("no sweep line in {log}"));
     assert!(
-        log.contains(&format!(
-            "stopped 1 process(es) left behind by job {id} (pid {kept})"
-        )),
-        "{log}"
+        said.contains(&format!(
+            "stopped 2 process(es) left behind by job {id} (pids "
+        )) && kept.iter().all(|p| said.contains(&p.to_string())),
+        "{said}"
     );
     assert!(!log.contains("last died"), "{log}");
     stack.server_stop();

@@ -59,8 +59,8 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// A value starting with `-` is refused unless this is true.
     pub allow_options: bool,
-    /// What the command starts outside its process group outlives the job (until its worker
-    /// next starts); by default it is stopped when the job ends.
+    /// What the command leaves running when it exits outlives the job (until its worker next
+    /// starts); by default it is stopped when the job ends.
     pub keep_children: bool,
 }
 

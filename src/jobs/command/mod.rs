@@ -60,7 +60,7 @@ pub struct Invocation {
     pub time_limit: Option<Duration>,
     /// Between TERM and KILL, for a time limit, a terminate or a shutdown.
     pub kill_grace: Duration,
-    /// Leave running what the command started outside its process group (`keep_children`).
+    /// Leave running what the command leaves when it exits (`keep_children`).
     pub keep_children: bool,
 }
 
@@ -183,8 +183,12 @@ pub async fn run(
         }
     }
     // A member that closed its outputs may still run: the group ends with its job, and so do
-    // its strays unless the task keeps them.
-    procs.stop(Signal::SIGTERM, inv.kill_grace).await;
+    // its strays, unless the task keeps what its command leaves.
+    let stopped = matches!(
+        stopping,
+        Some((Why::TimeLimit | Why::Terminate(_) | Why::Shutdown, _))
+    );
+    procs.stop(Signal::SIGTERM, inv.kill_grace, stopped).await;
     let status = exit.unwrap_or_default();
     let ended = match stopping.map(|(why, _)| why) {
         Some(Why::TimeLimit) => Ended::TimeLimit(inv.time_limit.unwrap_or_default()),

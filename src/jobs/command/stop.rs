@@ -25,7 +25,7 @@ pub(super) enum Why {
 /// A running command's processes: its group, and the strays cm stops with it.
 pub(super) struct Processes {
     group: ProcessGroup,
-    /// `None`: the task keeps what leaves its group.
+    /// `None`: the task keeps what its command leaves (`keep_children`).
     strays: Option<Owner>,
 }
 
@@ -45,9 +45,12 @@ impl Processes {
         self.group.wait().await
     }
 
-    /// Whether anything cm would stop still runs: the group, or a stray.
+    /// Whether anything the leader's exit leaves for cm to stop still runs: a member of the
+    /// group, or a stray. Never, for a task that keeps what its command leaves.
     pub(super) fn runs(&mut self) -> bool {
-        !self.group.is_gone() || self.strays.as_ref().is_some_and(|s| !s.find().is_empty())
+        self.strays
+            .as_ref()
+            .is_some_and(|s| !self.group.is_gone() || !s.find().is_empty())
     }
 
     /// Sends `signal` to the group and to every stray.
@@ -66,8 +69,10 @@ impl Processes {
     }
 
     /// Stops whatever still runs: the group, then the strays (`first`, KILL after `grace`).
-    pub(super) async fn stop(&mut self, first: Signal, grace: Duration) {
-        if !self.group.is_gone() {
+    /// `stopped`: cm stopped the command (a time limit, a terminate, the worker's stop), so its
+    /// group ends even when the task keeps what it leaves.
+    pub(super) async fn stop(&mut self, first: Signal, grace: Duration, stopped: bool) {
+        if (stopped || self.strays.is_some()) && !self.group.is_gone() {
             if let Err(e) = self.group.stop(first, grace).await {
                 tracing::warn!("stopping a command's group: {e}");
             }

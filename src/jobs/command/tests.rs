@@ -170,12 +170,17 @@ fn a_stray_that_left_the_group_is_stopped_with_the_job_unless_kept() {
     for keep in [false, true] {
         let dir = tempfile::tempdir().expect("temp dir");
         let pids = dir.path().join("pids");
-        let script = format!("setsid sleep 30 & echo $! > {}; wait", pids.display());
+        // The stray writes its pid once it has left the group; the leader waits for that.
+        let script = format!(
+            "setsid /bin/sh -c 'echo $$ > {p}.new; mv {p}.new {p}; exec sleep 30' & \
+             while [ ! -e {p} ]; do sleep 0.01; done; wait",
+            p = pids.display()
+        );
         let mut i = inv(dir.path(), &["/bin/sh", "-c", &script]);
-        i.time_limit = Some(Duration::from_millis(500));
+        i.time_limit = Some(Duration::from_millis(1000));
         i.keep_children = keep;
         let (ran, _, _) = go(&i, None);
-        assert_eq!(ran.ended, Ended::TimeLimit(Duration::from_millis(500)));
+        assert_eq!(ran.ended, Ended::TimeLimit(Duration::from_millis(1000)));
         let stray = pid_in(&pids);
         // Signalled, it may still be exiting (no longer a descendant to wait for): a moment.
         let wait = if keep { 300 } else { 3000 };
