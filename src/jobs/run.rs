@@ -1,5 +1,5 @@
 //! Running a job: the simulations walk their steps, each lasting the configured step time; a
-//! job with a command runs it (`command.rs`). Either way a revoke with terminate, or the worker's
+//! job with a command runs it (`command/`). Either way a revoke with terminate, or the worker's
 //! shutdown once its grace is over, ends it early.
 //!
 //! The worker records and logs what it is told here (`step`, `line`); it does not know how a
