@@ -1,5 +1,5 @@
 //! A job's processes are the job's: what a command leaves running — daemonised with `setsid`,
-//! double-forked, or plainly in the background — is stopped when its job ends, when its time
+//! double-forked, plainly in the background, even with its environment cleared — is stopped when its job ends, when its time
 //! limit fires and when it is terminated, unless the task keeps it (`keep_children`); a
 //! stranger with the same argv, even the same environment, is never touched. Real worker, real
 //! `/bin/sh`, `setsid` and `sleep`; each left process is found in /proc by its argv.
@@ -65,7 +65,7 @@ fn zombie_children(pid: i32) -> Vec<i32> {
 
 #[test]
 fn a_daemonised_or_double_forked_command_leaves_no_process_when_its_job_ends() {
-    let (m1, m2, m3) = (marker(), marker(), marker());
+    let (m1, m2, m3, m4) = (marker(), marker(), marker(), marker());
     let stack = commands(&format!(
         r#"[tasks."t.setsid"]
 command = ["/bin/sh", "-c", "setsid sleep {m1} & echo $! > {{dir}}/setsid; echo started"]
@@ -75,6 +75,9 @@ command = ["/bin/sh", "-c", "setsid /bin/sh -c 'sleep {m2} > /dev/null 2>&1 & ec
 kill_grace = 1
 [tasks."t.background"]
 command = ["/bin/sh", "-c", "sleep {m3} > /dev/null 2>&1 & echo $! > {{dir}}/background"]
+kill_grace = 1
+[tasks."t.bare"]
+command = ["/bin/sh", "-c", "env -i setsid sleep {m4} > /dev/null 2>&1 & echo $! > {{dir}}/bare; sleep 2"]
 kill_grace = 1
 "#
     ));
@@ -86,6 +89,8 @@ kill_grace = 1
         ("t.setsid", "setsid", &m1),
         ("t.double", "double", &m2),
         ("t.background", "background", &m3),
+        // No CM_JOB_ID to tell it by: noted under its leader while the command ran.
+        ("t.bare", "bare", &m4),
     ] {
         let began = Instant::now();
         let ran = stack.call(task).timeout(60.0).run();

@@ -29,6 +29,9 @@ pub struct Owner {
     leader: Pid,
     /// The leader's start time (clock ticks since boot): a stray of this run started after it.
     since: u64,
+    /// Strays seen under the leader while it ran ([`note`](Self::note)): kept even when they
+    /// clear their environment (`env -i`) before the leader's exit orphans them.
+    seen: Vec<(Pid, u64)>,
 }
 
 impl Owner {
@@ -38,6 +41,16 @@ impl Owner {
             env_entry: format!("CM_JOB_ID={job_id}").into_bytes(),
             leader,
             since: stat_of(leader).map_or(0, |s| s.starttime),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Remembers the strays alive now (the worker calls this while the command runs).
+    pub fn note(&mut self) {
+        for stray in self.find() {
+            if !self.seen.contains(&(stray.pid, stray.start)) {
+                self.seen.push((stray.pid, stray.start));
+            }
         }
     }
 
@@ -70,15 +83,23 @@ impl Owner {
             .then_some(stray)
     }
 
-    /// The job's strays alive now, among this process's descendants.
+    /// The job's strays alive now, among this process's descendants, and those noted before.
     pub fn find(&self) -> Vec<Stray> {
         // The leader's subtree is the job's whatever its environment says (`env -i`), while the
         // leader is still the process that started it.
         let leader_lives = stat_of(self.leader).is_some_and(|s| s.starttime == self.since);
-        descendants_of(Pid::this(), leader_lives.then_some(self.leader))
-            .into_iter()
-            .filter_map(|(pid, under_leader)| self.owns(pid, under_leader))
-            .collect()
+        let mut found: Vec<Stray> =
+            descendants_of(Pid::this(), leader_lives.then_some(self.leader))
+                .into_iter()
+                .filter_map(|(pid, under_leader)| self.owns(pid, under_leader))
+                .collect();
+        for &(pid, start) in &self.seen {
+            let stray = Stray { pid, start };
+            if !found.iter().any(|f| f.pid == pid) && stray.is_still_it() {
+                found.push(stray);
+            }
+        }
+        found
     }
 
     /// Stops every stray (`first`, then SIGKILL after `grace`), again while new ones appear;

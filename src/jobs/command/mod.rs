@@ -41,6 +41,8 @@ use stop::{Processes, Why};
 
 /// Between TERM and KILL when the worker stops: its own deadline follows soon.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How often the strays under a running command are noted (see `stop::Processes::note`).
+const NOTE_EVERY: Duration = Duration::from_secs(1);
 /// How long the outputs may stay quiet once nothing cm stops can write to them.
 const DRAIN: Duration = Duration::from_millis(200);
 
@@ -114,6 +116,7 @@ pub async fn run(
     // Once nothing cm stops holds the outputs (a kept stray may), they are read until they have
     // been quiet this long: what the command wrote before it exited is never cut off.
     let mut drain: Option<Instant> = None;
+    let mut next_note = (!inv.keep_children).then(|| Instant::now() + NOTE_EVERY);
     let mut emit = |stream: Stream, bytes: &[u8], tail: &mut Tail| {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end_matches(['\n', '\r']);
@@ -180,6 +183,10 @@ pub async fn run(
                 }
             }
             () = sleep_until(drain), if drain.is_some() => break,
+            () = sleep_until(next_note), if next_note.is_some() && exit.is_none() => {
+                procs.note();
+                next_note = Some(Instant::now() + NOTE_EVERY);
+            }
         }
     }
     // A member that closed its outputs may still run: the group ends with its job, and so do

@@ -45,6 +45,14 @@ impl Processes {
         self.group.wait().await
     }
 
+    /// Remembers the strays under the leader now, so that one clearing its environment is still
+    /// known once the leader's exit orphans it.
+    pub(super) fn note(&mut self) {
+        if let Some(strays) = &mut self.strays {
+            strays.note();
+        }
+    }
+
     /// Whether anything the leader's exit leaves for cm to stop still runs: a member of the
     /// group, or a stray. Never, for a task that keeps what its command leaves.
     pub(super) fn runs(&mut self) -> bool {
