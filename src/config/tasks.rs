@@ -39,6 +39,7 @@ pub(super) struct RawCommand {
     pub(super) cwd: Option<PathBuf>,
     pub(super) env: Option<IndexMap<String, String>>,
     pub(super) allow_options: Option<bool>,
+    pub(super) keep_children: Option<bool>,
     /// Only in `[recipes.NAME]`.
     pub(super) description: Option<String>,
     pub(super) fail: Option<bool>,
@@ -58,6 +59,9 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// A value starting with `-` is refused unless this is true.
     pub allow_options: bool,
+    /// What the command leaves running when it exits outlives the job (until its worker next
+    /// starts); by default it is stopped when the job ends.
+    pub keep_children: bool,
 }
 
 type At<'a> = &'a dyn Fn(Option<Range<usize>>, String) -> ConfigError;
@@ -183,6 +187,7 @@ impl CommandSpec {
             }),
             env,
             allow_options: raw.allow_options.unwrap_or(false),
+            keep_children: raw.keep_children.unwrap_or(false),
         }))
     }
 }

@@ -214,9 +214,31 @@ fn a_command_task_is_read_with_its_params_limits_and_env() -> Result<(), ConfigE
     assert_eq!(spec.cwd.as_deref(), Some(Path::new("/etc/cm/backups")));
     assert_eq!(spec.env, [("BACKUP_TARGET".to_string(), "s3".to_string())]);
     assert!(!spec.allow_options);
+    assert!(
+        !spec.keep_children,
+        "a command's leftovers are stopped by default"
+    );
     assert_eq!(
         c.queue_for_task("ops.backup").map(|q| q.name.as_str()),
         Some("ops")
+    );
+    let kept = parse(&format!(
+        "{MINIMAL}{}",
+        OPS.replace("time_limit = 600", "keep_children = true")
+    ))?;
+    assert!(kept
+        .tasks
+        .get("ops.backup")
+        .is_some_and(|t| t.keep_children));
+    let wrong = OPS.replace("time_limit = 600", "keep_children = \"yes\"");
+    let msg = parse(&format!("{MINIMAL}{wrong}"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    // Named by its line and column, as every mistyped value is.
+    assert!(
+        msg.starts_with("/etc/cm/fabfile.toml:") && msg.contains("expected a boolean"),
+        "{msg}"
     );
     Ok(())
 }

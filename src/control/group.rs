@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use super::kill::{self, StopError, Stoppable};
-use super::procs;
+use super::{procs, subreaper};
 
 #[derive(Debug)]
 pub struct ProcessGroup {
@@ -51,7 +51,8 @@ pub enum GroupError {
 /// Spawns `cmd` as the leader of a new process group (`setpgid(0, 0)` in the child before it
 /// runs the program), so whatever it starts stays in that group.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<ProcessGroup> {
-    let child = cmd.process_group(0).spawn()?;
+    // Registered so the worker's reaper of adopted orphans leaves the leader to tokio.
+    let child = subreaper::spawn_registered(|| cmd.process_group(0).spawn(), Child::id)?;
     let pid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
@@ -120,6 +121,7 @@ impl ProcessGroup {
         let status = self.child.wait().await?;
         self.status = Some(status);
         self.leader_done = true;
+        subreaper::forget(self.pgid);
         Ok(status)
     }
 
@@ -165,6 +167,7 @@ impl ProcessGroup {
                 Err(_) => {}
             }
             self.leader_done = true;
+            subreaper::forget(self.pgid);
         }
         let members_run = match killpg(self.pgid, None) {
             Err(Errno::ESRCH) => false,
@@ -172,6 +175,13 @@ impl ProcessGroup {
             _ => procs::group_runs(self.pgid),
         };
         !members_run
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // Reaped, or left to tokio's orphan reaping: the subreaper may reap it as well.
+        subreaper::forget(self.pgid);
     }
 }
 

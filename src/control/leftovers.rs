@@ -1,6 +1,7 @@
-//! What a job's command left running when its worker died without stopping it (kill -9, a
-//! crash): members of the command's group, which the parent-death signal that kills the
-//! command's leader does not reach. They carry the job's environment: `CM_CONFIG` names this
+//! What a job's command left running when its worker was gone: killed (kill -9, a crash)
+//! mid-job, the members of the command's group and its strays, which the parent-death signal
+//! that kills the command's leader does not reach; or stopped cleanly, what a `keep_children`
+//! task kept. They carry the job's environment: `CM_JOB_ID` names the job, `CM_CONFIG` this
 //! config's file and `CM_WORKER` the node that ran them, which is how they are found and how
 //! nothing else is ever signalled. A worker sweeps its own node's at start (its pid lock proves
 //! no other worker of that name lives); `cm server clean` sweeps every node of the config.
@@ -17,27 +18,37 @@ use super::procs;
 /// How long a leftover gets between TERM and KILL.
 const GRACE: Duration = Duration::from_secs(2);
 
+/// A process a job left running: its pid and the job's id (its `CM_JOB_ID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    pub pid: Pid,
+    pub job: String,
+}
+
 /// Processes whose environment says a job of `config` on one of `nodes` started them.
-pub fn find(config: &Path, nodes: &[String]) -> Vec<Pid> {
+pub fn find(config: &Path, nodes: &[String]) -> Vec<Left> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
     let me = Pid::this();
     all.filter_map(Result::ok)
         .map(|p| Pid::from_raw(p.pid))
-        .filter(|pid| *pid != me && is_leftover(*pid, config, nodes))
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| leftover_of(pid, config, nodes).map(|job| Left { pid, job }))
         .collect()
 }
 
-fn is_leftover(pid: Pid, config: &Path, nodes: &[String]) -> bool {
-    let Ok(env) = procfs::process::Process::new(pid.as_raw()).and_then(|p| p.environ()) else {
-        return false;
-    };
+/// The id of the job that left `pid`, if a job of `config` on one of `nodes` did.
+fn leftover_of(pid: Pid, config: &Path, nodes: &[String]) -> Option<String> {
+    let env = procfs::process::Process::new(pid.as_raw())
+        .and_then(|p| p.environ())
+        .ok()?;
     let var = |k: &str| env.get(std::ffi::OsStr::new(k));
-    var("CM_JOB_ID").is_some()
-        && var("CM_CONFIG").is_some_and(|c| Path::new(c) == config)
+    let job = var("CM_JOB_ID")?;
+    (var("CM_CONFIG").is_some_and(|c| Path::new(c) == config)
         && var("CM_WORKER").is_some_and(|w| nodes.iter().any(|n| w.as_os_str() == n.as_str()))
-        && !procs::is_dead(pid)
+        && !procs::is_dead(pid))
+    .then(|| job.to_string_lossy().into_owned())
 }
 
 #[derive(Debug)]
@@ -50,7 +61,7 @@ struct Leftover<'a> {
 impl Stoppable for Leftover<'_> {
     fn signal(&mut self, signal: Signal) -> nix::Result<()> {
         // Proven again before every signal: once it is gone, its pid can be someone else's.
-        if is_leftover(self.pid, self.config, self.nodes) {
+        if leftover_of(self.pid, self.config, self.nodes).is_some() {
             kill::send(self.pid, signal)
         } else {
             Ok(())
@@ -62,15 +73,38 @@ impl Stoppable for Leftover<'_> {
     }
 }
 
-/// Stops (TERM, then KILL after a grace) what jobs of `config` on `nodes` left running; the pids.
-pub async fn stop(config: &Path, nodes: &[String]) -> Vec<Pid> {
-    let pids = find(config, nodes);
-    let targets: Vec<Leftover<'_>> = pids
+/// Stops (TERM, then KILL after a grace) what jobs of `config` on `nodes` left running; what.
+pub async fn stop(config: &Path, nodes: &[String]) -> Vec<Left> {
+    let left = find(config, nodes);
+    let targets: Vec<Leftover<'_>> = left
         .iter()
-        .map(|&pid| Leftover { pid, config, nodes })
+        .map(|l| Leftover {
+            pid: l.pid,
+            config,
+            nodes,
+        })
         .collect();
     if let Err(e) = kill::stop_all(targets, Signal::SIGTERM, GRACE).await {
         tracing::warn!("stopping what jobs left running: {e:?}");
     }
-    pids
+    left
+}
+
+/// "job ID (pids 1, 2), job ID2 (pid 3)": who left what, for a log line.
+pub fn by_job(left: &[Left]) -> String {
+    let mut jobs: Vec<(&str, Vec<i32>)> = Vec::new();
+    for l in left {
+        match jobs.iter_mut().find(|(j, _)| *j == l.job) {
+            Some((_, pids)) => pids.push(l.pid.as_raw()),
+            None => jobs.push((&l.job, vec![l.pid.as_raw()])),
+        }
+    }
+    jobs.iter()
+        .map(|(job, pids)| {
+            let list: Vec<String> = pids.iter().map(i32::to_string).collect();
+            let word = if pids.len() == 1 { "pid" } else { "pids" };
+            format!("job {job} ({word} {})", list.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -10,6 +10,9 @@
 //!   found), and stopping them.
 //! - `kill`: the one stop-with-deadline: first signal, grace, SIGKILL, kill wait.
 //! - `group`: a child in its own process group, stopped as a group (for jobs' commands).
+//! - `subreaper` / `strays`: the worker adopts what a job's command leaves (daemonised or not),
+//!   reaps it, and finds and stops a job's processes outside its group (by `CM_JOB_ID`).
+//! - `leftovers`: what jobs left when their worker was gone (kill -9, or kept), by environment.
 //! - `privileges`: dropping root to the configured user once a process has opened its files.
 //! - `workers` / `web`: what `cm queue` and `cm server` do with those pieces.
 
@@ -23,6 +26,8 @@ pub mod procs;
 pub mod role;
 pub mod spawn;
 pub mod stop;
+pub mod strays;
+pub mod subreaper;
 pub mod web;
 mod workers;
 

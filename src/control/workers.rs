@@ -142,7 +142,7 @@ pub async fn clean(cfg: &Config, remove_logs: bool) -> Result<CleanReport, CmErr
     report.leftovers = super::leftovers::stop(&cfg.path, &nodes)
         .await
         .into_iter()
-        .map(|p| p.as_raw())
+        .map(|l| l.pid.as_raw())
         .collect();
 
     // Every celery@*.pid in the pid dir, configured or not: stale ones go, live ones stay.

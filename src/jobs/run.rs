@@ -1,5 +1,5 @@
 //! Running a job: the simulations walk their steps, each lasting the configured step time; a
-//! job with a command runs it (`command.rs`). Either way a revoke with terminate, or the worker's
+//! job with a command runs it (`command/`). Either way a revoke with terminate, or the worker's
 //! shutdown once its grace is over, ends it early.
 //!
 //! The worker records and logs what it is told here (`step`, `line`); it does not know how a
@@ -86,13 +86,13 @@ impl Job {
                 };
                 let mut env = spec.env.clone();
                 env.extend([
-                    ("CM_JOB_ID".to_string(), ctx.id.to_string()),
-                    ("CM_TASK".into(), task.to_string()),
+                    ("CM_TASK".to_string(), task.to_string()),
                     ("CM_QUEUE".into(), ctx.queue.to_string()),
                     ("CM_WORKER".into(), ctx.node.to_string()),
                     ("CM_CONFIG".into(), cfg.path.display().to_string()),
                 ]);
                 let inv = Invocation {
+                    job_id: ctx.id.to_string(),
                     argv,
                     cwd: spec.cwd.clone(),
                     env,
@@ -104,6 +104,7 @@ impl Job {
                         .join(format!("{}.json", uuid::Uuid::new_v4())),
                     time_limit: smaller(spec.time_limit, ctx.time_limit),
                     kill_grace: spec.kill_grace,
+                    keep_children: spec.keep_children,
                 };
                 run_command(&inv, ctx.cancel, step, line).await
             }

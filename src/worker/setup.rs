@@ -75,8 +75,9 @@ fn run_locked(cfg: &Config, name: &str, ready: &mut Option<ReadyPipe>) -> anyhow
 }
 
 /// The worker, with what only a process has: SIGTERM and SIGINT start its warm shutdown,
-/// SIGHUP reopens its log, what a job's command left when a worker of its name died is
-/// stopped, and once it consumes, `ready` goes down the pipe and the stats file is kept.
+/// SIGHUP reopens its log, it adopts what its jobs' commands leave, what a job's command left
+/// while no worker of its name ran is stopped, and once it consumes, `ready` goes down the pipe
+/// and the stats file is kept.
 async fn serve_process(
     cfg: &Config,
     worker: WorkerRef<'_>,
@@ -87,14 +88,19 @@ async fn serve_process(
     let shutdown = Shutdown::new(signals::stop_signals()?);
     let _log_signals =
         signals::handle_log_signals(ready.is_some().then(|| cfg.log_file(worker.name)))?;
+    // What a job's command leaves (daemonised or not) is adopted by this worker, which stops it
+    // with its job and reaps it.
+    let _reaper = crate::control::subreaper::become_subreaper()
+        .context("becoming the subreaper of the jobs' commands")?;
     // This worker's pid lock proves no other worker of its name lives: whatever a job's command
-    // of that name still runs was left by one that died (kill -9) mid-job.
+    // of that name still runs was left by one that was killed mid-job, or kept (keep_children).
     let node = cfg.node_name(worker.name);
     let left = crate::control::leftovers::stop(&cfg.path, std::slice::from_ref(&node)).await;
     if !left.is_empty() {
         warn!(
-            "stopped {} process(es) a job's command left when {node} last died: {left:?}",
-            left.len()
+            "stopped {} process(es) left behind by {}",
+            left.len(),
+            crate::control::leftovers::by_job(&left)
         );
     }
     let brokers = crate::amqp::Brokers::of(cfg);

@@ -13,28 +13,40 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// A run of a job of its own: the tests run at once in one process, and a job's strays are
+/// known by its id.
 fn inv(dir: &Path, argv: &[&str]) -> Invocation {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     Invocation {
+        job_id: format!("j{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         argv: argv.iter().map(|s| s.to_string()).collect(),
         cwd: None,
-        env: vec![("CM_JOB_ID".into(), "j1".into())],
+        env: Vec::new(),
         stdin: r#"[["a"], {"k": 1}]"#.into(),
         result_file: dir.join("result.json"),
         time_limit: None,
         kill_grace: Duration::from_millis(300),
+        keep_children: false,
     }
+}
+
+/// The pid a command wrote to `file`.
+fn pid_in(file: &Path) -> nix::unistd::Pid {
+    let text = std::fs::read_to_string(file).expect("a pid file the command wrote");
+    nix::unistd::Pid::from_raw(text.trim().parse().expect("a pid"))
 }
 
 /// Runs `inv` with nobody cancelling; the lines heard and the steps announced.
 fn go(inv: &Invocation, cancel: Option<(Duration, Cancel)>) -> (Ran, Vec<String>, Vec<String>) {
     runtime().block_on(async {
         let stops = crate::jobs::cancel::Stops::default();
-        let rx = stops.for_job("j1".into());
+        let rx = stops.for_job(inv.job_id.as_str().into());
         if let Some((after, what)) = cancel {
+            let id = inv.job_id.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(after).await;
                 match what {
-                    Cancel::Terminate(sig) => stops.terminate("j1", sig),
+                    Cancel::Terminate(sig) => stops.terminate(&id, sig),
                     Cancel::Shutdown => stops.shutdown(),
                 }
             });
@@ -56,10 +68,11 @@ fn go(inv: &Invocation, cancel: Option<(Duration, Cancel)>) -> (Ran, Vec<String>
 fn output_states_stdin_env_and_result_reach_the_job() {
     let dir = tempfile::tempdir().expect("temp dir");
     let script = r#"echo "got $(cat) as $CM_JOB_ID"; echo oops >&2; echo 'cm-state: deploy'; echo '{"ok": [1, 2]}' > "$CM_RESULT""#;
-    let (ran, lines, states) = go(&inv(dir.path(), &["/bin/sh", "-c", script]), None);
+    let i = inv(dir.path(), &["/bin/sh", "-c", script]);
+    let (ran, lines, states) = go(&i, None);
     assert_eq!(ran.ended, Ended::Exited(0));
     assert!(
-        lines.contains(&r#"out: got [["a"], {"k": 1}] as j1"#.to_string()),
+        lines.contains(&format!(r#"out: got [["a"], {{"k": 1}}] as {}"#, i.job_id)),
         "{lines:?}"
     );
     assert!(lines.contains(&"err: oops".to_string()), "{lines:?}");
@@ -121,14 +134,7 @@ fn a_time_limit_stops_the_whole_group_and_fails_naming_the_limit() {
         "{:?}",
         started.elapsed()
     );
-    let member: i32 = std::fs::read_to_string(&pids)
-        .expect("the member's pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    assert!(crate::control::procs::is_dead(nix::unistd::Pid::from_raw(
-        member
-    )));
+    assert!(crate::control::procs::is_dead(pid_in(&pids)));
 }
 
 #[test]
@@ -154,14 +160,65 @@ fn what_the_leader_leaves_behind_goes_with_it() {
     let (ran, lines, _) = go(&inv(dir.path(), &["/bin/sh", "-c", &script]), None);
     assert_eq!(ran.ended, Ended::Exited(0));
     assert_eq!(lines, ["out: done"]);
-    let member: i32 = std::fs::read_to_string(&pids)
-        .expect("the member's pid")
-        .trim()
-        .parse()
-        .expect("a pid");
-    assert!(crate::control::procs::is_dead(nix::unistd::Pid::from_raw(
-        member
-    )));
+    assert!(crate::control::procs::is_dead(pid_in(&pids)));
+}
+
+/// Without a subreaper (this test process is none) a stray is found while it is still a
+/// descendant: here at the time limit, while the leader waits for it.
+#[test]
+fn a_stray_that_left_the_group_is_stopped_with_the_job_unless_kept() {
+    for keep in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pids = dir.path().join("pids");
+        // The stray writes its pid once it has left the group; the leader waits for that.
+        let script = format!(
+            "setsid /bin/sh -c 'echo $$ > {p}.new; mv {p}.new {p}; exec sleep 30' & \
+             while [ ! -e {p} ]; do sleep 0.01; done; wait",
+            p = pids.display()
+        );
+        let mut i = inv(dir.path(), &["/bin/sh", "-c", &script]);
+        i.time_limit = Some(Duration::from_millis(1000));
+        i.keep_children = keep;
+        let (ran, _, _) = go(&i, None);
+        assert_eq!(ran.ended, Ended::TimeLimit(Duration::from_millis(1000)));
+        let stray = pid_in(&pids);
+        // Signalled, it may still be exiting (no longer a descendant to wait for): a moment.
+        let wait = if keep { 300 } else { 3000 };
+        let until = std::time::Instant::now() + Duration::from_millis(wait);
+        while !crate::control::procs::is_dead(stray) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            crate::control::procs::is_dead(stray),
+            !keep,
+            "keep_children = {keep}"
+        );
+        let _ = nix::sys::signal::kill(stray, Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn a_kept_stray_holding_the_outputs_does_not_hold_up_the_job() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pids = dir.path().join("pids");
+    let script = format!("setsid sleep 30 & echo $! > {}; echo done", pids.display());
+    let mut i = inv(dir.path(), &["/bin/sh", "-c", &script]);
+    i.keep_children = true;
+    let started = std::time::Instant::now();
+    let (ran, lines, _) = go(&i, None);
+    assert_eq!(ran.ended, Ended::Exited(0));
+    assert_eq!(lines, ["out: done"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let stray = pid_in(&pids);
+    assert!(
+        !crate::control::procs::is_dead(stray),
+        "the kept stray was stopped"
+    );
+    let _ = nix::sys::signal::kill(stray, Signal::SIGKILL);
 }
 
 #[test]
