@@ -166,26 +166,36 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         let data = self.dir.path().join("data").display().to_string();
         let _ = Command::new("runuser")
-            .args([
-                "-u",
-                "postgres",
-                "--",
-                "pg_ctl",
-                "-D",
-                &data,
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ])
+            .args(["-u", "postgres", "--", &pg_program("pg_ctl")])
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
             .output();
     }
 }
 
+/// A PostgreSQL server program: Debian keeps them in /usr/lib/postgresql/VERSION/bin, out of
+/// PATH (the newest version there), elsewhere they are on PATH.
+fn pg_program(name: &str) -> String {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let path = e.path().join("bin").join(name);
+            path.exists().then_some((version, path))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map_or_else(|| name.to_string(), |(_, p)| p.display().to_string())
+}
+
 fn as_postgres(args: &[&str]) {
+    let (program, rest) = args.split_first().expect("a program");
     let out = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .args(args)
+        .args(["-u", "postgres", "--", &pg_program(program)])
+        .args(rest)
         .output()
         .expect("runuser");
     assert!(
