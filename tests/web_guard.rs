@@ -185,6 +185,8 @@ fn every_response_forbids_framing_inline_script_and_sniffing() {
         assert!(!csp.contains("unsafe-eval"), "{what}: {csp}");
         assert_eq!(h["x-frame-options"], "DENY", "{what}");
         assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        // Plain HTTP: HSTS is for a server that speaks HTTPS itself.
+        assert!(h.get("strict-transport-security").is_none(), "{what}");
         let referrer = h["referrer-policy"].to_str().expect("text");
         assert!(
             matches!(referrer, "same-origin" | "no-referrer"),
@@ -508,6 +510,14 @@ fn https_serves_the_configured_certificate() {
             .unwrap_or_else(|| panic!("no cookie: {head}"));
         assert!(cookie.contains("; Secure"), "{cookie}");
         assert!(head.contains("frame-ancestors 'none'"), "{head}");
+        let hsts = head
+            .lines()
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("strict-transport-security:")
+            })
+            .unwrap_or_else(|| panic!("no HSTS under HTTPS: {head}"));
+        assert!(hsts.contains("max-age=31536000"), "{hsts}");
     }
     // Only the configured certificate is served: a client trusting another CA refuses it.
     let refused = https_get(

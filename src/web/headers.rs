@@ -1,11 +1,12 @@
 //! The headers every response carries: no framing (db_reset cannot be clickjacked), scripts
 //! and styles from this server's own files only (no inline script runs, injected or not), no
-//! content sniffing, no referrer beyond this origin, and pages kept out of shared caches.
+//! content sniffing, no referrer beyond this origin, and pages kept out of shared caches;
+//! under HTTPS, a browser that has seen the site once never tries it in plain HTTP again.
 
 use axum::extract::Request;
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -26,5 +27,18 @@ pub async fn secure(req: Request, next: Next) -> Response {
     if !h.contains_key(CACHE_CONTROL) {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    resp
+}
+
+/// A year, the value browsers' preload lists ask for. No `includeSubDomains`: other services
+/// on the operator's domain are not cm's to force onto HTTPS.
+pub const HSTS: &str = "max-age=31536000";
+
+/// Only where cm serves HTTPS itself (`[web] tls_cert`): over plain HTTP browsers ignore the
+/// header, and behind a proxy that ends TLS it is the proxy's to send.
+pub async fn strict_transport(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     resp
 }

@@ -64,7 +64,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// Every route, with the `Host` check, sessions, auth, cross-site checks, the security
 /// headers, the timeout and the body limit (the access log is added where it is served).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let https = state.cfg().web_tls.is_some();
+    let routes = Router::new()
         .route("/", get(pages::root))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
@@ -97,7 +98,13 @@ pub fn router(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(from_fn_with_state(state.clone(), guard::served_host))
-        .layer(axum::middleware::from_fn(headers::secure))
+        .layer(axum::middleware::from_fn(headers::secure));
+    let routes = if https {
+        routes.layer(axum::middleware::from_fn(headers::strict_transport))
+    } else {
+        routes
+    };
+    routes
         .layer(from_fn_with_state(state.clone(), metrics::count_request))
         .with_state(state)
 }
