@@ -588,6 +588,16 @@ fn a_certificate_that_cannot_be_used_is_a_configuration_error() {
     let out = stack.cm(&["server", "start"]);
     assert_config_error(&out, &[&missing]);
     assert!(!stack.dir.path().join("run/cm-web.pid").exists());
+
+    // A key that is not the certificate's: `cm server start` says so before it stops or
+    // starts a worker, so the stack is not left half restarted.
+    let stack = tls_stack(&cert, &other_key);
+    let out = stack.cm(&["server", "start"]);
+    assert_config_error(&out, &[&cert, &other_key]);
+    let pids: Vec<_> = std::fs::read_dir(stack.dir.path().join("run"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(pids.is_empty(), "started anyway: {pids:?}");
 }
 
 // ---------- the access log ----------

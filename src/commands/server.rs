@@ -11,6 +11,9 @@ use super::queue::{human_duration, print_starts, print_stops, start_verdict};
 /// on `[web] bind` (a running one stopped first), unless `[web] enabled = false`.
 pub async fn start(cfg: &Config) -> anyhow::Result<Code> {
     let workers = control::select(cfg, &[])?;
+    if cfg.web_enabled {
+        crate::web::preflight(cfg)?;
+    }
     let _lock = control::lock_control(cfg)?;
     let (stopped, started) = control::start(cfg, &workers).await?;
     print_stops(&stopped, true);
@@ -101,6 +104,9 @@ fn print_web_stops(lines: &[StopLine], quiet_when_idle: bool) {
 /// Both at once: the workers finish their running jobs while the web server drains.
 pub async fn stop(cfg: &Config) -> anyhow::Result<Code> {
     let workers = control::select(cfg, &[])?;
+    if cfg.web_enabled {
+        crate::web::preflight(cfg)?;
+    }
     let _lock = control::lock_control(cfg)?;
     let (lines, web) = tokio::join!(
         control::stop(cfg, &workers, cfg.stop_grace),

@@ -197,9 +197,17 @@ async fn shutdown_signal() {
 
 /// `cm server start`'s half: the detached server on `[web] bind`, once it listens.
 pub async fn start_detached(cfg: &Config) -> anyhow::Result<crate::control::web::Started> {
+    preflight(cfg)?;
+    crate::control::web::spawn_server(cfg, None).await
+}
+
+/// What would stop the web on `[web] bind` from serving (exposure without a token, a
+/// certificate and key that do not go together), said before `cm server start` touches a
+/// worker: a stack is not left half restarted for a web that could never start.
+pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
     check_exposure(cfg, &cfg.web_bind)?;
     tls::acceptor(cfg)?;
-    crate::control::web::spawn_server(cfg, None).await
+    Ok(())
 }
 
 /// Refuses to listen beyond loopback without `[web] token`: the launcher publishes jobs.
