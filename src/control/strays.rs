@@ -45,13 +45,11 @@ impl Owner {
         }
     }
 
-    /// Remembers the strays alive now (the worker calls this while the command runs).
+    /// Remembers the strays alive now (the worker calls this while the command runs), and
+    /// forgets those gone: a long script's many short-lived children do not pile up.
     pub fn note(&mut self) {
-        for stray in self.find() {
-            if !self.seen.contains(&(stray.pid, stray.start)) {
-                self.seen.push((stray.pid, stray.start));
-            }
-        }
+        // `find` gives those noted before that still live, and the ones under the leader now.
+        self.seen = self.find().into_iter().map(|s| (s.pid, s.start)).collect();
     }
 
     /// `pid` as a stray of this job: under its leader (while that lives), or carrying its
