@@ -2,9 +2,10 @@
 //! (`setsid`, a double fork, `setpgid`), so a signal to the group misses them. The worker is
 //! their subreaper (`subreaper`), so however they detach they stay its descendants; among those,
 //! a job's strays are the ones still under its command's leader, or carrying its `CM_JOB_ID`
-//! (inherited from the command; what the leader's exit orphaned), started after the leader. Each is proven the same process (pid and start time)
-//! before every signal: a pid reused by a stranger is never signalled, and a process that is
-//! not this worker's descendant is never even a candidate.
+//! (inherited from the command: what the leader's exit orphaned), or noted under the leader
+//! before, started after the leader. Each is proven the same process (pid and start time) before
+//! every signal: a pid reused by a stranger is never signalled, and a process that is not this
+//! worker's descendant is never even a candidate.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -69,12 +70,13 @@ impl Owner {
         if under_leader {
             return Some(stray);
         }
-        let read = || std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let mut env = read();
+        // Unreadable (a setuid program's): not known by its environment.
+        let read = || std::fs::read(format!("/proc/{pid}/environ")).ok();
+        let mut env = read()?;
         if env.is_empty() {
             // Caught in the middle of an exec, its new environment not yet in place.
             std::thread::sleep(EXEC_PAUSE);
-            env = read();
+            env = read()?;
         }
         env.split(|b| *b == 0)
             .any(|e| e == self.env_entry.as_slice())
@@ -118,7 +120,7 @@ impl Owner {
     }
 }
 
-/// One process of a job, outside its command's group, known by pid and start time.
+/// One process of a job (other than its command's leader), known by pid and start time.
 #[derive(Debug)]
 pub struct Stray {
     pub pid: Pid,
