@@ -12,6 +12,7 @@
 //!   (`serve`), the broker session (`session`), one delivery's pipeline (`delivery`: screen →
 //!   admit → run → settle), all over the state they share (`context`).
 //! - `jobs`: the job kinds and how each runs (the simulations, command tasks).
+//! - `schedules`: `[schedules.NAME]`'s slots and what a tick fires of them (no I/O).
 //! - `store`: the status store, SQLite or PostgreSQL: job states, history, revokes, leases.
 //! - `web`: the web console and `/api/`.
 //! - `joblog`: the worker's job lines (`[time] node job id task: STATE`), batched.
@@ -28,6 +29,7 @@ pub mod exit;
 pub mod joblog;
 pub mod jobs;
 pub mod output;
+pub mod schedules;
 pub mod store;
 pub mod web;
 pub mod worker;

@@ -13,6 +13,7 @@ pub mod limits;
 mod names;
 mod queues;
 mod raw;
+mod schedules;
 mod secrets;
 mod store_location;
 mod tasks;
@@ -20,6 +21,7 @@ pub mod urls;
 mod web;
 
 pub use raw::Described;
+pub use schedules::Retention;
 pub use secrets::BrokerTls;
 pub use store_location::StoreLocation;
 pub use tasks::{CommandSpec, BUILT_IN, PROVISION_VALUES, RECIPE_VALUES};
@@ -106,6 +108,10 @@ pub struct Config {
     pub tasks: IndexMap<String, std::sync::Arc<CommandSpec>>,
     /// `[provision] command`: provisioning runs it instead of the simulation.
     pub provision: Option<std::sync::Arc<CommandSpec>>,
+    /// `[schedules.NAME]`, in file order: what every worker fires when due.
+    pub schedules: IndexMap<String, crate::schedules::Schedule>,
+    /// `[retention]`: how long finished jobs stay; `None` keeps them all.
+    pub retention: Option<Retention>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +247,8 @@ impl Config {
         let queues = queues::resolve(&raw.queues, &limits, &node_host, &at)?;
         queues::check_tasks(&raw.queues, &raw.tasks, &at)?;
         let tasks = tasks::resolve(&raw.tasks, &queues, base, &at)?;
+        let schedules = schedules::resolve(&raw.schedules, &queues, &at)?;
+        let retention = schedules::retention(raw.retention.as_ref(), &at)?;
         let recipes = match &raw.recipes {
             None => defaults::recipes(),
             Some(recipes) => tasks::recipes(recipes, base, &at)?,
@@ -392,6 +400,8 @@ impl Config {
             recipes,
             tasks,
             provision,
+            schedules,
+            retention,
         })
     }
 

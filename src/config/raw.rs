@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub(super) use super::limits::RawLimits;
+pub(super) use super::schedules::{RawRetention, RawSchedule};
 pub(super) use super::tasks::RawCommand;
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +34,9 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) tasks: IndexMap<String, Spanned<RawCommand>>,
     pub(super) provision: Option<Spanned<RawCommand>>,
+    #[serde(default)]
+    pub(super) schedules: IndexMap<String, Spanned<RawSchedule>>,
+    pub(super) retention: Option<RawRetention>,
 }
 
 #[derive(Debug, Deserialize)]

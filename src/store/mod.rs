@@ -142,6 +142,10 @@ macro_rules! on_backend {
     };
 }
 
+// Below the macro, which it uses.
+mod firings;
+pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
+
 /// The SQLite busy timeout of a store opened with [`Store::open`].
 const DEFAULT_BUSY: Duration = Duration::from_secs(10);
 

@@ -34,6 +34,7 @@ mod lease;
 mod pidbox;
 mod remote;
 mod republish;
+mod retention;
 mod revokes;
 mod running;
 mod serve;
@@ -42,6 +43,7 @@ mod setup;
 mod shutdown;
 mod signals;
 mod stats;
+mod tick;
 
 pub use serve::serve;
 pub use setup::run;

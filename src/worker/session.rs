@@ -1,6 +1,7 @@
 //! The session loop: connect to the broker, consume, and reconnect with backoff whenever the
 //! connection is lost, until a shutdown is asked ([`Sessions`]). Each [`Session`] is one
-//! connection: declare, start the pidbox (remote control), the reaper and the scheduler, take
+//! connection: declare, start the pidbox (remote control), the reaper, the scheduler, the
+//! schedules' tick and the pruning of `[retention]`, take
 //! deliveries while job slots are free, and on shutdown cancel, hand back what was prefetched
 //! and close after the last ack.
 
@@ -20,7 +21,9 @@ use super::context::{SessionContext, WorkerState};
 use super::delivery;
 use super::pidbox;
 use super::republish;
+use super::retention;
 use super::shutdown::Shutdown;
+use super::tick;
 use crate::amqp::{self, Publisher};
 
 /// Prefetched deliveries are handed back within this on shutdown; the broker returns the rest.
@@ -137,12 +140,17 @@ struct Session {
     reaper: tokio::task::AbortHandle,
     /// Publishes again the SCHEDULED jobs of this queue when due; ends with the session.
     scheduler: tokio::task::AbortHandle,
+    /// Fires the schedules' slots, and prunes finished jobs (`[retention]`); end with it.
+    tick: tokio::task::AbortHandle,
+    retention: tokio::task::AbortHandle,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.reaper.abort();
         self.scheduler.abort();
+        self.tick.abort();
+        self.retention.abort();
     }
 }
 
@@ -209,6 +217,8 @@ impl Session {
         });
         let reaper = tokio::spawn(republish::reap(ctx.clone())).abort_handle();
         let scheduler = tokio::spawn(republish::schedule(ctx.clone())).abort_handle();
+        let tick = tokio::spawn(tick::run(ctx.clone())).abort_handle();
+        let retention = tokio::spawn(retention::run(worker.clone())).abort_handle();
         Ok(Self {
             conn,
             channel,
@@ -216,6 +226,8 @@ impl Session {
             ctx,
             reaper,
             scheduler,
+            tick,
+            retention,
         })
     }
 

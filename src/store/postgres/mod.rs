@@ -17,9 +17,11 @@ mod columns;
 mod commit;
 mod counts;
 mod error;
+mod firings;
 mod jobs;
 mod leases;
 mod options;
+mod prune;
 mod revokes;
 mod schedule;
 

@@ -101,6 +101,22 @@ async fn on_postgres_scheduled_jobs_are_held_then_claimed_once_when_due() -> Tes
 }
 
 #[tokio::test]
+async fn on_postgres_slots_fire_once_whoever_ticks() -> TestResult {
+    with_database(
+        |store| async move { tests::firings::slots_fire_once_whoever_ticks(&store).await },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn on_postgres_retention_prunes_what_it_should() -> TestResult {
+    with_database(
+        |store| async move { tests::firings::retention_prunes_what_it_should(&store).await },
+    )
+    .await
+}
+
+#[tokio::test]
 async fn an_unreachable_postgres_is_named_without_its_password() {
     let url = "postgres://cm:secret@127.0.0.1:1/cm".to_string();
     let err = Store::open(&StoreLocation::Postgres(url))

@@ -20,10 +20,12 @@ mod columns;
 mod commit;
 mod counts;
 mod error;
+mod firings;
 mod jobs;
 mod leases;
 mod migrate;
 mod pool;
+mod prune;
 mod revokes;
 mod schedule;
 

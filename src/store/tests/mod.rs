@@ -4,6 +4,7 @@
 
 pub(super) mod commit;
 pub(super) mod counts;
+pub(super) mod firings;
 pub(super) mod jobs;
 pub(super) mod leases;
 pub(super) mod revokes;
