@@ -44,6 +44,9 @@ pub enum Command {
     Provision(ProvisionArgs),
     /// Jobs in the status store (the CLI twin of /cm/launch/db_stats)
     Jobs(JobsArgs),
+    /// Schedules of fabfile.toml [schedules]: each with its last firing and next slot; pause,
+    /// resume, run one now, its history
+    Schedules(SchedulesArgs),
     /// The status store itself
     #[command(subcommand)]
     Db(DbCmd),
@@ -144,6 +147,46 @@ pub struct JobsArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SchedulesArgs {
+    #[command(subcommand)]
+    pub cmd: Option<SchedulesCmd>,
+    /// Print a JSON array, one object per schedule
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCmd {
+    /// Stop firing it, on every host and across restarts, until `resume`
+    Pause {
+        /// A schedule of fabfile.toml [schedules]
+        name: String,
+    },
+    /// Fire it again from its next slot (the slots passed while paused never fire)
+    Resume {
+        /// A schedule of fabfile.toml [schedules]
+        name: String,
+    },
+    /// Fire it now, outside its slots: a running worker publishes the job within a second
+    Run {
+        /// A schedule of fabfile.toml [schedules]
+        name: String,
+    },
+    /// Its firings, newest first: slot, why, job and the job's state
+    History {
+        /// A schedule, in the config or only in the store
+        name: String,
+        /// How many (0: all)
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
+        limit: i64,
+        /// Print a JSON array, one object per firing
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum JobsCmd {
     /// One job with its whole history of states and the tail of a command's output
@@ -169,6 +212,12 @@ pub enum JobsCmd {
         /// Print a JSON array, one object per job
         #[arg(long)]
         json: bool,
+    },
+    /// Delete the finished jobs [retention] lets go, now, and say how many
+    Prune {
+        /// Only count them
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -5,8 +5,10 @@
 //!   publishes it confirmed.
 //! - `results`: the final states a waiting publisher is told (`--wait`).
 //! - `revoke`: revokes kept in the store, so that every worker sees them.
+//! - `schedules`: the schedules listed with their store state; pause, resume, a run now.
 
 pub mod lookup;
 pub mod publish;
 pub mod results;
 pub mod revoke;
+pub mod schedules;

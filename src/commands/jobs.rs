@@ -14,7 +14,7 @@ fn time(ms: Option<i64>) -> String {
 
 /// The store, if it is there: a command that only reads never creates one (a typo in
 /// `CM_STORE_URL` would leave an empty database wherever it points).
-async fn open_existing(cfg: &Config) -> anyhow::Result<Store> {
+pub(super) async fn open_existing(cfg: &Config) -> anyhow::Result<Store> {
     if let StoreLocation::SqliteFile(path) = &cfg.store_url {
         if !path.exists() {
             return Err(CmError::NoInput(format!(

@@ -8,12 +8,13 @@ mod logs;
 mod mq;
 mod publish;
 mod queue;
+mod schedules;
 mod server;
 mod wait;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, DbCmd, DeadCmd, JobsCmd, MqCmd, QueueCmd, ServerCmd};
+use crate::cli::{Cli, Command, DbCmd, DeadCmd, JobsCmd, MqCmd, QueueCmd, SchedulesCmd, ServerCmd};
 use crate::config::Config;
 use crate::exit::Code;
 
@@ -61,7 +62,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
                     signal,
                     json,
                 }) => jobs::revoke(&cfg, ids, *terminate, signal.as_deref(), *json).await,
+                Some(JobsCmd::Prune { dry_run }) => schedules::prune(&cfg, *dry_run).await,
                 None => jobs::list(&cfg, &args).await,
+            },
+            Command::Schedules(args) => match args.cmd {
+                None => schedules::list(&cfg, args.json).await,
+                Some(SchedulesCmd::Pause { name }) => schedules::pause(&cfg, &name, true).await,
+                Some(SchedulesCmd::Resume { name }) => schedules::pause(&cfg, &name, false).await,
+                Some(SchedulesCmd::Run { name }) => schedules::run(&cfg, &name).await,
+                Some(SchedulesCmd::History { name, limit, json }) => {
+                    schedules::history(&cfg, &name, limit, json).await
+                }
             },
             Command::Db(DbCmd::Reset { yes }) => jobs::reset(&cfg, yes).await,
             Command::Dead(DeadCmd::List { queue, json }) => {

@@ -4,9 +4,10 @@
 use super::Store;
 use crate::store::{Prune, StoreError};
 
-/// The jobs of task `$1` submitted before `$2` that may go: SUCCESS finished before `$3`,
+/// The jobs of task `$1` older than its newest `keep_last` (submitted before `$2`, or then
+/// with an id before `$5`: ties broken by id) that may go: SUCCESS finished before `$3`,
 /// FAILURE or REVOKED before `$4`, none the newest firing of a schedule.
-const MAY_GO: &str = "SELECT id FROM jobs WHERE task = $1 AND submitted_ms < $2 AND \
+const MAY_GO: &str = "SELECT id FROM jobs WHERE task = $1 AND (submitted_ms < $2 OR (submitted_ms = $2 AND id < $5)) AND \
      ((state = 'SUCCESS' AND COALESCE(finished_ms, submitted_ms) < $3) OR \
      ((state = 'FAILURE' OR state = 'REVOKED') AND COALESCE(finished_ms, submitted_ms) < $4)) \
      AND id NOT IN (SELECT job_id FROM schedule_firings WHERE job_id IS NOT NULL AND seq IN \
@@ -19,13 +20,14 @@ impl Store {
         }
         let tasks = self.tasks_with_cutoff(rules.keep_last).await?;
         let mut total = 0u64;
-        for (task, cutoff) in tasks {
+        for (task, cutoff, cut_id) in tasks {
             if rules.dry_run {
                 let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM ({MAY_GO}) AS g"))
                     .bind(&task)
                     .bind(cutoff)
                     .bind(rules.succeeded_before)
                     .bind(rules.failed_before)
+                    .bind(&cut_id)
                     .fetch_one(&self.pool)
                     .await
                     .map_err(self.fail())?;
@@ -33,7 +35,7 @@ impl Store {
                 continue;
             }
             loop {
-                let removed = self.delete_batch(&task, cutoff, rules).await?;
+                let removed = self.delete_batch(&task, (cutoff, &cut_id), rules).await?;
                 total += removed;
                 if removed < rules.batch as u64 {
                     break;
@@ -45,7 +47,10 @@ impl Store {
 
     /// Each task, and the submission time before which its jobs are not among its newest
     /// `keep_last` (all of them may go when it keeps none; none when it has fewer).
-    async fn tasks_with_cutoff(&self, keep_last: u64) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn tasks_with_cutoff(
+        &self,
+        keep_last: u64,
+    ) -> Result<Vec<(String, i64, String)>, StoreError> {
         let tasks: Vec<String> = sqlx::query_scalar("SELECT DISTINCT task FROM jobs")
             .fetch_all(&self.pool)
             .await
@@ -53,20 +58,20 @@ impl Store {
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
             if keep_last == 0 {
-                out.push((task, i64::MAX));
+                out.push((task, i64::MAX, String::new()));
                 continue;
             }
-            let cutoff: Option<i64> = sqlx::query_scalar(
-                "SELECT submitted_ms FROM jobs WHERE task = $1 \
-                 ORDER BY submitted_ms DESC LIMIT 1 OFFSET $2",
+            let cutoff: Option<(i64, String)> = sqlx::query_as(
+                "SELECT submitted_ms, id FROM jobs WHERE task = $1 \
+                 ORDER BY submitted_ms DESC, id DESC LIMIT 1 OFFSET $2",
             )
             .bind(&task)
             .bind(i64::try_from(keep_last - 1).unwrap_or(i64::MAX))
             .fetch_optional(&self.pool)
             .await
             .map_err(self.fail())?;
-            if let Some(cutoff) = cutoff {
-                out.push((task, cutoff));
+            if let Some((ms, id)) = cutoff {
+                out.push((task, ms, id));
             }
         }
         Ok(out)
@@ -75,18 +80,19 @@ impl Store {
     async fn delete_batch(
         &self,
         task: &str,
-        cutoff: i64,
+        (cutoff, cut_id): (i64, &str),
         rules: &Prune,
     ) -> Result<u64, StoreError> {
         let run = async {
             let mut tx = self.pool.begin().await?;
             // Locked, so that a racing pruner skips them rather than waits.
             let ids: Vec<String> =
-                sqlx::query_scalar(&format!("{MAY_GO} LIMIT $5 FOR UPDATE SKIP LOCKED"))
+                sqlx::query_scalar(&format!("{MAY_GO} LIMIT $6 FOR UPDATE SKIP LOCKED"))
                     .bind(task)
                     .bind(cutoff)
                     .bind(rules.succeeded_before)
                     .bind(rules.failed_before)
+                    .bind(cut_id)
                     .bind(i64::try_from(rules.batch).unwrap_or(i64::MAX))
                     .fetch_all(&mut *tx)
                     .await?;

@@ -6,10 +6,11 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use super::{counts, Store};
 use crate::store::{Prune, StoreError};
 
-/// The jobs of task `?1` submitted before `?2` that may go: SUCCESS finished before `?3`,
+/// The jobs of task `?1` older than its newest `keep_last` (submitted before `?2`, or then
+/// with an id before `?5`: ties broken by id) that may go: SUCCESS finished before `?3`,
 /// FAILURE or REVOKED before `?4`, none the newest firing of a schedule. The state's index
 /// (state, submitted_ms) finds them.
-const MAY_GO: &str = "SELECT id FROM jobs WHERE task = ?1 AND submitted_ms < ?2 AND \
+const MAY_GO: &str = "SELECT id FROM jobs WHERE task = ?1 AND (submitted_ms < ?2 OR (submitted_ms = ?2 AND id < ?5)) AND \
      ((state = 'SUCCESS' AND COALESCE(finished_ms, submitted_ms) < ?3) OR \
      ((state = 'FAILURE' OR state = 'REVOKED') AND COALESCE(finished_ms, submitted_ms) < ?4)) \
      AND id NOT IN (SELECT job_id FROM schedule_firings WHERE job_id IS NOT NULL AND seq IN \
@@ -27,15 +28,20 @@ impl Store {
             .run(move |conn| tasks_with_cutoff(conn, keep_last))
             .await?;
         let mut total = 0u64;
-        for (task, cutoff) in tasks {
+        for (task, cutoff, cut_id) in tasks {
             if rules.dry_run {
-                let task = task.clone();
+                let (task, cut_id) = (task.clone(), cut_id.clone());
                 total += self
                     .pool
                     .run(move |conn| {
                         let sql = format!("SELECT COUNT(*) FROM ({MAY_GO})");
-                        let binds =
-                            params![task, cutoff, rules.succeeded_before, rules.failed_before];
+                        let binds = params![
+                            task,
+                            cutoff,
+                            rules.succeeded_before,
+                            rules.failed_before,
+                            cut_id
+                        ];
                         conn.prepare_cached(&sql)?
                             .query_row(binds, |r| r.get::<_, i64>(0))
                     })
@@ -44,10 +50,10 @@ impl Store {
                 continue;
             }
             loop {
-                let task = task.clone();
+                let (task, cut_id) = (task.clone(), cut_id.clone());
                 let removed = self
                     .pool
-                    .run(move |conn| delete_batch(conn, &task, cutoff, &rules))
+                    .run(move |conn| delete_batch(conn, &task, (cutoff, &cut_id), &rules))
                     .await?;
                 total += removed as u64;
                 if removed < rules.batch {
@@ -63,7 +69,10 @@ impl Store {
 
 /// Each task, and the submission time before which its jobs are not among its newest
 /// `keep_last` (all of them may go when it keeps none; none when it has fewer).
-fn tasks_with_cutoff(conn: &Connection, keep_last: u64) -> rusqlite::Result<Vec<(String, i64)>> {
+fn tasks_with_cutoff(
+    conn: &Connection,
+    keep_last: u64,
+) -> rusqlite::Result<Vec<(String, i64, String)>> {
     let tasks: Vec<String> = conn
         .prepare_cached("SELECT DISTINCT task FROM jobs")?
         .query_map([], |r| r.get(0))?
@@ -71,20 +80,20 @@ fn tasks_with_cutoff(conn: &Connection, keep_last: u64) -> rusqlite::Result<Vec<
     let mut out = Vec::with_capacity(tasks.len());
     for task in tasks {
         if keep_last == 0 {
-            out.push((task, i64::MAX));
+            out.push((task, i64::MAX, String::new()));
             continue;
         }
         let offset = i64::try_from(keep_last - 1).unwrap_or(i64::MAX);
-        let cutoff: Option<i64> = conn
+        let cutoff: Option<(i64, String)> = conn
             .prepare_cached(
-                "SELECT submitted_ms FROM jobs WHERE task = ?1 \
-                 ORDER BY submitted_ms DESC LIMIT 1 OFFSET ?2",
+                "SELECT submitted_ms, id FROM jobs WHERE task = ?1 \
+                 ORDER BY submitted_ms DESC, id DESC LIMIT 1 OFFSET ?2",
             )?
-            .query_map(params![task, offset], |r| r.get(0))?
+            .query_map(params![task, offset], |r| Ok((r.get(0)?, r.get(1)?)))?
             .next()
             .transpose()?;
-        if let Some(cutoff) = cutoff {
-            out.push((task, cutoff));
+        if let Some((ms, id)) = cutoff {
+            out.push((task, ms, id));
         }
     }
     Ok(out)
@@ -93,18 +102,19 @@ fn tasks_with_cutoff(conn: &Connection, keep_last: u64) -> rusqlite::Result<Vec<
 fn delete_batch(
     conn: &mut Connection,
     task: &str,
-    cutoff: i64,
+    (cutoff, cut_id): (i64, &str),
     rules: &Prune,
 ) -> rusqlite::Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let ids: Vec<String> = tx
-        .prepare_cached(&format!("{MAY_GO} LIMIT ?5"))?
+        .prepare_cached(&format!("{MAY_GO} LIMIT ?6"))?
         .query_map(
             params![
                 task,
                 cutoff,
                 rules.succeeded_before,
                 rules.failed_before,
+                cut_id,
                 i64::try_from(rules.batch).unwrap_or(i64::MAX)
             ],
             |r| r.get(0),
