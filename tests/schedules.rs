@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::thread::sleep;
 use std::time::Duration;
 
+use common::web;
 use common::*;
 use serde_json::Value;
 
@@ -424,4 +425,54 @@ fn without_retention_prune_refuses_and_keeps_everything() {
     let stack = Stack::new();
     let err = stack.fails(&["jobs", "prune"], 64);
     assert!(err.contains("no [retention]"), "{err}");
+}
+
+#[test]
+fn the_web_lists_schedules_and_its_buttons_need_the_form_token() {
+    let stack = Stack::with(Options {
+        extra: every_second("beat", ""),
+        ..Options::default()
+    });
+    stack.start(&["p1"]);
+    eventually(Duration::from_secs(10), "a first firing", || {
+        !firings(&stack, "beat").is_empty()
+    });
+    let app = web::App::new(&stack);
+    let page = app.get("/cm/schedules");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("beat") && page.body.contains("every 1s"),
+        "{}",
+        page.body
+    );
+    let (status, listed) = app.get_json("/api/schedules");
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["name"], "beat");
+    assert!(listed[0]["last"]["job_id"].is_string(), "{listed}");
+
+    // Without the session's token: refused, nothing paused.
+    let refused = app.post_form("/cm/schedules/beat/pause", &[("csrf", "forged")]);
+    assert_eq!(refused.status, 403);
+    assert_eq!(schedule(&stack, "beat")["paused"], false);
+    let csrf = app.csrf();
+    let paused = app.post_form("/cm/schedules/beat/pause", &[("csrf", &csrf)]);
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert_eq!(schedule(&stack, "beat")["paused"], true);
+    let ran = app.post_form("/cm/schedules/beat/run", &[("csrf", &csrf)]);
+    assert!(ran.body.contains("fired"), "{}", ran.body);
+    eventually(Duration::from_secs(10), "the web's run to fire", || {
+        firings(&stack, "beat")[0]["how"] == "manual"
+    });
+    let unknown = app.post_form("/cm/schedules/nope/run", &[("csrf", &csrf)]);
+    assert_eq!(unknown.status, 404);
+
+    let metrics = app.get("/metrics").body;
+    assert!(
+        metrics.contains("cm_schedule_last_fire_timestamp_seconds{schedule=\"beat\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cm_schedule_missed_slots_total{schedule=\"beat\"} 0"),
+        "{metrics}"
+    );
 }

@@ -1,8 +1,9 @@
 //! `GET /metrics` in the Prometheus text format (0.0.4), encoded by `prometheus-client`:
 //! jobs per state, a histogram of job run times, workers up and messages waiting per queue,
-//! and this server's request counter. Everything but the counter is read fresh on each scrape.
+//! each schedule's last firing and missed slots, and this server's request counter. Everything but the counter is read fresh on each scrape.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use prometheus_client::encoding::{prometheus_text, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -169,6 +171,32 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "cm_queue_depth",
             "Messages waiting in the broker, by queue",
             gauges(depths.into_iter().map(|(q, n)| ("queue", q, i64::from(n)))),
+        );
+    }
+    // A store that does not answer here already failed the scrape above.
+    if let Ok(schedules) = crate::client::schedules::overview(state.cfg(), store).await {
+        let fired = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let missed = Family::<Labels, Counter>::default();
+        for s in &schedules {
+            let label = vec![("schedule".to_string(), s.name.clone())];
+            if let Some(last) = &s.last {
+                fired
+                    .get_or_create(&label)
+                    .set(last.fired_ms as f64 / 1000.0);
+            }
+            missed
+                .get_or_create(&label)
+                .inc_by(u64::try_from(s.missed).unwrap_or(0));
+        }
+        registry.register(
+            "cm_schedule_last_fire_timestamp_seconds",
+            "When each schedule last fired (its newest firing, Unix time)",
+            fired,
+        );
+        registry.register(
+            "cm_schedule_missed_slots",
+            "Slots of each schedule that passed unfired after downtime (by its catch_up)",
+            missed,
         );
     }
     registry.register(

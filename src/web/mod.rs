@@ -33,6 +33,7 @@ mod login;
 mod metrics;
 mod pages;
 mod render;
+mod schedules;
 mod session;
 mod state;
 mod tls;
@@ -81,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/revoke", post(api::revoke))
         .route("/cm/jobs/{id}", get(pages::job))
         .route("/cm/jobs/{id}/revoke", post(pages::revoke))
+        .route("/cm/schedules", get(schedules::page))
+        .route("/cm/schedules/{name}/{action}", post(schedules::action))
+        .route("/api/schedules", get(schedules::api))
         .route("/api/workers", get(api::workers))
         .route("/api/launch", post(api::launch))
         .route("/api/provision", post(api::provision))

@@ -106,7 +106,7 @@ struct ProvisionForm {
 }
 
 /// The form's `csrf` field against its session's token.
-fn check_csrf(session: &Session, field: Option<&str>) -> Result<(), Response> {
+pub(super) fn check_csrf(session: &Session, field: Option<&str>) -> Result<(), Response> {
     if session.is_csrf(field) {
         return Ok(());
     }
