@@ -125,7 +125,7 @@ fn every_slot_fires_once_on_two_hosts(url: &str, backend: &str) {
     let missing: Vec<_> = expected.difference(&distinct).collect();
     assert!(missing.is_empty(), "slots never fired: {missing:?}");
     assert!(
-        distinct.len() >= 25,
+        distinct.len() >= 20,
         "only {} slots in the window",
         distinct.len()
     );
