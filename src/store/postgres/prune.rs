@@ -10,8 +10,9 @@ use crate::store::{Prune, StoreError};
 const MAY_GO: &str = "SELECT id FROM jobs WHERE task = $1 AND (submitted_ms < $2 OR (submitted_ms = $2 AND id < $5)) AND \
      ((state = 'SUCCESS' AND COALESCE(finished_ms, submitted_ms) < $3) OR \
      ((state = 'FAILURE' OR state = 'REVOKED') AND COALESCE(finished_ms, submitted_ms) < $4)) \
-     AND id NOT IN (SELECT job_id FROM schedule_firings WHERE job_id IS NOT NULL AND seq IN \
-     (SELECT MAX(seq) FROM schedule_firings WHERE job_id IS NOT NULL GROUP BY schedule))";
+     AND id NOT IN (SELECT n.job_id FROM (SELECT (SELECT job_id FROM schedule_firings f \
+     WHERE f.schedule = s.name AND f.job_id IS NOT NULL ORDER BY f.seq DESC LIMIT 1) AS job_id \
+     FROM schedules s) n WHERE n.job_id IS NOT NULL)";
 
 impl Store {
     pub(crate) async fn prune(&self, rules: &Prune) -> Result<u64, StoreError> {

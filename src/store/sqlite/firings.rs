@@ -8,9 +8,6 @@ use super::{commit, counts, Store};
 use crate::store::firings::{pending_row, RUNNING_LOOKBACK};
 use crate::store::{job_columns, Fired, Firing, FiringRow, JobRow, ScheduleState, StoreError};
 
-/// The newest firing of each schedule: its `seq`.
-const NEWEST: &str = "SELECT MAX(seq) FROM schedule_firings GROUP BY schedule";
-
 impl Store {
     pub(crate) async fn fire(&self, firing: &Firing) -> Result<Fired, StoreError> {
         let f = firing.clone();
@@ -205,13 +202,14 @@ fn previous_runs(conn: &Connection, schedule: &str) -> rusqlite::Result<bool> {
 }
 
 fn read_states(conn: &Connection) -> rusqlite::Result<Vec<ScheduleState>> {
-    let mut st = conn.prepare_cached(&format!(
+    // The newest firing of each: one index seek per schedule (schedule_firings_newest).
+    let mut st = conn.prepare_cached(
         "SELECT s.name, s.cursor_ms, s.paused, s.missed, \
          f.slot_ms, f.how, f.job_id, f.fired_ms, j.state \
-         FROM schedules s LEFT JOIN schedule_firings f \
-         ON f.schedule = s.name AND f.seq IN ({NEWEST}) \
-         LEFT JOIN jobs j ON j.id = f.job_id ORDER BY s.name"
-    ))?;
+         FROM schedules s LEFT JOIN schedule_firings f ON f.seq = \
+         (SELECT MAX(seq) FROM schedule_firings WHERE schedule = s.name) \
+         LEFT JOIN jobs j ON j.id = f.job_id ORDER BY s.name",
+    )?;
     let rows = st.query_map([], |r| {
         let last = match r.get::<_, Option<i64>>(4)? {
             Some(slot_ms) => Some(FiringRow {

@@ -180,8 +180,11 @@ pub(in crate::store) async fn retention_prunes_what_it_should(store: &Store) -> 
         finished(store, &format!("b{i}"), "b", 1_000 * i, SUCCESS).await?;
     }
     store.insert_pending(&[job("waiting", "a", 0)]).await?;
-    // A schedule's newest firing: its job stays, whatever its age.
-    store.schedule_states(&["s".to_string()]).await?;
+    // A schedule's newest firing: its job stays, whatever its age. (One that never fired
+    // keeps nothing.)
+    store
+        .schedule_states(&["s".to_string(), "never".to_string()])
+        .await?;
     let mut f = firing(None, &[(1, "manual", "fired")]);
     f.schedule = "s".into();
     f.slots[0].2 = job("fired", "b", 0);
