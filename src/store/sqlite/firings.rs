@@ -149,6 +149,17 @@ impl Store {
     ) -> Result<Vec<JobRow>, StoreError> {
         self.pool
             .run(move |conn| {
+                // Nearly always none: a read, so that sweeping takes no write lock for nothing.
+                let waiting = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM schedule_firings WHERE sent_ms IS NULL AND send_until < ?1 \
+                         LIMIT 1",
+                    )?
+                    .query_row([now], |_| Ok(()))
+                    .optional()?;
+                if waiting.is_none() {
+                    return Ok(Vec::new());
+                }
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 // A firing whose job is no longer PENDING was published (or revoked): done.
                 tx.prepare_cached(
