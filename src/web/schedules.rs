@@ -24,6 +24,8 @@ pub struct ScheduleRow {
     pub last_slot: String,
     pub last_how: String,
     pub job_id: Option<String>,
+    /// Its last 8 characters, as db_stats shows ids.
+    pub job_short: String,
     pub state: String,
     pub next_slot: String,
     pub paused: bool,
@@ -49,6 +51,14 @@ impl ScheduleRow {
             last_slot: time(last.map(|f| f.slot_ms)),
             last_how: last.map_or_else(String::new, |f| f.how.clone()),
             job_id: last.and_then(|f| f.job_id.clone()),
+            job_short: last
+                .and_then(|f| f.job_id.as_deref())
+                .map(|id| {
+                    id.get(id.len().saturating_sub(8)..)
+                        .unwrap_or(id)
+                        .to_string()
+                })
+                .unwrap_or_default(),
             state: match last {
                 Some(f) if f.job_id.is_none() => "skipped".into(),
                 Some(f) => f.state.clone().unwrap_or_else(|| "pruned".into()),
