@@ -501,3 +501,34 @@ fn the_web_lists_schedules_and_its_buttons_need_the_form_token() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_schedule_removed_from_the_config_stops_firing_and_keeps_its_history() {
+    let stack = Stack::with(Options {
+        extra: every_second("gone", "") + &every_second("stays", ""),
+        ..Options::default()
+    });
+    stack.start(&["p1"]);
+    eventually(Duration::from_secs(10), "both to fire", || {
+        !firings(&stack, "gone").is_empty() && !firings(&stack, "stays").is_empty()
+    });
+    stack.edit_config(|text| text.replace("[schedules.gone]", "[schedules.renamed]"));
+    stack.ok(&["queue", "restart"]);
+    let removed = now_ms();
+    let before = firings(&stack, "gone").len();
+    sleep(Duration::from_secs(3));
+    let after = firings(&stack, "gone");
+    assert!(
+        after.len() <= before + 1 && after.iter().all(|f| slot(f) <= removed + 1_000),
+        "a removed schedule fired: {after:?}"
+    );
+    let listed = schedule(&stack, "gone");
+    assert_eq!(listed["in_config"], false, "{listed}");
+    assert!(listed["last"]["job_id"].is_string(), "{listed}");
+    assert!(listed["next_slot_ms"].is_null());
+    assert!(stack.ok(&["schedules"]).contains("(not in config)"));
+    // The others go on.
+    assert!(firings(&stack, "stays")
+        .iter()
+        .any(|f| slot(f) > removed + 1_000));
+}
