@@ -377,6 +377,8 @@ fn reading_a_missing_store_creates_nothing() {
         &["jobs"][..],
         &["jobs", "--state", "pending"],
         &["jobs", "show", "0123abcd"],
+        &["schedules"],
+        &["schedules", "--json"],
     ] {
         let stderr = refused(&stack, args, 66);
         assert!(
