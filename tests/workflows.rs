@@ -335,3 +335,36 @@ fn an_unknown_parent_a_cycle_and_too_many_parents_are_refused_with_65_on_postgre
     let (stack, _db) = pg_stack(Options::default());
     refusals(&stack);
 }
+
+/// The web's twins: `POST /api/jobs/ID/retry` and `GET /api/jobs/ID/tree`.
+#[test]
+fn the_api_retries_a_failed_parent_and_shows_the_tree() {
+    let stack = Stack::with(flaky_options());
+    stack.start(&["c1", "l1"]);
+    let parent = stack.call("t.flaky").id();
+    let child = stack.launch().set("--after", &parent).id();
+    reaches(&stack, &child, "REVOKED", LONG);
+    let app = common::web::App::new(&stack);
+    let (status, tree) = app.get_json(&format!("/api/jobs/{child}/tree"));
+    assert_eq!(status, 200, "{tree}");
+    assert_eq!(tree["roots"], serde_json::json!([parent]), "{tree}");
+    assert_eq!(tree["jobs"][&child]["state"], "REVOKED", "{tree}");
+    assert_eq!(tree["edges"][0]["mode"], "after", "{tree}");
+
+    std::fs::write(stack.file("ok"), "").expect("write ok");
+    let path = format!("/api/jobs/{parent}/retry");
+    let (status, body) = app.post_json(&path, &serde_json::json!({}));
+    assert_eq!(status, 200, "{body}");
+    let retry = body["retry"].as_str().expect("the retry's id").to_string();
+    reaches(&stack, &child, "SUCCESS", LONG);
+    let (_, tree) = app.get_json(&format!("/api/jobs/{child}/tree"));
+    assert_eq!(tree["roots"], serde_json::json!([retry]), "{tree}");
+    let (_, job) = app.get_json(&format!("/api/jobs/{child}"));
+    assert_eq!(job["links"]["parents"][0]["id"], retry.as_str(), "{job}");
+    let (status, again) = app.post_json(&path, &serde_json::json!({}));
+    assert_eq!(status, 409, "{again}");
+    let (status, _) = app.post_json("/api/jobs/no-such-job/retry", &serde_json::json!({}));
+    assert_eq!(status, 404);
+    let (status, _) = app.get_json("/api/jobs/no-such-job/tree");
+    assert_eq!(status, 404);
+}

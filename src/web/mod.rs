@@ -81,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(api::job))
         .route("/api/jobs/{id}/revoke", post(api::revoke))
         .route("/cm/jobs/{id}", get(pages::job))
+        .route("/api/jobs/{id}/retry", post(api::retry))
+        .route("/api/jobs/{id}/tree", get(api::tree))
         .route("/cm/jobs/{id}/revoke", post(pages::revoke))
         .route("/cm/schedules", get(schedules::page))
         .route("/cm/schedules/{name}/{action}", post(schedules::action))
