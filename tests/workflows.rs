@@ -231,6 +231,31 @@ fn killed_between_commit_and_publish(stack: &Stack, hook: &str) {
         .filter(|s| *s == "RECEIVED")
         .count();
     assert_eq!(received, 1, "{:?}", stack.history(&child));
+
+    // A second publish of the released job (its publisher died between the publish and the
+    // outbox row's delete) is acked unrun.
+    let mut copy = cm::celery::message::TaskMessage::new(
+        "cm.provision",
+        vec!["h2".into(), "ubuntu".into()],
+        serde_json::Map::new(),
+    );
+    copy.id.clone_from(&child);
+    let (body, props) = copy.encode("test");
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        cm::client::outbox::RELEASED_HEADER.into(),
+        lapin::types::AMQPValue::Boolean(true),
+    );
+    publish_to(&stack.prov, &body, props.with_headers(headers));
+    eventually(LONG, "the copy noted REDELIVERED", || {
+        stack.history(&child).iter().any(|s| s == "REDELIVERED")
+    });
+    let received = stack
+        .history(&child)
+        .iter()
+        .filter(|s| *s == "RECEIVED")
+        .count();
+    assert_eq!(received, 1, "not run again: {:?}", stack.history(&child));
 }
 
 #[test]

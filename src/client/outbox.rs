@@ -8,11 +8,17 @@
 
 use std::time::Duration;
 
+use lapin::types::AMQPValue;
 use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::jobs;
 use crate::store::{self, Store, StoreError, PENDING};
+
+/// The header that marks a message published from the outbox: a worker that receives one
+/// (not redelivered) checks the store first, so that a second publish of a released job (its
+/// publisher died between the publish and the row's delete) is acked unrun.
+pub const RELEASED_HEADER: &str = "x-cm-released";
 
 /// Rows claimed per round.
 const BATCH: i64 = 200;
@@ -51,6 +57,9 @@ pub async fn drain(
                 }
             };
             let (body, props) = msg.encode(node);
+            let mut headers = props.headers().clone().unwrap_or_default();
+            headers.insert(RELEASED_HEADER.into(), AMQPValue::Boolean(true));
+            let props = props.with_headers(headers);
             match publisher
                 .publish_confirmed(&row.job.queue, &body, props)
                 .await
