@@ -57,11 +57,6 @@ fn three_step_chain_ends_in_order(stack: &Stack) {
     let a = stack.provision("h1").id();
     let b = stack.provision("h2").set("--after", &a).id();
     let c = stack.launch().set("--after", &b).id();
-    let job_b = stack.job(&b);
-    assert!(
-        job_b["state"] == "WAITING" || job_b["state"] == "PENDING" || job_b["state"] == "SUCCESS",
-        "{job_b}"
-    );
     reaches(stack, &c, "SUCCESS", LONG);
     in_order(stack, &[&a, &b, &c]);
     let show = stack.show(&b);
@@ -158,6 +153,14 @@ fn failed_parent_revokes_and_retry_rearms(stack: &Stack) {
     assert_eq!(g["error"], format!("parent {child} ended REVOKED"), "{g}");
     // `--after-any` runs whatever the parent's end.
     reaches(stack, &any, "SUCCESS", LONG);
+    // A parent that ended already counts at once, in the publishing transaction.
+    let late = stack.provision("h7").set("--after", &parent).id();
+    let l = stack.job(&late);
+    assert_eq!(l["state"], "REVOKED", "{l}");
+    assert_eq!(l["error"], format!("parent {parent} ended FAILURE"), "{l}");
+    let late_any = stack.provision("h6").set("--after-any", &parent).id();
+    assert_ne!(stack.job(&late_any)["state"], "WAITING");
+    reaches(stack, &late_any, "SUCCESS", LONG);
     assert_eq!(c["deliveries"], 0, "never ran: {c}");
 
     std::fs::write(stack.file("ok"), "").expect("write ok");

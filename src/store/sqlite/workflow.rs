@@ -8,9 +8,9 @@ use super::columns::job_row;
 use super::{commit, counts, Store};
 use crate::store::batch::FoldedHistory;
 use crate::store::requests::{Claim, Retrying};
-use crate::store::workflow::{id_taken, unknown_parents};
+use crate::store::workflow::{id_taken, unknown_parents, AFTER};
 use crate::store::{
-    job_columns, Brief, Edge, JobRow, NewJob, StoreError, FAILURE, REVOKED, WAITING,
+    is_final, job_columns, Brief, Edge, JobRow, NewJob, StoreError, FAILURE, REVOKED, WAITING,
 };
 
 impl Store {
@@ -24,7 +24,11 @@ impl Store {
             .run(move |conn| {
                 // IMMEDIATE: the parents' states read here stay true until the commit.
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let missing = absent(&tx, edges.iter().map(|(p, _)| p))?;
+                let states = states_of(&tx, edges.iter().map(|(p, _)| p))?;
+                let missing: Vec<String> = (edges.iter().zip(&states))
+                    .filter(|(_, state)| state.is_none())
+                    .map(|((p, _), _)| p.clone())
+                    .collect();
                 if !missing.is_empty() {
                     return Ok(Err(unknown_parents(&missing)));
                 }
@@ -64,12 +68,21 @@ impl Store {
                             edge.execute(params![id, parent, mode])?;
                         }
                     }
-                    // Parents that ended already count at once: the release trigger runs for
-                    // each (a no-op update of its state fires it), and settles the new jobs.
-                    let mut touch =
-                        tx.prepare_cached("UPDATE jobs SET state = state WHERE id = ?1")?;
-                    for (parent, _) in &edges {
-                        touch.execute([parent])?;
+                    // Parents that ended already count at once: the release trigger, run for
+                    // one of them (a no-op update of its state fires it), settles the new jobs
+                    // by all their parents' rows. An `--after` parent that failed, if any, so
+                    // that the revoke names it; else any that ended.
+                    let failed = |(e, s): &(&(String, &str), &Option<String>)| {
+                        e.1 == AFTER && matches!(s.as_deref(), Some(FAILURE | REVOKED))
+                    };
+                    let ended = |(_, s): &(&(String, &str), &Option<String>)| {
+                        s.as_deref().is_some_and(is_final)
+                    };
+                    let pairs: Vec<_> = edges.iter().zip(&states).collect();
+                    let touch = (pairs.iter().find(|p| failed(p)))
+                        .or_else(|| pairs.iter().find(|p| ended(p)));
+                    if let Some(((parent, _), _)) = touch {
+                        tx.execute("UPDATE jobs SET state = state WHERE id = ?1", [parent])?;
                     }
                 }
                 counts::fold_counts_if_long(&tx)?;
@@ -246,19 +259,14 @@ impl Store {
     }
 }
 
-/// Which of `ids` no job has.
-fn absent<'a>(
+/// The state of each of `ids`, in order (`None`: no such job).
+fn states_of<'a>(
     conn: &Connection,
     ids: impl Iterator<Item = &'a String>,
-) -> rusqlite::Result<Vec<String>> {
-    let mut there = conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?;
-    let mut missing = Vec::new();
-    for id in ids {
-        if !there.exists([id])? {
-            missing.push(id.clone());
-        }
-    }
-    Ok(missing)
+) -> rusqlite::Result<Vec<Option<String>>> {
+    let mut state = conn.prepare_cached("SELECT state FROM jobs WHERE id = ?1")?;
+    ids.map(|id| state.query_row([id], |r| r.get(0)).optional())
+        .collect()
 }
 
 /// The rows of jobs `ids`, those that are there, in that order.
