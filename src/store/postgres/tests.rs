@@ -85,6 +85,14 @@ async fn on_postgres_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> Test
 }
 
 #[tokio::test]
+async fn on_postgres_parents_ending_side_by_side_release_each_child_once() -> TestResult {
+    with_database(|store| async move {
+        tests::workflow::parents_ending_side_by_side_release_each_child_once(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
 async fn on_postgres_leases_are_renewed_lapse_and_are_claimed_once() -> TestResult {
     with_database(|store| async move {
         tests::leases::leases_are_renewed_lapse_and_are_claimed_once(&store).await
