@@ -364,33 +364,67 @@ fn an_unknown_parent_a_cycle_and_too_many_parents_are_refused_with_65_on_postgre
     refusals(&stack);
 }
 
-/// The web's twins: `POST /api/jobs/ID/retry` and `GET /api/jobs/ID/tree`.
+/// The web: the job page shows a job's parents and children and offers a retry of a failed
+/// one; `POST /api/jobs/ID/retry` and `GET /api/jobs/ID/tree` are the twins.
 #[test]
-fn the_api_retries_a_failed_parent_and_shows_the_tree() {
+fn the_web_retries_a_failed_parent_and_shows_the_workflow() {
     let stack = Stack::with(flaky_options());
     stack.start(&["c1", "l1"]);
     let parent = stack.call("t.flaky").id();
     let child = stack.launch().set("--after", &parent).id();
+    let other = stack.call("t.flaky").id();
     reaches(&stack, &child, "REVOKED", LONG);
+    reaches(&stack, &other, "FAILURE", LONG);
     let app = common::web::App::new(&stack);
     let (status, tree) = app.get_json(&format!("/api/jobs/{child}/tree"));
     assert_eq!(status, 200, "{tree}");
     assert_eq!(tree["roots"], serde_json::json!([parent]), "{tree}");
     assert_eq!(tree["jobs"][&child]["state"], "REVOKED", "{tree}");
     assert_eq!(tree["edges"][0]["mode"], "after", "{tree}");
+    let page = app.get(&format!("/cm/jobs/{parent}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("retry-form"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("/cm/jobs/{child}")),
+        "{}",
+        page.body
+    );
+    let page = app.get(&format!("/cm/jobs/{child}"));
+    assert!(
+        page.body.contains(&format!("/cm/jobs/{parent}")),
+        "{}",
+        page.body
+    );
 
     std::fs::write(stack.file("ok"), "").expect("write ok");
-    let path = format!("/api/jobs/{parent}/retry");
-    let (status, body) = app.post_json(&path, &serde_json::json!({}));
-    assert_eq!(status, 200, "{body}");
-    let retry = body["retry"].as_str().expect("the retry's id").to_string();
+    // From the page, with its form token.
+    let csrf = app.csrf();
+    let done = app.post_form(&format!("/cm/jobs/{parent}/retry"), &[("csrf", &csrf)]);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("runs again as job"), "{}", done.body);
     reaches(&stack, &child, "SUCCESS", LONG);
+    let (_, job) = app.get_json(&format!("/api/jobs/{child}"));
+    let retry = job["links"]["parents"][0]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert_ne!(retry, parent, "{job}");
     let (_, tree) = app.get_json(&format!("/api/jobs/{child}/tree"));
     assert_eq!(tree["roots"], serde_json::json!([retry]), "{tree}");
-    let (_, job) = app.get_json(&format!("/api/jobs/{child}"));
-    assert_eq!(job["links"]["parents"][0]["id"], retry.as_str(), "{job}");
-    let (status, again) = app.post_json(&path, &serde_json::json!({}));
+    let page = app.get(&format!("/cm/jobs/{parent}"));
+    assert!(
+        !page.body.contains("retry-form"),
+        "retried already: {}",
+        page.body
+    );
+    // The twin.
+    let (status, again) =
+        app.post_json(&format!("/api/jobs/{parent}/retry"), &serde_json::json!({}));
     assert_eq!(status, 409, "{again}");
+    let (status, body) = app.post_json(&format!("/api/jobs/{other}/retry"), &serde_json::json!({}));
+    assert_eq!(status, 200, "{body}");
+    let second = body["retry"].as_str().expect("the retry's id").to_string();
+    reaches(&stack, &second, "SUCCESS", LONG);
     let (status, _) = app.post_json("/api/jobs/no-such-job/retry", &serde_json::json!({}));
     assert_eq!(status, 404);
     let (status, _) = app.get_json("/api/jobs/no-such-job/tree");

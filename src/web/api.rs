@@ -156,16 +156,16 @@ pub async fn retry(
     }
 }
 
-/// `GET /api/jobs/{id}/tree`: the whole workflow job `id` is part of, from its roots:
+/// `GET /api/jobs/{id}/tree` (`id` as `/api/jobs/{id}` takes it): the whole workflow job `id`
+/// is part of, from its roots:
 /// `{roots, jobs: {id: {id, task, state, error}}, edges: [{child, parent, mode}]}`.
 pub async fn tree(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let store = state.store();
-    match store.get(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return json_error(StatusCode::NOT_FOUND, format!("no job {id:?}"), None),
+    let job = match named_job(&state, &id).await {
+        Ok(Named::Job(job, _)) => job,
+        Ok(Named::Refused(status, why)) => return json_error(status, why, None),
         Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
-    }
-    match store.tree(&id).await {
+    };
+    match state.store().tree(&job.job.id).await {
         Ok(tree) => Json(tree).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }

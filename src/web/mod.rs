@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/revoke", post(api::revoke))
         .route("/cm/jobs/{id}", get(pages::job))
         .route("/api/jobs/{id}/retry", post(api::retry))
+        .route("/cm/jobs/{id}/retry", post(pages::retry))
         .route("/api/jobs/{id}/tree", get(api::tree))
         .route("/cm/jobs/{id}/revoke", post(pages::revoke))
         .route("/cm/schedules", get(schedules::page))
