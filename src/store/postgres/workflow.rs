@@ -14,8 +14,31 @@ use crate::store::{
     WAITING,
 };
 
+/// How long publishing after parents tries again while workers' commits hold their rows.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Store {
     pub(crate) async fn insert_waiting(
+        &self,
+        jobs: &[NewJob],
+        edges: &[(String, &'static str)],
+    ) -> Result<(), StoreError> {
+        // The parents' rows are locked without waiting, and the whole transaction tried again
+        // while a worker's commit holds one: a command that waited holding some parents' locks
+        // while that commit waited for another (its rows come in its own order) would deadlock.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match self.insert_waiting_once(jobs, edges).await {
+                Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LOCK_RETRY).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn insert_waiting_once(
         &self,
         jobs: &[NewJob],
         edges: &[(String, &'static str)],
@@ -24,14 +47,15 @@ impl Store {
         let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         let run = async {
             let mut tx = self.pool.begin().await?;
-            // The parents' rows locked (in id order) until the commit: a worker ending one of
-            // them meanwhile waits, then its release sees these edges; one that ended it first
-            // is waited for here, and its end is read below.
-            let found: Vec<String> =
-                sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR SHARE")
-                    .bind(&parents)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            // The parents' rows locked until the commit: a worker ending one of them meanwhile
+            // waits, then its release sees these edges; one ending it now makes this fail at
+            // once (NOWAIT), and the caller tries again once its end is committed, read below.
+            let found: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR SHARE NOWAIT",
+            )
+            .bind(&parents)
+            .fetch_all(&mut *tx)
+            .await?;
             if found.len() < parents.len() {
                 let missing: Vec<String> = (parents.iter())
                     .filter(|p| !found.iter().any(|f| f == *p))
