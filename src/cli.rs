@@ -130,7 +130,7 @@ pub struct WebArgs {
 pub struct JobsArgs {
     #[command(subcommand)]
     pub show: Option<JobsCmd>,
-    /// Only jobs in this state, in any case (PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, a step, ...)
+    /// Only jobs in this state, in any case (WAITING, PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, a step, ...)
     #[arg(long)]
     pub state: Option<String>,
     /// Only jobs launched on this server of fabfile.toml [servers]
@@ -219,6 +219,20 @@ pub enum JobsCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run a job that ended FAILURE or REVOKED again, as a new job (its id printed); the jobs
+    /// its end revoked (`--after` it) wait again, for the new one
+    Retry {
+        /// The job's id, or a unique start or end of it
+        id: String,
+    },
+    /// The whole workflow a job is part of, from its roots: every job with its state
+    Tree {
+        /// The job's id, or a unique start or end of it
+        id: String,
+        /// Print the workflow as one JSON object (roots, jobs, edges)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +262,35 @@ pub enum DeadCmd {
         #[arg(long)]
         queue: Option<String>,
     },
+}
+
+/// What `--after` adds to a publishing command: the jobs its jobs wait for.
+#[derive(Debug, Args, Default)]
+pub struct AfterArgs {
+    /// Run only once these jobs ended SUCCESS; a FAILURE or REVOKED one revokes these jobs
+    /// (ids as `cm provision` prints them: several after one flag, or in one argument
+    /// separated by spaces or newlines, so `--after $ids` works)
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    pub after: Vec<String>,
+    /// Run once these jobs ended, whatever their end
+    #[arg(long = "after-any", value_name = "ID", num_args = 1..)]
+    pub after_any: Vec<String>,
+}
+
+impl AfterArgs {
+    /// The parents named, each argument split at whitespace.
+    pub fn parents(&self) -> crate::store::Parents {
+        let split = |args: &[String]| -> Vec<String> {
+            args.iter()
+                .flat_map(|a| a.split_whitespace())
+                .map(str::to_string)
+                .collect()
+        };
+        crate::store::Parents {
+            after: split(&self.after),
+            after_any: split(&self.after_any),
+        }
+    }
 }
 
 /// What `--wait` adds to a publishing command.
@@ -357,6 +400,8 @@ pub struct LaunchArgs {
     #[arg(long)]
     pub user: Option<String>,
     #[command(flatten)]
+    pub after: AfterArgs,
+    #[command(flatten)]
     pub wait: WaitArgs,
 }
 
@@ -373,9 +418,19 @@ pub struct CallArgs {
     /// Publish to this configured queue instead of the first one listing the task
     #[arg(long)]
     pub queue: Option<String>,
+    /// The job's id (with --after or --after-any only: the store refuses an id it has)
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "AfterArgs",
+        conflicts_with = "count"
+    )]
+    pub id: Option<String>,
     /// Publish this many jobs of it (each its own id); the result is printed for one job only
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
+    #[command(flatten)]
+    pub after: AfterArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -391,6 +446,8 @@ pub struct ProvisionArgs {
     /// Publish the whole set this many times
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
+    #[command(flatten)]
+    pub after: AfterArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
 }

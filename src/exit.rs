@@ -16,6 +16,9 @@ pub enum Code {
     Usage = 2,
     /// Unknown worker name or other bad argument value.
     BadArgument = 64,
+    /// What was asked cannot be done with the data there is (an unknown parent, a cycle, a
+    /// retry of a job that succeeded): nothing was changed.
+    DataError = 65,
     /// What a command only reads is not there (no status store at the configured path).
     NoInput = 66,
     /// The broker or the status store is unreachable.
@@ -37,6 +40,7 @@ impl Code {
             Self::Failure,
             Self::Usage,
             Self::BadArgument,
+            Self::DataError,
             Self::NoInput,
             Self::Unavailable,
             Self::Software,
@@ -101,6 +105,7 @@ pub fn code_for(err: &anyhow::Error) -> Code {
                 StoreError::Unreachable { .. } => Code::Unavailable,
                 StoreError::Busy { .. } | StoreError::Full { .. } => Code::TempFail,
                 StoreError::Tls { .. } => Code::Config,
+                StoreError::Refused(_) => Code::DataError,
                 StoreError::Migration { .. }
                 | StoreError::Backend { .. }
                 | StoreError::WriterGone(_)

@@ -14,6 +14,10 @@ use crate::exit::CmError;
 use crate::jobs;
 use crate::store::{self, Store};
 
+/// How long a command's claim on the outbox rows of the jobs it released holds: should it die
+/// before publishing them, a worker takes them after this.
+const OUTBOX_CLAIM: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Jobs per store transaction. The first of a big batch are on the queue, and running, while
 /// the rest are still being stored.
 const CHUNK: usize = 1000;
@@ -95,6 +99,49 @@ impl<'c> Publisher<'c> {
         };
         let id = self.publish(store, queue, messages).await?;
         Ok(Batch { id, replies })
+    }
+
+    /// Stores `messages` WAITING under a new batch id, each after `parents`, in one
+    /// transaction (refused with nothing stored: an unknown parent, a cycle, more than
+    /// `[workflows] max_parents`); then publishes at once those the store released already
+    /// (their parents had ended as required). The others are published from the store's
+    /// outbox by whichever worker's commit releases them. No replies: `--wait` reads the store.
+    pub async fn send_after(
+        &self,
+        store: &Store,
+        queue: &QueueConfig,
+        messages: &[TaskMessage],
+        parents: &store::Parents,
+    ) -> anyhow::Result<Batch> {
+        // Declared now: the worker that releases them publishes to it, maybe much later.
+        amqp::declare_work_queue(&self.channel.channel().await?, &self.node, queue).await?;
+        let batch = uuid::Uuid::new_v4().to_string();
+        let now = store::now_ms();
+        let records: Vec<store::NewJob> = (messages.iter())
+            .map(|m| jobs::new_job(m, self.cfg, &queue.name, Some(batch.clone()), now))
+            .collect();
+        store
+            .insert_waiting(&records, parents, self.cfg.max_parents)
+            .await?;
+        let ids: Vec<String> = records.into_iter().map(|r| r.id).collect();
+        self.release(store, &ids).await;
+        Ok(Batch {
+            id: batch,
+            replies: None,
+        })
+    }
+
+    /// Publishes those of `ids` the store released into its outbox (and no one claimed):
+    /// at once, not at a worker's next look. Should it fail, a worker publishes them.
+    pub async fn release(&self, store: &Store, ids: &[String]) {
+        let origin = format!("cm@{}", self.cfg.node_host);
+        let drained =
+            super::outbox::drain(store, &self.channel, &origin, OUTBOX_CLAIM, Some(ids)).await;
+        if let Err(e) = drained {
+            tracing::warn!(
+                "publishing released jobs: {e}; a worker publishes them from the outbox"
+            );
+        }
     }
 
     /// Closes the channel, then the connection.

@@ -2,29 +2,15 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use super::lookup::{find, open_existing};
 use crate::cli::JobsArgs;
 use crate::config::Config;
 use crate::exit::{CmError, Code};
-use crate::store::{JobFilter, Store, StoreLocation};
+use crate::store::{JobFilter, Store};
 
 fn time(ms: Option<i64>) -> String {
     ms.and_then(crate::output::utc_seconds)
         .unwrap_or_else(|| "-".into())
-}
-
-/// The store, if it is there: a command that only reads never creates one (a typo in
-/// `CM_STORE_URL` would leave an empty database wherever it points).
-pub(super) async fn open_existing(cfg: &Config) -> anyhow::Result<Store> {
-    if let StoreLocation::SqliteFile(path) = &cfg.store_url {
-        if !path.exists() {
-            return Err(CmError::NoInput(format!(
-                "no status store at {}: nothing was published or run with this config yet (or [store] url / CM_STORE_URL names another file)",
-                path.display()
-            ))
-            .into());
-        }
-    }
-    Ok(Store::open(&cfg.store_url).await?)
 }
 
 /// `given` as one of `known`: as written, else the one that differs only in case; else exit
@@ -46,9 +32,11 @@ fn one_of<'a>(what: &str, given: &str, known: &[&'a str]) -> Result<&'a str, CmE
 /// Every state a job can be in: cm's own, the simulations' steps, and any other in the
 /// store (a command's own `cm-state: NAME` steps).
 async fn known_states(store: &Store) -> anyhow::Result<Vec<String>> {
-    use crate::store::{FAILURE, PENDING, RECEIVED, RETRY, REVOKED, SCHEDULED, STARTED, SUCCESS};
+    use crate::store::{
+        FAILURE, PENDING, RECEIVED, RETRY, REVOKED, SCHEDULED, STARTED, SUCCESS, WAITING,
+    };
     let mut known: Vec<String> = [
-        PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED,
+        WAITING, PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED,
     ]
     .iter()
     .chain(crate::jobs::launch::STEPS)
@@ -120,14 +108,6 @@ pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
     Ok(Code::Success)
 }
 
-/// The job `given` names (a whole id, or a unique start or end of one), or exit 64 saying why.
-async fn find(store: &Store, given: &str) -> anyhow::Result<crate::store::JobRow> {
-    match crate::client::lookup::find(store, given).await? {
-        crate::client::lookup::Found::Job(job) => Ok(*job),
-        other => Err(CmError::BadArgument(other.refusal(given).unwrap_or_default()).into()),
-    }
-}
-
 pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     let store = open_existing(cfg).await?;
     let row = find(&store, id).await?;
@@ -135,6 +115,7 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     if json {
         let mut value = serde_json::to_value(&row)?;
         value["history"] = serde_json::to_value(&history)?;
+        value["links"] = serde_json::to_value(store.links(&row.job.id).await?)?;
         crate::outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(Code::Success);
     }
@@ -159,6 +140,7 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     if let Some(r) = &row.result {
         crate::outln!("result {r}");
     }
+    super::workflow::show_links(&store, &row.job.id).await?;
     if let Some(out) = row.output.as_deref().filter(|o| !o.is_empty()) {
         crate::outln!("output (the last 64 KiB):");
         for line in out.lines() {

@@ -5,12 +5,14 @@ mod completions;
 mod dead;
 mod jobs;
 mod logs;
+mod lookup;
 mod mq;
 mod publish;
 mod queue;
 mod schedules;
 mod server;
 mod wait;
+mod workflow;
 
 use anyhow::Context;
 
@@ -63,6 +65,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
                     json,
                 }) => jobs::revoke(&cfg, ids, *terminate, signal.as_deref(), *json).await,
                 Some(JobsCmd::Prune { dry_run }) => schedules::prune(&cfg, *dry_run).await,
+                Some(JobsCmd::Retry { id }) => workflow::retry(&cfg, id).await,
+                Some(JobsCmd::Tree { id, json }) => workflow::tree(&cfg, id, *json).await,
                 None => jobs::list(&cfg, &args).await,
             },
             Command::Schedules(args) => match args.cmd {

@@ -3,7 +3,7 @@
 
 use crate::amqp::Brokers;
 use crate::celery::message::TaskMessage;
-use crate::cli::{CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
+use crate::cli::{AfterArgs, CallArgs, LaunchArgs, ProvisionArgs, WaitArgs};
 use crate::client::publish::{self, Publisher};
 use crate::config::{Config, QueueConfig};
 use crate::exit::{CmError, Code};
@@ -40,7 +40,7 @@ pub async fn launch(cfg: &Config, args: &LaunchArgs) -> anyhow::Result<Code> {
         };
         TaskMessage::new(jobs::LAUNCH, Vec::new(), job.kwargs())
     });
-    publish(cfg, jobs::LAUNCH, messages, &args.wait).await
+    publish(cfg, jobs::LAUNCH, messages, &args.after, &args.wait).await
 }
 
 pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Code> {
@@ -52,7 +52,7 @@ pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Cod
             serde_json::Map::new(),
         )
     });
-    publish(cfg, jobs::PROVISION, messages, &args.wait).await
+    publish(cfg, jobs::PROVISION, messages, &args.after, &args.wait).await
 }
 
 /// `cm call TASK`: a job of any task cm runs (or `--count` of them), its arguments as JSON.
@@ -67,7 +67,10 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
             args.kwargs
         ))
     })?;
-    let msg = TaskMessage::new(&args.task, positional, keywords);
+    let mut msg = TaskMessage::new(&args.task, positional, keywords);
+    if let Some(id) = &args.id {
+        msg.id.clone_from(id);
+    }
     // What a worker would refuse is refused here, before anything is stored or published.
     super::bounds::call(cfg, &msg, args.count)?;
     let queue = match &args.queue {
@@ -93,7 +96,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         ));
     }
     messages.insert(0, msg);
-    let (code, store) = publish_and_wait(cfg, queue, messages, &args.wait).await?;
+    let (code, store) = publish_and_wait(cfg, queue, messages, &args.after, &args.wait).await?;
     if !args.wait.wait || args.count > 1 {
         return Ok(code);
     }
@@ -109,15 +112,17 @@ fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> V
         .collect()
 }
 
-/// Publishes `messages` to the queue that takes `task`, prints the job ids, and waits if asked.
+/// Publishes `messages` to the queue that takes `task` (after `after`'s jobs, if any), prints
+/// the job ids, and waits if asked.
 async fn publish(
     cfg: &Config,
     task: &str,
     messages: Vec<TaskMessage>,
+    after: &AfterArgs,
     wait: &WaitArgs,
 ) -> anyhow::Result<Code> {
     let queue = publish::queue_for(cfg, task)?;
-    Ok(publish_and_wait(cfg, queue, messages, wait).await?.0)
+    Ok(publish_and_wait(cfg, queue, messages, after, wait).await?.0)
 }
 
 /// [`publish`] to `queue`; also returns the store, for what the caller reads after.
@@ -125,8 +130,10 @@ async fn publish_and_wait(
     cfg: &Config,
     queue: &QueueConfig,
     mut messages: Vec<TaskMessage>,
+    after: &AfterArgs,
     wait: &WaitArgs,
 ) -> anyhow::Result<(Code, Store)> {
+    let parents = after.parents();
     let brokers = Brokers::of(cfg);
     // The store is opened while the broker is connected to: a one-job `--wait` is mostly that.
     let (store, publisher) =
@@ -143,9 +150,15 @@ async fn publish_and_wait(
     let publisher = publisher?;
     // The replies come on the publisher's channel: it stays open until they are all in.
     let done = async {
-        let batch = publisher
-            .send(&store, queue, &mut messages, wait.wait)
-            .await?;
+        let batch = if parents.is_empty() {
+            publisher
+                .send(&store, queue, &mut messages, wait.wait)
+                .await?
+        } else {
+            publisher
+                .send_after(&store, queue, &messages, &parents)
+                .await?
+        };
         let mut out = String::with_capacity(messages.len() * 37);
         for m in &messages {
             out.push_str(&m.id);

@@ -93,7 +93,7 @@ pub async fn run(cfg: &Config, name: &str) -> anyhow::Result<Code> {
 }
 
 pub async fn history(cfg: &Config, name: &str, limit: i64, json: bool) -> anyhow::Result<Code> {
-    let store = super::jobs::open_existing(cfg).await?;
+    let store = super::lookup::open_existing(cfg).await?;
     let firings = store.firings(name, limit).await?;
     if firings.is_empty() && !cfg.schedules.contains_key(name) {
         return Err(CmError::BadArgument(format!(
@@ -134,7 +134,7 @@ pub async fn prune(cfg: &Config, dry_run: bool) -> anyhow::Result<Code> {
         ))
         .into());
     };
-    let store = super::jobs::open_existing(cfg).await?;
+    let store = super::lookup::open_existing(cfg).await?;
     let n = store
         .prune(&Prune::of(&retention, store::now_ms(), dry_run))
         .await?;

@@ -28,6 +28,10 @@ pub const MESSAGE_BYTES: RangeInclusive<i64> = 1024..=134_217_728;
 pub const LEASE_AFTER: RangeInclusive<f64> = 1.0..=86_400.0;
 /// A lease's life between renewals: long enough for three renewals to be tried.
 pub const LEASE: RangeInclusive<f64> = 3.0..=3_600.0;
+/// The parents one job may wait for (`[workflows] max_parents`).
+pub const MAX_PARENTS: RangeInclusive<i64> = 1..=1_000_000;
+/// `[workflows] max_parents`'s default.
+pub const DEFAULT_MAX_PARENTS: usize = 10_000;
 /// Between TERM and KILL: an hour at most.
 pub const KILL_GRACE: RangeInclusive<f64> = 0.0..=3_600.0;
 

@@ -102,6 +102,8 @@ pub struct Config {
     pub web_tls: Option<WebTls>,
     /// `[limits]`: what one input may ask for.
     pub limits: Limits,
+    /// `[workflows] max_parents`: the most parents one job may wait for (`--after`).
+    pub max_parents: usize,
     pub servers: IndexMap<String, Described>,
     pub recipes: IndexMap<String, Described>,
     /// `[tasks."NAME"]`: the commands a queue's `tasks` may name besides cm's own.
@@ -303,6 +305,15 @@ impl Config {
             usize::try_from(n).unwrap_or(limits.max_hosts)
         });
         let web_tls = web::tls(&raw.web, base, &at)?;
+        let max_parents = in_range(
+            &at,
+            "workflows.max_parents",
+            raw.workflows.max_parents.as_ref(),
+            limits::MAX_PARENTS,
+        )?
+        .map_or(limits::DEFAULT_MAX_PARENTS, |n| {
+            usize::try_from(n).unwrap_or(limits::DEFAULT_MAX_PARENTS)
+        });
 
         let pid_dir = env("CM_PID_DIR")
             .map(PathBuf::from)
@@ -396,6 +407,7 @@ impl Config {
             web_max_hosts,
             web_tls,
             limits,
+            max_parents,
             servers: raw.servers.unwrap_or_else(defaults::servers),
             recipes,
             tasks,

@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub(super) web: RawWeb,
     #[serde(default)]
     pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) workflows: RawWorkflows,
     pub(super) servers: Option<IndexMap<String, Described>>,
     pub(super) recipes: Option<IndexMap<String, Spanned<RawCommand>>>,
     #[serde(default)]
@@ -37,6 +39,13 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) schedules: IndexMap<String, Spanned<RawSchedule>>,
     pub(super) retention: Option<RawRetention>,
+}
+
+/// `[workflows]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkflows {
+    pub(super) max_parents: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

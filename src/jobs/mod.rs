@@ -249,6 +249,32 @@ pub fn new_job(
     )
 }
 
+/// The message of a job the store holds, to publish it again as it came: same id, task,
+/// arguments and retries, and the options the store keeps (expires, time limits, reply
+/// address); no eta, it is due. Used by every re-publish: a lapsed lease, a due eta, a job
+/// released from the outbox.
+pub fn stored_message(row: &crate::store::JobRow) -> anyhow::Result<TaskMessage> {
+    type ArgsKwargs = (
+        Vec<serde_json::Value>,
+        serde_json::Map<String, serde_json::Value>,
+    );
+    let (args, kwargs): ArgsKwargs = serde_json::from_str(&row.job.args)
+        .map_err(|e| anyhow::anyhow!("its stored arguments are not [args, kwargs]: {e}"))?;
+    let mut msg = TaskMessage::new(&row.job.task, args, kwargs);
+    msg.id.clone_from(&row.job.id);
+    msg.retries = u32::try_from(row.retries).unwrap_or(0);
+    let o = &row.options;
+    msg.expires_ms = o.expires_ms;
+    let limit = |ms: Option<i64>| {
+        ms.and_then(|ms| u64::try_from(ms).ok())
+            .map(std::time::Duration::from_millis)
+    };
+    msg.time_limit.hard = limit(o.time_limit_ms);
+    msg.time_limit.soft = limit(o.soft_time_limit_ms);
+    msg.reply_to.clone_from(&o.reply_to);
+    Ok(msg)
+}
+
 /// [`new_job`] for a message already read as `job` (the worker has it: no second reading).
 pub fn record(
     msg: &TaskMessage,

@@ -27,6 +27,7 @@ pub use records::{
 };
 use requests::{Claim, Entry, First, Revoking, Scheduling};
 pub(crate) use sql::{is_final_sql, job_columns, live_row};
+pub use workflow::{Brief, Edge, Links, Parents, Tree};
 pub use writer::{InFlight, Writer};
 
 pub const PENDING: &str = "PENDING";
@@ -39,6 +40,12 @@ pub const REVOKED: &str = "REVOKED";
 /// Received before its `eta`: held by the store, not the broker, until a worker's scheduler
 /// publishes it again when due. Not final.
 pub const SCHEDULED: &str = "SCHEDULED";
+/// Published after other jobs (`--after`), not all of them ended as required yet: held by the
+/// store, not the broker, and released (PENDING, then published from the outbox) by the
+/// transaction of its last parent's end. Not final.
+pub const WAITING: &str = "WAITING";
+/// Not a state: a history entry for a final job run again as a new job (`cm jobs retry`).
+pub const RETRIED: &str = "RETRIED";
 /// Not a state: a history entry for a redelivery of a job that was already final.
 pub const REDELIVERED: &str = "REDELIVERED";
 /// Not a state: a history entry for a worker's lease on a job it acked before the end.
@@ -66,6 +73,8 @@ pub fn is_cm_state(name: &str) -> bool {
             | RETRY
             | REVOKED
             | SCHEDULED
+            | WAITING
+            | RETRIED
             | REDELIVERED
             | LEASED
             | REQUEUED
@@ -109,6 +118,10 @@ pub enum StoreError {
     /// The worker's group-commit writer is gone (the worker is shutting down).
     #[error("status store: the writer stopped: {0} (the worker is shutting down; its unacked jobs go back to the queue)")]
     WriterGone(String),
+    /// What was asked cannot be done as asked (an unknown parent, a cycle, too many parents,
+    /// a retry of a job that cannot be retried): nothing was changed. Exit 65.
+    #[error("{0}")]
+    Refused(String),
     #[error("status store: the history of job {id} is unreadable: a job_events row's `later` is not cm's JSON ({cause}); fix or delete that row")]
     BadHistory { id: String, cause: String },
 }
@@ -142,9 +155,10 @@ macro_rules! on_backend {
     };
 }
 
-// Below the macro, which it uses.
+// Below the macro, which they use.
 mod firings;
 pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
+pub mod workflow;
 
 /// The SQLite busy timeout of a store opened with [`Store::open`].
 const DEFAULT_BUSY: Duration = Duration::from_secs(10);

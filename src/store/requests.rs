@@ -89,3 +89,31 @@ impl Revoking {
             .collect()
     }
 }
+
+/// A retry of final job `id` as `new_id`, asked by `by` at `at_ms`.
+#[derive(Debug, Clone)]
+pub(super) struct Retrying {
+    pub id: String,
+    pub new_id: String,
+    pub by: String,
+    pub at_ms: i64,
+}
+
+impl Retrying {
+    /// The error of a refused retry of a job in `state` (`None`: no such job).
+    pub fn refusal(&self, state: Option<&str>, retried_as: Option<&str>) -> super::StoreError {
+        let id = &self.id;
+        super::StoreError::Refused(match (state, retried_as) {
+            (_, Some(new)) => format!(
+                "job {id} was retried already, as {new}: retry that one if it failed"
+            ),
+            (None, _) => format!("no job {id} in the store: `cm jobs` lists the ids it has"),
+            (Some(super::SUCCESS), _) => {
+                format!("job {id} ended SUCCESS: only a failed or revoked job is retried")
+            }
+            (Some(state), _) => format!(
+                "job {id} is {state}, not final: only a job that ended FAILURE or REVOKED is retried"
+            ),
+        })
+    }
+}

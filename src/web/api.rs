@@ -59,17 +59,26 @@ pub async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> 
     .into_response()
 }
 
-/// `GET /api/jobs/{id}`: the job and its history of states; the twin of `/cm/jobs/{id}`, and
-/// like it, `id` may be a unique start or end of one (404 none, 409 several).
+/// `GET /api/jobs/{id}`: the job, its history of states, and its links (parents and children
+/// with their states, retries); the twin of `/cm/jobs/{id}`, and like it, `id` may be a unique
+/// start or end of one (404 none, 409 several).
 pub async fn job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match named_job(&state, &id).await {
-        Ok(Named::Job(job, history)) => {
-            Json(json!({ "job": job, "history": history })).into_response()
-        }
+        Ok(Named::Job(job, history)) => match state.store().links(&job.job.id).await {
+            Ok(links) => {
+                Json(json!({ "job": job, "history": history, "links": links })).into_response()
+            }
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+        },
         Ok(Named::Refused(status, why)) => json_error(status, why, None),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }
 }
+
+/// A body that must be `{}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
 
 /// `POST /api/jobs/{id}/revoke`'s body, all optional.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -105,6 +114,60 @@ pub async fn revoke(
     match super::data::revoke(&state, &id, terminate, signal).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}"), None),
+    }
+}
+
+/// `POST /api/jobs/{id}/retry` with `{}` or no body (still JSON-typed, as every POST here):
+/// runs a job that ended FAILURE or REVOKED again as a new job, `{"id": old, "retry": new}`;
+/// the jobs its end revoked wait again, for the new one. 409 when the store refuses (not
+/// final, SUCCESS, retried already), 404 for no such job.
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    };
+    if let Err(resp) = json_body::<NoFields>(&headers, &body) {
+        return resp;
+    }
+    let by = format!("web@{}", state.cfg().node_host);
+    let retried =
+        crate::client::retry::retry(state.cfg(), state.brokers(), state.store(), &id, &by).await;
+    match retried {
+        Ok(new_id) => {
+            tracing::info!("retry of job {id} from the web, as {new_id}");
+            Json(json!({ "id": id, "retry": new_id })).into_response()
+        }
+        Err(e) => {
+            let status = match e.downcast_ref::<crate::store::StoreError>() {
+                Some(crate::store::StoreError::Refused(why)) if why.starts_with("no job") => {
+                    StatusCode::NOT_FOUND
+                }
+                Some(crate::store::StoreError::Refused(_)) => StatusCode::CONFLICT,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            json_error(status, format!("{e:#}"), None)
+        }
+    }
+}
+
+/// `GET /api/jobs/{id}/tree` (`id` as `/api/jobs/{id}` takes it): the whole workflow job `id`
+/// is part of, from its roots:
+/// `{roots, jobs: {id: {id, task, state, error}}, edges: [{child, parent, mode}]}`.
+pub async fn tree(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let job = match named_job(&state, &id).await {
+        Ok(Named::Job(job, _)) => job,
+        Ok(Named::Refused(status, why)) => return json_error(status, why, None),
+        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    };
+    match state.store().tree(&job.job.id).await {
+        Ok(tree) => Json(tree).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }
 }
 

@@ -20,7 +20,7 @@ use super::state::AppState;
 use super::view::{self, Choice, JobDetail, JobView, WorkerView};
 use crate::client::publish;
 use crate::jobs;
-use crate::store::JobFilter;
+use crate::store::{self, JobFilter};
 
 pub async fn root() -> Redirect {
     Redirect::to("/cm/launch")
@@ -293,6 +293,12 @@ pub async fn job(
         Ok(Named::Refused(status, why)) => return message_page(status, "no such job", &why),
         Err(e) => return store_error(e),
     };
+    let links = match state.store().links(&row.job.id).await {
+        Ok(links) => links,
+        Err(e) => return store_error(e),
+    };
+    let retryable =
+        matches!(row.state.as_str(), store::FAILURE | store::REVOKED) && links.retried_as.is_none();
     let job = JobDetail::new(&row, &history);
     render(
         StatusCode::OK,
@@ -302,6 +308,52 @@ pub async fn job(
             signed_in: session.signed_in().is_some(),
             csrf: session.csrf(),
             job,
+            links,
+            retryable,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+/// `POST /cm/jobs/{id}/retry`: the job page's button; runs the job again as a new job and says
+/// which (the store's refusal otherwise).
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: CsrfOnly = match parse_form(&headers, &body) {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
+        return resp;
+    }
+    let by = format!("web@{}", state.cfg().node_host);
+    let retried =
+        crate::client::retry::retry(state.cfg(), state.brokers(), state.store(), &id, &by).await;
+    let message = match retried {
+        Ok(new_id) => format!("job {id} runs again as job {new_id}"),
+        Err(e) => match e.downcast_ref::<store::StoreError>() {
+            Some(store::StoreError::Refused(why)) => {
+                return message_page(StatusCode::CONFLICT, "retry", why)
+            }
+            _ => return store_error(format!("{e:#}")),
+        },
+    };
+    render(
+        StatusCode::OK,
+        &MessagePage {
+            title: "retry",
+            message: &message,
+            nav: "db_stats",
+            signed_in: session.signed_in().is_some(),
         },
     )
 }

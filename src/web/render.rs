@@ -156,4 +156,8 @@ pub struct JobPage<'a> {
     pub signed_in: bool,
     pub csrf: &'a str,
     pub job: JobDetail,
+    /// Its parents and children with their states, and its retries.
+    pub links: crate::store::Links,
+    /// It ended FAILURE or REVOKED and was not retried yet: the page offers a retry.
+    pub retryable: bool,
 }

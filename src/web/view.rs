@@ -8,6 +8,7 @@ use crate::store::{EventRow, JobRow};
 
 /// The states in the order a job passes through them (the bars and the filter use it).
 pub const STATES: &[&str] = &[
+    "WAITING",
     "PENDING",
     "SCHEDULED",
     "RECEIVED",

@@ -46,6 +46,9 @@ pub(super) struct WorkerState {
     pub(super) result_dir: PathBuf,
     /// `[broker] url`: each session connects to the node reached last, or the next after a loss.
     pub(super) brokers: Brokers,
+    /// Told when this worker committed a final state, which may have released jobs into the
+    /// store's outbox: the session's `outbox` drain looks at once.
+    pub(super) released: Arc<tokio::sync::Notify>,
 }
 
 /// One broker session's context: the worker's state, and what lives on this connection.

@@ -14,6 +14,7 @@
 //!
 //! - `republish`: jobs the store holds go back to the broker: the eta scheduler and the
 //!   reaper of lapsed leases.
+//! - `outbox`: jobs the store released (a parent's end, a retry), published to their queues.
 //! - `lease`: jobs longer than the broker allows, held by a lease in the store and renewed.
 //! - `revokes`: the revoked ids, polled from the store; a revoked job never runs.
 //! - `acks`: batched acks that never cover a running delivery.
@@ -31,6 +32,7 @@ mod context;
 mod delivery;
 mod events;
 mod lease;
+mod outbox;
 mod pidbox;
 mod remote;
 mod republish;

@@ -103,27 +103,7 @@ pub(super) async fn reap(ctx: Arc<SessionContext>) {
 /// re-published, it runs without its message's expiry and time limit, and a client waiting on
 /// `.get()` over rpc:// waits in vain (the store has its end).
 async fn publish_again(ctx: &SessionContext, row: &store::JobRow, why: &str) {
-    let msg = (|| {
-        let (args, kwargs): (
-            Vec<serde_json::Value>,
-            serde_json::Map<String, serde_json::Value>,
-        ) = serde_json::from_str(&row.job.args)
-            .map_err(|e| anyhow::anyhow!("its stored arguments are not [args, kwargs]: {e}"))?;
-        let mut msg = TaskMessage::new(&row.job.task, args, kwargs);
-        msg.id.clone_from(&row.job.id);
-        msg.retries = u32::try_from(row.retries).unwrap_or(0);
-        let o = &row.options;
-        msg.expires_ms = o.expires_ms;
-        let limit = |ms: Option<i64>| {
-            ms.and_then(|ms| u64::try_from(ms).ok())
-                .map(Duration::from_millis)
-        };
-        msg.time_limit.hard = limit(o.time_limit_ms);
-        msg.time_limit.soft = limit(o.soft_time_limit_ms);
-        msg.reply_to.clone_from(&o.reply_to);
-        anyhow::Ok(msg)
-    })();
-    match msg {
+    match crate::jobs::stored_message(row) {
         Ok(msg) => publish(ctx, &msg, why).await,
         Err(e) => warn!(
             "job {}: {why}, but it cannot be published again: {e:#}",

@@ -139,6 +139,7 @@ pub(super) async fn serve_worker(
         remote,
         result_dir: std::env::temp_dir(),
         brokers,
+        released: Arc::new(tokio::sync::Notify::new()),
     });
     let mut sessions = match Sessions::start(state.clone()).await {
         Ok(s) => s,

@@ -20,10 +20,10 @@ use super::acks::Acks;
 use super::context::{SessionContext, WorkerState};
 use super::delivery;
 use super::pidbox;
-use super::republish;
 use super::retention;
 use super::shutdown::Shutdown;
 use super::tick;
+use super::{outbox, republish};
 use crate::amqp::{self, Publisher};
 
 /// Prefetched deliveries are handed back within this on shutdown; the broker returns the rest.
@@ -143,6 +143,8 @@ struct Session {
     /// Fires the schedules' slots, and prunes finished jobs (`[retention]`); end with it.
     tick: tokio::task::AbortHandle,
     retention: tokio::task::AbortHandle,
+    /// Publishes the jobs the store released; ends with the session.
+    outbox: tokio::task::AbortHandle,
 }
 
 impl Drop for Session {
@@ -151,6 +153,7 @@ impl Drop for Session {
         self.scheduler.abort();
         self.tick.abort();
         self.retention.abort();
+        self.outbox.abort();
     }
 }
 
@@ -219,6 +222,7 @@ impl Session {
         let scheduler = tokio::spawn(republish::schedule(ctx.clone())).abort_handle();
         let tick = tokio::spawn(tick::run(ctx.clone())).abort_handle();
         let retention = tokio::spawn(retention::run(worker.clone())).abort_handle();
+        let outbox = tokio::spawn(outbox::drain(ctx.clone())).abort_handle();
         Ok(Self {
             conn,
             channel,
@@ -228,6 +232,7 @@ impl Session {
             scheduler,
             tick,
             retention,
+            outbox,
         })
     }
 

@@ -13,7 +13,7 @@ use sqlx::{Acquire, PgConnection, Postgres};
 use super::columns::bind_job;
 use super::{error, PgQuery};
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
-use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, STARTED};
+use crate::store::{is_final_sql, live_row, Event, NewJob, StoreError, PENDING, STARTED, WAITING};
 
 /// The upsert of whole runs, their columns the parameters $1 to $16 ([`RunColumns`]).
 macro_rules! upsert_whole_runs_sql {
@@ -422,6 +422,23 @@ pub(super) async fn insert_pending(
     conn: &mut PgConnection,
     jobs: &[NewJob],
 ) -> Result<(), sqlx::Error> {
+    insert_new(conn, jobs, PENDING).await
+}
+
+/// The `jobs` rows of jobs published after others, WAITING (a row already there is left
+/// alone: the caller checked there is none).
+pub(super) async fn insert_waiting(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+) -> Result<(), sqlx::Error> {
+    insert_new(conn, jobs, WAITING).await
+}
+
+async fn insert_new(
+    conn: &mut PgConnection,
+    jobs: &[NewJob],
+    state: &str,
+) -> Result<(), sqlx::Error> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -435,7 +452,7 @@ pub(super) async fn insert_pending(
     let q = sqlx::query(
         "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, state, \
          submitted_ms) \
-         SELECT id, task, queue, args, server, recipe, kind, hosts, batch, 'PENDING', submitted \
+         SELECT id, task, queue, args, server, recipe, kind, hosts, batch, $11::text, submitted \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::bigint[]) \
          AS r(id, task, queue, args, server, recipe, kind, hosts, batch, submitted) \
@@ -445,6 +462,7 @@ pub(super) async fn insert_pending(
         .bind(q)
         .bind(batch)
         .bind(submitted)
+        .bind(state)
         .execute(conn)
         .await
         .map(drop)

@@ -9,6 +9,7 @@
 //! - [`revokes`]: revoking jobs, and the revokes workers poll.
 //! - [`leases`]: a long job's lease renewed, lapsed, claimed, and its job requeued.
 //! - [`schedule`]: jobs held until their eta, and claimed when due.
+//! - [`workflow`]: jobs waiting on others, the outbox, retries, a workflow's edges.
 //! - [`columns`]: the `jobs` columns as sqlx binds, reads and filters them.
 //! - [`commit`]: a worker's group commits, many rows to a statement.
 //! - [`error`]: what sqlx's errors mean to a caller.
@@ -24,6 +25,7 @@ mod options;
 mod prune;
 mod revokes;
 mod schedule;
+mod workflow;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -85,6 +85,14 @@ async fn on_postgres_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> Test
 }
 
 #[tokio::test]
+async fn on_postgres_parents_ending_side_by_side_release_each_child_once() -> TestResult {
+    with_database(|store| async move {
+        tests::workflow::parents_ending_side_by_side_release_each_child_once(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
 async fn on_postgres_leases_are_renewed_lapse_and_are_claimed_once() -> TestResult {
     with_database(|store| async move {
         tests::leases::leases_are_renewed_lapse_and_are_claimed_once(&store).await
@@ -362,6 +370,52 @@ async fn on_postgres_a_commit_after_a_pause_survives_the_server_dropping_the_wri
         writer.write(&crate::store::batch::plan(&[&second])).await?;
         let state = store.get("after").await?.map(|r| r.state);
         assert_eq!(state.as_deref(), Some(crate::store::RECEIVED));
+        Ok(())
+    })
+    .await
+}
+
+/// Publishing after a parent whose row a worker's commit holds locked (ending it) neither
+/// waits holding locks nor misses that end: it tries again once the commit is done, reads the
+/// parent final, and releases the child in its own transaction.
+#[tokio::test]
+async fn on_postgres_publishing_after_a_parent_being_ended_waits_for_that_end() -> TestResult {
+    with_url(|url| async move {
+        let store = Store::open(&StoreLocation::Postgres(url.clone())).await?;
+        let job = |id: &str| NewJob {
+            id: id.into(),
+            task: "cm.launch".into(),
+            queue: "q".into(),
+            args: "[]".into(),
+            submitted_ms: 1,
+            ..NewJob::default()
+        };
+        store.insert_pending(&[job("p")]).await?;
+        let mut worker = sqlx::PgConnection::connect(&url).await?;
+        sqlx::query("BEGIN").execute(&mut worker).await?;
+        sqlx::query("UPDATE jobs SET state = 'SUCCESS' WHERE id = 'p'")
+            .execute(&mut worker)
+            .await?;
+        let after = crate::store::Parents {
+            after: vec!["p".into()],
+            after_any: vec![],
+        };
+        let publishing = {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_waiting(&[job("c")], &after, 10).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !publishing.is_finished(),
+            "waits while the parent's row is locked"
+        );
+        sqlx::query("COMMIT").execute(&mut worker).await?;
+        publishing.await??;
+        assert_eq!(store.state_of("c").await?.as_deref(), Some("PENDING"));
+        let now = crate::store::now_ms();
+        let claimed = store.claim_outbox("t", now, now + 1000, 10, None).await?;
+        assert_eq!(claimed.len(), 1);
+        store.close().await;
         Ok(())
     })
     .await

@@ -280,6 +280,16 @@ pub(super) fn insert_history(
 
 /// The `jobs` rows of published jobs, PENDING (a row already there is left alone).
 pub(super) fn insert_pending(conn: &Connection, jobs: &[NewJob]) -> rusqlite::Result<()> {
+    insert_new(conn, jobs, "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?)")
+}
+
+/// The `jobs` rows of jobs published after others, WAITING (a row already there is left
+/// alone: the caller checked there is none).
+pub(super) fn insert_waiting(conn: &Connection, jobs: &[NewJob]) -> rusqlite::Result<()> {
+    insert_new(conn, jobs, "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'WAITING', ?)")
+}
+
+fn insert_new(conn: &Connection, jobs: &[NewJob], row: &'static str) -> rusqlite::Result<()> {
     multi_row(
         conn,
         jobs,
@@ -287,7 +297,7 @@ pub(super) fn insert_pending(conn: &Connection, jobs: &[NewJob]) -> rusqlite::Re
         MultiRow {
             head: "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, batch, \
                    state, submitted_ms) VALUES ",
-            row: "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?)",
+            row,
             tail: " ON CONFLICT (id) DO NOTHING",
         },
         |b, job| {

@@ -153,6 +153,9 @@ impl Store {
                     |r| r.get(0),
                 )?;
                 tx.execute_batch("DROP TRIGGER jobs_counts_delete")?;
+                tx.execute_batch(
+                    "DELETE FROM job_edges; DELETE FROM job_outbox; DELETE FROM job_retries;",
+                )?;
                 tx.execute("DELETE FROM job_events", [])?;
                 let removed = tx.execute("DELETE FROM jobs", [])?;
                 tx.execute_batch(&trigger)?;

@@ -55,7 +55,7 @@ pub(super) fn open(path: &Path, busy: Duration, store: &str) -> Result<Connectio
 }
 
 /// In order; a migration's version is its place in this list, from 1 (as its file name says).
-pub(super) const MIGRATIONS: [&str; 9] = [
+pub(super) const MIGRATIONS: [&str; 10] = [
     include_str!("migrations/0001_jobs.sql"),
     include_str!("migrations/0002_jobs_state_submitted.sql"),
     include_str!("migrations/0003_job_events_later.sql"),
@@ -64,8 +64,10 @@ pub(super) const MIGRATIONS: [&str; 9] = [
     include_str!("migrations/0006_job_counts.sql"),
     include_str!("migrations/0007_drop_jobs_finished.sql"),
     include_str!("migrations/0008_fewer_pages_per_commit.sql"),
-    // 0009 to 0011 are PostgreSQL's alone or not yet here: a version is its place in this list.
+    // 0009 and 0010 are PostgreSQL's alone: a version is its place in this list.
     include_str!("migrations/0012_schedules.sql"),
+    // PostgreSQL's 0011, here after 0012: SQLite's version is the place in this list.
+    include_str!("migrations/0011_workflows.sql"),
 ];
 
 /// Brings the schema up to date. The error is the cause, for [`StoreError::Migration`].

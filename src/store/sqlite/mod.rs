@@ -7,6 +7,7 @@
 //! - [`revokes`]: revoking jobs, and the revokes workers poll.
 //! - [`leases`]: a long job's lease renewed, lapsed, claimed, and its job requeued.
 //! - [`schedule`]: jobs held until their eta, and claimed when due.
+//! - [`workflow`]: jobs waiting on others, the outbox, retries, a workflow's edges.
 //! - [`columns`]: the `jobs` columns as rusqlite binds, reads and filters them.
 //! - [`commit`]: a worker's group commits, on a connection of its own.
 //! - [`error`]: what rusqlite's errors mean to a caller.
@@ -28,6 +29,7 @@ mod pool;
 mod prune;
 mod revokes;
 mod schedule;
+mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,8 +57,11 @@ pub(crate) struct Store {
 
 /// What every connection to a store file sets: how long it waits for a lock, and NORMAL
 /// durability, which survives a process crash (what a worker's ack after a commit relies on).
+/// Recursive triggers: the release trigger's revoke of a child releases that child's own
+/// children (migration 0011_workflows).
 fn settings(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(busy)?;
+    conn.pragma_update(None, "recursive_triggers", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")
 }
 
@@ -92,6 +97,8 @@ impl Store {
             fix: FIX,
         };
         let mut conn = Connection::open_in_memory().map_err(unreachable)?;
+        conn.pragma_update(None, "recursive_triggers", "ON")
+            .map_err(unreachable)?;
         migrate::run(&mut conn).map_err(|cause| StoreError::Migration {
             store: name.to_string(),
             cause,

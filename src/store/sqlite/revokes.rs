@@ -29,7 +29,8 @@ impl Store {
                     let mut end = tx.prepare_cached(
                         "UPDATE jobs SET state = 'REVOKED', finished_ms = ?1, error = ?2, \
                          lease_owner = NULL, lease_until = NULL \
-                         WHERE id = ?3 AND (state = 'PENDING' OR state = 'RETRY' OR state = 'SCHEDULED')",
+                         WHERE id = ?3 AND (state = 'PENDING' OR state = 'RETRY' OR state = 'SCHEDULED' \
+                         OR state = 'WAITING')",
                     )?;
                     let mut state_of = tx.prepare_cached("SELECT state FROM jobs WHERE id = ?1")?;
                     for id in &r.ids {

@@ -4,7 +4,7 @@
 
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
-  const STATES = ["PENDING", "SCHEDULED", "RECEIVED", "STARTED", "running", "deploy", "active", "INITIATING",
+  const STATES = ["WAITING", "PENDING", "SCHEDULED", "RECEIVED", "STARTED", "running", "deploy", "active", "INITIATING",
     "PREPARING_IMAGE", "BOOTING", "AVAILABLE", "RETRY", "SUCCESS", "FAILURE", "REVOKED"];
   const FINAL = ["SUCCESS", "FAILURE", "REVOKED"];
   const BAR_ROW = 18, BAR_MAX = 150, CHART_H = 48, CHART_COL = 8;

@@ -1,6 +1,7 @@
 //! The second step: may this job start now? Decided here, before it takes a job slot's time:
 //!
-//! - a redelivery of a job whose final state is stored is acked without running again;
+//! - a redelivery of a job whose final state is stored is acked without running again, and so
+//!   is a second copy of a job released from the store's outbox (final, or taken already);
 //! - a revoked job ends REVOKED, unrun (the ids come from the store, `revokes`);
 //! - a job received after its `expires` ends REVOKED, "expired at <time>", as a Celery worker
 //!   ends it (straight from a client, or published again when due);
@@ -38,6 +39,22 @@ pub(super) async fn admit(
     let w = &*ctx.worker;
     let ReceivedJob { msg, id, .. } = received;
     // Only a redelivery can be a job that already ran: look it up then, and not on the hot path.
+    // A job released from the outbox may have been published twice (its publisher died
+    // between the publish and the outbox row's delete): looked up too.
+    let released = !delivery.redelivered && is_released(delivery);
+    if released {
+        match w.store.state_of(id).await {
+            Ok(Some(state)) if store::is_final(&state) => {
+                return Some(already_final(ctx, received, state).await)
+            }
+            // Another copy of it was taken already (it is RECEIVED, STARTED, a step...).
+            Ok(Some(state)) if state != store::PENDING => {
+                return Some(duplicate(ctx, received, state).await)
+            }
+            Ok(_) => {}
+            Err(e) => return Some(Settlement::give_back(id, e.to_string())),
+        }
+    }
     if delivery.redelivered {
         match w.store.state_of(id).await {
             Ok(Some(state)) if store::is_final(&state) => {
@@ -115,6 +132,31 @@ fn options_of(msg: &TaskMessage) -> MessageOptions {
         soft_time_limit_ms: ms(msg.time_limit.soft),
         reply_to: msg.reply_to.clone(),
     }
+}
+
+/// Whether the message was published from the store's outbox (a released job).
+fn is_released(delivery: &Delivery) -> bool {
+    delivery.properties.headers().as_ref().is_some_and(|h| {
+        h.inner()
+            .contains_key(crate::client::outbox::RELEASED_HEADER)
+    })
+}
+
+/// A second copy of a released job whose first copy a worker took already: noted in its
+/// history and acked, unrun.
+async fn duplicate(ctx: &SessionContext, received: &ReceivedJob, state: String) -> Settlement {
+    let w = &*ctx.worker;
+    let ReceivedJob { msg, id, .. } = received;
+    job_line(
+        &w.node,
+        id,
+        &msg.task,
+        &format!("a second copy from the outbox, the job already {state}; acked without running"),
+    );
+    if let Err(e) = w.writer.commit(outcome::redelivered(w, id, state)).await {
+        warn!("recording the duplicate of job {id}: {e}");
+    }
+    Settlement::Ack
 }
 
 /// A redelivery of a job whose final state is stored: noted in its history and acked.

@@ -145,6 +145,9 @@ async fn conclude(ctx: &SessionContext, delivery: &Delivery, end: JobEnd, in_fli
         }
         return give_back(ctx, delivery, &id, &e.to_string()).await;
     }
+    if !matches!(outcome, Outcome::Retry { .. }) {
+        w.released.notify_one();
+    }
     let runtime = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     outcome.announce(ctx, &msg, runtime).await;
     match outcome {
@@ -155,10 +158,10 @@ async fn conclude(ctx: &SessionContext, delivery: &Delivery, end: JobEnd, in_fli
 }
 
 /// The one transaction that stores a job's end (its final state, or RETRY). What a final state
-/// releases (the jobs waiting on it whose parents are now all final, a chain's next step, its
-/// errbacks) belongs in this same transaction, as rows of an outbox that any worker publishes:
-/// released exactly when the end is durable, never before it and never twice. Today no job
-/// waits on another, so the end goes alone.
+/// releases is in this same transaction: the store's release trigger moves the jobs waiting on
+/// it whose parents have now all ended as required into its outbox (and revokes the `--after`
+/// children of a failed one), so they are released exactly when the end is durable, never
+/// before it and never twice; any worker's `outbox` drain publishes them.
 async fn commit_end(
     ctx: &SessionContext,
     id: &SharedText,

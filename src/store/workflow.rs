@@ -1,0 +1,285 @@
+//! Workflows in the store: a job published after others waits ([`WAITING`](super::WAITING))
+//! with one edge per parent, and is released by the transaction of its last parent's end (a
+//! trigger in each backend's migrations, so that every way of ending a job releases). What the
+//! callers hand and read back is here: the parents of new jobs, a job's links, a workflow's
+//! tree, the checks made before anything is stored, and the [`Store`] calls that take them
+//! (publishing after parents, the outbox, retries, links and trees).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::requests::{Claim, Retrying};
+use super::{now_ms, Backend, JobRow, NewJob, Store, StoreError};
+
+/// An edge's mode: the parent must end SUCCESS; its FAILURE or REVOKED ends the child REVOKED.
+pub const AFTER: &str = "after";
+/// An edge's mode: the parent must end, whatever its end.
+pub const AFTER_ANY: &str = "after_any";
+
+/// The parents of jobs being published, by mode.
+#[derive(Debug, Clone, Default)]
+pub struct Parents {
+    pub after: Vec<String>,
+    pub after_any: Vec<String>,
+}
+
+impl Parents {
+    pub fn is_empty(&self) -> bool {
+        self.after.is_empty() && self.after_any.is_empty()
+    }
+
+    /// Distinct (parent, mode), in order of first mention; a parent named in both modes takes
+    /// `after`, the stricter.
+    pub fn edges(&self) -> Vec<(String, &'static str)> {
+        let strict: BTreeSet<&str> = self.after.iter().map(String::as_str).collect();
+        let mut seen = BTreeSet::new();
+        let after = self.after.iter().map(|p| (p, AFTER));
+        let any = (self.after_any.iter())
+            .filter(|p| !strict.contains(p.as_str()))
+            .map(|p| (p, AFTER_ANY));
+        after
+            .chain(any)
+            .filter(|(p, _)| seen.insert(p.as_str()))
+            .map(|(p, mode)| (p.clone(), mode))
+            .collect()
+    }
+
+    /// What is refused before the store is asked: more than `max` parents, or a job among its
+    /// own parents (the one cycle new jobs can make: every parent must exist already, and a new
+    /// job's id may not).
+    pub(super) fn check(&self, new_ids: &[&str], max: usize) -> Result<(), StoreError> {
+        let edges = self.edges();
+        if edges.len() > max {
+            return Err(StoreError::Refused(format!(
+                "{} parents, over [workflows] max_parents ({max}): nothing was published; \
+                 split the work, or raise max_parents",
+                edges.len()
+            )));
+        }
+        let ids: BTreeSet<&str> = new_ids.iter().copied().collect();
+        if let Some((p, _)) = edges.iter().find(|(p, _)| ids.contains(p.as_str())) {
+            return Err(StoreError::Refused(format!(
+                "job {p} would wait for itself (a cycle): nothing was published; \
+                 name other parents"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The refusal for parents the store does not have.
+pub(super) fn unknown_parents(missing: &[String]) -> StoreError {
+    StoreError::Refused(format!(
+        "unknown parent job{} {}: nothing was published; `cm jobs` lists the ids the store has",
+        if missing.len() == 1 { "" } else { "s" },
+        missing.join(", ")
+    ))
+}
+
+/// The refusal for a new job whose id the store has already.
+pub(super) fn id_taken(ids: &[String]) -> StoreError {
+    StoreError::Refused(format!(
+        "job id {} is in the store already: nothing was published; publish with a new id",
+        ids.join(", ")
+    ))
+}
+
+/// One edge as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    pub child: String,
+    pub parent: String,
+    pub mode: String,
+}
+
+/// A job as a workflow shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Brief {
+    pub id: String,
+    pub task: String,
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// A parent or child of a job, with the mode of the edge between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Linked {
+    pub mode: String,
+    #[serde(flatten)]
+    pub job: Brief,
+}
+
+/// A job's neighbours: its parents and children with their states, and its retries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Links {
+    pub parents: Vec<Linked>,
+    pub children: Vec<Linked>,
+    /// The job this one is a retry of.
+    pub retry_of: Option<String>,
+    /// The job that retried this one.
+    pub retried_as: Option<String>,
+}
+
+/// A whole workflow: every job linked to the asked one through edges, parents first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tree {
+    /// Jobs with no parent in the workflow.
+    pub roots: Vec<String>,
+    pub jobs: BTreeMap<String, Brief>,
+    pub edges: Vec<Edge>,
+}
+
+impl Tree {
+    /// The children of `id`, in id order, with their edges' modes.
+    pub fn children_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.edges
+            .iter()
+            .filter(move |e| e.parent == id)
+            .map(|e| (e.child.as_str(), e.mode.as_str()))
+    }
+}
+
+/// The most jobs [`Tree`] collects: a workflow bigger than this is shown in part.
+pub const TREE_LIMIT: usize = 100_000;
+
+impl Store {
+    /// Records jobs published after `parents` as WAITING, with one edge per job and parent,
+    /// in one transaction; those whose parents have all ended as required already are released
+    /// in it too (PENDING, with an outbox row: [`Store::claim_outbox`] hands them to whoever
+    /// publishes them). Refused, with nothing stored: more than `max_parents` parents, a job
+    /// among its own parents, an unknown parent, an id the store has already.
+    pub async fn insert_waiting(
+        &self,
+        jobs: &[NewJob],
+        parents: &Parents,
+        max_parents: usize,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        parents.check(&ids, max_parents)?;
+        let edges = parents.edges();
+        on_backend!(self, b => b.insert_waiting(jobs, &edges).await)
+    }
+
+    /// Claims up to `limit` outbox rows (jobs released and not yet published) for `owner` until
+    /// `until_ms`, in one statement: of publishers racing for a row, exactly one gets it; a
+    /// claim lapsed by `now_ms` (its claimer died) is taken again. `only`: just these jobs (a
+    /// command publishing what it released itself). The claimer publishes each job, then calls
+    /// [`Store::outbox_published`].
+    pub async fn claim_outbox(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        limit: i64,
+        only: Option<&[String]>,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let claim = Claim {
+            owner: owner.to_string(),
+            now_ms,
+            until_ms,
+        };
+        let only = only.map(<[String]>::to_vec);
+        on_backend!(self, b => b.claim_outbox(&claim, limit.max(1), only).await)
+    }
+
+    /// Whether any outbox row is there to claim at `now_ms` (a read: no write lock taken).
+    pub async fn outbox_waiting(&self, now_ms: i64) -> Result<bool, StoreError> {
+        on_backend!(self, b => b.outbox_waiting(now_ms).await)
+    }
+
+    /// Deletes job `id`'s outbox row once it was published.
+    pub async fn outbox_published(&self, id: &str) -> Result<(), StoreError> {
+        on_backend!(self, b => b.outbox_published(id).await)
+    }
+
+    /// Runs final job `id` (FAILURE or REVOKED) again as a new job, returned: stored PENDING
+    /// with an outbox row, linked to `id` (one retry per job), recorded in both histories; the
+    /// children `id`'s end revoked (and theirs) wait again, for the new job. `by` names who
+    /// asked. Refused: no such job, not final, SUCCESS, or retried already.
+    pub async fn retry(&self, id: &str, by: &str) -> Result<String, StoreError> {
+        let retry = Retrying {
+            id: id.to_string(),
+            new_id: uuid::Uuid::new_v4().to_string(),
+            by: by.to_string(),
+            at_ms: now_ms(),
+        };
+        on_backend!(self, b => b.retry(&retry).await)?;
+        Ok(retry.new_id)
+    }
+
+    /// Job `id`'s parents and children with their states, and its retries.
+    pub async fn links(&self, id: &str) -> Result<Links, StoreError> {
+        let ids = [id.to_string()];
+        let edges = on_backend!(self, b => b.edges_touching(&ids).await)?;
+        let others: Vec<String> = (edges.iter())
+            .map(|e| if e.child == id { &e.parent } else { &e.child })
+            .cloned()
+            .collect();
+        let briefs = self.briefs(&others).await?;
+        let mut links = Links::default();
+        for e in edges {
+            let (other, list) = if e.child == id {
+                (&e.parent, &mut links.parents)
+            } else {
+                (&e.child, &mut links.children)
+            };
+            if let Some(b) = briefs.get(other) {
+                list.push(Linked {
+                    mode: e.mode.clone(),
+                    job: b.clone(),
+                });
+            }
+        }
+        (links.retry_of, links.retried_as) = on_backend!(self, b => b.retries_of(id).await)?;
+        Ok(links)
+    }
+
+    /// The whole workflow job `id` is part of: every job linked to it through edges, up to its
+    /// roots and down to their last children (at most [`TREE_LIMIT`] jobs).
+    pub async fn tree(&self, id: &str) -> Result<Tree, StoreError> {
+        let mut known: std::collections::BTreeSet<String> = [id.to_string()].into();
+        let mut edges: std::collections::BTreeSet<(String, String, String)> = Default::default();
+        let mut frontier = vec![id.to_string()];
+        while !frontier.is_empty() && known.len() < TREE_LIMIT {
+            let found = on_backend!(self, b => b.edges_touching(&frontier).await)?;
+            frontier.clear();
+            for e in found {
+                for end in [&e.child, &e.parent] {
+                    if known.insert(end.clone()) {
+                        frontier.push(end.clone());
+                    }
+                }
+                edges.insert((e.parent, e.child, e.mode));
+            }
+        }
+        let ids: Vec<String> = known.into_iter().collect();
+        let jobs = self.briefs(&ids).await?;
+        let children: std::collections::BTreeSet<&str> =
+            edges.iter().map(|(_, c, _)| c.as_str()).collect();
+        let roots = (jobs.keys())
+            .filter(|j| !children.contains(j.as_str()))
+            .cloned()
+            .collect();
+        let edges = (edges.iter())
+            .map(|(parent, child, mode)| Edge {
+                child: child.clone(),
+                parent: parent.clone(),
+                mode: mode.clone(),
+            })
+            .collect();
+        Ok(Tree { roots, jobs, edges })
+    }
+
+    async fn briefs(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Brief>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for chunk in ids.chunks(1000) {
+            let found = on_backend!(self, b => b.briefs(chunk).await)?;
+            out.extend(found.into_iter().map(|b| (b.id.clone(), b)));
+        }
+        Ok(out)
+    }
+}
