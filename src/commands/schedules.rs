@@ -17,7 +17,7 @@ fn short(id: &str) -> &str {
 }
 
 pub async fn list(cfg: &Config, json: bool) -> anyhow::Result<Code> {
-    let store = super::jobs::open_existing(cfg).await?;
+    let store = super::lookup::open_existing(cfg).await?;
     let views = overview(cfg, &store).await?;
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&views)?);

@@ -8,14 +8,17 @@ use crate::store::{Prune, StoreError};
 
 /// The jobs of task `?1` older than its newest `keep_last` (submitted before `?2`, or then
 /// with an id before `?5`: ties broken by id) that may go: SUCCESS finished before `?3`,
-/// FAILURE or REVOKED before `?4`, none the newest firing of a schedule. The state's index
-/// (state, submitted_ms) finds them.
+/// FAILURE or REVOKED before `?4`, none the newest firing of a schedule, none a parent of a
+/// job still WAITING (its release reads its parents' rows); a pruned job's edges go with it.
+/// The state's index (state, submitted_ms) finds them.
 const MAY_GO: &str = "SELECT id FROM jobs WHERE task = ?1 AND (submitted_ms < ?2 OR (submitted_ms = ?2 AND id < ?5)) AND \
      ((state = 'SUCCESS' AND COALESCE(finished_ms, submitted_ms) < ?3) OR \
      ((state = 'FAILURE' OR state = 'REVOKED') AND COALESCE(finished_ms, submitted_ms) < ?4)) \
      AND id NOT IN (SELECT n.job_id FROM (SELECT (SELECT job_id FROM schedule_firings f \
      WHERE f.schedule = s.name AND f.job_id IS NOT NULL ORDER BY f.seq DESC LIMIT 1) AS job_id \
-     FROM schedules s) n WHERE n.job_id IS NOT NULL)";
+     FROM schedules s) n WHERE n.job_id IS NOT NULL) \
+     AND NOT EXISTS (SELECT 1 FROM job_edges e JOIN jobs c ON c.id = e.child \
+     WHERE e.parent = jobs.id AND c.state = 'WAITING')";
 
 impl Store {
     pub(crate) async fn prune(&self, rules: &Prune) -> Result<u64, StoreError> {
@@ -125,6 +128,8 @@ fn delete_batch(
     for sql in [
         "DELETE FROM job_events WHERE job_id IN (SELECT value FROM json_each(?1))",
         "DELETE FROM schedule_firings WHERE job_id IN (SELECT value FROM json_each(?1))",
+        "DELETE FROM job_edges WHERE child IN (SELECT value FROM json_each(?1)) \
+         OR parent IN (SELECT value FROM json_each(?1))",
         "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
     ] {
         tx.prepare_cached(sql)?.execute([&json])?;

@@ -202,6 +202,16 @@ pub(in crate::store) async fn retention_prunes_what_it_should(store: &Store) -> 
         })
         .await?;
     assert_eq!(counts_exact(store).await?, 20);
+    // A waiting child's parents stay, whatever their age: its release reads their rows.
+    store.insert_pending(&[job("pend", "a", 0)]).await?;
+    let parents = Parents {
+        after: vec![],
+        after_any: vec!["ok0".into(), "pend".into()],
+    };
+    store
+        .insert_waiting(&[job("w", "c", 0)], &parents, 10)
+        .await?;
+    assert_eq!(store.state_of("w").await?.as_deref(), Some(WAITING));
 
     // SUCCESS before 4 s, FAILURE before 2 s, but each task keeps its newest 4: of a, ok0..ok3
     // and bad0, bad1 go (ok4, bad4, ok5, bad5 are its newest; the PENDING one is live); of b,
@@ -214,7 +224,7 @@ pub(in crate::store) async fn retention_prunes_what_it_should(store: &Store) -> 
         dry_run: true,
     };
     let counted = store.prune(&rules).await?;
-    assert_eq!(counts_exact(store).await?, 20, "a dry run deletes nothing");
+    assert_eq!(counts_exact(store).await?, 22, "a dry run deletes nothing");
     let pruned = store
         .prune(&Prune {
             dry_run: false,
@@ -235,14 +245,14 @@ pub(in crate::store) async fn retention_prunes_what_it_should(store: &Store) -> 
     assert_eq!(
         left,
         [
-            "b2", "b3", "b4", "b5", "bad2", "bad3", "bad4", "bad5", "fired", "ok4", "ok5",
-            "waiting"
+            "b2", "b3", "b4", "b5", "bad2", "bad3", "bad4", "bad5", "fired", "ok0", "ok4", "ok5",
+            "pend", "w", "waiting"
         ],
         "pruned {pruned}"
     );
-    assert_eq!(pruned, 8);
-    assert!(store.history("ok0").await?.is_empty());
-    assert_eq!(counts_exact(store).await?, 12);
+    assert_eq!(pruned, 7);
+    assert!(store.history("ok1").await?.is_empty());
+    assert_eq!(counts_exact(store).await?, 15);
     // No rule, nothing goes.
     let none = Prune {
         succeeded_before: None,
