@@ -346,7 +346,7 @@ fn states_match_in_any_case_and_unknown_names_are_refused() {
     for (args, says) in [
         (
             ["--state", "failur"],
-            "unknown state \"failur\": known are PENDING, SCHEDULED",
+            "unknown state \"failur\": known are WAITING, PENDING, SCHEDULED",
         ),
         (
             ["--server", "nowhere"],
