@@ -41,8 +41,9 @@ class CmStack:
             return None
 
 
-def create(run, name, queues, store_url=None, prefetch=None, events=False, concurrency=1):
-    """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]."""
+def create(run, name, queues, store_url=None, prefetch=None, events=False, concurrency=1, extra=None):
+    """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]; extra: more
+    TOML tables (a [schedules.NAME])."""
     d = os.path.join(run.tmp, name)
     os.makedirs(d)
     store = store_url or "sqlite://" + os.path.join(d, "cm.db")
@@ -63,6 +64,8 @@ def create(run, name, queues, store_url=None, prefetch=None, events=False, concu
         parts.append(f'[tasks."{task}"]\ncommand = ["/bin/true"]')
     parts.append("[simulation]\nstep_seconds = [0, 0]")
     parts.append(f'[store]\nurl = "{store}"')
+    if extra:
+        parts.append(extra)
     path = os.path.join(d, "fabfile.toml")
     with open(path, "w") as f:
         f.write("\n".join(parts) + "\n")

@@ -39,6 +39,19 @@ METHOD = [
     "trips: a Python Celery 5 client (`backend='rpc://'`) sends `cm.provision` and waits for its "
     "result, to the cm worker (which stores every state first) and to a Celery worker (`-P solo`, a "
     "no-op task, rpc:// result backend), the two alternating from run to run.",
+    "- Schedules (9): a job every second on the whole seconds, one idle worker, each side alone for the "
+    "window (cm, then Celery, alternating which goes first run by run; never both at once, since both fire "
+    "on the same instants). cm: `[schedules.tick] every = \"1s\"` firing `cm.provision` (zero-length steps); "
+    "the slot is the firing's `slot_ms` (`cm schedules history tick --json`), the start the job's "
+    "STARTED time in the store (`started_ms`, `cm jobs --json`), which the worker records as it begins the "
+    "job. Celery: `celery beat` with `schedule(timedelta(seconds=1), relative=True)` (Celery's own rounding "
+    "of an interval to its whole-second boundaries, the same slots) sending `bench.tick` to a `-P solo` "
+    "worker. beat passes no slot, so its scheduler (bench/celery_app.py `SlotScheduler`, beat's in-memory "
+    "`Scheduler` with one override) adds to each firing's kwargs the deadline beat's schedule itself "
+    "computed (`remaining_estimate` of the entry, plus now); the task records it and the wall clock as its "
+    "body begins. Both sides thus measure slot -> a worker starting the job: the scheduler's wake-up, the "
+    "publish, the broker, the worker's receipt (and for cm its STARTED commit). The first slot is at least "
+    "1 s after the workers (and beat's first firing); with 30 slots a p99 is the largest lag.",
     "- The machine is shared: other work running at the same time shows as \"other\" CPU in the "
     "profile tables and slows every figure, cm's and Celery's alike.",
     "- Targets that compare two figures (throughput against the ceiling, events on against off, the "

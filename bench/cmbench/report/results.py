@@ -90,4 +90,14 @@ def rows(measured, sz):
         fmt="{:,.0f}")
     row(8, f"pueue: {nc:,} x pueue add /bin/true, parallel 8, pueue wait", "jobs/s", "cmd.pueue", fmt="{:,.0f}")
     row(8, f"bare loop: /bin/true {nc:,} times, 8 at once (xargs -P 8)", "jobs/s", "cmd.bare", fmt="{:,.0f}")
+
+    ns = sz["schedule_seconds"]
+    for p in ("p50", "p99"):
+        row(9, f"cm schedule every = \"1s\", one idle worker: slot to job STARTED, {p} of {ns} slots", "ms",
+            f"sched.cm.{p}", f"sched.celery.{p}", "{:.1f}")
+    for p in ("p50", "p99"):
+        row(9, f"celery beat schedule(1 s, relative=True), one solo worker: slot to task start, {p} of {ns} "
+            "slots", "ms", f"sched.celery.{p}", fmt="{:.1f}")
+    row(9, f"cm: slots of the {ns} s window whose job started", "%", "sched.cm.fired", fmt="{:.0f}")
+    row(9, f"celery beat: slots of the {ns} s window whose task started", "%", "sched.celery.fired", fmt="{:.0f}")
     return out

@@ -70,4 +70,10 @@ def targets(measured):
         out.append(target("command jobs", f"{100 * x:.0f}% of the bare loop; "
                               + ", ".join(f"{m('cmd.cm') / m(k):.1f}x {k[4:]}" for k in peers),
                               ">= 50% of the bare loop, ahead of Celery and pueue", x >= 0.5 and ahead))
+    if R.get("sched.cm.p99"):
+        peer = (f"; celery beat p50 {m('sched.celery.p50'):.1f} ms, p99 {m('sched.celery.p99'):.1f} ms"
+                if R.get("sched.celery.p99") else "")
+        out.append(target("schedule firing (issue 30)", f"slot to job start p50 {m('sched.cm.p50'):.1f} ms, "
+                              f"p99 {m('sched.cm.p99'):.1f} ms{peer}", "within 100 ms of the slot (p99), idle worker",
+                              m("sched.cm.p99") <= 100))
     return out
