@@ -28,7 +28,7 @@ def measure(run):
     celery = CeleryWorkers(run, "celery-schedules", [f"sch@{run.host}"], ["-P", "solo", "-Q", q_celery],
                            env={"BENCH_TICKS_FILE": ticks})
     m.commands.setdefault("9 window", f"each side alone for {n} s of slots (whole seconds), its first slot "
-                          "at least 1 s after its workers (and beat) started")
+                          f"at least {run.sizes['schedule_lead']} s after its workers (and beat) started")
     for i in range(run.repeat):
         run.log(f"schedules, run {i + 1}/{run.repeat}: {n} s of 1 s slots, cm then Celery beat (or back)")
         for side in (("cm", "celery") if i % 2 == 0 else ("celery", "cm")):
@@ -40,9 +40,9 @@ def measure(run):
             record(m, side, lags, n)
 
 
-def window(n):
-    """The next n whole seconds, starting at least 1 s from now: (first, last) in ms."""
-    first = 1000 * (math.ceil(time.time()) + 1)
+def window(n, lead):
+    """The next n whole seconds, starting at least `lead` s from now: (first, last) in ms."""
+    first = 1000 * (math.ceil(time.time() + lead))
     return first, first + 1000 * (n - 1)
 
 
@@ -53,7 +53,7 @@ def sleep_past(last_ms, slack_s=1.0):
 
 def cm_window(run, s, n):
     s.cm("queue", "start", label="9 cm queue start")
-    first, last = window(n)
+    first, last = window(n, run.sizes["schedule_lead"])
     sleep_past(last)
     _, out = s.cm("schedules", "history", "tick", "--json", "--limit", "0", label="9 cm schedules history")
     slots = {f["job_id"]: f["slot_ms"] for f in json.loads(out.stdout) if first <= f["slot_ms"] <= last}
@@ -82,7 +82,7 @@ def celery_window(run, celery, queue, ticks, n):
                 run.measured.notes["sched.celery.p50"] = "not measured: celery beat fired nothing in 60 s"
                 return []
             time.sleep(0.05)
-        first, last = window(n)
+        first, last = window(n, run.sizes["schedule_lead"])
         sleep_past(last)
     finally:
         proc.kill()
