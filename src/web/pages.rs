@@ -91,18 +91,28 @@ pub async fn launch_form(
     render(StatusCode::OK, &page)
 }
 
+/// A form our pages post: its own fields beside the session's form token.
 #[derive(Deserialize)]
-struct LaunchForm {
+struct Posted<T> {
     csrf: Option<String>,
     #[serde(flatten)]
-    input: LaunchInput,
+    fields: T,
 }
 
+/// The fields of a form that is only a button (its token aside).
 #[derive(Deserialize)]
-struct ProvisionForm {
-    csrf: Option<String>,
-    #[serde(flatten)]
-    input: ProvisionInput,
+pub(super) struct NoFields {}
+
+/// A POSTed form's fields: read as `application/x-www-form-urlencoded`, then refused unless
+/// its `csrf` is this session's. Every button and form of the pages comes through here.
+pub(super) fn posted<T: serde::de::DeserializeOwned>(
+    session: &Session,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Response> {
+    let form: Posted<T> = parse_form(headers, body)?;
+    check_csrf(session, form.csrf.as_deref())?;
+    Ok(form.fields)
 }
 
 /// The form's `csrf` field against its session's token.
@@ -148,24 +158,21 @@ pub async fn launch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: LaunchForm = match parse_form(&headers, &body) {
+    let form: LaunchInput = match posted(&session, &headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
-        return resp;
-    }
     let rejected = |e: Invalid| {
         let page = launch_page(
             &state,
             &session,
-            &form.input,
+            &form,
             &ProvisionInput::default(),
             Some(("launch", e.field, e.message)),
         );
         render(StatusCode::BAD_REQUEST, &page)
     };
-    match input::launch_messages(state.cfg(), &form.input) {
+    match input::launch_messages(state.cfg(), &form) {
         Ok(messages) => publish_and_watch(&state, jobs::LAUNCH, &messages).await,
         Err(e) => rejected(e),
     }
@@ -178,21 +185,18 @@ pub async fn provision(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: ProvisionForm = match parse_form(&headers, &body) {
+    let form: ProvisionInput = match posted(&session, &headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
-        return resp;
-    }
-    match input::provision_messages(state.cfg(), &form.input) {
+    match input::provision_messages(state.cfg(), &form) {
         Ok(messages) => publish_and_watch(&state, jobs::PROVISION, &messages).await,
         Err(e) => {
             let page = launch_page(
                 &state,
                 &session,
                 &LaunchInput::default(),
-                &form.input,
+                &form,
                 Some(("provision", e.field, e.message)),
             );
             render(StatusCode::BAD_REQUEST, &page)
@@ -314,11 +318,6 @@ pub async fn job(
     )
 }
 
-#[derive(Deserialize)]
-struct CsrfOnly {
-    csrf: Option<String>,
-}
-
 /// `POST /cm/jobs/{id}/retry`: the job page's button; runs the job again as a new job and says
 /// which (the store's refusal otherwise).
 pub async fn retry(
@@ -328,13 +327,10 @@ pub async fn retry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: CsrfOnly = match parse_form(&headers, &body) {
+    let _: NoFields = match posted(&session, &headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
-        return resp;
-    }
     let by = format!("web@{}", state.cfg().node_host);
     let retried =
         crate::client::retry::retry(state.cfg(), state.brokers(), state.store(), &id, &by).await;
@@ -361,8 +357,7 @@ pub async fn retry(
 // ---------- revoke ----------
 
 #[derive(Deserialize)]
-struct RevokeForm {
-    csrf: Option<String>,
+struct RevokeFields {
     /// Present (any value) for "revoke and terminate".
     terminate: Option<String>,
 }
@@ -375,13 +370,10 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: RevokeForm = match parse_form(&headers, &body) {
+    let form: RevokeFields = match posted(&session, &headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
-        return resp;
-    }
     let terminate = form.terminate.is_some();
     match super::data::revoke(&state, &id, terminate, None).await {
         Ok(report) => render(
@@ -420,11 +412,6 @@ pub async fn db_reset_form(
     )
 }
 
-#[derive(Deserialize)]
-struct ResetForm {
-    csrf: Option<String>,
-}
-
 /// `POST /cm/db_reset`: clears the store (the GET only asks).
 pub async fn db_reset(
     State(state): State<AppState>,
@@ -432,13 +419,10 @@ pub async fn db_reset(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: ResetForm = match parse_form(&headers, &body) {
+    let _: NoFields = match posted(&session, &headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
-        return resp;
-    }
     match state.store().reset().await {
         Ok(n) => {
             tracing::info!("db_reset from the web: removed {n} records");

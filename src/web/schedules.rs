@@ -8,9 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
 
-use super::pages::{check_csrf, parse_form};
+use super::pages::{posted, NoFields};
 use super::render::{json_error, message_page, render, store_error, MessagePage};
 use super::session::Session;
 use super::state::AppState;
@@ -111,11 +110,6 @@ pub async fn api(State(state): State<AppState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-struct ActionForm {
-    csrf: Option<String>,
-}
-
 /// `POST /cm/schedules/{name}/{action}`: pause, resume or run now; says what was done.
 pub async fn action(
     State(state): State<AppState>,
@@ -124,13 +118,10 @@ pub async fn action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: ActionForm = match parse_form(&headers, &body) {
+    let _: NoFields = match posted(&session, &headers, &body) {
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    if let Err(resp) = check_csrf(&session, form.csrf.as_deref()) {
-        return resp;
-    }
     let schedule = match configured(state.cfg(), &name) {
         Ok(s) => s,
         Err(e) => return message_page(StatusCode::NOT_FOUND, "no such schedule", &e.to_string()),
