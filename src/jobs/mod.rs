@@ -28,7 +28,16 @@ pub const LAUNCH: &str = "cm.launch";
 pub enum JobError {
     #[error("unknown task {task:?} (this config's workers run {known})")]
     UnknownTask { task: String, known: String },
+    /// Celery's chord join polls a result backend that cm does not write: said plainly,
+    /// with the native way, rather than as one more unknown task.
+    #[error(
+        "celery.chord_unlock: chords need a result backend cm does not write; use --after (cm call/launch/provision --after ID...) for a step after a group"
+    )]
+    ChordUnlock,
 }
+
+/// The task Celery publishes to join a chord's header.
+pub const CHORD_UNLOCK: &str = "celery.chord_unlock";
 
 /// A `[tasks."NAME"]` job: its command and the values its arguments gave.
 #[derive(Debug, Clone)]
@@ -75,6 +84,9 @@ impl Job {
                 }
                 Err(e) => unfit(e),
             },
+            CHORD_UNLOCK if !cfg.tasks.contains_key(CHORD_UNLOCK) => {
+                return Err(JobError::ChordUnlock)
+            }
             name => {
                 let Some(spec) = cfg.tasks.get(name) else {
                     let mut known: Vec<&str> = crate::config::BUILT_IN.to_vec();

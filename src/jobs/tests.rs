@@ -84,6 +84,12 @@ fn tasks_map_to_kinds_unknown_is_refused_and_unfit_arguments_are_named() {
         Job::from_message(&msg, &cfg),
         Err(JobError::UnknownTask { .. })
     ));
+    // A chord's join is refused with the reason and the native way, not as unknown.
+    let unlock = TaskMessage::new(CHORD_UNLOCK, vec![], Map::new());
+    let refused = Job::from_message(&unlock, &cfg).map(|_| ());
+    assert_eq!(refused, Err(JobError::ChordUnlock));
+    let said = JobError::ChordUnlock.to_string();
+    assert!(said.contains("use --after"), "{said}");
     for (args, kwargs, why) in [
         (
             json!(["h", "i", "x", "y"]),
