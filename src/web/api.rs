@@ -97,12 +97,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        body
-    };
-    let req: RevokeInput = match json_body(&headers, &body) {
+    let req: RevokeInput = match json_body_or_none(&headers, &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -127,12 +122,7 @@ pub async fn retry(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Bytes::from_static(b"{}")
-    } else {
-        body
-    };
-    if let Err(resp) = json_body::<NoFields>(&headers, &body) {
+    if let Err(resp) = json_body_or_none::<NoFields>(&headers, &body) {
         return resp;
     }
     let by = format!("web@{}", state.cfg().node_host);
@@ -174,6 +164,18 @@ pub async fn tree(State(state): State<AppState>, Path(id): Path<String>) -> Resp
 /// `GET /api/workers`: what `cm queue status --json` says.
 pub async fn workers(State(state): State<AppState>) -> Response {
     Json(worker_statuses(&state).await).into_response()
+}
+
+/// A POST whose body may be left out: no body (or only whitespace) reads as `{}`, still
+/// JSON-typed.
+fn json_body_or_none<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return json_body(headers, &Bytes::from_static(b"{}"));
+    }
+    json_body(headers, body)
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(
