@@ -13,6 +13,8 @@ pub const RATE: RangeInclusive<f64> = 0.0..=1.0;
 pub const CONCURRENCY: RangeInclusive<i64> = 1..=10_000;
 pub const PREFETCH: RangeInclusive<i64> = 1..=65_535;
 pub const RETRIES: RangeInclusive<i64> = 0..=10_000;
+/// `[queues.NAME] hand_back_after_ms`: up to a minute; 0 never hands back.
+pub const HAND_BACK_MS: RangeInclusive<i64> = 0..=60_000;
 /// Deliveries of one message a quorum queue makes before cm dead-letters it.
 pub const DELIVERY_LIMIT: RangeInclusive<i64> = 1..=10_000;
 /// An hour at most.

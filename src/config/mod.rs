@@ -132,6 +132,9 @@ pub struct QueueConfig {
     /// A quorum queue's message returned this many times (its `x-delivery-count`) goes to the
     /// dead letters instead of running again (`delivery_limit`, default 20).
     pub delivery_limit: u32,
+    /// Fair dispatch: when every job slot stays busy this long, the prefetched jobs go back to
+    /// the queue for an idle worker (`hand_back_after_ms`, default 50; zero never).
+    pub hand_back_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -117,6 +117,14 @@ pub(super) fn resolve(
             limits::DELIVERY_LIMIT,
         )?
         .map_or(20, |n| n as u32);
+        // A moment: longer than a millisecond job's turn, far shorter than a job worth waiting
+        // behind.
+        let hand_back_after = number(
+            "hand_back_after_ms",
+            q.hand_back_after_ms.as_ref(),
+            limits::HAND_BACK_MS,
+        )?
+        .map_or(50, |n| n as u64);
         let retry_backoff = in_range(
             &at,
             &format!("queues.{name}.retry_backoff_seconds"),
@@ -138,6 +146,7 @@ pub(super) fn resolve(
             retries,
             retry_backoff: Duration::from_secs_f64(retry_backoff),
             delivery_limit,
+            hand_back_after: Duration::from_millis(hand_back_after),
         });
     }
     Ok(queues)

@@ -135,6 +135,7 @@ pub(super) struct RawQueue {
     pub(super) retry_backoff_seconds: Option<Spanned<f64>>,
     pub(super) queue_type: Option<Spanned<String>>,
     pub(super) delivery_limit: Option<Spanned<i64>>,
+    pub(super) hand_back_after_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

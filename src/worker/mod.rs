@@ -33,6 +33,7 @@ mod delivery;
 mod events;
 mod lease;
 mod outbox;
+mod pace;
 mod pidbox;
 mod remote;
 mod republish;

@@ -5,20 +5,23 @@
 //! deliveries while job slots are free, and on shutdown cancel, hand back what was prefetched
 //! and close after the last ack.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_lite::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::acks::Acks;
-use super::context::{SessionContext, WorkerState};
+use super::context::{times_returned, SessionContext, WorkerState};
 use super::delivery;
+use super::pace::{Change, Pace};
 use super::pidbox;
 use super::retention;
 use super::shutdown::Shutdown;
@@ -135,6 +138,11 @@ struct Session {
     conn: Arc<lapin::Connection>,
     channel: lapin::Channel,
     consumer: lapin::Consumer,
+    /// What it prefetches, and when it hands prefetched jobs back (fair dispatch).
+    pace: Pace,
+    /// Deliveries taken back from a cancelled consumer but not handed back (a quorum queue's
+    /// message near its delivery limit): they run first.
+    kept: VecDeque<Delivery>,
     ctx: Arc<SessionContext>,
     /// Publishes again the jobs of this queue whose lease lapsed; ends with the session.
     reaper: tokio::task::AbortHandle,
@@ -166,6 +174,15 @@ enum Ended {
 /// How long to wait before reconnect attempt `n` (0-based): 0.5 s doubling, at most 30 s.
 fn backoff(n: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(30))
+}
+
+/// Returns a delivery to its queue; whether the broker was told.
+async fn nack_requeue(delivery: &Delivery) -> bool {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
+    delivery.nack(requeue).await.is_ok()
 }
 
 /// Errors no retry can fix: no broker at the URL, TLS refused, a refused login or vhost.
@@ -223,10 +240,13 @@ impl Session {
         let tick = tokio::spawn(tick::run(ctx.clone())).abort_handle();
         let retention = tokio::spawn(retention::run(worker.clone())).abort_handle();
         let outbox = tokio::spawn(outbox::drain(ctx.clone())).abort_handle();
+        let pace = Pace::new(queue.prefetch, queue.concurrency, queue.hand_back_after);
         Ok(Self {
             conn,
             channel,
             consumer,
+            pace,
+            kept: VecDeque::new(),
             ctx,
             reaper,
             scheduler,
@@ -246,38 +266,132 @@ impl Session {
         loop {
             // A delivery is taken from the stream only when a slot is free, so on shutdown
             // everything still in the stream was never started and can go straight back.
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return Ended::Shutdown("job slots closed"),
-                },
-                name = shutdown.requested() => return Ended::Shutdown(name),
+            let permit = match self.free_slot(slots, shutdown).await {
+                Ok(p) => p,
+                Err(ended) => return ended,
             };
-            tokio::select! {
-                next = self.consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        self.ctx.acks.taken(delivery.delivery_tag);
-                        // Before the job's task first runs: a commit the writer makes meanwhile
-                        // already waits for this job.
-                        let in_flight = self.ctx.worker.writer.in_flight();
-                        let ctx = self.ctx.clone();
-                        // Boxed: the job's future is large, and spawning moves it about a dozen
-                        // times; a box moves as a pointer.
-                        running.spawn(Box::pin(async move { delivery::handle(&ctx, delivery, permit, in_flight).await }));
-                    }
-                    // lapin reports a dead peer (missed heartbeats) or a forced close as an
-                    // error, then ends the stream: both mean reconnect, never a silent stall.
-                    Some(Err(e)) => return Ended::Lost(e.to_string()),
-                    None => return Ended::Lost("the broker cancelled the consumer (queue deleted?)".into()),
+            let delivery = match self.kept.pop_front() {
+                Some(delivery) => delivery,
+                None => tokio::select! {
+                    next = self.consumer.next() => match next {
+                        Some(Ok(delivery)) => delivery,
+                        // lapin reports a dead peer (missed heartbeats) or a forced close as an
+                        // error, then ends the stream: both mean reconnect, never a silent stall.
+                        Some(Err(e)) => return Ended::Lost(e.to_string()),
+                        None => return Ended::Lost("the broker cancelled the consumer (queue deleted?)".into()),
+                    },
+                    name = shutdown.requested() => return Ended::Shutdown(name),
                 },
-                name = shutdown.requested() => return Ended::Shutdown(name),
-            }
+            };
+            self.ctx.acks.taken(delivery.delivery_tag);
+            // Before the job's task first runs: a commit the writer makes meanwhile already
+            // waits for this job.
+            let in_flight = self.ctx.worker.writer.in_flight();
+            let ctx = self.ctx.clone();
+            // Boxed: the job's future is large, and spawning moves it about a dozen times; a
+            // box moves as a pointer.
+            running.spawn(Box::pin(async move {
+                delivery::handle(&ctx, delivery, permit, in_flight).await
+            }));
             while running.try_join_next().is_some() {}
         }
     }
 
-    /// Cancels the consumer and hands back what was prefetched but not started.
+    /// A free job slot. Should every slot stay busy past the pace's patience, the prefetched
+    /// deliveries go back to the queue first (another worker may be idle), and once a slot
+    /// frees the session consumes again holding no more than it can start (`pace`).
+    async fn free_slot(
+        &mut self,
+        slots: &Arc<Semaphore>,
+        shutdown: &mut Shutdown,
+    ) -> Result<OwnedSemaphorePermit, Ended> {
+        let asked = Instant::now();
+        let acquire = slots.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let patience = self.pace.patience();
+        let waited_out = async move {
+            match patience {
+                Some(p) => tokio::time::sleep(p).await,
+                None => std::future::pending().await,
+            }
+        };
+        let first = tokio::select! {
+            permit = &mut acquire => Some(permit),
+            () = waited_out => None,
+            name = shutdown.requested() => return Err(Ended::Shutdown(name)),
+        };
+        let permit = match first {
+            Some(permit) => permit,
+            None => {
+                let handed = self.hand_back().await;
+                self.pace.handed_back();
+                if handed > 0 {
+                    info!(
+                        "{handed} prefetched job(s) handed back to queue {}: every job slot busy over {:?}; consuming again with prefetch {} once a slot frees",
+                        self.ctx.worker.queue.name,
+                        patience.unwrap_or_default(),
+                        self.pace.prefetch()
+                    );
+                }
+                let permit = tokio::select! {
+                    permit = &mut acquire => permit,
+                    name = shutdown.requested() => return Err(Ended::Shutdown(name)),
+                };
+                self.consume_again().await?;
+                permit
+            }
+        };
+        let permit = permit.map_err(|_| Ended::Shutdown("job slots closed"))?;
+        if self.pace.slot_taken(asked.elapsed()) == Change::Raise {
+            self.hand_back().await;
+            self.consume_again().await?;
+            info!(
+                "jobs on queue {} are quick again: consuming with prefetch {} again",
+                self.ctx.worker.queue.name,
+                self.pace.prefetch()
+            );
+        }
+        Ok(permit)
+    }
+
+    /// Consumes again (after [`Session::hand_back`]) with the prefetch the pace says.
+    async fn consume_again(&mut self) -> Result<(), Ended> {
+        let (queue, node) = (&self.ctx.worker.queue.name, &*self.ctx.worker.node);
+        let lost = |what: &str, e: lapin::Error| Ended::Lost(format!("{what}: {e}"));
+        self.channel
+            .basic_qos(self.pace.prefetch(), BasicQosOptions::default())
+            .await
+            .map_err(|e| lost("setting the prefetch (basic.qos)", e))?;
+        self.consumer = self
+            .channel
+            .basic_consume(
+                queue.as_str().into(),
+                node.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| lost(&format!("consuming from queue {queue} again"), e))?;
+        Ok(())
+    }
+
+    /// Cancels the consumer and hands back what was prefetched but not started: the session's
+    /// warm shutdown. Returns how many.
     async fn drain(&mut self) -> usize {
+        let handed = self.hand_back().await;
+        let mut kept = 0;
+        for delivery in std::mem::take(&mut self.kept) {
+            if nack_requeue(&delivery).await {
+                kept += 1;
+            }
+        }
+        handed + kept
+    }
+
+    /// Cancels the consumer and returns the deliveries it prefetched to the queue, but for a
+    /// quorum queue's message so near its delivery limit that one more return would dead-letter
+    /// it (it stays in `kept`). Returns how many went back.
+    async fn hand_back(&mut self) -> usize {
         let node = &*self.ctx.worker.node;
         if let Err(e) = self
             .channel
@@ -286,14 +400,14 @@ impl Session {
         {
             warn!("cancelling the consumer: {e}");
         }
+        let limit = u64::from(self.ctx.worker.queue.delivery_limit);
         let mut requeued = 0;
+        let (kept, consumer) = (&mut self.kept, &mut self.consumer);
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while let Some(Ok(delivery)) = self.consumer.next().await {
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                };
-                if delivery.nack(requeue).await.is_ok() {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                if times_returned(&delivery).is_some_and(|n| n + 2 >= limit) {
+                    kept.push_back(delivery);
+                } else if nack_requeue(&delivery).await {
                     requeued += 1;
                 }
             }

@@ -1,0 +1,134 @@
+//! Fair dispatch (issue 31): a quick job never waits behind a long one on a busy worker while
+//! another worker of its queue is idle. Two real workers with the shipped defaults (concurrency
+//! 1, prefetch 4), a long command and quick ones, over the real broker; the store says who ran
+//! what and when.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// `t.long` sleeps far past the test, `t.short` 2 s; `t.quick` is done at once.
+const TASKS: &str = r#"[tasks."t.long"]
+command = ["/bin/sleep", "60"]
+kill_grace = 1
+[tasks."t.short"]
+command = ["/bin/sleep", "2"]
+[tasks."t.quick"]
+command = ["/bin/true"]
+"#;
+
+/// Workers `c1` and `c2` on a queue of their own, one job at a time each (prefetch 4 by
+/// default); `keys`: more keys of the queue's table.
+fn two_workers(keys: &str) -> Stack {
+    let stack = Stack::with(Options {
+        own_queue: Some(OwnQueue {
+            workers: &["c1", "c2"],
+            keys: format!("concurrency = 1\n{keys}"),
+            tasks: TASKS.into(),
+        }),
+        ..Options::default()
+    });
+    stack.start(&["c1", "c2"]);
+    stack
+}
+
+fn field(stack: &Stack, id: &str, name: &str) -> String {
+    stack.job(id)[name].as_str().unwrap_or_default().to_string()
+}
+
+/// Starts `t.long` and waits until it runs: its id and the node running it.
+fn long_job(stack: &Stack) -> (String, String) {
+    long_job_of(stack, "t.long")
+}
+
+fn long_job_of(stack: &Stack, task: &str) -> (String, String) {
+    let id = stack.call(task).id();
+    eventually(Duration::from_secs(20), "the long job to start", || {
+        field(stack, &id, "state") == "STARTED"
+    });
+    let node = field(stack, &id, "worker");
+    (id, node)
+}
+
+/// Publishes eight quick jobs: their ids.
+fn quick_jobs(stack: &Stack) -> Vec<String> {
+    (0..8).map(|_| stack.call("t.quick").id()).collect()
+}
+
+fn done(stack: &Stack, ids: &[String]) -> usize {
+    ids.iter()
+        .filter(|id| field(stack, id, "state") == "SUCCESS")
+        .count()
+}
+
+#[test]
+fn quick_jobs_go_to_the_idle_worker_not_behind_the_long_one() {
+    let stack = two_workers("");
+    let (long, busy) = long_job(&stack);
+    let quick = quick_jobs(&stack);
+    eventually(Duration::from_secs(20), "all eight quick jobs", || {
+        done(&stack, &quick) == quick.len()
+    });
+    assert_eq!(
+        field(&stack, &long, "state"),
+        "STARTED",
+        "the quick jobs ended while the long one still runs"
+    );
+    for id in &quick {
+        let ran_on = field(&stack, id, "worker");
+        assert_ne!(ran_on, busy, "quick job {id} ran behind the long one");
+    }
+}
+
+#[test]
+fn with_hand_back_off_prefetched_quick_jobs_wait_behind_the_long_one() {
+    // The same run with `hand_back_after_ms = 0`: what fair dispatch prevents (and so what the
+    // test above would see without it).
+    let stack = two_workers("hand_back_after_ms = 0");
+    let (long, busy) = long_job(&stack);
+    let quick = quick_jobs(&stack);
+    let waiting = |stack: &Stack| {
+        quick
+            .iter()
+            .filter(|id| field(stack, id, "state") != "SUCCESS")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The idle worker runs what it was given; the busy one's prefetched share stays unstarted.
+    eventually(Duration::from_secs(20), "the idle worker's share", || {
+        done(&stack, &quick) >= 5
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stuck = waiting(&stack);
+    assert!(
+        !stuck.is_empty(),
+        "with hand back off, some quick job waits behind the long one on {busy}"
+    );
+    assert_eq!(field(&stack, &long, "state"), "STARTED");
+    for id in &stuck {
+        assert_eq!(field(&stack, id, "state"), "PENDING", "job {id}");
+    }
+}
+
+#[test]
+fn after_the_long_job_a_run_of_quick_ones_brings_the_full_prefetch_back() {
+    // Handing back lowers the busy worker's prefetch to its concurrency; once its long job ended,
+    // a streak of quick jobs raises it again.
+    let stack = two_workers("");
+    let (long, busy) = long_job_of(&stack, "t.short");
+    let quick = quick_jobs(&stack);
+    eventually(Duration::from_secs(20), "the long job to end", || {
+        field(&stack, &long, "state") == "SUCCESS"
+    });
+    let name = busy.split('@').next().unwrap_or_default();
+    let mut quick = quick;
+    eventually(Duration::from_secs(60), "the full prefetch back", || {
+        quick.extend(quick_jobs(&stack));
+        stack.log(name).contains("consuming with prefetch 4 again")
+    });
+    eventually(Duration::from_secs(30), "every quick job", || {
+        done(&stack, &quick) == quick.len()
+    });
+}
