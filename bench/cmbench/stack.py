@@ -41,9 +41,11 @@ class CmStack:
             return None
 
 
-def create(run, name, queues, store_url=None, prefetch=None, events=False, concurrency=1, extra=None):
+def create(run, name, queues, store_url=None, prefetch=None, events=False, concurrency=1, extra=None,
+           commands=None, queue_keys=None):
     """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]; extra: more
-    TOML tables (a [schedules.NAME])."""
+    TOML tables (a [schedules.NAME]); commands: {task: argv} for tasks that are not /bin/true;
+    queue_keys: more keys of every queue's table."""
     d = os.path.join(run.tmp, name)
     os.makedirs(d)
     store = store_url or "sqlite://" + os.path.join(d, "cm.db")
@@ -58,10 +60,12 @@ def create(run, name, queues, store_url=None, prefetch=None, events=False, concu
         run.queues += [q, q + ".dead"]
         workers += ws
         parts.append(f"[queues.{q}]\nworkers = {json.dumps(ws)}\ntasks = {json.dumps(tasks)}\nconcurrency = {concurrency}"
-                     + (f"\nprefetch = {prefetch}" if prefetch else ""))
+                     + (f"\nprefetch = {prefetch}" if prefetch else "")
+                     + (f"\n{queue_keys}" if queue_keys else ""))
     # A task that is not cm's own needs a definition; these queues only start and stop.
     for task in sorted({t for _, _, tasks in queues for t in tasks if not t.startswith("cm.")}):
-        parts.append(f'[tasks."{task}"]\ncommand = ["/bin/true"]')
+        argv = (commands or {}).get(task, ["/bin/true"])
+        parts.append(f'[tasks."{task}"]\ncommand = {json.dumps(argv)}')
     parts.append("[simulation]\nstep_seconds = [0, 0]")
     parts.append(f'[store]\nurl = "{store}"')
     if extra:

@@ -1,6 +1,6 @@
 """One module per figure, each with `measure(run)`; profiles holds figure 4's untimed aids."""
 
-from . import command_jobs, first_page, latency, lifecycle, scale, schedules, throughput
+from . import command_jobs, fair, first_page, latency, lifecycle, scale, schedules, throughput
 
 # The figures by name, in the order a run measures them (`--only` picks some).
 MEASURE = {
@@ -11,4 +11,5 @@ MEASURE = {
     "latency": latency.measure,
     "command_jobs": command_jobs.measure,
     "schedules": schedules.measure,
+    "fair": fair.measure,
 }

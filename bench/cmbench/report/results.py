@@ -100,4 +100,12 @@ def rows(measured, sz):
             "slots", "ms", f"sched.celery.{p}", fmt="{:.1f}")
     row(9, f"cm: slots of the {ns} s window whose job started", "%", "sched.cm.fired", fmt="{:.0f}")
     row(9, f"celery beat: slots of the {ns} s window whose task started", "%", "sched.celery.fired", fmt="{:.0f}")
+
+    nl = sz["fair_long_seconds"]
+    row(12, f"cm, 2 workers (concurrency 1, prefetch 4): 8 quick jobs after a {nl} s one, worst submit to "
+        "STARTED", "ms", "fair.cm.worst", fmt="{:.0f}")
+    row(12, "the same, median of the 8", "ms", "fair.cm.median", fmt="{:.0f}")
+    row(12, "the same with hand_back_after_ms = 0 (a plain prefetching worker), worst", "ms", "fair.off.worst",
+        fmt="{:.0f}")
+    row(12, "the same with hand_back_after_ms = 0, median of the 8", "ms", "fair.off.median", fmt="{:.0f}")
     return out
