@@ -338,6 +338,38 @@ pub enum QueueCmd {
         #[arg(long)]
         logs: bool,
     },
+    /// Stop taking jobs from QUEUE (running ones finish; messages stay queued in the broker),
+    /// on every host or one; kept in the store across restarts until `cm queue resume`
+    Pause {
+        /// A queue of fabfile.toml [queues]
+        queue: String,
+        /// Only the queue's workers on this host (as node names end: name@HOST)
+        #[arg(long)]
+        host: Option<String>,
+        /// Also stop the running jobs; they go back to the queue and run again on resume
+        #[arg(long)]
+        terminate: bool,
+    },
+    /// Take jobs from QUEUE again, on every host (clearing every narrower pause) or one
+    Resume {
+        /// A queue of fabfile.toml [queues]
+        queue: String,
+        /// Only the queue's workers on this host
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Run N jobs at once on each worker of QUEUE, without a restart (prefetch follows); kept
+    /// in the store across restarts
+    Scale {
+        /// A queue of fabfile.toml [queues]
+        queue: String,
+        /// Job slots per worker
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        concurrency: u16,
+        /// Only the queue's workers on this host
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,6 +42,11 @@ pub struct RemoteWorker {
     /// The broker node it is connected to, its password hidden (an older worker says none).
     #[serde(default)]
     pub broker: Option<String>,
+    /// Job slots now and asked for (`cm queue scale`); none from an older worker.
+    #[serde(default)]
+    pub concurrency: Option<u16>,
+    #[serde(default)]
+    pub desired_concurrency: Option<u16>,
 }
 
 fn protocol(cfg_url: &str, context: &str) -> impl FnOnce(lapin::Error) -> BrokerError {

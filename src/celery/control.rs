@@ -115,6 +115,16 @@ impl Request {
         ids
     }
 
+    /// The named argument as a whole number (`pool_grow n`, `autoscale max min`): a number,
+    /// or text that reads as one.
+    pub fn count_argument(&self, name: &str) -> Option<i64> {
+        match self.arguments.get(name)? {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
     /// The named argument as a flag (Flower sends `safe=True` to `active`).
     pub fn flag_argument(&self, name: &str) -> bool {
         self.arguments

@@ -25,6 +25,12 @@ pub enum Method {
     Heartbeat,
     Revoke,
     Terminate,
+    /// Flow control, kept in the store as `cm queue pause|resume|scale` keep it.
+    AddConsumer,
+    CancelConsumer,
+    PoolGrow,
+    PoolShrink,
+    Autoscale,
 }
 
 impl Method {
@@ -47,6 +53,11 @@ impl Method {
             "heartbeat" => Self::Heartbeat,
             "revoke" => Self::Revoke,
             "terminate" => Self::Terminate,
+            "add_consumer" => Self::AddConsumer,
+            "cancel_consumer" => Self::CancelConsumer,
+            "pool_grow" => Self::PoolGrow,
+            "pool_shrink" => Self::PoolShrink,
+            "autoscale" => Self::Autoscale,
             _ => return None,
         })
     }
@@ -54,7 +65,8 @@ impl Method {
 
 /// Every name [`Method::from_name`] takes, for the error an unknown method gets.
 pub const KNOWN: &str = "ping, stats, active, reserved, scheduled, registered, active_queues, \
-revoked, conf, clock, hello, shutdown, enable_events, disable_events, heartbeat, revoke, terminate";
+revoked, conf, clock, hello, shutdown, enable_events, disable_events, heartbeat, revoke, terminate, \
+add_consumer, cancel_consumer, pool_grow, pool_shrink, autoscale";
 
 /// `{"ok": text}`, Celery's `ok()`.
 pub fn ok(text: &str) -> Value {

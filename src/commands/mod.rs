@@ -3,6 +3,7 @@
 mod bounds;
 mod completions;
 mod dead;
+mod flow;
 mod jobs;
 mod logs;
 mod lookup;
@@ -19,6 +20,7 @@ use anyhow::Context;
 use crate::cli::{Cli, Command, DbCmd, DeadCmd, JobsCmd, MqCmd, QueueCmd, SchedulesCmd, ServerCmd};
 use crate::config::Config;
 use crate::exit::Code;
+use crate::store::controls::Control;
 
 pub fn run(cli: Cli) -> anyhow::Result<Code> {
     crate::output::set_quiet(cli.quiet);
@@ -46,6 +48,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
                     queue::status(&cfg, &names, json, all).await
                 }
                 QueueCmd::Clean { logs } => queue::clean(&cfg, logs).await,
+                QueueCmd::Pause {
+                    queue,
+                    host,
+                    terminate,
+                } => flow::order(&cfg, &queue, host, Control::Pause { terminate }).await,
+                QueueCmd::Resume { queue, host } => {
+                    flow::order(&cfg, &queue, host, Control::Resume).await
+                }
+                QueueCmd::Scale {
+                    queue,
+                    concurrency,
+                    host,
+                } => flow::order(&cfg, &queue, host, Control::Scale(concurrency)).await,
             },
             Command::Server(cmd) => match cmd {
                 ServerCmd::Start => server::start(&cfg).await,

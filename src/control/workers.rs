@@ -181,7 +181,7 @@ pub struct WorkerStatus {
     pub queue: String,
     pub node: String,
     pub pid: Option<i32>,
-    /// running | stale pid | stopped | orphan | unknown holder
+    /// running | paused | stale pid | stopped | orphan | unknown holder
     pub state: &'static str,
     pub uptime_seconds: Option<u64>,
     pub memory_bytes: Option<u64>,
@@ -189,6 +189,10 @@ pub struct WorkerStatus {
     pub jobs_failed: Option<u64>,
     /// The broker node it is connected to (of `[broker] url`'s list), its password hidden.
     pub broker: Option<String>,
+    /// Its job slots now, and what `cm queue scale` asked (they differ while running jobs that
+    /// a shrink waits for end).
+    pub concurrency: Option<u16>,
+    pub desired_concurrency: Option<u16>,
 }
 
 /// Counters a worker keeps beside its pid file, written at most twice a second.
@@ -199,6 +203,14 @@ pub struct WorkerStats {
     /// The broker node the worker is connected to, redacted (an older worker wrote none).
     #[serde(default)]
     pub broker: Option<String>,
+    /// Not consuming: `cm queue pause` (or `cancel_consumer`) reached it.
+    #[serde(default)]
+    pub paused: bool,
+    /// Job slots now, and asked for (`cm queue scale`); none from an older worker.
+    #[serde(default)]
+    pub concurrency: Option<u16>,
+    #[serde(default)]
+    pub desired_concurrency: Option<u16>,
 }
 
 impl WorkerStats {
@@ -227,6 +239,10 @@ pub fn status(cfg: &Config, workers: &[WorkerRef<'_>]) -> Vec<WorkerStatus> {
             let stats =
                 alive.then(|| WorkerStats::read(&cfg.stats_file(w.name)).unwrap_or_default());
             let alive_pid = pid.filter(|_| alive);
+            let state = match &stats {
+                Some(s) if s.paused && state == "running" => "paused",
+                _ => state,
+            };
             WorkerStatus {
                 name: w.name.to_string(),
                 queue: w.queue.name.clone(),
@@ -237,6 +253,8 @@ pub fn status(cfg: &Config, workers: &[WorkerRef<'_>]) -> Vec<WorkerStatus> {
                 memory_bytes: alive_pid.and_then(procs::rss_bytes),
                 jobs_done: stats.as_ref().map(|s| s.jobs_done),
                 jobs_failed: stats.as_ref().map(|s| s.jobs_failed),
+                concurrency: stats.as_ref().and_then(|s| s.concurrency),
+                desired_concurrency: stats.as_ref().and_then(|s| s.desired_concurrency),
                 broker: stats.and_then(|s| s.broker),
             }
         })

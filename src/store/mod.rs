@@ -156,6 +156,7 @@ macro_rules! on_backend {
 }
 
 // Below the macro, which they use.
+pub mod controls;
 mod firings;
 pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
 pub mod workflow;

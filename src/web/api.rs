@@ -168,7 +168,7 @@ pub async fn workers(State(state): State<AppState>) -> Response {
 
 /// A POST whose body may be left out: no body (or only whitespace) reads as `{}`, still
 /// JSON-typed.
-fn json_body_or_none<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body_or_none<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, Response> {

@@ -32,6 +32,7 @@ mod listen;
 mod login;
 mod metrics;
 mod pages;
+mod queues;
 mod render;
 mod schedules;
 mod session;
@@ -89,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/cm/schedules/{name}/{action}", post(schedules::action))
         .route("/api/schedules", get(schedules::api))
         .route("/api/workers", get(api::workers))
+        .route("/cm/queues", get(queues::page))
+        .route("/cm/queues/{queue}/{action}", post(queues::action))
+        .route("/api/queues", get(queues::api))
+        .route("/api/queues/{queue}/{action}", post(queues::api_action))
         .route("/api/launch", post(api::launch))
         .route("/api/provision", post(api::provision))
         .route("/healthz", get(api::healthz))

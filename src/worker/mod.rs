@@ -20,6 +20,9 @@
 //! - `acks`: batched acks that never cover a running delivery.
 //! - `remote`, `pidbox`, `events`: what the worker tells Celery's tools and `cm queue status
 //!   --all`, and answers over remote control; `running`: the jobs running now.
+//! - `flow`: pause, resume and live concurrency, ordered through the store (`cm queue pause`,
+//!   Celery's `cancel_consumer`, `pool_grow`) and followed by the session; `slots`: the job
+//!   slots, whose number changes while the worker runs.
 //! - `stats`: jobs done and failed; `shutdown`: what asks for a warm shutdown.
 //! - `context`: below all of these: the worker's state, a session's context, the job lines
 //!   of the log. It imports none of the floors.
@@ -31,6 +34,7 @@ mod acks;
 mod context;
 mod delivery;
 mod events;
+mod flow;
 mod lease;
 mod outbox;
 mod pace;
@@ -45,6 +49,7 @@ mod session;
 mod setup;
 mod shutdown;
 mod signals;
+mod slots;
 mod stats;
 mod tick;
 

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::events::Events;
+use super::flow::{self, Flow};
 use super::revokes::Revoker;
 use super::running::Running;
 use super::shutdown::RemoteStop;
@@ -59,6 +60,8 @@ pub(super) struct Remote {
     brokers: amqp::Brokers,
     /// Where `revoke` and `terminate` go: the store, for every worker, and this one at once.
     revoker: Revoker,
+    /// Pause and scale orders, read from the store; `add_consumer` and the pool methods write them.
+    pub(super) flow: Arc<Flow>,
 }
 
 /// What a request gets.
@@ -105,7 +108,14 @@ impl Remote {
             "cm_retries": queue.retries,
             "cm_config": cfg.path.display().to_string(),
         });
+        let flow = Arc::new(Flow::new(
+            revoker.store.clone(),
+            queue,
+            &cfg.node_host,
+            &node,
+        ));
         Arc::new(Self {
+            flow,
             node,
             pid,
             started: Instant::now(),
@@ -170,7 +180,9 @@ impl Remote {
             host: self.host.clone(),
             queue: self.queue.clone(),
             pid: self.pid,
-            state: "running".into(),
+            state: if s.paused { "paused" } else { "running" }.into(),
+            concurrency: s.concurrency,
+            desired_concurrency: s.desired_concurrency,
             uptime_seconds: crate::control::procs::uptime(me).map(|d| d.as_secs()),
             memory_bytes: crate::control::procs::rss_bytes(me),
             jobs_done: s.jobs_done,
@@ -283,6 +295,20 @@ impl Remote {
                 self.revoke(request, terminate).await
             }
             Method::Terminate => self.revoke(request, true).await,
+            Method::AddConsumer
+            | Method::CancelConsumer
+            | Method::PoolGrow
+            | Method::PoolShrink
+            | Method::Autoscale => {
+                flow::celery::answer(
+                    &self.flow,
+                    method,
+                    request,
+                    &self.running,
+                    &self.revoker.stops,
+                )
+                .await
+            }
         })
     }
 
@@ -329,8 +355,11 @@ impl Remote {
             pid: self.pid,
             clock: self.clock.value(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            concurrency: self.concurrency,
-            prefetch_count: self.prefetch,
+            // The slots now (`cm queue scale`), and the prefetch that goes with them.
+            concurrency: counts.concurrency.unwrap_or(self.concurrency),
+            prefetch_count: counts
+                .concurrency
+                .map_or(self.prefetch, |n| self.flow.prefetch_for(n)),
             broker: self.broker.clone(),
             rusage: rusage(),
             jobs_done: counts.jobs_done,

@@ -86,6 +86,15 @@ impl Running {
             .collect()
     }
 
+    /// The ids of the jobs running now (whom a `pause --terminate` stops).
+    pub(super) fn ids(&self) -> Vec<String> {
+        self.lock()
+            .jobs
+            .values()
+            .map(|job| job.msg.id.clone())
+            .collect()
+    }
+
     /// Jobs started since the worker started.
     pub(super) fn processed(&self) -> u64 {
         self.lock().processed

@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
 use super::context::WorkerState;
+use super::flow;
 use super::lease::{self, LeasedJobs};
 use super::remote::Remote;
 use super::revokes::{self, Revoker};
@@ -126,6 +127,14 @@ pub(super) async fn serve_worker(
         revoker,
         &brokers,
     );
+    // Read before the first session, so a worker started while its queue is paused takes nothing.
+    remote.flow.refresh(&remote.running).await?;
+    let poll = tokio::spawn(flow::poll(
+        remote.flow.clone(),
+        remote.running.clone(),
+        stops.clone(),
+    ));
+    background.0.push(poll.abort_handle());
     let state = Arc::new(WorkerState {
         cfg: cfg.clone(),
         node: node.as_str().into(),
@@ -149,11 +158,17 @@ pub(super) async fn serve_worker(
             return Err(e);
         }
     };
+    let wanted = state.remote.flow.now();
     info!(
-        "{node} consuming from queue {} (concurrency {}, prefetch {}), pid {}",
+        "{node} {} queue {} (concurrency {}, prefetch {}), pid {}",
+        if wanted.paused {
+            "paused (cm queue resume to consume), on"
+        } else {
+            "consuming from"
+        },
         queue.name,
-        queue.concurrency,
-        queue.prefetch,
+        wanted.concurrency,
+        state.remote.flow.prefetch_for(wanted.concurrency),
         std::process::id()
     );
     // Logged before `ready`, so the log says so by the time `cm queue start` returns.

@@ -2,7 +2,7 @@
 //! the pid file, where `cm queue status` reads them.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,10 @@ const STATS_EVERY: Duration = Duration::from_millis(500);
 pub(super) struct Counters {
     done: AtomicU64,
     failed: AtomicU64,
+    /// What `cm queue status` shows of flow control: consuming or not, slots now and asked.
+    paused: AtomicBool,
+    slots: AtomicUsize,
+    desired: AtomicUsize,
 }
 
 impl Counters {
@@ -28,11 +32,30 @@ impl Counters {
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_slots(&self, n: usize) {
+        self.slots.store(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_desired(&self, n: usize) {
+        self.desired.store(n, Ordering::Relaxed);
+    }
+
     pub(super) fn snapshot(&self) -> WorkerStats {
+        let count = |a: &AtomicUsize| match a.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(u16::try_from(n).unwrap_or(u16::MAX)),
+        };
         WorkerStats {
             jobs_done: self.done.load(Ordering::Relaxed),
             jobs_failed: self.failed.load(Ordering::Relaxed),
             broker: None,
+            paused: self.paused.load(Ordering::Relaxed),
+            concurrency: count(&self.slots),
+            desired_concurrency: count(&self.desired),
         }
     }
 

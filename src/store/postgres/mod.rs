@@ -16,6 +16,7 @@
 
 mod columns;
 mod commit;
+mod controls;
 mod counts;
 mod error;
 mod firings;

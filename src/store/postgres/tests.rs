@@ -77,6 +77,16 @@ async fn on_postgres_a_job_given_back_is_pending_and_says_why() -> TestResult {
 }
 
 #[tokio::test]
+async fn on_postgres_controls_resolve_narrowest_first_and_wide_orders_clear_narrow_ones(
+) -> TestResult {
+    with_database(|store| async move {
+        tests::controls::controls_resolve_narrowest_first_and_wide_orders_clear_narrow_ones(&store)
+            .await
+    })
+    .await
+}
+
+#[tokio::test]
 async fn on_postgres_revokes_are_kept_and_end_the_jobs_no_worker_holds() -> TestResult {
     with_database(|store| async move {
         tests::revokes::revokes_are_kept_and_end_the_jobs_no_worker_holds(&store).await

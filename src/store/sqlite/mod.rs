@@ -19,6 +19,7 @@
 mod checkpoint;
 mod columns;
 mod commit;
+mod controls;
 mod counts;
 mod error;
 mod firings;

@@ -3,6 +3,7 @@
 //! and by `postgres/tests.rs` on PostgreSQL.
 
 pub(super) mod commit;
+pub(super) mod controls;
 pub(super) mod counts;
 pub(super) mod firings;
 pub(super) mod jobs;

@@ -12,22 +12,25 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use lapin::options::{BasicCancelOptions, BasicNackOptions};
+use tokio::sync::{watch, OnceCell, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::acks::Acks;
 use super::context::{times_returned, SessionContext, WorkerState};
 use super::delivery;
+use super::flow::Wanted;
 use super::pace::{Change, Pace};
 use super::pidbox;
 use super::retention;
 use super::shutdown::Shutdown;
+use super::slots::Slots;
 use super::tick;
 use super::{outbox, republish};
 use crate::amqp::{self, Publisher};
+
+mod orders;
 
 /// Prefetched deliveries are handed back within this on shutdown; the broker returns the rest.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +42,8 @@ pub(super) struct Sessions {
     /// before a new one.
     current: Option<Session>,
     /// One per job that may run at a time (`concurrency`).
-    slots: Arc<Semaphore>,
+    /// (`concurrency`, or what `cm queue scale` asks)
+    slots: Arc<Slots>,
     /// The deliveries being handled; they outlive the session that took them.
     pub(super) running: JoinSet<()>,
 }
@@ -62,7 +66,10 @@ impl Sessions {
                 Err(e) => return Err(e),
             }
         };
-        let slots = Arc::new(Semaphore::new(usize::from(worker.queue.concurrency)));
+        let slots = Arc::new(Slots::new(
+            usize::from(worker.remote.flow.now().concurrency),
+            worker.stats.clone(),
+        ));
         Ok(Self {
             worker,
             current: Some(first),
@@ -137,7 +144,11 @@ struct Session {
     /// Shared with the remote control's task, which opens its reply channels on it.
     conn: Arc<lapin::Connection>,
     channel: lapin::Channel,
-    consumer: lapin::Consumer,
+    /// `None` while paused: the consumer is cancelled, the messages wait in the broker.
+    consumer: Option<lapin::Consumer>,
+    /// The orders (pause, size) this session carries out now, and where they come from (`flow`).
+    applied: Wanted,
+    orders: watch::Receiver<Wanted>,
     /// What it prefetches, and when it hands prefetched jobs back (fair dispatch).
     pace: Pace,
     /// Deliveries taken back from a cancelled consumer but not handed back (a quorum queue's
@@ -207,19 +218,17 @@ impl Session {
         let conn = Arc::new(worker.brokers.connect(&format!("cm worker {node}")).await?);
         let channel = conn.create_channel().await.context("opening a channel")?;
         amqp::declare_work_queue(&channel, &cfg.broker_url, queue).await?;
-        channel
-            .basic_qos(queue.prefetch, BasicQosOptions::default())
-            .await
-            .context("setting the prefetch (basic.qos)")?;
-        let consumer = channel
-            .basic_consume(
-                queue.name.as_str().into(),
-                node.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("consuming from queue {}", queue.name))?;
+        let mut orders = worker.remote.flow.watch();
+        let applied = *orders.borrow_and_update();
+        worker.stats.set_paused(applied.paused);
+        worker.stats.set_desired(usize::from(applied.concurrency));
+        let pace = orders::pace(worker, applied.concurrency);
+        // A worker paused before it started (or reconnected) consumes nothing until resumed.
+        let consumer = if applied.paused {
+            None
+        } else {
+            Some(orders::consume(&channel, worker, pace.prefetch()).await?)
+        };
         let publisher = Publisher::open(&conn, &worker.brokers.current_node(), node).await?;
         // Only `cm queue status --all`'s ping is required; without a pidbox or events the
         // worker still runs jobs.
@@ -240,11 +249,12 @@ impl Session {
         let tick = tokio::spawn(tick::run(ctx.clone())).abort_handle();
         let retention = tokio::spawn(retention::run(worker.clone())).abort_handle();
         let outbox = tokio::spawn(outbox::drain(ctx.clone())).abort_handle();
-        let pace = Pace::new(queue.prefetch, queue.concurrency, queue.hand_back_after);
         Ok(Self {
             conn,
             channel,
             consumer,
+            applied,
+            orders,
             pace,
             kept: VecDeque::new(),
             ctx,
@@ -256,30 +266,48 @@ impl Session {
         })
     }
 
-    /// Takes jobs while slots are free, until a shutdown is asked or the connection's end.
+    /// Takes jobs while slots are free and no pause is asked, until a shutdown is asked or the
+    /// connection's end.
     async fn consume(
         &mut self,
-        slots: &Arc<Semaphore>,
+        slots: &Arc<Slots>,
         running: &mut JoinSet<()>,
         shutdown: &mut Shutdown,
     ) -> Ended {
         loop {
-            // A delivery is taken from the stream only when a slot is free, so on shutdown
-            // everything still in the stream was never started and can go straight back.
+            if let Err(ended) = self.follow_orders(slots).await {
+                return ended;
+            }
+            if self.applied.paused {
+                // Nothing to take until the orders change.
+                tokio::select! {
+                    _ = self.orders.changed() => continue,
+                    name = shutdown.requested() => return Ended::Shutdown(name),
+                }
+            }
+            // A delivery is taken from the stream only when a slot is free, so on shutdown or
+            // pause everything still in the stream was never started and can go straight back.
             let permit = match self.free_slot(slots, shutdown).await {
-                Ok(p) => p,
+                Ok(Some(p)) => p,
+                // New orders: follow them first.
+                Ok(None) => continue,
                 Err(ended) => return ended,
+            };
+            let Some(consumer) = self.consumer.as_mut() else {
+                continue;
             };
             let delivery = match self.kept.pop_front() {
                 Some(delivery) => delivery,
                 None => tokio::select! {
-                    next = self.consumer.next() => match next {
+                    next = consumer.next() => match next {
                         Some(Ok(delivery)) => delivery,
                         // lapin reports a dead peer (missed heartbeats) or a forced close as an
                         // error, then ends the stream: both mean reconnect, never a silent stall.
                         Some(Err(e)) => return Ended::Lost(e.to_string()),
                         None => return Ended::Lost("the broker cancelled the consumer (queue deleted?)".into()),
                     },
+                    // The permit goes back: a pause or a smaller size may not want it used.
+                    _ = self.orders.changed() => continue,
                     name = shutdown.requested() => return Ended::Shutdown(name),
                 },
             };
@@ -302,11 +330,11 @@ impl Session {
     /// frees the session consumes again holding no more than it can start (`pace`).
     async fn free_slot(
         &mut self,
-        slots: &Arc<Semaphore>,
+        slots: &Arc<Slots>,
         shutdown: &mut Shutdown,
-    ) -> Result<OwnedSemaphorePermit, Ended> {
+    ) -> Result<Option<OwnedSemaphorePermit>, Ended> {
         let asked = Instant::now();
-        let acquire = slots.clone().acquire_owned();
+        let acquire = slots.acquire();
         tokio::pin!(acquire);
         let patience = self.pace.patience();
         let waited_out = async move {
@@ -318,6 +346,7 @@ impl Session {
         let first = tokio::select! {
             permit = &mut acquire => Some(permit),
             () = waited_out => None,
+            _ = self.orders.changed() => return Ok(None),
             name = shutdown.requested() => return Err(Ended::Shutdown(name)),
         };
         let permit = match first {
@@ -335,6 +364,8 @@ impl Session {
                 }
                 let permit = tokio::select! {
                     permit = &mut acquire => permit,
+                    // No consumer now: following the orders consumes again.
+                    _ = self.orders.changed() => return Ok(None),
                     name = shutdown.requested() => return Err(Ended::Shutdown(name)),
                 };
                 self.consume_again().await?;
@@ -351,27 +382,15 @@ impl Session {
                 self.pace.prefetch()
             );
         }
-        Ok(permit)
+        Ok(Some(permit))
     }
 
     /// Consumes again (after [`Session::hand_back`]) with the prefetch the pace says.
     async fn consume_again(&mut self) -> Result<(), Ended> {
-        let (queue, node) = (&self.ctx.worker.queue.name, &*self.ctx.worker.node);
-        let lost = |what: &str, e: lapin::Error| Ended::Lost(format!("{what}: {e}"));
-        self.channel
-            .basic_qos(self.pace.prefetch(), BasicQosOptions::default())
+        let consumer = orders::consume(&self.channel, &self.ctx.worker, self.pace.prefetch())
             .await
-            .map_err(|e| lost("setting the prefetch (basic.qos)", e))?;
-        self.consumer = self
-            .channel
-            .basic_consume(
-                queue.as_str().into(),
-                node.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| lost(&format!("consuming from queue {queue} again"), e))?;
+            .map_err(|e| Ended::Lost(format!("{e:#}")))?;
+        self.consumer = Some(consumer);
         Ok(())
     }
 
@@ -392,6 +411,9 @@ impl Session {
     /// quorum queue's message so near its delivery limit that one more return would dead-letter
     /// it (it stays in `kept`). Returns how many went back.
     async fn hand_back(&mut self) -> usize {
+        let Some(mut consumer) = self.consumer.take() else {
+            return 0;
+        };
         let node = &*self.ctx.worker.node;
         if let Err(e) = self
             .channel
@@ -402,7 +424,7 @@ impl Session {
         }
         let limit = u64::from(self.ctx.worker.queue.delivery_limit);
         let mut requeued = 0;
-        let (kept, consumer) = (&mut self.kept, &mut self.consumer);
+        let kept = &mut self.kept;
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while let Some(Ok(delivery)) = consumer.next().await {
                 if times_returned(&delivery).is_some_and(|n| n + 2 >= limit) {

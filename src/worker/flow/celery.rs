@@ -1,0 +1,116 @@
+//! Celery's flow-control methods over the pidbox, answered through the store's rows as
+//! `cm queue pause|resume|scale` are, for this worker alone (its node's row): so they outlast a
+//! restart, which Celery's do not. Replies in Celery's words (`celery/worker/control.py`).
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::Flow;
+use crate::celery::control::Request;
+use crate::celery::replies::{self, Method};
+use crate::config::limits::CONCURRENCY;
+use crate::jobs::cancel::Stops;
+use crate::store::controls::Control;
+
+use super::super::running::Running;
+
+/// Answers `method` (one of the flow-control ones) for this worker.
+pub(in crate::worker) async fn answer(
+    flow: &Flow,
+    method: Method,
+    request: &Request,
+    running: &Running,
+    stops: &Stops,
+) -> Value {
+    let now = flow.now();
+    let (control, reply) = match method {
+        Method::AddConsumer | Method::CancelConsumer => {
+            let Some(queue) = request.text_argument("queue") else {
+                return replies::error("name the queue: queue=NAME");
+            };
+            if queue != flow.queue() {
+                return replies::error(&format!(
+                    "a cm worker consumes only its configured queue {}, not {queue}; add a worker for {queue} in fabfile.toml",
+                    flow.queue()
+                ));
+            }
+            if method == Method::AddConsumer {
+                let reply = if now.paused {
+                    format!("add consumer {queue}")
+                } else {
+                    format!("already consuming from {queue}")
+                };
+                (Control::Resume, reply)
+            } else {
+                (
+                    Control::Pause { terminate: false },
+                    format!("no longer consuming from {queue}"),
+                )
+            }
+        }
+        Method::PoolGrow | Method::PoolShrink => {
+            let n = request.count_argument("n").unwrap_or(1).max(0);
+            let to = if method == Method::PoolGrow {
+                i64::from(now.concurrency) + n
+            } else {
+                i64::from(now.concurrency) - n
+            };
+            let Some(to) = slots(to) else {
+                return replies::error(&format!(
+                    "the pool would have {to} slot(s); cm keeps {}..={}",
+                    CONCURRENCY.start(),
+                    CONCURRENCY.end()
+                ));
+            };
+            let reply = if method == Method::PoolGrow {
+                "pool will grow"
+            } else {
+                "pool will shrink"
+            };
+            (Control::Scale(to), reply.to_string())
+        }
+        Method::Autoscale => {
+            // cm keeps no autoscaler: its slots cost nothing idle, so it runs at the maximum.
+            let max = request.count_argument("max");
+            let min = request.count_argument("min");
+            let Some(to) = max.and_then(slots) else {
+                return replies::error(&format!(
+                    "autoscale needs max between {} and {}",
+                    CONCURRENCY.start(),
+                    CONCURRENCY.end()
+                ));
+            };
+            let min = min.map_or_else(|| "None".to_string(), |m| m.to_string());
+            (
+                Control::Scale(to),
+                format!("autoscale now max={to} min={min}"),
+            )
+        }
+        _ => return replies::unknown_method(&request.method),
+    };
+    let by = format!("{} (celery control {})", flow.node(), request.method);
+    match flow.order(control, &by, running, stops).await {
+        Ok(()) => {
+            info!(
+                "{}: {control:?} over remote control, kept in the store",
+                request.method
+            );
+            replies::ok(&reply)
+        }
+        Err(e) => {
+            warn!(
+                "{} over remote control: {e}; nothing changed",
+                request.method
+            );
+            replies::error(&format!("keeping it in the status store: {e}"))
+        }
+    }
+}
+
+/// `n` as a slot count cm takes.
+fn slots(n: i64) -> Option<u16> {
+    CONCURRENCY
+        .contains(&n)
+        .then(|| u16::try_from(n).ok())
+        .flatten()
+}
