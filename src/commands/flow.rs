@@ -2,7 +2,7 @@
 //! workers (`store::controls`), which follow them within a second, on every host and after
 //! every restart.
 
-use crate::client::flow::{describe, queue_order};
+use crate::client::flow::{configured, describe, queue_order, OrderError};
 use crate::config::Config;
 use crate::exit::Code;
 use crate::store::controls::{Control, Scope};
@@ -14,10 +14,17 @@ pub async fn order(
     host: Option<String>,
     control: Control,
 ) -> anyhow::Result<Code> {
+    // Before the store is opened (an SQLite file would be made): a typo changes nothing.
+    configured(cfg, queue)?;
     let scope = host.map_or(Scope::Everywhere, Scope::Host);
     let store = Store::open(&cfg.store_url).await?;
     let by = format!("cm queue ({})", whoami());
-    queue_order(cfg, &store, queue, &scope, control, &by).await?;
+    match queue_order(cfg, &store, queue, &scope, control, &by).await {
+        Ok(()) => {}
+        // Each as itself, for its exit code.
+        Err(OrderError::UnknownQueue(e)) => return Err(e.into()),
+        Err(OrderError::Store(e)) => return Err(e.into()),
+    }
     crate::outln!("{}", describe(queue, &scope, control));
     Ok(Code::Success)
 }

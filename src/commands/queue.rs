@@ -124,11 +124,12 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
         return Ok(Code::Success);
     }
     crate::outln!(
-        "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}  BROKER",
+        "{:<8} {:<14} {:<8} {:<10} {:>9} {:>8} {:>10} {:>10}  BROKER",
         "NAME",
         "QUEUE",
         "PID",
         "STATE",
+        "SLOTS",
         "UPTIME",
         "MEMORY",
         "JOBS DONE"
@@ -136,11 +137,12 @@ pub async fn status(cfg: &Config, names: &[String], json: bool, all: bool) -> an
     for r in rows {
         let dash = || "-".to_string();
         crate::outln!(
-            "{:<8} {:<14} {:<8} {:<10} {:>8} {:>10} {:>10}  {}",
+            "{:<8} {:<14} {:<8} {:<10} {:>9} {:>8} {:>10} {:>10}  {}",
             r.name,
             r.queue,
             r.pid.map_or_else(dash, |p| p.to_string()),
             r.state,
+            slots(r.concurrency, r.desired_concurrency),
             r.uptime_seconds.map_or_else(dash, human_duration),
             r.memory_bytes
                 .map_or_else(dash, |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
@@ -167,20 +169,24 @@ pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code>
         return Ok(Code::Success);
     }
     crate::outln!(
-        "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}  BROKER",
+        "{:<24} {:<14} {:<8} {:<8} {:>9} {:>8} {:>10} {:>10}  BROKER",
         "NODE",
         "QUEUE",
         "PID",
+        "STATE",
+        "SLOTS",
         "UPTIME",
         "MEMORY",
         "JOBS DONE"
     );
     for w in workers {
         crate::outln!(
-            "{:<24} {:<14} {:<8} {:>8} {:>10} {:>10}  {}",
+            "{:<24} {:<14} {:<8} {:<8} {:>9} {:>8} {:>10} {:>10}  {}",
             w.node,
             w.queue,
             w.pid,
+            w.state,
+            slots(w.concurrency, w.desired_concurrency),
             w.uptime_seconds.map_or_else(|| "-".into(), human_duration),
             w.memory_bytes.map_or_else(
                 || "-".into(),
@@ -193,6 +199,16 @@ pub(super) async fn status_all(cfg: &Config, json: bool) -> anyhow::Result<Code>
         );
     }
     Ok(Code::Success)
+}
+
+/// A worker's job slots: how many, or while a `cm queue scale` down waits for running jobs,
+/// how many now and toward what.
+fn slots(now: Option<u16>, asked: Option<u16>) -> String {
+    match (now, asked) {
+        (Some(n), Some(a)) if n != a => format!("{n} (to {a})"),
+        (Some(n), _) => n.to_string(),
+        (None, _) => "-".into(),
+    }
 }
 
 pub(super) fn human_duration(secs: u64) -> String {
