@@ -216,12 +216,12 @@ fn celery_inspect_sees_a_cm_worker_ping_stats_registered_queues_conf() {
     assert!(text.contains("1 node online."), "{text}");
 
     // What cm does not do is an error reply, not silence and not a crash.
-    let grow = ask(&node, &["control", "pool_grow", "1"]);
+    let restart = ask(&node, &["control", "pool_restart"]);
     assert!(
-        grow["error"]
+        restart["error"]
             .as_str()
-            .is_some_and(|e| e.contains("pool_grow")),
-        "{grow}"
+            .is_some_and(|e| e.contains("pool_restart")),
+        "{restart}"
     );
     // Revoke and terminate answer in Celery's words; the ids are kept (`inspect revoked`).
     assert_eq!(
