@@ -363,3 +363,78 @@ fn the_web_shows_each_queue_and_its_buttons_need_the_form_token() {
         || stack.job(&id)["state"] == "SUCCESS",
     );
 }
+
+/// `cm queue status --all --json`: every worker of the queues on every host, by node name.
+fn remote_states(stack: &Stack) -> HashMap<String, (String, Value)> {
+    let out = stack.ok(&["queue", "status", "--all", "--json"]);
+    let all: Value = serde_json::from_str(&out).expect("status --all JSON");
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            (
+                w["node"].as_str().unwrap_or_default().to_string(),
+                (
+                    w["state"].as_str().unwrap_or_default().to_string(),
+                    w["concurrency"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn on_postgresql_one_hosts_orders_reach_the_other_hosts_workers() {
+    let db = PgDatabase::new();
+    let a = Stack::with(Options {
+        store_url: Some(db.url.clone()),
+        node_host: Some("flow-a".into()),
+        own_queue: Some(OwnQueue {
+            workers: &["c1"],
+            keys: "concurrency = 1".into(),
+            tasks: RECORD.into(),
+        }),
+        ..Options::default()
+    });
+    let b = a.second_host("flow-a", "flow-b");
+    let q = a.queue().to_string();
+    a.start(&["c1"]);
+    b.start(&["c1"]);
+
+    // Host a pauses host b's workers: only a's run jobs.
+    a.ok(&["queue", "pause", &q, "--host", "flow-b"]);
+    eventually(Duration::from_secs(3), "c1@flow-b paused", || {
+        state_of(&b, "c1") == "paused"
+    });
+    assert_eq!(state_of(&a, "c1"), "running");
+    let states = remote_states(&a);
+    assert_eq!(states["c1@flow-b"].0, "paused", "{states:?}");
+    assert_eq!(states["c1@flow-a"].0, "running", "{states:?}");
+    let ids = a.call("t.rec").count(8).ids();
+    eventually(Duration::from_secs(30), "the jobs on host a", || {
+        ids.iter().all(|id| a.job(id)["state"] == "SUCCESS")
+    });
+    for id in &ids {
+        assert_eq!(a.job(id)["worker"], "c1@flow-a", "{id}");
+    }
+
+    // Host b's every-host resume and scale reach both.
+    b.ok(&["queue", "resume", &q]);
+    b.ok(&["queue", "scale", &q, "--concurrency", "3"]);
+    for (stack, host) in [(&a, "flow-a"), (&b, "flow-b")] {
+        eventually(
+            Duration::from_secs(3),
+            &format!("c1@{host} at 3 slots"),
+            || {
+                let s = status_of(stack, "c1");
+                s["state"] == "running" && s["concurrency"] == 3
+            },
+        );
+    }
+    let states = remote_states(&b);
+    assert_eq!(
+        states["c1@flow-a"],
+        ("running".to_string(), json!(3)),
+        "{states:?}"
+    );
+}
