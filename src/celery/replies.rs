@@ -328,10 +328,13 @@ mod tests {
         }
         assert_eq!(Method::from_name("dump_tasks"), Some(Method::Registered));
         assert_eq!(Method::from_name("dump_conf"), Some(Method::Conf));
-        assert_eq!(Method::from_name("pool_grow"), None);
-        let e = unknown_method("pool_grow");
+        assert_eq!(Method::from_name("pool_grow"), Some(Method::PoolGrow));
+        assert_eq!(Method::from_name("pool_restart"), None);
+        let e = unknown_method("pool_restart");
         assert!(
-            e["error"].as_str().is_some_and(|t| t.contains("pool_grow")),
+            e["error"]
+                .as_str()
+                .is_some_and(|t| t.contains("pool_restart") && t.contains("autoscale")),
             "{e}"
         );
     }
