@@ -43,6 +43,14 @@ pub(super) struct RawCommand {
     /// Only in `[recipes.NAME]`.
     pub(super) description: Option<String>,
     pub(super) fail: Option<bool>,
+    /// The policy (`config::policy`): unique jobs and retries.
+    pub(super) unique: Option<Spanned<String>>,
+    pub(super) unique_while: Option<Spanned<String>>,
+    pub(super) retries: Option<Spanned<i64>>,
+    pub(super) retry_backoff: Option<Spanned<f64>>,
+    pub(super) retry_max_delay: Option<Spanned<f64>>,
+    pub(super) retry_jitter: Option<bool>,
+    pub(super) retry_on_exit: Option<Spanned<Vec<i64>>>,
 }
 
 /// How a job's command runs.
@@ -62,6 +70,8 @@ pub struct CommandSpec {
     /// What the command leaves running when it exits outlives the job (until its worker next
     /// starts); by default it is stopped when the job ends.
     pub keep_children: bool,
+    /// Unique jobs and the retry policy.
+    pub policy: super::policy::TaskPolicy,
 }
 
 type At<'a> = &'a dyn Fn(Option<Range<usize>>, String) -> ConfigError;
@@ -172,7 +182,9 @@ impl CommandSpec {
                 ),
             ));
         }
+        let policy = super::policy::resolve(raw, key, &params, at)?;
         Ok(Some(Self {
+            policy,
             template,
             params,
             positional,
