@@ -206,7 +206,10 @@ fn a_failing_job_is_retried_with_backoff_then_fails() {
     let count = |state: &str| states.iter().filter(|s| *s == state).count();
     assert_eq!(count("RETRY"), 2, "{states:?}");
     assert_eq!(count("RECEIVED"), 3, "{states:?}");
-    assert_eq!(states.last().map(String::as_str), Some("FAILURE"));
+    // A retry's wait is held by the store: the scheduler's REQUEUED note (a history entry, not a
+    // state) may be recorded after a quick attempt already ended.
+    let last_state = states.iter().rev().find(|s| *s != "REQUEUED");
+    assert_eq!(last_state.map(String::as_str), Some("FAILURE"), "{states:?}");
 }
 
 #[test]

@@ -53,6 +53,19 @@ pub(super) struct RawCommand {
     pub(super) retry_on_exit: Option<Spanned<Vec<i64>>>,
 }
 
+impl RawCommand {
+    /// Whether any key of the policy (`config::policy`) is set.
+    fn has_policy(&self) -> bool {
+        self.unique.is_some()
+            || self.unique_while.is_some()
+            || self.retries.is_some()
+            || self.retry_backoff.is_some()
+            || self.retry_max_delay.is_some()
+            || self.retry_jitter.is_some()
+            || self.retry_on_exit.is_some()
+    }
+}
+
 /// How a job's command runs.
 #[derive(Debug, Clone)]
 pub struct CommandSpec {
@@ -88,6 +101,12 @@ impl CommandSpec {
         at: At<'_>,
     ) -> Result<Option<Self>, ConfigError> {
         let Some(command) = &raw.command else {
+            if raw.has_policy() {
+                return Err(at(
+                    Some(table),
+                    format!("{key}: unique and retry keys apply to a command; a simulated job has the queue's retries and no unique key"),
+                ));
+            }
             return Ok(None);
         };
         let template = Template::parse(command.get_ref())

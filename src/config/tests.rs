@@ -329,6 +329,15 @@ fn a_tasks_unique_key_and_retry_policy_are_read_and_their_mistakes_named() {
         assert!(msg.contains(expected), "{keys}: {msg}");
         assert!(msg.starts_with("/etc/cm/fabfile.toml:"), "no line: {msg}");
     }
+    // A simulated recipe has nothing to hold a key or retry by its own policy: said, not ignored.
+    let msg = parse(&format!("{MINIMAL}[recipes.Sim]\nunique = \"{{host}}\"\n"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("unique and retry keys apply to a command"),
+        "{msg}"
+    );
 }
 
 #[test]
