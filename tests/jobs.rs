@@ -209,7 +209,11 @@ fn a_failing_job_is_retried_with_backoff_then_fails() {
     // A retry's wait is held by the store: the scheduler's REQUEUED note (a history entry, not a
     // state) may be recorded after a quick attempt already ended.
     let last_state = states.iter().rev().find(|s| *s != "REQUEUED");
-    assert_eq!(last_state.map(String::as_str), Some("FAILURE"), "{states:?}");
+    assert_eq!(
+        last_state.map(String::as_str),
+        Some("FAILURE"),
+        "{states:?}"
+    );
 }
 
 #[test]

@@ -179,18 +179,15 @@ mod tests {
     use super::RetryPolicy;
     use crate::config::QueueConfig;
 
+    /// A queue with `retries` and a backoff of 1 s, as a file gives it (other helpers' keys
+    /// keep their defaults).
     fn queue(retries: u32) -> QueueConfig {
-        QueueConfig {
-            name: "q".into(),
-            workers: vec![],
-            tasks: vec![],
-            concurrency: 1,
-            prefetch: 4,
-            retries,
-            retry_backoff: Duration::from_secs(1),
-            quorum: false,
-            delivery_limit: 20,
-        }
+        let text = format!(
+            "[broker]\nurl = \"amqp://localhost\"\n[queues.q]\nworkers = [\"w1\"]\nretries = {retries}\nretry_backoff_seconds = 1\n"
+        );
+        let cfg = crate::config::Config::parse(std::path::Path::new("/etc/cm/fabfile.toml"), &text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        cfg.queues[0].clone()
     }
 
     #[test]
