@@ -210,3 +210,33 @@ except Exception as e:
     });
     stack.server_stop();
 }
+
+#[test]
+fn the_api_answers_a_held_key_with_the_holders_id_and_a_flag() {
+    use axum::http::StatusCode;
+    use common::web::App;
+    use serde_json::json;
+
+    let stack = Stack::with(Options {
+        extra: "[recipes.Once]\ndescription = \"once per host\"\ncommand = [\"/bin/true\"]\nunique = \"{recipe}:{host}\"\n".into(),
+        ..Options::default()
+    });
+    let app = App::new(&stack);
+    let launch = json!({"server": "india_openstack_essex", "recipe": "Once", "hosts": "i1"});
+    let (status, first) = app.post_json("/api/launch", &launch);
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["already_queued"], json!([false]), "{first}");
+    // No worker runs it: the key is held, and the same launch answers with its id.
+    let (status, again) = app.post_json("/api/launch", &launch);
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["ids"], first["ids"], "{again}");
+    assert_eq!(again["already_queued"], json!([true]), "{again}");
+    assert_eq!(
+        stack
+            .jobs()
+            .iter()
+            .filter(|j| j["recipe"] == "Once")
+            .count(),
+        1
+    );
+}
