@@ -159,6 +159,7 @@ macro_rules! on_backend {
 // Below the macro, which they use.
 mod firings;
 pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
+mod unique;
 pub mod workflow;
 
 /// The SQLite busy timeout of a store opened with [`Store::open`].
@@ -220,38 +221,6 @@ impl Store {
     /// Records published jobs as PENDING, in one transaction, before they are published.
     pub async fn insert_pending(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
         on_backend!(self, b => b.insert_pending(jobs).await)
-    }
-
-    /// Records published jobs as PENDING, as [`Store::insert_pending`], those with a unique key
-    /// (`claims`) only if they can take it: in the same transaction, the key's row is inserted
-    /// or found held. A job whose key is held is not stored (nor may it be published): one
-    /// [`Duplicate`] each, naming the holder (an earlier job of `jobs` with the same key, too).
-    pub async fn insert_pending_unique(
-        &self,
-        jobs: &[NewJob],
-        claims: &[UniqueClaim],
-    ) -> Result<Vec<Duplicate>, StoreError> {
-        if claims.is_empty() {
-            return self.insert_pending(jobs).await.map(|()| Vec::new());
-        }
-        on_backend!(self, b => b.insert_pending_unique(jobs, claims, now_ms()).await)
-    }
-
-    /// The first receipt of a job no cm publisher stored (a Celery client's): if it has no row
-    /// yet, its key is taken and the job stored PENDING in one transaction, or, the key being
-    /// held by another job, nothing is stored and the [`Duplicate`] returned. A job that has a
-    /// row (cm published it, or this is a redelivery) is left as it is: `None`.
-    pub async fn receive_unique(
-        &self,
-        job: &NewJob,
-        claim: &UniqueClaim,
-    ) -> Result<Option<Duplicate>, StoreError> {
-        on_backend!(self, b => b.receive_unique(job, claim, now_ms()).await)
-    }
-
-    /// The job that holds unique key `key`, if any.
-    pub async fn unique_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
-        on_backend!(self, b => b.unique_holder(key).await)
     }
 
     /// Takes back the PENDING records of a batch that could not be published.
