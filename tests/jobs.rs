@@ -206,7 +206,9 @@ fn a_failing_job_is_retried_with_backoff_then_fails() {
     let count = |state: &str| states.iter().filter(|s| *s == state).count();
     assert_eq!(count("RETRY"), 2, "{states:?}");
     assert_eq!(count("RECEIVED"), 3, "{states:?}");
-    assert_eq!(states.last().map(String::as_str), Some("FAILURE"));
+    // REQUEUED, the scheduler's note of a retry's store-held wait, may come after a quick end.
+    let last = states.iter().rev().find(|s| *s != "REQUEUED").cloned();
+    assert_eq!(last.as_deref(), Some("FAILURE"), "{states:?}");
 }
 
 #[test]

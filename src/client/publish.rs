@@ -50,6 +50,35 @@ pub struct Batch {
     pub id: String,
     /// On the publisher's channel: they end when it is closed.
     pub replies: Option<Replies>,
+    /// The jobs not published because their unique key is held, each with its holder.
+    pub duplicates: Vec<store::Duplicate>,
+}
+
+/// A batch published by [`once`]: its id and the jobs not published, their key being held.
+pub struct Published {
+    pub batch: String,
+    pub duplicates: Vec<store::Duplicate>,
+}
+
+impl Published {
+    /// The id a front end shows for job `id` of the batch: the holder's, if it was a duplicate.
+    pub fn shown_id<'a>(&'a self, id: &'a str) -> &'a str {
+        shown_id(&self.duplicates, id)
+    }
+}
+
+impl Batch {
+    /// As [`Published::shown_id`].
+    pub fn shown_id<'a>(&'a self, id: &'a str) -> &'a str {
+        shown_id(&self.duplicates, id)
+    }
+}
+
+fn shown_id<'a>(duplicates: &'a [store::Duplicate], id: &'a str) -> &'a str {
+    duplicates
+        .iter()
+        .find(|d| d.job_id == id)
+        .map_or(id, |d| d.holder.as_str())
 }
 
 impl<'c> Publisher<'c> {
@@ -97,8 +126,12 @@ impl<'c> Publisher<'c> {
         } else {
             None
         };
-        let id = self.publish(store, queue, messages).await?;
-        Ok(Batch { id, replies })
+        let Published { batch, duplicates } = self.publish(store, queue, messages).await?;
+        Ok(Batch {
+            id: batch,
+            replies,
+            duplicates,
+        })
     }
 
     /// Stores `messages` WAITING under a new batch id, each after `parents`, in one
@@ -128,6 +161,7 @@ impl<'c> Publisher<'c> {
         Ok(Batch {
             id: batch,
             replies: None,
+            duplicates: Vec::new(),
         })
     }
 
@@ -150,61 +184,79 @@ impl<'c> Publisher<'c> {
         let _ = self.conn.close(200, "done".into()).await;
     }
 
-    /// [`Publisher::send`] without replies: the batch id.
+    /// [`Publisher::send`] without replies: the batch id, and the jobs not published because
+    /// their unique key is held (the store refused them in the transaction of their chunk).
     async fn publish(
         &self,
         store: &Store,
         queue: &QueueConfig,
         messages: &[TaskMessage],
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Published> {
         // Declared here too: a message to a queue nobody declared yet would be dropped by the broker.
         amqp::declare_work_queue(&self.channel.channel().await?, &self.node, queue).await?;
 
         let batch = uuid::Uuid::new_v4().to_string();
         let now = store::now_ms();
-        let records = |chunk: &[TaskMessage]| -> Vec<store::NewJob> {
-            chunk
+        // A chunk stored: the jobs of a held unique key are not, and are not published.
+        let store_chunk = |chunk: &[TaskMessage]| {
+            let (records, claims): (Vec<store::NewJob>, Vec<_>) = chunk
                 .iter()
-                .map(|m| jobs::new_job(m, self.cfg, &queue.name, Some(batch.clone()), now))
-                .collect()
+                .map(|m| jobs::new_unique_job(m, self.cfg, &queue.name, Some(batch.clone()), now))
+                .unzip();
+            let claims: Vec<store::UniqueClaim> = claims.into_iter().flatten().collect();
+            async move { store.insert_pending_unique(&records, &claims).await }
         };
         let chunks: Vec<&[TaskMessage]> = messages.chunks(CHUNK).collect();
         let mut sent = Vec::with_capacity(messages.len());
+        let mut duplicates = Vec::new();
         let mut outcome = Ok(());
         let mut stored = match chunks.first() {
-            Some(first) => store.insert_pending(&records(first)).await,
-            None => Ok(()),
+            Some(first) => store_chunk(first).await,
+            None => Ok(Vec::new()),
         };
         for (k, chunk) in chunks.iter().enumerate() {
-            if let Err(e) = stored {
-                let published = sent.len();
-                if let Err(lost) = self.channel.confirmed(&queue.name, sent).await {
-                    // The broker failed as well: what it holds runs; no record says PENDING for sure.
-                    take_back(store, &batch).await;
-                    return Err(
-                        anyhow::Error::from(lost).context(format!("after the store failed: {e}"))
-                    );
+            let held = match stored {
+                Ok(held) => held,
+                Err(e) => {
+                    let published = sent.len();
+                    if let Err(lost) = self.channel.confirmed(&queue.name, sent).await {
+                        // The broker failed as well: what it holds runs; no record says PENDING for sure.
+                        take_back(store, &batch).await;
+                        return Err(anyhow::Error::from(lost)
+                            .context(format!("after the store failed: {e}")));
+                    }
+                    let e = anyhow::Error::from(e);
+                    return Err(if published == 0 {
+                        e
+                    } else {
+                        e.context(format!(
+                        "{published} of {} jobs of batch {batch} were stored and published and will run (`cm jobs`, or db_stats?batch={batch} on the web); the rest were not published",
+                        messages.len()
+                    ))
+                    });
                 }
-                let e = anyhow::Error::from(e);
-                return Err(if published == 0 {
-                    e
-                } else {
-                    e.context(format!(
-                    "{published} of {} jobs of batch {batch} were stored and published and will run (`cm jobs`, or db_stats?batch={batch} on the web); the rest were not published",
-                    messages.len()
-                ))
-                });
-            }
+            };
             // The next chunk is stored while this one is published: the store and the broker work
             // at the same time, and the publisher, which sets the pace, never waits for the store.
             let store_next = async {
                 match chunks.get(k + 1) {
-                    Some(next) => store.insert_pending(&records(next)).await,
-                    None => Ok(()),
+                    Some(next) => store_chunk(next).await,
+                    None => Ok(Vec::new()),
                 }
             };
-            let (published, next_stored) =
-                tokio::join!(self.channel.send_all(&queue.name, chunk.iter()), store_next);
+            // Collected: a filter's closure held across the await is not `Send` for axum.
+            let fresh: Vec<&TaskMessage> = if held.is_empty() {
+                chunk.iter().collect()
+            } else {
+                (chunk.iter())
+                    .filter(|m| !held.iter().any(|d| d.job_id == m.id))
+                    .collect()
+            };
+            duplicates.extend(held.iter().cloned());
+            let (published, next_stored) = tokio::join!(
+                self.channel.send_all(&queue.name, fresh.into_iter()),
+                store_next
+            );
             match published {
                 Ok(more) => sent.extend(more),
                 Err(e) => {
@@ -221,7 +273,7 @@ impl<'c> Publisher<'c> {
             take_back(store, &batch).await;
             return Err(e.into());
         }
-        Ok(batch)
+        Ok(Published { batch, duplicates })
     }
 }
 
@@ -233,14 +285,14 @@ async fn take_back(store: &Store, batch: &str) {
 }
 
 /// Publishes `messages` to the queue that takes `task` through a [`Publisher`] of its own, and
-/// returns the batch id: for a front end that does not wait (the web form, `/api/`).
+/// returns the batch: for a front end that does not wait (the web form, `/api/`).
 pub async fn once(
     cfg: &Config,
     brokers: &Brokers,
     store: &Store,
     task: &str,
     messages: &[TaskMessage],
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Published> {
     let queue = queue_for(cfg, task)?;
     let publisher = Publisher::open(cfg, brokers).await?;
     let published = publisher.publish(store, queue, messages).await;

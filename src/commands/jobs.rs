@@ -126,11 +126,18 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
         row.job.queue
     );
     crate::outln!(
-        "state {}  deliveries {}  retries {}",
+        "state {}  deliveries {}  retries {}  attempt {}",
         row.state,
         row.deliveries,
-        row.retries
+        row.retries,
+        row.retries + 1
     );
+    // A retry waits in the store, SCHEDULED at its eta, as a countdown does.
+    if row.retries > 0 && row.state == crate::store::SCHEDULED {
+        if let Some(eta) = row.options.eta_ms {
+            crate::outln!("next try {}", time(Some(eta)));
+        }
+    }
     if let Some(when) = message_options(&row.options) {
         crate::outln!("{when}");
     }

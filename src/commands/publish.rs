@@ -161,10 +161,17 @@ async fn publish_and_wait(
         };
         let mut out = String::with_capacity(messages.len() * 37);
         for m in &messages {
-            out.push_str(&m.id);
+            out.push_str(batch.shown_id(&m.id));
             out.push('\n');
         }
         crate::out!("{out}");
+        // On stderr: stdout stays one id per job, as scripts read it.
+        for d in &batch.duplicates {
+            eprintln!(
+                "already queued as {} (unique key {:?} is held)",
+                d.holder, d.key
+            );
+        }
         if !wait.wait {
             return Ok(Code::Success);
         }

@@ -25,7 +25,13 @@ pub async fn batch(
     total: usize,
     timeout_s: f64,
 ) -> anyhow::Result<Code> {
-    let Batch { id, mut replies } = batch;
+    let Batch {
+        id,
+        mut replies,
+        duplicates,
+    } = batch;
+    // A job whose unique key was held was not published: its holder is another batch's.
+    let total = total.saturating_sub(duplicates.len());
     let jobs = total;
     let filter = JobFilter {
         batch: Some(id),

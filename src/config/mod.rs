@@ -11,6 +11,7 @@ mod defaults;
 pub mod hostlist;
 pub mod limits;
 mod names;
+pub mod policy;
 mod queues;
 mod raw;
 mod schedules;

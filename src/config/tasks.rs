@@ -43,6 +43,27 @@ pub(super) struct RawCommand {
     /// Only in `[recipes.NAME]`.
     pub(super) description: Option<String>,
     pub(super) fail: Option<bool>,
+    /// The policy (`config::policy`): unique jobs and retries.
+    pub(super) unique: Option<Spanned<String>>,
+    pub(super) unique_while: Option<Spanned<String>>,
+    pub(super) retries: Option<Spanned<i64>>,
+    pub(super) retry_backoff: Option<Spanned<f64>>,
+    pub(super) retry_max_delay: Option<Spanned<f64>>,
+    pub(super) retry_jitter: Option<bool>,
+    pub(super) retry_on_exit: Option<Spanned<Vec<i64>>>,
+}
+
+impl RawCommand {
+    /// Whether any key of the policy (`config::policy`) is set.
+    fn has_policy(&self) -> bool {
+        self.unique.is_some()
+            || self.unique_while.is_some()
+            || self.retries.is_some()
+            || self.retry_backoff.is_some()
+            || self.retry_max_delay.is_some()
+            || self.retry_jitter.is_some()
+            || self.retry_on_exit.is_some()
+    }
 }
 
 /// How a job's command runs.
@@ -62,6 +83,8 @@ pub struct CommandSpec {
     /// What the command leaves running when it exits outlives the job (until its worker next
     /// starts); by default it is stopped when the job ends.
     pub keep_children: bool,
+    /// Unique jobs and the retry policy.
+    pub policy: super::policy::TaskPolicy,
 }
 
 type At<'a> = &'a dyn Fn(Option<Range<usize>>, String) -> ConfigError;
@@ -78,6 +101,12 @@ impl CommandSpec {
         at: At<'_>,
     ) -> Result<Option<Self>, ConfigError> {
         let Some(command) = &raw.command else {
+            if raw.has_policy() {
+                return Err(at(
+                    Some(table),
+                    format!("{key}: unique and retry keys apply to a command; a simulated job has the queue's retries and no unique key"),
+                ));
+            }
             return Ok(None);
         };
         let template = Template::parse(command.get_ref())
@@ -172,7 +201,9 @@ impl CommandSpec {
                 ),
             ));
         }
+        let policy = super::policy::resolve(raw, key, &params, at)?;
         Ok(Some(Self {
+            policy,
             template,
             params,
             positional,

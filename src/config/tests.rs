@@ -282,6 +282,65 @@ fn command_mistakes_are_named_with_their_line() {
 }
 
 #[test]
+fn a_tasks_unique_key_and_retry_policy_are_read_and_their_mistakes_named() {
+    let policy = "unique = \"{host}:{level}\"\nunique_while = \"queued\"\nretries = 3\nretry_backoff = 2\nretry_max_delay = 30\nretry_jitter = true\nretry_on_exit = [75, 111]\n";
+    let with = |keys: &str| parse(&format!("{MINIMAL}{OPS}{keys}"));
+    let c = with(policy).expect("valid");
+    let p = &c.tasks.get("ops.backup").expect("the task").policy;
+    let unique = p.unique.as_ref().expect("a key");
+    assert_eq!(unique.hold, crate::store::UNIQUE_QUEUED);
+    let values = crate::jobs::args::Bound::of([("host", "h1".into()), ("level", "full".into())]);
+    assert_eq!(unique.key("ops.backup", &values), "ops.backup:h1:full");
+    assert_eq!(p.retry.retries, Some(3));
+    assert_eq!(p.retry.backoff, Some(Duration::from_secs(2)));
+    assert_eq!(p.retry.max_delay, Some(Duration::from_secs(30)));
+    assert!(p.retry.jitter);
+    assert_eq!(p.retry.on_exit, Some(vec![75, 111]));
+    // Held until the end unless it says otherwise.
+    let c = with("unique = \"{host}\"\n").expect("valid");
+    let p = &c.tasks.get("ops.backup").expect("the task").policy;
+    assert_eq!(
+        p.unique.as_ref().map(|u| u.hold),
+        Some(crate::store::UNIQUE_UNFINISHED)
+    );
+    for (keys, expected) in [
+        (
+            "unique = \"{disk}\"\n",
+            "unique: {disk} is not one of its params [host, level]",
+        ),
+        (
+            "unique_while = \"queued\"\n",
+            "unique_while: no unique key to hold",
+        ),
+        (
+            "unique = \"{host}\"\nunique_while = \"running\"\n",
+            "unique_while must be \"queued\"",
+        ),
+        (
+            "retry_on_exit = [0]\n",
+            "retry_on_exit: 0 is not an exit code that fails",
+        ),
+        (
+            "retry_backoff = -1\n",
+            "retry_backoff must be from 0 to 86400",
+        ),
+    ] {
+        let msg = with(keys).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains(expected), "{keys}: {msg}");
+        assert!(msg.starts_with("/etc/cm/fabfile.toml:"), "no line: {msg}");
+    }
+    // A simulated recipe has nothing to hold a key or retry by its own policy: said, not ignored.
+    let msg = parse(&format!("{MINIMAL}[recipes.Sim]\nunique = \"{{host}}\"\n"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("unique and retry keys apply to a command"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn recipes_and_provisioning_may_run_commands_with_their_own_values() {
     let text = format!(
         "{MINIMAL}[recipes.Hadoop]\ndescription = \"real\"\ncommand = [\"/opt/deploy\", \"{{recipe}}\", \"{{host}}\"]\n[recipes.Sim]\ndescription = \"simulated\"\n[provision]\ncommand = [\"/opt/prov\", \"{{host}}\", \"{{image}}\"]\ntime_limit = 30\n"

@@ -102,6 +102,18 @@ impl Element {
         })
     }
 
+    /// The text with every placeholder filled with its value as it is, a value not given
+    /// with nothing (a unique job's key: no value is refused there).
+    pub fn fill(&self, values: &Bound) -> String {
+        self.0
+            .iter()
+            .map(|piece| match piece {
+                Piece::Text(t) => t.as_str(),
+                Piece::Param(name) => values.get(name).unwrap_or(""),
+            })
+            .collect()
+    }
+
     fn render(&self, values: &Bound, allow_options: bool) -> Result<String, RenderError> {
         let mut out = String::new();
         for piece in &self.0 {

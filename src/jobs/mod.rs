@@ -17,8 +17,9 @@ pub mod run;
 use std::sync::Arc;
 
 use crate::celery::message::TaskMessage;
+use crate::config::policy::TaskPolicy;
 use crate::config::{CommandSpec, Config};
-use crate::store::NewJob;
+use crate::store::{NewJob, UniqueClaim};
 
 pub const PROVISION: &str = "cm.provision";
 pub const LAUNCH: &str = "cm.launch";
@@ -180,6 +181,28 @@ impl Job {
         }
     }
 
+    /// The policy of the command this job runs (its unique key, its retries); `None` for a
+    /// simulated job, which has the queue's retries and no key.
+    pub fn policy<'a>(&'a self, cfg: &'a Config) -> Option<&'a TaskPolicy> {
+        self.command(cfg).map(|(spec, _)| &spec.policy)
+    }
+
+    /// The claim on its unique key of job `id`, if its task has one (`unique`).
+    pub fn unique_claim(&self, cfg: &Config, id: &str) -> Option<UniqueClaim> {
+        let (spec, values) = self.command(cfg)?;
+        let unique = spec.policy.unique.as_ref()?;
+        let task = match self {
+            Job::Task(t) => t.name.as_str(),
+            Job::Launch(_) => LAUNCH,
+            _ => PROVISION,
+        };
+        Some(UniqueClaim {
+            job_id: id.to_string(),
+            key: unique.key(task, &values),
+            hold: unique.hold,
+        })
+    }
+
     /// The intermediate states, in order, between STARTED and SUCCESS of a simulated job.
     pub fn steps(&self) -> &'static [&'static str] {
         match self {
@@ -259,6 +282,19 @@ pub fn new_job(
         batch,
         now_ms,
     )
+}
+
+/// [`new_job`], and the claim on its unique key if its task has one.
+pub fn new_unique_job(
+    msg: &TaskMessage,
+    cfg: &Config,
+    queue: &str,
+    batch: Option<String>,
+    now_ms: i64,
+) -> (NewJob, Option<UniqueClaim>) {
+    let job = Job::from_message(msg, cfg).ok();
+    let claim = job.as_ref().and_then(|j| j.unique_claim(cfg, &msg.id));
+    (record(msg, job.as_ref(), queue, batch, now_ms), claim)
 }
 
 /// The message of a job the store holds, to publish it again as it came: same id, task,

@@ -32,6 +32,8 @@ pub enum Verdict {
 pub struct Finish {
     pub verdict: Verdict,
     pub output: Option<String>,
+    /// The command's exit status, if it exited (a retry policy's `retry_on_exit` reads it).
+    pub exit_code: Option<i32>,
 }
 
 impl From<Verdict> for Finish {
@@ -39,6 +41,7 @@ impl From<Verdict> for Finish {
         Self {
             verdict,
             output: None,
+            exit_code: None,
         }
     }
 }
@@ -194,8 +197,13 @@ async fn run_command(
         (Ended::Terminated(sig), None) => Verdict::Revoked(format!("terminated by {sig}")),
         (_, None) => Verdict::Interrupted("the worker stopped while the command ran".into()),
     };
+    let exit_code = match ran.ended {
+        Ended::Exited(code) => Some(code),
+        _ => None,
+    };
     Finish {
         verdict,
         output: Some(ran.tail),
+        exit_code,
     }
 }

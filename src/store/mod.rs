@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::config::StoreLocation;
 pub use records::{
-    Counts, DurationHistogram, Event, EventRow, JobFilter, JobRow, JobSpec, MessageOptions, NewJob,
-    Revoke, Revoked, SharedText,
+    Counts, Duplicate, DurationHistogram, Event, EventRow, JobFilter, JobRow, JobSpec,
+    MessageOptions, NewJob, Revoke, Revoked, SharedText, UniqueClaim, UNIQUE_QUEUED,
+    UNIQUE_UNFINISHED,
 };
 use requests::{Claim, Entry, First, Revoking, Scheduling};
 pub(crate) use sql::{is_final_sql, job_columns, live_row};
@@ -159,6 +160,7 @@ macro_rules! on_backend {
 pub mod controls;
 mod firings;
 pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
+mod unique;
 pub mod workflow;
 
 /// The SQLite busy timeout of a store opened with [`Store::open`].

@@ -212,3 +212,25 @@ pub struct DurationHistogram {
     pub count: i64,
     pub sum_ms: i64,
 }
+
+/// A unique job's claim on its key (`[tasks."NAME"] unique`), stored with the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueClaim {
+    pub job_id: String,
+    pub key: String,
+    /// How long the key is held: [`UNIQUE_QUEUED`] or [`UNIQUE_UNFINISHED`].
+    pub hold: &'static str,
+}
+
+/// Held until the job starts.
+pub const UNIQUE_QUEUED: &str = "queued";
+/// Held until the job ends (SUCCESS, FAILURE, REVOKED); a retry's wait holds it too.
+pub const UNIQUE_UNFINISHED: &str = "unfinished";
+
+/// A job that was not stored because its key is held: `holder` is the job that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Duplicate {
+    pub job_id: String,
+    pub key: String,
+    pub holder: String,
+}

@@ -209,15 +209,27 @@ fn invalid(e: Invalid) -> Response {
 
 async fn publish(state: &AppState, task: &str, messages: Vec<TaskMessage>) -> Response {
     match publish::once(state.cfg(), state.brokers(), state.store(), task, &messages).await {
-        Ok(batch) => {
-            let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        Ok(published) => {
+            let batch = &published.batch;
+            // A job whose unique key was held is the holder: its id, flagged.
+            let ids: Vec<&str> = (messages.iter())
+                .map(|m| published.shown_id(&m.id))
+                .collect();
+            let already: Vec<bool> = (messages.iter())
+                .map(|m| published.duplicates.iter().any(|d| d.job_id == m.id))
+                .collect();
+            let status = if already.iter().all(|&a| a) && !already.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
             (
-                StatusCode::CREATED,
+                status,
                 [(
                     header::LOCATION,
                     format!("/cm/launch/db_stats?batch={batch}"),
                 )],
-                Json(json!({ "batch": batch, "ids": ids })),
+                Json(json!({ "batch": batch, "ids": ids, "already_queued": already })),
             )
                 .into_response()
         }

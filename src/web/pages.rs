@@ -210,9 +210,22 @@ async fn publish_and_watch(
     messages: &[crate::celery::message::TaskMessage],
 ) -> Response {
     match publish::once(state.cfg(), state.brokers(), state.store(), task, messages).await {
-        Ok(batch) => {
+        Ok(published) if published.duplicates.len() == messages.len() => {
+            let holders: Vec<&str> = (published.duplicates.iter())
+                .map(|d| d.holder.as_str())
+                .collect();
+            message_page(
+                StatusCode::OK,
+                "already queued",
+                &format!(
+                    "nothing new published: already queued as {} (its unique key is held)",
+                    holders.join(", ")
+                ),
+            )
+        }
+        Ok(published) => {
             let to = JobsQuery {
-                batch: Some(batch),
+                batch: Some(published.batch),
                 ..JobsQuery::default()
             }
             .link(1, None);

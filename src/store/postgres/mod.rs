@@ -26,6 +26,7 @@ mod options;
 mod prune;
 mod revokes;
 mod schedule;
+mod unique;
 mod workflow;
 
 use std::sync::Arc;

@@ -430,3 +430,25 @@ async fn on_postgres_publishing_after_a_parent_being_ended_waits_for_that_end() 
     })
     .await
 }
+
+#[tokio::test]
+async fn on_postgres_unique_keys_are_held_for_their_window() -> TestResult {
+    with_database(
+        |store| async move { tests::unique::keys_are_held_for_their_window(&store).await },
+    )
+    .await
+}
+
+/// Two stores on one database: two hosts' publishers racing for one key.
+#[tokio::test]
+async fn on_postgres_racing_publishers_of_two_hosts_make_one_job() -> TestResult {
+    with_url(|url| async move {
+        let location = StoreLocation::Postgres(url);
+        let (one, two) = (Store::open(&location).await?, Store::open(&location).await?);
+        let outcome = tests::unique::racing_publishers_make_one_job(&one, &two, 20).await;
+        one.close().await;
+        two.close().await;
+        outcome
+    })
+    .await
+}

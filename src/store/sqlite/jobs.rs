@@ -154,7 +154,8 @@ impl Store {
                 )?;
                 tx.execute_batch("DROP TRIGGER jobs_counts_delete")?;
                 tx.execute_batch(
-                    "DELETE FROM job_edges; DELETE FROM job_outbox; DELETE FROM job_retries;",
+                    "DELETE FROM job_edges; DELETE FROM job_outbox; DELETE FROM job_retries; \
+                     DELETE FROM unique_keys;",
                 )?;
                 tx.execute("DELETE FROM job_events", [])?;
                 let removed = tx.execute("DELETE FROM jobs", [])?;

@@ -30,6 +30,7 @@ mod pool;
 mod prune;
 mod revokes;
 mod schedule;
+mod unique;
 mod workflow;
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ pub(super) mod jobs;
 pub(super) mod leases;
 pub(super) mod revokes;
 pub(super) mod schedule;
+pub(super) mod unique;
 pub(super) mod workflow;
 
 use std::borrow::Cow;

@@ -77,10 +77,44 @@ pub(super) async fn admit(
         let why = format!("expired at {}", log_time(expires));
         return Some(never_runs(ctx, received, why, true));
     }
+    if let Some(settled) = unique(ctx, received).await {
+        return Some(settled);
+    }
     match must_wait(msg, now) {
         Some(wait) => Some(hold(ctx, received, wait).await),
         // Admitted: it runs now.
         None => None,
+    }
+}
+
+/// A job of a task with a unique key that no cm publisher stored (a Celery client sent it
+/// straight to the broker): its first receipt takes the key, in the transaction that stores it,
+/// or, the key being held by another job, it ends REVOKED unrun, its error and rpc:// reply
+/// naming the holder. A job the store knows already (a cm publisher took its key) goes on.
+async fn unique(ctx: &SessionContext, received: &ReceivedJob) -> Option<Settlement> {
+    let w = &*ctx.worker;
+    let ReceivedJob { msg, job, id } = received;
+    let claim = job.unique_claim(&w.cfg, id)?;
+    let record = jobs::record(msg, Some(job), &w.queue.name, None, store::now_ms());
+    match w.store.receive_unique(&record, &claim).await {
+        Ok(None) => None,
+        Ok(Some(d)) => {
+            let why = format!(
+                "already queued as {}: unique key {:?} is held",
+                d.holder, d.key
+            );
+            job_line(
+                &w.node,
+                id,
+                &msg.task,
+                &format!("{why}; acked without running"),
+            );
+            Some(never_runs(ctx, received, why, false))
+        }
+        Err(e) => Some(Settlement::give_back(
+            id,
+            format!("cannot take its unique key: {e}"),
+        )),
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use crate::celery::event_format::TaskEvent;
 use crate::celery::message::TaskMessage;
 use crate::celery::pyrepr::py_repr;
+use crate::config::policy::RetryPolicy;
 use crate::config::QueueConfig;
 use crate::jobs::cancel::Cancel;
 use crate::jobs::run::Verdict;
@@ -73,13 +74,29 @@ pub(super) fn leased(w: &WorkerState, id: &SharedText, at: i64, until: i64) -> E
     }
 }
 
+/// A job's retry policy: its task's, over its queue's defaults.
+#[derive(Clone, Copy)]
+pub(super) struct Retry<'a> {
+    pub(super) policy: &'a RetryPolicy,
+    pub(super) queue: &'a QueueConfig,
+}
+
+impl Retry<'_> {
+    /// How many retries it may have, for the log line.
+    pub(super) fn most(&self) -> u32 {
+        self.policy.retries(self.queue)
+    }
+}
+
 pub(super) enum Outcome {
     /// Its result, as JSON text.
     Success(String),
-    /// Failed with retries left: published again as attempt `attempt`, after `wait`.
+    /// Failed with retries left: published again as attempt `attempt` (of `of` retries), after
+    /// `wait`, held by the store.
     Retry {
         why: String,
         attempt: u32,
+        of: u32,
         wait: Duration,
     },
     /// Failed for good.
@@ -96,25 +113,31 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    /// What a run that was delivery number `retries + 1` of its message comes to; `asked` is
-    /// what the job was asked while it ran (`Stops::forget`'s answer).
+    /// What a run that was delivery number `retries + 1` of its message comes to, under the
+    /// retry `policy` of its task (the queue's retries and backoff where it says nothing);
+    /// `exit_code`: its command's, if it exited; `asked` is what the job was asked while it ran
+    /// (`Stops::forget`'s answer).
     /// The caller settles an interrupted run (it goes back to the queue) before asking.
     pub(super) fn of(
         verdict: Verdict,
         asked: Option<Cancel>,
         retries: u32,
-        queue: &QueueConfig,
+        retry: Retry<'_>,
+        exit_code: Option<i32>,
     ) -> Self {
+        let wait = || retry.policy.wait(retry.queue, retries, exit_code);
         match verdict {
             Verdict::Success(result) => Self::Success(result),
-            Verdict::Failure(why) if retries < queue.retries => Self::Retry {
-                why,
-                attempt: retries + 1,
-                wait: queue
-                    .retry_backoff
-                    .saturating_mul(2u32.saturating_pow(retries)),
+            Verdict::Failure(why) => match wait() {
+                Some(wait) => Self::Retry {
+                    why,
+                    attempt: retries + 1,
+                    of: retry.most(),
+                    wait,
+                },
+                None => Self::Failure(why),
             },
-            Verdict::Failure(why) | Verdict::Interrupted(why) => Self::Failure(why),
+            Verdict::Interrupted(why) => Self::Failure(why),
             Verdict::Revoked(why) => Self::Revoked {
                 why,
                 expired: false,
@@ -174,11 +197,16 @@ impl Outcome {
         }
     }
 
-    /// Its line in the worker's log; `of` is how many retries the queue allows.
-    pub(super) fn log(&self, node: &str, id: &str, task: &str, of: u32) {
+    /// Its line in the worker's log.
+    pub(super) fn log(&self, node: &str, id: &str, task: &str) {
         match self {
             Self::Success(_) => job_line(node, id, task, "SUCCESS"),
-            Self::Retry { why, attempt, wait } => job_line(
+            Self::Retry {
+                why,
+                attempt,
+                of,
+                wait,
+            } => job_line(
                 node,
                 id,
                 task,

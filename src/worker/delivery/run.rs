@@ -11,10 +11,11 @@ use lapin::message::Delivery;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
-use super::outcome::{self, Outcome};
+use super::outcome::{self, Outcome, Retry};
 use super::screen::ReceivedJob;
 use super::settle::{JobEnd, Settlement};
 use crate::celery::event_format::TaskEvent;
+use crate::config::policy::RetryPolicy;
 use crate::jobs::run::{Context, Finish, Verdict};
 use crate::store::{self, SharedText};
 use crate::worker::context::{job_line, SessionContext, WorkerState};
@@ -81,7 +82,14 @@ pub(super) async fn run(
     drop(active);
     let outcome = match finish.verdict {
         Verdict::Interrupted(why) => return Settlement::Interrupted { msg, why, lease },
-        verdict => Outcome::of(verdict, asked, msg.retries, &w.queue),
+        verdict => {
+            let policy = job.policy(&w.cfg).map(|p| &p.retry);
+            let retry = Retry {
+                policy: policy.unwrap_or(&RetryPolicy::QUEUE_DEFAULTS),
+                queue: &w.queue,
+            };
+            Outcome::of(verdict, asked, msg.retries, retry, finish.exit_code)
+        }
     };
     Settlement::JobEnded(JobEnd {
         msg,

@@ -108,7 +108,7 @@ pub(super) async fn settle(
             if let Some((id, task)) = job {
                 let failed = Outcome::Failure(reason.clone());
                 let w = &*ctx.worker;
-                failed.log(&w.node, &id, &task, w.queue.retries);
+                failed.log(&w.node, &id, &task);
                 let committed = commit_end(ctx, &id, &failed, None).await;
                 drop(in_flight);
                 if let Err(e) = committed {
@@ -135,7 +135,7 @@ async fn conclude(ctx: &SessionContext, delivery: &Delivery, end: JobEnd, in_fli
     // The line goes before the commit: the writer flushes the log before each transaction, so
     // whoever sees the end in the store (`cm launch --wait`) finds its line in the log. Should
     // the commit fail, the next line says the job goes back to the queue.
-    outcome.log(&w.node, &id, &msg.task, w.queue.retries);
+    outcome.log(&w.node, &id, &msg.task);
     let committed = commit_end(ctx, &id, &outcome, output).await;
     drop(in_flight);
     if let Err(e) = committed {
@@ -172,8 +172,10 @@ async fn commit_end(
     w.writer.commit(outcome.event(id, &w.node, output)).await
 }
 
-/// A retry: the message published again as its next attempt after `wait`, then acked
-/// (`acked`: it was, when its lease was taken).
+/// A retry: the message published again at once as its next attempt, its eta `wait` ahead, then
+/// acked (`acked`: it was, when its lease was taken). The wait is the store's, as a countdown's
+/// is: the worker that receives it records it SCHEDULED and acks it, and a scheduler publishes
+/// it when due; no job slot or prefetch slot is held meanwhile.
 async fn retry(
     ctx: &SessionContext,
     delivery: &Delivery,
@@ -181,10 +183,11 @@ async fn retry(
     wait: Duration,
     acked: bool,
 ) {
-    tokio::time::sleep(wait).await;
     let w = &*ctx.worker;
     let mut again = msg.clone();
     again.retries += 1;
+    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    again.eta_ms = (wait_ms > 0).then(|| crate::store::now_ms().saturating_add(wait_ms));
     let (body, props) = again.encode(&w.node);
     if let Err(e) = ctx
         .publisher

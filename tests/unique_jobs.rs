@@ -1,0 +1,242 @@
+//! Unique jobs (issue 31) on real workers, the real broker and both stores: `[tasks."NAME"]
+//! unique` makes one job of many publishes of a key, from one host or two at once; the key
+//! frees when its window ends (`queued`: the job started; `unfinished`: it ended); a Celery
+//! client's duplicate is acked unrun and its rpc:// reply names the holder.
+
+mod common;
+
+use std::time::Duration;
+
+use common::celery::{client_with_results, python};
+use common::*;
+
+/// Two tasks of one key each, `{host}`: their command waits until the file `go-<host>` is in
+/// the stack's files, then ends.
+const TASKS: &str = r#"[tasks."t.queued"]
+command = ["/bin/sh", "-c", "while [ ! -e \"$2/go-$1\" ]; do sleep 0.05; done", "sh", "{host}", "{dir}"]
+params = ["host"]
+unique = "{host}"
+unique_while = "queued"
+
+[tasks."t.unfinished"]
+command = ["/bin/sh", "-c", "while [ ! -e \"$2/go-$1\" ]; do sleep 0.05; done", "sh", "{host}", "{dir}"]
+params = ["host"]
+unique = "{host}"
+unique_while = "unfinished"
+"#;
+
+fn stack_with(options: Options) -> Stack {
+    Stack::with(Options {
+        own_queue: Some(OwnQueue::commands(TASKS)),
+        ..options
+    })
+}
+
+/// `n` publishes of `task` for `host`, half through `one`, half through `two`, all at once:
+/// each exits 0 and prints one id; (the ids, how many said "already queued as").
+fn publish_at_once(
+    one: &Stack,
+    two: &Stack,
+    n: usize,
+    task: &str,
+    host: &str,
+) -> (Vec<String>, usize) {
+    let args = serde_json::json!([host]).to_string();
+    let running: Vec<_> = (0..n)
+        .map(|i| {
+            let stack = if i % 2 == 0 { one } else { two };
+            stack.call(task).args(&args).background()
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut told = 0;
+    for r in running {
+        let ran = r.finish();
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        let lines: Vec<&str> = ran.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "{ran:?}");
+        ids.push(lines[0].to_string());
+        if ran.stderr.contains("already queued as") {
+            told += 1;
+        }
+    }
+    (ids, told)
+}
+
+/// The jobs of `task` in the store.
+fn jobs_of(stack: &Stack, task: &str) -> Vec<serde_json::Value> {
+    stack
+        .jobs()
+        .into_iter()
+        .filter(|j| j["task"] == task)
+        .collect()
+}
+
+/// 20 publishes make one job; every publisher printed its id; 19 were told so.
+fn assert_one_job(stack: &Stack, ids: &[String], told: usize, task: &str) {
+    let jobs = jobs_of(stack, task);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let id = jobs[0]["id"].as_str().expect("id");
+    assert!(ids.iter().all(|i| i == id), "{ids:?} vs {id}");
+    assert_eq!(told, ids.len() - 1, "{ids:?}");
+}
+
+fn go(stack: &Stack, host: &str) {
+    std::fs::write(stack.file(&format!("go-{host}")), "").expect("write the go file");
+}
+
+fn state(stack: &Stack, id: &str) -> String {
+    stack.job(id)["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn twenty_publishes_of_a_key_make_one_job_and_the_key_frees_when_its_window_ends() {
+    let stack = stack_with(Options::default());
+    // No worker yet: every job stays queued.
+    let (ids, told) = publish_at_once(&stack, &stack, 20, "t.queued", "h1");
+    assert_one_job(&stack, &ids, told, "t.queued");
+    let (ids, told) = publish_at_once(&stack, &stack, 20, "t.unfinished", "h1");
+    assert_one_job(&stack, &ids, told, "t.unfinished");
+    let (queued, unfinished) = (
+        jobs_of(&stack, "t.queued")[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_string(),
+        jobs_of(&stack, "t.unfinished")[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_string(),
+    );
+
+    // Both start, and wait for their go file.
+    stack.start(&["c1"]);
+    eventually(Duration::from_secs(30), "both jobs to start", || {
+        state(&stack, &queued) == "STARTED" && state(&stack, &unfinished) == "STARTED"
+    });
+    let args = r#"["h1"]"#;
+    // `queued`: started, its key is free: a new job.
+    let second = stack.call("t.queued").args(args).id();
+    assert_ne!(second, queued);
+    // `unfinished`: running still holds it.
+    let again = stack.call("t.unfinished").args(args).run();
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert_eq!(again.stdout.trim(), unfinished);
+    assert!(
+        again
+            .stderr
+            .contains(&format!("already queued as {unfinished}")),
+        "{again:?}"
+    );
+    // Its end frees it.
+    go(&stack, "h1");
+    eventually(Duration::from_secs(30), "the jobs to end", || {
+        state(&stack, &unfinished) == "SUCCESS" && state(&stack, &second) == "SUCCESS"
+    });
+    let third = stack.call("t.unfinished").args(args).id();
+    assert_ne!(third, unfinished);
+    // Another key is another job.
+    let other = stack.call("t.unfinished").args(r#"["h2"]"#).id();
+    assert_ne!(other, third);
+    stack.server_stop();
+}
+
+#[test]
+fn two_hosts_sharing_postgresql_publishing_one_key_at_once_make_one_job() {
+    let db = PgDatabase::new();
+    let a = stack_with(Options {
+        store_url: Some(db.url.clone()),
+        node_host: Some("host-a".into()),
+        ..Options::default()
+    });
+    let b = a.second_host("host-a", "host-b");
+    let (ids, told) = publish_at_once(&a, &b, 20, "t.unfinished", "h1");
+    assert_one_job(&a, &ids, told, "t.unfinished");
+    let (ids, told) = publish_at_once(&a, &b, 20, "t.queued", "h1");
+    assert_one_job(&b, &ids, told, "t.queued");
+    // The broker holds one message of each.
+    a.start(&["c1"]);
+    go(&a, "h1");
+    eventually(Duration::from_secs(30), "both to succeed", || {
+        a.jobs().iter().filter(|j| j["state"] == "SUCCESS").count() == 2
+    });
+    a.server_stop();
+}
+
+#[test]
+fn a_celery_clients_duplicate_is_acked_unrun_and_its_reply_names_the_holder() {
+    let stack = stack_with(Options::default());
+    stack.start(&["c1"]);
+    let out = python(
+        &client_with_results(
+            r#"
+import sys, time
+first = app.send_task("t.unfinished", args=["h7"], queue=sys.argv[1])
+print(first.id)
+# The first is received (its key taken) before the second is sent.
+time.sleep(1.5)
+second = app.send_task("t.unfinished", args=["h7"], queue=sys.argv[1])
+print(second.id)
+try:
+    second.get(timeout=30)
+    print("no error")
+except Exception as e:
+    print("error", type(e).__name__, e)
+"#,
+        ),
+        &[stack.queue()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let (first, second) = (lines[0], lines[1]);
+    assert!(
+        lines[2].starts_with("error TaskRevokedError")
+            && lines[2].contains(&format!("already queued as {first}")),
+        "{out}"
+    );
+    let dup = stack.job(second);
+    assert_eq!(dup["state"], "REVOKED", "{dup}");
+    assert!(
+        dup["error"].as_str().unwrap_or_default().contains(first),
+        "{dup}"
+    );
+    // Never run: no STARTED in its history, and the holder still runs.
+    assert!(!stack.history(second).iter().any(|s| s == "STARTED"));
+    assert_eq!(state(&stack, first), "STARTED");
+    go(&stack, "h7");
+    eventually(Duration::from_secs(30), "the holder to succeed", || {
+        state(&stack, first) == "SUCCESS"
+    });
+    stack.server_stop();
+}
+
+#[test]
+fn the_api_answers_a_held_key_with_the_holders_id_and_a_flag() {
+    use axum::http::StatusCode;
+    use common::web::App;
+    use serde_json::json;
+
+    let stack = Stack::with(Options {
+        extra: "[recipes.Once]\ndescription = \"once per host\"\ncommand = [\"/bin/true\"]\nunique = \"{recipe}:{host}\"\n".into(),
+        ..Options::default()
+    });
+    let app = App::new(&stack);
+    let launch = json!({"server": "india_openstack_essex", "recipe": "Once", "hosts": "i1"});
+    let (status, first) = app.post_json("/api/launch", &launch);
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["already_queued"], json!([false]), "{first}");
+    // No worker runs it: the key is held, and the same launch answers with its id.
+    let (status, again) = app.post_json("/api/launch", &launch);
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["ids"], first["ids"], "{again}");
+    assert_eq!(again["already_queued"], json!([true]), "{again}");
+    assert_eq!(
+        stack
+            .jobs()
+            .iter()
+            .filter(|j| j["recipe"] == "Once")
+            .count(),
+        1
+    );
+}
