@@ -431,6 +431,9 @@ pub struct LaunchArgs {
     /// Who the launch is for (recorded with the job)
     #[arg(long)]
     pub user: Option<String>,
+    /// Priority 0-9 (Celery's `priority`): jobs held by the store are released highest first
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
     #[command(flatten)]
     pub after: AfterArgs,
     #[command(flatten)]
@@ -461,6 +464,9 @@ pub struct CallArgs {
     /// Publish this many jobs of it (each its own id); the result is printed for one job only
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
+    /// Priority 0-9 (Celery's `priority`): jobs held by the store are released highest first
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
     #[command(flatten)]
     pub after: AfterArgs,
     #[command(flatten)]
@@ -478,6 +484,9 @@ pub struct ProvisionArgs {
     /// Publish the whole set this many times
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub count: u32,
+    /// Priority 0-9 (Celery's `priority`): jobs held by the store are released highest first
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
     #[command(flatten)]
     pub after: AfterArgs,
     #[command(flatten)]

@@ -33,10 +33,10 @@ fn one_of<'a>(what: &str, given: &str, known: &[&'a str]) -> Result<&'a str, CmE
 /// store (a command's own `cm-state: NAME` steps).
 async fn known_states(store: &Store) -> anyhow::Result<Vec<String>> {
     use crate::store::{
-        FAILURE, PENDING, RECEIVED, RETRY, REVOKED, SCHEDULED, STARTED, SUCCESS, WAITING,
+        FAILURE, PENDING, RECEIVED, RETRY, REVOKED, SCHEDULED, STARTED, SUCCESS, THROTTLED, WAITING,
     };
     let mut known: Vec<String> = [
-        WAITING, PENDING, SCHEDULED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED,
+        WAITING, PENDING, SCHEDULED, THROTTLED, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED,
     ]
     .iter()
     .chain(crate::jobs::launch::STEPS)
@@ -141,6 +141,9 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     if let Some(when) = message_options(&row.options) {
         crate::outln!("{when}");
     }
+    if let Some(why) = row.waiting_for() {
+        crate::outln!("waits for {why}");
+    }
     if let Some(e) = &row.error {
         crate::outln!("error {e}");
     }
@@ -231,6 +234,7 @@ fn message_options(o: &crate::store::MessageOptions) -> Option<String> {
             .map(|ms| format!("time limit {}", seconds(ms))),
         o.soft_time_limit_ms
             .map(|ms| format!("soft time limit {}", seconds(ms))),
+        (o.priority > 0).then(|| format!("priority {}", o.priority)),
     ]
     .into_iter()
     .flatten()

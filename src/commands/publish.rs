@@ -40,7 +40,14 @@ pub async fn launch(cfg: &Config, args: &LaunchArgs) -> anyhow::Result<Code> {
         };
         TaskMessage::new(jobs::LAUNCH, Vec::new(), job.kwargs())
     });
-    publish(cfg, jobs::LAUNCH, messages, &args.after, &args.wait).await
+    publish(
+        cfg,
+        jobs::LAUNCH,
+        prioritized(messages, args.priority),
+        &args.after,
+        &args.wait,
+    )
+    .await
 }
 
 pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Code> {
@@ -52,7 +59,14 @@ pub async fn provision(cfg: &Config, args: &ProvisionArgs) -> anyhow::Result<Cod
             serde_json::Map::new(),
         )
     });
-    publish(cfg, jobs::PROVISION, messages, &args.after, &args.wait).await
+    publish(
+        cfg,
+        jobs::PROVISION,
+        prioritized(messages, args.priority),
+        &args.after,
+        &args.wait,
+    )
+    .await
 }
 
 /// `cm call TASK`: a job of any task cm runs (or `--count` of them), its arguments as JSON.
@@ -96,6 +110,7 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         ));
     }
     messages.insert(0, msg);
+    let messages = prioritized(messages, args.priority);
     let (code, store) = publish_and_wait(cfg, queue, messages, &args.after, &args.wait).await?;
     if !args.wait.wait || args.count > 1 {
         return Ok(code);
@@ -104,6 +119,14 @@ pub async fn call(cfg: &Config, args: &CallArgs) -> anyhow::Result<Code> {
         crate::outln!("{result}");
     }
     Ok(code)
+}
+
+/// `messages` with `priority` (0, as Celery's default, when not given).
+fn prioritized(mut messages: Vec<TaskMessage>, priority: Option<u8>) -> Vec<TaskMessage> {
+    for m in &mut messages {
+        m.priority = priority.unwrap_or(0);
+    }
+    messages
 }
 
 fn repeat(count: u32, hosts: &[String], make: impl Fn(&str) -> TaskMessage) -> Vec<TaskMessage> {

@@ -34,6 +34,8 @@ pub const LEASE: RangeInclusive<f64> = 3.0..=3_600.0;
 pub const MAX_PARENTS: RangeInclusive<i64> = 1..=1_000_000;
 /// `[workflows] max_parents`'s default.
 pub const DEFAULT_MAX_PARENTS: usize = 10_000;
+/// Jobs with the same concurrency key that may run at once.
+pub const KEY_LIMIT: RangeInclusive<i64> = 1..=10_000;
 /// Between TERM and KILL: an hour at most.
 pub const KILL_GRACE: RangeInclusive<f64> = 0.0..=3_600.0;
 

@@ -8,6 +8,7 @@ use indexmap::IndexMap;
 use toml::Spanned;
 
 mod defaults;
+pub mod flow;
 pub mod hostlist;
 pub mod limits;
 mod names;
@@ -111,6 +112,8 @@ pub struct Config {
     pub tasks: IndexMap<String, std::sync::Arc<CommandSpec>>,
     /// `[provision] command`: provisioning runs it instead of the simulation.
     pub provision: Option<std::sync::Arc<CommandSpec>>,
+    /// `rate_limit`, `concurrency_key` of tasks, recipes and provisioning (Flow control).
+    pub flow: flow::FlowRules,
     /// `[schedules.NAME]`, in file order: what every worker fires when due.
     pub schedules: IndexMap<String, crate::schedules::Schedule>,
     /// `[retention]`: how long finished jobs stay; `None` keeps them all.
@@ -263,6 +266,7 @@ impl Config {
             None => None,
             Some(table) => tasks::provision(table, base, &at)?,
         };
+        let flow = flow::resolve(&raw.tasks, &tasks, &raw.recipes, &raw.provision, &at)?;
 
         let (step_min, step_max) = match &raw.simulation.step_seconds {
             Some(s) => {
@@ -416,6 +420,7 @@ impl Config {
             recipes,
             tasks,
             provision,
+            flow,
             schedules,
             retention,
         })

@@ -40,6 +40,11 @@ pub(super) struct RawCommand {
     pub(super) env: Option<IndexMap<String, String>>,
     pub(super) allow_options: Option<bool>,
     pub(super) keep_children: Option<bool>,
+    /// Flow control (`flow.rs`): at most this many starts per period, everywhere.
+    pub(super) rate_limit: Option<Spanned<String>>,
+    /// Jobs whose key renders alike share `key_limit` slots (1 unless given).
+    pub(super) concurrency_key: Option<Spanned<String>>,
+    pub(super) key_limit: Option<Spanned<i64>>,
     /// Only in `[recipes.NAME]`.
     pub(super) description: Option<String>,
     pub(super) fail: Option<bool>,
@@ -315,7 +320,7 @@ pub(super) fn provision(
         base,
         at,
     )?;
-    if spec.is_none() {
+    if spec.is_none() && t.rate_limit.is_none() && t.concurrency_key.is_none() {
         return Err(at(
             Some(table.span()),
             "provision: no command (e.g. command = [\"/usr/local/bin/provision\", \"{host}\", \"{image}\"])".into(),

@@ -114,7 +114,7 @@ impl Element {
             .collect()
     }
 
-    fn render(&self, values: &Bound, allow_options: bool) -> Result<String, RenderError> {
+    pub fn render(&self, values: &Bound, allow_options: bool) -> Result<String, RenderError> {
         let mut out = String::new();
         for piece in &self.0 {
             match piece {

@@ -320,6 +320,7 @@ pub fn stored_message(row: &crate::store::JobRow) -> anyhow::Result<TaskMessage>
     msg.time_limit.hard = limit(o.time_limit_ms);
     msg.time_limit.soft = limit(o.soft_time_limit_ms);
     msg.reply_to.clone_from(&o.reply_to);
+    msg.priority = u8::try_from(o.priority).unwrap_or(0);
     Ok(msg)
 }
 

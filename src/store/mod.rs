@@ -45,6 +45,9 @@ pub const SCHEDULED: &str = "SCHEDULED";
 /// store, not the broker, and released (PENDING, then published from the outbox) by the
 /// transaction of its last parent's end. Not final.
 pub const WAITING: &str = "WAITING";
+/// Over a rate limit or a concurrency key's slots ([`flow`]): held by the store, not the
+/// broker, until a worker's releaser grants it a place and publishes it again. Not final.
+pub const THROTTLED: &str = "THROTTLED";
 /// Not a state: a history entry for a final job run again as a new job (`cm jobs retry`).
 pub const RETRIED: &str = "RETRIED";
 /// Not a state: a history entry for a redelivery of a job that was already final.
@@ -75,6 +78,7 @@ pub fn is_cm_state(name: &str) -> bool {
             | REVOKED
             | SCHEDULED
             | WAITING
+            | THROTTLED
             | RETRIED
             | REDELIVERED
             | LEASED
@@ -160,6 +164,7 @@ macro_rules! on_backend {
 pub mod controls;
 mod firings;
 pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
+pub mod flow;
 mod unique;
 pub mod workflow;
 
@@ -305,7 +310,7 @@ impl Store {
 
     /// Revokes `ids`, for every worker and across restarts: each is kept in `revokes` (a second
     /// revoke with `terminate` upgrades it, and is announced again). A job still PENDING, RETRY
-    /// or SCHEDULED becomes REVOKED at once; one that a worker holds (RECEIVED, STARTED, a step) keeps
+    /// SCHEDULED, WAITING or THROTTLED becomes REVOKED at once; one that a worker holds (RECEIVED, STARTED, a step) keeps
     /// its state until that worker ends it; a final one is left as it is. One answer per
     /// distinct id, in the order given. `by` names who revoked (a node, `cm@host`).
     pub async fn revoke(

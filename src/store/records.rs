@@ -115,6 +115,17 @@ pub struct JobRow {
     /// What the store keeps of the message's options (a scheduled job's, to publish it again).
     #[serde(flatten)]
     pub options: MessageOptions,
+    /// Why a THROTTLED job waits ("rate limit 10/m of TASK", "key h1 held by job X").
+    pub waits_for: Option<String>,
+}
+
+impl JobRow {
+    /// Why the job waits, while it is THROTTLED.
+    pub fn waiting_for(&self) -> Option<&str> {
+        (self.state == super::THROTTLED)
+            .then_some(self.waits_for.as_deref())
+            .flatten()
+    }
 }
 
 /// The options of a job's message that the store keeps for a SCHEDULED job, so that its
@@ -127,6 +138,8 @@ pub struct MessageOptions {
     pub soft_time_limit_ms: Option<i64>,
     /// Where an rpc:// client waits for the result.
     pub reply_to: Option<String>,
+    /// The message's priority (0-9): the jobs the store holds are released highest first.
+    pub priority: i64,
 }
 
 /// What [`Store::revoke`](super::Store::revoke) did to one job.

@@ -30,7 +30,7 @@ macro_rules! job_columns {
         "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
          submitted_ms, started_ms, finished_ms, result, error, deliveries, retries, output, \
          lease_owner, lease_until, eta_ms, expires_ms, time_limit_ms, soft_time_limit_ms, \
-         reply_to"
+         reply_to, priority, waits_for"
     };
 }
 pub(crate) use job_columns;
@@ -81,7 +81,9 @@ impl JobRow {
                 time_limit_ms: r.maybe_int(23)?,
                 soft_time_limit_ms: r.maybe_int(24)?,
                 reply_to: r.maybe_text(25)?,
+                priority: r.int(26)?,
             },
+            waits_for: r.maybe_text(27)?,
         })
     }
 }

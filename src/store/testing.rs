@@ -494,5 +494,6 @@ fn new_row(job: &NewJob, at: i64, state: &str, worker: Option<&str>) -> JobRow {
         lease_owner: None,
         lease_until: None,
         options: crate::store::MessageOptions::default(),
+        waits_for: None,
     }
 }

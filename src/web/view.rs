@@ -11,6 +11,7 @@ pub const STATES: &[&str] = &[
     "WAITING",
     "PENDING",
     "SCHEDULED",
+    "THROTTLED",
     "RECEIVED",
     "STARTED",
     "running",
@@ -147,6 +148,8 @@ impl JobDetail {
         let o = &row.options;
         let seconds = |ms: i64| format!("{} s", ms as f64 / 1000.0);
         let fields = [
+            ("waits for", row.waiting_for().map(str::to_string)),
+            ("priority", (o.priority > 0).then(|| o.priority.to_string())),
             ("worker", row.worker.clone()),
             ("server", row.job.server.clone()),
             ("recipe", row.job.recipe.clone()),

@@ -35,6 +35,7 @@ mod context;
 mod delivery;
 mod events;
 mod flow;
+mod gates;
 mod lease;
 mod outbox;
 mod pace;

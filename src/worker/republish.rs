@@ -102,7 +102,7 @@ pub(super) async fn reap(ctx: Arc<SessionContext>) {
 /// eta, it is due), then records it REQUEUED. A job received straight away keeps no options:
 /// re-published, it runs without its message's expiry and time limit, and a client waiting on
 /// `.get()` over rpc:// waits in vain (the store has its end).
-async fn publish_again(ctx: &SessionContext, row: &store::JobRow, why: &str) {
+pub(super) async fn publish_again(ctx: &SessionContext, row: &store::JobRow, why: &str) {
     match crate::jobs::stored_message(row) {
         Ok(msg) => publish(ctx, &msg, why).await,
         Err(e) => warn!(

@@ -80,6 +80,7 @@ impl TaskMessage {
             eta_ms,
             expires_ms,
             time_limit,
+            priority: props.priority().unwrap_or(0),
         })
     }
 }

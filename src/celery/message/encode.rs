@@ -74,7 +74,7 @@ impl TaskMessage {
             .with_content_encoding("utf-8".into())
             .with_correlation_id(self.id.as_str().into())
             .with_delivery_mode(2)
-            .with_priority(0)
+            .with_priority(self.priority)
             .with_headers(headers);
         if let Some(reply_to) = &self.reply_to {
             props = props.with_reply_to(reply_to.as_str().into());

@@ -35,6 +35,8 @@ pub struct TaskMessage {
     pub expires_ms: Option<i64>,
     /// The `timelimit` header.
     pub time_limit: TimeLimit,
+    /// The AMQP `priority` property (0-9 as Celery sends it): orders the jobs the store holds.
+    pub priority: u8,
 }
 
 /// A message's `timelimit` header: `[hard, soft]` in seconds, each may be null. Celery's order
@@ -100,6 +102,7 @@ impl TaskMessage {
             eta_ms: None,
             expires_ms: None,
             time_limit: TimeLimit::default(),
+            priority: 0,
         }
     }
 }

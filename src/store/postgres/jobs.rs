@@ -153,7 +153,7 @@ impl Store {
             .await?;
             sqlx::query(
                 "TRUNCATE jobs, job_events, job_state_counts, job_worker_counts, \
-                 job_finished_minutes, job_edges, job_outbox, job_retries, unique_keys",
+                 job_finished_minutes, job_edges, job_outbox, job_retries, unique_keys, flow_slots",
             )
             .execute(&mut *tx)
             .await?;

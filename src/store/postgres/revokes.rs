@@ -29,7 +29,7 @@ impl Store {
             let ended: Vec<String> = sqlx::query_scalar(
                 "UPDATE jobs SET state = 'REVOKED', finished_ms = $2, error = $3, \
                  lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ANY($1) AND state IN ('PENDING', 'RETRY', 'SCHEDULED', 'WAITING') \
+                 WHERE id = ANY($1) AND state IN ('PENDING', 'RETRY', 'SCHEDULED', 'WAITING', 'THROTTLED') \
                  RETURNING id",
             )
             .bind(&r.ids)

@@ -13,14 +13,14 @@ impl Store {
             let upsert = sqlx::query(concat!(
                 "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, state, \
                  worker, submitted_ms, deliveries, eta_ms, expires_ms, time_limit_ms, \
-                 soft_time_limit_ms, reply_to) \
+                 soft_time_limit_ms, reply_to, priority) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'SCHEDULED', $9, $10, 1, $11, $12, $13, \
-                 $14, $15) \
+                 $14, $15, $16) \
                  ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
                  state = 'SCHEDULED', worker = excluded.worker, eta_ms = excluded.eta_ms, \
                  expires_ms = excluded.expires_ms, time_limit_ms = excluded.time_limit_ms, \
                  soft_time_limit_ms = excluded.soft_time_limit_ms, reply_to = excluded.reply_to, \
-                 lease_owner = NULL, lease_until = NULL",
+                 priority = excluded.priority, lease_owner = NULL, lease_until = NULL",
                 live_row!()
             ));
             let changed = bind_job(upsert, job)
@@ -31,6 +31,7 @@ impl Store {
                 .bind(o.time_limit_ms)
                 .bind(o.soft_time_limit_ms)
                 .bind(&o.reply_to)
+                .bind(o.priority)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -53,7 +54,7 @@ impl Store {
             "UPDATE jobs SET lease_owner = $1, lease_until = $2 WHERE id IN \
              (SELECT id FROM jobs WHERE unusual_state = 'SCHEDULED' AND queue = $3 \
              AND eta_ms <= $4 \
-             AND lease_owner IS NULL ORDER BY eta_ms LIMIT $5) \
+             AND lease_owner IS NULL ORDER BY priority DESC, eta_ms LIMIT $5) \
              AND state = 'SCHEDULED' AND lease_owner IS NULL RETURNING ",
             job_columns!()
         ))

@@ -452,3 +452,19 @@ async fn on_postgres_racing_publishers_of_two_hosts_make_one_job() -> TestResult
     })
     .await
 }
+
+#[tokio::test]
+async fn on_postgres_a_key_slot_goes_to_one_job_at_a_time_in_priority_order() -> TestResult {
+    with_database(|store| async move {
+        tests::flow::a_key_slot_goes_to_one_job_at_a_time_in_priority_order(&store).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn on_postgres_a_rate_grants_one_start_per_interval() -> TestResult {
+    with_database(
+        |store| async move { tests::flow::a_rate_grants_one_start_per_interval(&store).await },
+    )
+    .await
+}

@@ -155,7 +155,7 @@ impl Store {
                 tx.execute_batch("DROP TRIGGER jobs_counts_delete")?;
                 tx.execute_batch(
                     "DELETE FROM job_edges; DELETE FROM job_outbox; DELETE FROM job_retries; \
-                     DELETE FROM unique_keys;",
+                     DELETE FROM unique_keys; DELETE FROM flow_slots;",
                 )?;
                 tx.execute("DELETE FROM job_events", [])?;
                 let removed = tx.execute("DELETE FROM jobs", [])?;

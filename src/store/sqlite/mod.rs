@@ -23,6 +23,7 @@ mod controls;
 mod counts;
 mod error;
 mod firings;
+mod flow;
 mod jobs;
 mod leases;
 mod migrate;

@@ -30,7 +30,7 @@ impl Store {
                         "UPDATE jobs SET state = 'REVOKED', finished_ms = ?1, error = ?2, \
                          lease_owner = NULL, lease_until = NULL \
                          WHERE id = ?3 AND (state = 'PENDING' OR state = 'RETRY' OR state = 'SCHEDULED' \
-                         OR state = 'WAITING')",
+                         OR state = 'WAITING' OR state = 'THROTTLED')",
                     )?;
                     let mut state_of = tx.prepare_cached("SELECT state FROM jobs WHERE id = ?1")?;
                     for id in &r.ids {

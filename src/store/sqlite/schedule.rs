@@ -20,14 +20,15 @@ impl Store {
                 let mut upsert = tx.prepare_cached(concat!(
                     "INSERT INTO jobs (id, task, queue, args, server, recipe, kind, hosts, \
                      state, worker, submitted_ms, deliveries, eta_ms, expires_ms, \
-                     time_limit_ms, soft_time_limit_ms, reply_to) \
+                     time_limit_ms, soft_time_limit_ms, reply_to, priority) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'SCHEDULED', ?9, ?10, 1, ?11, \
-                     ?12, ?13, ?14, ?15) \
+                     ?12, ?13, ?14, ?15, ?16) \
                      ON CONFLICT (id) DO UPDATE SET deliveries = jobs.deliveries + 1, \
                      state = 'SCHEDULED', worker = excluded.worker, eta_ms = excluded.eta_ms, \
                      expires_ms = excluded.expires_ms, time_limit_ms = excluded.time_limit_ms, \
                      soft_time_limit_ms = excluded.soft_time_limit_ms, \
-                     reply_to = excluded.reply_to, lease_owner = NULL, lease_until = NULL",
+                     reply_to = excluded.reply_to, priority = excluded.priority, \
+                     lease_owner = NULL, lease_until = NULL",
                     live_row!()
                 ))?;
                 let changed = Binder::new(&mut upsert)
@@ -39,6 +40,7 @@ impl Store {
                     .bind(o.time_limit_ms)?
                     .bind(o.soft_time_limit_ms)?
                     .bind(&o.reply_to)?
+                    .bind(o.priority)?
                     .execute()?;
                 drop(upsert);
                 if changed > 0 {
@@ -61,7 +63,7 @@ impl Store {
                 let mut st = conn.prepare_cached(concat!(
                     "UPDATE jobs SET lease_owner = ?1, lease_until = ?2 WHERE id IN \
                      (SELECT id FROM jobs WHERE state = 'SCHEDULED' AND queue = ?3 \
-                     AND eta_ms <= ?4 AND lease_owner IS NULL ORDER BY eta_ms LIMIT ?5) \
+                     AND eta_ms <= ?4 AND lease_owner IS NULL ORDER BY priority DESC, eta_ms LIMIT ?5) \
                      AND state = 'SCHEDULED' AND lease_owner IS NULL RETURNING ",
                     job_columns!()
                 ))?;

@@ -6,6 +6,7 @@ pub(super) mod commit;
 pub(super) mod controls;
 pub(super) mod counts;
 pub(super) mod firings;
+pub(super) mod flow;
 pub(super) mod jobs;
 pub(super) mod leases;
 pub(super) mod revokes;

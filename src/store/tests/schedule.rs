@@ -14,6 +14,7 @@ pub(in crate::store) async fn scheduled_jobs_are_held_then_claimed_once_when_due
         time_limit_ms: Some(1_000),
         soft_time_limit_ms: Some(500),
         reply_to: Some("reply-here".into()),
+        priority: 3,
     };
     store.schedule(&published("s1"), &options, "l1@h").await?;
     let later = MessageOptions {

@@ -11,6 +11,9 @@
 //!   message had, and then acked. The store holds it from then on, across restarts of every
 //!   worker; a revoke ends it at once; each session's scheduler (`republish::schedule`)
 //!   publishes it again when due.
+//! - a job whose task sets flow control (`rate_limit`, `concurrency_key`) passes its gates in
+//!   one store transaction ([`throttle`]): its places taken, it runs; a gate spent, it is held
+//!   THROTTLED with why and acked, and a releaser (`worker::gates`) publishes it again in turn.
 
 use std::time::Duration;
 
@@ -22,8 +25,10 @@ use super::screen::ReceivedJob;
 use super::settle::{JobEnd, Settlement};
 use crate::celery::message::TaskMessage;
 use crate::jobs;
+use crate::store::flow::{Admission, Gate};
 use crate::store::{self, MessageOptions};
 use crate::worker::context::{job_line, log_time, SessionContext};
+use crate::worker::gates;
 use crate::worker::lease::LeaseEnd;
 
 /// An eta at most this far ahead runs now: not worth a round trip through the store.
@@ -80,10 +85,43 @@ pub(super) async fn admit(
     if let Some(settled) = unique(ctx, received).await {
         return Some(settled);
     }
-    match must_wait(msg, now) {
-        Some(wait) => Some(hold(ctx, received, wait).await),
+    if let Some(wait) = must_wait(msg, now) {
+        return Some(hold(ctx, received, wait).await);
+    }
+    let gates = gates::gates(&w.cfg, &received.job);
+    if gates.is_empty() {
         // Admitted: it runs now.
-        None => None,
+        return None;
+    }
+    throttle(ctx, received, &gates, now).await
+}
+
+/// Passes the job's flow control gates in the store: `None` when its places are taken (it
+/// runs now), else held THROTTLED there with why, and its message acked.
+async fn throttle(
+    ctx: &SessionContext,
+    received: &ReceivedJob,
+    gates: &[Gate],
+    now: i64,
+) -> Option<Settlement> {
+    let w = &*ctx.worker;
+    let ReceivedJob { msg, job, id } = received;
+    let record = jobs::record(msg, Some(job), &w.queue.name, None, now);
+    match w
+        .store
+        .admit_flow(&record, &options_of(msg), gates, &w.node)
+        .await
+    {
+        Ok(Admission::Go) => None,
+        Ok(Admission::Held { reason }) => {
+            let line = format!("THROTTLED: {reason}; acked, held by the store");
+            job_line(&w.node, id, &msg.task, &line);
+            Some(Settlement::Ack)
+        }
+        Err(e) => Some(Settlement::give_back(
+            id,
+            format!("cannot pass its flow control: {e}"),
+        )),
     }
 }
 
@@ -124,10 +162,8 @@ enum Wait {
     Eta(i64),
 }
 
-/// Whether this job must wait before it may start, and for what. The seam for flow control:
-/// today a job waits only for its eta. Parents not yet final (dependencies), a rate limit, a
-/// concurrency key and a paused queue each add a reason here; the job then waits in the
-/// store ([`hold`]), in the same transaction that checks the reason (DESIGN: flow control).
+/// Whether this job must wait for its eta. (Parents wait in the store before publishing; a
+/// rate limit and a concurrency key are [`throttle`]'s, decided in the store's transaction.)
 fn must_wait(msg: &TaskMessage, now: i64) -> Option<Wait> {
     msg.eta_ms
         .filter(|&eta| eta > now + EARLY_MS)
@@ -165,6 +201,7 @@ fn options_of(msg: &TaskMessage) -> MessageOptions {
         time_limit_ms: ms(msg.time_limit.hard),
         soft_time_limit_ms: ms(msg.time_limit.soft),
         reply_to: msg.reply_to.clone(),
+        priority: i64::from(msg.priority),
     }
 }
 

@@ -27,7 +27,7 @@ use super::retention;
 use super::shutdown::Shutdown;
 use super::slots::Slots;
 use super::tick;
-use super::{outbox, republish};
+use super::{gates, outbox, republish};
 use crate::amqp::{self, Publisher};
 
 mod orders;
@@ -164,6 +164,8 @@ struct Session {
     retention: tokio::task::AbortHandle,
     /// Publishes the jobs the store released; ends with the session.
     outbox: tokio::task::AbortHandle,
+    /// Publishes again the THROTTLED jobs of this queue as their gates free; ends with it.
+    releaser: tokio::task::AbortHandle,
 }
 
 impl Drop for Session {
@@ -173,6 +175,7 @@ impl Drop for Session {
         self.tick.abort();
         self.retention.abort();
         self.outbox.abort();
+        self.releaser.abort();
     }
 }
 
@@ -249,6 +252,7 @@ impl Session {
         let tick = tokio::spawn(tick::run(ctx.clone())).abort_handle();
         let retention = tokio::spawn(retention::run(worker.clone())).abort_handle();
         let outbox = tokio::spawn(outbox::drain(ctx.clone())).abort_handle();
+        let releaser = tokio::spawn(gates::release(ctx.clone())).abort_handle();
         Ok(Self {
             conn,
             channel,
@@ -263,6 +267,7 @@ impl Session {
             tick,
             retention,
             outbox,
+            releaser,
         })
     }
 

@@ -1,0 +1,52 @@
+-- Flow control (issue 31): global rate limits and concurrency keys, held in the store. (SQLite's
+-- 0014_flow_control is the same change.)
+--
+-- A job that may not start yet (its task's rate limit is spent, or its concurrency key has no
+-- free slot) is THROTTLED: held here, its message acked, until a worker's releaser grants it a
+-- place and publishes it again. `flow_key`: the gate it waits for ('rate:TASK', 'key:VALUE');
+-- `waits_for`: why, as operators read it; `priority`: its message's (0-9), highest released
+-- first, then submit order. Constant defaults: adding them rewrites no row.
+ALTER TABLE jobs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN flow_key TEXT;
+ALTER TABLE jobs ADD COLUMN waits_for TEXT;
+CREATE INDEX jobs_throttled ON jobs (flow_key, priority DESC, submitted_ms)
+    WHERE unusual_state = 'THROTTLED';
+
+-- One row per gate: its rule as the last worker's config wrote it, and for a rate the earliest
+-- time (ms since the epoch, fractional) its next job may start. Every admission and release of
+-- a gate locks its row first (INSERT ... ON CONFLICT DO UPDATE, in name order), so two hosts
+-- take turns on it, never check-then-act.
+CREATE TABLE flow_gates (
+    name        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    interval_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+    slots       BIGINT NOT NULL DEFAULT 0,
+    next_ms     DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+
+-- The places jobs hold: a concurrency key's slot (counted against `slots`), or a rate's grant
+-- (a job let through once is not charged again when redelivered). Freed in the transaction of
+-- the job's final state, by the triggers below, whoever writes it (a worker's commit may insert
+-- a quick job's row final at once, so an insert frees too).
+CREATE TABLE flow_slots (
+    job_id   TEXT NOT NULL,
+    gate     TEXT NOT NULL,
+    taken_ms BIGINT NOT NULL,
+    PRIMARY KEY (job_id, gate)
+);
+CREATE INDEX flow_slots_gate ON flow_slots (gate);
+
+-- A statement that ended no slot holder costs one probe of an empty (or small) table.
+CREATE FUNCTION flow_slots_free() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM flow_slots) THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM flow_slots s USING new_rows n
+        WHERE s.job_id = n.id AND n.state IN ('SUCCESS', 'FAILURE', 'REVOKED');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER flow_slots_free AFTER UPDATE ON jobs REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flow_slots_free();
+CREATE TRIGGER flow_slots_free_new AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION flow_slots_free();

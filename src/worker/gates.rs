@@ -1,0 +1,176 @@
+//! Rate limits and concurrency keys on the worker's side (issue 31): which gates a job passes (its task's, recipe's
+//! or provisioning's `rate_limit` and `concurrency_key`), and the releaser: every
+//! [`RELEASE_POLL`], each session grants the jobs of its queue held THROTTLED at a gate the
+//! places the gate has free, and publishes them again. The store decides (`store::flow`); of
+//! workers racing at one gate, each grant is one transaction on its row.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::context::SessionContext;
+use super::lease::millis;
+use crate::config::flow::{Flow, KeyRule};
+use crate::config::Config;
+use crate::jobs::args::Bound;
+use crate::jobs::{self, Job};
+use crate::store;
+use crate::store::flow::{Gate, Rule};
+
+/// How often a releaser looks at its queue's held jobs: a held job starts at most about this
+/// late after its place frees (the store's rate allows for it, `store::flow::CATCH_UP_MS`).
+const RELEASE_POLL: Duration = Duration::from_millis(100);
+/// Jobs granted per gate per look; more wait for the next.
+const RELEASE_BATCH: i64 = 100;
+
+/// The gates `job` passes before it may start: none for a job whose task sets no flow control
+/// (the usual case, which costs no store round trip).
+pub(super) fn gates(cfg: &Config, job: &Job) -> Vec<Gate> {
+    if cfg.flow.is_empty() {
+        return Vec::new();
+    }
+    let (flow, rate_name, values) = match job {
+        Job::Task(t) => match cfg.flow.tasks.get(&t.name) {
+            Some(f) => (f, t.name.clone(), t.values.clone()),
+            None => return Vec::new(),
+        },
+        Job::Launch(l) => match cfg.flow.recipes.get(&l.recipe) {
+            Some(f) => (
+                f,
+                format!("{} recipe {}", jobs::LAUNCH, l.recipe),
+                Bound::of(l.values()),
+            ),
+            None => return Vec::new(),
+        },
+        Job::Provision(p) => match &cfg.flow.provision {
+            Some(f) => (f, jobs::PROVISION.to_string(), Bound::of(p.values())),
+            None => return Vec::new(),
+        },
+        Job::Unfit { .. } => return Vec::new(),
+    };
+    of_flow(flow, &rate_name, &values)
+}
+
+fn of_flow(flow: &Flow, rate_name: &str, values: &Bound) -> Vec<Gate> {
+    let mut gates = Vec::with_capacity(2);
+    if let Some(rate) = &flow.rate {
+        gates.push(Gate {
+            name: format!("rate:{rate_name}"),
+            rule: Rule::Rate {
+                interval_ms: rate.interval_ms(),
+            },
+            reason: format!("rate limit {} of {rate_name}", rate.text),
+        });
+    }
+    if let Some(key) = flow.key.as_ref().and_then(|k| key_gate(k, values)) {
+        gates.push(key);
+    }
+    gates
+}
+
+/// The gate of `key` for these values. A value its template needs that the job lacks (an
+/// optional parameter left out) leaves the job unkeyed: there is no key to share.
+fn key_gate(key: &KeyRule, values: &Bound) -> Option<Gate> {
+    let value = key.template.render(values, true).ok()?;
+    let mut names = key.template.placeholders();
+    // "{host}" alone reads as "key host=h1"; a longer template as what it renders.
+    let shown = match (names.next(), names.next()) {
+        (Some(name), None) if value == values.get(name).unwrap_or_default() => {
+            format!("{name}={value}")
+        }
+        _ => value.clone(),
+    };
+    Some(Gate {
+        name: format!("key:{value}"),
+        rule: Rule::Key {
+            slots: i64::from(key.limit),
+        },
+        reason: format!("key {shown}"),
+    })
+}
+
+/// Grants and publishes again the held jobs of this session's queue, every [`RELEASE_POLL`],
+/// until the session ends; returns at once when the config sets no flow control.
+pub(super) async fn release(ctx: Arc<SessionContext>) {
+    let w = &*ctx.worker;
+    if w.cfg.flow.is_empty() {
+        return;
+    }
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(RELEASE_POLL).await;
+        let gates = match w.store.held_gates(&w.queue.name).await {
+            Ok(g) => g,
+            Err(e) => {
+                if !failing {
+                    warn!("looking for throttled jobs on queue {}: {e}", w.queue.name);
+                }
+                failing = true;
+                continue;
+            }
+        };
+        failing = false;
+        for gate in gates {
+            let until = store::now_ms().saturating_add(millis(w.cfg.lease));
+            let granted = w
+                .store
+                .release_held(&gate, &w.queue.name, &w.node, until, RELEASE_BATCH)
+                .await;
+            match granted {
+                Ok(rows) => {
+                    for row in rows {
+                        let why = format!("its turn at {}", shown(&gate));
+                        super::republish::publish_again(&ctx, &row, &why).await;
+                    }
+                }
+                Err(e) => warn!("releasing the jobs held at {gate}: {e}"),
+            }
+        }
+    }
+}
+
+/// A gate's name as a log line reads it.
+fn shown(gate: &str) -> String {
+    match gate.split_once(':') {
+        Some(("rate", what)) => format!("the rate limit of {what}"),
+        Some(("key", key)) => format!("key {key}"),
+        _ => gate.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::flow::Rate;
+    use crate::jobs::argv::Element;
+
+    #[test]
+    fn a_flow_makes_a_rate_gate_and_a_key_gate_from_the_jobs_values() {
+        let flow = Flow {
+            rate: Rate::parse("6/s").ok(),
+            key: Element::parse("{host}")
+                .ok()
+                .map(|template| KeyRule { template, limit: 2 }),
+        };
+        let values = Bound::of([("host", "h1".to_string())]);
+        let gates = of_flow(&flow, "ops.deploy", &values);
+        assert_eq!(gates.len(), 2);
+        assert_eq!(gates[0].name, "rate:ops.deploy");
+        assert_eq!(gates[0].reason, "rate limit 6/s of ops.deploy");
+        assert_eq!(gates[1].name, "key:h1");
+        assert_eq!(gates[1].reason, "key host=h1");
+        assert_eq!(gates[1].rule, Rule::Key { slots: 2 });
+        // A key over several values reads as it renders; one lacking a value makes no gate.
+        let key = KeyRule {
+            template: Element::parse("{host}/{disk}").unwrap_or_else(|e| panic!("{e}")),
+            limit: 1,
+        };
+        assert_eq!(key_gate(&key, &values), None);
+        let both = Bound::of([("host", "h1".to_string()), ("disk", "sda".to_string())]);
+        assert_eq!(
+            key_gate(&key, &both).map(|g| g.reason),
+            Some("key h1/sda".into())
+        );
+    }
+}
