@@ -85,6 +85,19 @@ pub(super) fn take_rate(next_ms: f64, interval_ms: f64, now_ms: f64) -> Option<f
     (next_ms <= now_ms).then(|| next_ms.max(now_ms - catch_up) + interval_ms)
 }
 
+/// A grant not used within this long (its job's message lost, say) no longer counts as in
+/// flight.
+pub(super) const IN_FLIGHT_FOR_MS: i64 = 10_000;
+
+/// How many more jobs a releaser may grant at a rate while `in_flight` of its grants are
+/// published and not yet received: a poll's worth of starts (one at least). A granted job's
+/// message queues behind those not yet admitted; without this bound, grants made while a
+/// backlog drains would start together once it has.
+pub(super) fn grants_allowed(interval_ms: f64, in_flight: i64) -> i64 {
+    let poll = (CATCH_UP_MS / interval_ms).ceil().max(1.0);
+    (poll as i64 - in_flight).max(0)
+}
+
 /// How many starts a rate allows at `now_ms`, at most `most`, and its next start after them.
 pub(super) fn rate_starts(next_ms: f64, interval_ms: f64, now_ms: f64, most: i64) -> (i64, f64) {
     let (mut n, mut next) = (0, next_ms);
@@ -189,5 +202,13 @@ mod tests {
         assert_eq!(rate_starts(10_120.0, 20.0, 10_200.0, 100), (5, 10_220.0));
         // `most` caps the starts, and the next start moves by those alone.
         assert_eq!(rate_starts(10_000.0, 100.0, 10_250.0, 1), (1, 10_250.0));
+    }
+
+    #[test]
+    fn a_rate_grants_a_polls_worth_ahead_of_its_starts() {
+        assert_eq!(grants_allowed(1000.0 / 6.0, 0), 1);
+        assert_eq!(grants_allowed(1000.0 / 6.0, 1), 0);
+        assert_eq!(grants_allowed(10.0, 3), 7);
+        assert_eq!(grants_allowed(10.0, 12), 0);
     }
 }

@@ -8,7 +8,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::columns::{bind_job, job_row};
 use super::Store;
 use crate::store::flow::{
-    behind, key_held, rate_starts, take_rate, Admission, Admitting, Gate, Rule,
+    behind, grants_allowed, key_held, rate_starts, take_rate, Admission, Admitting, Gate, Rule,
+    IN_FLIGHT_FOR_MS,
 };
 use crate::store::requests::Claim;
 use crate::store::{job_columns, live_row, JobRow, StoreError};
@@ -71,30 +72,25 @@ async fn lock_gate(tx: &mut Tx<'_>, g: &Gate) -> Result<f64, sqlx::Error> {
 }
 
 async fn admit(tx: &mut Tx<'_>, a: &Admitting) -> Result<Admission, sqlx::Error> {
+    // Jobs already waiting at a gate go first: a newcomer is held behind them without taking
+    // the gate's lock (which would make every newcomer of a busy gate wait for every other).
+    // Holding it is safe whatever happens meanwhile: the releaser grants it in turn.
+    for g in &a.gates {
+        if !holds_place(tx, a, g).await? && others_wait(tx, a, g).await? {
+            let reason = behind(g);
+            hold(tx, a, g, &reason).await?;
+            return Ok(Admission::Held { reason });
+        }
+    }
     let now = a.now_ms as f64;
     let mut takes: Vec<(&Gate, Option<f64>)> = Vec::with_capacity(a.gates.len());
     let mut held = None;
     for g in &a.gates {
         let next = lock_gate(tx, g).await?;
-        let mine: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM flow_slots WHERE job_id = $1 AND gate = $2)",
-        )
-        .bind(&a.job.id)
-        .bind(&g.name)
-        .fetch_one(&mut **tx)
-        .await?;
-        if mine {
+        if holds_place(tx, a, g).await? {
             continue;
         }
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE unusual_state = 'THROTTLED' \
-             AND flow_key = $1 AND lease_owner IS NULL AND id <> $2)",
-        )
-        .bind(&g.name)
-        .bind(&a.job.id)
-        .fetch_one(&mut **tx)
-        .await?;
-        if waiting {
+        if others_wait(tx, a, g).await? {
             held = Some((g, behind(g)));
             break;
         }
@@ -131,6 +127,28 @@ async fn admit(tx: &mut Tx<'_>, a: &Admitting) -> Result<Admission, sqlx::Error>
     Ok(Admission::Go)
 }
 
+/// Whether the job holds a place at `g` already (granted, or an earlier delivery's): used now.
+async fn holds_place(tx: &mut Tx<'_>, a: &Admitting, g: &Gate) -> Result<bool, sqlx::Error> {
+    let used = sqlx::query("UPDATE flow_slots SET used = TRUE WHERE job_id = $1 AND gate = $2")
+        .bind(&a.job.id)
+        .bind(&g.name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(used.rows_affected() > 0)
+}
+
+/// Whether other jobs wait at `g`, not yet granted.
+async fn others_wait(tx: &mut Tx<'_>, a: &Admitting, g: &Gate) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE unusual_state = 'THROTTLED' \
+         AND flow_key = $1 AND lease_owner IS NULL AND id <> $2)",
+    )
+    .bind(&g.name)
+    .bind(&a.job.id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
 /// Takes job `id`'s place at `gate`: its slot row, and a rate's next start.
 async fn take(
     tx: &mut Tx<'_>,
@@ -147,7 +165,7 @@ async fn take(
             .await?;
     }
     sqlx::query(
-        "INSERT INTO flow_slots (job_id, gate, taken_ms) VALUES ($1, $2, $3) \
+        "INSERT INTO flow_slots (job_id, gate, taken_ms, used) VALUES ($1, $2, $3, TRUE) \
          ON CONFLICT DO NOTHING",
     )
     .bind(id)
@@ -229,7 +247,15 @@ async fn release(
     );
     let now = c.now_ms as f64;
     let free = if kind == "rate" {
-        rate_starts(next_ms, interval_ms, now, limit).0
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM flow_slots WHERE gate = $1 AND NOT used AND taken_ms > $2",
+        )
+        .bind(gate)
+        .bind(c.now_ms - IN_FLIGHT_FOR_MS)
+        .fetch_one(&mut **tx)
+        .await?;
+        let most = limit.min(grants_allowed(interval_ms, in_flight));
+        rate_starts(next_ms, interval_ms, now, most).0
     } else {
         let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM flow_slots WHERE gate = $1")
             .bind(gate)

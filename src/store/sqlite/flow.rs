@@ -7,7 +7,8 @@ use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use super::columns::{job_row, Binder};
 use super::Store;
 use crate::store::flow::{
-    behind, key_held, rate_starts, take_rate, Admission, Admitting, Gate, Rule,
+    behind, grants_allowed, key_held, rate_starts, take_rate, Admission, Admitting, Gate, Rule,
+    IN_FLIGHT_FOR_MS,
 };
 use crate::store::requests::Claim;
 use crate::store::{job_columns, live_row, JobRow, StoreError};
@@ -77,12 +78,11 @@ fn admit(tx: &Transaction<'_>, a: &Admitting) -> rusqlite::Result<Admission> {
     let mut held = None;
     for g in &a.gates {
         let next = lock_gate(tx, g)?;
-        let mine: bool = tx
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM flow_slots WHERE job_id = ?1 AND gate = ?2)",
-            )?
-            .query_row(params![a.job.id, g.name], |r| r.get(0))?;
-        if mine {
+        // Its own place (granted, or an earlier delivery's): used now.
+        let mine = tx
+            .prepare_cached("UPDATE flow_slots SET used = 1 WHERE job_id = ?1 AND gate = ?2")?
+            .execute(params![a.job.id, g.name])?;
+        if mine > 0 {
             continue;
         }
         let waiting: bool = tx
@@ -138,7 +138,7 @@ fn take(
             .execute(params![g.name, next])?;
     }
     tx.prepare_cached(
-        "INSERT INTO flow_slots (job_id, gate, taken_ms) VALUES (?1, ?2, ?3) \
+        "INSERT INTO flow_slots (job_id, gate, taken_ms, used) VALUES (?1, ?2, ?3, 1) \
          ON CONFLICT DO NOTHING",
     )?
     .execute(params![id, g.name, now_ms])?;
@@ -203,7 +203,13 @@ fn release(
     };
     let now = c.now_ms as f64;
     let free = if kind == "rate" {
-        rate_starts(next_ms, interval_ms, now, limit).0
+        let in_flight: i64 = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM flow_slots WHERE gate = ?1 AND used = 0 AND taken_ms > ?2",
+            )?
+            .query_row(params![gate, c.now_ms - IN_FLIGHT_FOR_MS], |r| r.get(0))?;
+        let most = limit.min(grants_allowed(interval_ms, in_flight));
+        rate_starts(next_ms, interval_ms, now, most).0
     } else {
         let taken: i64 = tx
             .prepare_cached("SELECT COUNT(*) FROM flow_slots WHERE gate = ?1")?

@@ -25,13 +25,16 @@ CREATE TABLE flow_gates (
 );
 
 -- The places jobs hold: a concurrency key's slot (counted against `slots`), or a rate's grant
--- (a job let through once is not charged again when redelivered). Freed in the transaction of
+-- (a job let through once is not charged again when redelivered). `used`: its job passed the
+-- gate with it; a rate's grants not used yet are in flight (published again, not yet received),
+-- and a releaser grants no more than a poll's worth ahead of them. Freed in the transaction of
 -- the job's final state, by the triggers below, whoever writes it (a worker's commit may insert
 -- a quick job's row final at once, so an insert frees too).
 CREATE TABLE flow_slots (
     job_id   TEXT NOT NULL,
     gate     TEXT NOT NULL,
     taken_ms INTEGER NOT NULL,
+    used     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, gate)
 ) WITHOUT ROWID;
 CREATE INDEX flow_slots_gate ON flow_slots (gate);
