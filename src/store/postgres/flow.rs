@@ -124,6 +124,15 @@ async fn admit(tx: &mut Tx<'_>, a: &Admitting) -> Result<Admission, sqlx::Error>
     for (g, next) in takes {
         take(tx, &a.job.id, &g.name, next, a.now_ms).await?;
     }
+    // A redelivery of a job held here (its worker died before the ack) starts now: no
+    // releaser may grant and publish it a second time.
+    sqlx::query(
+        "UPDATE jobs SET state = 'PENDING', waits_for = NULL \
+         WHERE id = $1 AND state = 'THROTTLED' AND lease_owner IS NULL",
+    )
+    .bind(&a.job.id)
+    .execute(&mut **tx)
+    .await?;
     Ok(Admission::Go)
 }
 

@@ -122,6 +122,13 @@ fn admit(tx: &Transaction<'_>, a: &Admitting) -> rusqlite::Result<Admission> {
     for (g, next) in takes {
         take(tx, &a.job.id, g, next, a.now_ms)?;
     }
+    // A redelivery of a job held here (its worker died before the ack) starts now: no
+    // releaser may grant and publish it a second time.
+    tx.prepare_cached(
+        "UPDATE jobs SET state = 'PENDING', waits_for = NULL \
+         WHERE id = ?1 AND state = 'THROTTLED' AND lease_owner IS NULL",
+    )?
+    .execute([&a.job.id])?;
     Ok(Admission::Go)
 }
 
