@@ -30,7 +30,7 @@ macro_rules! job_columns {
         "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
          submitted_ms, started_ms, finished_ms, result, error, deliveries, retries, output, \
          lease_owner, lease_until, eta_ms, expires_ms, time_limit_ms, soft_time_limit_ms, \
-         reply_to"
+         reply_to, embed, group_id, group_index, parent_id, root_id"
     };
 }
 pub(crate) use job_columns;
@@ -75,13 +75,6 @@ impl JobRow {
             output: r.maybe_text(18)?,
             lease_owner: r.maybe_text(19)?,
             lease_until: r.maybe_int(20)?,
-            options: MessageOptions {
-                eta_ms: r.maybe_int(21)?,
-                expires_ms: r.maybe_int(22)?,
-                time_limit_ms: r.maybe_int(23)?,
-                soft_time_limit_ms: r.maybe_int(24)?,
-                reply_to: r.maybe_text(25)?,
-            },
         })
     }
 }
@@ -100,6 +93,18 @@ impl JobSpec<Option<i64>> {
             hosts: r.maybe_text(7)?,
             batch: r.maybe_text(8)?,
             submitted_ms: r.maybe_int(11)?,
+            options: Box::new(MessageOptions {
+                eta_ms: r.maybe_int(21)?,
+                expires_ms: r.maybe_int(22)?,
+                time_limit_ms: r.maybe_int(23)?,
+                soft_time_limit_ms: r.maybe_int(24)?,
+                reply_to: r.maybe_text(25)?,
+                embed: r.maybe_text(26)?,
+                group_id: r.maybe_text(27)?,
+                group_index: r.maybe_int(28)?,
+                parent_id: r.maybe_text(29)?,
+                root_id: r.maybe_text(30)?,
+            }),
         })
     }
 }

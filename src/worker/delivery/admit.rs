@@ -12,8 +12,6 @@
 //!   worker; a revoke ends it at once; each session's scheduler (`republish::schedule`)
 //!   publishes it again when due.
 
-use std::time::Duration;
-
 use lapin::message::Delivery;
 use tracing::warn;
 
@@ -22,7 +20,7 @@ use super::screen::ReceivedJob;
 use super::settle::{JobEnd, Settlement};
 use crate::celery::message::TaskMessage;
 use crate::jobs;
-use crate::store::{self, MessageOptions};
+use crate::store;
 use crate::worker::context::{job_line, log_time, SessionContext};
 use crate::worker::lease::LeaseEnd;
 
@@ -140,7 +138,7 @@ async fn hold(ctx: &SessionContext, received: &ReceivedJob, wait: Wait) -> Settl
     let ReceivedJob { msg, job, id } = received;
     let Wait::Eta(eta) = wait;
     let record = jobs::record(msg, Some(job), &w.queue.name, None, store::now_ms());
-    if let Err(e) = w.store.schedule(&record, &options_of(msg), &w.node).await {
+    if let Err(e) = w.store.schedule(&record, &record.options, &w.node).await {
         return Settlement::give_back(id, format!("cannot schedule it: {e}"));
     }
     job_line(
@@ -154,18 +152,6 @@ async fn hold(ctx: &SessionContext, received: &ReceivedJob, wait: Wait) -> Settl
         ),
     );
     Settlement::Ack
-}
-
-/// What the store keeps of `msg`'s options, to publish it again as it came.
-fn options_of(msg: &TaskMessage) -> MessageOptions {
-    let ms = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    MessageOptions {
-        eta_ms: msg.eta_ms,
-        expires_ms: msg.expires_ms,
-        time_limit_ms: ms(msg.time_limit.hard),
-        soft_time_limit_ms: ms(msg.time_limit.soft),
-        reply_to: msg.reply_to.clone(),
-    }
 }
 
 /// Whether the message was published from the store's outbox (a released job).
