@@ -134,6 +134,41 @@ except Exception as e:
 }
 
 #[test]
+fn a_retried_step_keeps_its_chain_and_links_and_its_last_failure_ends_them() {
+    let stack = Stack::with(Options {
+        own_queue: Some(OwnQueue {
+            workers: &["c1"],
+            keys: "concurrency = 2\nretries = 1\nretry_backoff_seconds = 0.1".into(),
+            tasks: TASKS.into(),
+        }),
+        ..Options::default()
+    });
+    stack.start(&["c1"]);
+    let out = client(
+        &stack,
+        r#"
+first = sig("t.fail", queue=q, link_error=sig("t.note"))
+r = chain(first, sig("t.add", 1, 2)).apply_async()
+print(r.parent.id, r.id)
+try:
+    print("no error", r.get(timeout=20))
+except Exception as e:
+    print("raised", type(e).__name__)
+"#,
+    );
+    assert_eq!(out[1], "raised JobFailed", "{out:?}");
+    let ids: Vec<&str> = out[0].split_whitespace().collect();
+    let failed = stack.show(ids[0]);
+    assert_eq!(failed["retries"], 1, "{failed}");
+    let rest = stack.show(ids[1]);
+    assert_eq!(rest["state"], "FAILURE", "{rest}");
+    eventually(Duration::from_secs(15), "the errback", || {
+        std::fs::read_to_string(stack.file("notes")).unwrap_or_default() == format!("{}\n", ids[0])
+    });
+    stack.stop(&["c1"]);
+}
+
+#[test]
 fn link_error_runs_the_errback_with_the_failed_jobs_id_and_link_runs_with_the_result() {
     let stack = canvas_stack(None, "");
     stack.start(&["c1"]);
