@@ -94,6 +94,17 @@ print(r.get(timeout=30))
     let middle = stack.show(second);
     assert_eq!(middle["parent_id"], first, "{middle}");
     assert_eq!(middle["deliveries"], 1, "{middle}");
+    // The tree follows the canvas from any of its jobs, each step under the one before.
+    let tree = stack.ok(&["jobs", "tree", second]);
+    let depth = |id: &str| {
+        let line = tree.lines().find(|l| l.contains(id)).expect("in the tree");
+        line.len() - line.trim_start().len()
+    };
+    assert!(
+        depth(first) < depth(second) && depth(second) < depth(third),
+        "{tree}"
+    );
+    assert!(tree.contains("canvas"), "{tree}");
     stack.stop(&["c1"]);
 }
 

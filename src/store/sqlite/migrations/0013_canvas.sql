@@ -10,3 +10,6 @@ ALTER TABLE jobs ADD COLUMN group_id TEXT;
 ALTER TABLE jobs ADD COLUMN group_index INTEGER;
 ALTER TABLE jobs ADD COLUMN parent_id TEXT;
 ALTER TABLE jobs ADD COLUMN root_id TEXT;
+-- `cm jobs tree` follows `parent_id` as it follows `job_edges`: an index of the canvas jobs
+-- alone (a plain job's NULL costs it nothing).
+CREATE INDEX jobs_parent_id ON jobs (parent_id) WHERE parent_id IS NOT NULL;
