@@ -12,7 +12,8 @@
 //! These are [`Spawned`] jobs: the store writes them in the transaction of the end, only if
 //! that end is the one stored, and the outbox publishes them (or sends their replies). A step
 //! goes to its signature's `options.queue`, else to the first queue that lists its task; a
-//! task no queue takes ends FAILURE at once, with the rest of its chain.
+//! task no queue takes, or arguments its task does not take, end that step FAILURE at once,
+//! with the rest of its chain.
 
 use serde_json::{Map, Value};
 use tracing::warn;
@@ -109,12 +110,21 @@ fn step(
         return refuse(cfg, &next, error, now, out);
     }
     match route(cfg, &sig) {
-        Some(queue) => out.push(Spawned {
-            job: jobs::new_job(&next, cfg, &queue, None, now),
-            state: PENDING,
-            error: None,
-            why,
-        }),
+        // A task of cm's is checked as its worker will check it (`cm call` does the same
+        // before it publishes): a step that would be a dead letter ends here, where its client
+        // can be told. Another's task (a Python worker's queue, named) goes as it is.
+        Some(queue) => match known(cfg, &sig.task)
+            .then(|| jobs::screen(&next, cfg))
+            .transpose()
+        {
+            Ok(_) => out.push(Spawned {
+                job: jobs::new_job(&next, cfg, &queue, None, now),
+                state: PENDING,
+                error: None,
+                why,
+            }),
+            Err(error) => refuse(cfg, &next, error, now, out),
+        },
         None => {
             let error = format!(
                 "no queue takes task {:?}: list it in a queue's tasks in the fabfile, or give the signature a queue",
@@ -212,6 +222,11 @@ fn message_of(
         errbacks: list("link_error"),
     };
     msg
+}
+
+/// Whether a queue of this config takes `task`.
+fn known(cfg: &Config, task: &str) -> bool {
+    cfg.queue_for_task(task).is_some()
 }
 
 /// The queue of a step: its signature's `queue` option, else the first queue that lists its

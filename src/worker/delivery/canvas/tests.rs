@@ -112,3 +112,27 @@ fn a_step_no_queue_takes_fails_at_once_with_the_rest_of_its_chain() {
     let why = out[0].error.as_deref().unwrap_or_default();
     assert!(why.contains("no queue takes task \"t.nobody\""), "{why}");
 }
+
+#[test]
+fn a_step_whose_arguments_its_task_does_not_take_fails_at_once() {
+    // The result makes three arguments of a two-parameter task.
+    let b = sig("t.add", json!([1, 2]), json!({"task_id": "b"}));
+    let out = spawned(&config(), &message(vec![b], vec![]), End::Success("3"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].state, FAILURE);
+    assert!(out[0].error.is_some(), "{out:?}");
+}
+
+#[test]
+fn a_step_on_a_named_queue_whose_task_cm_does_not_know_goes_as_it_is() {
+    let b = sig(
+        "py.task",
+        json!([]),
+        json!({"task_id": "b", "queue": "python"}),
+    );
+    let out = spawned(&config(), &message(vec![b], vec![]), End::Success("3"));
+    assert_eq!(
+        (out[0].state, out[0].job.queue.as_str()),
+        (PENDING, "python")
+    );
+}
