@@ -110,11 +110,23 @@ print(r.get(timeout=30))
 
 #[test]
 fn a_chain_whose_first_step_fails_raises_in_get_within_seconds_and_never_runs_the_rest() {
-    let stack = canvas_stack(None, "");
+    failing_chain(&canvas_stack(None, ""));
+}
+
+#[test]
+fn on_postgres_a_chain_whose_first_step_fails_raises_in_get_and_never_runs_the_rest() {
+    let db = PgDatabase::new();
+    let stack = canvas_stack(Some(db.url.clone()), "");
+    failing_chain(&stack);
+    assert!(!stack.store_file().exists(), "used SQLite, not PostgreSQL");
+}
+
+/// A chain whose first step fails: the rest end FAILURE unrun, and `.get()` raises at once.
+fn failing_chain(stack: &Stack) {
     stack.start(&["c1"]);
     let started = Instant::now();
     let out = client(
-        &stack,
+        stack,
         r#"
 r = chain(sig("t.fail", queue=q), sig("t.add", 1, 2), sig("t.add", 3)).apply_async()
 print(r.parent.parent.id, r.parent.id, r.id)
@@ -131,7 +143,7 @@ except Exception as e:
     );
     assert!(out[1].starts_with("raised JobFailed"), "{out:?}");
     let ids: Vec<&str> = out[0].split_whitespace().collect();
-    assert_eq!(state(&stack, ids[0]), "FAILURE");
+    assert_eq!(state(stack, ids[0]), "FAILURE");
     for rest in &ids[1..] {
         let job = stack.show(rest);
         assert_eq!(job["state"], "FAILURE", "{job}");
