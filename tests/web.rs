@@ -713,6 +713,7 @@ fn db_stats_pages_through_100k_jobs() {
                         hosts: Some(format!("h{n}")),
                         batch: Some(format!("seed-{chunk}")),
                         submitted_ms: t0 + n as i64 * 10,
+                        options: Default::default(),
                     }
                 })
                 .collect();

@@ -13,6 +13,7 @@
 //! - `clock`: the Lamport clock every reply and event carries.
 //! - `control`: a remote-control (pidbox) request, whom it addresses, the reply's envelope.
 //! - `replies`: what each method answers, in Celery's shapes.
+//! - `rpc`: the rpc:// result backend's reply for a job that ended.
 //! - `event_format`: worker and task events and their routing.
 
 pub mod clock;
@@ -21,4 +22,5 @@ pub mod event_format;
 pub mod message;
 pub mod pyrepr;
 pub mod replies;
+pub mod rpc;
 pub mod timestamp;

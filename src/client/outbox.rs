@@ -1,5 +1,7 @@
-//! The outbox: jobs the store released (every parent ended as required, or a retry) wait there,
-//! PENDING, until someone publishes them. Every worker, of any queue on any host, drains it;
+//! The outbox: jobs the store released (every parent ended as required, or a retry, or the
+//! next step of a Celery chain) wait there, PENDING, until someone publishes them; and the
+//! rpc:// replies of jobs a failed chain step ended at once wait there until someone sends
+//! them. Every worker, of any queue on any host, drains it;
 //! a command publishes at once the jobs it released itself. A row is claimed before its job is
 //! published and deleted after: a publisher that dies between the commit and the publish
 //! leaves the row (or its claim lapses) for the next one. Should it die between the publish
@@ -12,6 +14,7 @@ use lapin::types::AMQPValue;
 use tracing::{info, warn};
 
 use crate::amqp::Publisher;
+use crate::celery::rpc;
 use crate::jobs;
 use crate::store::{self, Store, StoreError, PENDING};
 
@@ -42,7 +45,15 @@ pub async fn drain(
         for row in rows {
             let id = &row.job.id;
             if row.state != PENDING {
-                // Revoked (or run) since it was released: nothing to publish.
+                // Ended without running (the rest of a failed chain, a step no queue takes, a
+                // job revoked since it was released): its client learns it, if one waits.
+                if let Some(reply_to) = row.job.options.reply_to.as_deref() {
+                    if store::is_final(&row.state) && !reply(publisher, &row, reply_to).await {
+                        // The broker failed it: the row stays, its claim lapses, and the next
+                        // round tries again.
+                        continue;
+                    }
+                }
                 store.outbox_published(id).await?;
                 continue;
             }
@@ -77,6 +88,27 @@ pub async fn drain(
         }
         if !full || only.is_some() {
             return Ok(published);
+        }
+    }
+}
+
+/// The rpc:// reply of a job that ended without running, to the client waiting at `reply_to`.
+/// Whether it is done with: sent, or returned by the broker (a client gone takes its queue with
+/// it; the store keeps the end).
+async fn reply(publisher: &Publisher, row: &store::JobRow, reply_to: &str) -> bool {
+    let id = &row.job.id;
+    let (status, result) =
+        rpc::status_and_result(&row.state, row.result.as_deref(), row.error.as_deref());
+    let (body, props) = rpc::reply(id, id, status, result);
+    match publisher.publish_confirmed(reply_to, &body, props).await {
+        Ok(()) => {
+            info!("job {id}: {status}, its result sent to {reply_to}");
+            true
+        }
+        Err(crate::amqp::BrokerError::Returned { .. }) => true,
+        Err(e) => {
+            warn!("job {id}: sending its {status} to {reply_to}: {e}; tried again later");
+            false
         }
     }
 }

@@ -134,15 +134,18 @@ pub async fn show(cfg: &Config, id: &str, json: bool) -> anyhow::Result<Code> {
     );
     // A retry waits in the store, SCHEDULED at its eta, as a countdown does.
     if row.retries > 0 && row.state == crate::store::SCHEDULED {
-        if let Some(eta) = row.options.eta_ms {
+        if let Some(eta) = row.job.options.eta_ms {
             crate::outln!("next try {}", time(Some(eta)));
         }
     }
-    if let Some(when) = message_options(&row.options) {
+    if let Some(when) = message_options(&row.job.options) {
         crate::outln!("{when}");
     }
     if let Some(why) = row.waiting_for() {
         crate::outln!("waits for {why}");
+    }
+    if let Some(canvas) = canvas_line(&row.job.options) {
+        crate::outln!("{canvas}");
     }
     if let Some(e) = &row.error {
         crate::outln!("error {e}");
@@ -222,6 +225,20 @@ pub async fn reset(cfg: &Config, yes: bool) -> anyhow::Result<Code> {
     let removed = store.reset().await?;
     crate::outln!("removed {removed} job records");
     Ok(Code::Success)
+}
+
+/// Where a job stands in a Celery canvas (its group, the job whose end published it, the first
+/// of its workflow), as one line (`None`: it stands in none).
+fn canvas_line(o: &crate::store::MessageOptions) -> Option<String> {
+    let parts: Vec<String> = [
+        crate::store::canvas_group(o).map(|g| format!("group {g}")),
+        o.parent_id.as_ref().map(|p| format!("parent {p}")),
+        o.root_id.as_ref().map(|r| format!("root {r}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("  "))
 }
 
 /// The message options a scheduled job keeps, as one line (`None`: it has none).

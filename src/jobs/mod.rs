@@ -299,8 +299,8 @@ pub fn new_unique_job(
 
 /// The message of a job the store holds, to publish it again as it came: same id, task,
 /// arguments and retries, and the options the store keeps (expires, time limits, reply
-/// address); no eta, it is due. Used by every re-publish: a lapsed lease, a due eta, a job
-/// released from the outbox.
+/// address, Celery's canvas: chain, links, group, parent and root); no eta, it is due. Used by
+/// every re-publish: a lapsed lease, a due eta, a job released from the outbox.
 pub fn stored_message(row: &crate::store::JobRow) -> anyhow::Result<TaskMessage> {
     type ArgsKwargs = (
         Vec<serde_json::Value>,
@@ -311,7 +311,7 @@ pub fn stored_message(row: &crate::store::JobRow) -> anyhow::Result<TaskMessage>
     let mut msg = TaskMessage::new(&row.job.task, args, kwargs);
     msg.id.clone_from(&row.job.id);
     msg.retries = u32::try_from(row.retries).unwrap_or(0);
-    let o = &row.options;
+    let o = &row.job.options;
     msg.expires_ms = o.expires_ms;
     let limit = |ms: Option<i64>| {
         ms.and_then(|ms| u64::try_from(ms).ok())
@@ -321,7 +321,39 @@ pub fn stored_message(row: &crate::store::JobRow) -> anyhow::Result<TaskMessage>
     msg.time_limit.soft = limit(o.soft_time_limit_ms);
     msg.reply_to.clone_from(&o.reply_to);
     msg.priority = u8::try_from(o.priority).unwrap_or(0);
+    if let Some(embed) = &o.embed {
+        msg.embed = serde_json::from_str(embed)
+            .map_err(|e| anyhow::anyhow!("its stored canvas (embed) is not Celery's: {e}"))?;
+    }
+    msg.group.clone_from(&o.group_id);
+    msg.group_index = o.group_index;
+    msg.parent_id.clone_from(&o.parent_id);
+    msg.root_id.clone_from(&o.root_id);
     Ok(msg)
+}
+
+/// What the store keeps of `msg` beyond its task and arguments, to publish it again as it
+/// came. All `None` for a plain message, which costs the store nothing.
+pub fn options_of(msg: &TaskMessage) -> crate::store::MessageOptions {
+    let ms = |d: Option<std::time::Duration>| {
+        d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    crate::store::MessageOptions {
+        eta_ms: msg.eta_ms,
+        expires_ms: msg.expires_ms,
+        time_limit_ms: ms(msg.time_limit.hard),
+        soft_time_limit_ms: ms(msg.time_limit.soft),
+        reply_to: msg.reply_to.clone(),
+        priority: i64::from(msg.priority),
+        // Signatures are JSON values: they always serialise.
+        embed: (!msg.embed.is_plain())
+            .then(|| serde_json::to_string(&msg.embed).unwrap_or_default()),
+        group_id: msg.group.clone(),
+        group_index: msg.group_index,
+        parent_id: msg.parent_id.clone(),
+        // A root that is the job itself says nothing (Celery sends its own id).
+        root_id: msg.root_id.clone().filter(|root| *root != msg.id),
+    }
 }
 
 /// [`new_job`] for a message already read as `job` (the worker has it: no second reading).
@@ -341,6 +373,7 @@ pub fn record(
         args,
         batch,
         submitted_ms: now_ms,
+        options: Box::new(options_of(msg)),
         ..NewJob::default()
     };
     match job {

@@ -15,19 +15,43 @@ use std::borrow::Cow;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::{
-    rfc3339_ms, Event, EventRow, NewJob, StoreError, LEASED, PENDING, RECEIVED, REDELIVERED,
-    REQUEUED, RETRY, STARTED,
+    rfc3339_ms, Event, EventRow, NewJob, Spawned, StoreError, LEASED, PENDING, RECEIVED,
+    REDELIVERED, REQUEUED, RETRY, STARTED,
 };
 
-/// Everything one commit writes, in this order: `updates`, `whole_runs`, `history`. No job is
-/// in both `updates` and `whole_runs`.
+/// Everything one commit writes, in this order: `updates`, `whole_runs`, `options`, `spawns`,
+/// `history`. No job is in both `updates` and `whole_runs`.
 #[derive(Debug, Default)]
 pub(super) struct Commit<'a> {
     /// Events to apply one by one to their job's `jobs` row, in the order sent.
     pub updates: Vec<&'a Event>,
     /// Jobs whose whole run is in the commit, in order of their RECEIVED.
     pub whole_runs: Vec<WholeRun<'a>>,
+    /// Received jobs whose message has options to keep (none for a plain job): written where
+    /// the row has none yet (the first record of a message wins).
+    pub options: Vec<&'a NewJob>,
+    /// What the final states of the commit start or end with them (Celery's canvas).
+    pub spawns: Vec<Spawn<'a>>,
     pub history: Vec<FoldedHistory<'a>>,
+}
+
+/// A job that the final state `state` of `parent`, written by `worker` at `at`, starts or ends
+/// with it: written only if the parent's row holds that very end after the commit's updates.
+#[derive(Debug)]
+pub(super) struct Spawn<'a> {
+    pub parent: &'a str,
+    pub state: &'a str,
+    pub worker: &'a str,
+    pub at: i64,
+    pub spawned: &'a Spawned,
+}
+
+impl Commit<'_> {
+    /// Whether it writes more than runs and history (the statements PostgreSQL's fast path
+    /// sends without a transaction).
+    pub fn beyond_runs(&self) -> bool {
+        !(self.updates.is_empty() && self.options.is_empty() && self.spawns.is_empty())
+    }
 }
 
 /// A job whose whole run is in one commit: RECEIVED, STARTED, its steps and its final state.
@@ -89,9 +113,39 @@ pub(super) fn plan<'a>(events: &[&'a Event]) -> Commit<'a> {
         })
         .map(|(_, ev)| *ev)
         .collect();
+    let options = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Received { job, .. } if !job.options.is_plain() => Some(job),
+            _ => None,
+        })
+        .collect();
+    let spawns = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Finished {
+                id,
+                state,
+                worker,
+                at,
+                spawned,
+                ..
+            } => Some(spawned.iter().map(|spawned| Spawn {
+                parent: id,
+                state,
+                worker,
+                at: *at,
+                spawned,
+            })),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     Commit {
         updates,
         whole_runs,
+        options,
+        spawns,
         history: folded_history(events),
     }
 }

@@ -177,7 +177,7 @@ impl Store {
         let mut rows =
             on_backend!(self, b => b.release_held(gate, queue, &claim, limit.max(1)).await)?;
         rows.sort_by(|a, b| {
-            (b.options.priority.cmp(&a.options.priority))
+            (b.job.options.priority.cmp(&a.job.options.priority))
                 .then(a.job.submitted_ms.cmp(&b.job.submitted_ms))
                 .then(a.job.id.cmp(&b.job.id))
         });

@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::config::StoreLocation;
 pub use records::{
-    Counts, Duplicate, DurationHistogram, Event, EventRow, JobFilter, JobRow, JobSpec,
-    MessageOptions, NewJob, Revoke, Revoked, SharedText, UniqueClaim, UNIQUE_QUEUED,
-    UNIQUE_UNFINISHED,
+    canvas_group, Counts, Duplicate, DurationHistogram, Event, EventRow, JobFilter, JobRow,
+    JobSpec, MessageOptions, NewJob, Revoke, Revoked, SharedText, Spawned, UniqueClaim,
+    UNIQUE_QUEUED, UNIQUE_UNFINISHED,
 };
 use requests::{Claim, Entry, First, Revoking, Scheduling};
 pub(crate) use sql::{is_final_sql, job_columns, live_row};

@@ -22,6 +22,12 @@ pub struct JobSpec<Submitted = i64> {
     /// All jobs published by one command or one form submission share a batch id.
     pub batch: Option<String>,
     pub submitted_ms: Submitted,
+    /// What the store keeps of its message, written when the job is first recorded (by its
+    /// publisher, or the first worker to receive it from a Celery client): every re-publish
+    /// sends the message as it came. Boxed: a worker's events carry it, and most of them
+    /// are smaller.
+    #[serde(flatten)]
+    pub options: Box<MessageOptions>,
 }
 
 /// What is known of a job when it is published (or first received from a Celery client).
@@ -56,6 +62,8 @@ pub enum Event {
         error: Option<String>,
         /// The tail of a command's output.
         output: Option<String>,
+        /// What this end starts or ends with it (Celery's canvas); empty for a plain job.
+        spawned: Vec<Spawned>,
     },
     Retry {
         id: SharedText,
@@ -112,9 +120,6 @@ pub struct JobRow {
     /// The worker that holds the job's lease, and until when (ms since the epoch).
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
-    /// What the store keeps of the message's options (a scheduled job's, to publish it again).
-    #[serde(flatten)]
-    pub options: MessageOptions,
     /// Why a THROTTLED job waits ("rate limit 10/m of TASK", "key h1 held by job X").
     pub waits_for: Option<String>,
 }
@@ -128,8 +133,9 @@ impl JobRow {
     }
 }
 
-/// The options of a job's message that the store keeps for a SCHEDULED job, so that its
-/// scheduler publishes it again as it came: times in ms since the epoch, limits in ms.
+/// What the store keeps of a job's message besides its task and arguments, so that every
+/// re-publish sends it as it came: times in ms since the epoch, limits in ms, and what Celery's
+/// canvas puts in it. All `None` for a plain job (NULL columns, nothing more written).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MessageOptions {
     pub eta_ms: Option<i64>,
@@ -140,6 +146,47 @@ pub struct MessageOptions {
     pub reply_to: Option<String>,
     /// The message's priority (0-9): the jobs the store holds are released highest first.
     pub priority: i64,
+    /// The body's callbacks, errbacks and chain (Celery signatures), as JSON, when any.
+    pub embed: Option<String>,
+    /// The `group` header: the group this job is a member of, and its place in it.
+    pub group_id: Option<String>,
+    pub group_index: Option<i64>,
+    /// The job whose end published this one (a chain's previous step, a linked job's parent).
+    pub parent_id: Option<String>,
+    /// The first job of its workflow.
+    pub root_id: Option<String>,
+}
+
+impl MessageOptions {
+    /// Nothing to keep: a plain job's message.
+    pub fn is_plain(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A job's group as people read it: `ID #INDEX` (`None`: it is in none).
+pub fn canvas_group(o: &MessageOptions) -> Option<String> {
+    let group = o.group_id.as_ref()?;
+    Some(match o.group_index {
+        Some(i) => format!("{group} #{i}"),
+        None => group.clone(),
+    })
+}
+
+/// A job that a job's final state starts or ends with it (Celery's canvas: the next step of a
+/// chain, a callback, an errback; the rest of a chain whose step failed). Written in the
+/// transaction of that final state, and only if that state is the one stored (the first final
+/// state wins): a job ends once, and what it starts is started once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spawned {
+    /// The job, its message's options with it.
+    pub job: NewJob,
+    /// PENDING: due at once, published from the outbox. FAILURE: ended at once, with `error`
+    /// (a step that can never run); the outbox sends its rpc:// reply where it has a reply_to.
+    pub state: &'static str,
+    pub error: Option<String>,
+    /// Its history row's detail (why it came).
+    pub why: String,
 }
 
 /// What [`Store::revoke`](super::Store::revoke) did to one job.

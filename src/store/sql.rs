@@ -30,7 +30,7 @@ macro_rules! job_columns {
         "id, task, queue, args, server, recipe, kind, hosts, batch, state, worker, \
          submitted_ms, started_ms, finished_ms, result, error, deliveries, retries, output, \
          lease_owner, lease_until, eta_ms, expires_ms, time_limit_ms, soft_time_limit_ms, \
-         reply_to, priority, waits_for"
+         reply_to, priority, waits_for, embed, group_id, group_index, parent_id, root_id"
     };
 }
 pub(crate) use job_columns;
@@ -75,14 +75,6 @@ impl JobRow {
             output: r.maybe_text(18)?,
             lease_owner: r.maybe_text(19)?,
             lease_until: r.maybe_int(20)?,
-            options: MessageOptions {
-                eta_ms: r.maybe_int(21)?,
-                expires_ms: r.maybe_int(22)?,
-                time_limit_ms: r.maybe_int(23)?,
-                soft_time_limit_ms: r.maybe_int(24)?,
-                reply_to: r.maybe_text(25)?,
-                priority: r.int(26)?,
-            },
             waits_for: r.maybe_text(27)?,
         })
     }
@@ -102,6 +94,19 @@ impl JobSpec<Option<i64>> {
             hosts: r.maybe_text(7)?,
             batch: r.maybe_text(8)?,
             submitted_ms: r.maybe_int(11)?,
+            options: Box::new(MessageOptions {
+                eta_ms: r.maybe_int(21)?,
+                expires_ms: r.maybe_int(22)?,
+                time_limit_ms: r.maybe_int(23)?,
+                soft_time_limit_ms: r.maybe_int(24)?,
+                reply_to: r.maybe_text(25)?,
+                priority: r.int(26)?,
+                embed: r.maybe_text(28)?,
+                group_id: r.maybe_text(29)?,
+                group_index: r.maybe_int(30)?,
+                parent_id: r.maybe_text(31)?,
+                root_id: r.maybe_text(32)?,
+            }),
         })
     }
 }

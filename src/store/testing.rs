@@ -112,6 +112,7 @@ fn new_job(i: usize, published: bool) -> NewJob {
         hosts: Some(format!("h{i}")),
         batch: published.then(|| "b".into()),
         submitted_ms: 0,
+        options: Default::default(),
     }
 }
 
@@ -211,6 +212,7 @@ fn job_events(i: usize, plan: &JobPlan) -> VecDeque<(usize, Event)> {
         // The first final state is the one a later look finds.
         final_state.get_or_insert(state);
         push(Event::Finished {
+            spawned: Vec::new(),
             id: id.clone(),
             state,
             worker,
@@ -481,6 +483,7 @@ fn new_row(job: &NewJob, at: i64, state: &str, worker: Option<&str>) -> JobRow {
             hosts: job.hosts.clone(),
             batch: None,
             submitted_ms: Some(at),
+            options: job.options.clone(),
         },
         state: state.into(),
         worker: worker.map(Into::into),
@@ -493,7 +496,6 @@ fn new_row(job: &NewJob, at: i64, state: &str, worker: Option<&str>) -> JobRow {
         output: None,
         lease_owner: None,
         lease_until: None,
-        options: crate::store::MessageOptions::default(),
         waits_for: None,
     }
 }

@@ -235,8 +235,9 @@ impl Store {
         Ok(links)
     }
 
-    /// The whole workflow job `id` is part of: every job linked to it through edges, up to its
-    /// roots and down to their last children (at most [`TREE_LIMIT`] jobs).
+    /// The whole workflow job `id` is part of: every job linked to it through edges (and, for
+    /// Celery's canvas, through `parent_id`: mode `canvas`), up to its roots and down to their
+    /// last children (at most [`TREE_LIMIT`] jobs).
     pub async fn tree(&self, id: &str) -> Result<Tree, StoreError> {
         let mut known: std::collections::BTreeSet<String> = [id.to_string()].into();
         let mut edges: std::collections::BTreeSet<(String, String, String)> = Default::default();

@@ -145,7 +145,7 @@ pub struct HistoryView {
 impl JobDetail {
     pub fn new(row: &JobRow, history: &[EventRow]) -> Self {
         let full = |ms: Option<i64>| ms.map(at_ms);
-        let o = &row.options;
+        let o = &row.job.options;
         let seconds = |ms: i64| format!("{} s", ms as f64 / 1000.0);
         let fields = [
             ("waits for", row.waiting_for().map(str::to_string)),
@@ -171,6 +171,9 @@ impl JobDetail {
             ("expires", full(o.expires_ms)),
             ("time limit", o.time_limit_ms.map(seconds)),
             ("soft time limit", o.soft_time_limit_ms.map(seconds)),
+            ("group", crate::store::canvas_group(o)),
+            ("parent (Celery)", o.parent_id.clone()),
+            ("root (Celery)", o.root_id.clone()),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name, value?)))

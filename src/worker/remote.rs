@@ -211,7 +211,7 @@ impl Remote {
                 let (args, kwargs): (Value, Value) =
                     serde_json::from_str(&row.job.args).unwrap_or((json!([]), json!({})));
                 json!({
-                    "eta": row.options.eta_ms.map(crate::celery::timestamp::format_ms),
+                    "eta": row.job.options.eta_ms.map(crate::celery::timestamp::format_ms),
                     "priority": 0,
                     "request": {
                         "id": row.job.id,

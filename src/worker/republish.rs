@@ -55,7 +55,7 @@ pub(super) async fn schedule(ctx: Arc<SessionContext>) {
         };
         failing = false;
         for job in due {
-            let eta = job.options.eta_ms.map_or_else(|| "?".into(), log_time);
+            let eta = job.job.options.eta_ms.map_or_else(|| "?".into(), log_time);
             publish_again(&ctx, &job, &format!("eta {eta} reached")).await;
         }
     }
@@ -97,11 +97,10 @@ pub(super) async fn reap(ctx: Arc<SessionContext>) {
     }
 }
 
-/// Publishes job `job` again from what the store keeps of it (same id, task, arguments and
-/// retries, and the options a scheduled job keeps: expires, time limits, reply address; no
-/// eta, it is due), then records it REQUEUED. A job received straight away keeps no options:
-/// re-published, it runs without its message's expiry and time limit, and a client waiting on
-/// `.get()` over rpc:// waits in vain (the store has its end).
+/// Publishes job `job` again from what the store keeps of it: the message as first received
+/// (same id, task, arguments and retries, expires, time limits, reply address, Celery's chain,
+/// links and group; no eta, it is due), then records it REQUEUED. A client waiting on `.get()`
+/// over rpc:// gets the result of the run this starts.
 pub(super) async fn publish_again(ctx: &SessionContext, row: &store::JobRow, why: &str) {
     match crate::jobs::stored_message(row) {
         Ok(msg) => publish(ctx, &msg, why).await,

@@ -2,15 +2,17 @@
 
 use serde_json::{Map, Value};
 
-/// A body's args and kwargs.
+use super::Embed;
+
+/// A body's args, kwargs and embed.
 pub(super) struct Body {
     pub(super) args: Vec<Value>,
     pub(super) kwargs: Map<String, Value>,
+    pub(super) embed: Embed,
 }
 
-/// `[args, kwargs, embed]` read in one pass: the embed (callbacks, errbacks, chain, chord; cm
-/// runs no canvas) is checked as JSON and skipped, not built. A body of the wrong shape is
-/// `Err(why)` inside, apart from JSON that does not parse.
+/// `[args, kwargs, embed]` read in one pass (the embed may be left out or null). A body of the
+/// wrong shape is `Err(why)` inside, apart from JSON that does not parse.
 pub(super) struct Shaped(pub(super) Result<Body, &'static str>);
 
 impl<'de> serde::Deserialize<'de> for Shaped {
@@ -34,7 +36,7 @@ impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
         use serde::de::IgnoredAny;
         let args = seq.next_element::<Value>()?;
         let kwargs = seq.next_element::<Value>()?;
-        seq.next_element::<IgnoredAny>()?;
+        let embed = seq.next_element::<Value>()?;
         let mut more = false;
         // Read to the end: the parser checks the rest of the JSON either way.
         while seq.next_element::<IgnoredAny>()?.is_some() {
@@ -56,7 +58,21 @@ impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
             Value::Null => Vec::new(),
             _ => return Ok(Shaped(Err("args is not a list"))),
         };
-        Ok(Shaped(Ok(Body { args, kwargs })))
+        let embed =
+            match embed {
+                None | Some(Value::Null) => Embed::default(),
+                Some(embed) => match serde_json::from_value(embed) {
+                    Ok(embed) => embed,
+                    Err(_) => return Ok(Shaped(Err(
+                        "the embed is not {callbacks, errbacks, chain, chord}, each a list or null",
+                    ))),
+                },
+            };
+        Ok(Shaped(Ok(Body {
+            args,
+            kwargs,
+            embed,
+        })))
     }
 
     // Any other JSON value: the wrong shape, not bad JSON.

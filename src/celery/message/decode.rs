@@ -62,7 +62,15 @@ impl TaskMessage {
             }
         };
 
-        let Body { args, kwargs } = serde_json::from_slice::<Shaped>(body)
+        let text = |key: &str| headers.and_then(|h| h.inner().get(key)).and_then(amqp_text);
+        let group_index = headers
+            .and_then(|h| h.inner().get("group_index"))
+            .and_then(amqp_int);
+        let Body {
+            args,
+            kwargs,
+            embed,
+        } = serde_json::from_slice::<Shaped>(body)
             .map_err(|e| DecodeError::NotJson(e.to_string()))?
             .0
             .map_err(DecodeError::WrongShape)?;
@@ -81,6 +89,11 @@ impl TaskMessage {
             expires_ms,
             time_limit,
             priority: props.priority().unwrap_or(0),
+            embed,
+            group: text("group"),
+            group_index,
+            parent_id: text("parent_id"),
+            root_id: text("root_id"),
         })
     }
 }

@@ -22,14 +22,20 @@ impl TaskMessage {
         let kwargs = serde_json::to_string(&self.kwargs).unwrap_or_else(|_| "{}".into());
         let args_repr = crate::celery::pyrepr::py_repr_list(&self.args);
         let kwargs_repr = crate::celery::pyrepr::py_repr_map(&self.kwargs);
-        let mut body = Vec::with_capacity(args.len() + kwargs.len() + EMBED.len() + 4);
+        // A plain job's embed is the constant; a canvas's signatures always serialise.
+        let embed = if self.embed.is_plain() {
+            std::borrow::Cow::Borrowed(EMBED)
+        } else {
+            std::borrow::Cow::Owned(serde_json::to_string(&self.embed).unwrap_or_default())
+        };
+        let mut body = Vec::with_capacity(args.len() + kwargs.len() + embed.len() + 4);
         for part in [
             b"[".as_slice(),
             args.as_bytes(),
             b",",
             kwargs.as_bytes(),
             b",",
-            EMBED.as_bytes(),
+            embed.as_bytes(),
             b"]",
         ] {
             body.extend_from_slice(part);
@@ -40,9 +46,17 @@ impl TaskMessage {
             ("lang", text("py")),
             ("task", text(&self.task)),
             ("id", text(&self.id)),
-            ("root_id", text(&self.id)),
-            ("parent_id", AMQPValue::Void),
-            ("group", AMQPValue::Void),
+            ("root_id", text(self.root_id.as_deref().unwrap_or(&self.id))),
+            (
+                "parent_id",
+                self.parent_id.as_deref().map_or(AMQPValue::Void, text),
+            ),
+            ("group", self.group.as_deref().map_or(AMQPValue::Void, text)),
+            (
+                "group_index",
+                self.group_index
+                    .map_or(AMQPValue::Void, AMQPValue::LongLongInt),
+            ),
             ("shadow", AMQPValue::Void),
             ("retries", AMQPValue::LongLongInt(i64::from(self.retries))),
             (

@@ -37,6 +37,36 @@ pub struct TaskMessage {
     pub time_limit: TimeLimit,
     /// The AMQP `priority` property (0-9 as Celery sends it): orders the jobs the store holds.
     pub priority: u8,
+    /// Celery's canvas in the body: what runs after this job (a chain's next steps, callbacks)
+    /// or on its failure (errbacks).
+    pub embed: Embed,
+    /// The `group` and `group_index` headers: a member of a group, and its place in it.
+    pub group: Option<String>,
+    pub group_index: Option<i64>,
+    /// The `parent_id` and `root_id` headers: the job whose end published this one, and the
+    /// first of its workflow (`None`: this one).
+    pub parent_id: Option<String>,
+    pub root_id: Option<String>,
+}
+
+/// The body's third part, `{callbacks, errbacks, chain, chord}`: Celery signatures (JSON
+/// objects) kept as they came, in serde's field order as Celery's keys sort.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Embed {
+    pub callbacks: Option<Vec<Value>>,
+    /// The steps after this one, last step first (Celery pops the next from the end).
+    pub chain: Option<Vec<Value>>,
+    pub chord: Option<Value>,
+    pub errbacks: Option<Vec<Value>>,
+}
+
+impl Embed {
+    /// Nothing in it: a plain job's.
+    pub fn is_plain(&self) -> bool {
+        let none = |v: &Option<Vec<Value>>| v.as_ref().is_none_or(Vec::is_empty);
+        none(&self.callbacks) && none(&self.chain) && none(&self.errbacks) && self.chord.is_none()
+    }
 }
 
 /// A message's `timelimit` header: `[hard, soft]` in seconds, each may be null. Celery's order
@@ -103,6 +133,11 @@ impl TaskMessage {
             expires_ms: None,
             time_limit: TimeLimit::default(),
             priority: 0,
+            embed: Embed::default(),
+            group: None,
+            group_index: None,
+            parent_id: None,
+            root_id: None,
         }
     }
 }

@@ -231,3 +231,44 @@ fn whole_value_reading(body: &[u8]) -> Result<(Vec<Value>, Map<String, Value>), 
     };
     Ok((args, kwargs))
 }
+
+#[test]
+fn a_canvas_round_trips_in_the_embed_and_the_headers() -> Result<(), DecodeError> {
+    let mut msg = TaskMessage::new("t.add", vec![json!(1)], Map::new());
+    let next = json!({"task": "t.add", "args": [2], "kwargs": {}, "options": {"task_id": "b"},
+                      "subtask_type": null, "immutable": false});
+    msg.embed.chain = Some(vec![next.clone()]);
+    msg.embed.errbacks = Some(vec![next.clone()]);
+    msg.group = Some("g".into());
+    msg.group_index = Some(3);
+    msg.parent_id = Some("p".into());
+    msg.root_id = Some("r".into());
+    let (body, props) = msg.encode("cm@test");
+    let back = TaskMessage::decode(&props, &body)?;
+    assert_eq!(back.embed, msg.embed);
+    assert_eq!(back.embed.chain, Some(vec![next]));
+    assert_eq!(
+        (back.group, back.group_index, back.parent_id, back.root_id),
+        (
+            Some("g".into()),
+            Some(3),
+            Some("p".into()),
+            Some("r".into())
+        )
+    );
+    Ok(())
+}
+
+#[test]
+fn an_embed_of_the_wrong_shape_is_refused_and_a_missing_one_is_plain() {
+    let props = BasicProperties::default().with_headers({
+        let mut h = FieldTable::default();
+        h.insert("task".into(), AMQPValue::LongString("t".into()));
+        h.insert("id".into(), AMQPValue::LongString("i".into()));
+        h
+    });
+    let bad = TaskMessage::decode(&props, br#"[[], {}, {"chain": "no"}]"#);
+    assert!(matches!(bad, Err(DecodeError::WrongShape(_))), "{bad:?}");
+    let plain = TaskMessage::decode(&props, br#"[[], {}]"#).map(|m| m.embed.is_plain());
+    assert_eq!(plain, Ok(true));
+}

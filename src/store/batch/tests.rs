@@ -66,6 +66,7 @@ fn whole_runs_are_one_upsert_and_overwritten_steps_are_skipped() {
         at,
     };
     let finished = |id: &str, at| Event::Finished {
+        spawned: Vec::new(),
         id: id.into(),
         state: SUCCESS,
         worker: w.clone(),
@@ -120,6 +121,7 @@ fn history_folds_each_jobs_events_into_one_row() {
         state("a", STARTED, &w1, 1),
         state("b", STARTED, &w1, 2),
         Event::Finished {
+            spawned: Vec::new(),
             id: "a".into(),
             state: FAILURE,
             worker: w1.clone(),

@@ -10,6 +10,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::{Acquire, PgConnection, Postgres};
 
+use super::canvas;
 use super::columns::bind_job;
 use super::{error, PgQuery};
 use crate::store::batch::{Commit, FoldedHistory, WholeRun};
@@ -99,7 +100,7 @@ impl CommitWriter {
                 .await
                 .map_err(|e| error(&self.name, e))?,
         };
-        let written = if commit.updates.is_empty() {
+        let written = if !commit.beyond_runs() {
             write_runs(&mut conn, &commit.whole_runs, &commit.history).await
         } else {
             write_in_transaction(&mut conn, commit).await
@@ -123,6 +124,10 @@ async fn write_in_transaction(
         update(&mut tx, ev).await?;
     }
     upsert_whole_runs(&mut tx, &commit.whole_runs).await?;
+    canvas::keep_options(&mut tx, &commit.options).await?;
+    for spawn in &commit.spawns {
+        canvas::insert_spawned(&mut tx, spawn).await?;
+    }
     insert_history(&mut tx, &commit.history).await?;
     tx.commit().await
 }
@@ -199,6 +204,7 @@ async fn update(conn: &mut PgConnection, ev: &Event) -> Result<(), sqlx::Error> 
             result,
             error,
             output,
+            ..
         } => sqlx::query(concat!(
             "UPDATE jobs SET state = $1, worker = $2, finished_ms = $3, result = $4, error = $5, \
              output = $6, lease_owner = NULL, lease_until = NULL WHERE id = $7 AND NOT ",
@@ -463,7 +469,8 @@ async fn insert_new(
         .bind(batch)
         .bind(submitted)
         .bind(state)
-        .execute(conn)
-        .await
-        .map(drop)
+        .execute(&mut *conn)
+        .await?;
+    let kept: Vec<&NewJob> = jobs.iter().filter(|j| !j.options.is_plain()).collect();
+    canvas::keep_options(conn, &kept).await
 }

@@ -14,6 +14,7 @@
 //! - [`commit`]: a worker's group commits, many rows to a statement.
 //! - [`error`]: what sqlx's errors mean to a caller.
 
+mod canvas;
 mod columns;
 mod commit;
 mod controls;

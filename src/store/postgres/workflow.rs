@@ -184,7 +184,10 @@ impl Store {
     pub(crate) async fn edges_touching(&self, ids: &[String]) -> Result<Vec<Edge>, StoreError> {
         let rows = sqlx::query(
             "SELECT child, parent, mode FROM job_edges WHERE child = ANY($1) \
-             UNION SELECT child, parent, mode FROM job_edges WHERE parent = ANY($1)",
+             UNION SELECT child, parent, mode FROM job_edges WHERE parent = ANY($1) \
+             UNION SELECT id, parent_id, 'canvas' FROM jobs WHERE parent_id = ANY($1) \
+             UNION SELECT id, parent_id, 'canvas' FROM jobs \
+             WHERE id = ANY($1) AND parent_id IS NOT NULL",
         )
         .bind(ids)
         .fetch_all(&self.pool)

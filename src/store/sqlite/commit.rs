@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
+use super::canvas;
 use super::checkpoint::Checkpointer;
 use super::columns::Binder;
 use super::counts::fold_counts_if_long;
@@ -126,6 +127,12 @@ pub(super) fn write(conn: &mut Connection, commit: &Commit<'_>) -> rusqlite::Res
         update(&tx, ev)?;
     }
     upsert_whole_runs(&tx, &commit.whole_runs)?;
+    for job in &commit.options {
+        canvas::keep_options(&tx, job)?;
+    }
+    for spawn in &commit.spawns {
+        canvas::insert_spawned(&tx, spawn)?;
+    }
     insert_history(&tx, &commit.history)?;
     fold_counts_if_long(&tx)?;
     tx.commit()
@@ -179,6 +186,7 @@ fn update(conn: &Connection, ev: &Event) -> rusqlite::Result<usize> {
             result,
             error,
             output,
+            ..
         } => conn
             .prepare_cached(concat!(
                 "UPDATE jobs SET state = ?1, worker = ?2, finished_ms = ?3, result = ?4, \
@@ -306,7 +314,11 @@ fn insert_new(conn: &Connection, jobs: &[NewJob], row: &'static str) -> rusqlite
                 .bind(job.submitted_ms)?;
             Ok(())
         },
-    )
+    )?;
+    for job in jobs.iter().filter(|job| !job.options.is_plain()) {
+        canvas::keep_options(conn, job)?;
+    }
+    Ok(())
 }
 
 /// One multi-row statement: `head`, then `row` once per row, comma-separated, then `tail`.

@@ -16,6 +16,7 @@
 //! - [`migrate`]: opening a file, and its schema.
 //! - [`checkpoint`]: a worker's WAL checkpoints, on a thread of their own.
 
+mod canvas;
 mod checkpoint;
 mod columns;
 mod commit;

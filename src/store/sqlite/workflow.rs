@@ -196,7 +196,10 @@ impl Store {
             .run(move |conn| {
                 let mut st = conn.prepare_cached(
                     "SELECT child, parent, mode FROM job_edges WHERE child = ?1 \
-                     UNION SELECT child, parent, mode FROM job_edges WHERE parent = ?1",
+                     UNION SELECT child, parent, mode FROM job_edges WHERE parent = ?1 \
+                     UNION SELECT id, parent_id, 'canvas' FROM jobs WHERE parent_id = ?1 \
+                     UNION SELECT id, parent_id, 'canvas' FROM jobs \
+                     WHERE id = ?1 AND parent_id IS NOT NULL",
                 )?;
                 let mut out = Vec::new();
                 for id in &ids {

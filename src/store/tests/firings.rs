@@ -138,6 +138,7 @@ async fn finished(store: &Store, id: &str, task: &str, at: i64, end: &'static st
     let writer = store.writer_with(1, Duration::ZERO)?;
     writer
         .commit(Event::Finished {
+            spawned: Vec::new(),
             id: id.into(),
             state: end,
             worker: "p1@h".into(),
@@ -192,6 +193,7 @@ pub(in crate::store) async fn retention_prunes_what_it_should(store: &Store) -> 
     let writer = store.writer_with(1, Duration::ZERO)?;
     writer
         .commit(Event::Finished {
+            spawned: Vec::new(),
             id: "fired".into(),
             state: FAILURE,
             worker: "p1@h".into(),

@@ -83,7 +83,7 @@ pub(in crate::store) async fn a_key_slot_goes_to_one_job_at_a_time_in_priority_o
     let granted = release().await?;
     assert_eq!(ids(&granted), ["c"], "the highest priority first");
     assert_eq!(granted[0].lease_owner.as_deref(), Some("w2@h"));
-    assert_eq!(granted[0].options.priority, 5);
+    assert_eq!(granted[0].job.options.priority, 5);
     assert!(release().await?.is_empty(), "c holds the slot now");
     assert_eq!(admit("c", 3, 5).await?, Admission::Go, "granted: it passes");
 

@@ -46,6 +46,7 @@ fn run(id: &str) -> Vec<Event> {
         state("running", 4),
         state("deploy", 5),
         Event::Finished {
+            spawned: Vec::new(),
             id: id.into(),
             state: SUCCESS,
             worker: w.clone(),
@@ -103,6 +104,7 @@ fn run_on(
         });
     }
     events.push(Event::Finished {
+        spawned: Vec::new(),
         id: id.into(),
         state: end,
         worker: w,

@@ -15,6 +15,7 @@ pub(in crate::store) async fn scheduled_jobs_are_held_then_claimed_once_when_due
         soft_time_limit_ms: Some(500),
         reply_to: Some("reply-here".into()),
         priority: 3,
+        ..MessageOptions::default()
     };
     store.schedule(&published("s1"), &options, "l1@h").await?;
     let later = MessageOptions {
@@ -32,7 +33,7 @@ pub(in crate::store) async fn scheduled_jobs_are_held_then_claimed_once_when_due
         (row.state.as_str(), row.worker.as_deref(), row.deliveries),
         (SCHEDULED, Some("l1@h"), 1)
     );
-    assert_eq!(row.options, options);
+    assert_eq!(*row.job.options, options);
     assert!(!is_final(SCHEDULED) && is_cm_state(SCHEDULED));
     let noted = store.history("s1").await?.pop().ok_or("no history")?;
     assert_eq!(
@@ -65,7 +66,7 @@ pub(in crate::store) async fn scheduled_jobs_are_held_then_claimed_once_when_due
     let winner = ["r1", "r2", "r3", "r4"][winners[0]];
     let claimed = &claims[winners[0]];
     assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].options, options);
+    assert_eq!(*claimed[0].job.options, options);
     assert_eq!(claimed[0].lease_owner.as_deref(), Some(winner));
     assert!(store
         .claim_due("q", "r1", 6_000, 60_000, 10)

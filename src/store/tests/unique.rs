@@ -30,6 +30,7 @@ fn state(id: &str, state: &'static str) -> Event {
 
 fn end(id: &str, state: &'static str) -> Event {
     Event::Finished {
+        spawned: Vec::new(),
         id: id.into(),
         state,
         worker: "l1@h".into(),

@@ -15,8 +15,6 @@
 //!   one store transaction ([`throttle`]): its places taken, it runs; a gate spent, it is held
 //!   THROTTLED with why and acked, and a releaser (`worker::gates`) publishes it again in turn.
 
-use std::time::Duration;
-
 use lapin::message::Delivery;
 use tracing::warn;
 
@@ -26,7 +24,7 @@ use super::settle::{JobEnd, Settlement};
 use crate::celery::message::TaskMessage;
 use crate::jobs;
 use crate::store::flow::{Admission, Gate};
-use crate::store::{self, MessageOptions};
+use crate::store;
 use crate::worker::context::{job_line, log_time, SessionContext};
 use crate::worker::gates;
 use crate::worker::lease::LeaseEnd;
@@ -109,7 +107,7 @@ async fn throttle(
     let record = jobs::record(msg, Some(job), &w.queue.name, None, now);
     match w
         .store
-        .admit_flow(&record, &options_of(msg), gates, &w.node)
+        .admit_flow(&record, &jobs::options_of(msg), gates, &w.node)
         .await
     {
         Ok(Admission::Go) => None,
@@ -176,7 +174,7 @@ async fn hold(ctx: &SessionContext, received: &ReceivedJob, wait: Wait) -> Settl
     let ReceivedJob { msg, job, id } = received;
     let Wait::Eta(eta) = wait;
     let record = jobs::record(msg, Some(job), &w.queue.name, None, store::now_ms());
-    if let Err(e) = w.store.schedule(&record, &options_of(msg), &w.node).await {
+    if let Err(e) = w.store.schedule(&record, &record.options, &w.node).await {
         return Settlement::give_back(id, format!("cannot schedule it: {e}"));
     }
     job_line(
@@ -190,19 +188,6 @@ async fn hold(ctx: &SessionContext, received: &ReceivedJob, wait: Wait) -> Settl
         ),
     );
     Settlement::Ack
-}
-
-/// What the store keeps of `msg`'s options, to publish it again as it came.
-fn options_of(msg: &TaskMessage) -> MessageOptions {
-    let ms = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    MessageOptions {
-        eta_ms: msg.eta_ms,
-        expires_ms: msg.expires_ms,
-        time_limit_ms: ms(msg.time_limit.hard),
-        soft_time_limit_ms: ms(msg.time_limit.soft),
-        reply_to: msg.reply_to.clone(),
-        priority: i64::from(msg.priority),
-    }
 }
 
 /// Whether the message was published from the store's outbox (a released job).

@@ -12,6 +12,7 @@
 //! `outcome` builds every store event of a job, and its one end with what is told of it.
 
 mod admit;
+mod canvas;
 mod outcome;
 mod run;
 mod screen;

@@ -6,9 +6,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use lapin::BasicProperties;
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tracing::{debug, warn};
 
 use crate::celery::event_format::TaskEvent;
@@ -19,7 +18,7 @@ use crate::config::QueueConfig;
 use crate::jobs::cancel::Cancel;
 use crate::jobs::run::Verdict;
 use crate::jobs::{self, Job};
-use crate::store::{self, Event, SharedText};
+use crate::store::{self, Event, SharedText, Spawned};
 use crate::worker::context::{job_line, SessionContext, WorkerState};
 use crate::worker::events::Events;
 
@@ -150,17 +149,19 @@ impl Outcome {
         }
     }
 
-    /// What the store records: the final state (with the tail of a command's `output`), or
-    /// RETRY with the failure.
+    /// What the store records: the final state (with the tail of a command's `output`, and
+    /// what it starts or ends with it, `spawned`), or RETRY with the failure.
     pub(super) fn event(
         &self,
         id: &SharedText,
         worker: &SharedText,
         output: Option<String>,
+        spawned: Vec<Spawned>,
     ) -> Event {
         let (id, worker, at) = (id.clone(), worker.clone(), store::now_ms());
         match self {
             Self::Success(result) => Event::Finished {
+                spawned,
                 id,
                 state: store::SUCCESS,
                 worker,
@@ -177,6 +178,7 @@ impl Outcome {
                 retries: i64::from(*attempt),
             },
             Self::Failure(why) => Event::Finished {
+                spawned,
                 id,
                 state: store::FAILURE,
                 worker,
@@ -186,6 +188,7 @@ impl Outcome {
                 output,
             },
             Self::Revoked { why, .. } => Event::Finished {
+                spawned,
                 id,
                 state: store::REVOKED,
                 worker,
@@ -287,20 +290,11 @@ impl Outcome {
 
     /// The rpc:// status and result of a job done for good; a retry has none yet.
     fn reply(&self) -> Option<(&'static str, Value)> {
+        use crate::celery::rpc::status_and_result;
         match self {
-            // Our own JSON text: it always parses back.
-            Self::Success(text) => Some((
-                "SUCCESS",
-                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
-            )),
-            Self::Failure(why) => Some((
-                "FAILURE",
-                json!({"exc_type": "JobFailed", "exc_message": [why], "exc_module": "builtins"}),
-            )),
-            Self::Revoked { why, .. } => Some((
-                "REVOKED",
-                json!({"exc_type": "TaskRevokedError", "exc_message": [why], "exc_module": "celery.exceptions"}),
-            )),
+            Self::Success(text) => Some(status_and_result(store::SUCCESS, Some(text), None)),
+            Self::Failure(why) => Some(status_and_result(store::FAILURE, None, Some(why))),
+            Self::Revoked { why, .. } => Some(status_and_result(store::REVOKED, None, Some(why))),
             Self::Retry { .. } => None,
         }
     }
@@ -314,19 +308,11 @@ async fn reply(
     status: &str,
     result: Value,
 ) {
-    let body = json!({
-        "task_id": msg.id, "status": status, "result": result,
-        "traceback": null, "children": [],
-        "date_done": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-    });
-    let correlation = msg.correlation_id.clone().unwrap_or_else(|| msg.id.clone());
-    let props = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_content_encoding("utf-8".into())
-        .with_correlation_id(correlation.as_str().into());
+    let correlation = msg.correlation_id.as_deref().unwrap_or(&msg.id);
+    let (body, props) = crate::celery::rpc::reply(&msg.id, correlation, status, result);
     let sent = ctx
         .publisher
-        .publish_confirmed(reply_to, body.to_string().as_bytes(), props)
+        .publish_confirmed(reply_to, &body, props)
         .await;
     match sent {
         Ok(()) => {}

@@ -13,10 +13,11 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tracing::{error, warn};
 
+use super::canvas;
 use super::outcome::{self, Outcome};
 use crate::amqp;
 use crate::celery::message::TaskMessage;
-use crate::store::{InFlight, SharedText, StoreError};
+use crate::store::{InFlight, SharedText, Spawned, StoreError};
 use crate::worker::context::{times_returned, SessionContext, DELIVERY_COUNT};
 use crate::worker::lease::LeaseEnd;
 use crate::worker::republish;
@@ -109,7 +110,7 @@ pub(super) async fn settle(
                 let failed = Outcome::Failure(reason.clone());
                 let w = &*ctx.worker;
                 failed.log(&w.node, &id, &task);
-                let committed = commit_end(ctx, &id, &failed, None).await;
+                let committed = commit_end(ctx, &id, &failed, None, Vec::new()).await;
                 drop(in_flight);
                 if let Err(e) = committed {
                     return give_back(ctx, delivery, &id, &e.to_string()).await;
@@ -136,7 +137,12 @@ async fn conclude(ctx: &SessionContext, delivery: &Delivery, end: JobEnd, in_fli
     // whoever sees the end in the store (`cm launch --wait`) finds its line in the log. Should
     // the commit fail, the next line says the job goes back to the queue.
     outcome.log(&w.node, &id, &msg.task);
-    let committed = commit_end(ctx, &id, &outcome, output).await;
+    let spawned = match &outcome {
+        Outcome::Success(result) => canvas::spawned(&w.cfg, &msg, canvas::End::Success(result)),
+        Outcome::Failure(why) => canvas::spawned(&w.cfg, &msg, canvas::End::Failure(why)),
+        Outcome::Retry { .. } | Outcome::Revoked { .. } => Vec::new(),
+    };
+    let committed = commit_end(ctx, &id, &outcome, output, spawned).await;
     drop(in_flight);
     if let Err(e) = committed {
         if lease.acked() {
@@ -160,16 +166,20 @@ async fn conclude(ctx: &SessionContext, delivery: &Delivery, end: JobEnd, in_fli
 /// The one transaction that stores a job's end (its final state, or RETRY). What a final state
 /// releases is in this same transaction: the store's release trigger moves the jobs waiting on
 /// it whose parents have now all ended as required into its outbox (and revokes the `--after`
-/// children of a failed one), so they are released exactly when the end is durable, never
-/// before it and never twice; any worker's `outbox` drain publishes them.
+/// children of a failed one), and the jobs its Celery canvas starts (`spawned`) are written
+/// there with outbox rows; so they are released exactly when the end is durable, never before
+/// it and never twice; any worker's `outbox` drain publishes them.
 async fn commit_end(
     ctx: &SessionContext,
     id: &SharedText,
     outcome: &Outcome,
     output: Option<String>,
+    spawned: Vec<Spawned>,
 ) -> Result<(), StoreError> {
     let w = &*ctx.worker;
-    w.writer.commit(outcome.event(id, &w.node, output)).await
+    w.writer
+        .commit(outcome.event(id, &w.node, output, spawned))
+        .await
 }
 
 /// A retry: the message published again at once as its next attempt, its eta `wait` ahead, then

@@ -179,6 +179,7 @@ fn a_whole_run_in_one_commit_is_one_history_row() -> rusqlite::Result<()> {
         state("deploy", 4),
         state("active", 5),
         Event::Finished {
+            spawned: Vec::new(),
             id: "a".into(),
             state: crate::store::SUCCESS,
             worker: w.clone(),
@@ -374,6 +375,7 @@ async fn a_celery_clients_job_commits_in_seven_pages() -> Result<(), Box<dyn std
             at: 10,
         },
         Event::Finished {
+            spawned: Vec::new(),
             id: "celery".into(),
             state: crate::store::SUCCESS,
             worker: "w".into(),
