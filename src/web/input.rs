@@ -178,7 +178,8 @@ mod tests {
     #[test]
     fn an_image_pairs_each_hosts_launch_with_its_provision(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let cfg = Config::parse(std::path::Path::new("/etc/cm/fabfile.toml"), "")?;
+        let text = "[queues.q]\nworkers = [\"w1\"]\ntasks = [\"cm.launch\", \"cm.provision\"]\n";
+        let cfg = Config::parse(std::path::Path::new("/etc/cm/fabfile.toml"), text)?;
         let some = |s: &str| Some(s.to_string());
         let mut input = LaunchInput {
             server: some("india_openstack_essex"),
@@ -189,7 +190,8 @@ mod tests {
         };
         assert!(matches!(launch_plan(&cfg, &input), Ok(LaunchPlan::Now(l)) if l.len() == 3));
         input.image = some("ubuntu");
-        let LaunchPlan::AfterProvision(pairs) = launch_plan(&cfg, &input)? else {
+        let plan = launch_plan(&cfg, &input).map_err(|e| e.message)?;
+        let LaunchPlan::AfterProvision(pairs) = plan else {
             return Err("no provisions with an image".into());
         };
         let hosts: Vec<(String, String)> = (pairs.iter())
