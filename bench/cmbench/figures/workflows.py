@@ -138,8 +138,9 @@ def cm_chain(run, s, gate_file):
     gate = Gate(s, gate_file)
     prev, steps = gate.id, []
     for _ in range(STEPS):
-        prev = published_id(s.cm("call", "cm.provision", "--args", '["h", "i"]', "--after", prev,
-                                 label="10 cm call --after (chain step)"))
+        argv = ["call", "cm.provision", "--args", '["h", "i"]', "--after"]
+        run.note_cmd("10 cm call --after (chain step)", [run.args.cm, "--config", s.path, *argv, "PREVIOUS_STEP"])
+        prev = published_id(s.cm(*argv, prev))
         steps.append(prev)
     gate.open()
     rows = wait_final(run, s, [gate.id] + steps)
@@ -160,13 +161,15 @@ def fan_in(run, i, kind, store_url=None):
     broker.settle(run)
     n = run.sizes["fanin"]
     gate = Gate(s, gate_file)
-    _, out = s.cm("provision", "--hosts", f"f[1-{n}]", "--image", "i", "--after", gate.id,
-                  label=f"10 cm provision --after GATE (the {n} parents)")
+    argv = ["provision", "--hosts", f"f[1-{n}]", "--image", "i", "--after"]
+    run.note_cmd(f"10 cm provision --after GATE (the {n} parents)", [run.args.cm, "--config", s.path, *argv, "GATE"])
+    _, out = s.cm(*argv, gate.id)
     parents = out.stdout.split()
     if len(parents) != n:
         die(f"cm provision printed {len(parents)} ids, not {n}")
-    child = published_id(s.cm("launch", "--server", SERVER, "--recipe", RECIPE, "--hosts", "x",
-                              "--after", " ".join(parents), label="10 cm launch --after PARENTS (the child)"))
+    argv = ["launch", "--server", SERVER, "--recipe", RECIPE, "--hosts", "x", "--after"]
+    run.note_cmd("10 cm launch --after PARENTS (the child)", [run.args.cm, "--config", s.path, *argv, "$PARENTS"])
+    child = published_id(s.cm(*argv, " ".join(parents)))
     gate.open()
     rows = wait_final(run, s, [gate.id, child] + parents)
     gated(run, rows[1:], rows[0])
