@@ -113,8 +113,8 @@ fn provision_first_then_launch(stack: &Stack) {
     );
     for (host, launch) in launches {
         let (lid, pid) = (
-            launch["id"].as_str().unwrap(),
-            provs[host]["id"].as_str().unwrap(),
+            launch["id"].as_str().expect("a launch id"),
+            provs[host]["id"].as_str().expect("a provision id"),
         );
         let row = card
             .split("<tr")

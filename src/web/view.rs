@@ -323,29 +323,6 @@ pub fn duration(secs: Option<u64>) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bars_follow_the_lifecycle() {
-        let counts = vec![("SUCCESS".to_string(), 10), ("PENDING".to_string(), 5)];
-        let bars = state_bars(&counts, &JobsQuery::default());
-        assert_eq!(bars[0].state, "PENDING");
-        assert_eq!(bars[1].width, BAR_MAX_WIDTH);
-        assert_eq!(clock(Some(0)).0, "00:00:00");
-    }
-
-    #[test]
-    fn short_ids_of_jobs_made_in_one_moment_differ() {
-        let ids: Vec<String> = (0..50).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-        let short: std::collections::HashSet<String> = ids.iter().map(|i| short_id(i)).collect();
-        assert_eq!(short.len(), ids.len(), "{short:?}");
-        assert_eq!(short_id("abc"), "abc");
-        assert_eq!(short_id("0123456789"), "23456789");
-    }
-}
-
 /// A WAITING job on db_stats: what it is, and what it waits for.
 pub struct WaitingView {
     pub id: String,
@@ -396,5 +373,28 @@ impl WaitingView {
                 .collect(),
             more: w.parents - w.first.len() as i64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_follow_the_lifecycle() {
+        let counts = vec![("SUCCESS".to_string(), 10), ("PENDING".to_string(), 5)];
+        let bars = state_bars(&counts, &JobsQuery::default());
+        assert_eq!(bars[0].state, "PENDING");
+        assert_eq!(bars[1].width, BAR_MAX_WIDTH);
+        assert_eq!(clock(Some(0)).0, "00:00:00");
+    }
+
+    #[test]
+    fn short_ids_of_jobs_made_in_one_moment_differ() {
+        let ids: Vec<String> = (0..50).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        let short: std::collections::HashSet<String> = ids.iter().map(|i| short_id(i)).collect();
+        assert_eq!(short.len(), ids.len(), "{short:?}");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("0123456789"), "23456789");
     }
 }
