@@ -75,6 +75,11 @@ def provision(*args, **kwargs):
     _done()
 
 
+@app.task(name="bench.noop")
+def noop(*args, **kwargs):
+    """The workflows figure's chain step: nothing (a chain passes it the step before's None)."""
+
+
 @app.task(name="bench.tick")
 def tick(slot_ms=None):
     """The schedules figure's task: appends "SLOT_MS START_MS" to $BENCH_TICKS_FILE (its start

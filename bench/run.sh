@@ -5,7 +5,7 @@
 #   bash bench/run.sh --smoke         # 1 repeat, tiny sizes, < 60 s: that the script still works
 #   bash bench/run.sh --out FILE      # write the report elsewhere (the smoke test does)
 #   bash bench/run.sh --only NAME     # one figure alone (lifecycle, throughput, scale, first_page, latency,
-#                                     # command_jobs, schedules, fair); repeat it for several
+#                                     # command_jobs, schedules, fair, workflows); repeat it for several
 #
 # Builds target/release/cm and the raw_ceiling example unless CM_BIN and RAW_CEILING_BIN name
 # ready binaries. Needs RabbitMQ at 127.0.0.1:5672 (BENCH_BROKER_URL) and PostgreSQL at

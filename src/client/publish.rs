@@ -165,6 +165,40 @@ impl<'c> Publisher<'c> {
         })
     }
 
+    /// Stores pairs of jobs under a new batch id in one transaction, each second job WAITING
+    /// `--after` its own first (refused with nothing stored: an id the store has), then
+    /// publishes the firsts from the outbox at once; each second is published by the worker
+    /// whose commit of its first's end releases it. The firsts go to `first_queue`, the
+    /// seconds to `then_queue`.
+    pub async fn send_pairs(
+        &self,
+        store: &Store,
+        first_queue: &QueueConfig,
+        then_queue: &QueueConfig,
+        pairs: &[(TaskMessage, TaskMessage)],
+    ) -> anyhow::Result<Batch> {
+        // Both declared now: a message to a queue nobody declared yet would be dropped.
+        let channel = self.channel.channel().await?;
+        amqp::declare_work_queue(&channel, &self.node, first_queue).await?;
+        amqp::declare_work_queue(&channel, &self.node, then_queue).await?;
+        let batch = uuid::Uuid::new_v4().to_string();
+        let now = store::now_ms();
+        let record = |m: &TaskMessage, queue: &QueueConfig| {
+            jobs::new_job(m, self.cfg, &queue.name, Some(batch.clone()), now)
+        };
+        let records: Vec<(store::NewJob, store::NewJob)> = (pairs.iter())
+            .map(|(first, then)| (record(first, first_queue), record(then, then_queue)))
+            .collect();
+        store.insert_pairs(&records).await?;
+        let firsts: Vec<String> = records.into_iter().map(|(f, _)| f.id).collect();
+        self.release(store, &firsts).await;
+        Ok(Batch {
+            id: batch,
+            replies: None,
+            duplicates: Vec::new(),
+        })
+    }
+
     /// Publishes those of `ids` the store released into its outbox (and no one claimed):
     /// at once, not at a worker's next look. Should it fail, a worker publishes them.
     pub async fn release(&self, store: &Store, ids: &[String]) {
@@ -298,6 +332,24 @@ pub async fn once(
     let published = publisher.publish(store, queue, messages).await;
     publisher.close().await;
     published
+}
+
+/// Publishes pairs of jobs through a [`Publisher`] of its own ([`Publisher::send_pairs`]: each
+/// second job after its own first), to the queues that take `first_task` and `then_task`; the
+/// batch id. For the web's "provision these hosts first".
+pub async fn pairs(
+    cfg: &Config,
+    brokers: &Brokers,
+    store: &Store,
+    (first_task, then_task): (&str, &str),
+    pairs: &[(TaskMessage, TaskMessage)],
+) -> anyhow::Result<String> {
+    let first_queue = queue_for(cfg, first_task)?;
+    let then_queue = queue_for(cfg, then_task)?;
+    let publisher = Publisher::open(cfg, brokers).await?;
+    let published = (publisher.send_pairs(store, first_queue, then_queue, pairs)).await;
+    publisher.close().await;
+    Ok(published?.id)
 }
 
 #[cfg(test)]

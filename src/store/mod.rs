@@ -28,7 +28,7 @@ pub use records::{
 };
 use requests::{Claim, Entry, First, Revoking, Scheduling};
 pub(crate) use sql::{is_final_sql, job_columns, live_row};
-pub use workflow::{Brief, Edge, Links, Parents, Tree};
+pub use workflow::{Brief, Edge, Linked, Links, Parents, Tree, Waiting, WAITING_SHOWN};
 pub use writer::{InFlight, Writer};
 
 pub const PENDING: &str = "PENDING";

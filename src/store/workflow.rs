@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::requests::{Claim, Retrying};
-use super::{now_ms, Backend, JobRow, NewJob, Store, StoreError};
+use super::{now_ms, Backend, JobFilter, JobRow, NewJob, Store, StoreError, WAITING};
 
 /// An edge's mode: the parent must end SUCCESS; its FAILURE or REVOKED ends the child REVOKED.
 pub const AFTER: &str = "after";
@@ -140,6 +140,24 @@ impl Tree {
     }
 }
 
+/// A job waiting for others, as db_stats shows it: its parents by state, and the first few,
+/// those not ended yet first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    #[serde(flatten)]
+    pub job: Brief,
+    pub hosts: Option<String>,
+    /// How many parents it has.
+    pub parents: i64,
+    /// Its parents per state.
+    pub by_state: Vec<(String, i64)>,
+    /// At most [`WAITING_SHOWN`] of its parents, those not final first, then by id.
+    pub first: Vec<Linked>,
+}
+
+/// The parents [`Waiting::first`] names.
+pub const WAITING_SHOWN: i64 = 5;
+
 /// The most jobs [`Tree`] collects: a workflow bigger than this is shown in part.
 pub const TREE_LIMIT: usize = 100_000;
 
@@ -159,6 +177,23 @@ impl Store {
         parents.check(&ids, max_parents)?;
         let edges = parents.edges();
         on_backend!(self, b => b.insert_waiting(jobs, &edges).await)
+    }
+
+    /// Records jobs published in pairs, in one transaction: each first job due now (PENDING,
+    /// with an outbox row: [`Store::claim_outbox`] hands it to whoever publishes it), each
+    /// second job WAITING `--after` its own first, released by that first's end (the web's
+    /// "provision these hosts first": each host's launch after its own provision). Refused,
+    /// with nothing stored: an id the store has already.
+    pub async fn insert_pairs(&self, pairs: &[(NewJob, NewJob)]) -> Result<(), StoreError> {
+        let (firsts, thens): (Vec<NewJob>, Vec<NewJob>) = pairs.iter().cloned().unzip();
+        let ids: Vec<&str> = firsts.iter().map(|j| j.id.as_str()).collect();
+        if let Some(then) = thens.iter().find(|t| ids.contains(&t.id.as_str())) {
+            return Err(StoreError::Refused(format!(
+                "job {} would wait for itself (a cycle): nothing was published",
+                then.id
+            )));
+        }
+        on_backend!(self, b => b.insert_pairs(&firsts, &thens).await)
     }
 
     /// Claims up to `limit` outbox rows (jobs released and not yet published) for `owner` until
@@ -233,6 +268,34 @@ impl Store {
         }
         (links.retry_of, links.retried_as) = on_backend!(self, b => b.retries_of(id).await)?;
         Ok(links)
+    }
+
+    /// The jobs `filter` lists (its state set to WAITING), each with what it waits for: its
+    /// parents counted by state, and the first [`WAITING_SHOWN`] of them.
+    pub async fn waiting(&self, filter: &JobFilter) -> Result<Vec<Waiting>, StoreError> {
+        let filter = JobFilter {
+            state: Some(WAITING.to_string()),
+            ..filter.clone()
+        };
+        let mut out = Vec::new();
+        for row in self.list(&filter).await? {
+            let id = row.job.id.clone();
+            let (by_state, first) =
+                on_backend!(self, b => b.parents_summary(&id, WAITING_SHOWN).await)?;
+            out.push(Waiting {
+                job: Brief {
+                    id,
+                    task: row.job.task,
+                    state: row.state,
+                    error: row.error,
+                },
+                hosts: row.job.hosts,
+                parents: by_state.iter().map(|(_, n)| n).sum(),
+                by_state,
+                first,
+            });
+        }
+        Ok(out)
     }
 
     /// The whole workflow job `id` is part of: every job linked to it through edges (and, for

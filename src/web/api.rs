@@ -13,7 +13,7 @@ use super::data::{
     named_job, pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery, Named,
     PER_PAGE,
 };
-use super::input::{self, Invalid, LaunchInput, ProvisionInput};
+use super::input::{self, Invalid, LaunchInput, LaunchPlan, ProvisionInput};
 use super::render::json_error;
 use super::state::AppState;
 use crate::celery::message::TaskMessage;
@@ -50,6 +50,8 @@ pub async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> 
         "per_page": PER_PAGE,
         "finished_per_minute": snap.per_minute,
         "by_worker": counts_object(&snap.by_worker),
+        "waiting": snap.waiting,
+        "waiting_total": snap.waiting_total(),
         "batch": (!batch.is_empty()).then(|| json!({
             "id": batch,
             "counts": counts_object(&snap.batch_counts),
@@ -237,15 +239,35 @@ async fn publish(state: &AppState, task: &str, messages: Vec<TaskMessage>) -> Re
     }
 }
 
-/// `POST /api/launch` with `{server, recipe, kind, hosts}`: `{batch, ids}`.
+/// 201 with `body`, pointing at db_stats showing `batch`.
+fn created(batch: &str, body: Value) -> Response {
+    let to = format!("/cm/launch/db_stats?batch={batch}");
+    (StatusCode::CREATED, [(header::LOCATION, to)], Json(body)).into_response()
+}
+
+/// `POST /api/launch` with `{server, recipe, kind, hosts}`: `{batch, ids}`. With `image`, each
+/// host is provisioned first and its launch waits for that: `{batch, ids, provision_ids}`
+/// (the i-th launch after the i-th provision).
 pub async fn launch(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let req: LaunchInput = match json_body(&headers, &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match input::launch_messages(state.cfg(), &req) {
-        Ok(messages) => publish(&state, jobs::LAUNCH, messages).await,
-        Err(e) => invalid(e),
+    let pairs = match input::launch_plan(state.cfg(), &req) {
+        Ok(LaunchPlan::Now(messages)) => return publish(&state, jobs::LAUNCH, messages).await,
+        Ok(LaunchPlan::AfterProvision(pairs)) => pairs,
+        Err(e) => return invalid(e),
+    };
+    let tasks = (jobs::PROVISION, jobs::LAUNCH);
+    match publish::pairs(state.cfg(), state.brokers(), state.store(), tasks, &pairs).await {
+        Ok(batch) => {
+            let (provisions, launches): (Vec<&str>, Vec<&str>) = (pairs.iter())
+                .map(|(p, l)| (p.id.as_str(), l.id.as_str()))
+                .unzip();
+            let body = json!({ "batch": batch, "ids": launches, "provision_ids": provisions });
+            created(&batch, body)
+        }
+        Err(e) => json_error(publish_error_status(&e), format!("{e:#}"), None),
     }
 }
 

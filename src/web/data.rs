@@ -9,7 +9,7 @@ use super::state::AppState;
 use crate::client::lookup::{self, Found};
 use crate::control::WorkerStatus;
 use crate::exit::{code_for, Code};
-use crate::store::{EventRow, JobFilter, JobRow, StoreError};
+use crate::store::{EventRow, JobFilter, JobRow, StoreError, Waiting, WAITING};
 
 /// Rows per page of `/cm/launch/db_stats` and `/api/jobs`.
 pub const PER_PAGE: i64 = 50;
@@ -115,6 +115,21 @@ pub struct Snapshot {
     pub per_minute: Vec<i64>,
     pub by_worker: Vec<(String, i64)>,
     pub batch_counts: Vec<(String, i64)>,
+    /// The newest [`WAITING_LISTED`] WAITING jobs of the server and recipe filters, each with
+    /// what it waits for (none read when the counts show no job waiting).
+    pub waiting: Vec<Waiting>,
+}
+
+/// WAITING jobs db_stats and `/api/jobs` list with their parents.
+pub const WAITING_LISTED: i64 = 10;
+
+impl Snapshot {
+    /// WAITING jobs of the server and recipe filters.
+    pub fn waiting_total(&self) -> i64 {
+        (self.counts.iter())
+            .find(|(s, _)| s == WAITING)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 /// One read of the store for `q`: its page of jobs and every count the page and the API show.
@@ -143,6 +158,15 @@ pub async fn snapshot(state: &AppState, q: &JobsQuery) -> Result<Snapshot, Store
             })
             .await?
     };
+    let waiting = if counts.iter().any(|(s, n)| s == WAITING && *n > 0) {
+        let listed = JobFilter {
+            limit: WAITING_LISTED,
+            ..q.count_filter()
+        };
+        store.waiting(&listed).await?
+    } else {
+        Vec::new()
+    };
     Ok(Snapshot {
         jobs,
         total,
@@ -150,6 +174,7 @@ pub async fn snapshot(state: &AppState, q: &JobsQuery) -> Result<Snapshot, Store
         per_minute,
         by_worker,
         batch_counts,
+        waiting,
     })
 }
 

@@ -34,6 +34,35 @@ pub struct LaunchInput {
     pub kind: Option<String>,
     #[serde(default)]
     pub hosts: Option<String>,
+    /// "Provision these hosts first, with image": when given, each host's launch waits for
+    /// that host's provision with this image.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// What a launch request publishes: its launch jobs now, or each after its host's provision.
+#[derive(Debug)]
+pub enum LaunchPlan {
+    Now(Vec<TaskMessage>),
+    /// (provision, launch) per host: the launch waits `--after` the provision.
+    AfterProvision(Vec<(TaskMessage, TaskMessage)>),
+}
+
+/// The launch messages of `input` and, with an image, one provision per host before them.
+pub fn launch_plan(cfg: &Config, input: &LaunchInput) -> Result<LaunchPlan, Invalid> {
+    let launches = launch_messages(cfg, input)?;
+    if given(&input.image).is_none() {
+        return Ok(LaunchPlan::Now(launches));
+    }
+    let provision = ProvisionInput {
+        hosts: input.hosts.clone(),
+        image: input.image.clone(),
+    };
+    // The same hostlist expanded the same way: the i-th provision is the i-th launch's host.
+    let provisions = provision_messages(cfg, &provision)?;
+    Ok(LaunchPlan::AfterProvision(
+        provisions.into_iter().zip(launches).collect(),
+    ))
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -144,5 +173,40 @@ mod tests {
         assert!(expand_hosts(&some("i[3-"), 10).is_err());
         assert!(expand_hosts(&some("  "), 10).is_err());
         assert!(expand_hosts(&None, 10).is_err());
+    }
+
+    #[test]
+    fn an_image_pairs_each_hosts_launch_with_its_provision(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let text = "[queues.q]\nworkers = [\"w1\"]\ntasks = [\"cm.launch\", \"cm.provision\"]\n";
+        let cfg = Config::parse(std::path::Path::new("/etc/cm/fabfile.toml"), text)?;
+        let some = |s: &str| Some(s.to_string());
+        let mut input = LaunchInput {
+            server: some("india_openstack_essex"),
+            recipe: some("Hadoop"),
+            kind: None,
+            hosts: some("h[1-3]"),
+            image: some("  "),
+        };
+        assert!(matches!(launch_plan(&cfg, &input), Ok(LaunchPlan::Now(l)) if l.len() == 3));
+        input.image = some("ubuntu");
+        let plan = launch_plan(&cfg, &input).map_err(|e| e.message)?;
+        let LaunchPlan::AfterProvision(pairs) = plan else {
+            return Err("no provisions with an image".into());
+        };
+        let hosts: Vec<(String, String)> = (pairs.iter())
+            .map(|(p, l)| (p.args[0].to_string(), l.kwargs["hosts"].to_string()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [("h1", "h1"), ("h2", "h2"), ("h3", "h3")]
+                .map(|(a, b)| (format!("{a:?}"), format!("{b:?}")))
+        );
+        input.image = some("bad\nimage");
+        assert_eq!(
+            launch_plan(&cfg, &input).map_err(|e| e.field).err(),
+            Some("image")
+        );
+        Ok(())
     }
 }

@@ -11,13 +11,13 @@ use serde::Deserialize;
 use super::data::{
     named_job, pages_for, publish_error_status, snapshot, worker_statuses, JobsQuery, Named,
 };
-use super::input::{self, Invalid, LaunchInput, ProvisionInput};
+use super::input::{self, Invalid, LaunchInput, LaunchPlan, ProvisionInput};
 use super::render::{
     message_page, render, store_error, JobPage, LaunchPage, MessagePage, ResetPage, StatsPage,
 };
 use super::session::Session;
 use super::state::AppState;
-use super::view::{self, Choice, JobDetail, JobView, WorkerView};
+use super::view::{self, Choice, JobDetail, JobView, WaitingView, WorkerView};
 use crate::client::publish;
 use crate::jobs;
 use crate::store::{self, JobFilter};
@@ -69,6 +69,7 @@ fn launch_page<'a>(
         recipes: choices(&cfg.recipes, &launch.recipe),
         kind: launch.kind.clone().unwrap_or_else(|| "vm".into()),
         hosts: launch.hosts.clone().unwrap_or_default(),
+        first_image: launch.image.clone().unwrap_or_default(),
         prov_hosts: provision.hosts.clone().unwrap_or_default(),
         prov_image: provision.image.clone().unwrap_or_default(),
         max_hosts: cfg.web_max_hosts,
@@ -172,8 +173,14 @@ pub async fn launch(
         );
         render(StatusCode::BAD_REQUEST, &page)
     };
-    match input::launch_messages(state.cfg(), &form) {
-        Ok(messages) => publish_and_watch(&state, jobs::LAUNCH, &messages).await,
+    match input::launch_plan(state.cfg(), &form) {
+        Ok(LaunchPlan::Now(messages)) => publish_and_watch(&state, jobs::LAUNCH, &messages).await,
+        Ok(LaunchPlan::AfterProvision(pairs)) => {
+            let tasks = (jobs::PROVISION, jobs::LAUNCH);
+            let published =
+                publish::pairs(state.cfg(), state.brokers(), state.store(), tasks, &pairs).await;
+            watch(published)
+        }
         Err(e) => rejected(e),
     }
 }
@@ -223,9 +230,17 @@ async fn publish_and_watch(
                 ),
             )
         }
-        Ok(published) => {
+        Ok(published) => watch(Ok(published.batch)),
+        Err(e) => watch(Err(e)),
+    }
+}
+
+/// To db_stats showing the batch published, or the page saying why nothing was.
+fn watch(published: anyhow::Result<String>) -> Response {
+    match published {
+        Ok(batch) => {
             let to = JobsQuery {
-                batch: Some(published.batch),
+                batch: Some(batch),
                 ..JobsQuery::default()
             }
             .link(1, None);
@@ -257,6 +272,7 @@ pub async fn db_stats(
     let batch = q.batch();
     let bars = view::state_bars(&snap.counts, &q);
     let cfg = state.cfg();
+    let waiting_total = snap.waiting_total();
     let stats = StatsPage {
         title: "db_stats",
         nav: "db_stats",
@@ -290,6 +306,9 @@ pub async fn db_stats(
             .iter()
             .map(|(s, n)| (s.clone(), view::state_class(s), *n))
             .collect(),
+        waiting: snap.waiting.iter().map(WaitingView::new).collect(),
+        waiting_total,
+        waiting_link: q.link(1, Some(store::WAITING)),
         batch,
         q,
     };

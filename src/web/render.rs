@@ -88,6 +88,8 @@ pub struct LaunchPage<'a> {
     pub hosts: String,
     pub prov_hosts: String,
     pub prov_image: String,
+    /// The launch form's "provision these hosts first, with image" (empty: launch now).
+    pub first_image: String,
     pub max_hosts: usize,
     /// (form, field, message) of the rejected submission.
     pub error: Option<(&'static str, &'static str, String)>,
@@ -132,6 +134,11 @@ pub struct StatsPage<'a> {
     pub hide_batch: String,
     pub batch_total: i64,
     pub batch_counts: Vec<(String, String, i64)>,
+    /// The newest WAITING jobs, each with what it waits for, and how many wait in all.
+    pub waiting: Vec<super::view::WaitingView>,
+    pub waiting_total: i64,
+    /// db_stats listing every WAITING job.
+    pub waiting_link: String,
 }
 
 /// `/cm/db_reset`: how many records a reset removes, and the button.

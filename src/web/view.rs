@@ -4,7 +4,7 @@
 
 use super::data::JobsQuery;
 use crate::control::WorkerStatus;
-use crate::store::{EventRow, JobRow};
+use crate::store::{EventRow, JobRow, Waiting};
 
 /// The states in the order a job passes through them (the bars and the filter use it).
 pub const STATES: &[&str] = &[
@@ -323,6 +323,59 @@ pub fn duration(secs: Option<u64>) -> String {
         Some(s) if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
         Some(s) if s >= 60 => format!("{}m{}s", s / 60, s % 60),
         Some(s) => format!("{s}s"),
+    }
+}
+
+/// A WAITING job on db_stats: what it is, and what it waits for.
+pub struct WaitingView {
+    pub id: String,
+    pub short_id: String,
+    pub task: String,
+    pub hosts: String,
+    pub parents: i64,
+    /// (state, its class, parents in it).
+    pub by_state: Vec<(String, String, i64)>,
+    /// The first parents named, those not final first.
+    pub first: Vec<ParentView>,
+    /// Parents not named.
+    pub more: i64,
+}
+
+/// A parent of a waiting job.
+pub struct ParentView {
+    pub id: String,
+    pub short_id: String,
+    pub task: String,
+    pub state: String,
+    pub state_class: String,
+    /// An `--after-any` edge: any end releases.
+    pub any_end: bool,
+}
+
+impl WaitingView {
+    pub fn new(w: &Waiting) -> Self {
+        let task = |t: &str| t.strip_prefix("cm.").unwrap_or(t).to_string();
+        Self {
+            id: w.job.id.clone(),
+            short_id: short_id(&w.job.id),
+            task: task(&w.job.task),
+            hosts: w.hosts.clone().unwrap_or_else(|| "-".into()),
+            parents: w.parents,
+            by_state: (w.by_state.iter())
+                .map(|(s, n)| (s.clone(), state_class(s), *n))
+                .collect(),
+            first: (w.first.iter())
+                .map(|p| ParentView {
+                    id: p.job.id.clone(),
+                    short_id: short_id(&p.job.id),
+                    task: task(&p.job.task),
+                    state: p.job.state.clone(),
+                    state_class: state_class(&p.job.state),
+                    any_end: p.mode == crate::store::workflow::AFTER_ANY,
+                })
+                .collect(),
+            more: w.parents - w.first.len() as i64,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 """One module per figure, each with `measure(run)`; profiles holds figure 4's untimed aids."""
 
-from . import command_jobs, fair, first_page, latency, lifecycle, scale, schedules, throughput
+from . import command_jobs, fair, first_page, latency, lifecycle, scale, schedules, throughput, workflows
 
 # The figures by name, in the order a run measures them (`--only` picks some).
 MEASURE = {
@@ -12,4 +12,5 @@ MEASURE = {
     "command_jobs": command_jobs.measure,
     "schedules": schedules.measure,
     "fair": fair.measure,
+    "workflows": workflows.measure,
 }

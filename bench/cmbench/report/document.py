@@ -52,6 +52,21 @@ METHOD = [
     "body begins. Both sides thus measure slot -> a worker starting the job: the scheduler's wake-up, the "
     "publish, the broker, the worker's receipt (and for cm its STARTED commit). The first slot is at least "
     "1 s after the workers (and beat's first firing); with 30 slots a p99 is the largest lag.",
+    "- Workflows (10): every cm workflow waits `--after` a gate job (`bench.gate`, a command task that "
+    "returns once the driver creates a file, which it does after the workflow's last publish) so that all "
+    "its jobs are in the store before the first may run, as a Celery chain is in its first message; the "
+    "figure checks each job's `submitted_ms` is before the gate's end. Chain: 10 "
+    "`cm.provision` jobs (zero-length steps), each `cm call --after` the one before, on one idle worker "
+    "(`concurrency = 1`); the time from the gate's end (the commit that releases step 1 into the outbox) to "
+    "step 10's end, both the store's timestamps (`finished_ms`, `cm jobs --json`): 10 hops of release, "
+    "outbox publish, delivery, run and commit. Celery: `chain` of 10 `bench.noop` signatures "
+    "(`queue=Q`) sent by a Python client with `backend='rpc://'` to a `-P solo` worker, from "
+    "`apply_async()` to `.get()` returning, on the client's clock (one publish by the client, nine by the "
+    "worker, the last result back). cm and Celery alternate run by run. Fan-in: N `cm.provision` parents "
+    "(`cm provision --hosts f[1-N] --after GATE`, 2 workers) and one `cm.launch` child `--after` all of "
+    "them (1 worker on its own queue); the time from the newest parent `finished_ms` to the child's "
+    "`started_ms`: the release query over N parents in the last parent's commit, the outbox publish, "
+    "the delivery and the child's STARTED commit. A fresh store (and PostgreSQL database) per run.",
     "- The machine is shared: other work running at the same time shows as \"other\" CPU in the "
     "profile tables and slows every figure, cm's and Celery's alike.",
     "- Targets that compare two figures (throughput against the ceiling, events on against off, the "

@@ -101,6 +101,17 @@ def rows(measured, sz):
     row(9, f"cm: slots of the {ns} s window whose job started", "%", "sched.cm.fired", fmt="{:.0f}")
     row(9, f"celery beat: slots of the {ns} s window whose task started", "%", "sched.celery.fired", fmt="{:.0f}")
 
+    nch = sz["chains"]
+    row(10, f"cm: chain of 10 no-op steps (--after), one idle worker: gate's end to the last step's end "
+        f"({nch} chains per run)", "ms", "chain.cm", "chain.celery", "{:.1f}")
+    row(10, f"Celery: chain of 10 no-op tasks, one solo worker, rpc://: apply_async() to .get() "
+        f"({nch} chains per run)", "ms", "chain.celery", fmt="{:.1f}")
+    nf = sz["fanin"]
+    row(10, f"cm: fan-in of {nf:,} parents, SQLite: last parent's end to the child's start", "ms", "fanin.sqlite",
+        fmt="{:.0f}")
+    row(10, f"cm: fan-in of {nf:,} parents, PostgreSQL: last parent's end to the child's start", "ms", "fanin.pg",
+        fmt="{:.0f}")
+
     nl = sz["fair_long_seconds"]
     row(12, f"cm, 2 workers (concurrency 1, prefetch 4): 8 quick jobs after a {nl} s one, worst submit to "
         "STARTED", "ms", "fair.cm.worst", fmt="{:.0f}")

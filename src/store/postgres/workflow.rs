@@ -6,12 +6,12 @@
 use sqlx::{PgConnection, Row};
 
 use super::{commit, Store};
-use crate::store::batch::FoldedHistory;
+use crate::store::batch::{self, FoldedHistory};
 use crate::store::requests::{Claim, Retrying};
-use crate::store::workflow::{id_taken, unknown_parents};
+use crate::store::workflow::{id_taken, unknown_parents, AFTER};
 use crate::store::{
-    job_columns, Brief, Edge, JobRow, NewJob, StoreError, FAILURE, PENDING, RETRIED, REVOKED,
-    WAITING,
+    job_columns, Brief, Edge, JobRow, Linked, NewJob, StoreError, FAILURE, PENDING, RETRIED,
+    REVOKED, WAITING,
 };
 
 /// How long publishing after parents tries again while workers' commits hold their rows.
@@ -72,17 +72,7 @@ impl Store {
             }
             commit::insert_waiting(&mut tx, jobs).await?;
             let detail = format!("waits for {} parent(s)", edges.len());
-            let history: Vec<FoldedHistory<'_>> = (jobs.iter())
-                .map(|j| FoldedHistory {
-                    job_id: &j.id,
-                    state: WAITING,
-                    worker: "",
-                    at_ms: j.submitted_ms,
-                    detail: Some(detail.as_str().into()),
-                    later: None,
-                })
-                .collect();
-            commit::insert_history(&mut tx, &history).await?;
+            commit::insert_history(&mut tx, &waiting_history(jobs, &detail)).await?;
             let (mut child, mut parent, mut mode) = (vec![], vec![], vec![]);
             for id in &ids {
                 for (p, m) in edges {
@@ -105,6 +95,58 @@ impl Store {
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        };
+        run.await.map_err(self.fail())?
+    }
+
+    pub(crate) async fn insert_pairs(
+        &self,
+        firsts: &[NewJob],
+        thens: &[NewJob],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = (firsts.iter().chain(thens))
+            .map(|j| j.id.as_str())
+            .collect();
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            let taken: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !taken.is_empty() {
+                return Ok(Err(id_taken(&taken)));
+            }
+            // The firsts are due now: PENDING with their outbox rows, which the caller (or,
+            // should it die, a worker) publishes.
+            commit::insert_pending(&mut tx, firsts).await?;
+            commit::insert_history(&mut tx, &batch::published(firsts)).await?;
+            let (due_ids, due_ms): (Vec<&str>, Vec<i64>) = (firsts.iter())
+                .map(|j| (j.id.as_str(), j.submitted_ms))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO job_outbox (job_id, due_ms) \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[])",
+            )
+            .bind(&due_ids)
+            .bind(&due_ms)
+            .execute(&mut *tx)
+            .await?;
+            commit::insert_waiting(&mut tx, thens).await?;
+            commit::insert_history(&mut tx, &waiting_history(thens, "waits for 1 parent(s)"))
+                .await?;
+            let child: Vec<&str> = thens.iter().map(|j| j.id.as_str()).collect();
+            let mode = vec![AFTER; child.len()];
+            sqlx::query(
+                "INSERT INTO job_edges (child, parent, mode) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
+            )
+            .bind(&child)
+            .bind(&due_ids)
+            .bind(&mode)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(Ok(()))
         };
@@ -224,6 +266,47 @@ impl Store {
             .map_err(self.fail())
     }
 
+    pub(crate) async fn parents_summary(
+        &self,
+        child: &str,
+        shown: i64,
+    ) -> Result<(Vec<(String, i64)>, Vec<Linked>), StoreError> {
+        let by_state: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT j.state, count(*) FROM job_edges e JOIN jobs j ON j.id = e.parent \
+             WHERE e.child = $1 GROUP BY j.state ORDER BY j.state",
+        )
+        .bind(child)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        let rows = sqlx::query(
+            "SELECT e.mode, j.id, j.task, j.state, j.error \
+             FROM job_edges e JOIN jobs j ON j.id = e.parent WHERE e.child = $1 \
+             ORDER BY j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'), j.id LIMIT $2",
+        )
+        .bind(child)
+        .bind(shown)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.fail())?;
+        let first = rows
+            .iter()
+            .map(|r| {
+                Ok(Linked {
+                    mode: r.try_get(0)?,
+                    job: Brief {
+                        id: r.try_get(1)?,
+                        task: r.try_get(2)?,
+                        state: r.try_get(3)?,
+                        error: r.try_get(4)?,
+                    },
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.fail())?;
+        Ok((by_state, first))
+    }
+
     pub(crate) async fn retries_of(
         &self,
         id: &str,
@@ -237,6 +320,20 @@ impl Store {
         .await
         .map_err(self.fail())
     }
+}
+
+/// The WAITING history rows of new jobs, each saying what it waits for.
+fn waiting_history<'a>(jobs: &'a [NewJob], detail: &'a str) -> Vec<FoldedHistory<'a>> {
+    (jobs.iter())
+        .map(|j| FoldedHistory {
+            job_id: &j.id,
+            state: WAITING,
+            worker: "",
+            at_ms: j.submitted_ms,
+            detail: Some(detail.into()),
+            later: None,
+        })
+        .collect()
 }
 
 /// The retry's writes, once it was found allowed: the new job PENDING with its outbox row, the

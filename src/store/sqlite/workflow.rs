@@ -6,11 +6,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::columns::job_row;
 use super::{commit, counts, Store};
-use crate::store::batch::FoldedHistory;
+use crate::store::batch::{self, FoldedHistory};
 use crate::store::requests::{Claim, Retrying};
 use crate::store::workflow::{id_taken, unknown_parents, AFTER};
 use crate::store::{
-    is_final, job_columns, Brief, Edge, JobRow, NewJob, StoreError, FAILURE, REVOKED, WAITING,
+    is_final, job_columns, Brief, Edge, JobRow, Linked, NewJob, StoreError, FAILURE, REVOKED,
+    WAITING,
 };
 
 impl Store {
@@ -33,32 +34,13 @@ impl Store {
                     return Ok(Err(unknown_parents(&missing)));
                 }
                 let ids: Vec<&String> = jobs.iter().map(|j| &j.id).collect();
-                let taken: Vec<String> = {
-                    let mut there = tx.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?;
-                    let mut taken = Vec::new();
-                    for id in &ids {
-                        if there.exists([id])? {
-                            taken.push((*id).clone());
-                        }
-                    }
-                    taken
-                };
+                let taken = taken_ids(&tx, &jobs)?;
                 if !taken.is_empty() {
                     return Ok(Err(id_taken(&taken)));
                 }
                 commit::insert_waiting(&tx, &jobs)?;
                 let detail = format!("waits for {} parent(s)", edges.len());
-                let history: Vec<FoldedHistory<'_>> = (jobs.iter())
-                    .map(|j| FoldedHistory {
-                        job_id: &j.id,
-                        state: WAITING,
-                        worker: "",
-                        at_ms: j.submitted_ms,
-                        detail: Some(detail.as_str().into()),
-                        later: None,
-                    })
-                    .collect();
-                commit::insert_history(&tx, &history)?;
+                commit::insert_history(&tx, &waiting_history(&jobs, &detail))?;
                 {
                     let mut edge = tx.prepare_cached(
                         "INSERT INTO job_edges (child, parent, mode) VALUES (?1, ?2, ?3)",
@@ -85,6 +67,48 @@ impl Store {
                         tx.execute("UPDATE jobs SET state = state WHERE id = ?1", [parent])?;
                     }
                 }
+                counts::fold_counts_if_long(&tx)?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await?
+    }
+
+    pub(crate) async fn insert_pairs(
+        &self,
+        firsts: &[NewJob],
+        thens: &[NewJob],
+    ) -> Result<(), StoreError> {
+        let (firsts, thens) = (firsts.to_vec(), thens.to_vec());
+        self.pool
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let all: Vec<NewJob> = firsts.iter().chain(&thens).cloned().collect();
+                let taken = taken_ids(&tx, &all)?;
+                if !taken.is_empty() {
+                    return Ok(Err(id_taken(&taken)));
+                }
+                // The firsts are due now: PENDING with their outbox rows, which the caller
+                // (or, should it die, a worker) publishes.
+                commit::insert_pending(&tx, &firsts)?;
+                commit::insert_history(&tx, &batch::published(&firsts))?;
+                {
+                    let mut due = tx.prepare_cached(
+                        "INSERT INTO job_outbox (job_id, due_ms) VALUES (?1, ?2)",
+                    )?;
+                    for j in &firsts {
+                        due.execute(params![j.id, j.submitted_ms])?;
+                    }
+                }
+                commit::insert_waiting(&tx, &thens)?;
+                commit::insert_history(&tx, &waiting_history(&thens, "waits for 1 parent(s)"))?;
+                let mut edge = tx.prepare_cached(
+                    "INSERT INTO job_edges (child, parent, mode) VALUES (?1, ?2, ?3)",
+                )?;
+                for (first, then) in firsts.iter().zip(&thens) {
+                    edge.execute(params![then.id, first.id, AFTER])?;
+                }
+                drop(edge);
                 counts::fold_counts_if_long(&tx)?;
                 tx.commit()?;
                 Ok(Ok(()))
@@ -244,6 +268,44 @@ impl Store {
             .await
     }
 
+    pub(crate) async fn parents_summary(
+        &self,
+        child: &str,
+        shown: i64,
+    ) -> Result<(Vec<(String, i64)>, Vec<Linked>), StoreError> {
+        let child = child.to_string();
+        self.pool
+            .run(move |conn| {
+                let by_state = conn
+                    .prepare_cached(
+                        "SELECT j.state, count(*) FROM job_edges e JOIN jobs j ON j.id = e.parent \
+                         WHERE e.child = ?1 GROUP BY j.state ORDER BY j.state",
+                    )?
+                    .query_map([&child], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let first = conn
+                    .prepare_cached(
+                        "SELECT e.mode, j.id, j.task, j.state, j.error \
+                         FROM job_edges e JOIN jobs j ON j.id = e.parent WHERE e.child = ?1 \
+                         ORDER BY j.state IN ('SUCCESS', 'FAILURE', 'REVOKED'), j.id LIMIT ?2",
+                    )?
+                    .query_map(params![child, shown], |r| {
+                        Ok(Linked {
+                            mode: r.get(0)?,
+                            job: Brief {
+                                id: r.get(1)?,
+                                task: r.get(2)?,
+                                state: r.get(3)?,
+                                error: r.get(4)?,
+                            },
+                        })
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                Ok((by_state, first))
+            })
+            .await
+    }
+
     pub(crate) async fn retries_of(
         &self,
         id: &str,
@@ -260,6 +322,32 @@ impl Store {
             })
             .await
     }
+}
+
+/// Those of `jobs`' ids the store has already.
+fn taken_ids(conn: &Connection, jobs: &[NewJob]) -> rusqlite::Result<Vec<String>> {
+    let mut there = conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?;
+    let mut taken = Vec::new();
+    for j in jobs {
+        if there.exists([&j.id])? {
+            taken.push(j.id.clone());
+        }
+    }
+    Ok(taken)
+}
+
+/// The WAITING history rows of new jobs, each saying what it waits for.
+fn waiting_history<'a>(jobs: &'a [NewJob], detail: &'a str) -> Vec<FoldedHistory<'a>> {
+    (jobs.iter())
+        .map(|j| FoldedHistory {
+            job_id: &j.id,
+            state: WAITING,
+            worker: "",
+            at_ms: j.submitted_ms,
+            detail: Some(detail.into()),
+            later: None,
+        })
+        .collect()
 }
 
 /// The state of each of `ids`, in order (`None`: no such job).

@@ -270,6 +270,38 @@
     live.textContent = text;
   }
 
+  // The WAITING jobs and what each waits for (data.waiting: the newest few, with their parents).
+  function drawWaiting(waiting, total) {
+    const card = document.getElementById("waiting");
+    const tbody = document.getElementById("waiting-body");
+    if (!card || !tbody) return;
+    card.hidden = !waiting || waiting.length === 0;
+    document.getElementById("waiting-total").textContent = String(total || 0);
+    const short = (id) => String(id).slice(-8);
+    const task = (t) => String(t).replace(/^cm\./, "");
+    const jobLink = (id) => el("a", { href: "/cm/jobs/" + encodeURIComponent(id), title: id }, short(id));
+    tbody.replaceChildren(...(waiting || []).map((w) => {
+      const tr = el("tr", { "data-id": w.id });
+      const id = td(null, { class: "id", title: w.id });
+      id.append(jobLink(w.id));
+      const parents = td(null, { class: "parents" });
+      for (const p of w.first) {
+        const span = el("span", { class: "parent", "data-id": p.id });
+        span.append(jobLink(p.id), " " + task(p.task) + " ", el("span", { class: "st " + stateClass(p.state) }, p.state));
+        if (p.mode === "after_any") span.append(" (any end)");
+        parents.append(span, " ");
+      }
+      const more = w.parents - w.first.length;
+      if (more > 0) {
+        const span = el("span", { class: "more" }, "and " + more + " more; all " + w.parents + ": ");
+        for (const [s, n] of w.by_state) span.append(el("span", { class: "st " + stateClass(s) }, s + " " + n), " ");
+        parents.append(span);
+      }
+      tr.append(id, td(task(w.task)), td(w.hosts ?? "-"), parents);
+      return tr;
+    }));
+  }
+
   let timer = null, busy = false;
   async function poll() {
     if (busy) return;
@@ -284,6 +316,7 @@
       drawByWorker(data.by_worker);
       drawBatch(data.batch);
       drawJobs(data);
+      drawWaiting(data.waiting, data.waiting_total);
       if (ticks % 2 === 0) {
         const w = await fetch("/api/workers", { headers: { Accept: "application/json" } });
         if (w.ok) drawWorkers(await w.json());
