@@ -59,6 +59,9 @@ workers = ["w1"]
 tasks = ["cm.launch"]
 concurrency = 1
 prefetch = 256
+# Under callgrind a job takes far longer than fair dispatch's moment: without this the worker
+# would hand its prefetch back and consume with prefetch 1, measuring that instead.
+hand_back_after_ms = 0
 [simulation]
 step_seconds = [0, 0]
 [store]
