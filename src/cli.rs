@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod tasks;
+pub use tasks::TasksCmd;
+
 /// cm: start, stop and watch the job-queue workers, and hand them jobs.
 #[derive(Debug, Parser)]
 #[command(name = "cm", version, propagate_version = true)]
@@ -47,6 +50,9 @@ pub enum Command {
     /// Schedules of fabfile.toml [schedules]: each with its last firing and next slot; pause,
     /// resume, run one now, its history
     Schedules(SchedulesArgs),
+    /// What operators set on a task for every worker: `tasks rate TASK 10/m|off|config`
+    #[command(subcommand)]
+    Tasks(TasksCmd),
     /// The status store itself
     #[command(subcommand)]
     Db(DbCmd),

@@ -31,6 +31,8 @@ pub enum Method {
     PoolGrow,
     PoolShrink,
     Autoscale,
+    /// A task's rate, kept in the store for every worker (`cm tasks rate`).
+    RateLimit,
 }
 
 impl Method {
@@ -58,6 +60,7 @@ impl Method {
             "pool_grow" => Self::PoolGrow,
             "pool_shrink" => Self::PoolShrink,
             "autoscale" => Self::Autoscale,
+            "rate_limit" => Self::RateLimit,
             _ => return None,
         })
     }
@@ -66,7 +69,7 @@ impl Method {
 /// Every name [`Method::from_name`] takes, for the error an unknown method gets.
 pub const KNOWN: &str = "ping, stats, active, reserved, scheduled, registered, active_queues, \
 revoked, conf, clock, hello, shutdown, enable_events, disable_events, heartbeat, revoke, terminate, \
-add_consumer, cancel_consumer, pool_grow, pool_shrink, autoscale";
+add_consumer, cancel_consumer, pool_grow, pool_shrink, autoscale, rate_limit";
 
 /// `{"ok": text}`, Celery's `ok()`.
 pub fn ok(text: &str) -> Value {

@@ -30,7 +30,7 @@ pub async fn order(
 }
 
 /// Who gave the order, for the row: the user and host, as far as this process knows them.
-fn whoami() -> String {
+pub(super) fn whoami() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown user".into());
     let host = nix::unistd::gethostname()
         .ok()

@@ -12,12 +12,15 @@ mod publish;
 mod queue;
 mod schedules;
 mod server;
+mod tasks;
 mod wait;
 mod workflow;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, DbCmd, DeadCmd, JobsCmd, MqCmd, QueueCmd, SchedulesCmd, ServerCmd};
+use crate::cli::{
+    Cli, Command, DbCmd, DeadCmd, JobsCmd, MqCmd, QueueCmd, SchedulesCmd, ServerCmd, TasksCmd,
+};
 use crate::config::Config;
 use crate::exit::Code;
 use crate::store::controls::Control;
@@ -93,6 +96,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Code> {
                     schedules::history(&cfg, &name, limit, json).await
                 }
             },
+            Command::Tasks(TasksCmd::Rate { task, rate }) => tasks::rate(&cfg, &task, &rate).await,
+            Command::Tasks(TasksCmd::Rates { json }) => tasks::rates(&cfg, json).await,
             Command::Db(DbCmd::Reset { yes }) => jobs::reset(&cfg, yes).await,
             Command::Dead(DeadCmd::List { queue, json }) => {
                 dead::list(&cfg, queue.as_deref(), json).await

@@ -62,6 +62,20 @@ impl Rate {
     }
 }
 
+/// An operator's rate as `celery control rate_limit` takes it (Celery's `rate()`): "N/s",
+/// "N/m", "N/h", or a bare N per second; `None` for no limit ("0", "0/m", "None", "").
+pub fn parse_celery_rate(text: &str) -> Result<Option<Rate>, String> {
+    let t = text.trim();
+    let count = t.split_once('/').map_or(t, |(n, _)| n).trim();
+    if t.is_empty() || t == "None" || count == "0" {
+        return Ok(None);
+    }
+    if !t.contains('/') {
+        return Rate::parse(&format!("{t}/s")).map(Some);
+    }
+    Rate::parse(t).map(Some)
+}
+
 /// A concurrency key: jobs whose `template` renders alike share `limit` slots.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyRule {
@@ -192,6 +206,20 @@ mod tests {
         assert_eq!(Rate::parse("2/h").map(|r| r.interval_ms()), Ok(1_800_000.0));
         for bad in ["10", "0/s", "-1/s", "1.5/s", "10/d", "x/m", "2000000/s"] {
             assert!(Rate::parse(bad).is_err(), "{bad} was read");
+        }
+    }
+
+    #[test]
+    fn celery_rates_take_a_bare_count_per_second_and_zero_as_no_limit() {
+        let per_s = |t: &str| parse_celery_rate(t).map(|r| r.map(|r| r.interval_ms()));
+        assert_eq!(per_s("10"), Ok(Some(100.0)));
+        assert_eq!(per_s("2/s"), Ok(Some(500.0)));
+        assert_eq!(per_s("10/m"), Ok(Some(6_000.0)));
+        for off in ["0", "0/m", "None", ""] {
+            assert_eq!(per_s(off), Ok(None), "{off:?}");
+        }
+        for bad in ["x", "10/d", "-1"] {
+            assert!(parse_celery_rate(bad).is_err(), "{bad} was read");
         }
     }
 }

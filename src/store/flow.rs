@@ -113,6 +113,25 @@ pub(super) fn rate_starts(next_ms: f64, interval_ms: f64, now_ms: f64, most: i64
     (n, next)
 }
 
+/// Gate `g` as the rule in force: an operator's rate (`store::rates`), read in the
+/// transaction that holds the gate, over the one the admitting worker's config gave.
+pub(super) fn in_force(g: &Gate, over: Option<(f64, String)>) -> Gate {
+    match over {
+        Some((interval_ms, rate)) if matches!(g.rule, Rule::Rate { .. }) => Gate {
+            name: g.name.clone(),
+            rule: Rule::Rate { interval_ms },
+            reason: super::rates::reason(super::rates::task_of(&g.name), &rate),
+        },
+        _ => g.clone(),
+    }
+}
+
+/// Whether `g` limits nothing: a rate an operator turned off, or one whose config was taken
+/// back to none.
+pub(super) fn unlimited(g: &Gate) -> bool {
+    matches!(g.rule, Rule::Rate { interval_ms } if interval_ms <= 0.0)
+}
+
 /// Why a job waits behind jobs already held at a gate it could pass: they go first.
 pub(super) fn behind(gate: &Gate) -> String {
     format!("{} (behind jobs already waiting)", gate.reason)

@@ -165,6 +165,7 @@ pub mod controls;
 mod firings;
 pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
 pub mod flow;
+pub mod rates;
 mod unique;
 pub mod workflow;
 

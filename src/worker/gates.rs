@@ -4,12 +4,14 @@
 //! places the gate has free, and publishes them again. The store decides (`store::flow`); of
 //! workers racing at one gate, each grant is one transaction on its row.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
 
 use super::context::SessionContext;
+use super::flow::rates::KnownRates;
 use super::lease::millis;
 use crate::config::flow::{Flow, KeyRule};
 use crate::config::Config;
@@ -17,6 +19,7 @@ use crate::jobs::args::Bound;
 use crate::jobs::{self, Job};
 use crate::store;
 use crate::store::flow::{Gate, Rule};
+use crate::store::rates::{self, RateOverride};
 
 /// How often a releaser looks at its queue's held jobs: a held job starts at most about this
 /// late after its place frees (the store's rate allows for it, `store::flow::CATCH_UP_MS`).
@@ -25,31 +28,59 @@ const RELEASE_POLL: Duration = Duration::from_millis(100);
 const RELEASE_BATCH: i64 = 100;
 
 /// The gates `job` passes before it may start: none for a job whose task sets no flow control
-/// (the usual case, which costs no store round trip).
-pub(super) fn gates(cfg: &Config, job: &Job) -> Vec<Gate> {
-    if cfg.flow.is_empty() {
+/// and has no operator's rate (the usual case, which costs no store round trip).
+pub(super) fn gates(cfg: &Config, rates: &KnownRates, job: &Job) -> Vec<Gate> {
+    if cfg.flow.is_empty() && !rates.any() {
         return Vec::new();
     }
     let (flow, rate_name, values) = match job {
-        Job::Task(t) => match cfg.flow.tasks.get(&t.name) {
-            Some(f) => (f, t.name.clone(), t.values.clone()),
-            None => return Vec::new(),
-        },
+        Job::Task(t) => {
+            let over = rates.of(&t.name);
+            match (cfg.flow.tasks.get(&t.name), over) {
+                (None, None) => return Vec::new(),
+                (Some(flow), None) => (Cow::Borrowed(flow), t.name.clone(), t.values.clone()),
+                (flow, Some(over)) => {
+                    let flow = flow.cloned().unwrap_or_default();
+                    return overridden(of_flow(&flow, &t.name, &t.values), &over);
+                }
+            }
+        }
         Job::Launch(l) => match cfg.flow.recipes.get(&l.recipe) {
             Some(f) => (
-                f,
+                Cow::Borrowed(f),
                 format!("{} recipe {}", jobs::LAUNCH, l.recipe),
                 Bound::of(l.values()),
             ),
             None => return Vec::new(),
         },
         Job::Provision(p) => match &cfg.flow.provision {
-            Some(f) => (f, jobs::PROVISION.to_string(), Bound::of(p.values())),
+            Some(f) => (
+                Cow::Borrowed(f),
+                jobs::PROVISION.to_string(),
+                Bound::of(p.values()),
+            ),
             None => return Vec::new(),
         },
         Job::Unfit { .. } => return Vec::new(),
     };
-    of_flow(flow, &rate_name, &values)
+    of_flow(&flow, &rate_name, &values)
+}
+
+/// A task's gates with an operator's rate in place of its configured one: none for "off".
+/// (The store reads the operator's row again at the gate: this only decides whether to ask.)
+fn overridden(mut gates: Vec<Gate>, over: &RateOverride) -> Vec<Gate> {
+    let name = rates::gate_of(&over.task);
+    gates.retain(|g| g.name != name);
+    if !over.is_off() {
+        gates.push(Gate {
+            name,
+            rule: Rule::Rate {
+                interval_ms: over.interval_ms,
+            },
+            reason: rates::reason(&over.task, &over.rate),
+        });
+    }
+    gates
 }
 
 fn of_flow(flow: &Flow, rate_name: &str, values: &Bound) -> Vec<Gate> {
@@ -91,17 +122,24 @@ fn key_gate(key: &KeyRule, values: &Bound) -> Option<Gate> {
 }
 
 /// Grants and publishes again the held jobs of this session's queue, every [`RELEASE_POLL`],
-/// until the session ends; returns at once when the config sets no flow control.
+/// until the session ends. Asks the store only while the config sets flow control, an
+/// operator's rate is known, or jobs were held at the last look.
 pub(super) async fn release(ctx: Arc<SessionContext>) {
     let w = &*ctx.worker;
-    if w.cfg.flow.is_empty() {
-        return;
-    }
     let mut failing = false;
+    // Jobs held before this session (by an operator's rate since lifted, say) are looked for
+    // once; then only while a rule or held jobs are known.
+    let mut held_seen = true;
     loop {
         tokio::time::sleep(RELEASE_POLL).await;
+        if w.cfg.flow.is_empty() && !w.remote.flow.rates.any() && !held_seen {
+            continue;
+        }
         let gates = match w.store.held_gates(&w.queue.name).await {
-            Ok(g) => g,
+            Ok(g) => {
+                held_seen = !g.is_empty();
+                g
+            }
             Err(e) => {
                 if !failing {
                     warn!("looking for throttled jobs on queue {}: {e}", w.queue.name);

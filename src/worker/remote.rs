@@ -309,6 +309,7 @@ impl Remote {
                 )
                 .await
             }
+            Method::RateLimit => flow::celery::rate_limit(&self.flow, &self.tasks, request).await,
         })
     }
 

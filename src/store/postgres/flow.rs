@@ -6,10 +6,11 @@
 use sqlx::{Postgres, Row, Transaction};
 
 use super::columns::{bind_job, job_row};
+use super::rates::override_at;
 use super::Store;
 use crate::store::flow::{
-    behind, grants_allowed, key_held, rate_starts, take_rate, Admission, Admitting, Gate, Rule,
-    IN_FLIGHT_FOR_MS,
+    behind, grants_allowed, in_force, key_held, rate_starts, take_rate, unlimited, Admission,
+    Admitting, Gate, Rule, IN_FLIGHT_FOR_MS,
 };
 use crate::store::requests::Claim;
 use crate::store::{job_columns, live_row, JobRow, StoreError};
@@ -83,22 +84,29 @@ async fn admit(tx: &mut Tx<'_>, a: &Admitting) -> Result<Admission, sqlx::Error>
         }
     }
     let now = a.now_ms as f64;
-    let mut takes: Vec<(&Gate, Option<f64>)> = Vec::with_capacity(a.gates.len());
+    let mut takes: Vec<(Gate, Option<f64>)> = Vec::with_capacity(a.gates.len());
     let mut held = None;
     for g in &a.gates {
         let next = lock_gate(tx, g).await?;
-        if holds_place(tx, a, g).await? {
+        // An operator's rate, read now that the gate's row is locked, is the rule in force.
+        let g = in_force(g, override_at(tx, &g.name).await?);
+        if unlimited(&g) {
             continue;
         }
-        if others_wait(tx, a, g).await? {
-            held = Some((g, behind(g)));
+        if holds_place(tx, a, &g).await? {
+            continue;
+        }
+        if others_wait(tx, a, &g).await? {
+            let reason = behind(&g);
+            held = Some((g, reason));
             break;
         }
         match &g.rule {
             Rule::Rate { interval_ms } => match take_rate(next, *interval_ms, now) {
                 Some(after) => takes.push((g, Some(after))),
                 None => {
-                    held = Some((g, g.reason.clone()));
+                    let reason = g.reason.clone();
+                    held = Some((g, reason));
                     break;
                 }
             },
@@ -110,7 +118,8 @@ async fn admit(tx: &mut Tx<'_>, a: &Admitting) -> Result<Admission, sqlx::Error>
                         .await?;
                 let (taken, holder): (i64, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
                 if taken >= *slots {
-                    held = Some((g, key_held(g, holder.as_deref().unwrap_or("?"))));
+                    let reason = key_held(&g, holder.as_deref().unwrap_or("?"));
+                    held = Some((g, reason));
                     break;
                 }
                 takes.push((g, None));
@@ -118,7 +127,7 @@ async fn admit(tx: &mut Tx<'_>, a: &Admitting) -> Result<Admission, sqlx::Error>
         }
     }
     if let Some((g, reason)) = held {
-        hold(tx, a, g, &reason).await?;
+        hold(tx, a, &g, &reason).await?;
         return Ok(Admission::Held { reason });
     }
     for (g, next) in takes {
@@ -248,14 +257,20 @@ async fn release(
     let Some(row) = row else {
         return Ok(Vec::new());
     };
-    let (kind, interval_ms, slots, next_ms): (String, f64, i64, f64) = (
+    let (kind, mut interval_ms, slots, next_ms): (String, f64, i64, f64) = (
         row.try_get(0)?,
         row.try_get(1)?,
         row.try_get(2)?,
         row.try_get(3)?,
     );
+    if let Some((over, _)) = override_at(tx, gate).await? {
+        interval_ms = over;
+    }
     let now = c.now_ms as f64;
-    let free = if kind == "rate" {
+    let free = if kind == "rate" && interval_ms <= 0.0 {
+        // No limit in force (an operator's "off", or the config's none): all go.
+        limit
+    } else if kind == "rate" {
         let in_flight: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM flow_slots WHERE gate = $1 AND NOT used AND taken_ms > $2",
         )
@@ -294,7 +309,7 @@ async fn release(
     .map(job_row)
     .collect::<Result<Vec<_>, _>>()?;
     let n = i64::try_from(granted.len()).unwrap_or(i64::MAX);
-    if kind == "rate" && n > 0 {
+    if kind == "rate" && interval_ms > 0.0 && n > 0 {
         let (_, next) = rate_starts(next_ms, interval_ms, now, n);
         sqlx::query("UPDATE flow_gates SET next_ms = $2 WHERE name = $1")
             .bind(gate)

@@ -26,6 +26,7 @@ mod jobs;
 mod leases;
 mod options;
 mod prune;
+mod rates;
 mod revokes;
 mod schedule;
 mod unique;

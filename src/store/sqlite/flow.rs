@@ -5,10 +5,11 @@
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::columns::{job_row, Binder};
+use super::rates::override_at;
 use super::Store;
 use crate::store::flow::{
-    behind, grants_allowed, key_held, rate_starts, take_rate, Admission, Admitting, Gate, Rule,
-    IN_FLIGHT_FOR_MS,
+    behind, grants_allowed, in_force, key_held, rate_starts, take_rate, unlimited, Admission,
+    Admitting, Gate, Rule, IN_FLIGHT_FOR_MS,
 };
 use crate::store::requests::Claim;
 use crate::store::{job_columns, live_row, JobRow, StoreError};
@@ -74,10 +75,15 @@ fn lock_gate(tx: &Transaction<'_>, g: &Gate) -> rusqlite::Result<f64> {
 
 fn admit(tx: &Transaction<'_>, a: &Admitting) -> rusqlite::Result<Admission> {
     let now = a.now_ms as f64;
-    let mut takes: Vec<(&Gate, Option<f64>)> = Vec::with_capacity(a.gates.len());
+    let mut takes: Vec<(Gate, Option<f64>)> = Vec::with_capacity(a.gates.len());
     let mut held = None;
     for g in &a.gates {
         let next = lock_gate(tx, g)?;
+        // An operator's rate, read now that the gate is ours, is the rule in force.
+        let g = in_force(g, override_at(tx, &g.name)?);
+        if unlimited(&g) {
+            continue;
+        }
         // Its own place (granted, or an earlier delivery's): used now.
         let mine = tx
             .prepare_cached("UPDATE flow_slots SET used = 1 WHERE job_id = ?1 AND gate = ?2")?
@@ -92,14 +98,16 @@ fn admit(tx: &Transaction<'_>, a: &Admitting) -> rusqlite::Result<Admission> {
             )?
             .query_row(params![g.name, a.job.id], |r| r.get(0))?;
         if waiting {
-            held = Some((g, behind(g)));
+            let reason = behind(&g);
+            held = Some((g, reason));
             break;
         }
         match &g.rule {
             Rule::Rate { interval_ms } => match take_rate(next, *interval_ms, now) {
                 Some(after) => takes.push((g, Some(after))),
                 None => {
-                    held = Some((g, g.reason.clone()));
+                    let reason = g.reason.clone();
+                    held = Some((g, reason));
                     break;
                 }
             },
@@ -108,7 +116,8 @@ fn admit(tx: &Transaction<'_>, a: &Admitting) -> rusqlite::Result<Admission> {
                     .prepare_cached("SELECT COUNT(*), MIN(job_id) FROM flow_slots WHERE gate = ?1")?
                     .query_row([&g.name], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 if taken >= *slots {
-                    held = Some((g, key_held(g, holder.as_deref().unwrap_or("?"))));
+                    let reason = key_held(&g, holder.as_deref().unwrap_or("?"));
+                    held = Some((g, reason));
                     break;
                 }
                 takes.push((g, None));
@@ -116,11 +125,11 @@ fn admit(tx: &Transaction<'_>, a: &Admitting) -> rusqlite::Result<Admission> {
         }
     }
     if let Some((g, reason)) = held {
-        hold(tx, a, g, &reason)?;
+        hold(tx, a, &g, &reason)?;
         return Ok(Admission::Held { reason });
     }
     for (g, next) in takes {
-        take(tx, &a.job.id, g, next, a.now_ms)?;
+        take(tx, &a.job.id, &g, next, a.now_ms)?;
     }
     // A redelivery of a job held here (its worker died before the ack) starts now: no
     // releaser may grant and publish it a second time.
@@ -205,11 +214,17 @@ fn release(
         .prepare_cached("SELECT kind, interval_ms, slots, next_ms FROM flow_gates WHERE name = ?1")?
         .query_row([gate], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    let Some((kind, interval_ms, slots, next_ms)) = row else {
+    let Some((kind, mut interval_ms, slots, next_ms)) = row else {
         return Ok(Vec::new());
     };
+    if let Some((over, _)) = override_at(tx, gate)? {
+        interval_ms = over;
+    }
     let now = c.now_ms as f64;
-    let free = if kind == "rate" {
+    let free = if kind == "rate" && interval_ms <= 0.0 {
+        // No limit in force (an operator's "off", or the config's none): all go.
+        limit
+    } else if kind == "rate" {
         let in_flight: i64 = tx
             .prepare_cached(
                 "SELECT COUNT(*) FROM flow_slots WHERE gate = ?1 AND used = 0 AND taken_ms > ?2",
@@ -237,7 +252,7 @@ fn release(
         .query_map(params![c.owner, c.until_ms, gate, queue, free], job_row)?
         .collect::<rusqlite::Result<_>>()?;
     let n = i64::try_from(granted.len()).unwrap_or(i64::MAX);
-    if kind == "rate" && n > 0 {
+    if kind == "rate" && interval_ms > 0.0 && n > 0 {
         let (_, next) = rate_starts(next_ms, interval_ms, now, n);
         tx.prepare_cached("UPDATE flow_gates SET next_ms = ?2 WHERE name = ?1")?
             .execute(params![gate, next])?;

@@ -55,7 +55,7 @@ pub(super) fn open(path: &Path, busy: Duration, store: &str) -> Result<Connectio
 }
 
 /// In order; a migration's version is its place in this list, from 1 (as its file name says).
-pub(super) const MIGRATIONS: [&str; 14] = [
+pub(super) const MIGRATIONS: [&str; 15] = [
     include_str!("migrations/0001_jobs.sql"),
     include_str!("migrations/0002_jobs_state_submitted.sql"),
     include_str!("migrations/0003_job_events_later.sql"),
@@ -73,6 +73,7 @@ pub(super) const MIGRATIONS: [&str; 14] = [
     include_str!("migrations/0015_unique_keys.sql"),
     include_str!("migrations/0014_flow_control.sql"),
     include_str!("migrations/0013_canvas.sql"),
+    include_str!("migrations/0018_rate_overrides.sql"),
 ];
 
 /// Brings the schema up to date. The error is the cause, for [`StoreError::Migration`].

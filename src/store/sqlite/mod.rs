@@ -30,6 +30,7 @@ mod leases;
 mod migrate;
 mod pool;
 mod prune;
+mod rates;
 mod revokes;
 mod schedule;
 mod unique;

@@ -86,7 +86,7 @@ pub(super) async fn admit(
     if let Some(wait) = must_wait(msg, now) {
         return Some(hold(ctx, received, wait).await);
     }
-    let gates = gates::gates(&w.cfg, &received.job);
+    let gates = gates::gates(&w.cfg, &w.remote.flow.rates, &received.job);
     if gates.is_empty() {
         // Admitted: it runs now.
         return None;

@@ -8,6 +8,7 @@
 //! pidbox is read back at once instead of at the next poll.
 
 pub(super) mod celery;
+pub(super) mod rates;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::config::QueueConfig;
 use crate::jobs::cancel::Stops;
 use crate::store::controls::{self, Control, Scope};
 use crate::store::{Store, StoreError};
+use rates::KnownRates;
 
 /// How soon an order given elsewhere (another host, the web, `cm queue pause`) is seen.
 pub(super) const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -43,6 +45,9 @@ pub(super) struct Flow {
     tx: watch::Sender<Wanted>,
     /// The newest `pause --terminate` acted on (or seen at start, when nothing ran yet).
     terminated: Mutex<Option<Option<i64>>>,
+    /// Operators' rate limits (`celery control rate_limit`, `cm tasks rate`), read with the
+    /// orders.
+    pub(super) rates: KnownRates,
 }
 
 impl Flow {
@@ -60,6 +65,7 @@ impl Flow {
             prefetch_ratio: f64::from(queue.prefetch) / f64::from(queue.concurrency.max(1)),
             tx: watch::Sender::new(wanted),
             terminated: Mutex::new(None),
+            rates: KnownRates::default(),
         }
     }
 
@@ -90,6 +96,7 @@ impl Flow {
     /// Reads the rows and publishes what they ask. Returns the jobs a new `pause --terminate`
     /// asks to stop (none the first time: the worker had run nothing before it read).
     pub(super) async fn refresh(&self, running: &Running) -> Result<Vec<String>, StoreError> {
+        self.rates.set(self.store.rate_overrides().await?);
         let rows = self.store.controls(Some(&self.queue)).await?;
         let desired = controls::desired(&rows, &self.host, &self.node);
         let wanted = Wanted {
@@ -147,7 +154,7 @@ pub(super) async fn poll(flow: Arc<Flow>, running: Arc<Running>, stops: Stops) {
             }
             Err(e) => {
                 if !failing {
-                    warn!("reading the queue's pause and scale orders: {e}; going on as before, trying again");
+                    warn!("reading the queue's pause and scale orders and the operators' rate limits: {e}; going on as before, trying again");
                 }
                 failing = true;
             }
