@@ -211,4 +211,39 @@ mod tests {
             Some("key h1/sda".into())
         );
     }
+
+    #[test]
+    fn an_operators_rate_replaces_the_configs_and_off_leaves_the_key_alone() {
+        let flow = Flow {
+            rate: Rate::parse("100/s").ok(),
+            key: Element::parse("{host}")
+                .ok()
+                .map(|template| KeyRule { template, limit: 1 }),
+        };
+        let values = Bound::of([("host", "h1".to_string())]);
+        let over = |interval_ms: f64, rate: &str| RateOverride {
+            task: "ops.deploy".into(),
+            interval_ms,
+            rate: rate.into(),
+            set_by: "ops".into(),
+            set_ms: 0,
+        };
+        let gates = overridden(of_flow(&flow, "ops.deploy", &values), &over(500.0, "2/s"));
+        let names: Vec<&str> = gates.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["key:h1", "rate:ops.deploy"]);
+        assert_eq!(gates[1].rule, Rule::Rate { interval_ms: 500.0 });
+        assert_eq!(
+            gates[1].reason,
+            "rate limit 2/s of ops.deploy (set by an operator)"
+        );
+        let off = overridden(of_flow(&flow, "ops.deploy", &values), &over(0.0, "off"));
+        assert_eq!(off.len(), 1);
+        assert_eq!(off[0].name, "key:h1");
+        // A task the config leaves unlimited gets the operator's rate gate alone.
+        let bare = overridden(
+            of_flow(&Flow::default(), "ops.deploy", &values),
+            &over(500.0, "2/s"),
+        );
+        assert_eq!(bare.len(), 1);
+    }
 }

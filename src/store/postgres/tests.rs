@@ -468,3 +468,11 @@ async fn on_postgres_a_rate_grants_one_start_per_interval() -> TestResult {
     )
     .await
 }
+
+#[tokio::test]
+async fn on_postgres_an_operators_rate_overrides_the_configs_at_the_gate() -> TestResult {
+    with_database(|store| async move {
+        tests::rates::an_operators_rate_overrides_the_configs_at_the_gate(&store).await
+    })
+    .await
+}

@@ -9,6 +9,7 @@ pub(super) mod firings;
 pub(super) mod flow;
 pub(super) mod jobs;
 pub(super) mod leases;
+pub(super) mod rates;
 pub(super) mod revokes;
 pub(super) mod schedule;
 pub(super) mod unique;
