@@ -150,8 +150,8 @@ fn celery_control_rate_limit_holds_every_worker_to_the_rate_then_lifts_it() {
     );
     let rates = stack.ok(&["tasks", "rates"]);
     assert!(rates.contains("t.tick\t2/s\tset by c1@"), "{rates}");
-    // c2 learns it by its poll (half a second).
-    std::thread::sleep(Duration::from_secs(1));
+    // Kept in the store: restarted workers read it before their first job (Celery's is lost).
+    stack.ok(&["queue", "restart", "c1", "c2"]);
 
     let ids = stack.call("t.tick").count(30).ids();
     assert_eq!(ids.len(), 30);
