@@ -90,10 +90,7 @@ async fn admit(tx: &mut Tx<'_>, a: &Admitting) -> Result<Admission, sqlx::Error>
         let next = lock_gate(tx, g).await?;
         // An operator's rate, read now that the gate's row is locked, is the rule in force.
         let g = in_force(g, override_at(tx, &g.name).await?);
-        if unlimited(&g) {
-            continue;
-        }
-        if holds_place(tx, a, &g).await? {
+        if holds_place(tx, a, &g).await? || unlimited(&g) {
             continue;
         }
         if others_wait(tx, a, &g).await? {

@@ -81,14 +81,11 @@ fn admit(tx: &Transaction<'_>, a: &Admitting) -> rusqlite::Result<Admission> {
         let next = lock_gate(tx, g)?;
         // An operator's rate, read now that the gate is ours, is the rule in force.
         let g = in_force(g, override_at(tx, &g.name)?);
-        if unlimited(&g) {
-            continue;
-        }
         // Its own place (granted, or an earlier delivery's): used now.
         let mine = tx
             .prepare_cached("UPDATE flow_slots SET used = 1 WHERE job_id = ?1 AND gate = ?2")?
             .execute(params![a.job.id, g.name])?;
-        if mine > 0 {
+        if mine > 0 || unlimited(&g) {
             continue;
         }
         let waiting: bool = tx
