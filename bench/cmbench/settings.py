@@ -15,7 +15,7 @@ SIZES = {
     "smoke": dict(cm_jobs=300, celery_jobs=200, raw_jobs=2000, scale=[1, 2], db_jobs=[1000, 2000],
                   one_job=3, round_trips=10, command_jobs=40, schedule_seconds=2,
                   schedule_lead=0, chains=1, fanin=20, fair_long_seconds=1,
-                  rate_jobs=15),
+                  rate_jobs=10),
 }
 SERVER, RECIPE = "india_openstack_essex", "Hadoop"
 LAUNCH_KWARGS = {"server": SERVER, "recipe": RECIPE, "kind": "vm", "hosts": "x", "user": None}

@@ -21,6 +21,7 @@ import time
 
 from .. import broker, postgres, stack
 from ..celery_multi import CeleryWorkers, send
+from ..procfs import TICK, cpu_ticks
 from ..run import die
 
 # The steady window: the starts left when this share of the first and of the last are dropped.
@@ -59,8 +60,12 @@ def measure(run):
                 if side == "cm" and not hosts:
                     continue
                 broker.settle(run)
+                pids = [p for s in hosts for p in s.pids()] if side == "cm" else celery.pids()
+                cpu0, t0 = workers_cpu(pids), time.perf_counter()
                 starts = cm_starts(run, hosts[0], n) if side == "cm" else celery_starts(run, q_celery, starts_file,
                                                                                        4 * n)
+                # What the workers cost while they held to the rate: a rate-limited side should idle.
+                m.add(f"rate.{side}.cpu", (workers_cpu(pids) - cpu0) / (time.perf_counter() - t0))
                 achieved = steady_rate(starts)
                 if achieved is None:
                     m.notes[f"rate.{side}"] = f"not measured: {len(starts)} starts, too few for a window"
@@ -119,6 +124,11 @@ def celery_starts(run, q, starts_file, n):
         if time.time() > deadline:
             die(f"Celery started only {len(starts)} of {n} rate-limited tasks")
         time.sleep(0.2)
+
+
+def workers_cpu(pids):
+    """The CPU seconds the processes `pids` have used so far (those gone count 0)."""
+    return sum(cpu_ticks(p) or 0 for p in pids) / TICK
 
 
 def steady_rate(starts):
