@@ -11,9 +11,9 @@ sides run about as long.
 The achieved rate is over the steady window, the starts left when the first and the last 10% are
 dropped: (starts - 1) / (last start - first start of the window). At the head, cm's limit may
 start a 100 ms burst at once after an idle spell and Celery's workers start as each gets its
-first messages; at the tail, Celery's workers start their last few tasks late (its timer holds
-a rate-limited task that found the bucket empty: the last 5 of each worker's 25 took 1.7 s). One after the other, never
-at once: at once they would compete for the machine's 2 cores."""
+first messages; at the tail, Celery's workers start their last few tasks late. (Past its first
+second each Celery worker starts 1 to 5 a second, not 10, while idle: celery/celery#5927.)
+One after the other, never at once: at once they would compete for the machine's 2 cores."""
 
 import json
 import os
@@ -38,7 +38,7 @@ def measure(run):
                           f"and the last {100 * TRIM:.0f}% are dropped")
     pg_missing = postgres.missing(run)
     if pg_missing:
-        for k in ("rate.cm", "rate.cm.ratio"):
+        for k in ("rate.cm", "rate.cm.ratio", "rate.cm.cpu"):
             m.notes[k] = f"skipped: {pg_missing}"
         hosts = []
     else:
@@ -64,6 +64,8 @@ def measure(run):
                 cpu0, t0 = workers_cpu(pids), time.perf_counter()
                 starts = cm_starts(run, hosts[0], n) if side == "cm" else celery_starts(run, q_celery, starts_file,
                                                                                        4 * n)
+                if starts is None:
+                    continue
                 # What the workers cost while they held to the rate: a rate-limited side should idle.
                 m.add(f"rate.{side}.cpu", (workers_cpu(pids) - cpu0) / (time.perf_counter() - t0))
                 achieved = steady_rate(starts)
@@ -73,8 +75,8 @@ def measure(run):
                 m.add(f"rate.{side}", achieved)
                 m.add(f"rate.{side}.ratio", achieved / LIMITED_RATE)
     finally:
-        for s in hosts:
-            s.cm("server", "stop", label="11 cm server stop", check=False)
+        for i, s in enumerate(hosts):
+            s.cm("server", "stop", label=f"11 cm server stop (host {'ab'[i]})", check=False)
         celery.kill()
 
 
@@ -111,10 +113,13 @@ def cm_starts(run, s, n):
 
 def celery_starts(run, q, starts_file, n):
     """Sends n tasks at once; once all have started (and the last one's write landed), their
-    starts."""
+    starts; None (and a note) if they did not in the time they may take at 2 a second."""
     open(starts_file, "w").close()
     send(run.app, "bench.limited", q, n)
-    deadline = time.time() + 60 + n / 10
+    # Celery's limiter has taken 100 s for 400 tasks here (a tenth of its limits): a slow run is
+    # a result to report, not a reason to end the bench.
+    limit_s = 60 + n / 2
+    deadline = time.time() + limit_s
     while True:
         with open(starts_file) as f:
             lines = [line.split() for line in f if line.strip()]
@@ -122,7 +127,8 @@ def celery_starts(run, q, starts_file, n):
         if len(starts) >= n:
             return starts
         if time.time() > deadline:
-            die(f"Celery started only {len(starts)} of {n} rate-limited tasks")
+            run.measured.notes["rate.celery"] = f"not measured: Celery started {len(starts)} of {n} in {limit_s:.0f} s"
+            return None
         time.sleep(0.2)
 
 
