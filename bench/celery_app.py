@@ -97,3 +97,20 @@ def true():
     """The command-jobs figure's task: run /bin/true, as cm's `[tasks."bench.true"]` does."""
     subprocess.run(["/bin/true"], check=True)
     _done()
+
+
+# The rates figure's limit, Celery's own: per worker (each worker keeps its own token bucket),
+# which is what the figure shows beside cm's global one. cmbench/figures/rates.py reads it.
+LIMITED_RATE = 10
+
+
+@app.task(name="bench.limited", rate_limit=f"{LIMITED_RATE}/s", bind=True)
+def limited(self):
+    """The rates figure's task: appends "START_MS NODE" to $BENCH_STARTS_FILE as it begins (its
+    start time as cm's worker records STARTED before it runs a job; the node that ran it)."""
+    started_ms = 1000 * time.time()
+    fd = os.open(os.environ["BENCH_STARTS_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{started_ms:.3f} {self.request.hostname}\n".encode())
+    finally:
+        os.close(fd)

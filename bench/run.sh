@@ -5,7 +5,7 @@
 #   bash bench/run.sh --smoke         # 1 repeat, tiny sizes, < 60 s: that the script still works
 #   bash bench/run.sh --out FILE      # write the report elsewhere (the smoke test does)
 #   bash bench/run.sh --only NAME     # one figure alone (lifecycle, throughput, scale, first_page, latency,
-#                                     # command_jobs, schedules, fair, workflows); repeat it for several
+#                                     # command_jobs, schedules, fair, workflows, rates); repeat it for several
 #
 # Builds target/release/cm and the raw_ceiling example unless CM_BIN and RAW_CEILING_BIN name
 # ready binaries. Needs RabbitMQ at 127.0.0.1:5672 (BENCH_BROKER_URL) and PostgreSQL at
@@ -40,13 +40,18 @@ done
 
 bash scripts/ensure-celery-venv.sh >&2
 # pueue, figure 8's peer, from crates.io (once; minutes to build). The smoke run goes without it,
-# and the row then says it was not measured.
+# and the row then says it was not measured; so does a run whose --only leaves figure 8 out.
 case " ${args[*]-} " in
     *" --smoke "*) ;;
-    *) if ! command -v pueue >/dev/null && [ ! -x "$HOME/.cargo/bin/pueue" ]; then
+    *" --only "*) case " ${args[*]} " in *" --only command_jobs "*) need_pueue=1 ;; *) need_pueue= ;; esac ;;
+    *) need_pueue=1 ;;
+esac
+case ${need_pueue:-} in
+    1) if ! command -v pueue >/dev/null && [ ! -x "$HOME/.cargo/bin/pueue" ]; then
            echo "==> cargo install pueue --locked (figure 8's peer)" >&2
            cargo install pueue --locked --quiet || echo "bench: pueue did not install; figure 8 goes without it" >&2
        fi ;;
+    *) ;;
 esac
 
 if [ -z "${CM_BIN:-}" ] || [ -z "${RAW_CEILING_BIN:-}" ]; then

@@ -42,10 +42,11 @@ class CmStack:
 
 
 def create(run, name, queues, store_url=None, prefetch=None, events=False, concurrency=1, extra=None,
-           commands=None, queue_keys=None):
+           commands=None, queue_keys=None, task_keys=None, node_host=None):
     """A temp dir with its own fabfile.toml. queues: [(queue, [workers], [tasks])]; extra: more
     TOML tables (a [schedules.NAME]); commands: {task: argv} for tasks that are not /bin/true;
-    queue_keys: more keys of every queue's table."""
+    queue_keys: more keys of every queue's table; task_keys: {task: more keys of its table};
+    node_host: the `@HOST` of its workers' node names (another host's config, same machine)."""
     d = os.path.join(run.tmp, name)
     os.makedirs(d)
     store = store_url or "sqlite://" + os.path.join(d, "cm.db")
@@ -53,7 +54,8 @@ def create(run, name, queues, store_url=None, prefetch=None, events=False, concu
         f'[broker]\nurl = "{run.args.broker}"',
         '[paths]\npid_dir = "run"\nlog_dir = "log"',
         "[worker]\nstop_grace_seconds = 30\nstart_timeout_seconds = 120\nallow_root = true"
-        + ("\nsend_events = true" if events else ""),
+        + ("\nsend_events = true" if events else "")
+        + (f"\nnode_host = {json.dumps(node_host)}" if node_host else ""),
     ]
     workers = []
     for q, ws, tasks in queues:
@@ -65,7 +67,8 @@ def create(run, name, queues, store_url=None, prefetch=None, events=False, concu
     # A task that is not cm's own needs a definition; these queues only start and stop.
     for task in sorted({t for _, _, tasks in queues for t in tasks if not t.startswith("cm.")}):
         argv = (commands or {}).get(task, ["/bin/true"])
-        parts.append(f'[tasks."{task}"]\ncommand = {json.dumps(argv)}')
+        parts.append(f'[tasks."{task}"]\ncommand = {json.dumps(argv)}'
+                     + (f"\n{task_keys[task]}" if task in (task_keys or {}) else ""))
     parts.append("[simulation]\nstep_seconds = [0, 0]")
     parts.append(f'[store]\nurl = "{store}"')
     if extra:

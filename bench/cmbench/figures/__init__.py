@@ -1,6 +1,6 @@
 """One module per figure, each with `measure(run)`; profiles holds figure 4's untimed aids."""
 
-from . import command_jobs, fair, first_page, latency, lifecycle, scale, schedules, throughput, workflows
+from . import command_jobs, fair, first_page, latency, lifecycle, rates, scale, schedules, throughput, workflows
 
 # The figures by name, in the order a run measures them (`--only` picks some).
 MEASURE = {
@@ -13,4 +13,5 @@ MEASURE = {
     "schedules": schedules.measure,
     "fair": fair.measure,
     "workflows": workflows.measure,
+    "rates": rates.measure,
 }

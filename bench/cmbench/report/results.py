@@ -112,6 +112,19 @@ def rows(measured, sz):
     row(10, f"cm: fan-in of {nf:,} parents, PostgreSQL: last parent's end to the child's start", "ms", "fanin.pg",
         fmt="{:.0f}")
 
+    nr = sz["rate_jobs"]
+    row(11, f"cm: rate_limit = \"10/s\", 4 workers over 2 hosts' configs sharing PostgreSQL, {nr} jobs at once: "
+        "achieved starts a second, steady window (middle 80% of starts)", "jobs/s", "rate.cm", fmt="{:.2f}")
+    row(11, "cm: achieved / configured (one limit for all 4 workers: expect 1)", "x", "rate.cm.ratio", fmt="{:.3f}")
+    row(11, f"Celery: rate_limit=\"10/s\", 4 solo workers, {4 * nr} tasks at once: achieved starts a "
+        "second, steady window", "jobs/s", "rate.celery", fmt="{:.2f}")
+    row(11, "Celery: achieved / configured (its limit is per worker: 4 workers, expect ~4)", "x",
+        "rate.celery.ratio", fmt="{:.3f}")
+    row(11, "cm: the 4 workers' CPU while the jobs ran (cores busy, all 4 together)", "cores", "rate.cm.cpu",
+        fmt="{:.3f}")
+    row(11, "Celery: the 4 workers' CPU while the tasks ran (cores busy, all 4 together)", "cores",
+        "rate.celery.cpu", fmt="{:.3f}")
+
     nl = sz["fair_long_seconds"]
     row(12, f"cm, 2 workers (concurrency 1, prefetch 4): 8 quick jobs after a {nl} s one, worst submit to "
         "STARTED", "ms", "fair.cm.worst", fmt="{:.0f}")

@@ -76,6 +76,13 @@ def targets(measured):
         out.append(target("schedule firing (issue 30)", f"slot to job start p50 {m('sched.cm.p50'):.1f} ms, "
                               f"p99 {m('sched.cm.p99'):.1f} ms{peer}", "within 100 ms of the slot (p99), idle worker",
                               m("sched.cm.p99") <= 100))
+    if R.get("rate.cm.ratio"):
+        x = m("rate.cm.ratio")
+        peer = (f"; Celery's per-worker limit on 4 workers {m('rate.celery.ratio'):.2f}x"
+                if R.get("rate.celery.ratio") else "")
+        out.append(target("global rate limit (issue 31)",
+                          f"achieved / configured {x:.3f}{runs(R['rate.cm.ratio'], pct=False)}{peer}",
+                          "within 10% of the configured rate, 4 workers on 2 hosts' configs", abs(x - 1) <= 0.1))
     if R.get("fair.cm.worst"):
         off = f"; with hand back off {m('fair.off.worst'):.0f} ms" if R.get("fair.off.worst") else ""
         out.append(target("fair dispatch (issue 31)", f"quick jobs after a long one, worst "
