@@ -10,7 +10,8 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use toml::Spanned;
 
-use super::tasks::{CommandSpec, RawCommand, PROVISION_VALUES, RECIPE_VALUES};
+use super::raw::RawCommand;
+use super::tasks::{CommandSpec, PROVISION_VALUES, RECIPE_VALUES};
 use super::{limits, ConfigError};
 use crate::jobs::argv::Element;
 

@@ -10,7 +10,7 @@ use rand::Rng;
 use toml::Spanned;
 
 use super::limits::{self, in_range};
-use super::tasks::RawCommand;
+use super::raw::RawCommand;
 use super::{ConfigError, QueueConfig};
 use crate::jobs::args::Bound;
 use crate::jobs::argv::Element;

@@ -156,7 +156,7 @@ pub(super) fn resolve(
 /// publisher whose jobs no worker could run.
 pub(super) fn check_tasks(
     raw: &IndexMap<String, Spanned<RawQueue>>,
-    tasks: &IndexMap<String, Spanned<super::tasks::RawCommand>>,
+    tasks: &IndexMap<String, Spanned<super::raw::RawCommand>>,
     at: &impl Fn(Option<Range<usize>>, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
     for (name, queue) in raw {

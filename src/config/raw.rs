@@ -8,7 +8,6 @@ use toml::Spanned;
 
 pub(super) use super::limits::RawLimits;
 pub(super) use super::schedules::{RawRetention, RawSchedule};
-pub(super) use super::tasks::RawCommand;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,4 +185,48 @@ pub struct Described {
     /// A recipe's command (`[recipes.NAME] command`); without one, its launches are simulated.
     #[serde(skip)]
     pub command: Option<std::sync::Arc<super::CommandSpec>>,
+}
+
+/// A command's keys as written, in a `[tasks."NAME"]`, a `[recipes.NAME]` or `[provision]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCommand {
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    /// Positional arguments, in order; keyword arguments bind by name.
+    pub(super) params: Option<Spanned<Vec<String>>>,
+    pub(super) time_limit: Option<Spanned<f64>>,
+    pub(super) kill_grace: Option<Spanned<f64>>,
+    pub(super) cwd: Option<PathBuf>,
+    pub(super) env: Option<IndexMap<String, String>>,
+    pub(super) allow_options: Option<bool>,
+    pub(super) keep_children: Option<bool>,
+    /// Flow control (`config::flow`): at most this many starts per period, everywhere.
+    pub(super) rate_limit: Option<Spanned<String>>,
+    /// Jobs whose key renders alike share `key_limit` slots (1 unless given).
+    pub(super) concurrency_key: Option<Spanned<String>>,
+    pub(super) key_limit: Option<Spanned<i64>>,
+    /// Only in `[recipes.NAME]`.
+    pub(super) description: Option<String>,
+    pub(super) fail: Option<bool>,
+    /// The policy (`config::policy`): unique jobs and retries.
+    pub(super) unique: Option<Spanned<String>>,
+    pub(super) unique_while: Option<Spanned<String>>,
+    pub(super) retries: Option<Spanned<i64>>,
+    pub(super) retry_backoff: Option<Spanned<f64>>,
+    pub(super) retry_max_delay: Option<Spanned<f64>>,
+    pub(super) retry_jitter: Option<bool>,
+    pub(super) retry_on_exit: Option<Spanned<Vec<i64>>>,
+}
+
+impl RawCommand {
+    /// Whether any key of the policy (`config::policy`) is set.
+    pub(super) fn has_policy(&self) -> bool {
+        self.unique.is_some()
+            || self.unique_while.is_some()
+            || self.retries.is_some()
+            || self.retry_backoff.is_some()
+            || self.retry_max_delay.is_some()
+            || self.retry_jitter.is_some()
+            || self.retry_on_exit.is_some()
+    }
 }

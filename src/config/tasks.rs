@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::limits::{self, in_range};
+use super::raw::RawCommand;
 use super::{ConfigError, QueueConfig};
 use crate::jobs::argv::Template;
 
@@ -26,50 +26,6 @@ pub const RECIPE_VALUES: [&str; 5] = ["server", "recipe", "kind", "host", "user"
 pub const PROVISION_VALUES: [&str; 2] = ["host", "image"];
 /// Between TERM and KILL, unless a command says otherwise.
 const KILL_GRACE_SECONDS: f64 = 10.0;
-
-/// A command's keys as written, in a `[tasks."NAME"]`, a `[recipes.NAME]` or `[provision]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCommand {
-    pub(super) command: Option<Spanned<Vec<String>>>,
-    /// Positional arguments, in order; keyword arguments bind by name.
-    pub(super) params: Option<Spanned<Vec<String>>>,
-    pub(super) time_limit: Option<Spanned<f64>>,
-    pub(super) kill_grace: Option<Spanned<f64>>,
-    pub(super) cwd: Option<PathBuf>,
-    pub(super) env: Option<IndexMap<String, String>>,
-    pub(super) allow_options: Option<bool>,
-    pub(super) keep_children: Option<bool>,
-    /// Flow control (`flow.rs`): at most this many starts per period, everywhere.
-    pub(super) rate_limit: Option<Spanned<String>>,
-    /// Jobs whose key renders alike share `key_limit` slots (1 unless given).
-    pub(super) concurrency_key: Option<Spanned<String>>,
-    pub(super) key_limit: Option<Spanned<i64>>,
-    /// Only in `[recipes.NAME]`.
-    pub(super) description: Option<String>,
-    pub(super) fail: Option<bool>,
-    /// The policy (`config::policy`): unique jobs and retries.
-    pub(super) unique: Option<Spanned<String>>,
-    pub(super) unique_while: Option<Spanned<String>>,
-    pub(super) retries: Option<Spanned<i64>>,
-    pub(super) retry_backoff: Option<Spanned<f64>>,
-    pub(super) retry_max_delay: Option<Spanned<f64>>,
-    pub(super) retry_jitter: Option<bool>,
-    pub(super) retry_on_exit: Option<Spanned<Vec<i64>>>,
-}
-
-impl RawCommand {
-    /// Whether any key of the policy (`config::policy`) is set.
-    fn has_policy(&self) -> bool {
-        self.unique.is_some()
-            || self.unique_while.is_some()
-            || self.retries.is_some()
-            || self.retry_backoff.is_some()
-            || self.retry_max_delay.is_some()
-            || self.retry_jitter.is_some()
-            || self.retry_on_exit.is_some()
-    }
-}
 
 /// How a job's command runs.
 #[derive(Debug, Clone)]

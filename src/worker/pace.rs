@@ -8,7 +8,10 @@
 //! the queue (idle workers take them at once), and once a slot frees consumes again with the
 //! prefetch lowered to its concurrency: it then holds no job it cannot start. After
 //! [`QUICK_STREAK`] jobs in a row that freed their slot within `hand_back_after`, it goes back to
-//! the full prefetch. RabbitMQ fixes a consumer's prefetch when it starts consuming (a later
+//! the full prefetch. Jobs that swing between quick and slow would make it hand its whole
+//! prefetch back at every swing (each a round trip of every prefetched message, and on a quorum
+//! queue one more in its delivery count): a hand back soon after a raise doubles the streak the
+//! next raise needs (up to [`MAX_STREAK`]); one long after it starts again from [`QUICK_STREAK`]. RabbitMQ fixes a consumer's prefetch when it starts consuming (a later
 //! `basic.qos` applies to new consumers only), so each change is a cancel and a new consume.
 //!
 //! This module decides; the session (`session.rs`) does the cancelling and consuming.
@@ -17,6 +20,8 @@ use std::time::Duration;
 
 /// Jobs in a row that freed their slot quickly, after which the full prefetch comes back.
 const QUICK_STREAK: u32 = 8;
+/// The longest streak a swinging worker waits for.
+const MAX_STREAK: u32 = 4096;
 
 /// One session's prefetch and what it has seen of its jobs' lengths.
 #[derive(Debug)]
@@ -27,6 +32,10 @@ pub(super) struct Pace {
     hand_back_after: Option<Duration>,
     lowered: bool,
     quick: u32,
+    /// The streak the next raise needs.
+    needed: u32,
+    /// Slots taken since the last raise (`u32::MAX`: none yet).
+    since_raise: u32,
 }
 
 /// What the session should do after a slot was waited for.
@@ -47,6 +56,8 @@ impl Pace {
             hand_back_after: (!hand_back_after.is_zero()).then_some(hand_back_after),
             lowered: false,
             quick: 0,
+            needed: QUICK_STREAK,
+            since_raise: u32::MAX,
         }
     }
 
@@ -68,6 +79,11 @@ impl Pace {
     /// The session handed its unstarted deliveries back: it consumes again holding no more
     /// than it can start.
     pub(super) fn handed_back(&mut self) {
+        self.needed = if self.since_raise < self.needed.saturating_mul(4) {
+            self.needed.saturating_mul(2).min(MAX_STREAK)
+        } else {
+            QUICK_STREAK
+        };
         self.lowered = true;
         self.quick = 0;
     }
@@ -79,6 +95,7 @@ impl Pace {
             return Change::Keep;
         };
         if !self.lowered {
+            self.since_raise = self.since_raise.saturating_add(1);
             return Change::Keep;
         }
         if waited >= after {
@@ -86,11 +103,12 @@ impl Pace {
             return Change::Keep;
         }
         self.quick += 1;
-        if self.quick < QUICK_STREAK {
+        if self.quick < self.needed {
             return Change::Keep;
         }
         self.lowered = false;
         self.quick = 0;
+        self.since_raise = 0;
         Change::Raise
     }
 }
@@ -119,6 +137,32 @@ mod tests {
         }
         assert_eq!(pace.slot_taken(Duration::ZERO), Change::Raise);
         assert_eq!(pace.prefetch(), 4);
+    }
+
+    #[test]
+    fn a_worker_whose_jobs_swing_waits_longer_each_time_before_raising_again() {
+        let mut pace = Pace::new(256, 1, MOMENT);
+        let raise_after = |pace: &mut Pace| {
+            let mut n = 0;
+            while pace.slot_taken(Duration::ZERO) == Change::Keep {
+                n += 1;
+            }
+            n + 1
+        };
+        pace.handed_back();
+        assert_eq!(raise_after(&mut pace), QUICK_STREAK);
+        // A slow job right after the raise: a swing.
+        assert_eq!(pace.slot_taken(MOMENT), Change::Keep);
+        pace.handed_back();
+        assert_eq!(raise_after(&mut pace), 2 * QUICK_STREAK);
+        pace.handed_back();
+        assert_eq!(raise_after(&mut pace), 4 * QUICK_STREAK);
+        // A long quiet run at the full prefetch: the next hand back starts over.
+        for _ in 0..10_000 {
+            assert_eq!(pace.slot_taken(Duration::ZERO), Change::Keep);
+        }
+        pace.handed_back();
+        assert_eq!(raise_after(&mut pace), QUICK_STREAK);
     }
 
     #[test]
