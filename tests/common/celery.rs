@@ -78,3 +78,29 @@ pub fn spawn_python(script: &str, args: &[&str]) -> (Killed, Receiver<String>) {
     let lines = child.lines();
     (child, lines)
 }
+
+/// `celery -b URL control ARGS --json -d NODE -t 10`, which must succeed: the node's reply.
+pub fn control(node: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(venv_bin("celery"))
+        .arg("-b")
+        .arg(kombu_url())
+        .arg("control")
+        .args(args)
+        .args(["--json", "-d", node, "-t", "10"])
+        .output()
+        .expect("run celery");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "celery control {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("celery control {args:?} printed no JSON ({e}):\n{stdout}"));
+    replies
+        .as_array()
+        .and_then(|l| l.iter().find_map(|r| r.get(node)))
+        .cloned()
+        .unwrap_or_else(|| panic!("celery control {args:?}: no reply from {node}:\n{stdout}"))
+}
