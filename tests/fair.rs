@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::web::Web;
 use common::*;
 
 /// `t.long` sleeps far past the test, `t.short` 2 s; `t.quick` is done at once.
@@ -83,10 +84,13 @@ fn quick_jobs_go_to_the_idle_worker_not_behind_the_long_one() {
 }
 
 #[test]
-fn with_hand_back_off_prefetched_quick_jobs_wait_behind_the_long_one() {
+fn with_hand_back_off_prefetched_quick_jobs_wait_behind_the_long_one_and_the_store_says_where() {
     // The same run with `hand_back_after_ms = 0`: what fair dispatch prevents (and so what the
-    // test above would see without it).
+    // test above would see without it). The jobs the busy worker holds unstarted are in the
+    // store as held by it, with why; a pause gives them back (PENDING, "queue paused"); after
+    // the resume each runs once.
     let stack = two_workers("hand_back_after_ms = 0");
+    let q = stack.queue().to_string();
     let (long, busy) = long_job(&stack);
     let quick = quick_jobs(&stack);
     let waiting = |stack: &Stack| {
@@ -100,15 +104,75 @@ fn with_hand_back_off_prefetched_quick_jobs_wait_behind_the_long_one() {
     eventually(Duration::from_secs(20), "the idle worker's share", || {
         done(&stack, &quick) >= 5
     });
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let stuck = waiting(&stack);
     assert!(
         !stuck.is_empty(),
         "with hand back off, some quick job waits behind the long one on {busy}"
     );
     assert_eq!(field(&stack, &long, "state"), "STARTED");
+    // Recorded within a second and a half of being held: RECEIVED by the busy worker, not started.
     for id in &stuck {
-        assert_eq!(field(&stack, id, "state"), "PENDING", "job {id}");
+        eventually(Duration::from_secs(5), "the held job in the store", || {
+            field(&stack, id, "state") == "RECEIVED"
+        });
+        let shown = stack.show(id);
+        assert_eq!(shown["worker"], busy.as_str(), "job {id}: {shown}");
+        assert!(shown["started_ms"].is_null(), "job {id} has not started");
+        let why = shown["waits_for"].as_str().unwrap_or_default();
+        assert!(
+            why.starts_with(&format!("held by worker {busy}")),
+            "job {id} waits for: {why:?}"
+        );
+        let text = stack.ok(&["jobs", "show", id]);
+        assert!(text.contains("waits for held by worker"), "{text}");
+    }
+    // The web says the same: the job's JSON, the list's, and the jobs table.
+    let web = Web::start(&stack);
+    let (_, one) = web.get_json(&format!("/api/jobs/{}", stuck[0]));
+    let why = one["job"]["waits_for"].as_str().unwrap_or_default();
+    assert!(why.starts_with("held by worker"), "{one}");
+    let (_, listed) = web.get_json("/api/jobs?state=RECEIVED");
+    let rows = listed["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), stuck.len(), "{listed}");
+    assert!(rows.iter().all(|j| j["waits_for"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("held by worker")));
+    let page = web
+        .get("/cm/launch/db_stats?state=RECEIVED")
+        .text()
+        .expect("page");
+    assert!(
+        page.contains("<small class=\"why\">held by worker"),
+        "{page}"
+    );
+    // A pause hands them back: PENDING again, and why says the queue is paused.
+    stack.ok(&["queue", "pause", &q]);
+    for id in &stuck {
+        eventually(Duration::from_secs(10), "the held job given back", || {
+            field(&stack, id, "state") == "PENDING"
+        });
+        let why = stack.show(id)["waits_for"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(why.starts_with(&format!("queue {q} paused by ")), "{why:?}");
+        assert!(
+            stack.history(id).iter().any(|s| s == "REQUEUED"),
+            "job {id}: {:?}",
+            stack.history(id)
+        );
+    }
+    // Resumed, with the long job stopped: every quick job ends, each started once.
+    stack.ok(&["jobs", "revoke", &long, "--terminate"]);
+    stack.ok(&["queue", "resume", &q]);
+    eventually(Duration::from_secs(30), "every quick job", || {
+        done(&stack, &quick) == quick.len()
+    });
+    for id in &quick {
+        let starts = stack.history(id).iter().filter(|s| *s == "STARTED").count();
+        assert_eq!(starts, 1, "job {id}: {:?}", stack.history(id));
     }
 }
 

@@ -53,10 +53,14 @@ fn in_order(stack: &Stack, chain: &[&str]) {
 }
 
 fn three_step_chain_ends_in_order(stack: &Stack) {
-    stack.start(&["p1", "p2", "l1"]);
+    // Published before any worker runs: each waits, and says for what.
     let a = stack.provision("h1").id();
     let b = stack.provision("h2").set("--after", &a).id();
     let c = stack.launch().set("--after", &b).id();
+    let why = |id: &str| stack.show(id)["waits_for"].as_str().map(str::to_string);
+    assert_eq!(why(&b), Some(format!("after job {a} (PENDING)")));
+    assert_eq!(why(&c), Some(format!("after job {b} (WAITING)")));
+    stack.start(&["p1", "p2", "l1"]);
     reaches(stack, &c, "SUCCESS", LONG);
     in_order(stack, &[&a, &b, &c]);
     let show = stack.show(&b);

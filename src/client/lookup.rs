@@ -19,10 +19,10 @@ pub enum Found {
     },
 }
 
-/// The job `given` names.
+/// The job `given` names, with why it waits if it does.
 pub async fn find(store: &Store, given: &str) -> Result<Found, StoreError> {
     if let Some(job) = store.get(given).await? {
-        return Ok(Found::Job(Box::new(job)));
+        return explained(store, job).await;
     }
     let mut ids = match given.trim() {
         "" => Vec::new(),
@@ -31,10 +31,10 @@ pub async fn find(store: &Store, given: &str) -> Result<Found, StoreError> {
     match ids.len() {
         0 => Ok(Found::Nothing),
         // Gone between the two reads (db_reset) is gone.
-        1 => Ok(store
-            .get(&ids[0])
-            .await?
-            .map_or(Found::Nothing, |job| Found::Job(Box::new(job)))),
+        1 => match store.get(&ids[0]).await? {
+            Some(job) => explained(store, job).await,
+            None => Ok(Found::Nothing),
+        },
         n => {
             ids.truncate(SHOWN);
             Ok(Found::Several {
@@ -43,6 +43,11 @@ pub async fn find(store: &Store, given: &str) -> Result<Found, StoreError> {
             })
         }
     }
+}
+
+async fn explained(store: &Store, mut job: JobRow) -> Result<Found, StoreError> {
+    store.explain_waits(std::slice::from_mut(&mut job)).await?;
+    Ok(Found::Job(Box::new(job)))
 }
 
 impl Found {

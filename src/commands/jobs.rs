@@ -75,7 +75,8 @@ pub async fn list(cfg: &Config, args: &JobsArgs) -> anyhow::Result<Code> {
         limit: args.limit,
         ..JobFilter::default()
     };
-    let jobs = store.list(&filter).await?;
+    let mut jobs = store.list(&filter).await?;
+    store.explain_waits(&mut jobs).await?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(Code::Success);

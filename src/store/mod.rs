@@ -167,6 +167,7 @@ pub use firings::{Fired, Firing, FiringRow, Prune, ScheduleState, PRUNE_BATCH};
 pub mod flow;
 pub mod rates;
 mod unique;
+mod waiting;
 pub mod workflow;
 
 /// The SQLite busy timeout of a store opened with [`Store::open`].

@@ -120,16 +120,21 @@ pub struct JobRow {
     /// The worker that holds the job's lease, and until when (ms since the epoch).
     pub lease_owner: Option<String>,
     pub lease_until: Option<i64>,
-    /// Why a THROTTLED job waits ("rate limit 10/m of TASK", "key h1 held by job X").
+    /// Why the job waits: stored for a THROTTLED one ("rate limit 10/m of TASK", "key h1 held
+    /// by job X"), worked out for the others by [`Store::explain_waits`](super::Store::explain_waits)
+    /// ("after job Y", "held by worker W", "queue Q paused").
     pub waits_for: Option<String>,
 }
 
 impl JobRow {
-    /// Why the job waits, while it is THROTTLED.
+    /// Why the job waits, while it has not started (THROTTLED, WAITING, PENDING, RECEIVED).
     pub fn waiting_for(&self) -> Option<&str> {
-        (self.state == super::THROTTLED)
-            .then_some(self.waits_for.as_deref())
-            .flatten()
+        matches!(
+            self.state.as_str(),
+            super::THROTTLED | super::WAITING | super::PENDING | super::RECEIVED
+        )
+        .then_some(self.waits_for.as_deref())
+        .flatten()
     }
 }
 

@@ -335,7 +335,7 @@ impl Store {
         Ok(Tree { roots, jobs, edges })
     }
 
-    async fn briefs(
+    pub(super) async fn briefs(
         &self,
         ids: &[String],
     ) -> Result<std::collections::BTreeMap<String, Brief>, StoreError> {

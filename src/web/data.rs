@@ -136,7 +136,8 @@ impl Snapshot {
 pub async fn snapshot(state: &AppState, q: &JobsQuery) -> Result<Snapshot, StoreError> {
     let store = state.store();
     let filter = q.filter(PER_PAGE);
-    let jobs = store.list(&filter).await?;
+    let mut jobs = store.list(&filter).await?;
+    store.explain_waits(&mut jobs).await?;
     let total = store
         .count(&JobFilter {
             limit: 0,

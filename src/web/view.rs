@@ -72,6 +72,8 @@ pub struct JobView {
     pub started: (String, String),
     pub finished: (String, String),
     pub error: String,
+    /// Why it waits, when it has not started.
+    pub waits: Option<String>,
     pub highlight: bool,
 }
 
@@ -97,6 +99,7 @@ impl JobView {
             started: clock(row.started_ms),
             finished: clock(row.finished_ms),
             error: row.error.clone().unwrap_or_default(),
+            waits: row.waiting_for().map(str::to_string),
             highlight: !batch.is_empty() && row.job.batch.as_deref() == Some(batch),
         }
     }

@@ -128,6 +128,7 @@
     if (j.id === openId) tr.classList.add("open");
     const st = el("td", { class: "state" });
     st.append(el("span", { class: "st " + stateClass(j.state) }, j.state));
+    if (j.waits_for) st.append(" ", el("small", { class: "why" }, j.waits_for));
     const timed = (ms) => { const [short, full] = clock(ms); return td(short, full ? { title: full } : {}); };
     tr.append(
       idCell(j.id),

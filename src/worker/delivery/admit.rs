@@ -38,6 +38,7 @@ pub(super) async fn admit(
     ctx: &SessionContext,
     delivery: &Delivery,
     received: &ReceivedJob,
+    held: bool,
 ) -> Option<Settlement> {
     let w = &*ctx.worker;
     let ReceivedJob { msg, id, .. } = received;
@@ -50,6 +51,13 @@ pub(super) async fn admit(
             Ok(Some(state)) if store::is_final(&state) => {
                 return Some(already_final(ctx, received, state).await)
             }
+            // RECEIVED while it was held here for a slot: this worker's own record, unless
+            // another worker's copy took it since.
+            Ok(Some(state)) if held && state == store::RECEIVED => match w.store.get(id).await {
+                Ok(Some(row)) if row.worker.as_deref() == Some(&*w.node) => {}
+                Ok(_) => return Some(duplicate(ctx, received, state).await),
+                Err(e) => return Some(Settlement::give_back(id, e.to_string())),
+            },
             // Another copy of it was taken already (it is RECEIVED, STARTED, a step...).
             Ok(Some(state)) if state != store::PENDING => {
                 return Some(duplicate(ctx, received, state).await)
@@ -73,14 +81,14 @@ pub(super) async fn admit(
         } else {
             format!("revoked by {by}")
         };
-        return Some(never_runs(ctx, received, why, false));
+        return Some(never_runs(ctx, received, held, why, false));
     }
     let now = store::now_ms();
     if let Some(expires) = msg.expires_ms.filter(|&e| now > e) {
         let why = format!("expired at {}", log_time(expires));
-        return Some(never_runs(ctx, received, why, true));
+        return Some(never_runs(ctx, received, held, why, true));
     }
-    if let Some(settled) = unique(ctx, received).await {
+    if let Some(settled) = unique(ctx, received, held).await {
         return Some(settled);
     }
     if let Some(wait) = must_wait(msg, now) {
@@ -127,7 +135,7 @@ async fn throttle(
 /// straight to the broker): its first receipt takes the key, in the transaction that stores it,
 /// or, the key being held by another job, it ends REVOKED unrun, its error and rpc:// reply
 /// naming the holder. A job the store knows already (a cm publisher took its key) goes on.
-async fn unique(ctx: &SessionContext, received: &ReceivedJob) -> Option<Settlement> {
+async fn unique(ctx: &SessionContext, received: &ReceivedJob, held: bool) -> Option<Settlement> {
     let w = &*ctx.worker;
     let ReceivedJob { msg, job, id } = received;
     let claim = job.unique_claim(&w.cfg, id)?;
@@ -145,7 +153,7 @@ async fn unique(ctx: &SessionContext, received: &ReceivedJob) -> Option<Settleme
                 &msg.task,
                 &format!("{why}; acked without running"),
             );
-            Some(never_runs(ctx, received, why, false))
+            Some(never_runs(ctx, received, held, why, false))
         }
         Err(e) => Some(Settlement::give_back(
             id,
@@ -231,18 +239,21 @@ async fn already_final(ctx: &SessionContext, received: &ReceivedJob, state: Stri
     Settlement::Ack
 }
 
-/// A job that will never run (revoked before it ran, or `expired`): received, then ended
-/// REVOKED with `why`.
+/// A job that will never run (revoked before it ran, or `expired`): received (unless `held`
+/// recorded that already), then ended REVOKED with `why`.
 fn never_runs(
     ctx: &SessionContext,
     received: &ReceivedJob,
+    held: bool,
     why: String,
     expired: bool,
 ) -> Settlement {
     let w = &*ctx.worker;
     let ReceivedJob { msg, job, id } = received;
-    w.writer
-        .send(outcome::received(w, msg, job, store::now_ms()));
+    if !held {
+        w.writer
+            .send(outcome::received(w, msg, job, store::now_ms()));
+    }
     Settlement::JobEnded(JobEnd {
         msg: msg.clone(),
         id: id.clone(),

@@ -18,19 +18,23 @@ mod run;
 mod screen;
 mod settle;
 
+use std::collections::BTreeSet;
+
 use lapin::message::Delivery;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::context::SessionContext;
-use crate::store::InFlight;
+use super::context::{job_line, SessionContext, WorkerState};
+use crate::store::{self, Event, InFlight, SharedText};
 
-/// Takes one delivery through the steps. `slot`: its job slot, held until the job ran (or,
-/// for a delivery that never runs, until it is settled). `in_flight`: held from when the
+/// Takes one delivery through the steps. `held`: its RECEIVED by this worker was recorded
+/// while it waited for a slot ([`record_held`]). `slot`: its job slot, held until the job ran
+/// (or, for a delivery that never runs, until it is settled). `in_flight`: held from when the
 /// delivery was taken until its job's end is committed, so that commits meanwhile wait for
 /// it.
 pub(super) async fn handle(
     ctx: &SessionContext,
     delivery: Delivery,
+    held: bool,
     slot: OwnedSemaphorePermit,
     in_flight: InFlight,
 ) {
@@ -38,9 +42,51 @@ pub(super) async fn handle(
         Ok(received) => received,
         Err(refused) => return settle::settle(ctx, &delivery, refused, in_flight).await,
     };
-    if let Some(not_now) = admit::admit(ctx, &delivery, &received).await {
+    if let Some(not_now) = admit::admit(ctx, &delivery, &received, held).await {
         return settle::settle(ctx, &delivery, not_now, in_flight).await;
     }
-    let ended = run::run(ctx, &delivery, received, slot).await;
+    let ended = run::run(ctx, &delivery, received, held, slot).await;
     settle::settle(ctx, &delivery, ended, in_flight).await;
+}
+
+/// Records the job of `delivery`, which this worker holds prefetched while every job slot is
+/// busy, as RECEIVED by it (queued for the store); its run then records no RECEIVED of its own.
+/// Returns its id, also added to `recorded`; `None` for a message that is no job (its run
+/// dead-letters it) or a job in `recorded` already (a second copy: its run finds it taken).
+pub(super) fn record_held(
+    ctx: &SessionContext,
+    delivery: &Delivery,
+    recorded: &mut BTreeSet<SharedText>,
+) -> Option<SharedText> {
+    let received = screen::screen(ctx, delivery).ok()?;
+    if !recorded.insert(received.id.clone()) {
+        return None;
+    }
+    let w = &*ctx.worker;
+    job_line(
+        &w.node,
+        &received.id,
+        &received.msg.task,
+        &format!(
+            "RECEIVED {}{}; held: every job slot busy",
+            received.job.describe(),
+            if delivery.redelivered {
+                " (redelivered)"
+            } else {
+                ""
+            }
+        ),
+    );
+    w.writer.send(outcome::received(
+        w,
+        &received.msg,
+        &received.job,
+        store::now_ms(),
+    ));
+    Some(received.id)
+}
+
+/// The job `id`, held here unstarted, given back to the queue (`why`): PENDING again.
+pub(super) fn given_back(w: &WorkerState, id: &str, why: &str) -> Event {
+    outcome::given_back(w, id, why)
 }

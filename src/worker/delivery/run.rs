@@ -23,10 +23,12 @@ use crate::worker::lease::{millis, LeaseEnd};
 use crate::worker::running::RunningJob;
 
 /// Runs the job in `received`, holding its job `slot` until it ran; ends with how it ended.
+/// `held`: its RECEIVED was recorded while it waited for the slot.
 pub(super) async fn run(
     ctx: &SessionContext,
     delivery: &Delivery,
     received: ReceivedJob,
+    held: bool,
     slot: OwnedSemaphorePermit,
 ) -> Settlement {
     let w = &*ctx.worker;
@@ -37,14 +39,16 @@ pub(super) async fn run(
     } else {
         ""
     };
-    job_line(
-        node,
-        &id,
-        task,
-        &format!("RECEIVED {}{redelivered}", job.describe()),
-    );
     let now = store::now_ms();
-    w.writer.send(outcome::received(w, &msg, &job, now));
+    if !held {
+        job_line(
+            node,
+            &id,
+            task,
+            &format!("RECEIVED {}{redelivered}", job.describe()),
+        );
+        w.writer.send(outcome::received(w, &msg, &job, now));
+    }
     let events = &w.remote.events;
     events.received(&msg, &delivery.properties);
     let started = Instant::now();

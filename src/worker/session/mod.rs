@@ -2,10 +2,9 @@
 //! connection is lost, until a shutdown is asked ([`Sessions`]). Each [`Session`] is one
 //! connection: declare, start the pidbox (remote control), the reaper, the scheduler, the
 //! schedules' tick and the pruning of `[retention]`, take
-//! deliveries while job slots are free, and on shutdown cancel, hand back what was prefetched
-//! and close after the last ack.
+//! deliveries while job slots are free (and record those it holds unstarted, `held`), and on
+//! shutdown cancel, hand back what was prefetched and close after the last ack.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,10 +29,16 @@ use super::tick;
 use super::{gates, outbox, republish};
 use crate::amqp::{self, Publisher};
 
+mod held;
 mod orders;
+
+use held::{Held, Taken};
 
 /// Prefetched deliveries are handed back within this on shutdown; the broker returns the rest.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why fair dispatch handed held jobs back, as their history says.
+const HANDED_BACK: &str = "handed back to queue: every job slot of this worker busy";
 
 /// A worker's broker sessions, one after another, and the jobs running over them.
 pub(super) struct Sessions {
@@ -92,7 +97,10 @@ impl Sessions {
             {
                 Ended::Shutdown(name) => return name,
                 Ended::Lost(why) => {
-                    self.current = None;
+                    if let Some(lost) = self.current.take() {
+                        // The broker returns them: no more held here.
+                        lost.forget_held(&why).await;
+                    }
                     // The next connect tries another node of the list first.
                     self.worker.brokers.lost();
                     warn!(
@@ -126,7 +134,10 @@ impl Sessions {
     /// not started, so nothing new arrives while the running jobs finish. Returns how many.
     pub(super) async fn drain(&mut self) -> usize {
         match self.current.as_mut() {
-            Some(s) => s.drain().await,
+            Some(s) => {
+                s.drain("handed back to queue: the worker is stopping")
+                    .await
+            }
             None => 0,
         }
     }
@@ -151,9 +162,9 @@ struct Session {
     orders: watch::Receiver<Wanted>,
     /// What it prefetches, and when it hands prefetched jobs back (fair dispatch).
     pace: Pace,
-    /// Deliveries taken back from a cancelled consumer but not handed back (a quorum queue's
-    /// message near its delivery limit): they run first.
-    kept: VecDeque<Delivery>,
+    /// Deliveries held unstarted: taken in while every slot was busy, or kept back from a hand
+    /// back (a quorum queue's message near its delivery limit). They run first.
+    held: Held,
     ctx: Arc<SessionContext>,
     /// Publishes again the jobs of this queue whose lease lapsed; ends with the session.
     reaper: tokio::task::AbortHandle,
@@ -260,7 +271,7 @@ impl Session {
             applied,
             orders,
             pace,
-            kept: VecDeque::new(),
+            held: Held::new(),
             ctx,
             reaper,
             scheduler,
@@ -301,11 +312,11 @@ impl Session {
             let Some(consumer) = self.consumer.as_mut() else {
                 continue;
             };
-            let delivery = match self.kept.pop_front() {
-                Some(delivery) => delivery,
+            let taken = match self.held.pop() {
+                Some(taken) => taken,
                 None => tokio::select! {
                     next = consumer.next() => match next {
-                        Some(Ok(delivery)) => delivery,
+                        Some(Ok(delivery)) => Taken::new(delivery),
                         // lapin reports a dead peer (missed heartbeats) or a forced close as an
                         // error, then ends the stream: both mean reconnect, never a silent stall.
                         Some(Err(e)) => return Ended::Lost(e.to_string()),
@@ -316,6 +327,7 @@ impl Session {
                     name = shutdown.requested() => return Ended::Shutdown(name),
                 },
             };
+            let (delivery, held) = (taken.delivery, taken.recorded.is_some());
             self.ctx.acks.taken(delivery.delivery_tag);
             // Before the job's task first runs: a commit the writer makes meanwhile already
             // waits for this job.
@@ -324,7 +336,7 @@ impl Session {
             // Boxed: the job's future is large, and spawning moves it about a dozen times; a
             // box moves as a pointer.
             running.spawn(Box::pin(async move {
-                delivery::handle(&ctx, delivery, permit, in_flight).await
+                delivery::handle(&ctx, delivery, held, permit, in_flight).await
             }));
             while running.try_join_next().is_some() {}
         }
@@ -348,16 +360,20 @@ impl Session {
                 None => std::future::pending().await,
             }
         };
-        let first = tokio::select! {
-            permit = &mut acquire => Some(permit),
-            () = waited_out => None,
-            _ = self.orders.changed() => return Ok(None),
-            name = shutdown.requested() => return Err(Ended::Shutdown(name)),
+        tokio::pin!(waited_out);
+        let first = loop {
+            tokio::select! {
+                permit = &mut acquire => break Some(permit),
+                () = &mut waited_out => break None,
+                () = self.held.look_due() => self.look_at_held().await?,
+                _ = self.orders.changed() => return Ok(None),
+                name = shutdown.requested() => return Err(Ended::Shutdown(name)),
+            }
         };
         let permit = match first {
             Some(permit) => permit,
             None => {
-                let handed = self.hand_back().await;
+                let handed = self.hand_back(HANDED_BACK).await;
                 self.pace.handed_back();
                 if handed > 0 {
                     info!(
@@ -367,11 +383,14 @@ impl Session {
                         self.pace.prefetch()
                     );
                 }
-                let permit = tokio::select! {
-                    permit = &mut acquire => permit,
-                    // No consumer now: following the orders consumes again.
-                    _ = self.orders.changed() => return Ok(None),
-                    name = shutdown.requested() => return Err(Ended::Shutdown(name)),
+                let permit = loop {
+                    tokio::select! {
+                        permit = &mut acquire => break permit,
+                        () = self.held.look_due() => self.look_at_held().await?,
+                        // No consumer now: following the orders consumes again.
+                        _ = self.orders.changed() => return Ok(None),
+                        name = shutdown.requested() => return Err(Ended::Shutdown(name)),
+                    }
                 };
                 self.consume_again().await?;
                 permit
@@ -379,7 +398,8 @@ impl Session {
         };
         let permit = permit.map_err(|_| Ended::Shutdown("job slots closed"))?;
         if self.pace.slot_taken(asked.elapsed()) == Change::Raise {
-            self.hand_back().await;
+            self.hand_back("handed back to queue: consuming again with the full prefetch")
+                .await;
             self.consume_again().await?;
             info!(
                 "jobs on queue {} are quick again: consuming with prefetch {} again",
@@ -399,51 +419,85 @@ impl Session {
         Ok(())
     }
 
-    /// Cancels the consumer and hands back what was prefetched but not started: the session's
-    /// warm shutdown. Returns how many.
-    async fn drain(&mut self) -> usize {
-        let handed = self.hand_back().await;
-        let mut kept = 0;
-        for delivery in std::mem::take(&mut self.kept) {
-            if nack_requeue(&delivery).await {
-                kept += 1;
+    /// Cancels the consumer and hands back everything held unstarted (`why`): the session's
+    /// warm shutdown, or a pause. Returns how many.
+    async fn drain(&mut self, why: &str) -> usize {
+        let handed = self.hand_back(why).await;
+        let kept = self.held.take_all();
+        held::given_back(&self.ctx, &kept, why).await;
+        let mut returned = 0;
+        for taken in kept {
+            if nack_requeue(&taken.delivery).await {
+                returned += 1;
             }
         }
-        handed + kept
+        handed + returned
     }
 
-    /// Cancels the consumer and returns the deliveries it prefetched to the queue, but for a
-    /// quorum queue's message so near its delivery limit that one more return would dead-letter
-    /// it (it stays in `kept`). Returns how many went back.
-    async fn hand_back(&mut self) -> usize {
-        let Some(mut consumer) = self.consumer.take() else {
-            return 0;
-        };
-        let node = &*self.ctx.worker.node;
-        if let Err(e) = self
-            .channel
-            .basic_cancel(node.into(), BasicCancelOptions::default())
-            .await
-        {
-            warn!("cancelling the consumer: {e}");
+    /// Cancels the consumer and returns what it prefetched and what is held to the queue
+    /// (`why`), but for a quorum queue's message so near its delivery limit that one more
+    /// return would dead-letter it (it stays held). Returns how many went back.
+    async fn hand_back(&mut self, why: &str) -> usize {
+        if let Some(mut consumer) = self.consumer.take() {
+            let node = &*self.ctx.worker.node;
+            if let Err(e) = self
+                .channel
+                .basic_cancel(node.into(), BasicCancelOptions::default())
+                .await
+            {
+                warn!("cancelling the consumer: {e}");
+            }
+            let held = &mut self.held;
+            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    held.push(Taken::new(delivery));
+                }
+            })
+            .await;
+            if drained.is_err() {
+                warn!("prefetched jobs not handed back within {DRAIN_TIMEOUT:?}; the broker requeues them on close");
+            }
         }
         let limit = u64::from(self.ctx.worker.queue.delivery_limit);
+        let (kept, back): (Vec<Taken>, Vec<Taken>) = (self.held.take_all().into_iter())
+            .partition(|t| times_returned(&t.delivery).is_some_and(|n| n + 2 >= limit));
+        let back = back.into();
+        held::given_back(&self.ctx, &back, why).await;
         let mut requeued = 0;
-        let kept = &mut self.kept;
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                if times_returned(&delivery).is_some_and(|n| n + 2 >= limit) {
-                    kept.push_back(delivery);
-                } else if nack_requeue(&delivery).await {
-                    requeued += 1;
+        for taken in back {
+            if nack_requeue(&taken.delivery).await {
+                requeued += 1;
+            }
+        }
+        self.held.keep(kept.into());
+        requeued
+    }
+
+    /// While every slot is busy: takes in what the consumer has ready (it waits the same,
+    /// held here rather than in lapin's buffer) and records what waited long as held here.
+    async fn look_at_held(&mut self) -> Result<(), Ended> {
+        if let Some(consumer) = self.consumer.as_mut() {
+            while let Some(next) = futures_lite::future::poll_once(consumer.next()).await {
+                match next {
+                    Some(Ok(delivery)) => self.held.push(Taken::new(delivery)),
+                    Some(Err(e)) => return Err(Ended::Lost(e.to_string())),
+                    None => {
+                        return Err(Ended::Lost(
+                            "the broker cancelled the consumer (queue deleted?)".into(),
+                        ))
+                    }
                 }
             }
-        })
-        .await;
-        if drained.is_err() {
-            warn!("prefetched jobs not handed back within {DRAIN_TIMEOUT:?}; the broker requeues them on close");
         }
-        requeued
+        self.held.record_overdue(&self.ctx);
+        Ok(())
+    }
+
+    /// The connection is gone and with it what was held (the broker returns it to the queue):
+    /// the jobs recorded as held here are PENDING again.
+    async fn forget_held(mut self, why: &str) {
+        let lost = self.held.take_all();
+        held::given_back(&self.ctx, &lost, &format!("connection lost ({why})")).await;
     }
 
     /// Closes the channel and the connection once the acks asked for went out.

@@ -63,7 +63,12 @@ impl Session {
             self.pace = pace(&w, wanted.concurrency);
         }
         if wanted.paused || (resized && self.consumer.is_some()) {
-            let handed_back = self.drain().await;
+            let why = if wanted.paused {
+                "handed back to queue: paused"
+            } else {
+                "handed back to queue: resized"
+            };
+            let handed_back = self.drain(why).await;
             if wanted.paused && !self.applied.paused {
                 info!("paused: taking no new jobs from queue {queue} ({handed_back} prefetched handed back; running ones finish)");
             }
