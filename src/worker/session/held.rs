@@ -27,6 +27,8 @@ use crate::worker::delivery;
 const RECORD_AFTER: Duration = Duration::from_secs(1);
 /// How often a session with every slot busy looks at what it holds.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// The longest a hand back waits for the store to record its held jobs PENDING again.
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(2);
 
 /// One delivery the session holds, not started.
 pub(super) struct Taken {
@@ -109,19 +111,38 @@ impl Held {
 }
 
 /// Records PENDING again, before their messages go back to the queue, the jobs of `given` that
-/// were recorded as held here; committed before it returns, as far as the store lets.
+/// were recorded as held here. Waits for the commit at most [`GIVE_BACK_WAIT`]: a store that
+/// does not answer must not keep the messages from the idle workers.
 pub(super) async fn given_back(ctx: &SessionContext, given: &VecDeque<Taken>, why: &str) {
     let w = &*ctx.worker;
-    // Collected first: an iterator's closure held across the await would make the worker's
-    // future not `Send` for every lifetime.
-    let recorded: Vec<SharedText> = given.iter().filter_map(|t| t.recorded.clone()).collect();
-    let Some((last, rest)) = recorded.split_last() else {
+    let Some((last, rest)) = recorded(given)
+        .split_last()
+        .map(|(l, r)| (l.clone(), r.to_vec()))
+    else {
         return;
     };
-    for id in rest {
+    for id in &rest {
         w.writer.send(delivery::given_back(w, id, why));
     }
-    if let Err(e) = w.writer.commit(delivery::given_back(w, last, why)).await {
-        warn!("recording held jobs as given back: {e}; the store shows them held until another worker takes them");
+    let committed = w.writer.commit(delivery::given_back(w, &last, why));
+    match tokio::time::timeout(GIVE_BACK_WAIT, committed).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("recording held jobs as given back: {e}; the store shows them held until another worker takes them"),
+        Err(_) => warn!("recording held jobs as given back took over {GIVE_BACK_WAIT:?}; handing them back meanwhile"),
     }
+}
+
+/// Records PENDING again the jobs of `lost` recorded as held here, without waiting: the
+/// broker has their messages back already (the connection is gone).
+pub(super) fn lost(ctx: &SessionContext, lost: &VecDeque<Taken>, why: &str) {
+    let w = &*ctx.worker;
+    for id in recorded(lost) {
+        w.writer.send(delivery::given_back(w, &id, why));
+    }
+}
+
+/// The ids recorded as held, collected: an iterator's closure held across an await would make
+/// the worker's future not `Send` for every lifetime.
+fn recorded(given: &VecDeque<Taken>) -> Vec<SharedText> {
+    given.iter().filter_map(|t| t.recorded.clone()).collect()
 }

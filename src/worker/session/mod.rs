@@ -99,7 +99,7 @@ impl Sessions {
                 Ended::Lost(why) => {
                     if let Some(lost) = self.current.take() {
                         // The broker returns them: no more held here.
-                        lost.forget_held(&why).await;
+                        lost.forget_held(&why);
                     }
                     // The next connect tries another node of the list first.
                     self.worker.brokers.lost();
@@ -495,9 +495,9 @@ impl Session {
 
     /// The connection is gone and with it what was held (the broker returns it to the queue):
     /// the jobs recorded as held here are PENDING again.
-    async fn forget_held(mut self, why: &str) {
+    fn forget_held(mut self, why: &str) {
         let lost = self.held.take_all();
-        held::given_back(&self.ctx, &lost, &format!("connection lost ({why})")).await;
+        held::lost(&self.ctx, &lost, &format!("connection lost ({why})"));
     }
 
     /// Closes the channel and the connection once the acks asked for went out.
