@@ -147,7 +147,14 @@ fn with_hand_back_off_prefetched_quick_jobs_wait_behind_the_long_one_and_the_sto
         page.contains("<small class=\"why\">held by worker"),
         "{page}"
     );
-    // A pause hands them back: PENDING again, and why says the queue is paused.
+    // A pause hands them back: PENDING again, and why says the queue is paused. (The idle
+    // worker stops first: it would follow the pause up to half a second later than the busy
+    // one, and could take them meanwhile.)
+    let idle = ["c1", "c2"]
+        .into_iter()
+        .find(|name| !busy.starts_with(&format!("{name}@")))
+        .expect("the idle worker");
+    stack.stop(&[idle]);
     stack.ok(&["queue", "pause", &q]);
     for id in &stuck {
         eventually(Duration::from_secs(10), "the held job given back", || {
