@@ -240,3 +240,59 @@ fn the_api_answers_a_held_key_with_the_holders_id_and_a_flag() {
         1
     );
 }
+
+/// Publishes of a held key `--after` a parent make no second job: the key is taken in the
+/// transaction that stores the WAITING job, as for a job due now; a WAITING holder keeps it.
+fn after_a_parent_a_held_key_makes_no_second_job(stack: &Stack) {
+    let args = r#"["h9"]"#;
+    let parent = stack.call("t.unfinished").args(r#"["p"]"#).id();
+    let first = stack
+        .call("t.queued")
+        .args(args)
+        .set("--after", &parent)
+        .id();
+    assert_eq!(state(stack, &first), "WAITING");
+    let again = stack
+        .call("t.queued")
+        .args(args)
+        .set("--after", &parent)
+        .run();
+    assert_eq!(again.code, Some(0), "{again:?}");
+    assert_eq!(again.stdout.trim(), first, "{again:?}");
+    assert!(
+        again.stderr.contains(&format!("already queued as {first}")),
+        "{again:?}"
+    );
+    // A job due now meets the WAITING holder's key too.
+    let now = stack.call("t.queued").args(args).run();
+    assert_eq!(now.stdout.trim(), first, "{now:?}");
+    assert_eq!(jobs_of(stack, "t.queued").len(), 1);
+    // Released and run, the key frees (`queued`: once it started).
+    stack.start(&["c1"]);
+    go(stack, "p");
+    go(stack, "h9");
+    eventually(Duration::from_secs(30), "the waiting job to run", || {
+        state(stack, &first) == "SUCCESS"
+    });
+    let next = stack
+        .call("t.queued")
+        .args(args)
+        .set("--after", &parent)
+        .id();
+    assert_ne!(next, first);
+    stack.server_stop();
+}
+
+#[test]
+fn after_a_parent_a_held_key_makes_no_second_job_on_sqlite() {
+    after_a_parent_a_held_key_makes_no_second_job(&stack_with(Options::default()));
+}
+
+#[test]
+fn after_a_parent_a_held_key_makes_no_second_job_on_postgresql() {
+    let db = PgDatabase::new();
+    after_a_parent_a_held_key_makes_no_second_job(&stack_with(Options {
+        store_url: Some(db.url.clone()),
+        ..Options::default()
+    }));
+}

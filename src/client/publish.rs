@@ -150,18 +150,22 @@ impl<'c> Publisher<'c> {
         amqp::declare_work_queue(&self.channel.channel().await?, &self.node, queue).await?;
         let batch = uuid::Uuid::new_v4().to_string();
         let now = store::now_ms();
-        let records: Vec<store::NewJob> = (messages.iter())
-            .map(|m| jobs::new_job(m, self.cfg, &queue.name, Some(batch.clone()), now))
-            .collect();
-        store
-            .insert_waiting(&records, parents, self.cfg.max_parents)
+        let (records, claims): (Vec<store::NewJob>, Vec<_>) = (messages.iter())
+            .map(|m| jobs::new_unique_job(m, self.cfg, &queue.name, Some(batch.clone()), now))
+            .unzip();
+        let claims: Vec<store::UniqueClaim> = claims.into_iter().flatten().collect();
+        let duplicates = store
+            .insert_waiting_unique(&records, &claims, parents, self.cfg.max_parents)
             .await?;
-        let ids: Vec<String> = records.into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = (records.into_iter())
+            .map(|r| r.id)
+            .filter(|id| !duplicates.iter().any(|d| &d.job_id == id))
+            .collect();
         self.release(store, &ids).await;
         Ok(Batch {
             id: batch,
             replies: None,
-            duplicates: Vec::new(),
+            duplicates,
         })
     }
 

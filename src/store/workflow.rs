@@ -173,10 +173,26 @@ impl Store {
         parents: &Parents,
         max_parents: usize,
     ) -> Result<(), StoreError> {
+        self.insert_waiting_unique(jobs, &[], parents, max_parents)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::insert_waiting`], those of `jobs` with a unique key (`claims`) only if they can
+    /// take it, in the same transaction, as [`Store::insert_pending_unique`] does: a job whose
+    /// key is held is not stored, and comes back as a [`Duplicate`] naming the holder.
+    pub async fn insert_waiting_unique(
+        &self,
+        jobs: &[NewJob],
+        claims: &[super::UniqueClaim],
+        parents: &Parents,
+        max_parents: usize,
+    ) -> Result<Vec<super::Duplicate>, StoreError> {
         let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         parents.check(&ids, max_parents)?;
         let edges = parents.edges();
-        on_backend!(self, b => b.insert_waiting(jobs, &edges).await)
+        let now = super::now_ms();
+        on_backend!(self, b => b.insert_waiting(jobs, claims, &edges, now).await)
     }
 
     /// Records jobs published in pairs, in one transaction: each first job due now (PENDING,

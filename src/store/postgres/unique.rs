@@ -75,7 +75,7 @@ impl Store {
 
 /// Inserts each claim's key, in order; those held already (by a job stored earlier, or by an
 /// earlier claim of the same list) come back as duplicates.
-async fn take_keys(
+pub(super) async fn take_keys(
     conn: &mut PgConnection,
     claims: &[UniqueClaim],
     now_ms: i64,

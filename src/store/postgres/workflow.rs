@@ -10,8 +10,8 @@ use crate::store::batch::{self, FoldedHistory};
 use crate::store::requests::{Claim, Retrying};
 use crate::store::workflow::{id_taken, unknown_parents, AFTER};
 use crate::store::{
-    job_columns, Brief, Edge, JobRow, Linked, NewJob, StoreError, FAILURE, PENDING, RETRIED,
-    REVOKED, WAITING,
+    job_columns, Brief, Duplicate, Edge, JobRow, Linked, NewJob, StoreError, UniqueClaim, FAILURE,
+    PENDING, RETRIED, REVOKED, WAITING,
 };
 
 /// How long publishing after parents tries again while workers' commits hold their rows.
@@ -22,14 +22,16 @@ impl Store {
     pub(crate) async fn insert_waiting(
         &self,
         jobs: &[NewJob],
+        claims: &[UniqueClaim],
         edges: &[(String, &'static str)],
-    ) -> Result<(), StoreError> {
+        now_ms: i64,
+    ) -> Result<Vec<Duplicate>, StoreError> {
         // The parents' rows are locked without waiting, and the whole transaction tried again
         // while a worker's commit holds one: a command that waited holding some parents' locks
         // while that commit waited for another (its rows come in its own order) would deadlock.
         let deadline = std::time::Instant::now() + LOCK_PATIENCE;
         loop {
-            match self.insert_waiting_once(jobs, edges).await {
+            match self.insert_waiting_once(jobs, claims, edges, now_ms).await {
                 Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(LOCK_RETRY).await;
                 }
@@ -41,10 +43,12 @@ impl Store {
     async fn insert_waiting_once(
         &self,
         jobs: &[NewJob],
+        claims: &[UniqueClaim],
         edges: &[(String, &'static str)],
-    ) -> Result<(), StoreError> {
+        now_ms: i64,
+    ) -> Result<Vec<Duplicate>, StoreError> {
         let parents: Vec<&str> = edges.iter().map(|(p, _)| p.as_str()).collect();
-        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        let all: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
         let run = async {
             let mut tx = self.pool.begin().await?;
             // The parents' rows locked until the commit: a worker ending one of them meanwhile
@@ -64,15 +68,21 @@ impl Store {
                 return Ok(Err(unknown_parents(&missing)));
             }
             let taken: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1)")
-                .bind(&ids)
+                .bind(&all)
                 .fetch_all(&mut *tx)
                 .await?;
             if !taken.is_empty() {
                 return Ok(Err(id_taken(&taken)));
             }
-            commit::insert_waiting(&mut tx, jobs).await?;
+            let duplicates = super::unique::take_keys(&mut tx, claims, now_ms).await?;
+            let jobs: Vec<NewJob> = (jobs.iter())
+                .filter(|j| !duplicates.iter().any(|d| d.job_id == j.id))
+                .cloned()
+                .collect();
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            commit::insert_waiting(&mut tx, &jobs).await?;
             let detail = format!("waits for {} parent(s)", edges.len());
-            commit::insert_history(&mut tx, &waiting_history(jobs, &detail)).await?;
+            commit::insert_history(&mut tx, &waiting_history(&jobs, &detail)).await?;
             let (mut child, mut parent, mut mode) = (vec![], vec![], vec![]);
             for id in &ids {
                 for (p, m) in edges {
@@ -96,7 +106,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(Ok(()))
+            Ok(Ok(duplicates))
         };
         run.await.map_err(self.fail())?
     }

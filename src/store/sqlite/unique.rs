@@ -73,7 +73,7 @@ impl Store {
 
 /// Inserts each claim's key, in order; those held already (by a job stored earlier, or by an
 /// earlier claim of the same list) come back as duplicates.
-fn take_keys(
+pub(super) fn take_keys(
     conn: &Connection,
     claims: &[UniqueClaim],
     now_ms: i64,

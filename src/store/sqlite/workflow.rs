@@ -10,17 +10,19 @@ use crate::store::batch::{self, FoldedHistory};
 use crate::store::requests::{Claim, Retrying};
 use crate::store::workflow::{id_taken, unknown_parents, AFTER};
 use crate::store::{
-    is_final, job_columns, Brief, Edge, JobRow, Linked, NewJob, StoreError, FAILURE, REVOKED,
-    WAITING,
+    is_final, job_columns, Brief, Duplicate, Edge, JobRow, Linked, NewJob, StoreError, UniqueClaim,
+    FAILURE, REVOKED, WAITING,
 };
 
 impl Store {
     pub(crate) async fn insert_waiting(
         &self,
         jobs: &[NewJob],
+        claims: &[UniqueClaim],
         edges: &[(String, &'static str)],
-    ) -> Result<(), StoreError> {
-        let (jobs, edges) = (jobs.to_vec(), edges.to_vec());
+        now_ms: i64,
+    ) -> Result<Vec<Duplicate>, StoreError> {
+        let (jobs, claims, edges) = (jobs.to_vec(), claims.to_vec(), edges.to_vec());
         self.pool
             .run(move |conn| {
                 // IMMEDIATE: the parents' states read here stay true until the commit.
@@ -33,11 +35,15 @@ impl Store {
                 if !missing.is_empty() {
                     return Ok(Err(unknown_parents(&missing)));
                 }
-                let ids: Vec<&String> = jobs.iter().map(|j| &j.id).collect();
                 let taken = taken_ids(&tx, &jobs)?;
                 if !taken.is_empty() {
                     return Ok(Err(id_taken(&taken)));
                 }
+                let duplicates = super::unique::take_keys(&tx, &claims, now_ms)?;
+                let jobs: Vec<NewJob> = (jobs.into_iter())
+                    .filter(|j| !duplicates.iter().any(|d| d.job_id == j.id))
+                    .collect();
+                let ids: Vec<&String> = jobs.iter().map(|j| &j.id).collect();
                 commit::insert_waiting(&tx, &jobs)?;
                 let detail = format!("waits for {} parent(s)", edges.len());
                 commit::insert_history(&tx, &waiting_history(&jobs, &detail))?;
@@ -69,7 +75,7 @@ impl Store {
                 }
                 counts::fold_counts_if_long(&tx)?;
                 tx.commit()?;
-                Ok(Ok(()))
+                Ok(Ok(duplicates))
             })
             .await?
     }
