@@ -127,6 +127,15 @@ fn with_hand_back_off_prefetched_quick_jobs_wait_behind_the_long_one_and_the_sto
         let text = stack.ok(&["jobs", "show", id]);
         assert!(text.contains("waits for held by worker"), "{text}");
     }
+    // Celery's `inspect reserved` lists them on the busy worker.
+    let reserved = common::celery::inspect(&busy, &["reserved"]);
+    let mut listed: Vec<&str> = (reserved.as_array().into_iter().flatten())
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    listed.sort();
+    let mut held: Vec<&str> = stuck.iter().map(String::as_str).collect();
+    held.sort();
+    assert_eq!(listed, held, "{reserved}");
     // The web says the same: the job's JSON, the list's, and the jobs table.
     let web = Web::start(&stack);
     let (_, one) = web.get_json(&format!("/api/jobs/{}", stuck[0]));

@@ -251,9 +251,13 @@ impl Remote {
                     .running
                     .list(&self.node, self.pid, request.flag_argument("safe")))
             }
-            // A delivery is taken from the broker's stream only when a job slot is free, so
-            // nothing waits inside the worker: what is prefetched is the client library's.
-            Method::Reserved => json!([]),
+            // The jobs held unstarted over a second while every job slot is busy (recorded so
+            // in the store); those prefetched a moment ago are the client library's still.
+            Method::Reserved => {
+                json!(self
+                    .running
+                    .reserved(&self.node, self.pid, request.flag_argument("safe")))
+            }
             Method::Scheduled => self.scheduled().await,
             Method::Revoked => json!(self.revoker.revoked.ids()),
             Method::Registered => {

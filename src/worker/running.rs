@@ -29,6 +29,9 @@ pub(super) struct RunningJob {
 struct Inner {
     next: u64,
     jobs: FxHashMap<u64, RunningJob>,
+    /// Jobs held prefetched, unstarted, and recorded so in the store (`inspect reserved`);
+    /// `started` is when they were recorded.
+    reserved: FxHashMap<u64, RunningJob>,
     total: FxHashMap<String, u64>,
     processed: u64,
 }
@@ -70,6 +73,21 @@ impl Running {
         inner.next += 1;
         inner.jobs.insert(key, job);
         Guard { running: self, key }
+    }
+
+    /// A job held unstarted (recorded as held in the store): listed by `inspect reserved` until
+    /// [`Running::unreserve`] with the key returned.
+    pub(super) fn reserve(&self, job: RunningJob) -> u64 {
+        let mut inner = self.lock();
+        let key = inner.next;
+        inner.next += 1;
+        inner.reserved.insert(key, job);
+        key
+    }
+
+    /// The held job of `key` starts, or goes back to the queue.
+    pub(super) fn unreserve(&self, key: u64) {
+        self.lock().reserved.remove(&key);
     }
 
     /// Jobs running now.
@@ -114,47 +132,56 @@ impl Running {
     /// `inspect active`, oldest first. `safe`: args and kwargs as their repr text, as Celery
     /// gives them to Flower.
     pub(super) fn list(&self, node: &str, pid: u32, safe: bool) -> Vec<TaskInfo> {
-        let inner = self.lock();
-        let mut keys: Vec<&u64> = inner.jobs.keys().collect();
-        keys.sort();
-        keys.into_iter()
-            .filter_map(|k| inner.jobs.get(k))
-            .map(|job| {
-                let msg = &job.msg;
-                let (args, kwargs) = if safe {
-                    // Python's reprs, as cm and Celery's clients put them in argsrepr and
-                    // kwargsrepr.
-                    (
-                        Value::String(crate::celery::pyrepr::py_repr_list(&msg.args)),
-                        Value::String(crate::celery::pyrepr::py_repr_map(&msg.kwargs)),
-                    )
-                } else {
-                    (
-                        Value::Array(msg.args.clone()),
-                        Value::Object(msg.kwargs.clone()),
-                    )
-                };
-                TaskInfo {
-                    id: msg.id.clone(),
-                    name: msg.task.clone(),
-                    args,
-                    kwargs,
-                    kind: msg.task.clone(),
-                    hostname: node.to_string(),
-                    time_start: job.started,
-                    // cm acks a job once its final state is stored: never while it runs.
-                    acknowledged: false,
-                    delivery_info: DeliveryInfo {
-                        exchange: job.exchange.to_string(),
-                        routing_key: job.routing_key.to_string(),
-                        priority: job.priority,
-                        redelivered: job.redelivered,
-                    },
-                    worker_pid: pid,
-                }
-            })
-            .collect()
+        list(&self.lock().jobs, node, pid, safe)
     }
+
+    /// `inspect reserved`: the jobs held unstarted, oldest first, as [`Running::list`] shows.
+    pub(super) fn reserved(&self, node: &str, pid: u32, safe: bool) -> Vec<TaskInfo> {
+        list(&self.lock().reserved, node, pid, safe)
+    }
+}
+
+/// The jobs of `jobs`, oldest first, as `inspect active` and `reserved` show them.
+fn list(jobs: &FxHashMap<u64, RunningJob>, node: &str, pid: u32, safe: bool) -> Vec<TaskInfo> {
+    let mut keys: Vec<&u64> = jobs.keys().collect();
+    keys.sort();
+    keys.into_iter()
+        .filter_map(|k| jobs.get(k))
+        .map(|job| {
+            let msg = &job.msg;
+            let (args, kwargs) = if safe {
+                // Python's reprs, as cm and Celery's clients put them in argsrepr and
+                // kwargsrepr.
+                (
+                    Value::String(crate::celery::pyrepr::py_repr_list(&msg.args)),
+                    Value::String(crate::celery::pyrepr::py_repr_map(&msg.kwargs)),
+                )
+            } else {
+                (
+                    Value::Array(msg.args.clone()),
+                    Value::Object(msg.kwargs.clone()),
+                )
+            };
+            TaskInfo {
+                id: msg.id.clone(),
+                name: msg.task.clone(),
+                args,
+                kwargs,
+                kind: msg.task.clone(),
+                hostname: node.to_string(),
+                time_start: job.started,
+                // cm acks a job once its final state is stored: never while it runs.
+                acknowledged: false,
+                delivery_info: DeliveryInfo {
+                    exchange: job.exchange.to_string(),
+                    routing_key: job.routing_key.to_string(),
+                    priority: job.priority,
+                    redelivered: job.redelivered,
+                },
+                worker_pid: pid,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -81,10 +81,19 @@ pub fn spawn_python(script: &str, args: &[&str]) -> (Killed, Receiver<String>) {
 
 /// `celery -b URL control ARGS --json -d NODE -t 10`, which must succeed: the node's reply.
 pub fn control(node: &str, args: &[&str]) -> serde_json::Value {
+    remote("control", node, args)
+}
+
+/// `celery -b URL inspect ARGS --json -d NODE -t 10`, which must succeed: the node's reply.
+pub fn inspect(node: &str, args: &[&str]) -> serde_json::Value {
+    remote("inspect", node, args)
+}
+
+fn remote(command: &str, node: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(venv_bin("celery"))
         .arg("-b")
         .arg(kombu_url())
-        .arg("control")
+        .arg(command)
         .args(args)
         .args(["--json", "-d", node, "-t", "10"])
         .output()
@@ -92,15 +101,16 @@ pub fn control(node: &str, args: &[&str]) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "celery control {args:?} failed ({}):\n{stdout}\n{}",
+        "celery {command} {args:?} failed ({}):\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let replies: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("celery control {args:?} printed no JSON ({e}):\n{stdout}"));
-    replies
-        .as_array()
+        .unwrap_or_else(|e| panic!("celery {command} {args:?} printed no JSON ({e}):\n{stdout}"));
+    // `control --json` prints a list of replies, `inspect --json` one object of them.
+    (replies.as_array())
         .and_then(|l| l.iter().find_map(|r| r.get(node)))
+        .or_else(|| replies.get(node))
         .cloned()
-        .unwrap_or_else(|| panic!("celery control {args:?}: no reply from {node}:\n{stdout}"))
+        .unwrap_or_else(|| panic!("celery {command} {args:?}: no reply from {node}:\n{stdout}"))
 }

@@ -24,6 +24,7 @@ use lapin::message::Delivery;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::context::{job_line, SessionContext, WorkerState};
+use super::running::RunningJob;
 use crate::store::{self, Event, InFlight, SharedText};
 
 /// Takes one delivery through the steps. `held`: its RECEIVED by this worker was recorded
@@ -51,13 +52,15 @@ pub(super) async fn handle(
 
 /// Records the job of `delivery`, which this worker holds prefetched while every job slot is
 /// busy, as RECEIVED by it (queued for the store); its run then records no RECEIVED of its own.
-/// Returns its id, also added to `recorded`; `None` for a message that is no job (its run
-/// dead-letters it) or a job in `recorded` already (a second copy: its run finds it taken).
+/// It shows in `inspect reserved` until [`Running::unreserve`](super::running::Running::unreserve)
+/// with the key returned beside its id (also added to `recorded`). `None` for a message that is
+/// no job (its run dead-letters it) or a job in `recorded` already (a second copy: its run finds
+/// it taken).
 pub(super) fn record_held(
     ctx: &SessionContext,
     delivery: &Delivery,
     recorded: &mut BTreeSet<SharedText>,
-) -> Option<SharedText> {
+) -> Option<(SharedText, u64)> {
     let received = screen::screen(ctx, delivery).ok()?;
     if !recorded.insert(received.id.clone()) {
         return None;
@@ -77,13 +80,18 @@ pub(super) fn record_held(
             }
         ),
     );
-    w.writer.send(outcome::received(
-        w,
-        &received.msg,
-        &received.job,
-        store::now_ms(),
-    ));
-    Some(received.id)
+    let now = store::now_ms();
+    w.writer
+        .send(outcome::received(w, &received.msg, &received.job, now));
+    let reserved = w.remote.running.reserve(RunningJob {
+        msg: received.msg.clone(),
+        started: now as f64 / 1000.0,
+        exchange: delivery.exchange.clone(),
+        routing_key: delivery.routing_key.clone(),
+        priority: delivery.properties.priority().unwrap_or(0),
+        redelivered: delivery.redelivered,
+    });
+    Some((received.id, reserved))
 }
 
 /// The job `id`, held here unstarted, given back to the queue (`why`): PENDING again.

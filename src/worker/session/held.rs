@@ -34,8 +34,9 @@ const GIVE_BACK_WAIT: Duration = Duration::from_secs(2);
 pub(super) struct Taken {
     pub(super) delivery: Delivery,
     since: Instant,
-    /// The job whose RECEIVED by this worker was recorded while it waited.
-    pub(super) recorded: Option<SharedText>,
+    /// The job whose RECEIVED by this worker was recorded while it waited, and its key in
+    /// `inspect reserved`.
+    pub(super) recorded: Option<(SharedText, u64)>,
     /// Looked at for recording already (a message that is no job is left to the run's screen).
     looked: bool,
 }
@@ -78,8 +79,11 @@ impl Held {
         self.queue.push_back(taken);
     }
 
-    pub(super) fn pop(&mut self) -> Option<Taken> {
-        self.queue.pop_front()
+    /// The oldest held delivery, to start now: no longer reserved.
+    pub(super) fn pop(&mut self, ctx: &SessionContext) -> Option<Taken> {
+        let taken = self.queue.pop_front()?;
+        unreserve(ctx, std::slice::from_ref(&taken));
+        Some(taken)
     }
 
     /// Everything held, oldest first; none left.
@@ -98,7 +102,7 @@ impl Held {
     /// unrecorded: its own run finds it taken.
     pub(super) fn record_overdue(&mut self, ctx: &SessionContext) {
         let mut ids: BTreeSet<SharedText> = (self.queue.iter())
-            .filter_map(|t| t.recorded.clone())
+            .filter_map(|t| t.recorded.as_ref().map(|(id, _)| id.clone()))
             .collect();
         for t in &mut self.queue {
             if t.looked || t.since.elapsed() < RECORD_AFTER {
@@ -113,8 +117,9 @@ impl Held {
 /// Records PENDING again, before their messages go back to the queue, the jobs of `given` that
 /// were recorded as held here. Waits for the commit at most [`GIVE_BACK_WAIT`]: a store that
 /// does not answer must not keep the messages from the idle workers.
-pub(super) async fn given_back(ctx: &SessionContext, given: &VecDeque<Taken>, why: &str) {
+pub(super) async fn given_back(ctx: &SessionContext, given: &[Taken], why: &str) {
     let w = &*ctx.worker;
+    unreserve(ctx, given);
     let Some((last, rest)) = recorded(given)
         .split_last()
         .map(|(l, r)| (l.clone(), r.to_vec()))
@@ -134,8 +139,9 @@ pub(super) async fn given_back(ctx: &SessionContext, given: &VecDeque<Taken>, wh
 
 /// Records PENDING again the jobs of `lost` recorded as held here, without waiting: the
 /// broker has their messages back already (the connection is gone).
-pub(super) fn lost(ctx: &SessionContext, lost: &VecDeque<Taken>, why: &str) {
+pub(super) fn lost(ctx: &SessionContext, lost: &[Taken], why: &str) {
     let w = &*ctx.worker;
+    unreserve(ctx, lost);
     for id in recorded(lost) {
         w.writer.send(delivery::given_back(w, &id, why));
     }
@@ -143,6 +149,15 @@ pub(super) fn lost(ctx: &SessionContext, lost: &VecDeque<Taken>, why: &str) {
 
 /// The ids recorded as held, collected: an iterator's closure held across an await would make
 /// the worker's future not `Send` for every lifetime.
-fn recorded(given: &VecDeque<Taken>) -> Vec<SharedText> {
-    given.iter().filter_map(|t| t.recorded.clone()).collect()
+fn recorded(given: &[Taken]) -> Vec<SharedText> {
+    (given.iter())
+        .filter_map(|t| t.recorded.as_ref().map(|(id, _)| id.clone()))
+        .collect()
+}
+
+/// Out of `inspect reserved`: started, or no longer held.
+fn unreserve(ctx: &SessionContext, taken: &[Taken]) {
+    for (_, key) in taken.iter().filter_map(|t| t.recorded.as_ref()) {
+        ctx.worker.remote.running.unreserve(*key);
+    }
 }

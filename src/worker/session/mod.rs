@@ -312,7 +312,7 @@ impl Session {
             let Some(consumer) = self.consumer.as_mut() else {
                 continue;
             };
-            let taken = match self.held.pop() {
+            let taken = match self.held.pop(&self.ctx) {
                 Some(taken) => taken,
                 None => tokio::select! {
                     next = consumer.next() => match next {
@@ -423,7 +423,7 @@ impl Session {
     /// warm shutdown, or a pause. Returns how many.
     async fn drain(&mut self, why: &str) -> usize {
         let handed = self.hand_back(why).await;
-        let kept = self.held.take_all();
+        let kept: Vec<Taken> = self.held.take_all().into();
         held::given_back(&self.ctx, &kept, why).await;
         let mut returned = 0;
         for taken in kept {
@@ -461,7 +461,6 @@ impl Session {
         let limit = u64::from(self.ctx.worker.queue.delivery_limit);
         let (kept, back): (Vec<Taken>, Vec<Taken>) = (self.held.take_all().into_iter())
             .partition(|t| times_returned(&t.delivery).is_some_and(|n| n + 2 >= limit));
-        let back = back.into();
         held::given_back(&self.ctx, &back, why).await;
         let mut requeued = 0;
         for taken in back {
@@ -496,7 +495,7 @@ impl Session {
     /// The connection is gone and with it what was held (the broker returns it to the queue):
     /// the jobs recorded as held here are PENDING again.
     fn forget_held(mut self, why: &str) {
-        let lost = self.held.take_all();
+        let lost: Vec<Taken> = self.held.take_all().into();
         held::lost(&self.ctx, &lost, &format!("connection lost ({why})"));
     }
 
