@@ -296,3 +296,35 @@ fn after_a_parent_a_held_key_makes_no_second_job_on_postgresql() {
         ..Options::default()
     }));
 }
+
+/// `cm jobs retry` of a job whose task is unique takes the key for the new run, in the retry's
+/// transaction: refused, naming the holder, while another job holds it; taken otherwise.
+#[test]
+fn a_retry_takes_the_unique_key_or_is_refused_naming_its_holder() {
+    let stack = stack_with(Options::default());
+    let args = r#"["h5"]"#;
+    // No worker: a revoke ends a queued job at once, and frees its key.
+    let first = stack.call("t.unfinished").args(args).id();
+    stack.ok(&["jobs", "revoke", &first]);
+    assert_eq!(state(&stack, &first), "REVOKED");
+    let holder = stack.call("t.unfinished").args(args).id();
+    assert_ne!(holder, first);
+    let refused = stack.cm(&["jobs", "retry", &first]);
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!("held by job {holder}")),
+        "{refused:?}"
+    );
+    assert_eq!(jobs_of(&stack, "t.unfinished").len(), 2);
+    // The holder gone, the retry runs and holds the key: a publish finds it queued.
+    stack.ok(&["jobs", "revoke", &holder]);
+    let retried = stack.ok(&["jobs", "retry", &first]);
+    let new_id = retried
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(state(&stack, &new_id), "PENDING", "{retried}");
+    let again = stack.call("t.unfinished").args(args).run();
+    assert_eq!(again.stdout.trim(), new_id, "{again:?}");
+}

@@ -12,6 +12,26 @@ use crate::client::publish::Publisher;
 use crate::config::Config;
 use crate::store::Store;
 
+/// The unique key (and its hold) a new run of job `id` takes, when its task has one; `None`
+/// too for a job the store does not have (the retry refuses it) or whose message no longer
+/// binds this config's task.
+async fn unique_key(
+    cfg: &Config,
+    store: &Store,
+    id: &str,
+) -> anyhow::Result<Option<(String, &'static str)>> {
+    let Some(row) = store.get(id).await? else {
+        return Ok(None);
+    };
+    let Ok(msg) = crate::jobs::stored_message(&row) else {
+        return Ok(None);
+    };
+    let job = crate::jobs::Job::from_message(&msg, cfg).ok();
+    Ok(job
+        .and_then(|j| j.unique_claim(cfg, id))
+        .map(|c| (c.key, c.hold)))
+}
+
 /// Retries job `id` for `by` (refused by the store, with nothing changed: no such job, not
 /// final, SUCCESS, retried already): the new job's id. It is published at once; should that
 /// fail, a worker publishes it from the store's outbox.
@@ -22,7 +42,8 @@ pub async fn retry(
     id: &str,
     by: &str,
 ) -> anyhow::Result<String> {
-    let new_id = store.retry(id, by).await?;
+    let unique = unique_key(cfg, store, id).await?;
+    let new_id = store.retry(id, by, unique).await?;
     match Publisher::open(cfg, brokers).await {
         Ok(publisher) => {
             publisher.release(store, std::slice::from_ref(&new_id)).await;

@@ -97,9 +97,20 @@ pub(super) struct Retrying {
     pub new_id: String,
     pub by: String,
     pub at_ms: i64,
+    /// The new job's unique key, when its task has one: taken in the retry's transaction.
+    pub claim: Option<super::UniqueClaim>,
 }
 
 impl Retrying {
+    /// The error of a retry whose unique key another job holds.
+    pub fn held(&self, d: &super::Duplicate) -> super::StoreError {
+        super::StoreError::Refused(format!(
+            "job {} was not retried: its unique key {:?} is held by job {} (already queued); \
+             retry it once that one has started or ended",
+            self.id, d.key, d.holder
+        ))
+    }
+
     /// The error of a refused retry of a job in `state` (`None`: no such job).
     pub fn refusal(&self, state: Option<&str>, retried_as: Option<&str>) -> super::StoreError {
         let id = &self.id;

@@ -247,11 +247,24 @@ impl Store {
     /// Runs final job `id` (FAILURE or REVOKED) again as a new job, returned: stored PENDING
     /// with an outbox row, linked to `id` (one retry per job), recorded in both histories; the
     /// children `id`'s end revoked (and theirs) wait again, for the new job. `by` names who
-    /// asked. Refused: no such job, not final, SUCCESS, or retried already.
-    pub async fn retry(&self, id: &str, by: &str) -> Result<String, StoreError> {
+    /// asked. `unique`: the new job's unique key and how long it holds it (its task's
+    /// `unique`), taken in the same transaction. Refused: no such job, not final, SUCCESS,
+    /// retried already, or its unique key held by another job.
+    pub async fn retry(
+        &self,
+        id: &str,
+        by: &str,
+        unique: Option<(String, &'static str)>,
+    ) -> Result<String, StoreError> {
+        let new_id = uuid::Uuid::new_v4().to_string();
         let retry = Retrying {
             id: id.to_string(),
-            new_id: uuid::Uuid::new_v4().to_string(),
+            claim: unique.map(|(key, hold)| super::UniqueClaim {
+                job_id: new_id.clone(),
+                key,
+                hold,
+            }),
+            new_id,
             by: by.to_string(),
             at_ms: now_ms(),
         };

@@ -226,6 +226,13 @@ impl Store {
             if retried_as.is_some() || !matches!(state.as_deref(), Some(FAILURE | REVOKED)) {
                 return Ok(Err(r.refusal(state.as_deref(), retried_as.as_deref())));
             }
+            let claims: Vec<UniqueClaim> = r.claim.iter().cloned().collect();
+            if let Some(d) = super::unique::take_keys(&mut tx, &claims, r.at_ms)
+                .await?
+                .pop()
+            {
+                return Ok(Err(r.held(&d)));
+            }
             retry(&mut tx, r).await?;
             tx.commit().await?;
             Ok(Ok(()))

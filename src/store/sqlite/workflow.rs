@@ -212,6 +212,10 @@ impl Store {
                 if retried_as.is_some() || !matches!(state.as_deref(), Some(FAILURE | REVOKED)) {
                     return Ok(Err(r.refusal(state.as_deref(), retried_as.as_deref())));
                 }
+                let claims: Vec<UniqueClaim> = r.claim.iter().cloned().collect();
+                if let Some(d) = super::unique::take_keys(&tx, &claims, r.at_ms)?.pop() {
+                    return Ok(Err(r.held(&d)));
+                }
                 retry(&tx, &r)?;
                 counts::fold_counts_if_long(&tx)?;
                 tx.commit()?;
