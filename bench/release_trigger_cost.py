@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """The SQLite release trigger's cost on the hot path (docs/BENCHMARKS.md, "The release trigger's
-cost"): instructions per final-state write of a job that is no one's parent, with the
-`jobs_release` trigger (migration 0011_workflows) and without it (the store as before
-workflows), counted by callgrind, so that the machine's load does not move them.
+cost"): instructions per final-state write of a job that is no one's parent, with the release
+triggers and without them, counted by callgrind, so that the machine's load does not move them.
+The release triggers are those of the store `--cm` makes: 0011's `jobs_release` with 0014's
+`flow_slots_free` and 0015's `unique_keys_release`, or from 0019 on the one thin trigger
+`jobs_state_ends` in their place; "without" drops them all (the store as before workflows).
 
     bench/.venv/bin/python bench/release_trigger_cost.py --cm target/release/cm [--jobs 5000]
 
 A store of cm's own schema is made by `cm launch --count N` with no worker (needs RabbitMQ at
-127.0.0.1:5672; the queue is deleted after), copied twice, the trigger dropped from one copy.
+127.0.0.1:5672; the queue is deleted after), copied twice, the triggers dropped from one copy.
 Each copy then takes the N jobs to SUCCESS as a worker writes them, in transactions of 256:
 (a) one `UPDATE ... SET state` per job, as a job's final event alone; (b) multi-row upserts of
 64 rows, as a worker's group commit writes whole runs (RUNS_PER_UPSERT). Python's sqlite3
@@ -87,7 +89,10 @@ def main():
             src.backup(dst)
             src.close()
             if kind == "without":
-                dst.execute("DROP TRIGGER jobs_release")
+                # Every release trigger the store has: 0011's, 0014's and 0015's three, or
+                # 0019's one thin trigger in their place (the release behind it is not run then).
+                for name in ("jobs_release", "flow_slots_free", "unique_keys_release", "jobs_state_ends"):
+                    dst.execute(f"DROP TRIGGER IF EXISTS {name}")
                 dst.commit()
             dst.close()
         print(f"{a.jobs} jobs, SQLite {sqlite3.sqlite_version} (Python's), instructions per job:")

@@ -5,6 +5,7 @@ mod commit;
 mod counts;
 mod jobs;
 mod migrations;
+mod triggers;
 
 use std::path::PathBuf;
 
