@@ -24,8 +24,8 @@ fn count(conn: &Connection, sql: &str) -> rusqlite::Result<i64> {
 /// revokes the `after` child and, through it, its own child, and makes the `after_any` child
 /// due. The view stores nothing.
 #[tokio::test]
-async fn one_final_update_releases_keys_slots_and_children() -> Result<(), Box<dyn std::error::Error>>
-{
+async fn one_final_update_releases_keys_slots_and_children(
+) -> Result<(), Box<dyn std::error::Error>> {
     let (_dir, path) = temp_store()?;
     let before = migrate::MIGRATIONS.len() - 1;
     let conn = migrated_to(&path, before)?;
@@ -53,12 +53,14 @@ async fn one_final_update_releases_keys_slots_and_children() -> Result<(), Box<d
     assert_eq!(state_of(&conn, "g")?, "REVOKED");
     assert_eq!(state_of(&conn, "any")?, "PENDING");
     assert_eq!(
-        count(&conn, "SELECT COUNT(*) FROM job_outbox WHERE job_id = 'any'")?,
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM job_outbox WHERE job_id = 'any'"
+        )?,
         1
     );
-    let error: String = conn.query_row("SELECT error FROM jobs WHERE id = 'g'", [], |r| {
-        r.get(0)
-    })?;
+    let error: String =
+        conn.query_row("SELECT error FROM jobs WHERE id = 'g'", [], |r| r.get(0))?;
     assert_eq!(error, "parent a ended REVOKED");
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM job_ends")?, 0);
     Ok(())
