@@ -1,8 +1,9 @@
 //! Workflows: jobs published after others (WAITING, with their edges), the outbox of released
 //! jobs, retries, and the edges a workflow's tree is read from. The release itself is a
 //! trigger, in the transaction of every final state: `jobs_state_ends` on `jobs`, which for a
-//! job that is someone's parent inserts into the view `job_ends`, whose `job_ends_release` does
-//! it (migration 0019_thin_triggers; 0011_workflows' `jobs_release` before).
+//! job that is someone's parent inserts into the view `job_ends`, whose INSTEAD OF trigger
+//! `job_ends_release` does it (migration 0019_thin_triggers; 0011_workflows' `jobs_release`
+//! before).
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 

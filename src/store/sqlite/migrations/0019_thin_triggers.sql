@@ -9,9 +9,10 @@
 -- large one, though nearly every job holds no key, no slot and is no one's parent: a worker's
 -- single-row updates (RECEIVED, STARTED, each step, the final state) paid them each time, a
 -- fifth of its instructions per job (docs/BENCHMARKS.md). Now such a statement pays one small
--- frame: the three probes and the two deletes. The release of waiting children, the large body,
--- is an INSTEAD OF trigger on a view that stores nothing (`job_ends`), its frame allocated only
--- when the thin trigger inserts into it, for a job that is someone's parent.
+-- frame: the trigger's `WHEN` (three probes) and one insert. The work is done behind it, by the
+-- INSTEAD OF triggers of a view that stores nothing (`job_ends`): their frames are allocated
+-- only when the thin trigger inserts into it, for a job that holds a key or a slot or is
+-- someone's parent.
 --
 -- Comparisons, not `IN (...)`: SQLite builds a temporary table for a list of three or more
 -- constants each time the list is evaluated (0015's `NOT IN` did so for every state change).
@@ -24,8 +25,21 @@ DROP TRIGGER unique_keys_release;
 
 CREATE VIEW job_ends (id, state) AS SELECT id, state FROM jobs WHERE 0;
 
--- 0011's `jobs_release` body, unchanged, for the parent `NEW.id` that ended `NEW.state`.
-CREATE TRIGGER job_ends_release INSTEAD OF INSERT ON job_ends BEGIN
+-- A job's unique key whose window is over, and its flow slot once it has ended (0014's and 0015's
+-- deletes).
+CREATE TRIGGER job_ends_free INSTEAD OF INSERT ON job_ends BEGIN
+    DELETE FROM unique_keys WHERE job_id = NEW.id
+        AND (hold = 'queued' OR NEW.state = 'SUCCESS' OR NEW.state = 'FAILURE'
+            OR NEW.state = 'REVOKED');
+    DELETE FROM flow_slots WHERE job_id = NEW.id
+        AND (NEW.state = 'SUCCESS' OR NEW.state = 'FAILURE' OR NEW.state = 'REVOKED');
+END;
+
+-- 0011's `jobs_release`, its `WHEN` and body unchanged, for the job `NEW.id` that is now
+-- `NEW.state`.
+CREATE TRIGGER job_ends_release INSTEAD OF INSERT ON job_ends
+WHEN (NEW.state = 'SUCCESS' OR NEW.state = 'FAILURE' OR NEW.state = 'REVOKED')
+    AND EXISTS (SELECT 1 FROM job_edges WHERE parent = NEW.id) BEGIN
     UPDATE job_edges SET ended = 1
         WHERE parent = NEW.id AND mode = 'after' AND NEW.state <> 'SUCCESS' AND ended = 0
         AND (SELECT state FROM jobs WHERE id = job_edges.child) = 'WAITING';
@@ -58,7 +72,7 @@ END;
 -- For every state but the queued ones (0015's window of a 'queued' key ends when its job
 -- starts, or ends any other way), and then only for a job that holds a key, or has ended and
 -- holds a slot or is someone's parent: one probe of each (mostly empty) table otherwise. The
--- statements in the body test the same again, each for its own table.
+-- body is one insert, so that the frame every such statement allocates stays small.
 CREATE TRIGGER jobs_state_ends AFTER UPDATE OF state ON jobs
 WHEN NOT (NEW.state = 'PENDING' OR NEW.state = 'SCHEDULED' OR NEW.state = 'WAITING'
         OR NEW.state = 'RECEIVED')
@@ -66,12 +80,5 @@ WHEN NOT (NEW.state = 'PENDING' OR NEW.state = 'SCHEDULED' OR NEW.state = 'WAITI
         OR ((NEW.state = 'SUCCESS' OR NEW.state = 'FAILURE' OR NEW.state = 'REVOKED')
             AND (EXISTS (SELECT 1 FROM flow_slots WHERE job_id = NEW.id)
                 OR EXISTS (SELECT 1 FROM job_edges WHERE parent = NEW.id)))) BEGIN
-    DELETE FROM unique_keys WHERE job_id = NEW.id
-        AND (hold = 'queued' OR NEW.state = 'SUCCESS' OR NEW.state = 'FAILURE'
-            OR NEW.state = 'REVOKED');
-    DELETE FROM flow_slots WHERE job_id = NEW.id
-        AND (NEW.state = 'SUCCESS' OR NEW.state = 'FAILURE' OR NEW.state = 'REVOKED');
-    INSERT INTO job_ends (id, state) SELECT NEW.id, NEW.state
-        WHERE (NEW.state = 'SUCCESS' OR NEW.state = 'FAILURE' OR NEW.state = 'REVOKED')
-        AND EXISTS (SELECT 1 FROM job_edges WHERE parent = NEW.id);
+    INSERT INTO job_ends (id, state) VALUES (NEW.id, NEW.state);
 END;

@@ -1,6 +1,7 @@
 //! The releases of a job's state change as migration 0019 (thin triggers) runs them: one small
-//! trigger on `jobs`, the release of waiting children behind it on the view `job_ends`. Written
-//! as SQL on the store file, the way any writer (a worker's commit, a revoke) changes a row.
+//! trigger on `jobs`, the work behind it in the INSTEAD OF triggers of the view `job_ends` (a
+//! key's and a slot's deletes, the release of waiting children). Written as SQL on the store
+//! file, the way any writer (a worker's commit, a revoke) changes a row.
 
 use super::*;
 
