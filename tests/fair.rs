@@ -24,6 +24,9 @@ command = ["/bin/true"]
 /// default); `keys`: more keys of the queue's table.
 fn two_workers(keys: &str) -> Stack {
     let stack = Stack::with(Options {
+        // Node names of its own: Celery's remote control reaches a worker by its node name,
+        // and other tests' workers are named c1 and c2 too.
+        node_host: Some(unique("fairhost").replace('_', "-")),
         own_queue: Some(OwnQueue {
             workers: &["c1", "c2"],
             keys: format!("concurrency = 1\n{keys}"),
