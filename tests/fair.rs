@@ -104,10 +104,13 @@ fn with_hand_back_off_prefetched_quick_jobs_wait_behind_the_long_one_and_the_sto
             .collect::<Vec<_>>()
     };
     // The idle worker runs what it was given; the busy one's prefetched share stays unstarted.
+    // Each quick job ends, or is held by the busy worker (recorded within a second and a half).
     eventually(Duration::from_secs(20), "the idle worker's share", || {
         done(&stack, &quick) >= 5
+            && waiting(&stack).iter().all(|id| {
+                field(&stack, id, "state") == "RECEIVED" && field(&stack, id, "worker") == busy
+            })
     });
-    std::thread::sleep(Duration::from_secs(1));
     let stuck = waiting(&stack);
     assert!(
         !stuck.is_empty(),

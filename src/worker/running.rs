@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use lapin::message::Delivery;
 use lapin::types::ShortString;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
@@ -23,6 +24,20 @@ pub(super) struct RunningJob {
     pub(super) routing_key: ShortString,
     pub(super) priority: u8,
     pub(super) redelivered: bool,
+}
+
+impl RunningJob {
+    /// `msg` as `delivery` brought it, in the registry since `at_ms` (ms since the epoch).
+    pub(super) fn of(msg: Arc<TaskMessage>, delivery: &Delivery, at_ms: i64) -> Self {
+        Self {
+            msg,
+            started: at_ms as f64 / 1000.0,
+            exchange: delivery.exchange.clone(),
+            routing_key: delivery.routing_key.clone(),
+            priority: delivery.properties.priority().unwrap_or(0),
+            redelivered: delivery.redelivered,
+        }
+    }
 }
 
 #[derive(Default)]

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use lapin::message::Delivery;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::context::{job_line, SessionContext, WorkerState};
+use super::context::{SessionContext, WorkerState};
 use super::running::RunningJob;
 use crate::store::{self, Event, InFlight, SharedText};
 
@@ -66,31 +66,13 @@ pub(super) fn record_held(
         return None;
     }
     let w = &*ctx.worker;
-    job_line(
-        &w.node,
-        &received.id,
-        &received.msg.task,
-        &format!(
-            "RECEIVED {}{}; held: every job slot busy",
-            received.job.describe(),
-            if delivery.redelivered {
-                " (redelivered)"
-            } else {
-                ""
-            }
-        ),
-    );
     let now = store::now_ms();
-    w.writer
-        .send(outcome::received(w, &received.msg, &received.job, now));
-    let reserved = w.remote.running.reserve(RunningJob {
-        msg: received.msg.clone(),
-        started: now as f64 / 1000.0,
-        exchange: delivery.exchange.clone(),
-        routing_key: delivery.routing_key.clone(),
-        priority: delivery.properties.priority().unwrap_or(0),
-        redelivered: delivery.redelivered,
-    });
+    let parts = (&*received.msg, &received.job, &*received.id);
+    run::record_received(w, delivery, parts, now, "; held: every job slot busy");
+    let reserved = w
+        .remote
+        .running
+        .reserve(RunningJob::of(received.msg.clone(), delivery, now));
     Some((received.id, reserved))
 }
 

@@ -15,8 +15,10 @@ use super::outcome::{self, Outcome, Retry};
 use super::screen::ReceivedJob;
 use super::settle::{JobEnd, Settlement};
 use crate::celery::event_format::TaskEvent;
+use crate::celery::message::TaskMessage;
 use crate::config::policy::RetryPolicy;
 use crate::jobs::run::{Context, Finish, Verdict};
+use crate::jobs::Job;
 use crate::store::{self, SharedText};
 use crate::worker::context::{job_line, SessionContext, WorkerState};
 use crate::worker::lease::{millis, LeaseEnd};
@@ -34,33 +36,18 @@ pub(super) async fn run(
     let w = &*ctx.worker;
     let ReceivedJob { msg, job, id } = received;
     let (node, task) = (&*w.node, msg.task.as_str());
-    let redelivered = if delivery.redelivered {
-        " (redelivered)"
-    } else {
-        ""
-    };
     let now = store::now_ms();
     if !held {
-        job_line(
-            node,
-            &id,
-            task,
-            &format!("RECEIVED {}{redelivered}", job.describe()),
-        );
-        w.writer.send(outcome::received(w, &msg, &job, now));
+        record_received(w, delivery, (&msg, &job, &id), now, "");
     }
     let events = &w.remote.events;
     events.received(&msg, &delivery.properties);
     let started = Instant::now();
     // In `inspect active` from here until it ran, however this step leaves.
-    let active = w.remote.running.start(RunningJob {
-        msg: msg.clone(),
-        started: now as f64 / 1000.0,
-        exchange: delivery.exchange.clone(),
-        routing_key: delivery.routing_key.clone(),
-        priority: delivery.properties.priority().unwrap_or(0),
-        redelivered: delivery.redelivered,
-    });
+    let active = w
+        .remote
+        .running
+        .start(RunningJob::of(msg.clone(), delivery, now));
     step(w, &id, task, Cow::Borrowed(store::STARTED));
     events.task(&TaskEvent::Started { uuid: &id });
     let context = Context {
@@ -103,6 +90,29 @@ pub(super) async fn run(
         lease,
         started: Some(started),
     })
+}
+
+/// Logs the job RECEIVED by this worker at `now` (with `note` after the line) and queues the
+/// event for the store: as its run begins, or earlier while it is held for a slot.
+pub(super) fn record_received(
+    w: &WorkerState,
+    delivery: &Delivery,
+    (msg, job, id): (&TaskMessage, &Job, &str),
+    now: i64,
+    note: &str,
+) {
+    let redelivered = if delivery.redelivered {
+        " (redelivered)"
+    } else {
+        ""
+    };
+    job_line(
+        &w.node,
+        id,
+        &msg.task,
+        &format!("RECEIVED {}{redelivered}{note}", job.describe()),
+    );
+    w.writer.send(outcome::received(w, msg, job, now));
 }
 
 /// Logs a state on the job's way and queues it for the store.

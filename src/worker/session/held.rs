@@ -87,13 +87,13 @@ impl Held {
     }
 
     /// Everything held, oldest first; none left.
-    pub(super) fn take_all(&mut self) -> VecDeque<Taken> {
-        std::mem::take(&mut self.queue)
+    pub(super) fn take_all(&mut self) -> Vec<Taken> {
+        self.queue.drain(..).collect()
     }
 
     /// Holds `kept` again, first.
-    pub(super) fn keep(&mut self, kept: VecDeque<Taken>) {
-        let newer = std::mem::replace(&mut self.queue, kept);
+    pub(super) fn keep(&mut self, kept: Vec<Taken>) {
+        let newer = std::mem::replace(&mut self.queue, kept.into());
         self.queue.extend(newer);
     }
 
@@ -120,16 +120,14 @@ impl Held {
 pub(super) async fn given_back(ctx: &SessionContext, given: &[Taken], why: &str) {
     let w = &*ctx.worker;
     unreserve(ctx, given);
-    let Some((last, rest)) = recorded(given)
-        .split_last()
-        .map(|(l, r)| (l.clone(), r.to_vec()))
-    else {
+    let ids = recorded(given);
+    let Some((last, rest)) = ids.split_last() else {
         return;
     };
-    for id in &rest {
+    for id in rest {
         w.writer.send(delivery::given_back(w, id, why));
     }
-    let committed = w.writer.commit(delivery::given_back(w, &last, why));
+    let committed = w.writer.commit(delivery::given_back(w, last, why));
     match tokio::time::timeout(GIVE_BACK_WAIT, committed).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!("recording held jobs as given back: {e}; the store shows them held until another worker takes them"),

@@ -201,6 +201,19 @@ fn backoff(n: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(30))
 }
 
+/// What the consumer's stream gave: a delivery, or the end of the session. lapin reports a dead
+/// peer (missed heartbeats) or a forced close as an error, then ends the stream: both mean
+/// reconnect, never a silent stall.
+fn delivered(next: Option<lapin::Result<Delivery>>) -> Result<Delivery, Ended> {
+    match next {
+        Some(Ok(delivery)) => Ok(delivery),
+        Some(Err(e)) => Err(Ended::Lost(e.to_string())),
+        None => Err(Ended::Lost(
+            "the broker cancelled the consumer (queue deleted?)".into(),
+        )),
+    }
+}
+
 /// Returns a delivery to its queue; whether the broker was told.
 async fn nack_requeue(delivery: &Delivery) -> bool {
     let requeue = BasicNackOptions {
@@ -315,12 +328,9 @@ impl Session {
             let taken = match self.held.pop(&self.ctx) {
                 Some(taken) => taken,
                 None => tokio::select! {
-                    next = consumer.next() => match next {
-                        Some(Ok(delivery)) => Taken::new(delivery),
-                        // lapin reports a dead peer (missed heartbeats) or a forced close as an
-                        // error, then ends the stream: both mean reconnect, never a silent stall.
-                        Some(Err(e)) => return Ended::Lost(e.to_string()),
-                        None => return Ended::Lost("the broker cancelled the consumer (queue deleted?)".into()),
+                    next = consumer.next() => match delivered(next) {
+                        Ok(delivery) => Taken::new(delivery),
+                        Err(lost) => return lost,
                     },
                     // The permit goes back: a pause or a smaller size may not want it used.
                     _ = self.orders.changed() => continue,
@@ -422,22 +432,18 @@ impl Session {
     /// Cancels the consumer and hands back everything held unstarted (`why`): the session's
     /// warm shutdown, or a pause. Returns how many.
     async fn drain(&mut self, why: &str) -> usize {
-        let handed = self.hand_back(why).await;
-        let kept: Vec<Taken> = self.held.take_all().into();
-        held::given_back(&self.ctx, &kept, why).await;
-        let mut returned = 0;
-        for taken in kept {
-            if nack_requeue(&taken.delivery).await {
-                returned += 1;
-            }
-        }
-        handed + returned
+        self.return_held(why, false).await
     }
 
     /// Cancels the consumer and returns what it prefetched and what is held to the queue
     /// (`why`), but for a quorum queue's message so near its delivery limit that one more
     /// return would dead-letter it (it stays held). Returns how many went back.
     async fn hand_back(&mut self, why: &str) -> usize {
+        self.return_held(why, true).await
+    }
+
+    /// [`Session::hand_back`]; with `keep_near_limit` false, nothing stays held.
+    async fn return_held(&mut self, why: &str, keep_near_limit: bool) -> usize {
         if let Some(mut consumer) = self.consumer.take() {
             let node = &*self.ctx.worker.node;
             if let Err(e) = self
@@ -459,8 +465,10 @@ impl Session {
             }
         }
         let limit = u64::from(self.ctx.worker.queue.delivery_limit);
-        let (kept, back): (Vec<Taken>, Vec<Taken>) = (self.held.take_all().into_iter())
-            .partition(|t| times_returned(&t.delivery).is_some_and(|n| n + 2 >= limit));
+        let (kept, back): (Vec<Taken>, Vec<Taken>) =
+            (self.held.take_all().into_iter()).partition(|t| {
+                keep_near_limit && times_returned(&t.delivery).is_some_and(|n| n + 2 >= limit)
+            });
         held::given_back(&self.ctx, &back, why).await;
         let mut requeued = 0;
         for taken in back {
@@ -468,7 +476,7 @@ impl Session {
                 requeued += 1;
             }
         }
-        self.held.keep(kept.into());
+        self.held.keep(kept);
         requeued
     }
 
@@ -477,15 +485,7 @@ impl Session {
     async fn look_at_held(&mut self) -> Result<(), Ended> {
         if let Some(consumer) = self.consumer.as_mut() {
             while let Some(next) = futures_lite::future::poll_once(consumer.next()).await {
-                match next {
-                    Some(Ok(delivery)) => self.held.push(Taken::new(delivery)),
-                    Some(Err(e)) => return Err(Ended::Lost(e.to_string())),
-                    None => {
-                        return Err(Ended::Lost(
-                            "the broker cancelled the consumer (queue deleted?)".into(),
-                        ))
-                    }
-                }
+                self.held.push(Taken::new(delivered(next)?));
             }
         }
         self.held.record_overdue(&self.ctx);
@@ -495,7 +495,7 @@ impl Session {
     /// The connection is gone and with it what was held (the broker returns it to the queue):
     /// the jobs recorded as held here are PENDING again.
     fn forget_held(mut self, why: &str) {
-        let lost: Vec<Taken> = self.held.take_all().into();
+        let lost = self.held.take_all();
         held::lost(&self.ctx, &lost, &format!("connection lost ({why})"));
     }
 
