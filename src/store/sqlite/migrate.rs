@@ -55,7 +55,7 @@ pub(super) fn open(path: &Path, busy: Duration, store: &str) -> Result<Connectio
 }
 
 /// In order; a migration's version is its place in this list, from 1 (as its file name says).
-pub(super) const MIGRATIONS: [&str; 16] = [
+pub(super) const MIGRATIONS: [&str; 17] = [
     include_str!("migrations/0001_jobs.sql"),
     include_str!("migrations/0002_jobs_state_submitted.sql"),
     include_str!("migrations/0003_job_events_later.sql"),
@@ -76,6 +76,7 @@ pub(super) const MIGRATIONS: [&str; 16] = [
     include_str!("migrations/0018_rate_overrides.sql"),
     // SQLite's alone (PostgreSQL's triggers are statement-level): no 0019 there.
     include_str!("migrations/0019_thin_triggers.sql"),
+    include_str!("migrations/0020_throttled_keeps_queued_key.sql"),
 ];
 
 /// Brings the schema up to date. The error is the cause, for [`StoreError::Migration`].

@@ -92,6 +92,9 @@ pub(in crate::store) async fn keys_are_held_for_their_window(store: &Store) -> T
         })
         .await?;
     assert_eq!(publish(store, "d", "k1", q).await?.as_deref(), Some("a"));
+    // So does THROTTLED: held at a gate, it has not started.
+    writer.commit(state("a", THROTTLED)).await?;
+    assert_eq!(publish(store, "d", "k1", q).await?.as_deref(), Some("a"));
     writer.commit(state("a", STARTED)).await?;
     assert_eq!(publish(store, "d", "k1", q).await?, None);
     assert_eq!(store.unique_holder("k1").await?.as_deref(), Some("d"));
